@@ -1,0 +1,662 @@
+//! The HTTP API. Each data handler reads top to bottom as the request path:
+//! authenticate → check the input → find the subject → decide (Cedar) → touch the vault →
+//! respond. Nothing reaches the vault before the decision allows it, and a request that
+//! fails changes nothing.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::AppState;
+use crate::auth::Authenticated;
+use crate::error::ApiError;
+use policy::{AccessRequest, Action, Decision, Resource};
+use vault::{FieldClass, SubjectPlacement};
+
+/// The header that states the purpose of an access.
+pub const PURPOSE_HEADER: &str = "sovereign-purpose";
+/// The header that gives a reason code for an access.
+pub const REASON_HEADER: &str = "sovereign-reason-code";
+const MAX_PURPOSE_BYTES: usize = 256;
+const MAX_REASON_BYTES: usize = 64;
+
+type AppResult<T> = Result<T, ApiError>;
+type Shared = State<Arc<AppState>>;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Sovereign",
+        description = "Data-sovereignty gateway: residency-pinned vault with Cedar-decided access."
+    ),
+    modifiers(&BearerAuth),
+    components(schemas(ErrorBody))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// Every route, registered together with its OpenAPI description so the two cannot drift.
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(openapi_json))
+        .routes(routes!(put_subject, get_subject))
+        .routes(routes!(list_records))
+        .routes(routes!(put_record, get_record, delete_record))
+}
+
+/// The error body every failing route answers with.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// A stable code, such as `denied`, `undeclared_field` or `unauthenticated`.
+    error: String,
+    /// What went wrong, for people.
+    message: String,
+    /// On a denial (403): the ids of the policies that decided it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policies: Option<Vec<String>>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct Health {
+    status: &'static str,
+}
+
+/// Answers 200 once the gateway is ready (configuration, policies and stores loaded).
+#[utoipa::path(get, path = "/healthz", tag = "service",
+    responses((status = 200, description = "ready", body = Health)))]
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// This API's OpenAPI 3.1 description, generated from the code.
+#[utoipa::path(get, path = "/openapi.json", tag = "service",
+    responses((status = 200, description = "the OpenAPI document")))]
+async fn openapi_json(State(app): Shared) -> Json<Value> {
+    Json(app.openapi.clone())
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct RegisterSubject {
+    /// The subject's home jurisdiction (ISO 3166-1 alpha-2); its residency rule decides the site.
+    jurisdiction: String,
+}
+
+#[derive(Serialize, ToSchema)]
+struct SubjectBody {
+    id: String,
+    jurisdiction: String,
+    /// The site that holds the subject's records.
+    site: String,
+    /// Whether that site is allowed by the subject's residency rule (false for legacy copies).
+    residency_ok: bool,
+}
+
+impl From<SubjectPlacement> for SubjectBody {
+    fn from(p: SubjectPlacement) -> Self {
+        SubjectBody {
+            id: p.id,
+            jurisdiction: p.jurisdiction,
+            site: p.site,
+            residency_ok: p.allowed,
+        }
+    }
+}
+
+/// Registers a subject with its home jurisdiction, at the first site its residency rule allows.
+/// Idempotent: registering again with the same jurisdiction answers 200.
+#[utoipa::path(put, path = "/v1/subjects/{id}", tag = "subjects",
+    params(("id" = String, Path, description = "subject id: 1-128 of A-Z a-z 0-9 . _ : -")),
+    request_body = RegisterSubject,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "registered", body = SubjectBody),
+        (status = 200, description = "already registered with this jurisdiction", body = SubjectBody),
+        (status = 400, description = "bad id, body or jurisdiction", body = ErrorBody),
+        (status = 401, description = "no valid token", body = ErrorBody),
+        (status = 403, description = "denied by policy", body = ErrorBody),
+        (status = 409, description = "registered with another jurisdiction", body = ErrorBody),
+        (status = 422, description = "no residency rule for the jurisdiction", body = ErrorBody),
+    ))]
+async fn put_subject(
+    State(app): Shared,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> AppResult<(StatusCode, Json<SubjectBody>)> {
+    let who = app.auth.authenticate(&headers, peer.ip())?;
+    let id = path_param(path)?;
+    vault::validate_id("subject id", &id)?;
+    let request: RegisterSubject = parse_json(body)?;
+    let context = access_context(&headers, &who)?;
+
+    let site = app.vault.placement_site(&request.jurisdiction)?.to_string();
+    let resource = Resource::Subject {
+        subject_jurisdiction: request.jurisdiction.clone(),
+        site_jurisdiction: app.vault.site_jurisdiction(&site).unwrap_or_default().to_string(),
+        site,
+    };
+    app.authorize(&who, Action::Register, &[resource], &context)?;
+
+    let vault = app.vault.clone();
+    let (placement, created) = blocking(move || vault.register_subject(&id, &request.jurisdiction)).await??;
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(placement.into())))
+}
+
+/// A subject's jurisdiction and the site holding it.
+#[utoipa::path(get, path = "/v1/subjects/{id}", tag = "subjects",
+    params(("id" = String, Path, description = "subject id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the subject", body = SubjectBody),
+        (status = 401, description = "no valid token", body = ErrorBody),
+        (status = 403, description = "denied by policy", body = ErrorBody),
+        (status = 404, description = "no such subject", body = ErrorBody),
+    ))]
+async fn get_subject(
+    State(app): Shared,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+) -> AppResult<Json<SubjectBody>> {
+    let who = app.auth.authenticate(&headers, peer.ip())?;
+    let id = path_param(path)?;
+    let context = access_context(&headers, &who)?;
+    let subject = app.find_subject(&id).await?;
+    app.authorize(&who, Action::List, &[subject_resource(&subject)], &context)?;
+    Ok(Json(subject.into()))
+}
+
+#[derive(Serialize, ToSchema)]
+struct RecordRef {
+    collection: String,
+    key: String,
+}
+
+#[derive(Serialize, ToSchema)]
+struct RecordList {
+    subject: String,
+    site: String,
+    records: Vec<RecordRef>,
+}
+
+/// The collections and keys of a subject's records (no field values).
+#[utoipa::path(get, path = "/v1/subjects/{id}/records", tag = "records",
+    params(("id" = String, Path, description = "subject id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the subject's records", body = RecordList),
+        (status = 401, description = "no valid token", body = ErrorBody),
+        (status = 403, description = "denied by policy", body = ErrorBody),
+        (status = 404, description = "no such subject", body = ErrorBody),
+    ))]
+async fn list_records(
+    State(app): Shared,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+) -> AppResult<Json<RecordList>> {
+    let who = app.auth.authenticate(&headers, peer.ip())?;
+    let id = path_param(path)?;
+    let context = access_context(&headers, &who)?;
+    let subject = app.find_subject(&id).await?;
+    app.authorize(&who, Action::List, &[subject_resource(&subject)], &context)?;
+
+    let vault = app.vault.clone();
+    let subject_id = subject.id.clone();
+    let keys = blocking(move || vault.list_records(&subject_id)).await??;
+    Ok(Json(RecordList {
+        subject: subject.id,
+        site: subject.site,
+        records: keys
+            .into_iter()
+            .map(|k| RecordRef {
+                collection: k.collection,
+                key: k.key,
+            })
+            .collect(),
+    }))
+}
+
+#[derive(Serialize, ToSchema)]
+struct RecordWritten {
+    subject: String,
+    collection: String,
+    key: String,
+    /// The site that now holds the record.
+    site: String,
+}
+
+/// Writes (creates or replaces) a record: a JSON object of the collection's declared fields.
+#[utoipa::path(put, path = "/v1/subjects/{id}/records/{collection}/{key}", tag = "records",
+    params(
+        ("id" = String, Path, description = "subject id"),
+        ("collection" = String, Path, description = "a configured collection"),
+        ("key" = String, Path, description = "record key: 1-128 of A-Z a-z 0-9 . _ : -"),
+        ("Sovereign-Purpose" = Option<String>, Header, description = "why this access is made; required for protected fields by the default policies"),
+        ("Sovereign-Reason-Code" = Option<String>, Header, description = "a reason code"),
+    ),
+    request_body(content = Object, description = "field name → value; every field must be declared in the collection"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "written", body = RecordWritten),
+        (status = 400, description = "malformed JSON, undeclared field, bad id or key", body = ErrorBody),
+        (status = 401, description = "no valid token", body = ErrorBody),
+        (status = 403, description = "denied by policy", body = ErrorBody),
+        (status = 404, description = "no such subject or collection", body = ErrorBody),
+        (status = 409, description = "the subject is held at a site its residency rule does not allow", body = ErrorBody),
+        (status = 413, description = "body too large", body = ErrorBody),
+    ))]
+async fn put_record(
+    State(app): Shared,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    path: Result<Path<(String, String, String)>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> AppResult<Json<RecordWritten>> {
+    let who = app.auth.authenticate(&headers, peer.ip())?;
+    let (id, collection, key) = path_param(path)?;
+    vault::validate_id("record key", &key)?;
+    app.require_collection(&collection)?;
+    let fields: Map<String, Value> = parse_json(body)?;
+    if fields.is_empty() {
+        return Err(ApiError::bad_request(
+            "empty_record",
+            "a record must hold at least one field",
+        ));
+    }
+    let classes = app.vault.validate_fields(&collection, &fields)?;
+    let context = access_context(&headers, &who)?;
+    let subject = app.find_subject(&id).await?;
+
+    let resources: Vec<Resource> = classes
+        .iter()
+        .map(|class| data_resource(&subject, &collection, *class))
+        .collect();
+    app.authorize(&who, Action::Write, &resources, &context)?;
+
+    let vault = app.vault.clone();
+    let (subject_id, coll, k) = (subject.id.clone(), collection.clone(), key.clone());
+    let site = blocking(move || vault.put_record(&subject_id, &coll, &k, fields)).await??;
+    Ok(Json(RecordWritten {
+        subject: subject.id,
+        collection,
+        key,
+        site,
+    }))
+}
+
+#[derive(Serialize, ToSchema)]
+struct RecordBody {
+    subject: String,
+    collection: String,
+    key: String,
+    site: String,
+    /// The fields this principal may see.
+    #[schema(value_type = Object)]
+    fields: Map<String, Value>,
+    /// Names of fields the record holds that the decision did not allow (values withheld).
+    withheld: Vec<String>,
+}
+
+/// Reads a record. The response holds only the fields whose class the decision allows.
+#[utoipa::path(get, path = "/v1/subjects/{id}/records/{collection}/{key}", tag = "records",
+    params(
+        ("id" = String, Path, description = "subject id"),
+        ("collection" = String, Path, description = "a configured collection"),
+        ("key" = String, Path, description = "record key"),
+        ("Sovereign-Purpose" = Option<String>, Header, description = "why this access is made"),
+        ("Sovereign-Reason-Code" = Option<String>, Header, description = "a reason code"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the record, reduced to the allowed fields", body = RecordBody),
+        (status = 401, description = "no valid token", body = ErrorBody),
+        (status = 403, description = "denied by policy", body = ErrorBody),
+        (status = 404, description = "no such subject, collection or record", body = ErrorBody),
+    ))]
+async fn get_record(
+    State(app): Shared,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    path: Result<Path<(String, String, String)>, PathRejection>,
+) -> AppResult<Json<RecordBody>> {
+    let who = app.auth.authenticate(&headers, peer.ip())?;
+    let (id, collection, key) = path_param(path)?;
+    vault::validate_id("record key", &key)?;
+    let declared = app.require_collection(&collection)?;
+    let context = access_context(&headers, &who)?;
+    let subject = app.find_subject(&id).await?;
+
+    // One decision per field class the collection declares; the response keeps the
+    // fields of the allowed classes. If no class is allowed, the read is denied.
+    let classes = distinct_classes(&declared);
+    let resources: Vec<Resource> = classes
+        .iter()
+        .map(|class| data_resource(&subject, &collection, *class))
+        .collect();
+    let decisions = app.decide_each(&who, Action::Read, &resources, &context);
+    let allowed: Vec<FieldClass> = classes
+        .iter()
+        .zip(&decisions)
+        .filter(|(_, d)| d.allowed)
+        .map(|(c, _)| *c)
+        .collect();
+    if allowed.is_empty() {
+        return Err(app.denial(&who, Action::Read, &resources, &context, &decisions));
+    }
+
+    let vault = app.vault.clone();
+    let (subject_id, coll, k) = (subject.id.clone(), collection.clone(), key.clone());
+    let record = blocking(move || vault.get_record(&subject_id, &coll, &k))
+        .await??
+        .ok_or_else(|| {
+            ApiError::not_found(
+                "record_not_found",
+                format!("subject `{id}` has no `{collection}` record `{key}`"),
+            )
+        })?;
+    let mut fields = Map::new();
+    let mut withheld = Vec::new();
+    for (name, value) in record.fields {
+        match declared.get(&name) {
+            Some(class) if allowed.contains(class) => {
+                fields.insert(name, value);
+            }
+            _ => withheld.push(name),
+        }
+    }
+    Ok(Json(RecordBody {
+        subject: subject.id,
+        collection,
+        key,
+        site: record.site,
+        fields,
+        withheld,
+    }))
+}
+
+#[derive(Serialize, ToSchema)]
+struct RecordDeleted {
+    subject: String,
+    collection: String,
+    key: String,
+    deleted: bool,
+}
+
+/// Deletes a record. Needs a delete decision for every field class of the collection.
+#[utoipa::path(delete, path = "/v1/subjects/{id}/records/{collection}/{key}", tag = "records",
+    params(
+        ("id" = String, Path, description = "subject id"),
+        ("collection" = String, Path, description = "a configured collection"),
+        ("key" = String, Path, description = "record key"),
+        ("Sovereign-Purpose" = Option<String>, Header, description = "why this access is made"),
+        ("Sovereign-Reason-Code" = Option<String>, Header, description = "a reason code"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "deleted", body = RecordDeleted),
+        (status = 401, description = "no valid token", body = ErrorBody),
+        (status = 403, description = "denied by policy", body = ErrorBody),
+        (status = 404, description = "no such subject, collection or record", body = ErrorBody),
+    ))]
+async fn delete_record(
+    State(app): Shared,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    path: Result<Path<(String, String, String)>, PathRejection>,
+) -> AppResult<Json<RecordDeleted>> {
+    let who = app.auth.authenticate(&headers, peer.ip())?;
+    let (id, collection, key) = path_param(path)?;
+    vault::validate_id("record key", &key)?;
+    let declared = app.require_collection(&collection)?;
+    let context = access_context(&headers, &who)?;
+    let subject = app.find_subject(&id).await?;
+
+    let resources: Vec<Resource> = distinct_classes(&declared)
+        .into_iter()
+        .map(|class| data_resource(&subject, &collection, class))
+        .collect();
+    app.authorize(&who, Action::Delete, &resources, &context)?;
+
+    let vault = app.vault.clone();
+    let (subject_id, coll, k) = (subject.id.clone(), collection.clone(), key.clone());
+    let deleted = blocking(move || vault.delete_record(&subject_id, &coll, &k)).await??;
+    if !deleted {
+        return Err(ApiError::not_found(
+            "record_not_found",
+            format!("subject `{id}` has no `{collection}` record `{key}`"),
+        ));
+    }
+    Ok(Json(RecordDeleted {
+        subject: subject.id,
+        collection,
+        key,
+        deleted,
+    }))
+}
+
+impl AppState {
+    fn require_collection(
+        &self,
+        name: &str,
+    ) -> AppResult<std::collections::BTreeMap<String, FieldClass>> {
+        self.vault
+            .collection(name)
+            .map(|c| c.fields.clone())
+            .ok_or_else(|| vault::VaultError::UnknownCollection(name.to_string()).into())
+    }
+
+    async fn find_subject(&self, id: &str) -> AppResult<SubjectPlacement> {
+        vault::validate_id("subject id", id)?;
+        let vault = self.vault.clone();
+        let owned = id.to_string();
+        blocking(move || vault.find_subject(&owned))
+            .await??
+            .ok_or_else(|| vault::VaultError::SubjectNotFound(id.to_string()).into())
+    }
+
+    fn decide_each(
+        &self,
+        who: &Authenticated,
+        action: Action,
+        resources: &[Resource],
+        context: &policy::Context,
+    ) -> Vec<Decision> {
+        resources
+            .iter()
+            .map(|resource| {
+                self.policy.decide(&AccessRequest {
+                    principal: who.principal.clone(),
+                    action,
+                    resource: resource.clone(),
+                    context: context.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// Allows only if every resource is allowed.
+    fn authorize(
+        &self,
+        who: &Authenticated,
+        action: Action,
+        resources: &[Resource],
+        context: &policy::Context,
+    ) -> AppResult<()> {
+        let decisions = self.decide_each(who, action, resources, context);
+        if decisions.iter().all(|d| d.allowed) {
+            Ok(())
+        } else {
+            Err(self.denial(who, action, resources, context, &decisions))
+        }
+    }
+
+    /// The 403 for a denial: names the determining policies, and says so plainly when the
+    /// only thing missing is a purpose (the same request with one would have been allowed).
+    fn denial(
+        &self,
+        who: &Authenticated,
+        action: Action,
+        resources: &[Resource],
+        context: &policy::Context,
+        decisions: &[Decision],
+    ) -> ApiError {
+        let mut policies: Vec<String> = decisions
+            .iter()
+            .filter(|d| !d.allowed)
+            .flat_map(|d| d.policies.iter().cloned())
+            .collect();
+        policies.sort();
+        policies.dedup();
+        let had_errors = decisions.iter().any(|d| !d.errors.is_empty());
+        if had_errors {
+            tracing::warn!(principal = %who.principal.id, action = action.as_str(),
+                "policy evaluation error; denied");
+        }
+        if context.purpose.is_empty() && !had_errors {
+            let with_purpose = policy::Context {
+                purpose: "(any stated purpose)".into(),
+                ..context.clone()
+            };
+            let again = self.decide_each(who, action, resources, &with_purpose);
+            if again.iter().any(|d| d.allowed) {
+                return ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "purpose_required",
+                    "this access needs a stated purpose: set the `Sovereign-Purpose` header",
+                )
+                .with("policies", policies);
+            }
+        }
+        let message = if had_errors {
+            format!("{} denied: a policy could not be evaluated, and errors deny", action.as_str())
+        } else if policies.is_empty() {
+            format!("{} denied: no policy permits it", action.as_str())
+        } else {
+            format!("{} denied by policy {}", action.as_str(), policies.join(", "))
+        };
+        ApiError::denied(message, policies)
+    }
+}
+
+fn subject_resource(subject: &SubjectPlacement) -> Resource {
+    Resource::Subject {
+        subject_jurisdiction: subject.jurisdiction.clone(),
+        site: subject.site.clone(),
+        site_jurisdiction: subject.site_jurisdiction.clone(),
+    }
+}
+
+fn data_resource(subject: &SubjectPlacement, collection: &str, class: FieldClass) -> Resource {
+    Resource::Data {
+        subject_jurisdiction: subject.jurisdiction.clone(),
+        collection: collection.to_string(),
+        field_class: class.as_str().to_string(),
+        site: subject.site.clone(),
+        site_jurisdiction: subject.site_jurisdiction.clone(),
+    }
+}
+
+fn distinct_classes(declared: &std::collections::BTreeMap<String, FieldClass>) -> Vec<FieldClass> {
+    let mut classes: Vec<FieldClass> = declared.values().copied().collect();
+    classes.sort();
+    classes.dedup();
+    classes
+}
+
+/// The policy context: the stated purpose and reason code (headers a client may set, since
+/// they are claims about the request, not about who is asking), the zone and the time.
+fn access_context(headers: &HeaderMap, who: &Authenticated) -> AppResult<policy::Context> {
+    let text_header = |name: &'static str, max: usize| -> AppResult<String> {
+        let Some(value) = headers.get(name) else {
+            return Ok(String::new());
+        };
+        let text = value.to_str().map_err(|_| {
+            ApiError::bad_request("invalid_header", format!("`{name}` must be printable ASCII"))
+        })?;
+        let text = text.trim();
+        if text.len() > max {
+            return Err(ApiError::bad_request(
+                "invalid_header",
+                format!("`{name}` is longer than {max} bytes"),
+            ));
+        }
+        Ok(text.to_string())
+    };
+    let purpose = text_header(PURPOSE_HEADER, MAX_PURPOSE_BYTES)?;
+    let reason_code = text_header(REASON_HEADER, MAX_REASON_BYTES)?;
+    if !reason_code
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    {
+        return Err(ApiError::bad_request(
+            "invalid_header",
+            "`Sovereign-Reason-Code` must be lower-case letters, digits, `_` and `-`",
+        ));
+    }
+    Ok(policy::Context {
+        purpose,
+        reason_code,
+        network_zone: who.network_zone.clone(),
+        time: crate::auth::now_unix(),
+    })
+}
+
+fn path_param<T>(path: Result<Path<T>, PathRejection>) -> AppResult<T> {
+    path.map(|Path(v)| v)
+        .map_err(|e| ApiError::bad_request("invalid_path", e.body_text()))
+}
+
+/// Parses a JSON body strictly, with errors that name what is wrong.
+fn parse_json<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> AppResult<T> {
+    let bytes = body.map_err(|e| {
+        let status = e.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(status, "body_too_large", "the request body is larger than the limit")
+        } else {
+            ApiError::new(status, "invalid_body", e.body_text())
+        }
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        let code = if e.is_data() { "invalid_body" } else { "invalid_json" };
+        ApiError::bad_request(code, format!("request body: {e}"))
+    })
+}
+
+/// Runs store work off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> AppResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(ApiError::internal)
+}

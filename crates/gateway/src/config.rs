@@ -1,0 +1,409 @@
+//! The configuration file (`sovereign.toml`): parsing, then validation that names the
+//! file, the key and the problem. Everything is checked before the service starts; an
+//! unknown key is an error, because a misspelt key silently ignored is a rule not enforced.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use vault::{CollectionConfig, Layout, SiteConfig};
+
+/// The configuration file's name inside a data folder.
+pub const CONFIG_FILE: &str = "sovereign.toml";
+
+/// Default request body limit: 1 MiB.
+pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Jurisdictions (ISO 3166-1 alpha-2) whose subjects the vault may hold.
+    pub jurisdictions: BTreeSet<String>,
+    /// Countries whose presence (by location claim or network zone) makes a principal restricted.
+    pub restricted_countries: BTreeSet<String>,
+    #[serde(default)]
+    pub server: ServerConfig,
+    pub policy: PolicyFiles,
+    pub auth: AuthConfig,
+    /// Employer entities a token's `entity` claim may name.
+    pub entities: BTreeMap<String, EntityConfig>,
+    pub sites: BTreeMap<String, SiteConfig>,
+    /// Jurisdiction → the sites its subjects may be stored at, in order of preference.
+    pub residency: BTreeMap<String, Vec<String>>,
+    pub collections: BTreeMap<String, CollectionConfig>,
+    /// Peer address ranges and the country they are in.
+    #[serde(default)]
+    pub network_zones: Vec<NetworkZone>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Largest accepted request body; larger ones get 413.
+    pub body_limit_bytes: usize,
+    /// A request that takes longer is answered 503.
+    pub request_timeout_seconds: u64,
+    /// Reader connections per embedded site store.
+    pub store_readers: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            body_limit_bytes: DEFAULT_BODY_LIMIT,
+            request_timeout_seconds: 30,
+            store_readers: 4,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyFiles {
+    /// Cedar schema (human syntax), relative to the configuration's folder.
+    pub schema: PathBuf,
+    /// Cedar policy set, relative to the configuration's folder.
+    pub policies: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
+    #[serde(default = "default_leeway")]
+    pub leeway_seconds: u64,
+    /// Verified tokens kept until they expire, at most this many.
+    #[serde(default = "default_token_cache")]
+    pub token_cache_entries: usize,
+    pub issuers: Vec<IssuerConfig>,
+}
+
+fn default_leeway() -> u64 {
+    30
+}
+
+fn default_token_cache() -> usize {
+    10_000
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    /// The `iss` claim this issuer's tokens carry.
+    pub issuer: String,
+    /// An Ed25519 public key in PEM (SPKI) form; tokens must be signed with EdDSA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key_pem: Option<PathBuf>,
+    /// A JWKS file (RFC 7517); keys are chosen by the token's `kid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks: Option<PathBuf>,
+    /// If set, tokens must carry this `aud`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntityConfig {
+    /// Human-readable name.
+    pub name: String,
+    /// The country the entity is controlled from (ISO 3166-1 alpha-2).
+    pub country: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkZone {
+    pub name: String,
+    pub cidr: IpNet,
+    /// The country the addresses of this zone are in.
+    pub country: String,
+}
+
+/// One thing wrong with a configuration: where, and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub key: String,
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.file.display(), self.problem)
+        } else {
+            write!(
+                f,
+                "{}: `{}`: {}",
+                self.file.display(),
+                self.key,
+                self.problem
+            )
+        }
+    }
+}
+
+/// All the problems found, so that a user fixes them in one go.
+#[derive(Debug, Clone)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        writeln!(
+            f,
+            "invalid configuration ({n} problem{}):",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for e in &self.0 {
+            writeln!(f, "  {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl Config {
+    /// Reads and validates `DIR/sovereign.toml`. Paths inside it are relative to `DIR`.
+    pub fn load(data_dir: &Path) -> Result<Config, ConfigErrors> {
+        let file = data_dir.join(CONFIG_FILE);
+        let single = |key: &str, problem: String| {
+            ConfigErrors(vec![ConfigError {
+                file: file.clone(),
+                key: key.to_string(),
+                problem,
+            }])
+        };
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| single("", format!("cannot read: {e} (run `sovereign init`?)")))?;
+        let config = Config::parse(&text).map_err(|(key, problem)| single(&key, problem))?;
+        let problems = config.validate(data_dir);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigErrors(
+                problems
+                    .into_iter()
+                    .map(|(key, problem)| ConfigError {
+                        file: file.clone(),
+                        key,
+                        problem,
+                    })
+                    .collect(),
+            ))
+        }
+    }
+
+    /// Parses TOML text; on error returns the key path and the problem.
+    pub fn parse(text: &str) -> Result<Config, (String, String)> {
+        let value: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            (String::new(), e.to_string().trim_end().replace('\n', " "))
+        })?;
+        serde_path_to_error::deserialize(value).map_err(|e| {
+            let key = e.path().to_string();
+            let key = if key == "." { String::new() } else { key };
+            (key, e.into_inner().to_string())
+        })
+    }
+
+    /// The vault's part of the configuration.
+    pub fn layout(&self) -> Layout {
+        Layout {
+            jurisdictions: self.jurisdictions.clone(),
+            sites: self.sites.clone(),
+            residency: self.residency.clone(),
+            collections: self.collections.clone(),
+        }
+    }
+
+    /// Checks everything that parsing cannot: names, references between sections, and that
+    /// the files named exist. Returns (key, problem) pairs.
+    pub fn validate(&self, data_dir: &Path) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        let mut check_country = |key: String, code: &str| {
+            if !is_country_code(code) {
+                problems.push((
+                    key,
+                    format!("`{code}` is not an ISO 3166-1 alpha-2 code (two upper-case letters)"),
+                ));
+            }
+        };
+        for j in &self.jurisdictions {
+            check_country("jurisdictions".into(), j);
+        }
+        for c in &self.restricted_countries {
+            check_country("restricted_countries".into(), c);
+        }
+        for (name, entity) in &self.entities {
+            check_country(format!("entities.{name}.country"), &entity.country);
+        }
+        for (i, zone) in self.network_zones.iter().enumerate() {
+            check_country(format!("network_zones[{i}].country"), &zone.country);
+        }
+        if self.jurisdictions.is_empty() {
+            problems.push(("jurisdictions".into(), "declare at least one".into()));
+        }
+        for (name, _) in &self.entities {
+            if !is_simple_name(name) {
+                problems.push((
+                    format!("entities.{name}"),
+                    "entity names are 1-64 characters of a-z, 0-9, `_` and `-`, starting with a letter".into(),
+                ));
+            }
+        }
+        for (i, zone) in self.network_zones.iter().enumerate() {
+            if !is_simple_name(&zone.name) {
+                problems.push((
+                    format!("network_zones[{i}].name"),
+                    "zone names are 1-64 characters of a-z, 0-9, `_` and `-`, starting with a letter".into(),
+                ));
+            }
+        }
+        for problem in self.layout().validate() {
+            problems.push((problem.key, problem.problem));
+        }
+        if self.server.body_limit_bytes == 0 {
+            problems.push(("server.body_limit_bytes".into(), "must be above 0".into()));
+        }
+        if self.server.request_timeout_seconds == 0 {
+            problems.push((
+                "server.request_timeout_seconds".into(),
+                "must be above 0".into(),
+            ));
+        }
+        if self.server.store_readers == 0 {
+            problems.push(("server.store_readers".into(), "must be above 0".into()));
+        }
+        if self.auth.token_cache_entries > 10_000_000 {
+            problems.push((
+                "auth.token_cache_entries".into(),
+                "at most 10000000".into(),
+            ));
+        }
+        if self.auth.issuers.is_empty() {
+            problems.push((
+                "auth.issuers".into(),
+                "declare at least one token issuer".into(),
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        for (i, issuer) in self.auth.issuers.iter().enumerate() {
+            let key = format!("auth.issuers[{i}]");
+            if issuer.issuer.is_empty() {
+                problems.push((format!("{key}.issuer"), "must not be empty".into()));
+            }
+            if !seen.insert(issuer.issuer.clone()) {
+                problems.push((
+                    format!("{key}.issuer"),
+                    format!("issuer `{}` is declared twice", issuer.issuer),
+                ));
+            }
+            match (&issuer.public_key_pem, &issuer.jwks) {
+                (None, None) => problems.push((
+                    key.clone(),
+                    "give `public_key_pem` or `jwks`".into(),
+                )),
+                (Some(_), Some(_)) => problems.push((
+                    key.clone(),
+                    "give only one of `public_key_pem` and `jwks`".into(),
+                )),
+                _ => {}
+            }
+            for (field, path) in [("public_key_pem", &issuer.public_key_pem), ("jwks", &issuer.jwks)] {
+                if let Some(path) = path {
+                    let full = data_dir.join(path);
+                    if !full.is_file() {
+                        problems.push((
+                            format!("{key}.{field}"),
+                            format!("file `{}` does not exist", full.display()),
+                        ));
+                    }
+                }
+            }
+        }
+        for (field, path) in [("policy.schema", &self.policy.schema), ("policy.policies", &self.policy.policies)] {
+            let full = data_dir.join(path);
+            if !full.is_file() {
+                problems.push((
+                    field.into(),
+                    format!("file `{}` does not exist", full.display()),
+                ));
+            }
+        }
+        problems
+    }
+
+}
+
+/// The zone a peer address is in: the most specific matching range.
+pub fn find_zone(zones: &[NetworkZone], addr: IpAddr) -> Option<&NetworkZone> {
+    zones
+        .iter()
+        .filter(|z| z.cidr.contains(&addr))
+        .max_by_key(|z| z.cidr.prefix_len())
+}
+
+pub fn is_country_code(s: &str) -> bool {
+    s.len() == 2 && s.bytes().all(|b| b.is_ascii_uppercase())
+}
+
+fn is_simple_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.as_bytes()[0].is_ascii_lowercase()
+        && s
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_is_named() {
+        let text = crate::setup::default_config_text();
+        let bad = text.replace("operator = \"custodian\"", "operater = \"custodian\"");
+        let (key, problem) = Config::parse(&bad).unwrap_err();
+        assert_eq!(key, "sites.us-east.operater");
+        assert!(problem.contains("operater"), "{problem}");
+    }
+
+    #[test]
+    fn default_config_parses() {
+        Config::parse(&crate::setup::default_config_text()).unwrap();
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let text = crate::setup::default_config_text();
+        let bad = text.replace("body_limit_bytes = 1048576", "body_limit_bytes = \"big\"");
+        let (key, _problem) = Config::parse(&bad).unwrap_err();
+        assert_eq!(key, "server.body_limit_bytes");
+    }
+
+    #[test]
+    fn zone_prefers_most_specific() {
+        let zones = vec![
+            NetworkZone {
+                name: "wide".into(),
+                cidr: "10.0.0.0/8".parse().unwrap(),
+                country: "US".into(),
+            },
+            NetworkZone {
+                name: "narrow".into(),
+                cidr: "10.1.0.0/16".parse().unwrap(),
+                country: "CN".into(),
+            },
+        ];
+        let find = |a: &str| find_zone(&zones, a.parse().unwrap()).map(|z| z.name.as_str());
+        assert_eq!(find("10.1.2.3"), Some("narrow"));
+        assert_eq!(find("10.2.2.3"), Some("wide"));
+        assert_eq!(find("127.0.0.1"), None);
+    }
+}

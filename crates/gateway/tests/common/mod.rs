@@ -1,0 +1,168 @@
+//! A real gateway on an ephemeral port, on a fresh default setup in a temporary folder.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use gateway::auth::{Claims, mint_dev_token, now_unix};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+pub struct Server {
+    pub base: String,
+    pub dir: tempfile::TempDir,
+    pub client: reqwest::Client,
+    /// The running gateway's state, to look behind the API (stores, policies).
+    pub state: std::sync::Arc<gateway::AppState>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Server {
+    /// Starts on a default setup.
+    pub async fn start() -> Server {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts on a default setup that `edit` may change first (it gets the data folder).
+    pub async fn start_with(edit: impl FnOnce(&Path)) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        gateway::setup::init(dir.path(), false).unwrap();
+        edit(dir.path());
+        let gateway = gateway::Gateway::open(dir.path()).unwrap();
+        Self::spawn(gateway, dir).await
+    }
+
+    pub async fn spawn(gateway: gateway::Gateway, dir: tempfile::TempDir) -> Server {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        let state = gateway.state().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(gateway.serve(listener, async {
+            let _ = stopped.await;
+        }));
+        Server {
+            base: format!("http://{addr}"),
+            dir,
+            client: reqwest::Client::new(),
+            state,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
+    pub fn token(&self, who: &Who) -> String {
+        mint_dev_token(self.dir.path(), &who.claims(3600)).unwrap()
+    }
+
+    /// Sends a request as `who` (or anonymously), with an optional purpose and JSON body.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        purpose: Option<&str>,
+        body: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(purpose) = purpose {
+            request = request.header("Sovereign-Purpose", purpose);
+        }
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        let value = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("{method_path} answered non-JSON: {text}", method_path = path));
+        (status, value)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+}
+
+/// A principal of the reference cast.
+#[derive(Clone)]
+pub struct Who {
+    pub sub: &'static str,
+    pub entity: &'static str,
+    pub location: &'static str,
+    pub clearance: &'static [&'static str],
+    pub roles: &'static [&'static str],
+}
+
+impl Who {
+    pub fn claims(&self, ttl: i64) -> Claims {
+        let now = now_unix();
+        Claims {
+            sub: self.sub.into(),
+            iss: gateway::setup::DEV_ISSUER.into(),
+            exp: now + ttl,
+            nbf: Some(now),
+            iat: Some(now),
+            entity: self.entity.into(),
+            location: self.location.into(),
+            clearance: self.clearance.iter().map(|s| s.to_string()).collect(),
+            roles: self.roles.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+}
+
+pub const VETTED_US: Who = Who {
+    sub: "alice",
+    entity: "usds",
+    location: "US",
+    clearance: &["us-data"],
+    roles: &["engineer"],
+};
+pub const USDS_TRAVELLING_CN: Who = Who {
+    sub: "bob",
+    entity: "usds",
+    location: "CN",
+    clearance: &["us-data"],
+    roles: &["engineer"],
+};
+pub const PARENT_CN: Who = Who {
+    sub: "chen",
+    entity: "parent",
+    location: "CN",
+    clearance: &[],
+    roles: &["engineer"],
+};
+pub const PARENT_SG: Who = Who {
+    sub: "siew",
+    entity: "parent",
+    location: "SG",
+    clearance: &[],
+    roles: &["engineer"],
+};
+pub const MONITOR: Who = Who {
+    sub: "mona",
+    entity: "monitor",
+    location: "US",
+    clearance: &[],
+    roles: &["monitor"],
+};
+
+pub fn now() -> i64 {
+    now_unix()
+}

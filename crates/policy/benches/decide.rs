@@ -1,0 +1,67 @@
+//! Median cost of one policy decision with the default schema and policy set.
+//! Product bar: ≤ 10 µs.
+
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use policy::{
+    AccessRequest, Action, Context, DEFAULT_SCHEMA, PolicyEngine, Principal, Resource,
+    default_policies,
+};
+
+fn read_us_protected(principal: Principal) -> AccessRequest {
+    AccessRequest {
+        principal,
+        action: Action::Read,
+        resource: Resource::Data {
+            subject_jurisdiction: "US".into(),
+            collection: "profile".into(),
+            field_class: "protected".into(),
+            site: "us-east".into(),
+            site_jurisdiction: "US".into(),
+        },
+        context: Context {
+            purpose: "support-ticket".into(),
+            reason_code: String::new(),
+            network_zone: String::new(),
+            time: 1_750_000_000,
+        },
+    }
+}
+
+fn decide(c: &mut Criterion) {
+    let restricted: Vec<String> = ["CN", "RU", "IR", "KP"].map(String::from).to_vec();
+    let engine = PolicyEngine::new(DEFAULT_SCHEMA, &default_policies(&restricted))
+        .expect("default policies load");
+
+    let vetted = read_us_protected(Principal {
+        id: "alice".into(),
+        entity: "usds".into(),
+        entity_country: "US".into(),
+        location: "US".into(),
+        clearance: vec!["us-data".into()],
+        roles: vec!["engineer".into()],
+    });
+    let parent_in_cn = read_us_protected(Principal {
+        id: "bob".into(),
+        entity: "parent".into(),
+        entity_country: "CN".into(),
+        location: "CN".into(),
+        clearance: vec![],
+        roles: vec!["engineer".into()],
+    });
+    assert!(engine.decide(&vetted).allowed);
+    assert!(!engine.decide(&parent_in_cn).allowed);
+
+    let mut group = c.benchmark_group("decide");
+    group.bench_function("usds_vetted_read_us_protected_allow", |b| {
+        b.iter(|| engine.decide(black_box(&vetted)))
+    });
+    group.bench_function("parent_in_cn_read_us_protected_deny", |b| {
+        b.iter(|| engine.decide(black_box(&parent_in_cn)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, decide);
+criterion_main!(benches);

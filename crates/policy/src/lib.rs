@@ -1,0 +1,586 @@
+//! Sovereign's policy layer.
+//!
+//! Turns a Sovereign access (who, doing what, to which subject or field, in which context) into
+//! a Cedar request, evaluates it against a strictly validated schema and policy set, and returns
+//! the decision together with the ids of the policies that determined it. Every policy must
+//! carry an `@id("...")` annotation, which becomes its Cedar policy id, so reasons are stable
+//! names a user wrote rather than positional ids.
+//!
+//! The crate knows nothing of storage or HTTP: callers supply already-verified facts (token
+//! claims, configured entity countries, network zones, resource placement).
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
+use std::str::FromStr;
+
+use cedar_policy::{
+    Authorizer, Context as CedarContext, Decision as CedarDecision, Entities, Entity, EntityId,
+    EntityTypeName, EntityUid, Policy, PolicyId, PolicySet, Request, RestrictedExpression, Schema,
+    ValidationMode, Validator,
+};
+use miette::Diagnostic;
+use sha2::{Digest, Sha256};
+
+/// The default Cedar schema (human schema syntax) that Sovereign's requests conform to.
+pub const DEFAULT_SCHEMA: &str = include_str!("../defaults/sovereign.cedarschema");
+
+const DEFAULT_POLICIES_TEMPLATE: &str = include_str!("../defaults/default.cedar.tmpl");
+const RESTRICTED_PLACEHOLDER: &str = "__RESTRICTED__";
+
+/// Stands in for an empty restricted-country list: strict validation refuses empty set
+/// literals, and this value can never equal an ISO 3166-1 alpha-2 code.
+const NO_RESTRICTED_COUNTRY: &str = "(none)";
+
+/// Domain separator for [`PolicyEngine::policy_set_hash`]; bump the version if the encoding
+/// ever changes so old and new hashes can never collide.
+const HASH_DOMAIN: &[u8] = b"sovereign-policy-set-v1\n";
+
+const PRINCIPAL_TYPE: &str = "Sovereign::Principal";
+const SUBJECT_TYPE: &str = "Sovereign::Subject";
+const DATA_TYPE: &str = "Sovereign::Data";
+const ACTION_TYPE: &str = "Sovereign::Action";
+// Policies match on resource attributes, never on resource identity, so one constant id each
+// keeps requests cheap to build and decisions independent of record names.
+const SUBJECT_ID: &str = "subject";
+const DATA_ID: &str = "data";
+
+/// Renders the default policy set, forbidding access from (and by entities controlled from)
+/// `restricted_countries`.
+pub fn default_policies(restricted_countries: &[String]) -> String {
+    DEFAULT_POLICIES_TEMPLATE.replace(
+        RESTRICTED_PLACEHOLDER,
+        &cedar_string_set(restricted_countries),
+    )
+}
+
+/// A Cedar set literal of string literals, e.g. `["CN", "RU"]`.
+fn cedar_string_set(values: &[String]) -> String {
+    if values.is_empty() {
+        return format!("[\"{NO_RESTRICTED_COUNTRY}\"]");
+    }
+    let items: Vec<String> = values
+        // Rust's escapes (`\"`, `\\`, `\n`, `\u{..}`, ...) are all valid Cedar string escapes.
+        .iter()
+        .map(|v| format!("\"{}\"", v.escape_default()))
+        .collect();
+    format!("[{}]", items.join(", "))
+}
+
+/// Who is asking. All fields come from verified sources (signed token, configuration).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub id: String,
+    pub entity: String,
+    pub entity_country: String,
+    pub location: String,
+    pub clearance: Vec<String>,
+    pub roles: Vec<String>,
+}
+
+/// What the principal wants to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    Register,
+    List,
+    Read,
+    Write,
+    Delete,
+}
+
+impl Action {
+    pub const ALL: [Action; 5] = [
+        Action::Register,
+        Action::List,
+        Action::Read,
+        Action::Write,
+        Action::Delete,
+    ];
+
+    /// The Cedar action id (`Sovereign::Action::"<this>"`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Action::Register => "register",
+            Action::List => "list",
+            Action::Read => "read",
+            Action::Write => "write",
+            Action::Delete => "delete",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// What the action is applied to: a subject as a whole (register, list) or one field class of
+/// a subject's record (read, write, delete).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resource {
+    Subject {
+        subject_jurisdiction: String,
+        site: String,
+        site_jurisdiction: String,
+    },
+    Data {
+        subject_jurisdiction: String,
+        collection: String,
+        field_class: String,
+        site: String,
+        site_jurisdiction: String,
+    },
+}
+
+/// Circumstances of the request. Empty strings mean "not given".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Context {
+    pub purpose: String,
+    pub reason_code: String,
+    pub network_zone: String,
+    /// Unix seconds.
+    pub time: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct AccessRequest {
+    pub principal: Principal,
+    pub action: Action,
+    pub resource: Resource,
+    pub context: Context,
+}
+
+/// The outcome of [`PolicyEngine::decide`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Decision {
+    pub allowed: bool,
+    /// `@id`s of the policies that determined the decision, sorted: the satisfied permits for
+    /// an allow, the satisfied forbids for a deny (empty when nothing permitted the request,
+    /// or when an error overrode Cedar's allow).
+    pub policies: Vec<String>,
+    /// Evaluation (or request construction) errors. Any error denies the request.
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("invalid Cedar schema: {0}")]
+    SchemaParse(String),
+    #[error("invalid Cedar policy set: {0}")]
+    PolicyParse(String),
+    #[error("the policy set does not validate against the schema:\n{}", .0.join("\n"))]
+    Validation(Vec<String>),
+    #[error(
+        "policy #{position} in the policy set has no @id(\"...\") annotation; every policy needs one so decisions can name it (policy starts: {excerpt})"
+    )]
+    MissingId { position: usize, excerpt: String },
+    #[error("two or more policies have @id(\"{0}\"); policy ids must be unique")]
+    DuplicateId(String),
+    #[error(
+        "policy id @id(\"{0}\") is not allowed; ids must be non-empty and use only letters, digits, '_', '.', ':' and '-'"
+    )]
+    InvalidId(String),
+    #[error(
+        "policy #{position} in the policy set is a template (it uses ?principal or ?resource); templates are not supported"
+    )]
+    TemplateNotSupported { position: usize },
+    #[error("the schema does not describe Sovereign's requests: {0}")]
+    SchemaMismatch(String),
+}
+
+/// A loaded, validated schema and policy set. Immutable, `Send + Sync`; share it in an `Arc`.
+pub struct PolicyEngine {
+    schema: Schema,
+    policies: PolicySet,
+    authorizer: Authorizer,
+    ids: Vec<String>,
+    hash: String,
+    principal_type: EntityTypeName,
+    subject_uid: EntityUid,
+    data_uid: EntityUid,
+    /// Indexed by [`Action::index`].
+    action_uids: [EntityUid; 5],
+}
+
+impl std::fmt::Debug for PolicyEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyEngine")
+            .field("policy_ids", &self.ids)
+            .field("policy_set_hash", &self.hash)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PolicyEngine {
+    /// Parses `schema_src` (Cedar human schema syntax) and `policies_src`, re-ids every policy
+    /// with its `@id` annotation and validates the set in strict mode.
+    pub fn new(schema_src: &str, policies_src: &str) -> Result<Self, PolicyError> {
+        let (schema, _warnings) = Schema::from_cedarschema_str(schema_src)
+            .map_err(|e| PolicyError::SchemaParse(describe(&e, schema_src)))?;
+        let parsed = PolicySet::from_str(policies_src)
+            .map_err(|e| PolicyError::PolicyParse(describe(&e, policies_src)))?;
+
+        // Cedar numbers policies "policy0", "policy1", ... in source order, but iterates them in
+        // no particular order; sort so errors point at the first offender in the file.
+        let mut templates: Vec<usize> = parsed.templates().map(|t| position(t.id())).collect();
+        templates.sort_unstable();
+        if let Some(&position) = templates.first() {
+            return Err(PolicyError::TemplateNotSupported { position });
+        }
+        let mut numbered: Vec<(usize, &Policy)> =
+            parsed.policies().map(|p| (position(p.id()), p)).collect();
+        numbered.sort_unstable_by_key(|(n, _)| *n);
+
+        let mut policies = PolicySet::new();
+        let mut ids = Vec::with_capacity(numbered.len());
+        let mut seen = HashSet::new();
+        for (position, policy) in numbered {
+            let Some(id) = policy.annotation("id") else {
+                return Err(PolicyError::MissingId {
+                    position,
+                    excerpt: excerpt(&policy.to_string()),
+                });
+            };
+            if !is_valid_id(id) {
+                return Err(PolicyError::InvalidId(id.to_owned()));
+            }
+            if !seen.insert(id.to_owned()) {
+                return Err(PolicyError::DuplicateId(id.to_owned()));
+            }
+            policies
+                .add(policy.new_id(PolicyId::new(id)))
+                .map_err(|e| PolicyError::PolicyParse(e.to_string()))?;
+            ids.push(id.to_owned());
+        }
+
+        let validation = Validator::new(schema.clone()).validate(&policies, ValidationMode::Strict);
+        if !validation.validation_passed() {
+            let messages = validation
+                .validation_errors()
+                .map(|e| describe(e, policies_src))
+                .collect();
+            return Err(PolicyError::Validation(messages));
+        }
+
+        let parse_uid = |ty: &str, id: &str| {
+            EntityUid::from_type_name_and_id(
+                EntityTypeName::from_str(ty).expect("constant entity type names parse"),
+                EntityId::new(id),
+            )
+        };
+        let engine = PolicyEngine {
+            schema,
+            policies,
+            authorizer: Authorizer::new(),
+            ids,
+            hash: policy_set_hash(schema_src, policies_src),
+            principal_type: EntityTypeName::from_str(PRINCIPAL_TYPE)
+                .expect("constant entity type names parse"),
+            subject_uid: parse_uid(SUBJECT_TYPE, SUBJECT_ID),
+            data_uid: parse_uid(DATA_TYPE, DATA_ID),
+            action_uids: Action::ALL.map(|a| parse_uid(ACTION_TYPE, a.as_str())),
+        };
+        engine.check_request_shapes()?;
+        Ok(engine)
+    }
+
+    /// Decides `req`. Fails closed: any error building or evaluating the request denies it.
+    pub fn decide(&self, req: &AccessRequest) -> Decision {
+        let (request, entities) = match self.build(req, None) {
+            Ok(built) => built,
+            Err(error) => {
+                return Decision {
+                    allowed: false,
+                    policies: Vec::new(),
+                    errors: vec![error],
+                };
+            }
+        };
+        let response = self
+            .authorizer
+            .is_authorized(&request, &self.policies, &entities);
+        let diagnostics = response.diagnostics();
+        let errors: Vec<String> = diagnostics.errors().map(|e| e.to_string()).collect();
+        let allowed = response.decision() == CedarDecision::Allow && errors.is_empty();
+        // When an error overrides Cedar's allow, the satisfied permits did not determine the
+        // outcome; naming them would read as if they had denied it.
+        let mut policies: Vec<String> = if allowed || response.decision() == CedarDecision::Deny {
+            diagnostics
+                .reason()
+                .map(|id| AsRef::<str>::as_ref(id).to_owned())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        policies.sort_unstable();
+        Decision {
+            allowed,
+            policies,
+            errors,
+        }
+    }
+
+    /// Lowercase hex SHA-256 identifying exactly this schema and policy source text.
+    pub fn policy_set_hash(&self) -> &str {
+        &self.hash
+    }
+
+    /// The `@id`s of all policies, in source order.
+    pub fn policy_ids(&self) -> Vec<String> {
+        self.ids.clone()
+    }
+
+    /// Builds the Cedar request and entities for `req`. With `schema` set, the entities are
+    /// also checked against it, which `decide` skips for speed: their shape is fixed by this
+    /// code and checked once per action in [`Self::check_request_shapes`].
+    fn build(
+        &self,
+        req: &AccessRequest,
+        schema: Option<&Schema>,
+    ) -> Result<(Request, Entities), String> {
+        let p = &req.principal;
+        let principal_uid =
+            EntityUid::from_type_name_and_id(self.principal_type.clone(), EntityId::new(&p.id));
+        let principal = Entity::new(
+            principal_uid.clone(),
+            HashMap::from([
+                ("id".to_owned(), string(&p.id)),
+                ("entity".to_owned(), string(&p.entity)),
+                ("entity_country".to_owned(), string(&p.entity_country)),
+                ("location".to_owned(), string(&p.location)),
+                ("clearance".to_owned(), string_set(&p.clearance)),
+                ("roles".to_owned(), string_set(&p.roles)),
+            ]),
+            HashSet::new(),
+        )
+        .map_err(|e| format!("cannot build principal entity: {}", chain(&e)))?;
+
+        let (resource_uid, resource_attrs) = match &req.resource {
+            Resource::Subject {
+                subject_jurisdiction,
+                site,
+                site_jurisdiction,
+            } => (
+                &self.subject_uid,
+                HashMap::from([
+                    (
+                        "subject_jurisdiction".to_owned(),
+                        string(subject_jurisdiction),
+                    ),
+                    ("site".to_owned(), string(site)),
+                    ("site_jurisdiction".to_owned(), string(site_jurisdiction)),
+                ]),
+            ),
+            Resource::Data {
+                subject_jurisdiction,
+                collection,
+                field_class,
+                site,
+                site_jurisdiction,
+            } => (
+                &self.data_uid,
+                HashMap::from([
+                    (
+                        "subject_jurisdiction".to_owned(),
+                        string(subject_jurisdiction),
+                    ),
+                    ("collection".to_owned(), string(collection)),
+                    ("field_class".to_owned(), string(field_class)),
+                    ("site".to_owned(), string(site)),
+                    ("site_jurisdiction".to_owned(), string(site_jurisdiction)),
+                ]),
+            ),
+        };
+        let resource = Entity::new(resource_uid.clone(), resource_attrs, HashSet::new())
+            .map_err(|e| format!("cannot build resource entity: {}", chain(&e)))?;
+
+        let c = &req.context;
+        let context = CedarContext::from_pairs([
+            ("purpose".to_owned(), string(&c.purpose)),
+            ("reason_code".to_owned(), string(&c.reason_code)),
+            ("network_zone".to_owned(), string(&c.network_zone)),
+            ("time".to_owned(), RestrictedExpression::new_long(c.time)),
+        ])
+        .map_err(|e| format!("cannot build request context: {}", chain(&e)))?;
+
+        // Validating the request against the schema catches an action applied to the wrong
+        // kind of resource (e.g. `read` on a Subject) before evaluation.
+        let request = Request::new(
+            principal_uid,
+            self.action_uids[req.action.index()].clone(),
+            resource_uid.clone(),
+            context,
+            Some(&self.schema),
+        )
+        .map_err(|e| format!("invalid request: {}", chain(&e)))?;
+        let entities = Entities::from_entities([principal, resource], schema)
+            .map_err(|e| format!("invalid entities: {}", chain(&e)))?;
+        Ok((request, entities))
+    }
+
+    /// Refuses a schema that Sovereign's requests do not conform to; otherwise every decision
+    /// would be a deny with an error, discovered only at request time.
+    fn check_request_shapes(&self) -> Result<(), PolicyError> {
+        let principal = Principal {
+            id: "probe".into(),
+            entity: String::new(),
+            entity_country: String::new(),
+            location: String::new(),
+            clearance: vec![String::new()],
+            roles: vec![String::new()],
+        };
+        for action in Action::ALL {
+            let resource = match action {
+                Action::Register | Action::List => Resource::Subject {
+                    subject_jurisdiction: String::new(),
+                    site: String::new(),
+                    site_jurisdiction: String::new(),
+                },
+                Action::Read | Action::Write | Action::Delete => Resource::Data {
+                    subject_jurisdiction: String::new(),
+                    collection: String::new(),
+                    field_class: String::new(),
+                    site: String::new(),
+                    site_jurisdiction: String::new(),
+                },
+            };
+            let probe = AccessRequest {
+                principal: principal.clone(),
+                action,
+                resource,
+                context: Context::default(),
+            };
+            self.build(&probe, Some(&self.schema)).map_err(|e| {
+                PolicyError::SchemaMismatch(format!("action \"{}\": {e}", action.as_str()))
+            })?;
+        }
+        Ok(())
+    }
+}
+
+fn string(s: &str) -> RestrictedExpression {
+    RestrictedExpression::new_string(s.to_owned())
+}
+
+fn string_set(values: &[String]) -> RestrictedExpression {
+    RestrictedExpression::new_set(values.iter().map(|v| string(v)))
+}
+
+/// An error and its causes on one line; several Cedar errors keep the useful detail (which
+/// attribute, which type) only in their source.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !out.contains(&cause_text) {
+            let _ = write!(out, ": {cause_text}");
+        }
+        source = cause.source();
+    }
+    out
+}
+
+fn policy_set_hash(schema_src: &str, policies_src: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(HASH_DOMAIN);
+    hasher.update((schema_src.len() as u64).to_be_bytes());
+    hasher.update(schema_src.as_bytes());
+    hasher.update((policies_src.len() as u64).to_be_bytes());
+    hasher.update(policies_src.as_bytes());
+    hex::encode(hasher.finalize())
+}
+
+fn is_valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
+}
+
+/// 1-based position of a policy in its source, from the id Cedar assigned while parsing.
+fn position(id: &PolicyId) -> usize {
+    AsRef::<str>::as_ref(id)
+        .strip_prefix("policy")
+        .and_then(|n| n.parse::<usize>().ok())
+        .map_or(usize::MAX, |n| n + 1)
+}
+
+/// The start of a policy's text on one line, to help a user find it.
+fn excerpt(policy_text: &str) -> String {
+    let flat: String = policy_text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match flat.char_indices().nth(60) {
+        Some((cut, _)) => format!("{}...", &flat[..cut]),
+        None => flat,
+    }
+}
+
+/// One line per problem: Cedar's message, where it is (line and column in `src`), and Cedar's
+/// hint when it has one. Cedar's plain `Display` omits location and hints.
+fn describe(diagnostic: &dyn Diagnostic, src: &str) -> String {
+    let mut lines = vec![describe_one(diagnostic, src)];
+    if let Some(related) = diagnostic.related() {
+        lines.extend(related.map(|d| describe_one(d, src)));
+    }
+    lines.join("\n")
+}
+
+fn describe_one(diagnostic: &dyn Diagnostic, src: &str) -> String {
+    let mut out = String::new();
+    let first_label = diagnostic.labels().and_then(|mut labels| labels.next());
+    if let Some(label) = first_label
+        && let Some((line, column)) = line_column(src, label.offset())
+    {
+        let _ = write!(out, "line {line}, column {column}: ");
+    }
+    let _ = write!(out, "{diagnostic}");
+    if let Some(help) = diagnostic.help() {
+        let _ = write!(out, " (hint: {help})");
+    }
+    out
+}
+
+/// 1-based line and column (in characters) of byte `offset` in `src`.
+fn line_column(src: &str, offset: usize) -> Option<(usize, usize)> {
+    let before = src.get(..offset)?;
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    Some((line, column))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<PolicyEngine>();
+    }
+
+    #[test]
+    fn restricted_set_literal_escapes_and_handles_empty() {
+        assert_eq!(
+            cedar_string_set(&["CN".into(), "RU".into()]),
+            r#"["CN", "RU"]"#
+        );
+        assert_eq!(cedar_string_set(&[r#"a"b\"#.into()]), r#"["a\"b\\"]"#);
+        assert_eq!(cedar_string_set(&[]), r#"["(none)"]"#);
+    }
+
+    #[test]
+    fn ids_are_checked_for_allowed_characters() {
+        assert!(is_valid_id("permit-usds.vetted:data_1"));
+        assert!(!is_valid_id(""));
+        assert!(!is_valid_id("has space"));
+        assert!(!is_valid_id("quote\""));
+        assert!(!is_valid_id("ünïcode"));
+    }
+
+    #[test]
+    fn line_column_counts_from_one() {
+        let src = "ab\ncd\nef";
+        assert_eq!(line_column(src, 0), Some((1, 1)));
+        assert_eq!(line_column(src, 4), Some((2, 2)));
+        assert_eq!(line_column(src, 100), None);
+    }
+}

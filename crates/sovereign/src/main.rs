@@ -1,0 +1,189 @@
+//! `sovereign`: the command-line tool and service binary. Thin glue over the `gateway` crate.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use gateway::auth::{Claims, mint_dev_token, now_unix};
+use gateway::config::{CONFIG_FILE, Config};
+
+const DEFAULT_DATA: &str = "sovereign-data";
+const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+#[derive(Parser)]
+#[command(
+    name = "sovereign",
+    version,
+    about = "Data-sovereignty gateway: keeps protected data in its jurisdiction and decides every access by policy"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the gateway (initialising a default setup in the data folder on first start).
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = DEFAULT_LISTEN)]
+        listen: SocketAddr,
+        /// Data folder: configuration, policies, keys and site stores.
+        #[arg(long, default_value = DEFAULT_DATA)]
+        data: PathBuf,
+    },
+    /// Write a default setup (the reference scenario) into a data folder.
+    Init {
+        #[arg(long, default_value = DEFAULT_DATA)]
+        data: PathBuf,
+        /// Overwrite an existing configuration, policies and keys (site stores are kept).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print a development token signed by the issuer key that `init` wrote.
+    Token {
+        #[arg(long, default_value = DEFAULT_DATA)]
+        data: PathBuf,
+        /// The principal's id (`sub`).
+        #[arg(long)]
+        sub: String,
+        /// The principal's employer entity, as declared in the configuration.
+        #[arg(long)]
+        entity: String,
+        /// Where the principal works from: ISO 3166-1 alpha-2, e.g. US.
+        #[arg(long)]
+        location: String,
+        /// A clearance (repeatable), e.g. us-data.
+        #[arg(long)]
+        clearance: Vec<String>,
+        /// A role (repeatable), e.g. monitor.
+        #[arg(long)]
+        role: Vec<String>,
+        /// Lifetime, like 30s, 15m, 1h.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+    },
+    /// Check a data folder's configuration and policies without serving.
+    Check {
+        #[arg(long, default_value = DEFAULT_DATA)]
+        data: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { listen, data } => serve(listen, &data),
+        Command::Init { data, force } => {
+            let report = gateway::setup::init(&data, force)?;
+            println!("initialised a default Sovereign setup in {}", report.data_dir.display());
+            for file in report.files {
+                println!("  {}", file.display());
+            }
+            Ok(())
+        }
+        Command::Token {
+            data,
+            sub,
+            entity,
+            location,
+            clearance,
+            role,
+            ttl,
+        } => {
+            let now = now_unix();
+            let claims = Claims {
+                sub,
+                iss: gateway::setup::DEV_ISSUER.to_string(),
+                exp: now + i64::try_from(ttl.as_secs()).context("--ttl is too long")?,
+                nbf: Some(now),
+                iat: Some(now),
+                entity,
+                location,
+                clearance,
+                roles: role,
+            };
+            if !gateway::config::is_country_code(&claims.location) {
+                anyhow::bail!(
+                    "--location must be an ISO 3166-1 alpha-2 code in upper case, like US"
+                );
+            }
+            println!("{}", mint_dev_token(&data, &claims)?);
+            Ok(())
+        }
+        Command::Check { data } => {
+            let config = Config::load(&data).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let engine = gateway::load_policy(&config, &data)?;
+            println!(
+                "{}: configuration and {} policies are valid (policy set {})",
+                data.join(CONFIG_FILE).display(),
+                engine.policy_ids().len(),
+                engine.policy_set_hash()
+            );
+            Ok(())
+        }
+    }
+}
+
+fn serve(listen: SocketAddr, data: &Path) -> anyhow::Result<()> {
+    init_logging();
+    if !data.join(CONFIG_FILE).exists() {
+        gateway::setup::init(data, false)?;
+        tracing::info!(data = %data.display(), "initialised a default setup");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let gateway = gateway::Gateway::open(data)?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let local = listener.local_addr()?;
+        tracing::info!(data = %data.display(), "Sovereign listening on http://{local}");
+        gateway.serve(listener, shutdown_signal()).await?;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SOVEREIGN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("cannot listen for SIGTERM");
+        tokio::select! {
+            _ = interrupt => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+    tracing::info!("shutting down: finishing requests in flight");
+}

@@ -1,0 +1,154 @@
+//! The binary as a user runs it: init, token, check, serve and a clean shutdown.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn sovereign() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sovereign"))
+}
+
+fn run_ok(args: &[&str]) -> String {
+    let output = sovereign().args(args).output().unwrap();
+    assert!(
+        output.status.success(),
+        "sovereign {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn init_writes_a_complete_setup_and_refuses_to_overwrite_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().unwrap();
+    run_ok(&["init", "--data", data_arg]);
+    for file in [
+        "sovereign.toml",
+        "policy/sovereign.cedarschema",
+        "policy/policies.cedar",
+        "keys/dev-issuer.key.pem",
+        "keys/dev-issuer.pub.pem",
+        "sites/us-east/store.sqlite",
+        "sites/sg-legacy/store.sqlite",
+    ] {
+        assert!(data.join(file).is_file(), "{file} missing");
+    }
+    #[cfg(unix)]
+    for key in ["keys/dev-issuer.key.pem", "keys/dev-issuer.pub.pem"] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(data.join(key)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{key} has mode {mode:o}");
+    }
+
+    let key_before = std::fs::read(data.join("keys/dev-issuer.key.pem")).unwrap();
+    let output = sovereign().args(["init", "--data", data_arg]).output().unwrap();
+    assert!(!output.status.success(), "a second init must refuse");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--force"), "{stderr}");
+    assert_eq!(std::fs::read(data.join("keys/dev-issuer.key.pem")).unwrap(), key_before);
+
+    run_ok(&["init", "--data", data_arg, "--force"]);
+    assert_ne!(std::fs::read(data.join("keys/dev-issuer.key.pem")).unwrap(), key_before);
+    let check = run_ok(&["check", "--data", data_arg]);
+    assert!(check.contains("valid"), "{check}");
+}
+
+#[test]
+fn token_prints_a_signed_jwt_with_the_claims_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    run_ok(&["init", "--data", data]);
+    let token = run_ok(&[
+        "token", "--data", data, "--sub", "alice", "--entity", "usds", "--location", "US",
+        "--clearance", "us-data", "--role", "engineer", "--role", "oncall", "--ttl", "15m",
+    ]);
+    let token = token.trim();
+    let parts: Vec<&str> = token.split('.').collect();
+    assert_eq!(parts.len(), 3, "{token}");
+    use base64::Engine as _;
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(parts[1]).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["sub"], "alice");
+    assert_eq!(claims["iss"], "sovereign-dev");
+    assert_eq!(claims["location"], "US");
+    assert_eq!(claims["roles"], serde_json::json!(["engineer", "oncall"]));
+    let ttl = claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap();
+    assert_eq!(ttl, 15 * 60);
+
+    let output = sovereign()
+        .args(["token", "--data", data, "--sub", "a", "--entity", "usds", "--location", "usa"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "a bad location must be refused");
+}
+
+#[test]
+fn serve_initialises_answers_and_shuts_down_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("fresh");
+    let mut child = sovereign()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data", data.to_str().unwrap()])
+        .env("SOVEREIGN_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let started = Instant::now();
+    let url = loop {
+        assert!(started.elapsed() < Duration::from_secs(60), "no listening line");
+        let line = lines.next().expect("serve exited early").unwrap();
+        if let Some(at) = line.find("http://") {
+            break line[at..].split_whitespace().next().unwrap().to_string();
+        }
+    };
+    assert!(data.join("sovereign.toml").is_file(), "serve must initialise the data folder");
+
+    let health = reqwest::blocking_get(&format!("{url}/healthz"));
+    assert_eq!(health, 200);
+
+    kill(child.id(), "TERM");
+    let status = wait_for(&mut child, Duration::from_secs(20));
+    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(rest.iter().any(|l| l.contains("stopped")), "{rest:?}");
+}
+
+fn kill(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn wait_for(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+mod reqwest {
+    /// A tiny blocking GET over a runtime of its own; returns the status code.
+    pub fn blocking_get(url: &str) -> u16 {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            ::reqwest::get(url).await.unwrap().status().as_u16()
+        })
+    }
+}

@@ -1,0 +1,471 @@
+//! The embedded site store: one SQLite file.
+//!
+//! - WAL journal with `synchronous=FULL`: a write that returned survives a crash or power loss,
+//!   and readers never block the writer.
+//! - One writer connection behind a mutex (SQLite admits one writer at a time anyway) and a
+//!   small fixed pool of read-only connections, so concurrent reads run in parallel.
+//! - Statements are prepared once per connection (`prepare_cached`).
+//! - The schema version lives in `PRAGMA user_version`; a file from a newer build is refused
+//!   rather than misread.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use serde_json::{Map, Value};
+
+use crate::store::{RecordKey, RecordRow, SiteStore, StoreError, SubjectRow};
+
+/// The schema this build writes and reads.
+pub(crate) const SCHEMA_VERSION: i64 = 1;
+
+/// How long a connection waits for a lock held by another connection or process.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+const SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS subjects (
+        id           TEXT NOT NULL PRIMARY KEY,
+        jurisdiction TEXT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS records (
+        subject    TEXT NOT NULL,
+        collection TEXT NOT NULL,
+        key        TEXT NOT NULL,
+        fields     TEXT NOT NULL, -- a JSON object
+        PRIMARY KEY (subject, collection, key)
+    );
+";
+
+/// A site store in one SQLite file.
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: ReaderPool,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens the store at `path`, creating the file and its parent folders if needed, with
+    /// `readers` read connections (at least one).
+    pub fn open(path: &Path, readers: usize) -> Result<Self, StoreError> {
+        let sql_error = |source| StoreError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|source| StoreError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        }
+
+        let mut writer = Connection::open(path).map_err(sql_error)?;
+        writer.busy_timeout(BUSY_TIMEOUT).map_err(sql_error)?;
+        let mode: String = writer
+            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+            .map_err(sql_error)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Corrupt {
+                path: path.to_path_buf(),
+                detail: format!("cannot switch the journal to WAL mode (it stays `{mode}`)"),
+            });
+        }
+        // FULL: in WAL mode every commit is synced, so an acknowledged write is durable.
+        writer
+            .pragma_update(None, "synchronous", "FULL")
+            .map_err(sql_error)?;
+        Self::migrate(path, &mut writer)?;
+
+        // Readers open after the writer so the WAL files they need already exist.
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI;
+        let mut idle = Vec::with_capacity(readers.max(1));
+        for _ in 0..readers.max(1) {
+            let reader = Connection::open_with_flags(path, flags).map_err(sql_error)?;
+            reader.busy_timeout(BUSY_TIMEOUT).map_err(sql_error)?;
+            idle.push(reader);
+        }
+
+        Ok(SqliteStore {
+            path: path.to_path_buf(),
+            writer: Mutex::new(writer),
+            readers: ReaderPool {
+                idle: Mutex::new(idle),
+                returned: Condvar::new(),
+            },
+        })
+    }
+
+    /// The file this store lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Brings a new file to the current schema, accepts a current one, refuses a newer one.
+    /// An immediate transaction keeps two processes opening the same new file from racing.
+    fn migrate(path: &Path, conn: &mut Connection) -> Result<(), StoreError> {
+        let sql_error = |source| StoreError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        };
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql_error)?;
+        let version: i64 = tx
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .map_err(sql_error)?;
+        match version {
+            0 => {
+                tx.execute_batch(SCHEMA).map_err(sql_error)?;
+                tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+                    .map_err(sql_error)?;
+            }
+            SCHEMA_VERSION => {}
+            found => {
+                return Err(StoreError::UnsupportedSchema {
+                    path: path.to_path_buf(),
+                    found,
+                    supported: SCHEMA_VERSION,
+                });
+            }
+        }
+        tx.commit().map_err(sql_error)
+    }
+
+    fn sql_error(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Runs a write on the single writer connection. Each write is one autocommit statement,
+    /// so it is durable (synchronous=FULL) when this returns.
+    fn write<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        // A panic elsewhere while holding the lock leaves the connection usable: SQLite rolls
+        // back any statement that did not finish.
+        let conn = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&conn).map_err(|e| self.sql_error(e))
+    }
+
+    /// Runs a read on a pooled read-only connection.
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        let lease = self.readers.lease();
+        f(lease.connection()).map_err(|e| self.sql_error(e))
+    }
+
+    /// Parses stored fields. The parser's message is left out: it can quote a value.
+    fn parse_fields(&self, text: &str, what: &str) -> Result<Map<String, Value>, StoreError> {
+        serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
+            path: self.path.clone(),
+            detail: format!(
+                "the fields of {what} are not a JSON object (line {}, column {})",
+                e.line(),
+                e.column()
+            ),
+        })
+    }
+}
+
+impl SiteStore for SqliteStore {
+    fn get_subject(&self, id: &str) -> Result<Option<SubjectRow>, StoreError> {
+        self.read(|conn| {
+            conn.prepare_cached("SELECT id, jurisdiction FROM subjects WHERE id = ?1")?
+                .query_row([id], |row| {
+                    Ok(SubjectRow {
+                        id: row.get(0)?,
+                        jurisdiction: row.get(1)?,
+                    })
+                })
+                .optional()
+        })
+    }
+
+    fn put_subject(&self, subject: &SubjectRow) -> Result<(), StoreError> {
+        self.write(|conn| {
+            conn.prepare_cached(
+                "INSERT INTO subjects (id, jurisdiction) VALUES (?1, ?2)
+                 ON CONFLICT (id) DO UPDATE SET jurisdiction = excluded.jurisdiction",
+            )?
+            .execute([&subject.id, &subject.jurisdiction])
+            .map(drop)
+        })
+    }
+
+    fn get_record(
+        &self,
+        subject: &str,
+        collection: &str,
+        key: &str,
+    ) -> Result<Option<Map<String, Value>>, StoreError> {
+        let text: Option<String> = self.read(|conn| {
+            conn.prepare_cached(
+                "SELECT fields FROM records WHERE subject = ?1 AND collection = ?2 AND key = ?3",
+            )?
+            .query_row([subject, collection, key], |row| row.get(0))
+            .optional()
+        })?;
+        text.map(|text| self.parse_fields(&text, &format!("record {subject}/{collection}/{key}")))
+            .transpose()
+    }
+
+    fn put_record(&self, row: &RecordRow) -> Result<(), StoreError> {
+        let fields = serde_json::to_string(&row.fields).map_err(|_| StoreError::Corrupt {
+            path: self.path.clone(),
+            detail: format!(
+                "the fields of record {}/{}/{} cannot be encoded as JSON",
+                row.subject, row.collection, row.key
+            ),
+        })?;
+        self.write(|conn| {
+            conn.prepare_cached(
+                "INSERT INTO records (subject, collection, key, fields) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (subject, collection, key) DO UPDATE SET fields = excluded.fields",
+            )?
+            .execute(params![row.subject, row.collection, row.key, fields])
+            .map(drop)
+        })
+    }
+
+    fn delete_record(
+        &self,
+        subject: &str,
+        collection: &str,
+        key: &str,
+    ) -> Result<bool, StoreError> {
+        self.write(|conn| {
+            conn.prepare_cached(
+                "DELETE FROM records WHERE subject = ?1 AND collection = ?2 AND key = ?3",
+            )?
+            .execute([subject, collection, key])
+            .map(|deleted| deleted > 0)
+        })
+    }
+
+    fn list_records(&self, subject: &str) -> Result<Vec<RecordKey>, StoreError> {
+        self.read(|conn| {
+            conn.prepare_cached(
+                "SELECT collection, key FROM records WHERE subject = ?1 ORDER BY collection, key",
+            )?
+            .query_map([subject], |row| {
+                Ok(RecordKey {
+                    collection: row.get(0)?,
+                    key: row.get(1)?,
+                })
+            })?
+            .collect()
+        })
+    }
+
+    fn subjects(&self) -> Result<Vec<SubjectRow>, StoreError> {
+        self.read(|conn| {
+            conn.prepare_cached("SELECT id, jurisdiction FROM subjects ORDER BY id")?
+                .query_map([], |row| {
+                    Ok(SubjectRow {
+                        id: row.get(0)?,
+                        jurisdiction: row.get(1)?,
+                    })
+                })?
+                .collect()
+        })
+    }
+
+    fn records(&self) -> Result<Vec<RecordRow>, StoreError> {
+        let rows: Vec<(String, String, String, String)> = self.read(|conn| {
+            conn.prepare_cached(
+                "SELECT subject, collection, key, fields FROM records
+                 ORDER BY subject, collection, key",
+            )?
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))?
+            .collect()
+        })?;
+        rows.into_iter()
+            .map(|(subject, collection, key, text)| {
+                let fields =
+                    self.parse_fields(&text, &format!("record {subject}/{collection}/{key}"))?;
+                Ok(RecordRow {
+                    subject,
+                    collection,
+                    key,
+                    fields,
+                })
+            })
+            .collect()
+    }
+}
+
+/// A fixed set of read-only connections; a reader waits only when all are busy.
+struct ReaderPool {
+    idle: Mutex<Vec<Connection>>,
+    returned: Condvar,
+}
+
+impl ReaderPool {
+    fn lease(&self) -> Lease<'_> {
+        let mut idle = self.lock();
+        loop {
+            if let Some(conn) = idle.pop() {
+                return Lease {
+                    pool: self,
+                    conn: Some(conn),
+                };
+            }
+            idle = self
+                .returned
+                .wait(idle)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<Connection>> {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A borrowed reader; it goes back to the pool when dropped, even on panic.
+struct Lease<'a> {
+    pool: &'a ReaderPool,
+    conn: Option<Connection>,
+}
+
+impl Lease<'_> {
+    fn connection(&self) -> &Connection {
+        self.conn.as_ref().expect("a lease holds its connection until dropped")
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.pool.lock().push(conn);
+            self.pool.returned.notify_one();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::conformance;
+
+    #[test]
+    fn conforms() {
+        let dir = tempfile::tempdir().unwrap();
+        let counter = std::sync::atomic::AtomicUsize::new(0);
+        conformance::conformance_suite(&|| {
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Arc::new(SqliteStore::open(&dir.path().join(format!("s{n}.db")), 2).unwrap())
+        });
+    }
+
+    #[test]
+    fn reopen_keeps_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/folders/site.db");
+        conformance::reopen_keeps_data(&|| Arc::new(SqliteStore::open(&path, 1).unwrap()));
+    }
+
+    #[test]
+    fn settings_are_durable_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("site.db"), 1).unwrap();
+        let conn = store.writer.lock().unwrap();
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        let sync: i64 = conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        assert_eq!(sync, 2, "synchronous must be FULL");
+        assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("site.db");
+        drop(SqliteStore::open(&path, 1).unwrap());
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        let err = SqliteStore::open(&path, 1).unwrap_err();
+        assert!(
+            matches!(err, StoreError::UnsupportedSchema { found, .. } if found == SCHEMA_VERSION + 1),
+            "{err}"
+        );
+        assert!(err.to_string().contains("site.db"), "{err}");
+    }
+
+    #[test]
+    fn not_a_database_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("garbage.db");
+        std::fs::write(&path, vec![0x42u8; 4096]).unwrap();
+        let err = SqliteStore::open(&path, 1).unwrap_err();
+        assert!(matches!(err, StoreError::Sqlite { .. }), "{err:?}");
+        assert!(err.to_string().contains("garbage.db"), "{err}");
+    }
+
+    #[test]
+    fn corrupt_fields_do_not_leak_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("site.db");
+        let store = SqliteStore::open(&path, 1).unwrap();
+        store
+            .write(|c| {
+                c.execute(
+                    "INSERT INTO records VALUES ('s', 'c', 'k', '\"secret-value\"')",
+                    [],
+                )
+            })
+            .unwrap();
+        let err = store.get_record("s", "c", "k").unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+        assert!(!err.to_string().contains("secret"), "{err}");
+        let err = store.records().unwrap_err();
+        assert!(!err.to_string().contains("secret"), "{err}");
+    }
+
+    #[test]
+    fn readers_run_concurrently_with_a_busy_pool() {
+        // More threads than readers: leases must be waited for and handed back.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(&dir.path().join("site.db"), 2).unwrap());
+        store
+            .put_subject(&SubjectRow {
+                id: "a".into(),
+                jurisdiction: "US".into(),
+            })
+            .unwrap();
+        let threads: Vec<_> = (0..6)
+            .map(|_| {
+                let store = Arc::clone(&store);
+                std::thread::spawn(move || {
+                    for _ in 0..50 {
+                        assert!(store.get_subject("a").unwrap().is_some());
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(store.readers.lock().len(), 2);
+    }
+}

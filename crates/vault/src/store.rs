@@ -1,0 +1,135 @@
+//! The storage of one site, behind the [`SiteStore`] trait.
+//!
+//! A store is deliberately dumb: it keeps what it is given and knows nothing of residency.
+//! Deciding *where* a subject or record may go is the vault's job alone (see `placement`),
+//! so a new backend cannot weaken the residency promise.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use crate::layout::{StoreUrl, parse_store_url};
+use crate::sqlite::SqliteStore;
+
+/// A data subject as one site holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubjectRow {
+    pub id: String,
+    pub jurisdiction: String,
+}
+
+/// Names one record of a subject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordKey {
+    pub collection: String,
+    pub key: String,
+}
+
+/// One record as one site holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordRow {
+    pub subject: String,
+    pub collection: String,
+    pub key: String,
+    pub fields: Map<String, Value>,
+}
+
+/// One site's storage. Implementations must make every successful write durable before
+/// returning, and every successful write visible to reads that start after it returns.
+pub trait SiteStore: Send + Sync {
+    fn get_subject(&self, id: &str) -> Result<Option<SubjectRow>, StoreError>;
+    /// Inserts or replaces the subject.
+    fn put_subject(&self, subject: &SubjectRow) -> Result<(), StoreError>;
+    fn get_record(
+        &self,
+        subject: &str,
+        collection: &str,
+        key: &str,
+    ) -> Result<Option<Map<String, Value>>, StoreError>;
+    /// Inserts or replaces the record.
+    fn put_record(&self, row: &RecordRow) -> Result<(), StoreError>;
+    /// Whether a record was deleted.
+    fn delete_record(&self, subject: &str, collection: &str, key: &str)
+    -> Result<bool, StoreError>;
+    /// The subject's records, sorted by collection, then key.
+    fn list_records(&self, subject: &str) -> Result<Vec<RecordKey>, StoreError>;
+    /// Every subject, sorted by id (for scans and tests).
+    fn subjects(&self) -> Result<Vec<SubjectRow>, StoreError>;
+    /// Every record, sorted by subject, collection, key (for scans and tests).
+    fn records(&self) -> Result<Vec<RecordRow>, StoreError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("SQLite store `{}`: {source}", .path.display())]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    #[error("cannot create the folder of store `{}`: {source}", .path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error(
+        "store `{}` has schema version {found}, but this build only knows versions up to \
+         {supported}: open it with a newer Sovereign",
+        .path.display()
+    )]
+    UnsupportedSchema {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+
+    /// Stored data that cannot be read back (for example fields that are not a JSON object).
+    /// `detail` never contains field values.
+    #[error("store `{}` holds unreadable data: {detail}", .path.display())]
+    Corrupt { path: PathBuf, detail: String },
+
+    #[error("{0}")]
+    NotImplemented(String),
+
+    /// A store setting that names no store this build can open. The message never repeats
+    /// the whole setting: a store URL may carry credentials.
+    #[error("{0}")]
+    InvalidUrl(String),
+}
+
+/// Opens the store a site's `store` setting names. `sqlite:PATH` opens (or creates) a SQLite
+/// file, relative paths being relative to `base_dir`; `postgres://…` is not implemented yet.
+pub fn open_store(
+    url: &str,
+    base_dir: &Path,
+    readers: usize,
+) -> Result<Arc<dyn SiteStore>, StoreError> {
+    match parse_store_url(url) {
+        StoreUrl::Sqlite(path) if path.trim().is_empty() => Err(StoreError::InvalidUrl(
+            "the SQLite store has no path: use `sqlite:PATH`".into(),
+        )),
+        StoreUrl::Sqlite(path) => Ok(Arc::new(SqliteStore::open(
+            &resolve_sqlite_path(path, base_dir),
+            readers,
+        )?)),
+        StoreUrl::Postgres => Err(StoreError::NotImplemented(
+            "PostgreSQL site stores are not implemented yet".into(),
+        )),
+        StoreUrl::Other => {
+            let scheme = url.split(':').next().unwrap_or_default();
+            let scheme: String = scheme.chars().take(32).collect();
+            Err(StoreError::InvalidUrl(format!(
+                "unsupported store scheme `{scheme}`: use `sqlite:PATH` or `postgres://…`"
+            )))
+        }
+    }
+}
+
+pub(crate) fn resolve_sqlite_path(path: &str, base_dir: &Path) -> PathBuf {
+    // `Path::join` keeps an absolute path as it is.
+    base_dir.join(path)
+}
