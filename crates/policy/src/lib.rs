@@ -21,6 +21,10 @@ use cedar_policy::{
 use miette::Diagnostic;
 use sha2::{Digest, Sha256};
 
+use cache::DecisionCache;
+
+mod cache;
+
 /// The default Cedar schema (human schema syntax) that Sovereign's requests conform to.
 pub const DEFAULT_SCHEMA: &str = include_str!("../defaults/sovereign.cedarschema");
 
@@ -186,9 +190,9 @@ pub enum PolicyError {
     SchemaMismatch(String),
 }
 
-/// A loaded, validated schema and policy set. Immutable, `Send + Sync`; share it in an `Arc`.
+/// A loaded, validated schema and policy set. Immutable apart from an internal bounded decision
+/// cache; `Send + Sync`, share it in an `Arc`.
 pub struct PolicyEngine {
-    schema: Schema,
     policies: PolicySet,
     authorizer: Authorizer,
     ids: Vec<String>,
@@ -198,6 +202,15 @@ pub struct PolicyEngine {
     data_uid: EntityUid,
     /// Indexed by [`Action::index`].
     action_uids: [EntityUid; 5],
+    /// Why the schema refuses an action on a resource kind, by [`Action::index`] and
+    /// [`kind_index`]. Whether a request conforms to the schema depends on nothing else (the
+    /// context's shape is fixed by this code), so `decide` skips Cedar's per-request check.
+    request_errors: [[Option<String>; 2]; 5],
+    /// The schema's action entities when some action belongs to a group; policies such as
+    /// `action in Sovereign::Action::"readers"` need them in the store. Empty otherwise.
+    action_entities: Vec<Entity>,
+    /// `None` when the policies could not be analysed for the fields they read.
+    cache: Option<DecisionCache>,
 }
 
 impl std::fmt::Debug for PolicyEngine {
@@ -260,14 +273,28 @@ impl PolicyEngine {
             return Err(PolicyError::Validation(messages));
         }
 
+        let action_entities = schema
+            .action_entities()
+            .map_err(|e| PolicyError::SchemaMismatch(chain(&e)))?;
+        let has_action_groups = action_entities.iter().any(|a| {
+            action_entities
+                .ancestors(&a.uid())
+                .is_some_and(|mut g| g.next().is_some())
+        });
+        let action_entities = if has_action_groups {
+            action_entities.iter().cloned().collect()
+        } else {
+            Vec::new()
+        };
+
         let parse_uid = |ty: &str, id: &str| {
             EntityUid::from_type_name_and_id(
                 EntityTypeName::from_str(ty).expect("constant entity type names parse"),
                 EntityId::new(id),
             )
         };
-        let engine = PolicyEngine {
-            schema,
+        let cache = cache::observed_fields(&policies, ACTION_TYPE).map(DecisionCache::new);
+        let mut engine = PolicyEngine {
             policies,
             authorizer: Authorizer::new(),
             ids,
@@ -277,13 +304,44 @@ impl PolicyEngine {
             subject_uid: parse_uid(SUBJECT_TYPE, SUBJECT_ID),
             data_uid: parse_uid(DATA_TYPE, DATA_ID),
             action_uids: Action::ALL.map(|a| parse_uid(ACTION_TYPE, a.as_str())),
+            request_errors: Default::default(),
+            action_entities,
+            cache,
         };
-        engine.check_request_shapes()?;
+        engine.check_request_shapes(&schema)?;
         Ok(engine)
     }
 
     /// Decides `req`. Fails closed: any error building or evaluating the request denies it.
     pub fn decide(&self, req: &AccessRequest) -> Decision {
+        let Some(cache) = &self.cache else {
+            return self.evaluate(req);
+        };
+        let key = cache.key(req);
+        if let Some(decision) = cache.get(&key) {
+            return decision;
+        }
+        let decision = self.evaluate(req);
+        // Error texts may quote request values the key leaves out; errors are rare, so
+        // simply never cache them.
+        if decision.errors.is_empty() {
+            cache.insert(key, &decision);
+        }
+        decision
+    }
+
+    /// Lowercase hex SHA-256 identifying exactly this schema and policy source text.
+    pub fn policy_set_hash(&self) -> &str {
+        &self.hash
+    }
+
+    /// The `@id`s of all policies, in source order.
+    pub fn policy_ids(&self) -> Vec<String> {
+        self.ids.clone()
+    }
+
+    /// Decides `req` with Cedar, bypassing the cache.
+    fn evaluate(&self, req: &AccessRequest) -> Decision {
         let (request, entities) = match self.build(req, None) {
             Ok(built) => built,
             Err(error) => {
@@ -318,24 +376,20 @@ impl PolicyEngine {
         }
     }
 
-    /// Lowercase hex SHA-256 identifying exactly this schema and policy source text.
-    pub fn policy_set_hash(&self) -> &str {
-        &self.hash
-    }
-
-    /// The `@id`s of all policies, in source order.
-    pub fn policy_ids(&self) -> Vec<String> {
-        self.ids.clone()
-    }
-
-    /// Builds the Cedar request and entities for `req`. With `schema` set, the entities are
-    /// also checked against it, which `decide` skips for speed: their shape is fixed by this
-    /// code and checked once per action in [`Self::check_request_shapes`].
+    /// Builds the Cedar request and entities for `req`. With `schema` set, both are checked
+    /// against it by Cedar; without, the request's conformance comes from `request_errors`
+    /// and the entities' shape is the one [`Self::check_request_shapes`] checked at load.
     fn build(
         &self,
         req: &AccessRequest,
         schema: Option<&Schema>,
     ) -> Result<(Request, Entities), String> {
+        if schema.is_none()
+            && let Some(error) = &self.request_errors[req.action.index()][kind_index(&req.resource)]
+        {
+            return Err(error.clone());
+        }
+
         let p = &req.principal;
         let principal_uid =
             EntityUid::from_type_name_and_id(self.principal_type.clone(), EntityId::new(&p.id));
@@ -401,24 +455,28 @@ impl PolicyEngine {
         ])
         .map_err(|e| format!("cannot build request context: {}", chain(&e)))?;
 
-        // Validating the request against the schema catches an action applied to the wrong
-        // kind of resource (e.g. `read` on a Subject) before evaluation.
         let request = Request::new(
             principal_uid,
             self.action_uids[req.action.index()].clone(),
             resource_uid.clone(),
             context,
-            Some(&self.schema),
+            schema,
         )
         .map_err(|e| format!("invalid request: {}", chain(&e)))?;
-        let entities = Entities::from_entities([principal, resource], schema)
-            .map_err(|e| format!("invalid entities: {}", chain(&e)))?;
+        let entities = Entities::from_entities(
+            [principal, resource]
+                .into_iter()
+                .chain(self.action_entities.iter().cloned()),
+            schema,
+        )
+        .map_err(|e| format!("invalid entities: {}", chain(&e)))?;
         Ok((request, entities))
     }
 
-    /// Refuses a schema that Sovereign's requests do not conform to; otherwise every decision
-    /// would be a deny with an error, discovered only at request time.
-    fn check_request_shapes(&self) -> Result<(), PolicyError> {
+    /// Refuses a schema that Sovereign's requests do not conform to (otherwise every decision
+    /// would be a deny with an error, discovered only at request time), and records which
+    /// action and resource kind pairs the schema allows.
+    fn check_request_shapes(&mut self, schema: &Schema) -> Result<(), PolicyError> {
         let principal = Principal {
             id: "probe".into(),
             entity: String::new(),
@@ -427,32 +485,57 @@ impl PolicyEngine {
             clearance: vec![String::new()],
             roles: vec![String::new()],
         };
+        let subject = Resource::Subject {
+            subject_jurisdiction: String::new(),
+            site: String::new(),
+            site_jurisdiction: String::new(),
+        };
+        let data = Resource::Data {
+            subject_jurisdiction: String::new(),
+            collection: String::new(),
+            field_class: String::new(),
+            site: String::new(),
+            site_jurisdiction: String::new(),
+        };
         for action in Action::ALL {
-            let resource = match action {
-                Action::Register | Action::List => Resource::Subject {
-                    subject_jurisdiction: String::new(),
-                    site: String::new(),
-                    site_jurisdiction: String::new(),
-                },
-                Action::Read | Action::Write | Action::Delete => Resource::Data {
-                    subject_jurisdiction: String::new(),
-                    collection: String::new(),
-                    field_class: String::new(),
-                    site: String::new(),
-                    site_jurisdiction: String::new(),
-                },
-            };
-            let probe = AccessRequest {
-                principal: principal.clone(),
-                action,
-                resource,
-                context: Context::default(),
-            };
-            self.build(&probe, Some(&self.schema)).map_err(|e| {
-                PolicyError::SchemaMismatch(format!("action \"{}\": {e}", action.as_str()))
-            })?;
+            for resource in [&subject, &data] {
+                let probe = AccessRequest {
+                    principal: principal.clone(),
+                    action,
+                    resource: resource.clone(),
+                    context: Context::default(),
+                };
+                let outcome = self.build(&probe, Some(schema));
+                let natural = matches!(
+                    (action, resource),
+                    (Action::Register | Action::List, Resource::Subject { .. })
+                        | (
+                            Action::Read | Action::Write | Action::Delete,
+                            Resource::Data { .. }
+                        )
+                );
+                match outcome {
+                    Ok(_) => {}
+                    Err(e) if natural => {
+                        return Err(PolicyError::SchemaMismatch(format!(
+                            "action \"{}\": {e}",
+                            action.as_str()
+                        )));
+                    }
+                    Err(e) => {
+                        self.request_errors[action.index()][kind_index(resource)] = Some(e);
+                    }
+                }
+            }
         }
         Ok(())
+    }
+}
+
+fn kind_index(resource: &Resource) -> usize {
+    match resource {
+        Resource::Subject { .. } => 0,
+        Resource::Data { .. } => 1,
     }
 }
 
@@ -574,6 +657,108 @@ mod tests {
         assert!(!is_valid_id("has space"));
         assert!(!is_valid_id("quote\""));
         assert!(!is_valid_id("ünïcode"));
+    }
+
+    /// Requests varying every field, including ones the default policies never read.
+    fn request_grid() -> Vec<AccessRequest> {
+        let principals = [
+            ("usds", "US", "US", &["us-data"][..], &["engineer"][..]),
+            ("usds", "US", "US", &[], &["engineer"]),
+            ("usds", "US", "CN", &["us-data"], &[]),
+            ("parent", "CN", "SG", &[], &["engineer"]),
+            ("parent", "CN", "US", &[], &[]),
+            ("monitor", "US", "US", &[], &["monitor"]),
+            ("usds", "US", "US", &["us-data"], &["service", "monitor"]),
+        ];
+        let mut grid = Vec::new();
+        for (entity, country, location, clearance, roles) in principals {
+            for id in ["alice", "bob"] {
+                for action in Action::ALL {
+                    for (jurisdiction, site) in
+                        [("US", "us-east"), ("SG", "sg-legacy"), ("US", "sg-legacy")]
+                    {
+                        for class in ["-", "protected", "interoperable"] {
+                            for (purpose, time) in [("", 0), ("audit", 0), ("audit", 200)] {
+                                let resource = if class == "-" {
+                                    Resource::Subject {
+                                        subject_jurisdiction: jurisdiction.into(),
+                                        site: site.into(),
+                                        site_jurisdiction: site[..2].to_uppercase(),
+                                    }
+                                } else {
+                                    Resource::Data {
+                                        subject_jurisdiction: jurisdiction.into(),
+                                        collection: if time == 0 { "profile" } else { "activity" }
+                                            .into(),
+                                        field_class: class.into(),
+                                        site: site.into(),
+                                        site_jurisdiction: site[..2].to_uppercase(),
+                                    }
+                                };
+                                grid.push(AccessRequest {
+                                    principal: Principal {
+                                        id: id.into(),
+                                        entity: entity.into(),
+                                        entity_country: country.into(),
+                                        location: location.into(),
+                                        clearance: clearance
+                                            .iter()
+                                            .map(|c| c.to_string())
+                                            .collect(),
+                                        roles: roles.iter().map(|r| r.to_string()).collect(),
+                                    },
+                                    action,
+                                    resource,
+                                    context: Context {
+                                        purpose: purpose.into(),
+                                        time,
+                                        ..Context::default()
+                                    },
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        grid
+    }
+
+    /// The cache must never change a decision: compare, request by request, the cached path
+    /// (warmed by every other request first) with a fresh Cedar evaluation.
+    #[test]
+    fn cached_decisions_equal_fresh_evaluations() {
+        let policy_sets = [
+            default_policies(&["CN".into(), "RU".into()]),
+            r#"@id("alice-only") permit (principal, action, resource) when { principal.id == "alice" };"#.into(),
+            r#"@id("early") permit (principal, action, resource) when { context.time < 100 };"#.into(),
+            r#"@id("us-site") permit (principal, action, resource is Sovereign::Data) when { resource.site == "us-east" && resource.collection == "profile" };"#.into(),
+            r#"@id("literal") permit (principal, action, resource) when { principal == Sovereign::Principal::"bob" };"#.into(),
+            r#"@id("overflow") permit (principal, action, resource) when { context.time * 9223372036854775807 == 0 };"#.into(),
+        ];
+        let grid = request_grid();
+        for policies in &policy_sets {
+            let engine = PolicyEngine::new(DEFAULT_SCHEMA, policies).expect("test policies load");
+            assert!(
+                engine.cache.is_some(),
+                "policies should be analysable: {policies}"
+            );
+            for req in &grid {
+                engine.decide(req);
+            }
+            let mut allowed = 0;
+            for req in &grid {
+                let fresh = engine.evaluate(req);
+                assert_eq!(
+                    engine.decide(req),
+                    fresh,
+                    "policies:\n{policies}\nrequest: {req:?}"
+                );
+                allowed += usize::from(fresh.allowed);
+            }
+            // Each set allows some requests and denies others, so the comparison has teeth.
+            assert!(allowed > 0 && allowed < grid.len(), "{policies}: {allowed}");
+        }
     }
 
     #[test]

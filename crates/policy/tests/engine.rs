@@ -273,3 +273,62 @@ fn decision_serializes_for_the_api() {
         })
     );
 }
+
+#[test]
+fn action_groups_in_a_custom_schema_are_honoured() {
+    let schema = DEFAULT_SCHEMA.replace(
+        r#"action "read", "write", "delete" appliesTo"#,
+        "action \"data-actions\";\n  action \"read\", \"write\", \"delete\" in [\"data-actions\"] appliesTo",
+    );
+    assert_ne!(schema, DEFAULT_SCHEMA, "the test must change the schema");
+    let engine = PolicyEngine::new(
+        &schema,
+        r#"@id("data") permit (principal, action in Sovereign::Action::"data-actions", resource);"#,
+    )
+    .expect("loads");
+    let d = engine.decide(&vetted_read(0));
+    assert!(d.allowed, "{d:?}");
+    assert_eq!(d.policies, ["data"]);
+}
+
+#[test]
+fn decisions_track_every_field_a_policy_reads() {
+    let engine = PolicyEngine::new(
+        DEFAULT_SCHEMA,
+        r#"@id("alice-early") permit (principal, action, resource) when { principal.id == "alice" && context.time < 100 };"#,
+    )
+    .expect("loads");
+    let mut req = vetted_read(50);
+    assert!(engine.decide(&req).allowed);
+    req.principal.id = "bob".into();
+    assert!(!engine.decide(&req).allowed);
+    req.principal.id = "alice".into();
+    assert!(engine.decide(&req).allowed);
+    req.context.time = 150;
+    assert!(!engine.decide(&req).allowed);
+    req.context.time = 50;
+    assert!(engine.decide(&req).allowed);
+}
+
+#[test]
+fn decisions_are_consistent_across_threads() {
+    let engine = std::sync::Arc::new(
+        PolicyEngine::new(DEFAULT_SCHEMA, &default_policies(&countries(&["CN"]))).unwrap(),
+    );
+    let handles: Vec<_> = (0..4)
+        .map(|t| {
+            let engine = engine.clone();
+            std::thread::spawn(move || {
+                for i in 0..200 {
+                    let mut req = vetted_read(i);
+                    req.principal.location = if (i + t) % 2 == 0 { "US" } else { "CN" }.into();
+                    let d = engine.decide(&req);
+                    assert_eq!(d.allowed, req.principal.location == "US", "{d:?}");
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+}

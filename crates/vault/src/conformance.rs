@@ -16,8 +16,11 @@ use serde_json::{Map, Value, json};
 
 use crate::store::{RecordKey, RecordRow, SiteStore, SubjectRow};
 
+/// One check, run on a fresh, empty store.
+pub type Check = fn(&dyn SiteStore);
+
 /// The checks run on a fresh, empty store each, by name.
-pub const CHECKS: &[(&str, fn(&dyn SiteStore))] = &[
+pub const CHECKS: &[(&str, Check)] = &[
     ("empty_store", empty_store),
     ("subject_round_trip", subject_round_trip),
     ("subjects_sorted_by_id", subjects_sorted_by_id),
@@ -45,9 +48,15 @@ pub fn reopen_keeps_data(open: &dyn Fn() -> Arc<dyn SiteStore>) {
     let first = open();
     first.put_subject(&subject("alice", "US")).unwrap();
     first.put_subject(&subject("bob", "SG")).unwrap();
-    first.put_record(&record("alice", "profile", "main", sample_fields())).unwrap();
-    first.put_record(&record("alice", "activity", "a1", fields(json!({"n": 1})))).unwrap();
-    first.put_record(&record("bob", "profile", "gone", fields(json!({"n": 2})))).unwrap();
+    first
+        .put_record(&record("alice", "profile", "main", sample_fields()))
+        .unwrap();
+    first
+        .put_record(&record("alice", "activity", "a1", fields(json!({"n": 1}))))
+        .unwrap();
+    first
+        .put_record(&record("bob", "profile", "gone", fields(json!({"n": 2}))))
+        .unwrap();
     assert!(first.delete_record("bob", "profile", "gone").unwrap());
     drop(first);
 
@@ -77,10 +86,25 @@ pub fn reopen_keeps_data(open: &dyn Fn() -> Arc<dyn SiteStore>) {
 fn empty_store(store: &dyn SiteStore) {
     assert_eq!(store.subjects().unwrap(), vec![], "empty_store: subjects");
     assert_eq!(store.records().unwrap(), vec![], "empty_store: records");
-    assert_eq!(store.get_subject("nobody").unwrap(), None, "empty_store: get_subject");
-    assert_eq!(store.get_record("nobody", "c", "k").unwrap(), None, "empty_store: get_record");
-    assert_eq!(store.list_records("nobody").unwrap(), vec![], "empty_store: list_records");
-    assert!(!store.delete_record("nobody", "c", "k").unwrap(), "empty_store: delete_record");
+    assert_eq!(
+        store.get_subject("nobody").unwrap(),
+        None,
+        "empty_store: get_subject"
+    );
+    assert_eq!(
+        store.get_record("nobody", "c", "k").unwrap(),
+        None,
+        "empty_store: get_record"
+    );
+    assert_eq!(
+        store.list_records("nobody").unwrap(),
+        vec![],
+        "empty_store: list_records"
+    );
+    assert!(
+        !store.delete_record("nobody", "c", "k").unwrap(),
+        "empty_store: delete_record"
+    );
 }
 
 fn subject_round_trip(store: &dyn SiteStore) {
@@ -90,7 +114,11 @@ fn subject_round_trip(store: &dyn SiteStore) {
         Some(subject("alice", "US")),
         "subject_round_trip: get after put"
     );
-    assert_eq!(store.get_subject("Alice").unwrap(), None, "subject_round_trip: ids are case-sensitive");
+    assert_eq!(
+        store.get_subject("Alice").unwrap(),
+        None,
+        "subject_round_trip: ids are case-sensitive"
+    );
     store.put_subject(&subject("alice", "SG")).unwrap();
     assert_eq!(
         store.subjects().unwrap(),
@@ -103,7 +131,12 @@ fn subjects_sorted_by_id(store: &dyn SiteStore) {
     for id in ["m", "b:2", "Z", "b.1", "a-9"] {
         store.put_subject(&subject(id, "US")).unwrap();
     }
-    let ids: Vec<String> = store.subjects().unwrap().into_iter().map(|s| s.id).collect();
+    let ids: Vec<String> = store
+        .subjects()
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
     let mut sorted = ids.clone();
     sorted.sort();
     assert_eq!(ids, sorted, "subjects_sorted_by_id");
@@ -111,20 +144,28 @@ fn subjects_sorted_by_id(store: &dyn SiteStore) {
 }
 
 fn record_round_trip(store: &dyn SiteStore) {
-    store.put_record(&record("alice", "profile", "main", sample_fields())).unwrap();
+    store
+        .put_record(&record("alice", "profile", "main", sample_fields()))
+        .unwrap();
     assert_eq!(
         store.get_record("alice", "profile", "main").unwrap(),
         Some(sample_fields()),
         "record_round_trip: fields come back as written"
     );
-    for (s, c, k) in [("bob", "profile", "main"), ("alice", "activity", "main"), ("alice", "profile", "other")] {
+    for (s, c, k) in [
+        ("bob", "profile", "main"),
+        ("alice", "activity", "main"),
+        ("alice", "profile", "other"),
+    ] {
         assert_eq!(
             store.get_record(s, c, k).unwrap(),
             None,
             "record_round_trip: {s}/{c}/{k} must not exist"
         );
     }
-    store.put_record(&record("alice", "profile", "empty", Map::new())).unwrap();
+    store
+        .put_record(&record("alice", "profile", "empty", Map::new()))
+        .unwrap();
     assert_eq!(
         store.get_record("alice", "profile", "empty").unwrap(),
         Some(Map::new()),
@@ -133,8 +174,22 @@ fn record_round_trip(store: &dyn SiteStore) {
 }
 
 fn record_replace(store: &dyn SiteStore) {
-    store.put_record(&record("alice", "profile", "main", fields(json!({"email": "a@x", "phone": "1"})))).unwrap();
-    store.put_record(&record("alice", "profile", "main", fields(json!({"email": "b@x"})))).unwrap();
+    store
+        .put_record(&record(
+            "alice",
+            "profile",
+            "main",
+            fields(json!({"email": "a@x", "phone": "1"})),
+        ))
+        .unwrap();
+    store
+        .put_record(&record(
+            "alice",
+            "profile",
+            "main",
+            fields(json!({"email": "b@x"})),
+        ))
+        .unwrap();
     assert_eq!(
         store.get_record("alice", "profile", "main").unwrap(),
         Some(fields(json!({"email": "b@x"}))),
@@ -144,11 +199,25 @@ fn record_replace(store: &dyn SiteStore) {
 }
 
 fn record_delete(store: &dyn SiteStore) {
-    store.put_record(&record("alice", "profile", "main", sample_fields())).unwrap();
-    store.put_record(&record("alice", "profile", "keep", sample_fields())).unwrap();
-    assert!(store.delete_record("alice", "profile", "main").unwrap(), "record_delete: first delete");
-    assert_eq!(store.get_record("alice", "profile", "main").unwrap(), None, "record_delete: gone");
-    assert!(!store.delete_record("alice", "profile", "main").unwrap(), "record_delete: second delete");
+    store
+        .put_record(&record("alice", "profile", "main", sample_fields()))
+        .unwrap();
+    store
+        .put_record(&record("alice", "profile", "keep", sample_fields()))
+        .unwrap();
+    assert!(
+        store.delete_record("alice", "profile", "main").unwrap(),
+        "record_delete: first delete"
+    );
+    assert_eq!(
+        store.get_record("alice", "profile", "main").unwrap(),
+        None,
+        "record_delete: gone"
+    );
+    assert!(
+        !store.delete_record("alice", "profile", "main").unwrap(),
+        "record_delete: second delete"
+    );
     assert_eq!(
         store.get_record("alice", "profile", "keep").unwrap(),
         Some(sample_fields()),
@@ -157,10 +226,20 @@ fn record_delete(store: &dyn SiteStore) {
 }
 
 fn list_records_order(store: &dyn SiteStore) {
-    for (c, k) in [("profile", "b"), ("activity", "z"), ("profile", "a"), ("activity", "c"), ("profile", "B")] {
-        store.put_record(&record("alice", c, k, Map::new())).unwrap();
+    for (c, k) in [
+        ("profile", "b"),
+        ("activity", "z"),
+        ("profile", "a"),
+        ("activity", "c"),
+        ("profile", "B"),
+    ] {
+        store
+            .put_record(&record("alice", c, k, Map::new()))
+            .unwrap();
     }
-    store.put_record(&record("bob", "profile", "a", Map::new())).unwrap();
+    store
+        .put_record(&record("bob", "profile", "a", Map::new()))
+        .unwrap();
     assert_eq!(
         store.list_records("alice").unwrap(),
         vec![
@@ -172,7 +251,11 @@ fn list_records_order(store: &dyn SiteStore) {
         ],
         "list_records_order: sorted by collection, then key; only this subject's"
     );
-    assert_eq!(store.list_records("carol").unwrap(), vec![], "list_records_order: unknown subject");
+    assert_eq!(
+        store.list_records("carol").unwrap(),
+        vec![],
+        "list_records_order: unknown subject"
+    );
 }
 
 fn records_sorted(store: &dyn SiteStore) {
@@ -183,7 +266,9 @@ fn records_sorted(store: &dyn SiteStore) {
         ("alice", "profile", "a"),
     ];
     for (i, (s, c, k)) in written.iter().enumerate() {
-        store.put_record(&record(s, c, k, fields(json!({ "i": i })))).unwrap();
+        store
+            .put_record(&record(s, c, k, fields(json!({ "i": i }))))
+            .unwrap();
     }
     let rows = store.records().unwrap();
     let names: Vec<(&str, &str, &str)> = rows
@@ -200,7 +285,11 @@ fn records_sorted(store: &dyn SiteStore) {
         ],
         "records_sorted"
     );
-    assert_eq!(rows[0].fields, fields(json!({"i": 2})), "records_sorted: fields travel with their row");
+    assert_eq!(
+        rows[0].fields,
+        fields(json!({"i": 2})),
+        "records_sorted: fields travel with their row"
+    );
 }
 
 fn concurrent_use(store: &dyn SiteStore) {
@@ -224,8 +313,16 @@ fn concurrent_use(store: &dyn SiteStore) {
             });
         }
     });
-    assert_eq!(store.subjects().unwrap().len(), 4, "concurrent_use: subjects");
-    assert_eq!(store.records().unwrap().len(), 40, "concurrent_use: records");
+    assert_eq!(
+        store.subjects().unwrap().len(),
+        4,
+        "concurrent_use: subjects"
+    );
+    assert_eq!(
+        store.records().unwrap().len(),
+        40,
+        "concurrent_use: records"
+    );
 }
 
 fn subject(id: &str, jurisdiction: &str) -> SubjectRow {

@@ -16,7 +16,9 @@ pub enum VaultError {
     #[error("invalid {kind}: {reason}")]
     InvalidId { kind: String, reason: String },
 
-    #[error("collection `{0}` is not declared: declare it under `collections.{0}` in the configuration")]
+    #[error(
+        "collection `{0}` is not declared: declare it under `collections.{0}` in the configuration"
+    )]
     UnknownCollection(String),
 
     #[error("field `{field}` is not declared in collection `{collection}`")]

@@ -135,7 +135,8 @@ impl Layout {
     /// Every problem with this layout; empty when it is usable.
     pub fn validate(&self) -> Vec<LayoutProblem> {
         let mut problems = Vec::new();
-        let mut report = |key: String, problem: String| problems.push(LayoutProblem { key, problem });
+        let mut report =
+            |key: String, problem: String| problems.push(LayoutProblem { key, problem });
 
         for code in &self.jurisdictions {
             if !is_jurisdiction_code(code) {
@@ -153,7 +154,10 @@ impl Layout {
         for (name, site) in &self.sites {
             let key = format!("sites.{name}");
             if !is_name(name) {
-                report(key.clone(), format!("`{name}` is not a valid site name: {NAME_RULE}"));
+                report(
+                    key.clone(),
+                    format!("`{name}` is not a valid site name: {NAME_RULE}"),
+                );
             }
             if !self.jurisdictions.contains(&site.jurisdiction) {
                 report(
@@ -171,9 +175,7 @@ impl Layout {
                 );
             }
             let identity = match parse_store_url(&site.store) {
-                StoreUrl::Sqlite(path) if !path.trim().is_empty() => {
-                    Some(normalised_path(path))
-                }
+                StoreUrl::Sqlite(path) if !path.trim().is_empty() => Some(normalised_path(path)),
                 StoreUrl::Sqlite(_) => {
                     report(
                         format!("{key}.store"),
@@ -244,7 +246,10 @@ impl Layout {
         for (name, collection) in &self.collections {
             let key = format!("collections.{name}");
             if !is_name(name) {
-                report(key.clone(), format!("`{name}` is not a valid collection name: {NAME_RULE}"));
+                report(
+                    key.clone(),
+                    format!("`{name}` is not a valid collection name: {NAME_RULE}"),
+                );
             }
             if collection.fields.is_empty() {
                 report(
@@ -295,8 +300,14 @@ mod tests {
         Layout {
             jurisdictions: ["US", "SG", "CN"].map(String::from).into(),
             sites: [
-                ("us-east".to_string(), site("US", "custodian", "sqlite:sites/us-east.db")),
-                ("sg-legacy".to_string(), site("SG", "platform", "sqlite:sites/sg-legacy.db")),
+                (
+                    "us-east".to_string(),
+                    site("US", "custodian", "sqlite:sites/us-east.db"),
+                ),
+                (
+                    "sg-legacy".to_string(),
+                    site("SG", "platform", "sqlite:sites/sg-legacy.db"),
+                ),
             ]
             .into(),
             residency: [("US".to_string(), vec!["us-east".to_string()])].into(),
@@ -333,7 +344,9 @@ mod tests {
     #[test]
     fn a_site_abroad_may_be_allowed() {
         let mut layout = reference();
-        layout.residency.insert("US".into(), vec!["us-east".into(), "sg-legacy".into()]);
+        layout
+            .residency
+            .insert("US".into(), vec!["us-east".into(), "sg-legacy".into()]);
         assert_eq!(layout.validate(), vec![]);
         assert!(layout.allows("US", "sg-legacy"));
     }
@@ -342,7 +355,9 @@ mod tests {
     fn names_are_checked() {
         let mut layout = reference();
         layout.jurisdictions.insert("usa".into());
-        layout.sites.insert("Bad Site".into(), site("US", "x", "sqlite:b.db"));
+        layout
+            .sites
+            .insert("Bad Site".into(), site("US", "x", "sqlite:b.db"));
         layout.collections.insert(
             "9lives".into(),
             CollectionConfig {
@@ -351,7 +366,12 @@ mod tests {
         );
         assert_eq!(
             keys(&layout),
-            vec!["jurisdictions", "sites.Bad Site", "collections.9lives", "collections.9lives.fields.Email"]
+            vec![
+                "jurisdictions",
+                "sites.Bad Site",
+                "collections.9lives",
+                "collections.9lives.fields.Email"
+            ]
         );
         assert!(is_name("a"));
         assert!(is_name(&format!("a{}", "-".repeat(63))));
@@ -367,11 +387,21 @@ mod tests {
     fn sites_are_checked() {
         let mut layout = reference();
         layout.sites.insert("a".into(), site("XX", " ", "sqlite:"));
-        layout.sites.insert("b".into(), site("US", "p", "mysql://x"));
-        layout.sites.insert("c".into(), site("US", "p", "sqlite:./sites//us-east.db"));
-        layout.sites.insert("d".into(), site("US", "p", "postgres://db/d"));
-        layout.sites.insert("e".into(), site("US", "p", "postgresql://db/d"));
-        layout.sites.insert("f".into(), site("US", "p", "postgres://db/d"));
+        layout
+            .sites
+            .insert("b".into(), site("US", "p", "mysql://x"));
+        layout
+            .sites
+            .insert("c".into(), site("US", "p", "sqlite:./sites//us-east.db"));
+        layout
+            .sites
+            .insert("d".into(), site("US", "p", "postgres://db/d"));
+        layout
+            .sites
+            .insert("e".into(), site("US", "p", "postgresql://db/d"));
+        layout
+            .sites
+            .insert("f".into(), site("US", "p", "postgres://db/d"));
         assert_eq!(
             keys(&layout),
             vec![
@@ -401,7 +431,8 @@ mod tests {
             vec![
                 LayoutProblem {
                     key: "residency.SG".into(),
-                    problem: "the rule allows no site: list at least one, or remove the rule".into()
+                    problem: "the rule allows no site: list at least one, or remove the rule"
+                        .into()
                 },
                 LayoutProblem {
                     key: "residency.US[1]".into(),

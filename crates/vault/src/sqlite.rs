@@ -150,7 +150,10 @@ impl SqliteStore {
 
     /// Runs a write on the single writer connection. Each write is one autocommit statement,
     /// so it is durable (synchronous=FULL) when this returns.
-    fn write<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
         // A panic elsewhere while holding the lock leaves the connection usable: SQLite rolls
         // back any statement that did not finish.
         let conn = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
@@ -285,7 +288,9 @@ impl SiteStore for SqliteStore {
                 "SELECT subject, collection, key, fields FROM records
                  ORDER BY subject, collection, key",
             )?
-            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))?
+            .query_map([], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            })?
             .collect()
         })?;
         rows.into_iter()
@@ -339,7 +344,9 @@ struct Lease<'a> {
 
 impl Lease<'_> {
     fn connection(&self) -> &Connection {
-        self.conn.as_ref().expect("a lease holds its connection until dropped")
+        self.conn
+            .as_ref()
+            .expect("a lease holds its connection until dropped")
     }
 }
 

@@ -8,8 +8,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{VaultError, validate_id};
 use crate::layout::{
-    CollectionConfig, FieldClass, Layout, LayoutProblem, StoreUrl, normalised_path,
-    parse_store_url,
+    CollectionConfig, FieldClass, Layout, LayoutProblem, StoreUrl, normalised_path, parse_store_url,
 };
 use crate::placement::{self, Pinned};
 use crate::store::{RecordKey, SiteStore, open_store, resolve_sqlite_path};
@@ -173,7 +172,9 @@ impl Vault {
 
     /// Registers a subject with its home jurisdiction at the preferred site of that
     /// jurisdiction's rule. Registering again with the same jurisdiction returns where it is
-    /// held (`created` false); with another jurisdiction it is a conflict.
+    /// held (`created` false), even a legacy copy at a site its rule does not allow (`allowed`
+    /// false: moving it is a migration's job); with another jurisdiction it is a conflict.
+    /// Registrations are serialised within this process only.
     pub fn register_subject(
         &self,
         id: &str,
@@ -267,7 +268,9 @@ impl Vault {
         validate_id(RECORD_KEY, key)?;
         self.declared_collection(collection)?;
         let placement = self.require_subject(subject)?;
-        let fields = self.store(&placement.site).get_record(subject, collection, key)?;
+        let fields = self
+            .store(&placement.site)
+            .get_record(subject, collection, key)?;
         Ok(fields.map(|fields| StoredRecord {
             site: placement.site,
             fields,
@@ -301,7 +304,9 @@ impl Vault {
     /// Every site's store, by site name (for scans and tests). Writing through these bypasses
     /// the residency check: only scans, migrations and tests should.
     pub fn stores(&self) -> impl Iterator<Item = (&str, &Arc<dyn SiteStore>)> {
-        self.stores.iter().map(|(name, store)| (name.as_str(), store))
+        self.stores
+            .iter()
+            .map(|(name, store)| (name.as_str(), store))
     }
 
     fn declared_collection(&self, name: &str) -> Result<&CollectionConfig, VaultError> {

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 use vault::{
-    CollectionConfig, FieldClass, Layout, RecordKey, RecordRow, SiteConfig, SiteStore,
-    StoreError, StoredRecord, SubjectPlacement, SubjectRow, Vault, VaultError,
+    CollectionConfig, FieldClass, Layout, RecordKey, RecordRow, SiteConfig, SiteStore, StoreError,
+    StoredRecord, SubjectPlacement, SubjectRow, Vault, VaultError,
 };
 
 fn site(jurisdiction: &str, operator: &str, store: &str) -> SiteConfig {
@@ -31,8 +31,14 @@ fn layout() -> Layout {
     Layout {
         jurisdictions: ["US", "SG", "CN"].map(String::from).into(),
         sites: [
-            ("us-east".to_string(), site("US", "custodian", "sqlite:sites/us-east.db")),
-            ("sg-legacy".to_string(), site("SG", "platform", "sqlite:sites/sg-legacy.db")),
+            (
+                "us-east".to_string(),
+                site("US", "custodian", "sqlite:sites/us-east.db"),
+            ),
+            (
+                "sg-legacy".to_string(),
+                site("SG", "platform", "sqlite:sites/sg-legacy.db"),
+            ),
         ]
         .into(),
         residency: [
@@ -82,7 +88,13 @@ fn store<'v>(vault: &'v Vault, site: &str) -> &'v Arc<dyn SiteStore> {
 fn snapshot(vault: &Vault) -> Vec<(String, Vec<SubjectRow>, Vec<RecordRow>)> {
     vault
         .stores()
-        .map(|(name, s)| (name.to_string(), s.subjects().unwrap(), s.records().unwrap()))
+        .map(|(name, s)| {
+            (
+                name.to_string(),
+                s.subjects().unwrap(),
+                s.records().unwrap(),
+            )
+        })
         .collect()
 }
 
@@ -98,26 +110,51 @@ fn register_put_get_list_delete() {
         site_jurisdiction: "US".into(),
         allowed: true,
     };
-    assert_eq!(vault.register_subject("alice", "US").unwrap(), (expected.clone(), true));
-    assert_eq!(vault.register_subject("alice", "US").unwrap(), (expected.clone(), false));
+    assert_eq!(
+        vault.register_subject("alice", "US").unwrap(),
+        (expected.clone(), true)
+    );
+    assert_eq!(
+        vault.register_subject("alice", "US").unwrap(),
+        (expected.clone(), false)
+    );
     assert_eq!(vault.find_subject("alice").unwrap(), Some(expected));
     assert_eq!(vault.find_subject("bob").unwrap(), None);
 
     let profile = fields(json!({"email": "a@example.com", "display_name": "Al"}));
-    assert_eq!(vault.put_record("alice", "profile", "main", profile.clone()).unwrap(), "us-east");
+    assert_eq!(
+        vault
+            .put_record("alice", "profile", "main", profile.clone())
+            .unwrap(),
+        "us-east"
+    );
     let activity = fields(json!({"public_video_count": 3}));
-    assert_eq!(vault.put_record("alice", "activity", "2024", activity).unwrap(), "us-east");
+    assert_eq!(
+        vault
+            .put_record("alice", "activity", "2024", activity)
+            .unwrap(),
+        "us-east"
+    );
 
     assert_eq!(
         vault.get_record("alice", "profile", "main").unwrap(),
-        Some(StoredRecord { site: "us-east".into(), fields: profile.clone() })
+        Some(StoredRecord {
+            site: "us-east".into(),
+            fields: profile.clone()
+        })
     );
     assert_eq!(vault.get_record("alice", "profile", "other").unwrap(), None);
     assert_eq!(
         vault.list_records("alice").unwrap(),
         vec![
-            RecordKey { collection: "activity".into(), key: "2024".into() },
-            RecordKey { collection: "profile".into(), key: "main".into() },
+            RecordKey {
+                collection: "activity".into(),
+                key: "2024".into()
+            },
+            RecordKey {
+                collection: "profile".into(),
+                key: "main".into()
+            },
         ]
     );
     // The record is in the US site's file and nowhere else.
@@ -127,8 +164,17 @@ fn register_put_get_list_delete() {
 
     // Replace.
     let newer = fields(json!({"email": "b@example.com"}));
-    vault.put_record("alice", "profile", "main", newer.clone()).unwrap();
-    assert_eq!(vault.get_record("alice", "profile", "main").unwrap().unwrap().fields, newer);
+    vault
+        .put_record("alice", "profile", "main", newer.clone())
+        .unwrap();
+    assert_eq!(
+        vault
+            .get_record("alice", "profile", "main")
+            .unwrap()
+            .unwrap()
+            .fields,
+        newer
+    );
 
     assert!(vault.delete_record("alice", "profile", "main").unwrap());
     assert!(!vault.delete_record("alice", "profile", "main").unwrap());
@@ -144,27 +190,50 @@ fn undeclared_fields_and_collections_write_nothing() {
     let before = snapshot(&vault);
 
     let err = vault
-        .put_record("alice", "profile", "main", fields(json!({"email": "x", "ssn": "123-45-6789"})))
+        .put_record(
+            "alice",
+            "profile",
+            "main",
+            fields(json!({"email": "x", "ssn": "123-45-6789"})),
+        )
         .unwrap_err();
     assert!(
         matches!(&err, VaultError::UndeclaredField { collection, field } if collection == "profile" && field == "ssn"),
         "{err:?}"
     );
-    assert_eq!(err.to_string(), "field `ssn` is not declared in collection `profile`");
-    assert!(!err.to_string().contains("123-45"), "values never appear in errors");
+    assert_eq!(
+        err.to_string(),
+        "field `ssn` is not declared in collection `profile`"
+    );
+    assert!(
+        !err.to_string().contains("123-45"),
+        "values never appear in errors"
+    );
 
     let err = vault
         .put_record("alice", "medical", "main", fields(json!({"email": "x"})))
         .unwrap_err();
-    assert!(matches!(&err, VaultError::UnknownCollection(c) if c == "medical"), "{err:?}");
+    assert!(
+        matches!(&err, VaultError::UnknownCollection(c) if c == "medical"),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("collections.medical"), "{err}");
-    assert!(matches!(vault.get_record("alice", "medical", "main"), Err(VaultError::UnknownCollection(_))));
+    assert!(matches!(
+        vault.get_record("alice", "medical", "main"),
+        Err(VaultError::UnknownCollection(_))
+    ));
 
-    for (subject, key, kind) in [("alice", ".hidden", "record key"), ("a/b", "main", "subject id")] {
+    for (subject, key, kind) in [
+        ("alice", ".hidden", "record key"),
+        ("a/b", "main", "subject id"),
+    ] {
         let err = vault
             .put_record(subject, "profile", key, fields(json!({"email": "x"})))
             .unwrap_err();
-        assert!(matches!(&err, VaultError::InvalidId { kind: k, .. } if k == kind), "{err:?}");
+        assert!(
+            matches!(&err, VaultError::InvalidId { kind: k, .. } if k == kind),
+            "{err:?}"
+        );
     }
 
     assert_eq!(snapshot(&vault), before);
@@ -180,8 +249,14 @@ fn validate_fields_reports_classes() {
         vec![FieldClass::Protected, FieldClass::Interoperable]
     );
     let open_only = fields(json!({"display_name": "x"}));
-    assert_eq!(vault.validate_fields("profile", &open_only).unwrap(), vec![FieldClass::Interoperable]);
-    assert_eq!(vault.validate_fields("profile", &Map::new()).unwrap(), vec![]);
+    assert_eq!(
+        vault.validate_fields("profile", &open_only).unwrap(),
+        vec![FieldClass::Interoperable]
+    );
+    assert_eq!(
+        vault.validate_fields("profile", &Map::new()).unwrap(),
+        vec![]
+    );
 }
 
 #[test]
@@ -193,13 +268,19 @@ fn jurisdiction_rules() {
     assert!(vault.collection("profile").is_some());
 
     let err = vault.register_subject("bob", "CN").unwrap_err();
-    assert!(matches!(&err, VaultError::NoResidencyRule(j) if j == "CN"), "{err:?}");
+    assert!(
+        matches!(&err, VaultError::NoResidencyRule(j) if j == "CN"),
+        "{err:?}"
+    );
     assert_eq!(
         err.to_string(),
         "no residency rule for jurisdiction `CN`: add `residency.CN` to the configuration"
     );
     let err = vault.register_subject("bob", "XX").unwrap_err();
-    assert!(matches!(&err, VaultError::UnknownJurisdiction(j) if j == "XX"), "{err:?}");
+    assert!(
+        matches!(&err, VaultError::UnknownJurisdiction(j) if j == "XX"),
+        "{err:?}"
+    );
     assert_eq!(vault.find_subject("bob").unwrap(), None);
 
     vault.register_subject("alice", "US").unwrap();
@@ -210,7 +291,10 @@ fn jurisdiction_rules() {
         "{err:?}"
     );
     assert_eq!(store(&vault, "sg-legacy").subjects().unwrap(), vec![]);
-    assert_eq!(vault.find_subject("alice").unwrap().unwrap().jurisdiction, "US");
+    assert_eq!(
+        vault.find_subject("alice").unwrap().unwrap().jurisdiction,
+        "US"
+    );
 }
 
 #[test]
@@ -220,11 +304,29 @@ fn unregistered_subjects_are_reported() {
     let err = vault
         .put_record("ghost", "profile", "main", fields(json!({"email": "x"})))
         .unwrap_err();
-    assert!(matches!(&err, VaultError::SubjectNotFound(id) if id == "ghost"), "{err:?}");
-    assert!(matches!(vault.get_record("ghost", "profile", "main"), Err(VaultError::SubjectNotFound(_))));
-    assert!(matches!(vault.delete_record("ghost", "profile", "main"), Err(VaultError::SubjectNotFound(_))));
-    assert!(matches!(vault.list_records("ghost"), Err(VaultError::SubjectNotFound(_))));
-    assert_eq!(snapshot(&vault).iter().map(|s| s.1.len() + s.2.len()).sum::<usize>(), 0);
+    assert!(
+        matches!(&err, VaultError::SubjectNotFound(id) if id == "ghost"),
+        "{err:?}"
+    );
+    assert!(matches!(
+        vault.get_record("ghost", "profile", "main"),
+        Err(VaultError::SubjectNotFound(_))
+    ));
+    assert!(matches!(
+        vault.delete_record("ghost", "profile", "main"),
+        Err(VaultError::SubjectNotFound(_))
+    ));
+    assert!(matches!(
+        vault.list_records("ghost"),
+        Err(VaultError::SubjectNotFound(_))
+    ));
+    assert_eq!(
+        snapshot(&vault)
+            .iter()
+            .map(|s| s.1.len() + s.2.len())
+            .sum::<usize>(),
+        0
+    );
 }
 
 #[test]
@@ -233,7 +335,12 @@ fn a_legacy_copy_gets_no_new_writes() {
     let vault = open(dir.path());
     // A US subject left at the Singapore site, planted around the vault as legacy data is.
     let legacy = store(&vault, "sg-legacy");
-    legacy.put_subject(&SubjectRow { id: "carol".into(), jurisdiction: "US".into() }).unwrap();
+    legacy
+        .put_subject(&SubjectRow {
+            id: "carol".into(),
+            jurisdiction: "US".into(),
+        })
+        .unwrap();
     legacy
         .put_record(&RecordRow {
             subject: "carol".into(),
@@ -257,7 +364,12 @@ fn a_legacy_copy_gets_no_new_writes() {
     );
 
     let err = vault
-        .put_record("carol", "profile", "main", fields(json!({"email": "new@example.com"})))
+        .put_record(
+            "carol",
+            "profile",
+            "main",
+            fields(json!({"email": "new@example.com"})),
+        )
         .unwrap_err();
     assert!(
         matches!(&err, VaultError::ResidencyViolation { subject, site, jurisdiction }
@@ -266,13 +378,27 @@ fn a_legacy_copy_gets_no_new_writes() {
     );
     assert!(err.to_string().contains("nothing was written"), "{err}");
     // Replacing the legacy record is a write too.
-    assert!(vault.put_record("carol", "profile", "old", Map::new()).is_err());
+    assert!(
+        vault
+            .put_record("carol", "profile", "old", Map::new())
+            .is_err()
+    );
     // Registering again does not move or copy the subject: that is a migration's job.
-    assert_eq!(vault.register_subject("carol", "US").unwrap(), (found, false));
+    assert_eq!(
+        vault.register_subject("carol", "US").unwrap(),
+        (found, false)
+    );
     assert_eq!(snapshot(&vault), before, "refused calls changed a store");
 
     // Reading and deleting legacy data stays possible.
-    assert_eq!(vault.get_record("carol", "profile", "old").unwrap().unwrap().site, "sg-legacy");
+    assert_eq!(
+        vault
+            .get_record("carol", "profile", "old")
+            .unwrap()
+            .unwrap()
+            .site,
+        "sg-legacy"
+    );
     assert!(vault.delete_record("carol", "profile", "old").unwrap());
     assert_eq!(legacy.records().unwrap(), vec![]);
 }
@@ -282,12 +408,20 @@ fn an_allowed_copy_is_preferred() {
     let dir = tempfile::tempdir().unwrap();
     let vault = open(dir.path());
     // "sg-legacy" is searched before "us-east"; the allowed copy must still win.
-    let row = SubjectRow { id: "dave".into(), jurisdiction: "US".into() };
+    let row = SubjectRow {
+        id: "dave".into(),
+        jurisdiction: "US".into(),
+    };
     store(&vault, "sg-legacy").put_subject(&row).unwrap();
     store(&vault, "us-east").put_subject(&row).unwrap();
     let found = vault.find_subject("dave").unwrap().unwrap();
     assert_eq!((found.site.as_str(), found.allowed), ("us-east", true));
-    assert_eq!(vault.put_record("dave", "profile", "p", Map::new()).unwrap(), "us-east");
+    assert_eq!(
+        vault
+            .put_record("dave", "profile", "p", Map::new())
+            .unwrap(),
+        "us-east"
+    );
     assert_eq!(store(&vault, "sg-legacy").records().unwrap(), vec![]);
 }
 
@@ -299,12 +433,17 @@ fn concurrent_registrations_agree() {
         let handles: Vec<_> = (0..8)
             .map(|i| {
                 let vault = &vault;
-                scope.spawn(move || vault.register_subject("erin", if i % 2 == 0 { "US" } else { "SG" }))
+                scope.spawn(move || {
+                    vault.register_subject("erin", if i % 2 == 0 { "US" } else { "SG" })
+                })
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    let created = outcomes.iter().filter(|o| matches!(o, Ok((_, true)))).count();
+    let created = outcomes
+        .iter()
+        .filter(|o| matches!(o, Ok((_, true))))
+        .count();
     assert_eq!(created, 1, "{outcomes:?}");
     let held: usize = vault
         .stores()
@@ -319,12 +458,18 @@ fn data_survives_reopening() {
     {
         let vault = open(dir.path());
         vault.register_subject("alice", "US").unwrap();
-        vault.put_record("alice", "profile", "main", fields(json!({"email": "a@x"}))).unwrap();
+        vault
+            .put_record("alice", "profile", "main", fields(json!({"email": "a@x"})))
+            .unwrap();
     }
     assert!(dir.path().join("sites/us-east.db").exists());
     let vault = open(dir.path());
     assert_eq!(
-        vault.get_record("alice", "profile", "main").unwrap().unwrap().fields,
+        vault
+            .get_record("alice", "profile", "main")
+            .unwrap()
+            .unwrap()
+            .fields,
         fields(json!({"email": "a@x"}))
     );
 }
@@ -336,9 +481,15 @@ fn opening_checks_the_layout_and_stores() {
     let mut bad = layout();
     bad.residency.insert("US".into(), vec!["nowhere".into()]);
     let err = Vault::open(bad, dir.path(), 1).unwrap_err();
-    let VaultError::InvalidLayout(problems) = &err else { panic!("{err:?}") };
+    let VaultError::InvalidLayout(problems) = &err else {
+        panic!("{err:?}")
+    };
     assert_eq!(problems[0].key, "residency.US[0]");
-    assert!(err.to_string().starts_with("invalid configuration: residency.US[0]: "), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("invalid configuration: residency.US[0]: "),
+        "{err}"
+    );
 
     // The same file written once relatively and once absolutely.
     let mut same = layout();
@@ -354,16 +505,30 @@ fn opening_checks_the_layout_and_stores() {
     postgres.sites.get_mut("us-east").unwrap().store = "postgres://user:pw@db/us".into();
     assert_eq!(postgres.validate(), vec![]);
     let err = Vault::open(postgres, dir.path(), 1).unwrap_err();
-    assert!(matches!(&err, VaultError::Store(StoreError::NotImplemented(_))), "{err:?}");
-    assert_eq!(err.to_string(), "PostgreSQL site stores are not implemented yet");
+    assert!(
+        matches!(&err, VaultError::Store(StoreError::NotImplemented(_))),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "PostgreSQL site stores are not implemented yet"
+    );
 
-    let err = vault::open_store("mysql://user:pw@db", dir.path(), 1).err().unwrap();
-    assert!(err.to_string().contains("`mysql`") && !err.to_string().contains("pw"), "{err}");
+    let err = vault::open_store("mysql://user:pw@db", dir.path(), 1)
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string().contains("`mysql`") && !err.to_string().contains("pw"),
+        "{err}"
+    );
 
     // with_stores needs exactly the declared sites.
     let us: Arc<dyn SiteStore> = vault::open_store("sqlite:x.db", dir.path(), 1).unwrap();
-    let err = Vault::with_stores(layout(), BTreeMap::from([("us-east".to_string(), us.clone())]))
-        .unwrap_err();
+    let err = Vault::with_stores(
+        layout(),
+        BTreeMap::from([("us-east".to_string(), us.clone())]),
+    )
+    .unwrap_err();
     assert!(
         matches!(&err, VaultError::InvalidLayout(p) if p.len() == 1 && p[0].key == "sites.sg-legacy.store"),
         "{err:?}"
@@ -375,10 +540,16 @@ fn opening_checks_the_layout_and_stores() {
         ("sg-legacy".to_string(), sg.clone()),
         ("eu-west".to_string(), extra),
     ]);
-    assert!(matches!(Vault::with_stores(layout(), stores), Err(VaultError::InvalidLayout(_))));
+    assert!(matches!(
+        Vault::with_stores(layout(), stores),
+        Err(VaultError::InvalidLayout(_))
+    ));
     let stores = BTreeMap::from([("us-east".to_string(), us), ("sg-legacy".to_string(), sg)]);
     let vault = Vault::with_stores(layout(), stores).unwrap();
-    assert_eq!(vault.register_subject("alice", "US").unwrap().0.site, "us-east");
+    assert_eq!(
+        vault.register_subject("alice", "US").unwrap().0.site,
+        "us-east"
+    );
 }
 
 #[test]
