@@ -162,14 +162,23 @@ async fn put_subject(
     let site = app.vault.placement_site(&request.jurisdiction)?.to_string();
     let resource = Resource::Subject {
         subject_jurisdiction: request.jurisdiction.clone(),
-        site_jurisdiction: app.vault.site_jurisdiction(&site).unwrap_or_default().to_string(),
+        site_jurisdiction: app
+            .vault
+            .site_jurisdiction(&site)
+            .unwrap_or_default()
+            .to_string(),
         site,
     };
     app.authorize(&who, Action::Register, &[resource], &context)?;
 
     let vault = app.vault.clone();
-    let (placement, created) = blocking(move || vault.register_subject(&id, &request.jurisdiction)).await??;
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let (placement, created) =
+        blocking(move || vault.register_subject(&id, &request.jurisdiction)).await??;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((status, Json(placement.into())))
 }
 
@@ -560,11 +569,18 @@ impl AppState {
             }
         }
         let message = if had_errors {
-            format!("{} denied: a policy could not be evaluated, and errors deny", action.as_str())
+            format!(
+                "{} denied: a policy could not be evaluated, and errors deny",
+                action.as_str()
+            )
         } else if policies.is_empty() {
             format!("{} denied: no policy permits it", action.as_str())
         } else {
-            format!("{} denied by policy {}", action.as_str(), policies.join(", "))
+            format!(
+                "{} denied by policy {}",
+                action.as_str(),
+                policies.join(", ")
+            )
         };
         ApiError::denied(message, policies)
     }
@@ -603,7 +619,10 @@ fn access_context(headers: &HeaderMap, who: &Authenticated) -> AppResult<policy:
             return Ok(String::new());
         };
         let text = value.to_str().map_err(|_| {
-            ApiError::bad_request("invalid_header", format!("`{name}` must be printable ASCII"))
+            ApiError::bad_request(
+                "invalid_header",
+                format!("`{name}` must be printable ASCII"),
+            )
         })?;
         let text = text.trim();
         if text.len() > max {
@@ -643,13 +662,21 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection
     let bytes = body.map_err(|e| {
         let status = e.status();
         if status == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(status, "body_too_large", "the request body is larger than the limit")
+            ApiError::new(
+                status,
+                "body_too_large",
+                "the request body is larger than the limit",
+            )
         } else {
             ApiError::new(status, "invalid_body", e.body_text())
         }
     })?;
     serde_json::from_slice(&bytes).map_err(|e| {
-        let code = if e.is_data() { "invalid_body" } else { "invalid_json" };
+        let code = if e.is_data() {
+            "invalid_body"
+        } else {
+            "invalid_json"
+        };
         ApiError::bad_request(code, format!("request body: {e}"))
     })
 }

@@ -83,7 +83,10 @@ impl Authenticator {
                 let bytes = std::fs::read(&path)
                     .with_context(|| format!("cannot read issuer key {}", path.display()))?;
                 let key = DecodingKey::from_ed_pem(&bytes).with_context(|| {
-                    format!("{} is not an Ed25519 public key in PEM form", path.display())
+                    format!(
+                        "{} is not an Ed25519 public key in PEM form",
+                        path.display()
+                    )
                 })?;
                 vec![VerifyKey {
                     kid: None,
@@ -114,7 +117,11 @@ impl Authenticator {
     }
 
     /// Authenticates a request: verifies its bearer token, then derives the principal.
-    pub fn authenticate(&self, headers: &HeaderMap, peer: IpAddr) -> Result<Authenticated, ApiError> {
+    pub fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        peer: IpAddr,
+    ) -> Result<Authenticated, ApiError> {
         let token = bearer_token(headers)?;
         let claims = self.verify(token)?;
         self.principal(&claims, peer)
@@ -142,9 +149,10 @@ impl Authenticator {
                 format!("token algorithm `{alg}` is not supported"),
             )
         })?;
-        let iss = payload.get("iss").and_then(|v| v.as_str()).ok_or_else(|| {
-            unauthenticated("invalid_claims", "token has no `iss` claim")
-        })?;
+        let iss = payload
+            .get("iss")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| unauthenticated("invalid_claims", "token has no `iss` claim"))?;
         let issuer = self.issuers.get(iss).ok_or_else(|| {
             unauthenticated("unknown_issuer", format!("issuer `{iss}` is not trusted"))
         })?;
@@ -187,7 +195,9 @@ impl Authenticator {
                 Err(e) => last_error = Some(e),
             }
         }
-        Err(map_jwt_error(last_error.expect("at least one candidate key")))
+        Err(map_jwt_error(
+            last_error.expect("at least one candidate key"),
+        ))
     }
 
     /// Turns verified claims into a policy principal. The location is the signed claim,
@@ -198,7 +208,10 @@ impl Authenticator {
             ApiError::new(
                 StatusCode::FORBIDDEN,
                 "unknown_entity",
-                format!("entity `{}` is not declared in the configuration", claims.entity),
+                format!(
+                    "entity `{}` is not declared in the configuration",
+                    claims.entity
+                ),
             )
         })?;
         let zone = find_zone(&self.zones, peer);
@@ -261,9 +274,9 @@ fn load_jwks(path: &Path) -> anyhow::Result<Vec<VerifyKey>> {
 }
 
 fn bearer_token(headers: &HeaderMap) -> Result<&str, ApiError> {
-    let value = headers.get(header::AUTHORIZATION).ok_or_else(|| {
-        unauthenticated("missing", "no `Authorization: Bearer <token>` header")
-    })?;
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| unauthenticated("missing", "no `Authorization: Bearer <token>` header"))?;
     let value = value
         .to_str()
         .map_err(|_| unauthenticated("malformed", "the Authorization header is not ASCII"))?;
@@ -293,7 +306,8 @@ fn bearer_token(headers: &HeaderMap) -> Result<&str, ApiError> {
 fn peek(token: &str) -> Result<(serde_json::Value, serde_json::Value), ApiError> {
     let malformed = || unauthenticated("malformed", "the bearer token is not a well-formed JWT");
     let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(_sig), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(p), Some(_sig), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(malformed());
     };
@@ -324,7 +338,11 @@ fn check_claims(claims: &Claims) -> Result<(), ApiError> {
         )));
     }
     for (name, list) in [("clearance", &claims.clearance), ("roles", &claims.roles)] {
-        if list.len() > MAX_LIST_ITEMS || list.iter().any(|s| s.is_empty() || s.len() > MAX_ITEM_BYTES) {
+        if list.len() > MAX_LIST_ITEMS
+            || list
+                .iter()
+                .any(|s| s.is_empty() || s.len() > MAX_ITEM_BYTES)
+        {
             return Err(invalid(format!(
                 "`{name}` must hold at most {MAX_LIST_ITEMS} non-empty items of at most {MAX_ITEM_BYTES} bytes"
             )));
@@ -336,22 +354,30 @@ fn check_claims(claims: &Claims) -> Result<(), ApiError> {
 fn map_jwt_error(e: jsonwebtoken::errors::Error) -> ApiError {
     match e.kind() {
         ErrorKind::ExpiredSignature => unauthenticated("expired", "the token has expired"),
-        ErrorKind::ImmatureSignature => {
-            unauthenticated("not_yet_valid", "the token is not valid yet (`nbf` is in the future)")
-        }
+        ErrorKind::ImmatureSignature => unauthenticated(
+            "not_yet_valid",
+            "the token is not valid yet (`nbf` is in the future)",
+        ),
         ErrorKind::InvalidSignature => {
             unauthenticated("bad_signature", "the token's signature does not verify")
         }
-        ErrorKind::InvalidIssuer => unauthenticated("unknown_issuer", "the token's issuer is not trusted"),
-        ErrorKind::InvalidAudience => {
-            unauthenticated("invalid_claims", "the token is not meant for this service (`aud`)")
+        ErrorKind::InvalidIssuer => {
+            unauthenticated("unknown_issuer", "the token's issuer is not trusted")
         }
-        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName | ErrorKind::MissingAlgorithm => {
-            unauthenticated("unsupported_algorithm", "the token's algorithm is not accepted")
-        }
-        ErrorKind::MissingRequiredClaim(claim) => {
-            unauthenticated("invalid_claims", format!("the token has no `{claim}` claim"))
-        }
+        ErrorKind::InvalidAudience => unauthenticated(
+            "invalid_claims",
+            "the token is not meant for this service (`aud`)",
+        ),
+        ErrorKind::InvalidAlgorithm
+        | ErrorKind::InvalidAlgorithmName
+        | ErrorKind::MissingAlgorithm => unauthenticated(
+            "unsupported_algorithm",
+            "the token's algorithm is not accepted",
+        ),
+        ErrorKind::MissingRequiredClaim(claim) => unauthenticated(
+            "invalid_claims",
+            format!("the token has no `{claim}` claim"),
+        ),
         ErrorKind::Json(e) => unauthenticated(
             "invalid_claims",
             format!("the token's claims are not as expected: {e}"),
@@ -415,10 +441,17 @@ impl TokenCache {
 pub fn mint_dev_token(data_dir: &Path, claims: &Claims) -> anyhow::Result<String> {
     let path = data_dir.join(crate::setup::DEV_ISSUER_KEY);
     let pem = std::fs::read(&path).with_context(|| {
-        format!("cannot read the development issuer key {} (run `sovereign init`?)", path.display())
+        format!(
+            "cannot read the development issuer key {} (run `sovereign init`?)",
+            path.display()
+        )
     })?;
-    let key = EncodingKey::from_ed_pem(&pem)
-        .with_context(|| format!("{} is not an Ed25519 private key in PEM form", path.display()))?;
+    let key = EncodingKey::from_ed_pem(&pem).with_context(|| {
+        format!(
+            "{} is not an Ed25519 private key in PEM form",
+            path.display()
+        )
+    })?;
     let header = Header::new(Algorithm::EdDSA);
     Ok(jsonwebtoken::encode(&header, claims, &key)?)
 }

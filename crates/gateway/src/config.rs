@@ -248,7 +248,7 @@ impl Config {
         if self.jurisdictions.is_empty() {
             problems.push(("jurisdictions".into(), "declare at least one".into()));
         }
-        for (name, _) in &self.entities {
+        for name in self.entities.keys() {
             if !is_simple_name(name) {
                 problems.push((
                     format!("entities.{name}"),
@@ -280,10 +280,7 @@ impl Config {
             problems.push(("server.store_readers".into(), "must be above 0".into()));
         }
         if self.auth.token_cache_entries > 10_000_000 {
-            problems.push((
-                "auth.token_cache_entries".into(),
-                "at most 10000000".into(),
-            ));
+            problems.push(("auth.token_cache_entries".into(), "at most 10000000".into()));
         }
         if self.auth.issuers.is_empty() {
             problems.push((
@@ -304,17 +301,19 @@ impl Config {
                 ));
             }
             match (&issuer.public_key_pem, &issuer.jwks) {
-                (None, None) => problems.push((
-                    key.clone(),
-                    "give `public_key_pem` or `jwks`".into(),
-                )),
+                (None, None) => {
+                    problems.push((key.clone(), "give `public_key_pem` or `jwks`".into()))
+                }
                 (Some(_), Some(_)) => problems.push((
                     key.clone(),
                     "give only one of `public_key_pem` and `jwks`".into(),
                 )),
                 _ => {}
             }
-            for (field, path) in [("public_key_pem", &issuer.public_key_pem), ("jwks", &issuer.jwks)] {
+            for (field, path) in [
+                ("public_key_pem", &issuer.public_key_pem),
+                ("jwks", &issuer.jwks),
+            ] {
                 if let Some(path) = path {
                     let full = data_dir.join(path);
                     if !full.is_file() {
@@ -326,7 +325,10 @@ impl Config {
                 }
             }
         }
-        for (field, path) in [("policy.schema", &self.policy.schema), ("policy.policies", &self.policy.policies)] {
+        for (field, path) in [
+            ("policy.schema", &self.policy.schema),
+            ("policy.policies", &self.policy.policies),
+        ] {
             let full = data_dir.join(path);
             if !full.is_file() {
                 problems.push((
@@ -337,7 +339,6 @@ impl Config {
         }
         problems
     }
-
 }
 
 /// The zone a peer address is in: the most specific matching range.
@@ -356,8 +357,7 @@ fn is_simple_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && s.as_bytes()[0].is_ascii_lowercase()
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 

@@ -85,9 +85,11 @@ impl From<vault::VaultError> for ApiError {
                 ApiError::bad_request("undeclared_field", message).with("field", field)
             }
             V::UnknownJurisdiction(_) => ApiError::bad_request("unknown_jurisdiction", message),
-            V::NoResidencyRule(_) => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "no_residency_rule", message)
-            }
+            V::NoResidencyRule(_) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "no_residency_rule",
+                message,
+            ),
             V::SubjectNotFound(_) => ApiError::not_found("subject_not_found", message),
             V::SubjectConflict { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "subject_conflict", message)

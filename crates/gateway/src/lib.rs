@@ -61,7 +61,8 @@ impl Gateway {
         );
 
         let (api_router, openapi) = api::routes().split_for_parts();
-        let openapi = serde_json::to_value(&openapi).context("cannot render the OpenAPI document")?;
+        let openapi =
+            serde_json::to_value(&openapi).context("cannot render the OpenAPI document")?;
         let body_limit = config.server.body_limit_bytes;
         let timeout = Duration::from_secs(config.server.request_timeout_seconds);
         let state = Arc::new(AppState {

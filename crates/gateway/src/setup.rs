@@ -50,7 +50,13 @@ pub fn init(data_dir: &Path, force: bool) -> anyhow::Result<InitReport> {
     let mut files = Vec::new();
 
     let restricted: Vec<String> = DEFAULT_RESTRICTED.iter().map(|s| s.to_string()).collect();
-    write_file(data_dir, SCHEMA_FILE, policy::DEFAULT_SCHEMA.as_bytes(), 0o644, &mut files)?;
+    write_file(
+        data_dir,
+        SCHEMA_FILE,
+        policy::DEFAULT_SCHEMA.as_bytes(),
+        0o644,
+        &mut files,
+    )?;
     write_file(
         data_dir,
         POLICIES_FILE,
@@ -67,8 +73,20 @@ pub fn init(data_dir: &Path, force: bool) -> anyhow::Result<InitReport> {
         .verifying_key()
         .to_public_key_pem(LineEnding::LF)
         .context("cannot encode the issuer public key")?;
-    write_file(data_dir, DEV_ISSUER_KEY, private_pem.as_bytes(), 0o600, &mut files)?;
-    write_file(data_dir, DEV_ISSUER_PUB, public_pem.as_bytes(), 0o600, &mut files)?;
+    write_file(
+        data_dir,
+        DEV_ISSUER_KEY,
+        private_pem.as_bytes(),
+        0o600,
+        &mut files,
+    )?;
+    write_file(
+        data_dir,
+        DEV_ISSUER_PUB,
+        public_pem.as_bytes(),
+        0o600,
+        &mut files,
+    )?;
 
     write_file(
         data_dir,

@@ -17,11 +17,23 @@ async fn with_subject() -> (Server, String) {
     let server = Server::start().await;
     let alice = server.token(&VETTED_US);
     let (status, _) = server
-        .call(Method::PUT, "/v1/subjects/u-1", Some(&alice), None, Some(r#"{"jurisdiction":"US"}"#))
+        .call(
+            Method::PUT,
+            "/v1/subjects/u-1",
+            Some(&alice),
+            None,
+            Some(r#"{"jurisdiction":"US"}"#),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED);
     let (status, _) = server
-        .call(Method::PUT, "/v1/subjects/u-1/records/profile/main", Some(&alice), Some("setup"), Some(PROFILE))
+        .call(
+            Method::PUT,
+            "/v1/subjects/u-1/records/profile/main",
+            Some(&alice),
+            Some("setup"),
+            Some(PROFILE),
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
     (server, alice)
@@ -30,7 +42,13 @@ async fn with_subject() -> (Server, String) {
 /// The record as the vetted engineer sees it, to check that failures changed nothing.
 async fn profile(server: &Server, token: &str) -> serde_json::Value {
     let (status, body) = server
-        .call(Method::GET, "/v1/subjects/u-1/records/profile/main", Some(token), Some("check"), None)
+        .call(
+            Method::GET,
+            "/v1/subjects/u-1/records/profile/main",
+            Some(token),
+            Some("check"),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     body["fields"].clone()
@@ -78,7 +96,10 @@ async fn bad_tokens_get_401_with_a_reason() {
         parts[1] = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap());
         parts.join(".")
     };
-    let no_exp = sign(&key, &json!({"sub":"alice","iss":"sovereign-dev","entity":"usds","location":"US"}));
+    let no_exp = sign(
+        &key,
+        &json!({"sub":"alice","iss":"sovereign-dev","entity":"usds","location":"US"}),
+    );
 
     let cases: Vec<(&str, Option<String>, &str)> = vec![
         ("missing", None, "missing"),
@@ -86,17 +107,33 @@ async fn bad_tokens_get_401_with_a_reason() {
         ("garbage segments", Some("a.b.c".into()), "malformed"),
         ("expired", Some(sign(&key, &expired)), "expired"),
         ("not yet valid", Some(sign(&key, &future)), "not_yet_valid"),
-        ("wrong issuer", Some(sign(&key, &wrong_issuer)), "unknown_issuer"),
+        (
+            "wrong issuer",
+            Some(sign(&key, &wrong_issuer)),
+            "unknown_issuer",
+        ),
         ("alg none", Some(unsigned), "unsupported_algorithm"),
-        ("signed by another key", Some(sign(&other_key(), &VETTED_US.claims(3600))), "bad_signature"),
+        (
+            "signed by another key",
+            Some(sign(&other_key(), &VETTED_US.claims(3600))),
+            "bad_signature",
+        ),
         ("tampered payload", Some(tampered), "bad_signature"),
         ("no exp", Some(no_exp), "invalid_claims"),
-        ("lower-case location", Some(sign(&key, &lower_location)), "invalid_claims"),
+        (
+            "lower-case location",
+            Some(sign(&key, &lower_location)),
+            "invalid_claims",
+        ),
     ];
     for (name, token, reason) in cases {
         for (method, path, body) in [
             (Method::GET, "/v1/subjects/u-1/records/profile/main", None),
-            (Method::PUT, "/v1/subjects/u-1/records/profile/main", Some(r#"{"email":"evil@example.com"}"#)),
+            (
+                Method::PUT,
+                "/v1/subjects/u-1/records/profile/main",
+                Some(r#"{"email":"evil@example.com"}"#),
+            ),
         ] {
             let (status, body) = server
                 .call(method, path, token.as_deref(), Some("x"), body)
@@ -132,7 +169,13 @@ async fn undeclared_entity_is_refused() {
         roles: &[],
     };
     let (status, body) = server
-        .call(Method::GET, "/v1/subjects/u-1", Some(&server.token(&stranger)), None, None)
+        .call(
+            Method::GET,
+            "/v1/subjects/u-1",
+            Some(&server.token(&stranger)),
+            None,
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(body["error"], "unknown_entity");
@@ -143,33 +186,155 @@ async fn undeclared_entity_is_refused() {
 async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     let (server, alice) = with_subject().await;
     let record = "/v1/subjects/u-1/records/profile/main";
-    let cases: Vec<(&str, Method, String, Option<String>, StatusCode, &str)> = vec![
-        ("malformed JSON", Method::PUT, record.into(), Some(r#"{"email": "#.into()), StatusCode::BAD_REQUEST, "invalid_json"),
-        ("not an object", Method::PUT, record.into(), Some("[1,2]".into()), StatusCode::BAD_REQUEST, "invalid_body"),
-        ("empty object", Method::PUT, record.into(), Some("{}".into()), StatusCode::BAD_REQUEST, "empty_record"),
-        ("undeclared field", Method::PUT, record.into(), Some(r#"{"email":"x@example.com","ssn":"123"}"#.into()), StatusCode::BAD_REQUEST, "undeclared_field"),
-        ("unknown collection", Method::PUT, "/v1/subjects/u-1/records/payments/main".into(), Some(r#"{"card":"4111"}"#.into()), StatusCode::NOT_FOUND, "unknown_collection"),
-        ("unknown collection read", Method::GET, "/v1/subjects/u-1/records/payments/main".into(), None, StatusCode::NOT_FOUND, "unknown_collection"),
-        ("bad key", Method::PUT, "/v1/subjects/u-1/records/profile/ma%20in".into(), Some(PROFILE.into()), StatusCode::BAD_REQUEST, "invalid_id"),
-        ("long key", Method::PUT, format!("/v1/subjects/u-1/records/profile/{}", "k".repeat(129)), Some(PROFILE.into()), StatusCode::BAD_REQUEST, "invalid_id"),
-        ("bad subject id", Method::PUT, "/v1/subjects/u%2F1".into(), Some(r#"{"jurisdiction":"US"}"#.into()), StatusCode::BAD_REQUEST, "invalid_id"),
-        ("dot subject id", Method::GET, "/v1/subjects/.hidden/records".into(), None, StatusCode::BAD_REQUEST, "invalid_id"),
-        ("unknown subject", Method::GET, "/v1/subjects/nobody/records/profile/main".into(), None, StatusCode::NOT_FOUND, "subject_not_found"),
-        ("extra member in subject body", Method::PUT, "/v1/subjects/u-2".into(), Some(r#"{"jurisdiction":"US","site":"sg-legacy"}"#.into()), StatusCode::BAD_REQUEST, "invalid_body"),
-        ("unknown route", Method::GET, "/v1/nothing".into(), None, StatusCode::NOT_FOUND, "no_route"),
-        ("wrong method", Method::POST, record.into(), None, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+    // (name, method, path, body, expected status, expected error code)
+    type Case = (
+        &'static str,
+        Method,
+        String,
+        Option<String>,
+        StatusCode,
+        &'static str,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "malformed JSON",
+            Method::PUT,
+            record.into(),
+            Some(r#"{"email": "#.into()),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            "not an object",
+            Method::PUT,
+            record.into(),
+            Some("[1,2]".into()),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
+        (
+            "empty object",
+            Method::PUT,
+            record.into(),
+            Some("{}".into()),
+            StatusCode::BAD_REQUEST,
+            "empty_record",
+        ),
+        (
+            "undeclared field",
+            Method::PUT,
+            record.into(),
+            Some(r#"{"email":"x@example.com","ssn":"123"}"#.into()),
+            StatusCode::BAD_REQUEST,
+            "undeclared_field",
+        ),
+        (
+            "unknown collection",
+            Method::PUT,
+            "/v1/subjects/u-1/records/payments/main".into(),
+            Some(r#"{"card":"4111"}"#.into()),
+            StatusCode::NOT_FOUND,
+            "unknown_collection",
+        ),
+        (
+            "unknown collection read",
+            Method::GET,
+            "/v1/subjects/u-1/records/payments/main".into(),
+            None,
+            StatusCode::NOT_FOUND,
+            "unknown_collection",
+        ),
+        (
+            "bad key",
+            Method::PUT,
+            "/v1/subjects/u-1/records/profile/ma%20in".into(),
+            Some(PROFILE.into()),
+            StatusCode::BAD_REQUEST,
+            "invalid_id",
+        ),
+        (
+            "long key",
+            Method::PUT,
+            format!("/v1/subjects/u-1/records/profile/{}", "k".repeat(129)),
+            Some(PROFILE.into()),
+            StatusCode::BAD_REQUEST,
+            "invalid_id",
+        ),
+        (
+            "bad subject id",
+            Method::PUT,
+            "/v1/subjects/u%2F1".into(),
+            Some(r#"{"jurisdiction":"US"}"#.into()),
+            StatusCode::BAD_REQUEST,
+            "invalid_id",
+        ),
+        (
+            "dot subject id",
+            Method::GET,
+            "/v1/subjects/.hidden/records".into(),
+            None,
+            StatusCode::BAD_REQUEST,
+            "invalid_id",
+        ),
+        (
+            "unknown subject",
+            Method::GET,
+            "/v1/subjects/nobody/records/profile/main".into(),
+            None,
+            StatusCode::NOT_FOUND,
+            "subject_not_found",
+        ),
+        (
+            "extra member in subject body",
+            Method::PUT,
+            "/v1/subjects/u-2".into(),
+            Some(r#"{"jurisdiction":"US","site":"sg-legacy"}"#.into()),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
+        (
+            "unknown route",
+            Method::GET,
+            "/v1/nothing".into(),
+            None,
+            StatusCode::NOT_FOUND,
+            "no_route",
+        ),
+        (
+            "wrong method",
+            Method::POST,
+            record.into(),
+            None,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
     ];
     for (name, method, path, body, want_status, want_code) in cases {
         let (status, answer) = server
-            .call(method, &path, Some(&alice), Some("testing"), body.as_deref())
+            .call(
+                method,
+                &path,
+                Some(&alice),
+                Some("testing"),
+                body.as_deref(),
+            )
             .await;
         assert_eq!(status, want_status, "{name}: {answer}");
         assert_eq!(answer["error"], want_code, "{name}: {answer}");
-        assert!(answer["message"].as_str().is_some_and(|m| !m.is_empty()), "{name}");
+        assert!(
+            answer["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{name}"
+        );
     }
     // The undeclared field is named.
     let (_, answer) = server
-        .call(Method::PUT, record, Some(&alice), Some("t"), Some(r#"{"ssn":"1"}"#))
+        .call(
+            Method::PUT,
+            record,
+            Some(&alice),
+            Some("t"),
+            Some(r#"{"ssn":"1"}"#),
+        )
         .await;
     assert_eq!(answer["field"], "ssn");
     assert!(answer["message"].as_str().unwrap().contains("ssn"));
@@ -180,9 +345,18 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
         json!({"email": "ada@example.com", "display_name": "Ada"})
     );
     let (_, list) = server
-        .call(Method::GET, "/v1/subjects/u-1/records", Some(&alice), None, None)
+        .call(
+            Method::GET,
+            "/v1/subjects/u-1/records",
+            Some(&alice),
+            None,
+            None,
+        )
         .await;
-    assert_eq!(list["records"], json!([{"collection": "profile", "key": "main"}]));
+    assert_eq!(
+        list["records"],
+        json!([{"collection": "profile", "key": "main"}])
+    );
     for (_, store) in server.state.vault.stores() {
         assert!(store.subjects().unwrap().iter().all(|s| s.id == "u-1"));
     }
@@ -194,7 +368,13 @@ async fn oversized_body_gets_413() {
     let (server, alice) = with_subject().await;
     let big = format!(r#"{{"email":"{}"}}"#, "a".repeat(1024 * 1024 + 1));
     let (status, body) = server
-        .call(Method::PUT, "/v1/subjects/u-1/records/profile/main", Some(&alice), Some("t"), Some(&big))
+        .call(
+            Method::PUT,
+            "/v1/subjects/u-1/records/profile/main",
+            Some(&alice),
+            Some("t"),
+            Some(&big),
+        )
         .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
     assert_eq!(body["error"], "body_too_large");
@@ -207,7 +387,13 @@ async fn bad_purpose_header_is_refused() {
     let (server, alice) = with_subject().await;
     let long = "p".repeat(257);
     let (status, body) = server
-        .call(Method::GET, "/v1/subjects/u-1/records/profile/main", Some(&alice), Some(&long), None)
+        .call(
+            Method::GET,
+            "/v1/subjects/u-1/records/profile/main",
+            Some(&alice),
+            Some(&long),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"], "invalid_header");
@@ -217,7 +403,9 @@ async fn bad_purpose_header_is_refused() {
 #[tokio::test]
 async fn openapi_covers_every_route() {
     let server = Server::start().await;
-    let (status, doc) = server.call(Method::GET, "/openapi.json", None, None, None).await;
+    let (status, doc) = server
+        .call(Method::GET, "/openapi.json", None, None, None)
+        .await;
     assert_eq!(status, StatusCode::OK);
     let paths = doc["paths"].as_object().expect("paths");
     let expected = [
@@ -231,7 +419,10 @@ async fn openapi_covers_every_route() {
         ("delete", "/v1/subjects/{id}/records/{collection}/{key}"),
     ];
     for (method, path) in expected {
-        assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} is not documented");
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} is not documented"
+        );
     }
     // And the other way: every documented operation is served (not the router's fallbacks).
     let mut operations = 0;
@@ -246,13 +437,23 @@ async fn openapi_covers_every_route() {
             }
             operations += 1;
             let (_, body) = server
-                .call(method.to_uppercase().parse().unwrap(), &concrete, None, None, Some("{}"))
+                .call(
+                    method.to_uppercase().parse().unwrap(),
+                    &concrete,
+                    None,
+                    None,
+                    Some("{}"),
+                )
                 .await;
             assert_ne!(body["error"], "no_route", "{method} {path}");
             assert_ne!(body["error"], "method_not_allowed", "{method} {path}");
         }
     }
-    assert_eq!(operations, expected.len(), "documented operations: {paths:?}");
+    assert_eq!(
+        operations,
+        expected.len(),
+        "documented operations: {paths:?}"
+    );
     server.stop().await;
 }
 
@@ -273,7 +474,10 @@ fn a_policy_that_fails_validation_is_refused_at_start() {
     let mut text = std::fs::read_to_string(&path).unwrap();
     text.push_str("\n@id(\"broken\")\npermit (principal, action, resource) when { principal.shoe_size > 3 };\n");
     std::fs::write(&path, text).unwrap();
-    let error = gateway::Gateway::open(dir.path()).err().expect("must refuse").to_string();
+    let error = gateway::Gateway::open(dir.path())
+        .err()
+        .expect("must refuse")
+        .to_string();
     assert!(error.contains("shoe_size"), "{error}");
     assert!(error.contains("broken"), "{error}");
 }
@@ -284,13 +488,26 @@ fn a_bad_configuration_names_file_key_and_problem() {
     gateway::setup::init(dir.path(), false).unwrap();
     let path = dir.path().join("sovereign.toml");
     let text = std::fs::read_to_string(&path).unwrap();
-    std::fs::write(&path, text.replace("US = [\"us-east\"]", "US = [\"us-west\"]")).unwrap();
-    let error = gateway::Gateway::open(dir.path()).err().expect("must refuse").to_string();
+    std::fs::write(
+        &path,
+        text.replace("US = [\"us-east\"]", "US = [\"us-west\"]"),
+    )
+    .unwrap();
+    let error = gateway::Gateway::open(dir.path())
+        .err()
+        .expect("must refuse")
+        .to_string();
     assert!(error.contains("sovereign.toml"), "{error}");
     assert!(error.contains("residency.US"), "{error}");
     assert!(error.contains("us-west"), "{error}");
 
     std::fs::write(&path, text.replace("[server]", "[server]\nport = 9")).unwrap();
-    let error = gateway::Gateway::open(dir.path()).err().expect("must refuse").to_string();
-    assert!(error.contains("server") && error.contains("port"), "{error}");
+    let error = gateway::Gateway::open(dir.path())
+        .err()
+        .expect("must refuse")
+        .to_string();
+    assert!(
+        error.contains("server") && error.contains("port"),
+        "{error}"
+    );
 }

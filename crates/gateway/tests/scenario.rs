@@ -15,26 +15,50 @@ async fn reference_scenario() {
 
     // A US subject is registered and lands in us-east.
     let (status, body) = server
-        .call(Method::PUT, "/v1/subjects/u-1001", Some(&alice), None, Some(r#"{"jurisdiction":"US"}"#))
+        .call(
+            Method::PUT,
+            "/v1/subjects/u-1001",
+            Some(&alice),
+            None,
+            Some(r#"{"jurisdiction":"US"}"#),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["site"], "us-east");
     // Registering again with the same jurisdiction is idempotent.
     let (status, _) = server
-        .call(Method::PUT, "/v1/subjects/u-1001", Some(&alice), None, Some(r#"{"jurisdiction":"US"}"#))
+        .call(
+            Method::PUT,
+            "/v1/subjects/u-1001",
+            Some(&alice),
+            None,
+            Some(r#"{"jurisdiction":"US"}"#),
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
 
     // Its profile is written by vetted US staff, with a purpose, and lands in us-east.
     let (status, body) = server
-        .call(Method::PUT, "/v1/subjects/u-1001/records/profile/main", Some(&alice), Some("account setup"), Some(PROFILE))
+        .call(
+            Method::PUT,
+            "/v1/subjects/u-1001/records/profile/main",
+            Some(&alice),
+            Some("account setup"),
+            Some(PROFILE),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["site"], "us-east");
 
     // A vetted usds engineer in the US reads all of it.
     let (status, body) = server
-        .call(Method::GET, "/v1/subjects/u-1001/records/profile/main", Some(&alice), Some("support ticket 42"), None)
+        .call(
+            Method::GET,
+            "/v1/subjects/u-1001/records/profile/main",
+            Some(&alice),
+            Some("support ticket 42"),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["fields"]["email"], "ada@example.com");
@@ -45,33 +69,69 @@ async fn reference_scenario() {
     // An engineer of the parent company located in CN is denied.
     let chen = server.token(&PARENT_CN);
     let (status, body) = server
-        .call(Method::GET, "/v1/subjects/u-1001/records/profile/main", Some(&chen), Some("debugging"), None)
+        .call(
+            Method::GET,
+            "/v1/subjects/u-1001/records/profile/main",
+            Some(&chen),
+            Some("debugging"),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(body["error"], "denied");
-    assert!(policies(&body).contains(&"forbid-restricted-location".to_string()), "{body}");
+    assert!(
+        policies(&body).contains(&"forbid-restricted-location".to_string()),
+        "{body}"
+    );
 
     // So is a usds engineer travelling in CN, whatever the clearance.
     let bob = server.token(&USDS_TRAVELLING_CN);
     let (status, body) = server
-        .call(Method::GET, "/v1/subjects/u-1001/records/profile/main", Some(&bob), Some("on call"), None)
+        .call(
+            Method::GET,
+            "/v1/subjects/u-1001/records/profile/main",
+            Some(&bob),
+            Some("on call"),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    assert!(policies(&body).contains(&"forbid-restricted-location".to_string()), "{body}");
+    assert!(
+        policies(&body).contains(&"forbid-restricted-location".to_string()),
+        "{body}"
+    );
     // ...and cannot even list or write.
     let (status, _) = server
-        .call(Method::GET, "/v1/subjects/u-1001/records", Some(&bob), Some("on call"), None)
+        .call(
+            Method::GET,
+            "/v1/subjects/u-1001/records",
+            Some(&bob),
+            Some("on call"),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     let (status, _) = server
-        .call(Method::PUT, "/v1/subjects/u-1001/records/profile/main", Some(&bob), Some("on call"), Some(r#"{"display_name":"x"}"#))
+        .call(
+            Method::PUT,
+            "/v1/subjects/u-1001/records/profile/main",
+            Some(&bob),
+            Some("on call"),
+            Some(r#"{"display_name":"x"}"#),
+        )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 
     // Parent staff outside restricted countries get interoperable fields only.
     let siew = server.token(&PARENT_SG);
     let (status, body) = server
-        .call(Method::GET, "/v1/subjects/u-1001/records/profile/main", Some(&siew), None, None)
+        .call(
+            Method::GET,
+            "/v1/subjects/u-1001/records/profile/main",
+            Some(&siew),
+            None,
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["fields"], json!({"display_name": "Ada"}));
@@ -80,39 +140,83 @@ async fn reference_scenario() {
     assert_eq!(withheld, ["birthdate", "email", "phone"]);
     // ...and may not write protected fields of US subjects.
     let (status, body) = server
-        .call(Method::PUT, "/v1/subjects/u-1001/records/profile/main", Some(&siew), Some("fix"), Some(PROFILE))
+        .call(
+            Method::PUT,
+            "/v1/subjects/u-1001/records/profile/main",
+            Some(&siew),
+            Some("fix"),
+            Some(PROFILE),
+        )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    assert!(policies(&body).contains(&"forbid-restricted-entity-protected".to_string()), "{body}");
+    assert!(
+        policies(&body).contains(&"forbid-restricted-entity-protected".to_string()),
+        "{body}"
+    );
 
     // Monitors never read user data.
     let mona = server.token(&MONITOR);
     let (status, body) = server
-        .call(Method::GET, "/v1/subjects/u-1001/records/profile/main", Some(&mona), Some("audit"), None)
+        .call(
+            Method::GET,
+            "/v1/subjects/u-1001/records/profile/main",
+            Some(&mona),
+            Some("audit"),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    assert!(policies(&body).contains(&"forbid-monitor-user-data".to_string()), "{body}");
+    assert!(
+        policies(&body).contains(&"forbid-monitor-user-data".to_string()),
+        "{body}"
+    );
 
     // No purpose, no protected access: the answer says so.
     let (status, body) = server
-        .call(Method::GET, "/v1/subjects/u-1001/records/profile/main", Some(&alice), None, None)
+        .call(
+            Method::GET,
+            "/v1/subjects/u-1001/records/profile/main",
+            Some(&alice),
+            None,
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(body["error"], "purpose_required");
-    assert!(body["message"].as_str().unwrap().contains("Sovereign-Purpose"));
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("Sovereign-Purpose")
+    );
 
     // The denied write changed nothing.
     let (_, body) = server
-        .call(Method::GET, "/v1/subjects/u-1001/records/profile/main", Some(&alice), Some("check"), None)
+        .call(
+            Method::GET,
+            "/v1/subjects/u-1001/records/profile/main",
+            Some(&alice),
+            Some("check"),
+            None,
+        )
         .await;
     assert_eq!(body["fields"]["email"], "ada@example.com");
 
     // Listing and deleting.
     let (status, body) = server
-        .call(Method::GET, "/v1/subjects/u-1001/records", Some(&alice), None, None)
+        .call(
+            Method::GET,
+            "/v1/subjects/u-1001/records",
+            Some(&alice),
+            None,
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["records"], json!([{"collection": "profile", "key": "main"}]));
+    assert_eq!(
+        body["records"],
+        json!([{"collection": "profile", "key": "main"}])
+    );
     let (status, body) = server
         .call(Method::GET, "/v1/subjects/u-1001", Some(&alice), None, None)
         .await;
@@ -120,15 +224,37 @@ async fn reference_scenario() {
     assert_eq!(body["jurisdiction"], "US");
     assert_eq!(body["residency_ok"], true);
     let (status, _) = server
-        .call(Method::DELETE, "/v1/subjects/u-1001/records/profile/main", Some(&siew), Some("cleanup"), None)
+        .call(
+            Method::DELETE,
+            "/v1/subjects/u-1001/records/profile/main",
+            Some(&siew),
+            Some("cleanup"),
+            None,
+        )
         .await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "parent staff may not delete US data");
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "parent staff may not delete US data"
+    );
     let (status, body) = server
-        .call(Method::DELETE, "/v1/subjects/u-1001/records/profile/main", Some(&alice), Some("user request"), None)
+        .call(
+            Method::DELETE,
+            "/v1/subjects/u-1001/records/profile/main",
+            Some(&alice),
+            Some("user request"),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let (status, body) = server
-        .call(Method::GET, "/v1/subjects/u-1001/records/profile/main", Some(&alice), Some("check"), None)
+        .call(
+            Method::GET,
+            "/v1/subjects/u-1001/records/profile/main",
+            Some(&alice),
+            Some("check"),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     assert_eq!(body["error"], "record_not_found");
@@ -151,42 +277,84 @@ async fn non_us_subjects_follow_their_own_rules() {
 
     // Parent staff register SG subjects, which land at sg-legacy (SG's rule).
     let (status, body) = server
-        .call(Method::PUT, "/v1/subjects/s-1", Some(&siew), None, Some(r#"{"jurisdiction":"SG"}"#))
+        .call(
+            Method::PUT,
+            "/v1/subjects/s-1",
+            Some(&siew),
+            None,
+            Some(r#"{"jurisdiction":"SG"}"#),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["site"], "sg-legacy");
     // Parent staff in CN may work on SG subjects (the restrictions protect US subjects).
     let (status, body) = server
-        .call(Method::PUT, "/v1/subjects/s-1/records/profile/p", Some(&chen), Some("support"), Some(PROFILE))
+        .call(
+            Method::PUT,
+            "/v1/subjects/s-1/records/profile/p",
+            Some(&chen),
+            Some("support"),
+            Some(PROFILE),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["site"], "sg-legacy");
     // US staff have no permit on SG subjects.
     let (status, body) = server
-        .call(Method::GET, "/v1/subjects/s-1/records/profile/p", Some(&alice), Some("support"), None)
+        .call(
+            Method::GET,
+            "/v1/subjects/s-1/records/profile/p",
+            Some(&alice),
+            Some("support"),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(body["policies"], json!([]));
     // Parent staff may not register US subjects.
     let (status, _) = server
-        .call(Method::PUT, "/v1/subjects/u-2", Some(&siew), None, Some(r#"{"jurisdiction":"US"}"#))
+        .call(
+            Method::PUT,
+            "/v1/subjects/u-2",
+            Some(&siew),
+            None,
+            Some(r#"{"jurisdiction":"US"}"#),
+        )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     // A jurisdiction without a residency rule cannot have subjects.
     let (status, body) = server
-        .call(Method::PUT, "/v1/subjects/c-1", Some(&siew), None, Some(r#"{"jurisdiction":"CN"}"#))
+        .call(
+            Method::PUT,
+            "/v1/subjects/c-1",
+            Some(&siew),
+            None,
+            Some(r#"{"jurisdiction":"CN"}"#),
+        )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(body["error"], "no_residency_rule");
     // An undeclared jurisdiction is a bad request.
     let (status, body) = server
-        .call(Method::PUT, "/v1/subjects/x-1", Some(&siew), None, Some(r#"{"jurisdiction":"XX"}"#))
+        .call(
+            Method::PUT,
+            "/v1/subjects/x-1",
+            Some(&siew),
+            None,
+            Some(r#"{"jurisdiction":"XX"}"#),
+        )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"], "unknown_jurisdiction");
     // Re-registering with another jurisdiction is a conflict.
     let (status, body) = server
-        .call(Method::PUT, "/v1/subjects/s-1", Some(&alice), None, Some(r#"{"jurisdiction":"US"}"#))
+        .call(
+            Method::PUT,
+            "/v1/subjects/s-1",
+            Some(&alice),
+            None,
+            Some(r#"{"jurisdiction":"US"}"#),
+        )
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     server.stop().await;
@@ -198,16 +366,27 @@ async fn network_zone_in_restricted_country_overrides_the_location_claim() {
     let server = Server::start_with(|dir| {
         let path = dir.join("sovereign.toml");
         let mut text = std::fs::read_to_string(&path).unwrap();
-        text.push_str("\n[[network_zones]]\nname = \"cn-office\"\ncidr = \"127.0.0.0/8\"\ncountry = \"CN\"\n");
+        text.push_str(
+            "\n[[network_zones]]\nname = \"cn-office\"\ncidr = \"127.0.0.0/8\"\ncountry = \"CN\"\n",
+        );
         std::fs::write(path, text).unwrap();
     })
     .await;
     let alice = server.token(&VETTED_US);
     let (status, body) = server
-        .call(Method::PUT, "/v1/subjects/u-1", Some(&alice), None, Some(r#"{"jurisdiction":"US"}"#))
+        .call(
+            Method::PUT,
+            "/v1/subjects/u-1",
+            Some(&alice),
+            None,
+            Some(r#"{"jurisdiction":"US"}"#),
+        )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    assert!(policies(&body).contains(&"forbid-restricted-location".to_string()), "{body}");
+    assert!(
+        policies(&body).contains(&"forbid-restricted-location".to_string()),
+        "{body}"
+    );
     server.stop().await;
 }
 
@@ -216,7 +395,13 @@ async fn no_plain_header_sets_location_entity_or_clearance() {
     let server = Server::start().await;
     let alice = server.token(&VETTED_US);
     let (status, _) = server
-        .call(Method::PUT, "/v1/subjects/u-1", Some(&alice), None, Some(r#"{"jurisdiction":"US"}"#))
+        .call(
+            Method::PUT,
+            "/v1/subjects/u-1",
+            Some(&alice),
+            None,
+            Some(r#"{"jurisdiction":"US"}"#),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED);
     let bob = server.token(&USDS_TRAVELLING_CN);
@@ -236,7 +421,11 @@ async fn no_plain_header_sets_location_entity_or_clearance() {
             .send()
             .await
             .unwrap();
-        assert_eq!(response.status(), StatusCode::FORBIDDEN, "header {name} changed the decision");
+        assert_eq!(
+            response.status(),
+            StatusCode::FORBIDDEN,
+            "header {name} changed the decision"
+        );
     }
     server.stop().await;
 }
@@ -263,17 +452,32 @@ async fn writes_to_a_subject_held_at_a_non_compliant_site_are_refused() {
     let server = Server::spawn(gateway, dir).await;
     let alice = server.token(&VETTED_US);
     let (status, body) = server
-        .call(Method::GET, "/v1/subjects/u-legacy", Some(&alice), None, None)
+        .call(
+            Method::GET,
+            "/v1/subjects/u-legacy",
+            Some(&alice),
+            None,
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["site"], "sg-legacy");
     assert_eq!(body["residency_ok"], false);
     let (status, body) = server
-        .call(Method::PUT, "/v1/subjects/u-legacy/records/profile/p", Some(&alice), Some("update"), Some(PROFILE))
+        .call(
+            Method::PUT,
+            "/v1/subjects/u-legacy/records/profile/p",
+            Some(&alice),
+            Some("update"),
+            Some(PROFILE),
+        )
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["error"], "residency_violation");
-    assert!(legacy.records().unwrap().is_empty(), "nothing may be written at sg-legacy");
+    assert!(
+        legacy.records().unwrap().is_empty(),
+        "nothing may be written at sg-legacy"
+    );
     server.stop().await;
 }
 

@@ -8,6 +8,9 @@
 //!
 //! The crate knows nothing of storage or HTTP: callers supply already-verified facts (token
 //! claims, configured entity countries, network zones, resource placement).
+//!
+//! A full Cedar evaluation takes tens of microseconds, so decisions are memoised, keyed on
+//! exactly the request fields the loaded policies can read (see `cache.rs`).
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
@@ -62,8 +65,8 @@ fn cedar_string_set(values: &[String]) -> String {
     if values.is_empty() {
         return format!("[\"{NO_RESTRICTED_COUNTRY}\"]");
     }
+    // Rust's escapes (`\"`, `\\`, `\n`, `\u{..}`, ...) are all valid Cedar string escapes.
     let items: Vec<String> = values
-        // Rust's escapes (`\"`, `\\`, `\n`, `\u{..}`, ...) are all valid Cedar string escapes.
         .iter()
         .map(|v| format!("\"{}\"", v.escape_default()))
         .collect();

@@ -89,7 +89,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { listen, data } => serve(listen, &data),
         Command::Init { data, force } => {
             let report = gateway::setup::init(&data, force)?;
-            println!("initialised a default Sovereign setup in {}", report.data_dir.display());
+            println!(
+                "initialised a default Sovereign setup in {}",
+                report.data_dir.display()
+            );
             for file in report.files {
                 println!("  {}", file.display());
             }
@@ -175,9 +178,8 @@ async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("cannot listen for SIGTERM");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("cannot listen for SIGTERM");
         tokio::select! {
             _ = interrupt => {},
             _ = term.recv() => {},

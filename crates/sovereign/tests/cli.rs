@@ -38,19 +38,32 @@ fn init_writes_a_complete_setup_and_refuses_to_overwrite_it() {
     #[cfg(unix)]
     for key in ["keys/dev-issuer.key.pem", "keys/dev-issuer.pub.pem"] {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(data.join(key)).unwrap().permissions().mode() & 0o777;
+        let mode = std::fs::metadata(data.join(key))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600, "{key} has mode {mode:o}");
     }
 
     let key_before = std::fs::read(data.join("keys/dev-issuer.key.pem")).unwrap();
-    let output = sovereign().args(["init", "--data", data_arg]).output().unwrap();
+    let output = sovereign()
+        .args(["init", "--data", data_arg])
+        .output()
+        .unwrap();
     assert!(!output.status.success(), "a second init must refuse");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--force"), "{stderr}");
-    assert_eq!(std::fs::read(data.join("keys/dev-issuer.key.pem")).unwrap(), key_before);
+    assert_eq!(
+        std::fs::read(data.join("keys/dev-issuer.key.pem")).unwrap(),
+        key_before
+    );
 
     run_ok(&["init", "--data", data_arg, "--force"]);
-    assert_ne!(std::fs::read(data.join("keys/dev-issuer.key.pem")).unwrap(), key_before);
+    assert_ne!(
+        std::fs::read(data.join("keys/dev-issuer.key.pem")).unwrap(),
+        key_before
+    );
     let check = run_ok(&["check", "--data", data_arg]);
     assert!(check.contains("valid"), "{check}");
 }
@@ -61,15 +74,32 @@ fn token_prints_a_signed_jwt_with_the_claims_given() {
     let data = dir.path().to_str().unwrap();
     run_ok(&["init", "--data", data]);
     let token = run_ok(&[
-        "token", "--data", data, "--sub", "alice", "--entity", "usds", "--location", "US",
-        "--clearance", "us-data", "--role", "engineer", "--role", "oncall", "--ttl", "15m",
+        "token",
+        "--data",
+        data,
+        "--sub",
+        "alice",
+        "--entity",
+        "usds",
+        "--location",
+        "US",
+        "--clearance",
+        "us-data",
+        "--role",
+        "engineer",
+        "--role",
+        "oncall",
+        "--ttl",
+        "15m",
     ]);
     let token = token.trim();
     let parts: Vec<&str> = token.split('.').collect();
     assert_eq!(parts.len(), 3, "{token}");
     use base64::Engine as _;
     let claims: serde_json::Value = serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(parts[1]).unwrap(),
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(parts[1])
+            .unwrap(),
     )
     .unwrap();
     assert_eq!(claims["sub"], "alice");
@@ -80,7 +110,17 @@ fn token_prints_a_signed_jwt_with_the_claims_given() {
     assert_eq!(ttl, 15 * 60);
 
     let output = sovereign()
-        .args(["token", "--data", data, "--sub", "a", "--entity", "usds", "--location", "usa"])
+        .args([
+            "token",
+            "--data",
+            data,
+            "--sub",
+            "a",
+            "--entity",
+            "usds",
+            "--location",
+            "usa",
+        ])
         .output()
         .unwrap();
     assert!(!output.status.success(), "a bad location must be refused");
@@ -91,7 +131,13 @@ fn serve_initialises_answers_and_shuts_down_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("fresh");
     let mut child = sovereign()
-        .args(["serve", "--listen", "127.0.0.1:0", "--data", data.to_str().unwrap()])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data",
+            data.to_str().unwrap(),
+        ])
         .env("SOVEREIGN_LOG", "info")
         .stderr(Stdio::piped())
         .spawn()
@@ -100,13 +146,19 @@ fn serve_initialises_answers_and_shuts_down_cleanly_on_sigterm() {
     let mut lines = BufReader::new(stderr).lines();
     let started = Instant::now();
     let url = loop {
-        assert!(started.elapsed() < Duration::from_secs(60), "no listening line");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no listening line"
+        );
         let line = lines.next().expect("serve exited early").unwrap();
         if let Some(at) = line.find("http://") {
             break line[at..].split_whitespace().next().unwrap().to_string();
         }
     };
-    assert!(data.join("sovereign.toml").is_file(), "serve must initialise the data folder");
+    assert!(
+        data.join("sovereign.toml").is_file(),
+        "serve must initialise the data folder"
+    );
 
     let health = reqwest::blocking_get(&format!("{url}/healthz"));
     assert_eq!(health, 200);
@@ -147,8 +199,6 @@ mod reqwest {
             .enable_all()
             .build()
             .unwrap();
-        runtime.block_on(async {
-            ::reqwest::get(url).await.unwrap().status().as_u16()
-        })
+        runtime.block_on(async { ::reqwest::get(url).await.unwrap().status().as_u16() })
     }
 }

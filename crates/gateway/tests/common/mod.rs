@@ -85,8 +85,12 @@ impl Server {
         let response = request.send().await.unwrap();
         let status = response.status();
         let text = response.text().await.unwrap();
-        let value = serde_json::from_str(&text)
-            .unwrap_or_else(|_| panic!("{method_path} answered non-JSON: {text}", method_path = path));
+        let value = serde_json::from_str(&text).unwrap_or_else(|_| {
+            panic!(
+                "{method_path} answered non-JSON: {text}",
+                method_path = path
+            )
+        });
         (status, value)
     }
 
