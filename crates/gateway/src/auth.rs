@@ -156,15 +156,29 @@ impl Authenticator {
         let issuer = self.issuers.get(iss).ok_or_else(|| {
             unauthenticated("unknown_issuer", format!("issuer `{iss}` is not trusted"))
         })?;
+        // A `kid` that names no key of the issuer is refused outright; keys without a kid
+        // (a PEM key) are tried for any token of their algorithm.
         let kid = header.get("kid").and_then(|v| v.as_str());
-        let candidates: Vec<&VerifyKey> = issuer
+        let by_kid: Vec<&VerifyKey> = issuer
             .keys
             .iter()
-            .filter(|k| k.algorithm == algorithm)
             .filter(|k| match (kid, &k.kid) {
                 (Some(want), Some(have)) => want == have,
                 _ => true,
             })
+            .collect();
+        if by_kid.is_empty() {
+            return Err(unauthenticated(
+                "unknown_key",
+                format!(
+                    "issuer `{iss}` has no key with id `{}`",
+                    kid.unwrap_or_default()
+                ),
+            ));
+        }
+        let candidates: Vec<&VerifyKey> = by_kid
+            .into_iter()
+            .filter(|k| k.algorithm == algorithm)
             .collect();
         if candidates.is_empty() {
             return Err(unauthenticated(

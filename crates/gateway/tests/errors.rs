@@ -511,3 +511,87 @@ fn a_bad_configuration_names_file_key_and_problem() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn jwks_issuers_are_verified_by_kid() {
+    use ed25519_dalek::SigningKey;
+    let signing = SigningKey::from_bytes(&[9u8; 32]);
+    let x = URL_SAFE_NO_PAD.encode(signing.verifying_key().as_bytes());
+    let jwks =
+        json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": x, "kid": "k1", "use": "sig"}]});
+    let server = Server::start_with(|dir| {
+        std::fs::write(dir.join("keys/partner.jwks"), jwks.to_string()).unwrap();
+        let path = dir.join("sovereign.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let text = text.replace(
+            "[[auth.issuers]]",
+            "[[auth.issuers]]\nissuer = \"partner-idp\"\njwks = \"keys/partner.jwks\"\naudience = \"sovereign\"\n\n[[auth.issuers]]",
+        );
+        std::fs::write(path, text).unwrap();
+    })
+    .await;
+    let pem = signing
+        .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+        .unwrap();
+    let key = EncodingKey::from_ed_pem(pem.as_bytes()).unwrap();
+    let mut claims = serde_json::to_value(VETTED_US.claims(3600)).unwrap();
+    claims["iss"] = json!("partner-idp");
+    claims["aud"] = json!("sovereign");
+    let token_with = |kid: Option<&str>, claims: &serde_json::Value| {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = kid.map(String::from);
+        jsonwebtoken::encode(&header, claims, &key).unwrap()
+    };
+
+    let (status, body) = server
+        .call(
+            Method::PUT,
+            "/v1/subjects/u-9",
+            Some(&token_with(Some("k1"), &claims)),
+            None,
+            Some(r#"{"jurisdiction":"US"}"#),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    let (status, body) = server
+        .call(
+            Method::GET,
+            "/v1/subjects/u-9",
+            Some(&token_with(Some("k2"), &claims)),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "unknown kid: {body}");
+    assert_eq!(body["reason"], "unknown_key");
+
+    let mut wrong_audience = claims.clone();
+    wrong_audience["aud"] = json!("someone-else");
+    let (status, body) = server
+        .call(
+            Method::GET,
+            "/v1/subjects/u-9",
+            Some(&token_with(Some("k1"), &wrong_audience)),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["reason"], "invalid_claims");
+
+    // The development issuer's key does not verify the partner's tokens.
+    let dev_signed = sign(&dev_key(&server), &claims);
+    let (status, body) = server
+        .call(
+            Method::GET,
+            "/v1/subjects/u-9",
+            Some(&dev_signed),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["reason"], "bad_signature");
+    server.stop().await;
+}
