@@ -1,0 +1,1018 @@
+//! `sovereign audit`: the monitor's tool.
+//!
+//! A monitor trusts nothing but the log's verifier key and the checkpoint it kept
+//! from its previous run. Everything else is fetched (over HTTP(S) from the
+//! gateway or any static mirror, or from a local copy) and checked with the
+//! standalone `tlog` crate:
+//!
+//! * `audit key` prints the log's verifier key from a data folder;
+//! * `audit verify` checks the signed checkpoint, consistency with the remembered
+//!   checkpoint, every tile and every entry, and parses every entry as a v1 log
+//!   entry (see [`check_entry`]);
+//! * `audit prove` writes an offline-verifiable C2SP tlog-proof of one entry;
+//! * `audit check-proof` verifies such a proof.
+//!
+//! The entry parser is deliberately written from the published entry format, not
+//! shared with the gateway: it is the monitor's independent reading of the log.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs;
+use std::io::{IsTerminal as _, Read as _, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, anyhow, bail};
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
+use tlog::checkpoint::{Checkpoint, CheckpointError, open_checkpoint};
+use tlog::note::{NoteError, Signer, Verifier};
+use tlog::proof::TlogProof;
+use tlog::{
+    DirFetcher, FULL_TILE_WIDTH, FetchError, FetcherTileReader, TILE_HEIGHT, Tile, TileFetcher,
+    check_record, decode_bundle, hash_to_base64, leaf_hash, prove_record, tile_hash_reader,
+    verify_log,
+};
+
+/// Default data folder of `audit key` (the same as `sovereign serve`'s).
+const DEFAULT_DATA: &str = "sovereign-data";
+/// Where `sovereign init` keeps the log's signer key, below the data folder.
+const SIGNER_KEY_FILE: &str = "keys/log-signer.key";
+/// Timeout of each HTTP request (connect, and the whole exchange).
+const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+/// The largest file a log serves: a full entry bundle of 256 maximal entries.
+const MAX_FETCH: u64 = 256 * (2 + 65_535);
+/// Without a terminal, how often `audit verify` reports progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// `sovereign audit ...`: verify the transparency log as an outside monitor.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum AuditCommand {
+    /// Print the log's verifier key (signed-note vkey form), from a data folder.
+    Key {
+        /// Data folder holding keys/log-signer.key.
+        #[arg(long, default_value = DEFAULT_DATA)]
+        data: PathBuf,
+    },
+    /// Verify the whole log: checkpoint signature, consistency with the checkpoint
+    /// kept in --state, every tile and every entry. Exits 0 only if all hold.
+    Verify {
+        /// The log: an http(s) prefix serving `checkpoint` and `tile/...`
+        /// (e.g. http://127.0.0.1:8080/log), a local directory or a file:// URL.
+        #[arg(long)]
+        url: String,
+        /// The log's verifier key (name+keyid+base64), or @FILE to read it from FILE.
+        #[arg(long)]
+        key: String,
+        /// File keeping the last accepted signed checkpoint; read if present,
+        /// (over)written on success.
+        #[arg(long)]
+        state: Option<PathBuf>,
+    },
+    /// Write an offline-verifiable inclusion proof (C2SP tlog-proof) of one entry,
+    /// and the entry itself next to it (FILE.entry).
+    Prove {
+        /// The log, as for `verify`.
+        #[arg(long)]
+        url: String,
+        /// The entry's index in the log.
+        #[arg(long)]
+        index: u64,
+        /// Where to write the proof [default: proof-N.tlog-proof].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Also check the checkpoint's signature with this verifier key (or @FILE).
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// Verify an inclusion proof written by `prove`. Exits 0 only if it is valid.
+    CheckProof {
+        /// The proof file.
+        file: PathBuf,
+        /// The log's verifier key (name+keyid+base64), or @FILE.
+        #[arg(long)]
+        key: String,
+        /// The entry the proof is about [default: FILE.entry].
+        #[arg(long)]
+        entry: Option<PathBuf>,
+    },
+}
+
+/// Runs an audit subcommand, printing its report on standard output.
+pub fn run(command: AuditCommand) -> anyhow::Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    run_to(command, &mut out)
+}
+
+/// Runs an audit subcommand, writing its report to `out` (progress and warnings
+/// go to standard error).
+pub fn run_to(command: AuditCommand, out: &mut dyn Write) -> anyhow::Result<()> {
+    match command {
+        AuditCommand::Key { data } => key(&data, out),
+        AuditCommand::Verify { url, key, state } => verify(&url, &key, state.as_deref(), out)
+            .map_err(|e| anyhow!("audit verify: FAILED: {e:#}")),
+        AuditCommand::Prove {
+            url,
+            index,
+            out: file,
+            key,
+        } => {
+            let file = file.unwrap_or_else(|| PathBuf::from(format!("proof-{index}.tlog-proof")));
+            prove(&url, index, &file, key.as_deref(), out)
+                .map_err(|e| anyhow!("audit prove: FAILED: {e:#}"))
+        }
+        AuditCommand::CheckProof { file, key, entry } => {
+            let entry = entry.unwrap_or_else(|| with_suffix(&file, ".entry"));
+            check_proof(&file, &key, &entry, out)
+                .map_err(|e| anyhow!("audit check-proof: FAILED: {e:#}"))
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// audit key
+
+fn key(data: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
+    let path = data.join(SIGNER_KEY_FILE);
+    let skey = match fs::read_to_string(&path) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "no log signer key at {}: run `sovereign init --data {}` first",
+            path.display(),
+            data.display()
+        ),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let signer = Signer::new(skey.trim()).map_err(|e| {
+        anyhow!(
+            "{} does not hold a signed-note signer key (PRIVATE+KEY+name+id+base64): {e}",
+            path.display()
+        )
+    })?;
+    writeln!(out, "{}", signer.verifier())?;
+    Ok(())
+}
+
+/// Parses `--key`: a verifier key string, or `@FILE` holding one.
+fn load_verifier(arg: &str) -> anyhow::Result<Verifier> {
+    let (text, source) = match arg.strip_prefix('@') {
+        Some(file) => (
+            fs::read_to_string(file).with_context(|| format!("reading the key file {file}"))?,
+            format!("the key in {file}"),
+        ),
+        None => (arg.to_string(), "--key".to_string()),
+    };
+    let text = text.trim();
+    if text.starts_with("PRIVATE+KEY+") {
+        bail!(
+            "{source} is a private signer key; give the verifier key (`sovereign audit key` prints it, the gateway serves it at /log/key)"
+        );
+    }
+    Verifier::new(text).map_err(|e| {
+        anyhow!("{source} is not a signed-note verifier key (name+keyid+base64): {e}")
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Fetching the log
+
+/// Opens the log named by `url`: http(s) prefix, file:// URL or directory.
+fn open_log(url: &str) -> anyhow::Result<Box<dyn TileFetcher>> {
+    let lower = url.to_ascii_lowercase();
+    if lower.starts_with("http://") || lower.starts_with("https://") {
+        return Ok(Box::new(HttpFetcher::new(url)));
+    }
+    let dir = if lower.starts_with("file://") {
+        let rest = &url["file://".len()..];
+        let rest = rest.strip_prefix("localhost").unwrap_or(rest);
+        if !rest.starts_with('/') {
+            bail!("{url:?}: a file:// URL must name an absolute path (file:///path/to/log)");
+        }
+        PathBuf::from(percent_decode(rest).with_context(|| format!("{url:?}"))?)
+    } else if url.contains("://") {
+        bail!("{url:?}: unsupported URL scheme (use http://, https://, file:// or a directory)");
+    } else {
+        PathBuf::from(url)
+    };
+    if !dir.is_dir() {
+        bail!(
+            "{} is not a directory holding a log (checkpoint and tile/)",
+            dir.display()
+        );
+    }
+    Ok(Box::new(DirFetcher::new(dir)))
+}
+
+/// Decodes `%XX` escapes of a file:// URL path.
+fn percent_decode(s: &str) -> anyhow::Result<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = b
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| anyhow!("bad %-escape in the path"))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| anyhow!("the path is not UTF-8"))
+}
+
+/// Fetches a log's files over HTTP(S) with one keep-alive client.
+struct HttpFetcher {
+    agent: ureq::Agent,
+    base: String,
+}
+
+impl HttpFetcher {
+    fn new(base: &str) -> HttpFetcher {
+        let agent = ureq::AgentBuilder::new()
+            .timeout_connect(HTTP_TIMEOUT)
+            .timeout(HTTP_TIMEOUT)
+            .user_agent(concat!("sovereign-audit/", env!("CARGO_PKG_VERSION")))
+            .build();
+        HttpFetcher {
+            agent,
+            base: base.trim_end_matches('/').to_string(),
+        }
+    }
+}
+
+impl TileFetcher for HttpFetcher {
+    fn fetch(&self, path: &str) -> Result<Option<Vec<u8>>, FetchError> {
+        let url = format!("{}/{path}", self.base);
+        let response = match self.agent.get(&url).call() {
+            Ok(r) => r,
+            Err(ureq::Error::Status(404, _)) => return Ok(None),
+            Err(ureq::Error::Status(code, r)) => {
+                return Err(FetchError::new(format!(
+                    "GET {url}: HTTP {code} {}",
+                    r.status_text()
+                )));
+            }
+            Err(ureq::Error::Transport(t)) => {
+                return Err(FetchError::new(format!("GET {url}: {t}")));
+            }
+        };
+        let hint = response
+            .header("Content-Length")
+            .and_then(|l| l.parse::<u64>().ok())
+            .unwrap_or(0)
+            .min(MAX_FETCH);
+        let mut body = Vec::with_capacity(hint as usize);
+        response
+            .into_reader()
+            .take(MAX_FETCH + 1)
+            .read_to_end(&mut body)
+            .map_err(|e| FetchError::new(format!("GET {url}: reading the body: {e}")))?;
+        if body.len() as u64 > MAX_FETCH {
+            return Err(FetchError::new(format!(
+                "GET {url}: response larger than {MAX_FETCH} bytes"
+            )));
+        }
+        Ok(Some(body))
+    }
+}
+
+/// Passes fetches through, keeping the bytes of the `checkpoint` it served, so the
+/// signed note that was verified is the one saved as state.
+struct Recording<'a> {
+    inner: &'a dyn TileFetcher,
+    checkpoint: RefCell<Option<Vec<u8>>>,
+}
+
+impl TileFetcher for Recording<'_> {
+    fn fetch(&self, path: &str) -> Result<Option<Vec<u8>>, FetchError> {
+        let data = self.inner.fetch(path)?;
+        if path == "checkpoint" {
+            *self.checkpoint.borrow_mut() = data.clone();
+        }
+        Ok(data)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// audit verify
+
+fn verify(
+    url: &str,
+    key: &str,
+    state: Option<&Path>,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let verifier = load_verifier(key)?;
+    let log = open_log(url)?;
+    let previous = match state {
+        Some(path) => read_state(path, &verifier)?,
+        None => None,
+    };
+    let fetcher = Recording {
+        inner: &*log,
+        checkpoint: RefCell::new(None),
+    };
+
+    let mut stats = Stats::default();
+    let mut progress = Progress::new();
+    let result = verify_log(
+        &fetcher,
+        &verifier,
+        previous.as_ref(),
+        &mut |done, total| progress.update(done, total),
+        &mut |_, entry| {
+            let info = check_entry(entry)?;
+            stats.add(info);
+            Ok(())
+        },
+    );
+    progress.finish();
+    let checkpoint = result?;
+
+    if let Some(path) = state {
+        let note = fetcher
+            .checkpoint
+            .into_inner()
+            .ok_or_else(|| anyhow!("internal error: the verified checkpoint was not recorded"))?;
+        // The note saved must be the one just verified.
+        if open_checkpoint(&note, &verifier).ok().as_ref() != Some(&checkpoint) {
+            bail!("the log served a different checkpoint during the run; run again");
+        }
+        write_atomically(path, &note)
+            .with_context(|| format!("saving the checkpoint to {}", path.display()))?;
+    }
+
+    writeln!(out, "audit verify: OK")?;
+    writeln!(out, "origin:     {}", checkpoint.origin)?;
+    writeln!(out, "size:       {} entries", checkpoint.size)?;
+    writeln!(out, "root hash:  {}", hash_to_base64(&checkpoint.hash))?;
+    match (&previous, state) {
+        (Some(prev), Some(path)) => writeln!(
+            out,
+            "history:    consistent with the checkpoint of {} entries kept in {}",
+            prev.size,
+            path.display()
+        )?,
+        (None, Some(path)) => writeln!(
+            out,
+            "history:    no checkpoint kept in {} yet: this one is trusted on first use",
+            path.display()
+        )?,
+        _ => writeln!(
+            out,
+            "history:    not checked (no --state: the log could have been rewritten since your last run)"
+        )?,
+    }
+    write!(out, "{stats}")?;
+    if let Some(path) = state {
+        writeln!(out, "state:      checkpoint saved to {}", path.display())?;
+    }
+    Ok(())
+}
+
+/// Reads the checkpoint kept from the previous run, if the file exists.
+fn read_state(path: &Path, verifier: &Verifier) -> anyhow::Result<Option<Checkpoint>> {
+    let note = match fs::read(path) {
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    match open_checkpoint(&note, verifier) {
+        Ok(cp) => Ok(Some(cp)),
+        Err(
+            e @ (CheckpointError::Note(NoteError::Unverified(_) | NoteError::InvalidSignature { .. })
+            | CheckpointError::OriginMismatch { .. }),
+        ) => bail!(
+            "state file {} is not signed by this key ({e})",
+            path.display()
+        ),
+        Err(e) => bail!(
+            "state file {} does not hold a signed checkpoint: {e}",
+            path.display()
+        ),
+    }
+}
+
+/// Writes `data` to `path` through a temporary file in the same directory and a
+/// rename, so a crash leaves either the old or the new content.
+fn write_atomically(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| anyhow!("{} is not a file name", path.display()))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".tmp{}", std::process::id()));
+    let tmp = dir.join(tmp_name);
+    let result = (|| -> std::io::Result<()> {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&tmp, path)?;
+        // Make the rename itself durable (best effort: not every platform can).
+        if let Ok(d) = fs::File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    Ok(result?)
+}
+
+/// `path` with `suffix` appended to its file name.
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// Progress of `audit verify` on standard error: a bar on a terminal, otherwise a
+/// line every few seconds.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    last_line: Instant,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "verifying [{bar:40}] {human_pos}/{human_len} entries ({per_sec}, eta {eta})",
+                )
+                .expect("a valid progress template")
+                .progress_chars("=> "),
+            );
+            bar
+        });
+        Progress {
+            bar,
+            last_line: Instant::now(),
+        }
+    }
+
+    fn update(&mut self, done: u64, total: u64) {
+        match &self.bar {
+            Some(bar) => {
+                bar.set_length(total);
+                bar.set_position(done);
+            }
+            None => {
+                if self.last_line.elapsed() >= PROGRESS_EVERY && done < total {
+                    eprintln!("audit verify: {done} of {total} entries checked");
+                    self.last_line = Instant::now();
+                }
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// Entry counts of a verified log.
+#[derive(Default)]
+struct Stats {
+    kinds: BTreeMap<&'static str, u64>,
+    outcomes: BTreeMap<&'static str, u64>,
+}
+
+impl Stats {
+    fn add(&mut self, info: EntryInfo) {
+        *self.kinds.entry(info.kind).or_default() += 1;
+        if let Some(outcome) = info.outcome {
+            *self.outcomes.entry(outcome).or_default() += 1;
+        }
+    }
+}
+
+impl fmt::Display for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "entries by kind:")?;
+        if self.kinds.is_empty() {
+            writeln!(f, "  (none)")?;
+        }
+        for (kind, n) in &self.kinds {
+            write!(f, "  {kind:<8} {n:>10}")?;
+            if *kind == "access" {
+                let by: Vec<String> = self
+                    .outcomes
+                    .iter()
+                    .map(|(o, n)| format!("{o} {n}"))
+                    .collect();
+                write!(f, "  ({})", by.join(", "))?;
+            }
+            writeln!(f)?;
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// audit prove / check-proof
+
+fn prove(
+    url: &str,
+    index: u64,
+    file: &Path,
+    key: Option<&str>,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let verifier = key.map(load_verifier).transpose()?;
+    let log = open_log(url)?;
+    let note = log
+        .fetch("checkpoint")
+        .context("fetching checkpoint")?
+        .ok_or_else(|| anyhow!("the log serves no checkpoint"))?;
+    let checkpoint = match &verifier {
+        Some(v) => open_checkpoint(&note, v).context("checkpoint")?,
+        None => unverified_checkpoint(&note).context("checkpoint")?,
+    };
+    if index >= checkpoint.size {
+        bail!(
+            "entry {index} is not in the log: its checkpoint has {} entries",
+            checkpoint.size
+        );
+    }
+    // Every tile read here is authenticated against the checkpoint's root.
+    let reader = tile_hash_reader(checkpoint.size, checkpoint.hash, FetcherTileReader(&*log));
+    let hashes = prove_record(checkpoint.size, index, &reader)
+        .map_err(|e| anyhow!("computing the inclusion proof of entry {index}: {e}"))?;
+    let entry = fetch_entry(&*log, checkpoint.size, index)?;
+    check_record(
+        &hashes,
+        checkpoint.size,
+        &checkpoint.hash,
+        index,
+        &leaf_hash(&entry),
+    )
+    .map_err(|e| {
+        anyhow!("entry {index} as served in its entry bundle is not the one in the tree: {e}")
+    })?;
+    let proof = TlogProof {
+        extra: None,
+        index,
+        hashes,
+        checkpoint: note,
+    };
+    let entry_file = with_suffix(file, ".entry");
+    write_atomically(file, &proof.encode())
+        .with_context(|| format!("writing {}", file.display()))?;
+    write_atomically(&entry_file, &entry)
+        .with_context(|| format!("writing {}", entry_file.display()))?;
+    writeln!(
+        out,
+        "wrote {}: proof that entry {index} is in {} at tree size {} (root {})",
+        file.display(),
+        checkpoint.origin,
+        checkpoint.size,
+        hash_to_base64(&checkpoint.hash)
+    )?;
+    writeln!(
+        out,
+        "wrote {}: the entry ({} bytes)",
+        entry_file.display(),
+        entry.len()
+    )?;
+    if verifier.is_none() {
+        writeln!(
+            out,
+            "note: the checkpoint's signature was not checked (no --key); `audit check-proof` checks it"
+        )?;
+    }
+    Ok(())
+}
+
+/// The checkpoint of a signed note, without checking any signature.
+fn unverified_checkpoint(note: &[u8]) -> anyhow::Result<Checkpoint> {
+    let text = match tlog::note::open(note, std::iter::empty::<&Verifier>()) {
+        Err(NoteError::Unverified(n)) => n.text,
+        Ok(n) => n.text,
+        Err(e) => return Err(e.into()),
+    };
+    Ok(Checkpoint::parse(&text)?)
+}
+
+/// Fetches entry `index` of a tree of `size` entries from its entry bundle (or
+/// from the full bundle of the same number, if the partial one is gone).
+fn fetch_entry(log: &dyn TileFetcher, size: u64, index: u64) -> anyhow::Result<Vec<u8>> {
+    let full = u64::from(FULL_TILE_WIDTH);
+    let n = index >> TILE_HEIGHT;
+    let width = (size - n * full).min(full) as u16;
+    let tile = Tile::new(0, n, width);
+    let mut tries = vec![(tile.entries_path(), usize::from(width))];
+    if !tile.is_full() {
+        tries.push((tile.full().entries_path(), usize::from(FULL_TILE_WIDTH)));
+    }
+    for (path, width) in &tries {
+        let Some(data) = log.fetch(path).with_context(|| format!("fetching {path}"))? else {
+            continue;
+        };
+        let entries = decode_bundle(&data, *width).with_context(|| path.clone())?;
+        return Ok(entries[(index - n * full) as usize].to_vec());
+    }
+    match tries.as_slice() {
+        [(path, _)] => bail!("{path} is not served by the log"),
+        [(path, _), (full, _), ..] => bail!("{path} (nor {full}) is not served by the log"),
+        [] => unreachable!("at least one bundle path"),
+    }
+}
+
+fn check_proof(file: &Path, key: &str, entry: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
+    let verifier = load_verifier(key)?;
+    let data = fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let proof = TlogProof::parse(&data).with_context(|| file.display().to_string())?;
+    let entry_data = fs::read(entry).with_context(|| format!("reading {}", entry.display()))?;
+    let checkpoint = tlog::proof::verify(&proof, &verifier, &entry_data).map_err(|e| {
+        anyhow!(
+            "{} does not prove that {} is entry {} of the log: {e}",
+            file.display(),
+            entry.display(),
+            proof.index
+        )
+    })?;
+    writeln!(out, "audit check-proof: OK")?;
+    writeln!(out, "index:      {}", proof.index)?;
+    writeln!(out, "checkpoint: {} entries", checkpoint.size)?;
+    writeln!(out, "origin:     {}", checkpoint.origin)?;
+    writeln!(out, "root hash:  {}", hash_to_base64(&checkpoint.hash))?;
+    match check_entry(&entry_data) {
+        Ok(EntryInfo {
+            kind,
+            outcome: Some(o),
+        }) => writeln!(out, "entry:      v1 {kind} entry, outcome {o}")?,
+        Ok(EntryInfo { kind, outcome: None }) => writeln!(out, "entry:      v1 {kind} entry")?,
+        Err(e) => writeln!(out, "entry:      proven, but not a valid v1 entry: {e}")?,
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Entry format v1
+
+/// What a valid entry is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EntryInfo {
+    /// `access` or `config`.
+    pub kind: &'static str,
+    /// For `access`: `allow`, `deny` or `partial`.
+    pub outcome: Option<&'static str>,
+}
+
+const ACTIONS: &[&str] = &["register", "list", "read", "write", "delete"];
+const OUTCOMES: &[&str] = &["allow", "deny", "partial"];
+
+/// Checks one log entry against the v1 entry format: a single JSON object (no
+/// surrounding whitespace, no duplicate members) with `v` = 1, a known `kind`, an
+/// RFC 3339 UTC `time` with milliseconds, and every member its kind requires, of
+/// the right type and form. Unknown extra members are allowed.
+pub fn check_entry(entry: &[u8]) -> Result<EntryInfo, String> {
+    if entry.first() != Some(&b'{') || entry.last() != Some(&b'}') {
+        return Err("not a single JSON object (it must start with '{' and end with '}')".into());
+    }
+    let StrictValue(value) =
+        serde_json::from_slice(entry).map_err(|e| format!("not valid JSON: {e}"))?;
+    let Value::Object(obj) = value else {
+        return Err("not a JSON object".into());
+    };
+    let e = Obj {
+        map: &obj,
+        prefix: "",
+    };
+    match e.get("v")? {
+        Value::Number(n) if n.as_u64() == Some(1) => {}
+        other => {
+            return Err(format!(
+                "member \"v\" must be the number 1, not {}",
+                show(other)
+            ));
+        }
+    }
+    let kind = e.string("kind")?;
+    let time = e.string("time")?;
+    if !is_rfc3339_utc_millis(time) {
+        return Err(format!(
+            "member \"time\" must be an RFC 3339 UTC time with milliseconds (like 2026-11-22T00:16:08.439Z), not {}",
+            show_str(time)
+        ));
+    }
+    match kind {
+        "access" => check_access(&e).map(|outcome| EntryInfo {
+            kind: "access",
+            outcome: Some(outcome),
+        }),
+        "config" => check_config(&e).map(|()| EntryInfo {
+            kind: "config",
+            outcome: None,
+        }),
+        other => Err(format!("unknown kind {}", show_str(other))),
+    }
+}
+
+fn check_access(e: &Obj<'_>) -> Result<&'static str, String> {
+    let p = Obj {
+        map: e.object("principal")?,
+        prefix: "principal.",
+    };
+    p.string("id")?;
+    p.string("entity")?;
+    p.string("entity_country")?;
+    let location = p.string("location")?;
+    if !(location.len() == 2 && location.bytes().all(|b| b.is_ascii_uppercase())) {
+        return Err(format!(
+            "member \"principal.location\" must be 2 upper-case letters, not {}",
+            show_str(location)
+        ));
+    }
+    p.strings("clearance")?;
+    p.strings("roles")?;
+    p.string("network_zone")?;
+
+    e.one_of("action", ACTIONS)?;
+    e.hex("subject", 32)?;
+    e.string("subject_jurisdiction")?;
+    e.string("site")?;
+    e.string_or_null("collection")?;
+    e.strings("fields")?;
+    let outcome = e.one_of("outcome", OUTCOMES)?;
+    let decisions = e.array("decisions")?;
+    for (i, d) in decisions.iter().enumerate() {
+        let Value::Object(map) = d else {
+            return Err(format!(
+                "member \"decisions[{i}]\" must be an object, not {}",
+                show(d)
+            ));
+        };
+        let prefix = format!("decisions[{i}].");
+        let d = Obj {
+            map,
+            prefix: &prefix,
+        };
+        d.string_or_null("field_class")?;
+        d.bool("allowed")?;
+        d.strings("policies")?;
+    }
+    e.strings("policies")?;
+    e.hex("policy_set", 64)?;
+    e.string("purpose")?;
+    e.string("reason_code")?;
+    Ok(outcome)
+}
+
+fn check_config(e: &Obj<'_>) -> Result<(), String> {
+    e.string("event")?;
+    e.hex("policy_set", 64)?;
+    e.strings("policies")?;
+    e.hex("config_sha256", 64)?;
+    e.string("version")?;
+    Ok(())
+}
+
+/// A JSON object being checked; `prefix` names it in messages (`principal.`).
+struct Obj<'a> {
+    map: &'a Map<String, Value>,
+    prefix: &'a str,
+}
+
+impl<'a> Obj<'a> {
+    fn get(&self, name: &str) -> Result<&'a Value, String> {
+        self.map
+            .get(name)
+            .ok_or_else(|| format!("member \"{}{name}\" is missing", self.prefix))
+    }
+
+    fn wrong(&self, name: &str, want: &str, got: &Value) -> String {
+        format!(
+            "member \"{}{name}\" must be {want}, not {}",
+            self.prefix,
+            show(got)
+        )
+    }
+
+    fn string(&self, name: &str) -> Result<&'a str, String> {
+        match self.get(name)? {
+            Value::String(s) => Ok(s),
+            other => Err(self.wrong(name, "a string", other)),
+        }
+    }
+
+    fn string_or_null(&self, name: &str) -> Result<Option<&'a str>, String> {
+        match self.get(name)? {
+            Value::String(s) => Ok(Some(s)),
+            Value::Null => Ok(None),
+            other => Err(self.wrong(name, "a string or null", other)),
+        }
+    }
+
+    fn bool(&self, name: &str) -> Result<bool, String> {
+        match self.get(name)? {
+            Value::Bool(b) => Ok(*b),
+            other => Err(self.wrong(name, "true or false", other)),
+        }
+    }
+
+    fn object(&self, name: &str) -> Result<&'a Map<String, Value>, String> {
+        match self.get(name)? {
+            Value::Object(m) => Ok(m),
+            other => Err(self.wrong(name, "an object", other)),
+        }
+    }
+
+    fn array(&self, name: &str) -> Result<&'a [Value], String> {
+        match self.get(name)? {
+            Value::Array(a) => Ok(a),
+            other => Err(self.wrong(name, "an array", other)),
+        }
+    }
+
+    fn strings(&self, name: &str) -> Result<(), String> {
+        for (i, v) in self.array(name)?.iter().enumerate() {
+            if !v.is_string() {
+                return Err(format!(
+                    "member \"{}{name}[{i}]\" must be a string, not {}",
+                    self.prefix,
+                    show(v)
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn one_of(&self, name: &str, allowed: &[&'static str]) -> Result<&'static str, String> {
+        let s = self.string(name)?;
+        allowed.iter().copied().find(|a| *a == s).ok_or_else(|| {
+            format!(
+                "member \"{}{name}\" must be one of {}, not {}",
+                self.prefix,
+                allowed.join("|"),
+                show_str(s)
+            )
+        })
+    }
+
+    fn hex(&self, name: &str, len: usize) -> Result<(), String> {
+        let s = self.string(name)?;
+        if s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            Ok(())
+        } else {
+            Err(format!(
+                "member \"{}{name}\" must be {len} lower-case hex digits, not {}",
+                self.prefix,
+                show_str(s)
+            ))
+        }
+    }
+}
+
+/// A JSON value for a message: short strings quoted, other types by name.
+fn show(v: &Value) -> String {
+    match v {
+        Value::Null => "null".into(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => format!("the number {n}"),
+        Value::String(s) => show_str(s),
+        Value::Array(_) => "an array".into(),
+        Value::Object(_) => "an object".into(),
+    }
+}
+
+fn show_str(s: &str) -> String {
+    const MAX: usize = 80;
+    if s.chars().count() <= MAX {
+        format!("{s:?}")
+    } else {
+        let cut: String = s.chars().take(MAX).collect();
+        format!("{cut:?}...")
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` with a real calendar date (leap second allowed).
+fn is_rfc3339_utc_millis(s: &str) -> bool {
+    let b = s.as_bytes();
+    if b.len() != 24 {
+        return false;
+    }
+    for (i, &c) in b.iter().enumerate() {
+        let ok = match i {
+            4 | 7 => c == b'-',
+            10 => c == b'T',
+            13 | 16 => c == b':',
+            19 => c == b'.',
+            23 => c == b'Z',
+            _ => c.is_ascii_digit(),
+        };
+        if !ok {
+            return false;
+        }
+    }
+    let num = |from: usize, to: usize| {
+        b[from..to]
+            .iter()
+            .fold(0u32, |n, d| n * 10 + u32::from(d - b'0'))
+    };
+    let (year, month, day) = (num(0, 4), num(5, 7), num(8, 10));
+    let (hour, minute, second) = (num(11, 13), num(14, 16), num(17, 19));
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return false,
+    };
+    (1..=days).contains(&day) && hour <= 23 && minute <= 59 && second <= 60
+}
+
+/// A JSON value parsed strictly: an object with the same member twice is an
+/// error (serde_json would silently keep the last one, and a monitor must not
+/// read an entry differently from another reader).
+struct StrictValue(Value);
+
+impl<'de> Deserialize<'de> for StrictValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<StrictValue, D::Error> {
+        d.deserialize_any(StrictVisitor).map(StrictValue)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        serde_json::Number::from_f64(v)
+            .map(Value::Number)
+            .ok_or_else(|| E::custom("a number that is not finite"))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(StrictValue(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut members = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if members.contains_key(&key) {
+                return Err(de::Error::custom(format_args!(
+                    "member {key:?} appears twice"
+                )));
+            }
+            let StrictValue(v) = map.next_value()?;
+            members.insert(key, v);
+        }
+        Ok(Value::Object(members))
+    }
+}
