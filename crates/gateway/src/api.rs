@@ -10,7 +10,8 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -18,9 +19,10 @@ use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::AppState;
 use crate::auth::Authenticated;
-use crate::error::ApiError;
+use crate::entry::{self, AccessTarget};
+use crate::error::{ApiError, LOG_INDEX_HEADER};
+use crate::{AppState, log_api};
 use policy::{AccessRequest, Action, Decision, Resource};
 use vault::{FieldClass, SubjectPlacement};
 
@@ -41,6 +43,7 @@ type Shared = State<Arc<AppState>>;
         description = "Data-sovereignty gateway: residency-pinned vault with Cedar-decided access."
     ),
     modifiers(&BearerAuth),
+    paths(crate::log_api::tile),
     components(schemas(ErrorBody))
 )]
 struct ApiDoc;
@@ -70,6 +73,12 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(put_subject, get_subject))
         .routes(routes!(list_records))
         .routes(routes!(put_record, get_record, delete_record))
+        .routes(routes!(log_api::checkpoint))
+        .routes(routes!(log_api::key))
+        .routes(routes!(log_api::inclusion))
+        .routes(routes!(log_api::consistency))
+        // Tile paths have several segments, which the documented `{path}` cannot route.
+        .route("/log/tile/{*path}", axum::routing::get(log_api::tile))
 }
 
 /// The error body every failing route answers with.
@@ -152,7 +161,7 @@ async fn put_subject(
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
-) -> AppResult<(StatusCode, Json<SubjectBody>)> {
+) -> AppResult<Response> {
     let who = app.auth.authenticate(&headers, peer.ip())?;
     let id = path_param(path)?;
     vault::validate_id("subject id", &id)?;
@@ -160,26 +169,44 @@ async fn put_subject(
     let context = access_context(&headers, &who)?;
 
     let site = app.vault.placement_site(&request.jurisdiction)?.to_string();
+    let site_jurisdiction = app
+        .vault
+        .site_jurisdiction(&site)
+        .unwrap_or_default()
+        .to_string();
     let resource = Resource::Subject {
         subject_jurisdiction: request.jurisdiction.clone(),
-        site_jurisdiction: app
-            .vault
-            .site_jurisdiction(&site)
-            .unwrap_or_default()
-            .to_string(),
-        site,
+        site: site.clone(),
+        site_jurisdiction,
     };
-    app.authorize(&who, Action::Register, &[resource], &context)?;
+    let target = AccessTarget {
+        subject_pseudonym: app.pseudonyms.pseudonym(&id),
+        subject_jurisdiction: &request.jurisdiction,
+        site: &site,
+        collection: None,
+        fields: &[],
+    };
+    let (index, _) = app
+        .decide_and_log(
+            &who,
+            Action::Register,
+            &target,
+            &[(None, resource)],
+            &context,
+            true,
+        )
+        .await?;
 
     let vault = app.vault.clone();
-    let (placement, created) =
-        blocking(move || vault.register_subject(&id, &request.jurisdiction)).await??;
+    let (placement, created) = blocking(move || vault.register_subject(&id, &request.jurisdiction))
+        .await?
+        .map_err(|e| ApiError::from(e).logged(index))?;
     let status = if created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(placement.into())))
+    Ok(logged(index, status, SubjectBody::from(placement)))
 }
 
 /// A subject's jurisdiction and the site holding it.
@@ -197,13 +224,15 @@ async fn get_subject(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
-) -> AppResult<Json<SubjectBody>> {
+) -> AppResult<Response> {
     let who = app.auth.authenticate(&headers, peer.ip())?;
     let id = path_param(path)?;
     let context = access_context(&headers, &who)?;
     let subject = app.find_subject(&id).await?;
-    app.authorize(&who, Action::List, &[subject_resource(&subject)], &context)?;
-    Ok(Json(subject.into()))
+    let (index, _) = app
+        .log_subject_access(&who, Action::List, &subject, &context)
+        .await?;
+    Ok(logged(index, StatusCode::OK, SubjectBody::from(subject)))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -234,17 +263,21 @@ async fn list_records(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
-) -> AppResult<Json<RecordList>> {
+) -> AppResult<Response> {
     let who = app.auth.authenticate(&headers, peer.ip())?;
     let id = path_param(path)?;
     let context = access_context(&headers, &who)?;
     let subject = app.find_subject(&id).await?;
-    app.authorize(&who, Action::List, &[subject_resource(&subject)], &context)?;
+    let (index, _) = app
+        .log_subject_access(&who, Action::List, &subject, &context)
+        .await?;
 
     let vault = app.vault.clone();
     let subject_id = subject.id.clone();
-    let keys = blocking(move || vault.list_records(&subject_id)).await??;
-    Ok(Json(RecordList {
+    let keys = blocking(move || vault.list_records(&subject_id))
+        .await?
+        .map_err(|e| ApiError::from(e).logged(index))?;
+    let list = RecordList {
         subject: subject.id,
         site: subject.site,
         records: keys
@@ -254,7 +287,8 @@ async fn list_records(
                 key: k.key,
             })
             .collect(),
-    }))
+    };
+    Ok(logged(index, StatusCode::OK, list))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -292,7 +326,7 @@ async fn put_record(
     headers: HeaderMap,
     path: Result<Path<(String, String, String)>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
-) -> AppResult<Json<RecordWritten>> {
+) -> AppResult<Response> {
     let who = app.auth.authenticate(&headers, peer.ip())?;
     let (id, collection, key) = path_param(path)?;
     vault::validate_id("record key", &key)?;
@@ -308,21 +342,30 @@ async fn put_record(
     let context = access_context(&headers, &who)?;
     let subject = app.find_subject(&id).await?;
 
-    let resources: Vec<Resource> = classes
+    // A write needs every class it touches allowed. It is logged before the store is
+    // touched: if the log cannot be written, nothing is changed.
+    let resources: Vec<(Option<FieldClass>, Resource)> = classes
         .iter()
-        .map(|class| data_resource(&subject, &collection, *class))
+        .map(|class| (Some(*class), data_resource(&subject, &collection, *class)))
         .collect();
-    app.authorize(&who, Action::Write, &resources, &context)?;
+    let names: Vec<String> = fields.keys().cloned().collect();
+    let target = app.data_target(&subject, &collection, &names);
+    let (index, _) = app
+        .decide_and_log(&who, Action::Write, &target, &resources, &context, true)
+        .await?;
 
     let vault = app.vault.clone();
     let (subject_id, coll, k) = (subject.id.clone(), collection.clone(), key.clone());
-    let site = blocking(move || vault.put_record(&subject_id, &coll, &k, fields)).await??;
-    Ok(Json(RecordWritten {
+    let site = blocking(move || vault.put_record(&subject_id, &coll, &k, fields))
+        .await?
+        .map_err(|e| ApiError::from(e).logged(index))?;
+    let written = RecordWritten {
         subject: subject.id,
         collection,
         key,
         site,
-    }))
+    };
+    Ok(logged(index, StatusCode::OK, written))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -359,7 +402,7 @@ async fn get_record(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     path: Result<Path<(String, String, String)>, PathRejection>,
-) -> AppResult<Json<RecordBody>> {
+) -> AppResult<Response> {
     let who = app.auth.authenticate(&headers, peer.ip())?;
     let (id, collection, key) = path_param(path)?;
     vault::validate_id("record key", &key)?;
@@ -367,33 +410,35 @@ async fn get_record(
     let context = access_context(&headers, &who)?;
     let subject = app.find_subject(&id).await?;
 
-    // One decision per field class the collection declares; the response keeps the
-    // fields of the allowed classes. If no class is allowed, the read is denied.
-    let classes = distinct_classes(&declared);
-    let resources: Vec<Resource> = classes
-        .iter()
-        .map(|class| data_resource(&subject, &collection, *class))
+    // One decision per field class the collection declares; the response keeps the fields of
+    // the allowed classes. If no class is allowed, the read is denied. Logged before reading.
+    let resources: Vec<(Option<FieldClass>, Resource)> = distinct_classes(&declared)
+        .into_iter()
+        .map(|class| (Some(class), data_resource(&subject, &collection, class)))
         .collect();
-    let decisions = app.decide_each(&who, Action::Read, &resources, &context);
-    let allowed: Vec<FieldClass> = classes
+    let names: Vec<String> = declared.keys().cloned().collect();
+    let target = app.data_target(&subject, &collection, &names);
+    let (index, decisions) = app
+        .decide_and_log(&who, Action::Read, &target, &resources, &context, false)
+        .await?;
+    let allowed: Vec<FieldClass> = resources
         .iter()
         .zip(&decisions)
         .filter(|(_, d)| d.allowed)
-        .map(|(c, _)| *c)
+        .filter_map(|((class, _), _)| *class)
         .collect();
-    if allowed.is_empty() {
-        return Err(app.denial(&who, Action::Read, &resources, &context, &decisions));
-    }
 
     let vault = app.vault.clone();
     let (subject_id, coll, k) = (subject.id.clone(), collection.clone(), key.clone());
     let record = blocking(move || vault.get_record(&subject_id, &coll, &k))
-        .await??
+        .await?
+        .map_err(|e| ApiError::from(e).logged(index))?
         .ok_or_else(|| {
             ApiError::not_found(
                 "record_not_found",
                 format!("subject `{id}` has no `{collection}` record `{key}`"),
             )
+            .logged(index)
         })?;
     let mut fields = Map::new();
     let mut withheld = Vec::new();
@@ -405,14 +450,15 @@ async fn get_record(
             _ => withheld.push(name),
         }
     }
-    Ok(Json(RecordBody {
+    let body = RecordBody {
         subject: subject.id,
         collection,
         key,
         site: record.site,
         fields,
         withheld,
-    }))
+    };
+    Ok(logged(index, StatusCode::OK, body))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -444,7 +490,7 @@ async fn delete_record(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     path: Result<Path<(String, String, String)>, PathRejection>,
-) -> AppResult<Json<RecordDeleted>> {
+) -> AppResult<Response> {
     let who = app.auth.authenticate(&headers, peer.ip())?;
     let (id, collection, key) = path_param(path)?;
     vault::validate_id("record key", &key)?;
@@ -452,27 +498,35 @@ async fn delete_record(
     let context = access_context(&headers, &who)?;
     let subject = app.find_subject(&id).await?;
 
-    let resources: Vec<Resource> = distinct_classes(&declared)
+    let resources: Vec<(Option<FieldClass>, Resource)> = distinct_classes(&declared)
         .into_iter()
-        .map(|class| data_resource(&subject, &collection, class))
+        .map(|class| (Some(class), data_resource(&subject, &collection, class)))
         .collect();
-    app.authorize(&who, Action::Delete, &resources, &context)?;
+    let names: Vec<String> = declared.keys().cloned().collect();
+    let target = app.data_target(&subject, &collection, &names);
+    let (index, _) = app
+        .decide_and_log(&who, Action::Delete, &target, &resources, &context, true)
+        .await?;
 
     let vault = app.vault.clone();
     let (subject_id, coll, k) = (subject.id.clone(), collection.clone(), key.clone());
-    let deleted = blocking(move || vault.delete_record(&subject_id, &coll, &k)).await??;
+    let deleted = blocking(move || vault.delete_record(&subject_id, &coll, &k))
+        .await?
+        .map_err(|e| ApiError::from(e).logged(index))?;
     if !deleted {
         return Err(ApiError::not_found(
             "record_not_found",
             format!("subject `{id}` has no `{collection}` record `{key}`"),
-        ));
+        )
+        .logged(index));
     }
-    Ok(Json(RecordDeleted {
+    let body = RecordDeleted {
         subject: subject.id,
         collection,
         key,
         deleted,
-    }))
+    };
+    Ok(logged(index, StatusCode::OK, body))
 }
 
 impl AppState {
@@ -515,20 +569,85 @@ impl AppState {
             .collect()
     }
 
-    /// Allows only if every resource is allowed.
-    fn authorize(
+    /// Decides, appends the decision to the log (durably), and answers with the entry's index.
+    /// A denial (none allowed, or not all when `need_all`) becomes a 403 that carries the index.
+    /// If the log cannot be written the request fails with 503 and nothing is served or changed.
+    async fn decide_and_log(
         &self,
         who: &Authenticated,
         action: Action,
-        resources: &[Resource],
+        target: &AccessTarget<'_>,
+        resources: &[(Option<FieldClass>, Resource)],
         context: &policy::Context,
-    ) -> AppResult<()> {
-        let decisions = self.decide_each(who, action, resources, context);
-        if decisions.iter().all(|d| d.allowed) {
-            Ok(())
-        } else {
-            Err(self.denial(who, action, resources, context, &decisions))
+        need_all: bool,
+    ) -> AppResult<(u64, Vec<Decision>)> {
+        let classes: Vec<Option<FieldClass>> = resources.iter().map(|(c, _)| *c).collect();
+        let resources: Vec<Resource> = resources.iter().map(|(_, r)| r.clone()).collect();
+        let decisions = self.decide_each(who, action, &resources, context);
+        let entry = entry::access_entry(
+            who,
+            action,
+            target,
+            &classes,
+            &decisions,
+            context,
+            self.policy.policy_set_hash(),
+        );
+        let index = self.append(entry).await?;
+        let allowed = decisions.iter().filter(|d| d.allowed).count();
+        if allowed == 0 || (need_all && allowed < decisions.len()) {
+            return Err(self
+                .denial(who, action, &resources, context, &decisions)
+                .logged(index));
         }
+        Ok((index, decisions))
+    }
+
+    /// Decides and logs a subject-level action (`list`, on the subject as held).
+    async fn log_subject_access(
+        &self,
+        who: &Authenticated,
+        action: Action,
+        subject: &SubjectPlacement,
+        context: &policy::Context,
+    ) -> AppResult<(u64, Vec<Decision>)> {
+        let target = AccessTarget {
+            subject_pseudonym: self.pseudonyms.pseudonym(&subject.id),
+            subject_jurisdiction: &subject.jurisdiction,
+            site: &subject.site,
+            collection: None,
+            fields: &[],
+        };
+        let resource = subject_resource(subject);
+        self.decide_and_log(who, action, &target, &[(None, resource)], context, true)
+            .await
+    }
+
+    fn data_target<'a>(
+        &self,
+        subject: &'a SubjectPlacement,
+        collection: &'a str,
+        fields: &'a [String],
+    ) -> AccessTarget<'a> {
+        AccessTarget {
+            subject_pseudonym: self.pseudonyms.pseudonym(&subject.id),
+            subject_jurisdiction: &subject.jurisdiction,
+            site: &subject.site,
+            collection: Some(collection),
+            fields,
+        }
+    }
+
+    /// Appends an entry; 503 if the log cannot take it.
+    pub async fn append(&self, entry: Vec<u8>) -> AppResult<u64> {
+        self.log.append(entry).await.map_err(|e| {
+            tracing::error!(error = %e, "cannot append to the transparency log");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "log_unavailable",
+                "the transparency log cannot be written; nothing was served or changed",
+            )
+        })
     }
 
     /// The 403 for a denial: names the determining policies, and says so plainly when the
@@ -679,6 +798,15 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection
         };
         ApiError::bad_request(code, format!("request body: {e}"))
     })
+}
+
+/// A JSON response to a logged request, carrying its entry's index.
+fn logged(index: u64, status: StatusCode, body: impl Serialize) -> Response {
+    let mut response = (status, Json(body)).into_response();
+    response
+        .headers_mut()
+        .insert(LOG_INDEX_HEADER, HeaderValue::from(index));
+    response
 }
 
 /// Runs store work off the async threads.

@@ -27,6 +27,7 @@ pub struct Config {
     #[serde(default)]
     pub server: ServerConfig,
     pub policy: PolicyFiles,
+    pub log: LogConfig,
     pub auth: AuthConfig,
     /// Employer entities a token's `entity` claim may name.
     pub entities: BTreeMap<String, EntityConfig>,
@@ -67,6 +68,31 @@ pub struct PolicyFiles {
     pub schema: PathBuf,
     /// Cedar policy set, relative to the configuration's folder.
     pub policies: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// The log database: `sqlite:PATH`.
+    pub store: String,
+    /// The checkpoint signing key: a C2SP signed-note signer key string. Its name is the log's origin.
+    pub signer_key: PathBuf,
+    /// The key of the subject pseudonyms written to the log (32 bytes, hex).
+    pub pseudonym_key: PathBuf,
+    /// A new checkpoint is signed at most this long after the log grows.
+    #[serde(default = "default_checkpoint_interval")]
+    pub checkpoint_interval_ms: u64,
+    /// Most entries committed in one transaction (one fsync).
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+}
+
+fn default_checkpoint_interval() -> u64 {
+    500
+}
+
+fn default_max_batch() -> usize {
+    4096
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -278,6 +304,33 @@ impl Config {
         }
         if self.server.store_readers == 0 {
             problems.push(("server.store_readers".into(), "must be above 0".into()));
+        }
+        if !self.log.store.starts_with("sqlite:") || self.log.store.len() <= "sqlite:".len() {
+            problems.push((
+                "log.store".into(),
+                "must be `sqlite:PATH` (PostgreSQL log stores are not implemented yet)".into(),
+            ));
+        }
+        if !(10..=60_000).contains(&self.log.checkpoint_interval_ms) {
+            problems.push((
+                "log.checkpoint_interval_ms".into(),
+                "must be between 10 and 60000".into(),
+            ));
+        }
+        if !(1..=65_536).contains(&self.log.max_batch) {
+            problems.push(("log.max_batch".into(), "must be between 1 and 65536".into()));
+        }
+        for (field, path) in [
+            ("log.signer_key", &self.log.signer_key),
+            ("log.pseudonym_key", &self.log.pseudonym_key),
+        ] {
+            let full = data_dir.join(path);
+            if !full.is_file() {
+                problems.push((
+                    field.into(),
+                    format!("file `{}` does not exist", full.display()),
+                ));
+            }
         }
         if self.auth.token_cache_entries > 10_000_000 {
             problems.push(("auth.token_cache_entries".into(), "at most 10000000".into()));

@@ -6,6 +6,9 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
+/// The header that names the log entry of a logged response.
+pub const LOG_INDEX_HEADER: &str = "sovereign-log-index";
+
 #[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,
@@ -13,6 +16,8 @@ pub struct ApiError {
     pub message: String,
     /// Extra members of the JSON body (`policies`, `field`, `reason`, …).
     pub extra: Map<String, Value>,
+    /// The log entry of the decision this error reports, if one was logged.
+    pub log_index: Option<u64>,
 }
 
 impl ApiError {
@@ -22,7 +27,14 @@ impl ApiError {
             code,
             message: message.into(),
             extra: Map::new(),
+            log_index: None,
         }
+    }
+
+    /// Marks the error as the answer to a logged decision.
+    pub fn logged(mut self, index: u64) -> Self {
+        self.log_index = Some(index);
+        self
     }
 
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
@@ -62,6 +74,11 @@ impl IntoResponse for ApiError {
         body.insert("message".into(), json!(self.message));
         body.extend(self.extra);
         let mut response = (self.status, axum::Json(Value::Object(body))).into_response();
+        if let Some(index) = self.log_index {
+            response
+                .headers_mut()
+                .insert(LOG_INDEX_HEADER, HeaderValue::from(index));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

@@ -6,7 +6,9 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod entry;
 pub mod error;
+pub mod log_api;
 pub mod setup;
 
 use std::future::Future;
@@ -35,6 +37,9 @@ pub struct AppState {
     pub auth: Authenticator,
     pub policy: policy::PolicyEngine,
     pub vault: Arc<vault::Vault>,
+    /// The transparency log: every decision is appended before it is answered.
+    pub log: Arc<logstore::Log>,
+    pub pseudonyms: entry::Pseudonymizer,
     /// The OpenAPI document, generated from the routes at start.
     pub openapi: serde_json::Value,
 }
@@ -53,6 +58,17 @@ impl Gateway {
         let policy = load_policy(&config, data_dir)?;
         let vault = vault::Vault::open(config.layout(), data_dir, config.server.store_readers)
             .context("cannot open the site stores")?;
+        let (log, pseudonyms) = open_log(&config, data_dir)?;
+        // The configuration and policies in force are the first thing the log records.
+        let config_text = std::fs::read(data_dir.join(config::CONFIG_FILE))?;
+        let config_sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&config_text));
+        log.append_blocking(entry::config_entry(
+            "start",
+            policy.policy_set_hash(),
+            &policy.policy_ids(),
+            &config_sha256,
+        ))
+        .context("cannot write the start entry to the transparency log")?;
         tracing::info!(
             policy_set = policy.policy_set_hash(),
             policies = policy.policy_ids().len(),
@@ -71,6 +87,8 @@ impl Gateway {
             auth,
             policy,
             vault: Arc::new(vault),
+            log: Arc::new(log),
+            pseudonyms,
             openapi,
         });
         let router = api_router
@@ -126,6 +144,41 @@ pub fn load_policy(config: &Config, data_dir: &Path) -> anyhow::Result<policy::P
             schema_path.display()
         )
     })
+}
+
+/// Opens the transparency log with its signing key, and the subject pseudonym key.
+pub fn open_log(
+    config: &Config,
+    data_dir: &Path,
+) -> anyhow::Result<(logstore::Log, entry::Pseudonymizer)> {
+    let key_path = data_dir.join(&config.log.signer_key);
+    let skey = std::fs::read_to_string(&key_path)
+        .with_context(|| format!("cannot read the log key {}", key_path.display()))?;
+    let signer = tlog::note::Signer::new(skey.trim()).map_err(|e| {
+        anyhow::anyhow!(
+            "{} is not a signed-note signer key: {e}",
+            key_path.display()
+        )
+    })?;
+    let pseudonym_path = data_dir.join(&config.log.pseudonym_key);
+    let pseudonyms = entry::Pseudonymizer::from_hex(
+        &std::fs::read_to_string(&pseudonym_path)
+            .with_context(|| format!("cannot read {}", pseudonym_path.display()))?,
+    )
+    .with_context(|| format!("{}", pseudonym_path.display()))?;
+    let store = config
+        .log
+        .store
+        .strip_prefix("sqlite:")
+        .context("log.store must be sqlite:PATH")?;
+    let options = logstore::LogOptions {
+        checkpoint_interval: Duration::from_millis(config.log.checkpoint_interval_ms),
+        max_batch: config.log.max_batch,
+        ..logstore::LogOptions::default()
+    };
+    let log = logstore::Log::open(&data_dir.join(store), signer, options)
+        .context("cannot open the transparency log")?;
+    Ok((log, pseudonyms))
 }
 
 async fn no_route() -> ApiError {

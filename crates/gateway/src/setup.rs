@@ -19,6 +19,8 @@ pub const DEV_ISSUER: &str = "sovereign-dev";
 /// The development issuer's key files, relative to the data folder.
 pub const DEV_ISSUER_KEY: &str = "keys/dev-issuer.key.pem";
 pub const DEV_ISSUER_PUB: &str = "keys/dev-issuer.pub.pem";
+pub const LOG_SIGNER_KEY: &str = "keys/log-signer.key";
+pub const LOG_PSEUDONYM_KEY: &str = "keys/log-pseudonym.key";
 pub const SCHEMA_FILE: &str = "policy/sovereign.cedarschema";
 pub const POLICIES_FILE: &str = "policy/policies.cedar";
 
@@ -84,6 +86,30 @@ pub fn init(data_dir: &Path, force: bool) -> anyhow::Result<InitReport> {
         data_dir,
         DEV_ISSUER_PUB,
         public_pem.as_bytes(),
+        0o600,
+        &mut files,
+    )?;
+
+    // The log's origin names this log uniquely, so that its checkpoints cannot be confused
+    // with another Sovereign's.
+    let mut suffix = [0u8; 6];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut suffix);
+    let origin = format!("sovereign.local/log-{}", hex::encode(suffix));
+    let (signer_key, _verifier) = tlog::note::generate_key(&origin)
+        .map_err(|e| anyhow::anyhow!("cannot generate the log key: {e}"))?;
+    write_file(
+        data_dir,
+        LOG_SIGNER_KEY,
+        signer_key.as_bytes(),
+        0o600,
+        &mut files,
+    )?;
+    let mut pseudonym = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut pseudonym);
+    write_file(
+        data_dir,
+        LOG_PSEUDONYM_KEY,
+        hex::encode(pseudonym).as_bytes(),
         0o600,
         &mut files,
     )?;

@@ -75,7 +75,9 @@ pub struct Published {
     pub note: Vec<u8>,
 }
 
-type Reply = tokio::sync::oneshot::Sender<Result<u64, LogError>>;
+/// How the writer answers one append: async callers wait on a tokio channel, threads on a
+/// std one.
+type Reply = Box<dyn FnOnce(Result<u64, LogError>) + Send>;
 
 enum Message {
     Append(Vec<u8>, Reply),
@@ -218,6 +220,9 @@ impl Log {
             return Err(LogError::EntryTooLarge(entry.len()));
         }
         let (reply, answer) = tokio::sync::oneshot::channel();
+        let reply: Reply = Box::new(move |result| {
+            let _ = reply.send(result);
+        });
         let mut message = Message::Append(entry, reply);
         loop {
             match self.queue.try_send(message) {
@@ -238,11 +243,14 @@ impl Log {
         if entry.len() > MAX_ENTRY_BYTES {
             return Err(LogError::EntryTooLarge(entry.len()));
         }
-        let (reply, answer) = tokio::sync::oneshot::channel();
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        let reply: Reply = Box::new(move |result| {
+            let _ = reply.send(result);
+        });
         self.queue
             .send(Message::Append(entry, reply))
             .map_err(|_| LogError::Closed)?;
-        answer.blocking_recv().map_err(|_| LogError::Closed)?
+        answer.recv().map_err(|_| LogError::Closed)?
     }
 
     /// Entries durable and integrated into the tree.
@@ -465,7 +473,7 @@ impl Writer {
                 self.frontier = frontier;
                 self.shared.size.store(self.size, Ordering::Release);
                 for (offset, (_, reply)) in batch.into_iter().enumerate() {
-                    let _ = reply.send(Ok(first + offset as u64));
+                    reply(Ok(first + offset as u64));
                 }
             }
             Err(e) => {
@@ -474,7 +482,7 @@ impl Writer {
                 tracing::error!(error = %e, entries = batch.len(), "log append failed");
                 let error = storage(&self.shared.path, &e);
                 for (_, reply) in batch {
-                    let _ = reply.send(Err(LogError::Storage {
+                    reply(Err(LogError::Storage {
                         path: self.shared.path.clone(),
                         detail: error.to_string(),
                     }));

@@ -170,9 +170,8 @@ fn load_verifier(arg: &str) -> anyhow::Result<Verifier> {
             "{source} is a private signer key; give the verifier key (`sovereign audit key` prints it, the gateway serves it at /log/key)"
         );
     }
-    Verifier::new(text).map_err(|e| {
-        anyhow!("{source} is not a signed-note verifier key (name+keyid+base64): {e}")
-    })
+    Verifier::new(text)
+        .map_err(|e| anyhow!("{source} is not a signed-note verifier key (name+keyid+base64): {e}"))
 }
 
 // ---------------------------------------------------------------------------
@@ -303,12 +302,7 @@ impl TileFetcher for Recording<'_> {
 // ---------------------------------------------------------------------------
 // audit verify
 
-fn verify(
-    url: &str,
-    key: &str,
-    state: Option<&Path>,
-    out: &mut dyn Write,
-) -> anyhow::Result<()> {
+fn verify(url: &str, key: &str, state: Option<&Path>, out: &mut dyn Write) -> anyhow::Result<()> {
     let verifier = load_verifier(key)?;
     let log = open_log(url)?;
     let previous = match state {
@@ -387,7 +381,9 @@ fn read_state(path: &Path, verifier: &Verifier) -> anyhow::Result<Option<Checkpo
     match open_checkpoint(&note, verifier) {
         Ok(cp) => Ok(Some(cp)),
         Err(
-            e @ (CheckpointError::Note(NoteError::Unverified(_) | NoteError::InvalidSignature { .. })
+            e @ (CheckpointError::Note(
+                NoteError::Unverified(_) | NoteError::InvalidSignature { .. },
+            )
             | CheckpointError::OriginMismatch { .. }),
         ) => bail!(
             "state file {} is not signed by this key ({e})",
@@ -622,7 +618,10 @@ fn fetch_entry(log: &dyn TileFetcher, size: u64, index: u64) -> anyhow::Result<V
         tries.push((tile.full().entries_path(), usize::from(FULL_TILE_WIDTH)));
     }
     for (path, width) in &tries {
-        let Some(data) = log.fetch(path).with_context(|| format!("fetching {path}"))? else {
+        let Some(data) = log
+            .fetch(path)
+            .with_context(|| format!("fetching {path}"))?
+        else {
             continue;
         };
         let entries = decode_bundle(&data, *width).with_context(|| path.clone())?;
@@ -658,7 +657,10 @@ fn check_proof(file: &Path, key: &str, entry: &Path, out: &mut dyn Write) -> any
             kind,
             outcome: Some(o),
         }) => writeln!(out, "entry:      v1 {kind} entry, outcome {o}")?,
-        Ok(EntryInfo { kind, outcome: None }) => writeln!(out, "entry:      v1 {kind} entry")?,
+        Ok(EntryInfo {
+            kind,
+            outcome: None,
+        }) => writeln!(out, "entry:      v1 {kind} entry")?,
         Err(e) => writeln!(out, "entry:      proven, but not a valid v1 entry: {e}")?,
     }
     Ok(())

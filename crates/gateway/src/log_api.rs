@@ -1,0 +1,184 @@
+//! The transparency log, served exactly as C2SP tlog-tiles lays it out under `/log`
+//! (`checkpoint`, `tile/<L>/<N>[.p/<W>]`, `tile/entries/<N>[.p/<W>]`), plus the verifier key
+//! and JSON inclusion and consistency proofs. Anyone may read these: they hold no field values
+//! and no raw subject ids, and they are what monitors check the gateway with.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::AppState;
+use crate::error::ApiError;
+
+type Shared = State<Arc<AppState>>;
+
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+const REVALIDATE: &str = "no-cache";
+
+/// The latest signed checkpoint (C2SP tlog-checkpoint, as a signed note).
+#[utoipa::path(get, path = "/log/checkpoint", tag = "log",
+    responses((status = 200, description = "the signed checkpoint note", content_type = "text/plain")))]
+pub async fn checkpoint(State(app): Shared) -> Response {
+    let published = app.log.checkpoint();
+    text(published.note.clone(), REVALIDATE)
+}
+
+/// The log's verifier key in signed-note form (`origin+keyhash+base64`).
+#[utoipa::path(get, path = "/log/key", tag = "log",
+    responses((status = 200, description = "the verifier key", content_type = "text/plain")))]
+pub async fn key(State(app): Shared) -> Response {
+    text(
+        format!("{}\n", app.log.verifier_key()).into_bytes(),
+        REVALIDATE,
+    )
+}
+
+/// A hash tile or entry bundle (C2SP tlog-tiles). Full tiles never change and are served with
+/// long cache lifetimes; partial tiles (`.p/<W>`) are revalidated.
+#[utoipa::path(get, path = "/log/tile/{path}", tag = "log",
+    params(("path" = String, Path, description = "`<L>/<N>[.p/<W>]` or `entries/<N>[.p/<W>]`, N as x001/x234/067")),
+    responses(
+        (status = 200, description = "the tile or bundle", content_type = "application/octet-stream"),
+        (status = 400, description = "not a tile path", body = crate::api::ErrorBody),
+        (status = 404, description = "not in the log (yet)", body = crate::api::ErrorBody),
+    ))]
+pub async fn tile(State(app): Shared, Path(path): Path<String>) -> Result<Response, ApiError> {
+    let full_path = format!("tile/{path}");
+    let (kind, tile) = tlog::parse_tile_path(&full_path).map_err(|_| {
+        ApiError::bad_request(
+            "invalid_tile_path",
+            format!("`{full_path}` is not a C2SP tlog-tiles path"),
+        )
+    })?;
+    let log = app.log.clone();
+    let data = tokio::task::spawn_blocking(move || log.tile(kind, &tile))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| {
+            ApiError::not_found(
+                "tile_not_found",
+                format!("the log holds no `{full_path}` yet"),
+            )
+        })?;
+    let cache = if tile.is_full() {
+        IMMUTABLE
+    } else {
+        REVALIDATE
+    };
+    Ok(bytes(data, "application/octet-stream", cache))
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct InclusionQuery {
+    /// The entry's index.
+    index: u64,
+    /// The tree size to prove against; the latest checkpoint's by default.
+    size: Option<u64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct InclusionProof {
+    index: u64,
+    size: u64,
+    /// The tree's root hash at `size`, base64.
+    root: String,
+    /// The RFC 6962 inclusion proof, base64 hashes from the leaf up.
+    hashes: Vec<String>,
+}
+
+/// The inclusion proof of an entry in a tree the log has signed.
+#[utoipa::path(get, path = "/log/proof/inclusion", tag = "log", params(InclusionQuery),
+    responses(
+        (status = 200, description = "the proof", body = InclusionProof),
+        (status = 400, description = "bad query or out of range", body = crate::api::ErrorBody),
+    ))]
+pub async fn inclusion(
+    State(app): Shared,
+    query: Result<Query<InclusionQuery>, QueryRejection>,
+) -> Result<Json<InclusionProof>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let size = query.size.unwrap_or_else(|| app.log.checkpoint().size);
+    let log = app.log.clone();
+    let (root, proof) = tokio::task::spawn_blocking(move || {
+        Ok::<_, logstore::LogError>((
+            log.tree_hash(size)?,
+            log.inclusion_proof(query.index, size)?,
+        ))
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(proof_error)?;
+    Ok(Json(InclusionProof {
+        index: query.index,
+        size,
+        root: tlog::hash_to_base64(&root),
+        hashes: proof.iter().map(tlog::hash_to_base64).collect(),
+    }))
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct ConsistencyQuery {
+    /// The older tree size.
+    from: u64,
+    /// The newer tree size; the latest checkpoint's by default.
+    to: Option<u64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ConsistencyProof {
+    from: u64,
+    to: u64,
+    /// RFC 6962 consistency proof, base64 hashes.
+    hashes: Vec<String>,
+}
+
+/// The consistency proof between two tree sizes.
+#[utoipa::path(get, path = "/log/proof/consistency", tag = "log", params(ConsistencyQuery),
+    responses(
+        (status = 200, description = "the proof", body = ConsistencyProof),
+        (status = 400, description = "bad query or out of range", body = crate::api::ErrorBody),
+    ))]
+pub async fn consistency(
+    State(app): Shared,
+    query: Result<Query<ConsistencyQuery>, QueryRejection>,
+) -> Result<Json<ConsistencyProof>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let to = query.to.unwrap_or_else(|| app.log.checkpoint().size);
+    let log = app.log.clone();
+    let from = query.from;
+    let proof = tokio::task::spawn_blocking(move || log.consistency_proof(from, to))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(proof_error)?;
+    Ok(Json(ConsistencyProof {
+        from,
+        to,
+        hashes: proof.iter().map(tlog::hash_to_base64).collect(),
+    }))
+}
+
+fn proof_error(e: logstore::LogError) -> ApiError {
+    match e {
+        logstore::LogError::OutOfRange(message) => ApiError::bad_request("out_of_range", message),
+        other => ApiError::internal(other),
+    }
+}
+
+fn text(body: Vec<u8>, cache: &'static str) -> Response {
+    bytes(body, "text/plain; charset=utf-8", cache)
+}
+
+fn bytes(body: Vec<u8>, content_type: &'static str, cache: &'static str) -> Response {
+    let mut response = (StatusCode::OK, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    response
+}

@@ -1,0 +1,996 @@
+//! `sovereign audit` as a monitor uses it: against a static log built here with
+//! the `tlog` crate (a directory, a file:// URL and a small HTTP server), with
+//! every kind of tampering a monitor must catch.
+//!
+//! The module is compiled into this test crate directly, so these tests do not
+//! depend on the binary's `main.rs`.
+
+#[allow(dead_code)]
+#[path = "../src/audit.rs"]
+mod audit;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use audit::{AuditCommand, check_entry, run, run_to};
+use serde_json::{Value, json};
+use tlog::checkpoint::{Checkpoint, open_checkpoint, sign_checkpoint};
+use tlog::note::{Signer, generate_key};
+use tlog::{Hash, TILE_HEIGHT, encode_bundle, new_tiles, read_tile_data, stored_hashes, tree_hash};
+
+const ORIGIN: &str = "sovereign.test/log";
+const SIZE: u64 = 600;
+
+// ---------------------------------------------------------------------------
+// Building logs
+
+struct Key {
+    signer: Signer,
+    vkey: String,
+}
+
+fn new_key() -> Key {
+    let (skey, vkey) = generate_key(ORIGIN).unwrap();
+    Key {
+        signer: Signer::new(&skey).unwrap(),
+        vkey,
+    }
+}
+
+/// Entry `i` of the test logs: a mix of config entries and access decisions
+/// with every outcome, as the gateway writes them (format v1).
+fn entry(i: u64) -> Value {
+    let time = format!(
+        "2026-11-22T{:02}:{:02}:{:02}.{:03}Z",
+        (i / 3600) % 24,
+        (i / 60) % 60,
+        i % 60,
+        (i * 37) % 1000
+    );
+    if i % 10 == 0 {
+        return json!({
+            "v": 1,
+            "kind": "config",
+            "time": time,
+            "event": "started",
+            "policy_set": "ab".repeat(32),
+            "policies": ["usds-staff-read", "restricted-country-forbid"],
+            "config_sha256": format!("{:064x}", i + 1),
+            "version": "0.1.0",
+        });
+    }
+    let outcome = outcome_of(i);
+    let action = ["register", "list", "read", "write", "delete"][(i % 5) as usize];
+    json!({
+        "v": 1,
+        "kind": "access",
+        "time": time,
+        "principal": {
+            "id": format!("user-{}", i % 37),
+            "entity": if outcome == "deny" { "parent" } else { "usds" },
+            "entity_country": if outcome == "deny" { "CN" } else { "US" },
+            "location": if outcome == "deny" { "CN" } else { "US" },
+            "clearance": ["us-data"],
+            "roles": ["engineer"],
+            "network_zone": "corp",
+        },
+        "action": action,
+        "subject": format!("{:032x}", u128::from(i) * 0x9e37_79b9_7f4a_7c15),
+        "subject_jurisdiction": "US",
+        "site": "us-east",
+        "collection": if i % 4 == 0 { Value::Null } else { json!("profile") },
+        "fields": ["email", "display_name"],
+        "outcome": outcome,
+        "decisions": [
+            {"field_class": "protected", "allowed": outcome == "allow", "policies": ["usds-staff-read"]},
+            {"field_class": null, "allowed": outcome != "deny", "policies": []},
+        ],
+        "policies": ["usds-staff-read"],
+        "policy_set": "ab".repeat(32),
+        "purpose": "customer-support",
+        "reason_code": format!("ticket-{i}"),
+        "trace_id": "an unknown member a later gateway may add",
+    })
+}
+
+fn outcome_of(i: u64) -> &'static str {
+    ["allow", "deny", "partial"][(i % 3) as usize]
+}
+
+fn entries(n: u64) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| serde_json::to_vec(&entry(i)).unwrap())
+        .collect()
+}
+
+/// Writes the log of `entries` into `dir` as a static tile server serves it:
+/// hash tiles and entry bundles at their C2SP paths, and a signed checkpoint.
+fn publish(dir: &Path, key: &Key, entries: &[Vec<u8>]) -> Checkpoint {
+    let mut store: Vec<Hash> = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        let new = stored_hashes(i as u64, e, &store).unwrap();
+        store.extend(new);
+    }
+    let size = entries.len() as u64;
+    for tile in new_tiles(TILE_HEIGHT, 0, size) {
+        write_file(dir, &tile.path(), &read_tile_data(&tile, &store).unwrap());
+        if tile.level == 0 {
+            let start = (tile.n << TILE_HEIGHT) as usize;
+            let end = start + usize::from(tile.width);
+            let bundle = encode_bundle(entries[start..end].iter().map(Vec::as_slice)).unwrap();
+            write_file(dir, &tile.entries_path(), &bundle);
+        }
+    }
+    let cp = Checkpoint {
+        origin: key.signer.name().to_string(),
+        size,
+        hash: tree_hash(size, &store).unwrap(),
+        extensions: Vec::new(),
+    };
+    write_file(
+        dir,
+        "checkpoint",
+        &sign_checkpoint(&cp, &key.signer).unwrap(),
+    );
+    cp
+}
+
+fn write_file(dir: &Path, rel: &str, data: &[u8]) {
+    let path = dir.join(rel);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, data).unwrap();
+}
+
+fn flip_byte(path: &Path, offset: usize) {
+    let mut data = std::fs::read(path).unwrap();
+    data[offset] ^= 0x01;
+    std::fs::write(path, data).unwrap();
+}
+
+/// The byte offset of entry `k`'s data within a bundle.
+fn entry_offset(bundle: &[u8], k: usize) -> usize {
+    let mut off = 0;
+    for _ in 0..k {
+        off += 2 + usize::from(u16::from_be_bytes([bundle[off], bundle[off + 1]]));
+    }
+    off + 2
+}
+
+// ---------------------------------------------------------------------------
+// Running the tool
+
+fn verify(url: &str, key: &str, state: Option<&Path>) -> Result<String, String> {
+    let mut out = Vec::new();
+    run_to(
+        AuditCommand::Verify {
+            url: url.to_string(),
+            key: key.to_string(),
+            state: state.map(Path::to_path_buf),
+        },
+        &mut out,
+    )
+    .map(|()| String::from_utf8(out).unwrap())
+    .map_err(|e| format!("{e:#}"))
+}
+
+fn verify_err(url: &str, key: &str, state: Option<&Path>) -> String {
+    match verify(url, key, state) {
+        Ok(out) => panic!("verify of {url} passed:\n{out}"),
+        Err(e) => {
+            assert!(e.starts_with("audit verify: FAILED: "), "{e}");
+            e
+        }
+    }
+}
+
+fn prove(url: &str, index: u64, out: &Path, key: Option<&str>) -> Result<String, String> {
+    let mut buf = Vec::new();
+    run_to(
+        AuditCommand::Prove {
+            url: url.to_string(),
+            index,
+            out: Some(out.to_path_buf()),
+            key: key.map(str::to_string),
+        },
+        &mut buf,
+    )
+    .map(|()| String::from_utf8(buf).unwrap())
+    .map_err(|e| format!("{e:#}"))
+}
+
+fn check_proof(file: &Path, key: &str, entry: Option<&Path>) -> Result<String, String> {
+    let mut buf = Vec::new();
+    run_to(
+        AuditCommand::CheckProof {
+            file: file.to_path_buf(),
+            key: key.to_string(),
+            entry: entry.map(Path::to_path_buf),
+        },
+        &mut buf,
+    )
+    .map(|()| String::from_utf8(buf).unwrap())
+    .map_err(|e| format!("{e:#}"))
+}
+
+fn url_of(dir: &Path) -> String {
+    dir.to_str().unwrap().to_string()
+}
+
+/// A directory holding the standard test log of [`SIZE`] entries.
+fn standard_log() -> (tempfile::TempDir, Key, Checkpoint) {
+    let dir = tempfile::tempdir().unwrap();
+    let key = new_key();
+    let cp = publish(dir.path(), &key, &entries(SIZE));
+    (dir, key, cp)
+}
+
+// ---------------------------------------------------------------------------
+// audit key
+
+#[test]
+fn key_prints_the_verifier_key_of_the_data_folders_signer() {
+    let data = tempfile::tempdir().unwrap();
+    let (skey, vkey) = generate_key("sovereign.test/log").unwrap();
+    write_file(
+        data.path(),
+        "keys/log-signer.key",
+        format!("{skey}\n").as_bytes(),
+    );
+    let mut out = Vec::new();
+    run_to(
+        AuditCommand::Key {
+            data: data.path().to_path_buf(),
+        },
+        &mut out,
+    )
+    .unwrap();
+    assert_eq!(String::from_utf8(out).unwrap(), format!("{vkey}\n"));
+
+    let empty = tempfile::tempdir().unwrap();
+    let err = run(AuditCommand::Key {
+        data: empty.path().to_path_buf(),
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("keys/log-signer.key"), "{err}");
+    assert!(err.contains("sovereign init"), "{err}");
+
+    write_file(empty.path(), "keys/log-signer.key", vkey.as_bytes());
+    let err = run(AuditCommand::Key {
+        data: empty.path().to_path_buf(),
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("does not hold a signed-note signer key"),
+        "{err}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// audit verify
+
+#[test]
+fn verify_accepts_a_valid_log_and_keeps_its_checkpoint() {
+    let (dir, key, cp) = standard_log();
+    let work = tempfile::tempdir().unwrap();
+    let state = work.path().join("monitor.state");
+    let url = url_of(dir.path());
+
+    let out = verify(&url, &key.vkey, Some(&state)).unwrap();
+    assert!(out.starts_with("audit verify: OK\n"), "{out}");
+    assert!(out.contains(&format!("origin:     {ORIGIN}\n")), "{out}");
+    assert!(out.contains("size:       600 entries\n"), "{out}");
+    assert!(
+        out.contains(&format!("root hash:  {}\n", tlog::hash_to_base64(&cp.hash))),
+        "{out}"
+    );
+    assert!(out.contains("trusted on first use"), "{out}");
+    // Counts by kind and, for access, by outcome.
+    let mut kinds: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut outcomes: BTreeMap<&str, u64> = BTreeMap::new();
+    for i in 0..SIZE {
+        if i % 10 == 0 {
+            *kinds.entry("config").or_default() += 1;
+        } else {
+            *kinds.entry("access").or_default() += 1;
+            *outcomes.entry(outcome_of(i)).or_default() += 1;
+        }
+    }
+    let access_line = format!(
+        "  access   {:>10}  (allow {}, deny {}, partial {})\n",
+        kinds["access"], outcomes["allow"], outcomes["deny"], outcomes["partial"]
+    );
+    assert!(out.contains(&access_line), "{out}\nwant {access_line}");
+    assert!(
+        out.contains(&format!("  config   {:>10}\n", kinds["config"])),
+        "{out}"
+    );
+
+    // The state is the signed checkpoint, written atomically (no temp file left).
+    let saved = std::fs::read(&state).unwrap();
+    assert_eq!(saved, std::fs::read(dir.path().join("checkpoint")).unwrap());
+    let verifier = key.signer.verifier();
+    assert_eq!(open_checkpoint(&saved, &verifier).unwrap(), cp);
+    let names: Vec<_> = std::fs::read_dir(work.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("monitor.state")]);
+
+    // Again with the state: consistent.
+    let out = verify(&url, &key.vkey, Some(&state)).unwrap();
+    assert!(
+        out.contains("consistent with the checkpoint of 600 entries"),
+        "{out}"
+    );
+
+    // The log grows consistently: accepted, and the state moves on.
+    let mut grown = entries(SIZE);
+    grown.extend((SIZE..SIZE + 100).map(|i| serde_json::to_vec(&entry(i)).unwrap()));
+    let grown_dir = tempfile::tempdir().unwrap();
+    let grown_cp = publish(grown_dir.path(), &key, &grown);
+    let out = verify(&url_of(grown_dir.path()), &key.vkey, Some(&state)).unwrap();
+    assert!(out.contains("size:       700 entries\n"), "{out}");
+    let saved = std::fs::read(&state).unwrap();
+    assert_eq!(open_checkpoint(&saved, &verifier).unwrap(), grown_cp);
+
+    // file:// URLs, the key from a file, and no state at all.
+    let key_file = work.path().join("log.vkey");
+    std::fs::write(&key_file, format!("{}\n", key.vkey)).unwrap();
+    let file_url = format!("file://{}", dir.path().display());
+    let out = verify(&file_url, &format!("@{}", key_file.display()), None).unwrap();
+    assert!(out.contains("size:       600 entries\n"), "{out}");
+    assert!(out.contains("history:    not checked"), "{out}");
+}
+
+#[test]
+fn verify_accepts_an_empty_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = new_key();
+    publish(dir.path(), &key, &[]);
+    let out = verify(&url_of(dir.path()), &key.vkey, None).unwrap();
+    assert!(out.contains("size:       0 entries\n"), "{out}");
+    assert!(out.contains("  (none)\n"), "{out}");
+}
+
+#[test]
+fn verify_rejects_a_flipped_byte_in_an_entry_bundle() {
+    let (dir, key, _) = standard_log();
+    let bundle = dir.path().join("tile/entries/001");
+    let data = std::fs::read(&bundle).unwrap();
+    // Entry 300 is the 45th of the second bundle.
+    flip_byte(&bundle, entry_offset(&data, 44) + 20);
+    let e = verify_err(&url_of(dir.path()), &key.vkey, None);
+    assert!(
+        e.contains("entry 300 (in tile/entries/001) hashes to"),
+        "{e}"
+    );
+    assert!(e.contains("but tile/0/001 has"), "{e}");
+}
+
+#[test]
+fn verify_rejects_a_flipped_byte_in_a_hash_tile() {
+    // A leaf hash in a level-0 tile.
+    let (dir, key, _) = standard_log();
+    flip_byte(&dir.path().join("tile/0/001"), 44 * 32 + 5);
+    let e = verify_err(&url_of(dir.path()), &key.vkey, None);
+    assert!(e.contains("entry 300 (in tile/entries/001)"), "{e}");
+    assert!(e.contains("tile/0/001 has"), "{e}");
+
+    // A subtree hash in the level-1 tile.
+    let (dir, key, _) = standard_log();
+    flip_byte(&dir.path().join("tile/1/000.p/2"), 32 + 7);
+    let e = verify_err(&url_of(dir.path()), &key.vkey, None);
+    assert!(
+        e.contains("tile/1/000.p/2: hash 1 is") && e.contains("entries 256..=511 hash to"),
+        "{e}"
+    );
+
+    // A tile that was cut short.
+    let (dir, key, _) = standard_log();
+    let path = dir.path().join("tile/0/002.p/88");
+    let data = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &data[..data.len() - 1]).unwrap();
+    let e = verify_err(&url_of(dir.path()), &key.vkey, None);
+    assert!(
+        e.contains("tile/0/002.p/88 is 2815 bytes, want 2816"),
+        "{e}"
+    );
+
+    // And a tile that is not there at all.
+    let (dir, key, _) = standard_log();
+    std::fs::remove_file(dir.path().join("tile/0/000")).unwrap();
+    let e = verify_err(&url_of(dir.path()), &key.vkey, None);
+    assert!(e.contains("tile/0/000 is not served by the log"), "{e}");
+}
+
+#[test]
+fn verify_rejects_a_truncated_log() {
+    let (dir, key, _) = standard_log();
+    let work = tempfile::tempdir().unwrap();
+    let state = work.path().join("state");
+    verify(&url_of(dir.path()), &key.vkey, Some(&state)).unwrap();
+    let kept = std::fs::read(&state).unwrap();
+
+    // The operator drops the last 100 entries and signs a smaller checkpoint.
+    let smaller = tempfile::tempdir().unwrap();
+    publish(smaller.path(), &key, &entries(SIZE - 100));
+    // On its own, that log is fine...
+    verify(&url_of(smaller.path()), &key.vkey, None).unwrap();
+    // ...but not for a monitor that saw 600 entries.
+    let e = verify_err(&url_of(smaller.path()), &key.vkey, Some(&state));
+    assert!(e.contains("the log shrank from 600 to 500 entries"), "{e}");
+    // A failed run keeps the old state.
+    assert_eq!(std::fs::read(&state).unwrap(), kept);
+}
+
+#[test]
+fn verify_rejects_a_fork() {
+    let (dir, key, _) = standard_log();
+    let work = tempfile::tempdir().unwrap();
+    let state = work.path().join("state");
+    verify(&url_of(dir.path()), &key.vkey, Some(&state)).unwrap();
+    let kept = std::fs::read(&state).unwrap();
+
+    // Another history, signed by the same key for the same origin: entry 10 rewritten.
+    let mut rewritten = entries(SIZE + 100);
+    let mut e10 = entry(10);
+    e10["version"] = json!("0.0.9-patched");
+    rewritten[10] = serde_json::to_vec(&e10).unwrap();
+
+    // Same size.
+    let same = tempfile::tempdir().unwrap();
+    publish(same.path(), &key, &rewritten[..SIZE as usize]);
+    verify(&url_of(same.path()), &key.vkey, None).unwrap();
+    let e = verify_err(&url_of(same.path()), &key.vkey, Some(&state));
+    assert!(
+        e.contains("the log forked: its first 600 entries now hash to"),
+        "{e}"
+    );
+
+    // Larger: the first 600 entries must still hash to the kept root.
+    let larger = tempfile::tempdir().unwrap();
+    publish(larger.path(), &key, &rewritten);
+    verify(&url_of(larger.path()), &key.vkey, None).unwrap();
+    let e = verify_err(&url_of(larger.path()), &key.vkey, Some(&state));
+    assert!(
+        e.contains("the log forked: its first 600 entries now hash to"),
+        "{e}"
+    );
+    assert_eq!(std::fs::read(&state).unwrap(), kept);
+}
+
+#[test]
+fn verify_rejects_checkpoints_and_state_of_other_keys() {
+    let (dir, key, _) = standard_log();
+    let other = new_key();
+    let e = verify_err(&url_of(dir.path()), &other.vkey, None);
+    assert!(e.contains("checkpoint signature"), "{e}");
+
+    // A state file kept for another log key.
+    let other_dir = tempfile::tempdir().unwrap();
+    publish(other_dir.path(), &other, &entries(10));
+    let work = tempfile::tempdir().unwrap();
+    let state = work.path().join("state");
+    verify(&url_of(other_dir.path()), &other.vkey, Some(&state)).unwrap();
+    let e = verify_err(&url_of(dir.path()), &key.vkey, Some(&state));
+    assert!(e.contains("is not signed by this key"), "{e}");
+
+    // A state file that is not a note at all.
+    std::fs::write(&state, b"garbage").unwrap();
+    let e = verify_err(&url_of(dir.path()), &key.vkey, Some(&state));
+    assert!(e.contains("does not hold a signed checkpoint"), "{e}");
+
+    // Keys that are not verifier keys.
+    let e = verify_err(&url_of(dir.path()), "not-a-key", None);
+    assert!(e.contains("not a signed-note verifier key"), "{e}");
+    let e = verify_err(&url_of(dir.path()), &key.signer.to_skey(), None);
+    assert!(e.contains("private signer key"), "{e}");
+    // And logs that are not there.
+    let e = verify_err("/nonexistent/sovereign-log", &key.vkey, None);
+    assert!(e.contains("is not a directory"), "{e}");
+    let e = verify_err("ftp://example.com/log", &key.vkey, None);
+    assert!(e.contains("unsupported URL scheme"), "{e}");
+}
+
+#[test]
+fn verify_rejects_an_entry_that_is_not_a_valid_v1_entry() {
+    let key = new_key();
+    let mut log = entries(SIZE);
+    let mut bad = entry(123);
+    assert_eq!(bad["kind"], "access");
+    bad.as_object_mut().unwrap().remove("outcome");
+    log[123] = serde_json::to_vec(&bad).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    publish(dir.path(), &key, &log);
+    let e = verify_err(&url_of(dir.path()), &key.vkey, None);
+    assert!(
+        e.ends_with("entry 123: member \"outcome\" is missing"),
+        "{e}"
+    );
+
+    // An entry that is not JSON at all, late in the log.
+    let mut log = entries(SIZE);
+    log[599] = b"allow everything".to_vec();
+    let dir = tempfile::tempdir().unwrap();
+    publish(dir.path(), &key, &log);
+    let e = verify_err(&url_of(dir.path()), &key.vkey, None);
+    assert!(e.contains("entry 599: not a single JSON object"), "{e}");
+}
+
+#[test]
+fn entry_format_v1_is_checked_strictly() {
+    let access = entry(1);
+    let config = entry(0);
+    let ok = |v: &Value| check_entry(&serde_json::to_vec(v).unwrap());
+    assert_eq!(ok(&access).unwrap().kind, "access");
+    assert_eq!(ok(&access).unwrap().outcome, Some(outcome_of(1)));
+    assert_eq!(ok(&config).unwrap().kind, "config");
+    assert_eq!(ok(&config).unwrap().outcome, None);
+
+    // (entry, change, expected message fragment)
+    type Change = fn(&mut Value);
+    let cases: Vec<(&Value, Change, &str)> = vec![
+        (
+            &access,
+            |v| v["v"] = json!(2),
+            "member \"v\" must be the number 1, not the number 2",
+        ),
+        (
+            &access,
+            |v| v["v"] = json!("1"),
+            "member \"v\" must be the number 1, not \"1\"",
+        ),
+        (
+            &access,
+            |v| v["kind"] = json!("export"),
+            "unknown kind \"export\"",
+        ),
+        (
+            &access,
+            |v| v["kind"] = json!(3),
+            "member \"kind\" must be a string",
+        ),
+        (
+            &access,
+            |v| v["time"] = json!("2026-11-22T00:16:08Z"),
+            "member \"time\" must be an RFC 3339",
+        ),
+        (
+            &access,
+            |v| v["time"] = json!("2026-11-22T00:16:08.439+01:00"),
+            "member \"time\"",
+        ),
+        (
+            &access,
+            |v| v["time"] = json!("2026-02-30T00:16:08.439Z"),
+            "member \"time\"",
+        ),
+        (
+            &access,
+            |v| v["time"] = json!("2026-11-22 00:16:08.439Z"),
+            "member \"time\"",
+        ),
+        (
+            &access,
+            |v| v["principal"] = json!("alice"),
+            "member \"principal\" must be an object, not \"alice\"",
+        ),
+        (
+            &access,
+            |v| v["principal"]["location"] = json!("us"),
+            "member \"principal.location\" must be 2 upper-case letters, not \"us\"",
+        ),
+        (
+            &access,
+            |v| v["principal"]["location"] = json!("USA"),
+            "member \"principal.location\"",
+        ),
+        (
+            &access,
+            |v| {
+                v["principal"].as_object_mut().unwrap().remove("entity");
+            },
+            "member \"principal.entity\" is missing",
+        ),
+        (
+            &access,
+            |v| v["principal"]["clearance"] = json!(["a", 1]),
+            "member \"principal.clearance[1]\" must be a string, not the number 1",
+        ),
+        (
+            &access,
+            |v| v["principal"]["roles"] = json!("admin"),
+            "member \"principal.roles\" must be an array",
+        ),
+        (
+            &access,
+            |v| v["action"] = json!("exfiltrate"),
+            "member \"action\" must be one of register|list|read|write|delete, not \"exfiltrate\"",
+        ),
+        (
+            &access,
+            |v| v["subject"] = json!("alice@example.com"),
+            "member \"subject\" must be 32 lower-case hex digits",
+        ),
+        (
+            &access,
+            |v| v["subject"] = json!("0123456789ABCDEF0123456789abcdef"),
+            "member \"subject\" must be 32 lower-case hex digits",
+        ),
+        (
+            &access,
+            |v| v["collection"] = json!(7),
+            "member \"collection\" must be a string or null",
+        ),
+        (
+            &access,
+            |v| v["fields"] = json!([{"email": "x@y"}]),
+            "member \"fields[0]\" must be a string, not an object",
+        ),
+        (
+            &access,
+            |v| v["outcome"] = json!("maybe"),
+            "member \"outcome\" must be one of allow|deny|partial",
+        ),
+        (
+            &access,
+            |v| v["decisions"] = json!([{"field_class": null, "allowed": "yes", "policies": []}]),
+            "member \"decisions[0].allowed\" must be true or false",
+        ),
+        (
+            &access,
+            |v| v["decisions"][1] = json!(null),
+            "member \"decisions[1]\" must be an object, not null",
+        ),
+        (
+            &access,
+            |v| {
+                v["decisions"][0]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("policies");
+            },
+            "member \"decisions[0].policies\" is missing",
+        ),
+        (
+            &access,
+            |v| v["policy_set"] = json!("ab"),
+            "member \"policy_set\" must be 64 lower-case hex digits",
+        ),
+        (
+            &access,
+            |v| {
+                v.as_object_mut().unwrap().remove("reason_code");
+            },
+            "member \"reason_code\" is missing",
+        ),
+        (
+            &access,
+            |v| v["purpose"] = Value::Null,
+            "member \"purpose\" must be a string, not null",
+        ),
+        (
+            &config,
+            |v| {
+                v.as_object_mut().unwrap().remove("event");
+            },
+            "member \"event\" is missing",
+        ),
+        (
+            &config,
+            |v| v["config_sha256"] = json!("z".repeat(64)),
+            "member \"config_sha256\" must be 64 lower-case hex digits",
+        ),
+        (
+            &config,
+            |v| v["policies"] = json!([true]),
+            "member \"policies[0]\" must be a string, not true",
+        ),
+        (
+            &config,
+            |v| v["version"] = json!(1),
+            "member \"version\" must be a string",
+        ),
+    ];
+    for (base, change, want) in cases {
+        let mut v = base.clone();
+        change(&mut v);
+        let got = ok(&v).expect_err(&format!("accepted {v}"));
+        assert!(got.contains(want), "got {got:?}, want {want:?}");
+    }
+
+    // Byte-level form: a single object, nothing around it, no duplicate member.
+    let bytes = serde_json::to_vec(&access).unwrap();
+    let mut with_newline = bytes.clone();
+    with_newline.push(b'\n');
+    assert!(check_entry(&with_newline).is_err());
+    assert!(check_entry(b"[1]").is_err());
+    assert!(check_entry(b"").is_err());
+    assert!(
+        check_entry(b"{\"v\":1}{}")
+            .unwrap_err()
+            .contains("not valid JSON")
+    );
+    let text = String::from_utf8(bytes).unwrap();
+    let dup = text.replacen(
+        "{",
+        &format!(
+            "{{\"outcome\":\"{}\",",
+            if outcome_of(1) == "deny" {
+                "allow"
+            } else {
+                "deny"
+            }
+        ),
+        1,
+    );
+    let got = check_entry(dup.as_bytes()).unwrap_err();
+    assert!(got.contains("member \"outcome\" appears twice"), "{got}");
+    // Leap years and leap seconds are real times.
+    let mut leap = config.clone();
+    leap["time"] = json!("2028-02-29T23:59:60.000Z");
+    assert!(ok(&leap).is_ok());
+    leap["time"] = json!("2027-02-29T23:59:59.000Z");
+    assert!(ok(&leap).is_err());
+}
+
+// ---------------------------------------------------------------------------
+// audit prove / check-proof
+
+#[test]
+fn prove_and_check_proof_round_trip() {
+    let (dir, key, cp) = standard_log();
+    let all = entries(SIZE);
+    let work = tempfile::tempdir().unwrap();
+    let url = url_of(dir.path());
+
+    for index in [0u64, 300, 599] {
+        let file = work.path().join(format!("p{index}.tlog-proof"));
+        let out = prove(&url, index, &file, Some(&key.vkey)).unwrap();
+        assert!(
+            out.contains(&format!(
+                "proof that entry {index} is in {ORIGIN} at tree size 600"
+            )),
+            "{out}"
+        );
+        let entry_file = work.path().join(format!("p{index}.tlog-proof.entry"));
+        assert_eq!(std::fs::read(&entry_file).unwrap(), all[index as usize]);
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(
+            text.starts_with(&format!("c2sp.org/tlog-proof@v1\nindex {index}\n")),
+            "{text}"
+        );
+
+        let out = check_proof(&file, &key.vkey, None).unwrap();
+        assert!(out.contains(&format!("index:      {index}\n")), "{out}");
+        assert!(out.contains("checkpoint: 600 entries\n"), "{out}");
+        assert!(
+            out.contains(&format!("origin:     {}\n", cp.origin)),
+            "{out}"
+        );
+    }
+
+    let file = work.path().join("p300.tlog-proof");
+    let entry_file = work.path().join("p300.tlog-proof.entry");
+
+    // Another entry of the log is not entry 300.
+    let e301 = work.path().join("301.entry");
+    std::fs::write(&e301, &all[301]).unwrap();
+    let e = check_proof(&file, &key.vkey, Some(&e301)).unwrap_err();
+    assert!(e.starts_with("audit check-proof: FAILED: "), "{e}");
+    assert!(e.contains("is not proven in the tree of size 600"), "{e}");
+
+    // A modified entry file.
+    flip_byte(&entry_file, 30);
+    let e = check_proof(&file, &key.vkey, None).unwrap_err();
+    assert!(e.contains("does not prove that"), "{e}");
+    assert!(e.contains("entry 300"), "{e}");
+    flip_byte(&entry_file, 30);
+    check_proof(&file, &key.vkey, None).unwrap();
+
+    // Another key.
+    let e = check_proof(&file, &new_key().vkey, None).unwrap_err();
+    assert!(e.contains("checkpoint signature"), "{e}");
+
+    // A modified proof hash.
+    let text = std::fs::read_to_string(&file).unwrap();
+    let line = text.lines().nth(2).unwrap().to_string();
+    let mut other = line.clone().into_bytes();
+    other[0] = if other[0] == b'A' { b'B' } else { b'A' };
+    let tampered = work.path().join("tampered.tlog-proof");
+    std::fs::write(
+        &tampered,
+        text.replacen(&line, std::str::from_utf8(&other).unwrap(), 1),
+    )
+    .unwrap();
+    assert!(check_proof(&tampered, &key.vkey, Some(&entry_file)).is_err());
+    // Not a proof at all.
+    std::fs::write(&tampered, "hello\n").unwrap();
+    let e = check_proof(&tampered, &key.vkey, Some(&entry_file)).unwrap_err();
+    assert!(e.contains("malformed proof"), "{e}");
+
+    // Out of range, and a checkpoint the given key did not sign.
+    let e = prove(&url, SIZE, &work.path().join("x"), None).unwrap_err();
+    assert!(e.contains("entry 600 is not in the log"), "{e}");
+    let e = prove(&url, 1, &work.path().join("x"), Some(&new_key().vkey)).unwrap_err();
+    assert!(e.contains("checkpoint signature"), "{e}");
+
+    // Without --key the proof is still complete; check-proof checks the signature.
+    let nokey = work.path().join("nokey.tlog-proof");
+    let out = prove(&url, 42, &nokey, None).unwrap();
+    assert!(out.contains("signature was not checked"), "{out}");
+    check_proof(&nokey, &key.vkey, None).unwrap();
+
+    // A log whose bundle does not hold the entry its tiles commit to.
+    let bundle = dir.path().join("tile/entries/002.p/88");
+    let data = std::fs::read(&bundle).unwrap();
+    flip_byte(&bundle, entry_offset(&data, 10) + 5);
+    let e = prove(&url, 522, &work.path().join("y"), Some(&key.vkey)).unwrap_err();
+    assert!(
+        e.contains("entry 522 as served in its entry bundle is not the one in the tree"),
+        "{e}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Over HTTP
+
+/// A tiny HTTP/1.1 server with keep-alive: `/log/<path>` serves `<dir>/<path>`,
+/// `/broken/...` answers 500, anything else 404. Counts connections and requests.
+struct Server {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    connections: Arc<AtomicUsize>,
+    requests: Arc<AtomicUsize>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    fn start(dir: PathBuf) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let accept = {
+            let (stop, connections, requests) =
+                (stop.clone(), connections.clone(), requests.clone());
+            std::thread::spawn(move || {
+                for stream in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(stream) = stream else { continue };
+                    connections.fetch_add(1, Ordering::SeqCst);
+                    let (dir, requests) = (dir.clone(), requests.clone());
+                    std::thread::spawn(move || serve_connection(stream, &dir, &requests));
+                }
+            })
+        };
+        Server {
+            addr,
+            stop,
+            connections,
+            requests,
+            accept: Some(accept),
+        }
+    }
+
+    fn url(&self, prefix: &str) -> String {
+        format!("http://{}/{prefix}", self.addr)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr); // wakes the accept loop
+        if let Some(h) = self.accept.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn serve_connection(stream: TcpStream, dir: &Path, requests: &AtomicUsize) {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+            return;
+        }
+        loop {
+            let mut header = String::new();
+            if reader.read_line(&mut header).unwrap_or(0) == 0 {
+                return;
+            }
+            if header == "\r\n" || header == "\n" {
+                break;
+            }
+        }
+        requests.fetch_add(1, Ordering::SeqCst);
+        let target = request_line.split_whitespace().nth(1).unwrap_or("/");
+        let (status, body) = if let Some(rel) = target.strip_prefix("/log/") {
+            match std::fs::read(dir.join(rel)) {
+                Ok(data) if !rel.contains("..") => ("200 OK", data),
+                _ => ("404 Not Found", b"not found".to_vec()),
+            }
+        } else if target.starts_with("/broken/") {
+            ("500 Internal Server Error", b"oops".to_vec())
+        } else {
+            ("404 Not Found", b"not found".to_vec())
+        };
+        let head = format!(
+            "HTTP/1.1 {status}\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\n\r\n",
+            body.len()
+        );
+        if writer.write_all(head.as_bytes()).is_err() || writer.write_all(&body).is_err() {
+            return;
+        }
+    }
+}
+
+#[test]
+fn verify_and_prove_over_http() {
+    let (dir, key, _) = standard_log();
+    let server = Server::start(dir.path().to_path_buf());
+    let work = tempfile::tempdir().unwrap();
+    let state = work.path().join("state");
+
+    let out = verify(&server.url("log"), &key.vkey, Some(&state)).unwrap();
+    assert!(out.contains("size:       600 entries\n"), "{out}");
+    let out = verify(&server.url("log/"), &key.vkey, Some(&state)).unwrap();
+    assert!(
+        out.contains("consistent with the checkpoint of 600 entries"),
+        "{out}"
+    );
+    // One keep-alive client per run: far fewer connections than requests
+    // (each run fetches the checkpoint, 3 level-0 tiles, 3 bundles and a level-1 tile).
+    let (connections, requests) = (
+        server.connections.load(Ordering::SeqCst),
+        server.requests.load(Ordering::SeqCst),
+    );
+    assert!(requests >= 16, "{requests} requests");
+    assert!(
+        connections <= 2,
+        "{connections} connections for {requests} requests"
+    );
+
+    // Tampering is caught over HTTP too.
+    flip_byte(&dir.path().join("tile/entries/000"), 100);
+    let e = verify_err(&server.url("log"), &key.vkey, Some(&state));
+    assert!(e.contains("(in tile/entries/000) hashes to"), "{e}");
+    flip_byte(&dir.path().join("tile/entries/000"), 100);
+
+    // Proofs over HTTP.
+    let file = work.path().join("p.tlog-proof");
+    prove(&server.url("log"), 257, &file, Some(&key.vkey)).unwrap();
+    let out = check_proof(&file, &key.vkey, None).unwrap();
+    assert!(out.contains("index:      257\n"), "{out}");
+
+    // 404 is "missing"; other statuses and network errors are fetch errors.
+    let e = verify_err(&server.url("nothing"), &key.vkey, None);
+    assert!(e.contains("checkpoint is not served by the log"), "{e}");
+    let e = verify_err(&server.url("broken"), &key.vkey, None);
+    assert!(
+        e.contains("fetching checkpoint: GET http://") && e.contains("HTTP 500"),
+        "{e}"
+    );
+    let closed = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let e = verify_err(&format!("http://{closed}/log"), &key.vkey, None);
+    assert!(e.contains("fetching checkpoint: GET http://"), "{e}");
+}
