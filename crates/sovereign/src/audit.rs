@@ -28,7 +28,7 @@ use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 use tlog::checkpoint::{Checkpoint, CheckpointError, open_checkpoint};
 use tlog::note::{NoteError, Signer, Verifier};
-use tlog::proof::TlogProof;
+use tlog::proof::{ProofError, TlogProof};
 use tlog::{
     DirFetcher, FULL_TILE_WIDTH, FetchError, FetcherTileReader, TILE_HEIGHT, Tile, TileFetcher,
     check_record, decode_bundle, hash_to_base64, leaf_hash, prove_record, tile_hash_reader,
@@ -155,6 +155,13 @@ fn key(data: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An error of the `tlog` crate as one message. Its `Display` already includes
+/// what its `source` says, so it is not kept as a cause (which `{:#}` would
+/// print a second time).
+fn plain(e: impl fmt::Display) -> anyhow::Error {
+    anyhow!("{e}")
+}
+
 /// Parses `--key`: a verifier key string, or `@FILE` holding one.
 fn load_verifier(arg: &str) -> anyhow::Result<Verifier> {
     let (text, source) = match arg.strip_prefix('@') {
@@ -258,9 +265,8 @@ impl TileFetcher for HttpFetcher {
                     r.status_text()
                 )));
             }
-            Err(ureq::Error::Transport(t)) => {
-                return Err(FetchError::new(format!("GET {url}: {t}")));
-            }
+            // The transport error names the URL itself.
+            Err(ureq::Error::Transport(t)) => return Err(FetchError::new(t.to_string())),
         };
         let hint = response
             .header("Content-Length")
@@ -328,7 +334,7 @@ fn verify(url: &str, key: &str, state: Option<&Path>, out: &mut dyn Write) -> an
         },
     );
     progress.finish();
-    let checkpoint = result?;
+    let checkpoint = result.map_err(plain)?;
 
     if let Some(path) = state {
         let note = fetcher
@@ -538,8 +544,8 @@ fn prove(
         .context("fetching checkpoint")?
         .ok_or_else(|| anyhow!("the log serves no checkpoint"))?;
     let checkpoint = match &verifier {
-        Some(v) => open_checkpoint(&note, v).context("checkpoint")?,
-        None => unverified_checkpoint(&note).context("checkpoint")?,
+        Some(v) => open_checkpoint(&note, v).map_err(plain)?,
+        None => unverified_checkpoint(&note)?,
     };
     if index >= checkpoint.size {
         bail!(
@@ -601,9 +607,9 @@ fn unverified_checkpoint(note: &[u8]) -> anyhow::Result<Checkpoint> {
     let text = match tlog::note::open(note, std::iter::empty::<&Verifier>()) {
         Err(NoteError::Unverified(n)) => n.text,
         Ok(n) => n.text,
-        Err(e) => return Err(e.into()),
+        Err(e) => bail!("checkpoint: {e}"),
     };
-    Ok(Checkpoint::parse(&text)?)
+    Checkpoint::parse(&text).map_err(plain)
 }
 
 /// Fetches entry `index` of a tree of `size` entries from its entry bundle (or
@@ -637,15 +643,19 @@ fn fetch_entry(log: &dyn TileFetcher, size: u64, index: u64) -> anyhow::Result<V
 fn check_proof(file: &Path, key: &str, entry: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
     let verifier = load_verifier(key)?;
     let data = fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let proof = TlogProof::parse(&data).with_context(|| file.display().to_string())?;
+    let proof = TlogProof::parse(&data).map_err(|e| anyhow!("{}: {e}", file.display()))?;
     let entry_data = fs::read(entry).with_context(|| format!("reading {}", entry.display()))?;
-    let checkpoint = tlog::proof::verify(&proof, &verifier, &entry_data).map_err(|e| {
-        anyhow!(
+    let checkpoint = tlog::proof::verify(&proof, &verifier, &entry_data).map_err(|e| match e {
+        ProofError::Checkpoint(e) => anyhow!(
+            "the checkpoint in {} does not open with this key: {e}",
+            file.display()
+        ),
+        e => anyhow!(
             "{} does not prove that {} is entry {} of the log: {e}",
             file.display(),
             entry.display(),
             proof.index
-        )
+        ),
     })?;
     writeln!(out, "audit check-proof: OK")?;
     writeln!(out, "index:      {}", proof.index)?;
