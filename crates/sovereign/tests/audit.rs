@@ -53,7 +53,7 @@ fn entry(i: u64) -> Value {
         i % 60,
         (i * 37) % 1000
     );
-    if i % 10 == 0 {
+    if i.is_multiple_of(10) {
         return json!({
             "v": 1,
             "kind": "config",
@@ -84,7 +84,7 @@ fn entry(i: u64) -> Value {
         "subject": format!("{:032x}", u128::from(i) * 0x9e37_79b9_7f4a_7c15),
         "subject_jurisdiction": "US",
         "site": "us-east",
-        "collection": if i % 4 == 0 { Value::Null } else { json!("profile") },
+        "collection": if i.is_multiple_of(4) { Value::Null } else { json!("profile") },
         "fields": ["email", "display_name"],
         "outcome": outcome,
         "decisions": [
@@ -296,7 +296,7 @@ fn verify_accepts_a_valid_log_and_keeps_its_checkpoint() {
     let mut kinds: BTreeMap<&str, u64> = BTreeMap::new();
     let mut outcomes: BTreeMap<&str, u64> = BTreeMap::new();
     for i in 0..SIZE {
-        if i % 10 == 0 {
+        if i.is_multiple_of(10) {
             *kinds.entry("config").or_default() += 1;
         } else {
             *kinds.entry("access").or_default() += 1;
