@@ -7,9 +7,11 @@
 //! the tree. The same thread signs a checkpoint (C2SP tlog-checkpoint) whenever the tree has
 //! grown and the checkpoint interval has passed, stores it, and only then publishes it.
 //!
-//! Hashes are stored in Go sumdb's dense order ([`tlog::stored_hash_index`]), so tiles and
-//! proofs are read straight from the `hashes` table. The writer keeps the tree's right edge
-//! (at most 64 hashes) in memory and never reads back while appending. Opening a log reads
+//! Each entry's row also holds the Merkle hashes its append created (Go sumdb's stored hashes
+//! for record n: the leaf hash and the subtree roots it completes), so one row is written per
+//! entry, and any stored hash is found from its index ([`tlog::split_stored_hash_index`]).
+//! The writer keeps the tree's right edge (at most 64 hashes) in memory and never reads back
+//! while appending. Opening a log reads
 //! that right edge and the last checkpoint: O(log n), whatever the log's size.
 //!
 //! Invariants: entries and hashes are only ever appended; a checkpoint is signed only over
@@ -119,20 +121,6 @@ impl Log {
                 r.get::<_, i64>(0)
             })
             .map_err(|e| storage(path, e))? as u64;
-        let hashes: u64 = conn
-            .query_row("SELECT COALESCE(MAX(idx) + 1, 0) FROM hashes", [], |r| {
-                r.get::<_, i64>(0)
-            })
-            .map_err(|e| storage(path, e))? as u64;
-        if hashes != tlog::stored_hash_count(size) {
-            return Err(inconsistent(
-                path,
-                format!(
-                    "{size} entries need {} stored hashes, found {hashes}",
-                    tlog::stored_hash_count(size)
-                ),
-            ));
-        }
         let frontier = read_frontier(&conn, path, size)?;
 
         let last: Option<(i64, Vec<u8>)> = conn
@@ -451,17 +439,13 @@ impl Writer {
         let result = (|| -> rusqlite::Result<()> {
             let tx = self.conn.transaction()?;
             {
-                let mut insert_entry =
-                    tx.prepare_cached("INSERT INTO entries (idx, data) VALUES (?1, ?2)")?;
-                let mut insert_hash =
-                    tx.prepare_cached("INSERT INTO hashes (idx, hash) VALUES (?1, ?2)")?;
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO entries (idx, data, hashes) VALUES (?1, ?2, ?3)",
+                )?;
                 for (offset, (entry, _)) in batch.iter().enumerate() {
                     let n = self.size + offset as u64;
-                    insert_entry.execute(params![n as i64, entry])?;
-                    let base = tlog::stored_hash_index(0, n);
-                    for (i, hash) in append_hashes(&mut frontier, n, entry).iter().enumerate() {
-                        insert_hash.execute(params![(base + i as u64) as i64, &hash[..]])?;
-                    }
+                    let hashes = append_hashes(&mut frontier, n, entry).concat();
+                    insert.execute(params![n as i64, entry, hashes])?;
                 }
             }
             tx.commit()
@@ -578,7 +562,8 @@ fn read_frontier(conn: &Connection, path: &Path, size: u64) -> Result<Vec<Option
 #[error("{0}")]
 struct ReadError(String);
 
-/// Stored hashes read from the database.
+/// Stored hashes read from the database. The hash at (level L, index k) was created by the
+/// append of entry ((k + 1) << L) - 1, and is the L-th hash of that entry's row.
 struct DbHashes<'c>(&'c Connection);
 
 impl HashReader for DbHashes<'_> {
@@ -587,17 +572,21 @@ impl HashReader for DbHashes<'_> {
     fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, ReadError> {
         let mut statement = self
             .0
-            .prepare_cached("SELECT hash FROM hashes WHERE idx = ?1")
+            .prepare_cached("SELECT hashes FROM entries WHERE idx = ?1")
             .map_err(|e| ReadError(e.to_string()))?;
         indexes
             .iter()
             .map(|&index| {
+                let (level, k) = tlog::split_stored_hash_index(index);
+                let entry = ((k + 1) << level) - 1;
                 let bytes: Vec<u8> = statement
-                    .query_row([index as i64], |r| r.get(0))
-                    .map_err(|e| ReadError(format!("stored hash {index}: {e}")))?;
+                    .query_row([entry as i64], |r| r.get(0))
+                    .map_err(|e| ReadError(format!("stored hash {index} (entry {entry}): {e}")))?;
+                let at = level as usize * 32;
                 bytes
-                    .try_into()
-                    .map_err(|_| ReadError(format!("stored hash {index} is not 32 bytes")))
+                    .get(at..at + 32)
+                    .and_then(|h| h.try_into().ok())
+                    .ok_or_else(|| ReadError(format!("entry {entry} lacks its level-{level} hash")))
             })
             .collect()
     }
@@ -609,8 +598,8 @@ fn open_connection(path: &Path) -> Result<Connection, LogError> {
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = FULL;
          PRAGMA busy_timeout = 5000;
-         CREATE TABLE IF NOT EXISTS entries (idx INTEGER PRIMARY KEY, data BLOB NOT NULL);
-         CREATE TABLE IF NOT EXISTS hashes (idx INTEGER PRIMARY KEY, hash BLOB NOT NULL);
+         CREATE TABLE IF NOT EXISTS entries (
+             idx INTEGER PRIMARY KEY, data BLOB NOT NULL, hashes BLOB NOT NULL);
          CREATE TABLE IF NOT EXISTS checkpoints (size INTEGER PRIMARY KEY, note BLOB NOT NULL);",
     )
     .map_err(|e| storage(path, e))?;

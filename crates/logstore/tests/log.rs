@@ -161,10 +161,10 @@ fn a_tampered_store_is_refused_at_open() {
     // 10-entry tree is computed from. (Deeper tampering, such as one leaf hash, is not visible
     // to this O(log n) check at open; the monitor's full verification recomputes from leaves.)
     let conn = rusqlite::Connection::open(&path).unwrap();
-    let subtree = tlog::stored_hash_index(3, 0) as i64;
+    // That hash is the fourth (level 3) of entry 7's row.
     conn.execute(
-        "UPDATE hashes SET hash = zeroblob(32) WHERE idx = ?1",
-        [subtree],
+        "UPDATE entries SET hashes = CAST(substr(hashes, 1, 96) || zeroblob(32) AS BLOB) WHERE idx = 7",
+        [],
     )
     .unwrap();
     drop(conn);
