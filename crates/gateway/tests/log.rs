@@ -105,7 +105,16 @@ async fn every_decision_is_logged_before_its_answer_and_the_log_verifies() {
         r#"{"email":"MARKER-email-7f3a","phone":"MARKER-phone-7f3a","display_name":"Ada"}"#;
 
     let mut indexes = Vec::new();
-    let requests: Vec<(Method, &str, &str, Option<&str>, Option<&str>, StatusCode)> = vec![
+    // (method, path, token, purpose, body, expected status)
+    type Request<'a> = (
+        Method,
+        &'a str,
+        &'a str,
+        Option<&'a str>,
+        Option<&'a str>,
+        StatusCode,
+    );
+    let requests: Vec<Request> = vec![
         (
             Method::PUT,
             "/v1/subjects/subject-raw-id-42",

@@ -15,6 +15,7 @@
 //! The entry parser is deliberately written from the published entry format, not
 //! shared with the gateway: it is the monitor's independent reading of the log.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -24,8 +25,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_json::{Map, Value};
+use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use tlog::checkpoint::{Checkpoint, CheckpointError, open_checkpoint};
 use tlog::note::{NoteError, Signer, Verifier};
 use tlog::proof::{ProofError, TlogProof};
@@ -450,17 +450,9 @@ struct Progress {
 
 impl Progress {
     fn new() -> Progress {
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = indicatif::ProgressBar::new(0);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "verifying [{bar:40}] {human_pos}/{human_len} entries ({per_sec}, eta {eta})",
-                )
-                .expect("a valid progress template")
-                .progress_chars("=> "),
-            );
-            bar
-        });
+        let bar = std::io::stderr()
+            .is_terminal()
+            .then(|| indicatif::ProgressBar::new(0).with_style(progress_style()));
         Progress {
             bar,
             last_line: Instant::now(),
@@ -487,6 +479,15 @@ impl Progress {
             bar.finish_and_clear();
         }
     }
+}
+
+/// The look of the progress bar.
+pub fn progress_style() -> indicatif::ProgressStyle {
+    indicatif::ProgressStyle::with_template(
+        "verifying [{bar:40}] {human_pos}/{human_len} entries ({per_sec}, eta {eta})",
+    )
+    .expect("a valid progress template")
+    .progress_chars("=> ")
 }
 
 /// Entry counts of a verified log.
@@ -678,6 +679,13 @@ fn check_proof(file: &Path, key: &str, entry: &Path, out: &mut dyn Write) -> any
 
 // ---------------------------------------------------------------------------
 // Entry format v1
+//
+// Every entry is checked in one pass of the JSON parser, without building a
+// tree: the monitor reads every entry of the log, so the check must cost about
+// what parsing does. Each object with known members (the entry, `principal`,
+// each decision) records what it saw of each known member; the checks then run
+// over those records in a fixed order, so the first problem reported does not
+// depend on the order of members in the entry.
 
 /// What a valid entry is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -692,30 +700,27 @@ const ACTIONS: &[&str] = &["register", "list", "read", "write", "delete"];
 const OUTCOMES: &[&str] = &["allow", "deny", "partial"];
 
 /// Checks one log entry against the v1 entry format: a single JSON object (no
-/// surrounding whitespace, no duplicate members) with `v` = 1, a known `kind`, an
-/// RFC 3339 UTC `time` with milliseconds, and every member its kind requires, of
-/// the right type and form. Unknown extra members are allowed.
+/// surrounding whitespace, no member twice in any object) with `v` = 1, a known
+/// `kind`, an RFC 3339 UTC `time` with milliseconds, and every member its kind
+/// requires, of the right type and form. Unknown extra members are allowed.
 pub fn check_entry(entry: &[u8]) -> Result<EntryInfo, String> {
     if entry.first() != Some(&b'{') || entry.last() != Some(&b'}') {
         return Err("not a single JSON object (it must start with '{' and end with '}')".into());
     }
-    let StrictValue(value) =
+    let TopLevel(seen) =
         serde_json::from_slice(entry).map_err(|e| format!("not valid JSON: {e}"))?;
-    let Value::Object(obj) = value else {
-        return Err("not a JSON object".into());
+    let e = Members {
+        table: TOP,
+        seen: &seen,
+        nested: false,
     };
-    let e = Obj {
-        map: &obj,
-        prefix: "",
-    };
+    check_top(&e)
+}
+
+fn check_top(e: &Members<'_, '_>) -> Result<EntryInfo, String> {
     match e.get("v")? {
-        Value::Number(n) if n.as_u64() == Some(1) => {}
-        other => {
-            return Err(format!(
-                "member \"v\" must be the number 1, not {}",
-                show(other)
-            ));
-        }
+        Seen::Number(Number::U(1)) => {}
+        other => return Err(e.wrong("v", "the number 1", other).to_string()),
     }
     let kind = e.string("kind")?;
     let time = e.string("time")?;
@@ -726,37 +731,23 @@ pub fn check_entry(entry: &[u8]) -> Result<EntryInfo, String> {
         ));
     }
     match kind {
-        "access" => check_access(&e).map(|outcome| EntryInfo {
+        "access" => Ok(EntryInfo {
             kind: "access",
-            outcome: Some(outcome),
+            outcome: Some(check_access(e)?),
         }),
-        "config" => check_config(&e).map(|()| EntryInfo {
-            kind: "config",
-            outcome: None,
-        }),
+        "config" => {
+            check_config(e)?;
+            Ok(EntryInfo {
+                kind: "config",
+                outcome: None,
+            })
+        }
         other => Err(format!("unknown kind {}", show_str(other))),
     }
 }
 
-fn check_access(e: &Obj<'_>) -> Result<&'static str, String> {
-    let p = Obj {
-        map: e.object("principal")?,
-        prefix: "principal.",
-    };
-    p.string("id")?;
-    p.string("entity")?;
-    p.string("entity_country")?;
-    let location = p.string("location")?;
-    if !(location.len() == 2 && location.bytes().all(|b| b.is_ascii_uppercase())) {
-        return Err(format!(
-            "member \"principal.location\" must be 2 upper-case letters, not {}",
-            show_str(location)
-        ));
-    }
-    p.strings("clearance")?;
-    p.strings("roles")?;
-    p.string("network_zone")?;
-
+fn check_access(e: &Members<'_, '_>) -> Result<&'static str, Bad> {
+    e.object("principal")?;
     e.one_of("action", ACTIONS)?;
     e.hex("subject", 32)?;
     e.string("subject_jurisdiction")?;
@@ -764,23 +755,7 @@ fn check_access(e: &Obj<'_>) -> Result<&'static str, String> {
     e.string_or_null("collection")?;
     e.strings("fields")?;
     let outcome = e.one_of("outcome", OUTCOMES)?;
-    let decisions = e.array("decisions")?;
-    for (i, d) in decisions.iter().enumerate() {
-        let Value::Object(map) = d else {
-            return Err(format!(
-                "member \"decisions[{i}]\" must be an object, not {}",
-                show(d)
-            ));
-        };
-        let prefix = format!("decisions[{i}].");
-        let d = Obj {
-            map,
-            prefix: &prefix,
-        };
-        d.string_or_null("field_class")?;
-        d.bool("allowed")?;
-        d.strings("policies")?;
-    }
+    e.array("decisions")?;
     e.strings("policies")?;
     e.hex("policy_set", 64)?;
     e.string("purpose")?;
@@ -788,7 +763,33 @@ fn check_access(e: &Obj<'_>) -> Result<&'static str, String> {
     Ok(outcome)
 }
 
-fn check_config(e: &Obj<'_>) -> Result<(), String> {
+/// Checked while parsing, wherever `principal` appears; reported only if the
+/// entry's kind requires it.
+fn check_principal(p: &Members<'_, '_>) -> Result<(), Bad> {
+    p.string("id")?;
+    p.string("entity")?;
+    p.string("entity_country")?;
+    let location = p.string("location")?;
+    if !(location.len() == 2 && location.bytes().all(|b| b.is_ascii_uppercase())) {
+        return Err(Bad {
+            path: p.path("location"),
+            what: format!("must be 2 upper-case letters, not {}", show_str(location)),
+        });
+    }
+    p.strings("clearance")?;
+    p.strings("roles")?;
+    p.string("network_zone")?;
+    Ok(())
+}
+
+fn check_decision(d: &Members<'_, '_>) -> Result<(), Bad> {
+    d.string_or_null("field_class")?;
+    d.bool("allowed")?;
+    d.strings("policies")?;
+    Ok(())
+}
+
+fn check_config(e: &Members<'_, '_>) -> Result<(), Bad> {
     e.string("event")?;
     e.hex("policy_set", 64)?;
     e.strings("policies")?;
@@ -797,111 +798,431 @@ fn check_config(e: &Obj<'_>) -> Result<(), String> {
     Ok(())
 }
 
-/// A JSON object being checked; `prefix` names it in messages (`principal.`).
-struct Obj<'a> {
-    map: &'a Map<String, Value>,
-    prefix: &'a str,
+/// A member that is not what the format wants: where, and what is wrong.
+#[derive(Debug)]
+struct Bad {
+    /// The member's path below the object that reports it: `outcome` at the top,
+    /// `.location` or `[2].allowed` below.
+    path: String,
+    /// What is wrong, e.g. `is missing`, `must be a string, not null`.
+    what: String,
 }
 
-impl<'a> Obj<'a> {
-    fn get(&self, name: &str) -> Result<&'a Value, String> {
-        self.map
-            .get(name)
-            .ok_or_else(|| format!("member \"{}{name}\" is missing", self.prefix))
+impl Bad {
+    /// The same problem, seen from the enclosing object or array.
+    fn under(self, parent: &str) -> Bad {
+        Bad {
+            path: format!("{parent}{}", self.path),
+            what: self.what,
+        }
+    }
+}
+
+impl fmt::Display for Bad {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "member \"{}\" {}", self.path, self.what)
+    }
+}
+
+impl From<Bad> for String {
+    fn from(b: Bad) -> String {
+        b.to_string()
+    }
+}
+
+/// How a member's value is checked while parsing.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// Kept as is (scalars), or skipped (arrays and objects).
+    Any,
+    /// An array whose elements must all be strings.
+    Strings,
+    /// The `decisions` array.
+    Decisions,
+    /// The `principal` object.
+    Principal,
+    /// One element of `decisions`.
+    Decision,
+}
+
+/// The checks of an object with known members, run once it is read.
+type ObjectCheck = fn(&Members<'_, '_>) -> Result<(), Bad>;
+
+/// Known members of each object, with how their values are checked. Members of
+/// all kinds share one table: a name means the same thing in every kind.
+type Table = &'static [(&'static str, Shape)];
+
+const TOP: Table = &[
+    ("v", Shape::Any),
+    ("kind", Shape::Any),
+    ("time", Shape::Any),
+    ("principal", Shape::Principal),
+    ("action", Shape::Any),
+    ("subject", Shape::Any),
+    ("subject_jurisdiction", Shape::Any),
+    ("site", Shape::Any),
+    ("collection", Shape::Any),
+    ("fields", Shape::Strings),
+    ("outcome", Shape::Any),
+    ("decisions", Shape::Decisions),
+    ("policies", Shape::Strings),
+    ("policy_set", Shape::Any),
+    ("purpose", Shape::Any),
+    ("reason_code", Shape::Any),
+    ("event", Shape::Any),
+    ("config_sha256", Shape::Any),
+    ("version", Shape::Any),
+];
+const PRINCIPAL: Table = &[
+    ("id", Shape::Any),
+    ("entity", Shape::Any),
+    ("entity_country", Shape::Any),
+    ("location", Shape::Any),
+    ("clearance", Shape::Strings),
+    ("roles", Shape::Strings),
+    ("network_zone", Shape::Any),
+];
+const DECISION: Table = &[
+    ("field_class", Shape::Any),
+    ("allowed", Shape::Any),
+    ("policies", Shape::Strings),
+];
+/// The most known members of any table.
+const MAX_KNOWN: usize = 19;
+
+/// What the parser saw of a value, as far as the checks need it.
+enum Seen<'de> {
+    Null,
+    Bool(bool),
+    Number(Number),
+    String(Cow<'de, str>),
+    /// An array, and the first problem of its elements (for checked shapes).
+    Array(Option<Box<Bad>>),
+    /// An object, and the first problem of its members (for checked shapes).
+    Object(Option<Box<Bad>>),
+}
+
+/// A JSON number, as the parser read it.
+enum Number {
+    U(u64),
+    I(i64),
+    F(f64),
+}
+
+impl fmt::Display for Number {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Number::U(n) => write!(f, "{n}"),
+            Number::I(n) => write!(f, "{n}"),
+            Number::F(n) => write!(f, "{n:?}"),
+        }
+    }
+}
+
+/// A value for a message: short strings quoted, other types by name.
+fn show(v: &Seen<'_>) -> String {
+    match v {
+        Seen::Null => "null".into(),
+        Seen::Bool(b) => b.to_string(),
+        Seen::Number(n) => format!("the number {n}"),
+        Seen::String(s) => show_str(s),
+        Seen::Array(_) => "an array".into(),
+        Seen::Object(_) => "an object".into(),
+    }
+}
+
+/// The known members of one object, as seen.
+struct Members<'s, 'de> {
+    table: Table,
+    seen: &'s [Option<Seen<'de>>],
+    /// Whether the object is below the entry (paths then start with a dot).
+    nested: bool,
+}
+
+impl<'s, 'de> Members<'s, 'de> {
+    fn path(&self, name: &str) -> String {
+        if self.nested {
+            format!(".{name}")
+        } else {
+            name.to_string()
+        }
     }
 
-    fn wrong(&self, name: &str, want: &str, got: &Value) -> String {
-        format!(
-            "member \"{}{name}\" must be {want}, not {}",
-            self.prefix,
-            show(got)
-        )
+    fn get(&self, name: &str) -> Result<&'s Seen<'de>, Bad> {
+        let id = self
+            .table
+            .iter()
+            .position(|(n, _)| *n == name)
+            .expect("checks ask for known members only");
+        self.seen[id].as_ref().ok_or_else(|| Bad {
+            path: self.path(name),
+            what: "is missing".into(),
+        })
     }
 
-    fn string(&self, name: &str) -> Result<&'a str, String> {
+    fn wrong(&self, name: &str, want: &str, got: &Seen<'_>) -> Bad {
+        Bad {
+            path: self.path(name),
+            what: format!("must be {want}, not {}", show(got)),
+        }
+    }
+
+    fn string(&self, name: &str) -> Result<&'s str, Bad> {
         match self.get(name)? {
-            Value::String(s) => Ok(s),
+            Seen::String(s) => Ok(s),
             other => Err(self.wrong(name, "a string", other)),
         }
     }
 
-    fn string_or_null(&self, name: &str) -> Result<Option<&'a str>, String> {
+    fn string_or_null(&self, name: &str) -> Result<Option<&'s str>, Bad> {
         match self.get(name)? {
-            Value::String(s) => Ok(Some(s)),
-            Value::Null => Ok(None),
+            Seen::String(s) => Ok(Some(s)),
+            Seen::Null => Ok(None),
             other => Err(self.wrong(name, "a string or null", other)),
         }
     }
 
-    fn bool(&self, name: &str) -> Result<bool, String> {
+    fn bool(&self, name: &str) -> Result<bool, Bad> {
         match self.get(name)? {
-            Value::Bool(b) => Ok(*b),
+            Seen::Bool(b) => Ok(*b),
             other => Err(self.wrong(name, "true or false", other)),
         }
     }
 
-    fn object(&self, name: &str) -> Result<&'a Map<String, Value>, String> {
+    /// A checked object (its shape says how).
+    fn object(&self, name: &str) -> Result<(), Bad> {
         match self.get(name)? {
-            Value::Object(m) => Ok(m),
+            Seen::Object(None) => Ok(()),
+            Seen::Object(Some(bad)) => Err(clone_bad(bad).under(&self.path(name))),
             other => Err(self.wrong(name, "an object", other)),
         }
     }
 
-    fn array(&self, name: &str) -> Result<&'a [Value], String> {
+    /// A checked array (its shape says how).
+    fn array(&self, name: &str) -> Result<(), Bad> {
         match self.get(name)? {
-            Value::Array(a) => Ok(a),
+            Seen::Array(None) => Ok(()),
+            Seen::Array(Some(bad)) => Err(clone_bad(bad).under(&self.path(name))),
             other => Err(self.wrong(name, "an array", other)),
         }
     }
 
-    fn strings(&self, name: &str) -> Result<(), String> {
-        for (i, v) in self.array(name)?.iter().enumerate() {
-            if !v.is_string() {
-                return Err(format!(
-                    "member \"{}{name}[{i}]\" must be a string, not {}",
-                    self.prefix,
-                    show(v)
-                ));
-            }
-        }
-        Ok(())
+    /// An array of strings (a member of shape [`Shape::Strings`]).
+    fn strings(&self, name: &str) -> Result<(), Bad> {
+        self.array(name)
     }
 
-    fn one_of(&self, name: &str, allowed: &[&'static str]) -> Result<&'static str, String> {
+    fn one_of(&self, name: &str, allowed: &[&'static str]) -> Result<&'static str, Bad> {
         let s = self.string(name)?;
-        allowed.iter().copied().find(|a| *a == s).ok_or_else(|| {
-            format!(
-                "member \"{}{name}\" must be one of {}, not {}",
-                self.prefix,
-                allowed.join("|"),
-                show_str(s)
-            )
-        })
+        allowed
+            .iter()
+            .copied()
+            .find(|a| *a == s)
+            .ok_or_else(|| Bad {
+                path: self.path(name),
+                what: format!("must be one of {}, not {}", allowed.join("|"), show_str(s)),
+            })
     }
 
-    fn hex(&self, name: &str, len: usize) -> Result<(), String> {
+    fn hex(&self, name: &str, len: usize) -> Result<(), Bad> {
         let s = self.string(name)?;
         if s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
             Ok(())
         } else {
-            Err(format!(
-                "member \"{}{name}\" must be {len} lower-case hex digits, not {}",
-                self.prefix,
-                show_str(s)
-            ))
+            Err(Bad {
+                path: self.path(name),
+                what: format!("must be {len} lower-case hex digits, not {}", show_str(s)),
+            })
         }
     }
 }
 
-/// A JSON value for a message: short strings quoted, other types by name.
-fn show(v: &Value) -> String {
-    match v {
-        Value::Null => "null".into(),
-        Value::Bool(b) => b.to_string(),
-        Value::Number(n) => format!("the number {n}"),
-        Value::String(s) => show_str(s),
-        Value::Array(_) => "an array".into(),
-        Value::Object(_) => "an object".into(),
+fn clone_bad(b: &Bad) -> Bad {
+    Bad {
+        path: b.path.clone(),
+        what: b.what.clone(),
+    }
+}
+
+/// The entry's top-level object: what was seen of each member of [`TOP`].
+struct TopLevel<'de>([Option<Seen<'de>>; MAX_KNOWN]);
+
+impl<'de> Deserialize<'de> for TopLevel<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<TopLevel<'de>, D::Error> {
+        struct TopVisitor;
+        impl<'de> Visitor<'de> for TopVisitor {
+            type Value = TopLevel<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<TopLevel<'de>, A::Error> {
+                read_members(map, TOP).map(TopLevel)
+            }
+        }
+        d.deserialize_map(TopVisitor)
+    }
+}
+
+/// Reads an object's members: those of `table` are kept (as their shape says),
+/// others are skipped. Any member name twice is an error: a generic JSON reader
+/// would silently keep one of them, and a monitor must not read an entry
+/// differently from another reader.
+fn read_members<'de, A: MapAccess<'de>>(
+    mut map: A,
+    table: Table,
+) -> Result<[Option<Seen<'de>>; MAX_KNOWN], A::Error> {
+    let mut seen: [Option<Seen<'de>>; MAX_KNOWN] = Default::default();
+    let mut others: Vec<Cow<'de, str>> = Vec::new();
+    let twice = |name: &str| de::Error::custom(format_args!("member {name:?} appears twice"));
+    while let Some(MemberName(name)) = map.next_key()? {
+        if let Some(id) = table.iter().position(|(n, _)| *n == name) {
+            if seen[id].is_some() {
+                return Err(twice(&name));
+            }
+            seen[id] = Some(map.next_value_seed(ValueSeed(table[id].1))?);
+        } else {
+            // Linear while small; huge objects are checked by sorting, below.
+            if others.len() < 32 && others.contains(&name) {
+                return Err(twice(&name));
+            }
+            map.next_value_seed(ValueSeed(Shape::Any))?;
+            others.push(name);
+        }
+    }
+    if others.len() > 32 {
+        let mut names: Vec<&str> = others.iter().map(|n| n.as_ref()).collect();
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(twice(w[0]));
+        }
+    }
+    Ok(seen)
+}
+
+/// Parses one value, checking it as `Shape` says.
+#[derive(Clone, Copy)]
+struct ValueSeed(Shape);
+
+impl<'de> DeserializeSeed<'de> for ValueSeed {
+    type Value = Seen<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Seen<'de>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ValueSeed {
+    type Value = Seen<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Seen<'de>, E> {
+        Ok(Seen::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Seen<'de>, E> {
+        Ok(Seen::Number(Number::I(v)))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Seen<'de>, E> {
+        Ok(Seen::Number(Number::U(v)))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Seen<'de>, E> {
+        Ok(Seen::Number(Number::F(v)))
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Seen<'de>, E> {
+        Ok(Seen::String(Cow::Borrowed(v)))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Seen<'de>, E> {
+        Ok(Seen::String(Cow::Owned(v.to_owned())))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Seen<'de>, E> {
+        Ok(Seen::String(Cow::Owned(v)))
+    }
+
+    fn visit_unit<E>(self) -> Result<Seen<'de>, E> {
+        Ok(Seen::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Seen<'de>, E> {
+        Ok(Seen::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Seen<'de>, A::Error> {
+        let element = match self.0 {
+            Shape::Strings => Shape::Any,
+            Shape::Decisions => Shape::Decision,
+            _ => Shape::Any,
+        };
+        let mut bad = None;
+        let mut i = 0usize;
+        while let Some(v) = seq.next_element_seed(ValueSeed(element))? {
+            if bad.is_none() {
+                bad = match (self.0, v) {
+                    (Shape::Strings, Seen::String(_)) => None,
+                    (Shape::Strings, other) => Some(Box::new(Bad {
+                        path: format!("[{i}]"),
+                        what: format!("must be a string, not {}", show(&other)),
+                    })),
+                    (Shape::Decisions, Seen::Object(None)) => None,
+                    (Shape::Decisions, Seen::Object(Some(b))) => {
+                        Some(Box::new(b.under(&format!("[{i}]"))))
+                    }
+                    (Shape::Decisions, other) => Some(Box::new(Bad {
+                        path: format!("[{i}]"),
+                        what: format!("must be an object, not {}", show(&other)),
+                    })),
+                    _ => None,
+                };
+            }
+            i += 1;
+        }
+        Ok(Seen::Array(bad))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Seen<'de>, A::Error> {
+        let (table, check): (Table, ObjectCheck) = match self.0 {
+            Shape::Principal => (PRINCIPAL, check_principal),
+            Shape::Decision => (DECISION, check_decision),
+            _ => (&[], |_| Ok(())),
+        };
+        let seen = read_members(map, table)?;
+        let members = Members {
+            table,
+            seen: &seen,
+            nested: true,
+        };
+        Ok(Seen::Object(check(&members).err().map(Box::new)))
+    }
+}
+
+/// An object member's name, borrowed from the entry when it has no escapes.
+struct MemberName<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for MemberName<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<MemberName<'de>, D::Error> {
+        struct NameVisitor;
+        impl<'de> Visitor<'de> for NameVisitor {
+            type Value = MemberName<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<MemberName<'de>, E> {
+                Ok(MemberName(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<MemberName<'de>, E> {
+                Ok(MemberName(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<MemberName<'de>, E> {
+                Ok(MemberName(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(NameVisitor)
     }
 }
 
@@ -914,8 +1235,6 @@ fn show_str(s: &str) -> String {
         format!("{cut:?}...")
     }
 }
-
-/// `YYYY-MM-DDTHH:MM:SS.mmmZ` with a real calendar date (leap second allowed).
 fn is_rfc3339_utc_millis(s: &str) -> bool {
     let b = s.as_bytes();
     if b.len() != 24 {
@@ -950,81 +1269,4 @@ fn is_rfc3339_utc_millis(s: &str) -> bool {
         _ => return false,
     };
     (1..=days).contains(&day) && hour <= 23 && minute <= 59 && second <= 60
-}
-
-/// A JSON value parsed strictly: an object with the same member twice is an
-/// error (serde_json would silently keep the last one, and a monitor must not
-/// read an entry differently from another reader).
-struct StrictValue(Value);
-
-impl<'de> Deserialize<'de> for StrictValue {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<StrictValue, D::Error> {
-        d.deserialize_any(StrictVisitor).map(StrictValue)
-    }
-}
-
-struct StrictVisitor;
-
-impl<'de> Visitor<'de> for StrictVisitor {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
-    }
-
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::Number(v.into()))
-    }
-
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::Number(v.into()))
-    }
-
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
-        serde_json::Number::from_f64(v)
-            .map(Value::Number)
-            .ok_or_else(|| E::custom("a number that is not finite"))
-    }
-
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_owned()))
-    }
-
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
-    }
-
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_none<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items = Vec::new();
-        while let Some(StrictValue(v)) = seq.next_element()? {
-            items.push(v);
-        }
-        Ok(Value::Array(items))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut members = Map::new();
-        while let Some(key) = map.next_key::<String>()? {
-            if members.contains_key(&key) {
-                return Err(de::Error::custom(format_args!(
-                    "member {key:?} appears twice"
-                )));
-            }
-            let StrictValue(v) = map.next_value()?;
-            members.insert(key, v);
-        }
-        Ok(Value::Object(members))
-    }
 }

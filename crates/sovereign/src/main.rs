@@ -1,5 +1,7 @@
 //! `sovereign`: the command-line tool and service binary. Thin glue over the `gateway` crate.
 
+mod audit;
+
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -72,6 +74,11 @@ enum Command {
         #[arg(long, default_value = DEFAULT_DATA)]
         data: PathBuf,
     },
+    /// The monitor's tools: the log's key, verifying a log, offline inclusion proofs.
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -128,6 +135,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", mint_dev_token(&data, &claims)?);
             Ok(())
         }
+        Command::Audit { command } => audit::run(command),
         Command::Check { data } => {
             let config = Config::load(&data).map_err(|e| anyhow::anyhow!("{e}"))?;
             let engine = gateway::load_policy(&config, &data)?;

@@ -351,6 +351,18 @@ fn verify_accepts_a_valid_log_and_keeps_its_checkpoint() {
 }
 
 #[test]
+fn the_progress_bar_draws() {
+    // Only a terminal gets the bar, so check its template here.
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(1000),
+        indicatif::ProgressDrawTarget::hidden(),
+    )
+    .with_style(audit::progress_style());
+    bar.set_position(500);
+    bar.finish_and_clear();
+}
+
+#[test]
 fn verify_accepts_an_empty_log() {
     let dir = tempfile::tempdir().unwrap();
     let key = new_key();
@@ -707,6 +719,51 @@ fn entry_format_v1_is_checked_strictly() {
         assert!(got.contains(want), "got {got:?}, want {want:?}");
     }
 
+    // Paths name nested problems precisely.
+    let mut v = access.clone();
+    v["decisions"][1]["policies"] = json!(["ok", null]);
+    let got = ok(&v).unwrap_err();
+    assert_eq!(
+        got,
+        "member \"decisions[1].policies[1]\" must be a string, not null"
+    );
+    // Problems are reported in a fixed order, whatever the order of members.
+    let mut v = access.clone();
+    v["principal"]["location"] = json!("cn");
+    v["action"] = json!("steal");
+    let got = ok(&v).unwrap_err();
+    assert!(got.starts_with("member \"principal.location\""), "{got}");
+    // A member another kind requires is an unknown extra member here, whatever its form.
+    let mut v = config.clone();
+    v["principal"] = json!({"location": 3});
+    v["decisions"] = json!([1]);
+    v["fields"] = json!(7);
+    assert!(ok(&v).is_ok());
+    // Every missing member of an access entry is named.
+    for name in [
+        "principal",
+        "action",
+        "subject",
+        "subject_jurisdiction",
+        "site",
+        "collection",
+        "fields",
+        "outcome",
+        "decisions",
+        "policies",
+        "policy_set",
+        "purpose",
+        "reason_code",
+        "time",
+        "kind",
+        "v",
+    ] {
+        let mut v = access.clone();
+        v.as_object_mut().unwrap().remove(name);
+        let got = ok(&v).unwrap_err();
+        assert_eq!(got, format!("member \"{name}\" is missing"));
+    }
+
     // Byte-level form: a single object, nothing around it, no duplicate member.
     let bytes = serde_json::to_vec(&access).unwrap();
     let mut with_newline = bytes.clone();
@@ -734,6 +791,44 @@ fn entry_format_v1_is_checked_strictly() {
     );
     let got = check_entry(dup.as_bytes()).unwrap_err();
     assert!(got.contains("member \"outcome\" appears twice"), "{got}");
+    // The same member spelt with an escape is still the same member.
+    let escaped = text.replacen("{", "{\"outc\\u006fme\":\"allow\",", 1);
+    let got = check_entry(escaped.as_bytes()).unwrap_err();
+    assert!(got.contains("member \"outcome\" appears twice"), "{got}");
+    // Nor an unknown member twice, at the top or nested.
+    let twice = text.replacen("{", "{\"note\":1,\"note\":2,", 1);
+    let got = check_entry(twice.as_bytes()).unwrap_err();
+    assert!(got.contains("member \"note\" appears twice"), "{got}");
+    let twice = text.replacen(
+        "\"principal\":{",
+        "\"principal\":{\"a\":{\"b\":1,\"b\":1},",
+        1,
+    );
+    assert_ne!(twice, text);
+    let got = check_entry(twice.as_bytes()).unwrap_err();
+    assert!(got.contains("member \"b\" appears twice"), "{got}");
+    // Many unknown members are fine, but not twice the same one among them.
+    let mut many = access.clone();
+    for k in 0..40 {
+        many[format!("x{k}")] = json!(k);
+    }
+    assert!(ok(&many).is_ok());
+    let many = serde_json::to_string(&many)
+        .unwrap()
+        .replacen("{", "{\"x7\":0,", 1);
+    let got = check_entry(many.as_bytes()).unwrap_err();
+    assert!(got.contains("member \"x7\" appears twice"), "{got}");
+    // Escapes in values are decoded; a float is not the number 1.
+    let mut quoted = access.clone();
+    quoted["purpose"] = json!("a \"quoted\" purpose\n");
+    assert!(ok(&quoted).is_ok());
+    let mut float = access.clone();
+    float["v"] = json!(1.0);
+    let got = ok(&float).unwrap_err();
+    assert!(
+        got.contains("must be the number 1, not the number 1.0"),
+        "{got}"
+    );
     // Leap years and leap seconds are real times.
     let mut leap = config.clone();
     leap["time"] = json!("2028-02-29T23:59:60.000Z");

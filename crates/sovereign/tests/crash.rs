@@ -16,7 +16,13 @@ fn sovereign() -> Command {
 /// Starts `sovereign serve` on a free port and returns it with its base URL.
 fn serve(data: &std::path::Path) -> (Child, String) {
     let mut child = sovereign()
-        .args(["serve", "--listen", "127.0.0.1:0", "--data", data.to_str().unwrap()])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data",
+            data.to_str().unwrap(),
+        ])
         .env("SOVEREIGN_LOG", "warn,sovereign=info")
         .stderr(Stdio::piped())
         .spawn()
@@ -37,8 +43,19 @@ fn serve(data: &std::path::Path) -> (Child, String) {
 fn token(data: &std::path::Path) -> String {
     let output = sovereign()
         .args([
-            "token", "--data", data.to_str().unwrap(), "--sub", "svc-writer", "--entity", "usds",
-            "--location", "US", "--clearance", "us-data", "--role", "service",
+            "token",
+            "--data",
+            data.to_str().unwrap(),
+            "--sub",
+            "svc-writer",
+            "--entity",
+            "usds",
+            "--location",
+            "US",
+            "--clearance",
+            "us-data",
+            "--role",
+            "service",
         ])
         .output()
         .unwrap();
@@ -79,7 +96,8 @@ struct Acknowledged {
 fn sigkill_under_load_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let (mut child, base) = serve(&data);
+    let (child, base) = serve(&data);
+    let mut child = KillOnDrop(child);
     let token = token(&data);
     let client = reqwest::blocking::Client::new();
     let status = client
@@ -96,8 +114,12 @@ fn sigkill_under_load_loses_nothing_acknowledged() {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut workers = Vec::new();
     for worker in 0..6 {
-        let (base, token, acknowledged, stop) =
-            (base.clone(), token.clone(), acknowledged.clone(), stop.clone());
+        let (base, token, acknowledged, stop) = (
+            base.clone(),
+            token.clone(),
+            acknowledged.clone(),
+            stop.clone(),
+        );
         workers.push(std::thread::spawn(move || {
             let client = reqwest::blocking::Client::builder()
                 .timeout(Duration::from_secs(5))
@@ -115,7 +137,9 @@ fn sigkill_under_load_loses_nothing_acknowledged() {
                 let request = if action == "read" {
                     client.get(&url)
                 } else {
-                    client.put(&url).body(format!(r#"{{"public_video_count":{i}}}"#))
+                    client
+                        .put(&url)
+                        .body(format!(r#"{{"public_video_count":{i}}}"#))
                 };
                 let Ok(response) = request
                     .bearer_auth(&token)
@@ -149,31 +173,57 @@ fn sigkill_under_load_loses_nothing_acknowledged() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    Command::new("kill").args(["-KILL", &child.id().to_string()]).status().unwrap();
-    let _ = child.wait();
+    Command::new("kill")
+        .args(["-KILL", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    let _ = child.0.wait();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for worker in workers {
         worker.join().unwrap();
     }
     let acknowledged = acknowledged.lock().unwrap().clone();
-    assert!(acknowledged.len() > 50, "too little load: {}", acknowledged.len());
+    assert!(
+        acknowledged.len() > 50,
+        "too little load: {}",
+        acknowledged.len()
+    );
 
     // Restart on the same data and check everything.
-    let (mut child, base) = serve(&data);
-    let key = client.get(format!("{base}/log/key")).send().unwrap().text().unwrap();
+    let (child, base) = serve(&data);
+    let _restarted = KillOnDrop(child);
+    let key = client
+        .get(format!("{base}/log/key"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
     let verifier = tlog::note::Verifier::new(key.trim()).unwrap();
-    let before = last_checkpoint.lock().unwrap().clone().expect("a checkpoint was served");
+    let before = last_checkpoint
+        .lock()
+        .unwrap()
+        .clone()
+        .expect("a checkpoint was served");
     let before = tlog::open_checkpoint(&before, &verifier).unwrap();
     // The restarted gateway logs its start; wait until a checkpoint covers it.
     let deadline = Instant::now() + Duration::from_secs(10);
-    let fetcher = Http { base: base.clone(), client: client.clone() };
+    let fetcher = Http {
+        base: base.clone(),
+        client: client.clone(),
+    };
     let mut entries: Vec<Vec<u8>> = Vec::new();
     let checkpoint = loop {
         entries.clear();
-        let result = tlog::verify_log(&fetcher, &verifier, Some(&before), &mut |_, _| {}, &mut |_, entry| {
-            entries.push(entry.to_vec());
-            Ok(())
-        });
+        let result = tlog::verify_log(
+            &fetcher,
+            &verifier,
+            Some(&before),
+            &mut |_, _| {},
+            &mut |_, entry| {
+                entries.push(entry.to_vec());
+                Ok(())
+            },
+        );
         let checkpoint = result.expect("the log must verify and stay consistent after the crash");
         if checkpoint.size as usize > acknowledged.iter().map(|a| a.index as usize).max().unwrap()
             || Instant::now() > deadline
@@ -194,13 +244,29 @@ fn sigkill_under_load_loses_nothing_acknowledged() {
     // Every acknowledged write is still readable.
     for ack in acknowledged.iter().filter(|a| a.action == "write") {
         let response = client
-            .get(format!("{base}/v1/subjects/crash-subject/records/activity/{}", ack.key))
+            .get(format!(
+                "{base}/v1/subjects/crash-subject/records/activity/{}",
+                ack.key
+            ))
             .bearer_auth(&token)
             .header("Sovereign-Purpose", "crash check")
             .send()
             .unwrap();
-        assert_eq!(response.status(), 200, "acknowledged write {} is lost", ack.key);
+        assert_eq!(
+            response.status(),
+            200,
+            "acknowledged write {} is lost",
+            ack.key
+        );
     }
-    let _ = child.kill();
-    let _ = child.wait();
+}
+
+/// Stops the restarted server however the test ends.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

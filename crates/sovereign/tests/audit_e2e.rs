@@ -1,0 +1,394 @@
+//! The monitor's view, end to end with the binary: after the reference scenario on a fresh
+//! setup, `sovereign audit verify` accepts the live log and a static copy made with plain HTTP
+//! downloads, and rejects a copy with a flipped byte in an entry bundle or a hash tile, a
+//! truncated log, and a second log under the same key that forks history.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+fn sovereign() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sovereign"))
+}
+
+struct Served {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(data: &Path) -> Served {
+    let mut child = sovereign()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data",
+            data.to_str().unwrap(),
+        ])
+        .env("SOVEREIGN_LOG", "warn,sovereign=info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let base = loop {
+        let line = lines.next().expect("serve exited early").unwrap();
+        if let Some(at) = line.find("http://") {
+            break line[at..].split_whitespace().next().unwrap().to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    Served { child, base }
+}
+
+fn token(data: &Path, args: &[&str]) -> String {
+    let output = sovereign()
+        .args(["token", "--data", data.to_str().unwrap()])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    String::from_utf8(output.stdout).unwrap().trim().to_string()
+}
+
+fn curl(method: &str, url: &str, token: &str, purpose: Option<&str>, body: Option<&str>) {
+    let mut command = Command::new("curl");
+    command.args([
+        "-s",
+        "-o",
+        "/dev/null",
+        "-X",
+        method,
+        url,
+        "-H",
+        &format!("Authorization: Bearer {token}"),
+    ]);
+    if let Some(purpose) = purpose {
+        command.args(["-H", &format!("Sovereign-Purpose: {purpose}")]);
+    }
+    if let Some(body) = body {
+        command.args(["-d", body]);
+    }
+    assert!(command.status().unwrap().success());
+}
+
+/// The reference scenario (all of it goes through the log).
+fn reference_scenario(data: &Path, base: &str, subject: &str) {
+    let alice = token(
+        data,
+        &[
+            "--sub",
+            "alice",
+            "--entity",
+            "usds",
+            "--location",
+            "US",
+            "--clearance",
+            "us-data",
+        ],
+    );
+    let chen = token(
+        data,
+        &["--sub", "chen", "--entity", "parent", "--location", "CN"],
+    );
+    let bob = token(
+        data,
+        &[
+            "--sub",
+            "bob",
+            "--entity",
+            "usds",
+            "--location",
+            "CN",
+            "--clearance",
+            "us-data",
+        ],
+    );
+    let record = format!("{base}/v1/subjects/{subject}/records/profile/main");
+    curl(
+        "PUT",
+        &format!("{base}/v1/subjects/{subject}"),
+        &alice,
+        None,
+        Some(r#"{"jurisdiction":"US"}"#),
+    );
+    curl(
+        "PUT",
+        &record,
+        &alice,
+        Some("setup"),
+        Some(r#"{"email":"ada@example.com","display_name":"Ada"}"#),
+    );
+    curl("GET", &record, &alice, Some("support"), None);
+    curl("GET", &record, &chen, Some("debug"), None);
+    curl("GET", &record, &bob, Some("on call"), None);
+}
+
+fn audit(args: &[&str]) -> Output {
+    sovereign().arg("audit").args(args).output().unwrap()
+}
+
+fn key(data: &Path) -> String {
+    let output = audit(&["key", "--data", data.to_str().unwrap()]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap().trim().to_string()
+}
+
+/// Waits until the served checkpoint covers at least `size` entries.
+fn wait_for_size(base: &str, size: u64) {
+    for _ in 0..100 {
+        let output = Command::new("curl")
+            .args(["-s", &format!("{base}/log/checkpoint")])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout).to_string();
+        if text
+            .lines()
+            .nth(1)
+            .and_then(|l| l.parse::<u64>().ok())
+            .is_some_and(|n| n >= size)
+        {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("no checkpoint of size {size}");
+}
+
+/// A static copy made with plain HTTP downloads (curl), of a log under 256 entries.
+fn mirror(base: &str, into: &Path) -> u64 {
+    let get = |path: &str| {
+        let status = Command::new("curl")
+            .args([
+                "-sf",
+                &format!("{base}/log/{path}"),
+                "-o",
+                into.join(path).to_str().unwrap(),
+                "--create-dirs",
+            ])
+            .status()
+            .unwrap();
+        assert!(status.success(), "download {path}");
+    };
+    get("checkpoint");
+    let text = std::fs::read_to_string(into.join("checkpoint")).unwrap();
+    let size: u64 = text.lines().nth(1).unwrap().parse().unwrap();
+    assert!(
+        size > 0 && size < 256,
+        "this test mirrors logs of under 256 entries, not {size}"
+    );
+    get(&format!("tile/0/000.p/{size}"));
+    get(&format!("tile/entries/000.p/{size}"));
+    size
+}
+
+fn flip_byte(path: &Path, at: usize) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[at] ^= 0x01;
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for entry in walk(from) {
+        let target = to.join(entry.strip_prefix(from).unwrap());
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::copy(&entry, &target).unwrap();
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
+fn expect_failure(output: Output, what: &str) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    assert!(!output.status.success(), "{what}: audit verify accepted it");
+    assert!(stderr.contains("FAILED"), "{what}: {stderr}");
+    stderr
+}
+
+#[test]
+fn audit_verify_accepts_the_live_log_and_a_static_copy_and_rejects_tampering() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let served = serve(&data);
+    reference_scenario(&data, &served.base, "u-1001");
+    let vkey = key(&data);
+    wait_for_size(&served.base, 6);
+    let url = format!("{}/log", served.base);
+    let state = dir.path().join("monitor.state");
+
+    // The live log verifies, and the state remembers its checkpoint.
+    let output = audit(&[
+        "verify",
+        "--url",
+        &url,
+        "--key",
+        &vkey,
+        "--state",
+        state.to_str().unwrap(),
+    ]);
+    assert!(
+        output.status.success(),
+        "live: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(state.is_file());
+
+    // A static copy made with plain HTTP downloads verifies too (and is consistent with the state).
+    let copy = dir.path().join("mirror");
+    mirror(&served.base, &copy);
+    let output = audit(&[
+        "verify",
+        "--url",
+        copy.to_str().unwrap(),
+        "--key",
+        &vkey,
+        "--state",
+        state.to_str().unwrap(),
+    ]);
+    assert!(
+        output.status.success(),
+        "mirror: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // One flipped byte in the entry bundle.
+    let bundle_copy = dir.path().join("tampered-bundle");
+    copy_dir(&copy, &bundle_copy);
+    let bundle = walk(&bundle_copy.join("tile/entries"))[0].clone();
+    flip_byte(&bundle, 60);
+    expect_failure(
+        audit(&[
+            "verify",
+            "--url",
+            bundle_copy.to_str().unwrap(),
+            "--key",
+            &vkey,
+        ]),
+        "flipped bundle byte",
+    );
+
+    // One flipped byte in the hash tile.
+    let tile_copy = dir.path().join("tampered-tile");
+    copy_dir(&copy, &tile_copy);
+    let tile = walk(&tile_copy.join("tile/0"))[0].clone();
+    flip_byte(&tile, 40);
+    expect_failure(
+        audit(&[
+            "verify",
+            "--url",
+            tile_copy.to_str().unwrap(),
+            "--key",
+            &vkey,
+        ]),
+        "flipped tile byte",
+    );
+
+    // A truncated log: the remembered checkpoint is larger than what the copy shows. Make the
+    // live log grow, remember it, then check the older copy against that state.
+    reference_scenario(&data, &served.base, "u-1002");
+    let grown_state = dir.path().join("grown.state");
+    std::fs::copy(&state, &grown_state).unwrap();
+    wait_for_size(&served.base, 11);
+    let output = audit(&[
+        "verify",
+        "--url",
+        &url,
+        "--key",
+        &vkey,
+        "--state",
+        grown_state.to_str().unwrap(),
+    ]);
+    assert!(
+        output.status.success(),
+        "grown: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    expect_failure(
+        audit(&[
+            "verify",
+            "--url",
+            copy.to_str().unwrap(),
+            "--key",
+            &vkey,
+            "--state",
+            grown_state.to_str().unwrap(),
+        ]),
+        "truncated log",
+    );
+    // Missing files are caught too.
+    let missing_copy = dir.path().join("missing");
+    copy_dir(&copy, &missing_copy);
+    std::fs::remove_file(walk(&missing_copy.join("tile/entries"))[0].clone()).unwrap();
+    expect_failure(
+        audit(&[
+            "verify",
+            "--url",
+            missing_copy.to_str().unwrap(),
+            "--key",
+            &vkey,
+        ]),
+        "missing bundle",
+    );
+
+    // A fork: a second log under the same key, with another history.
+    drop(served);
+    let fork = dir.path().join("fork");
+    sovereign()
+        .args(["init", "--data", fork.to_str().unwrap()])
+        .output()
+        .unwrap();
+    for file in [
+        "keys/log-signer.key",
+        "keys/dev-issuer.key.pem",
+        "keys/dev-issuer.pub.pem",
+        "keys/log-pseudonym.key",
+    ] {
+        std::fs::copy(data.join(file), fork.join(file)).unwrap();
+    }
+    let forked = serve(&fork);
+    reference_scenario(&fork, &forked.base, "someone-else");
+    reference_scenario(&fork, &forked.base, "and-another");
+    wait_for_size(&forked.base, 11);
+    let fork_url = format!("{}/log", forked.base);
+    // On its own the fork is a well-formed log...
+    let output = audit(&["verify", "--url", &fork_url, "--key", &vkey]);
+    assert!(
+        output.status.success(),
+        "fork alone: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // ...but a monitor that remembers the real history catches it.
+    expect_failure(
+        audit(&[
+            "verify",
+            "--url",
+            &fork_url,
+            "--key",
+            &vkey,
+            "--state",
+            grown_state.to_str().unwrap(),
+        ]),
+        "forked history",
+    );
+}
