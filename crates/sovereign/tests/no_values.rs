@@ -97,7 +97,7 @@ fn markers_in_protected_fields_never_reach_any_log() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let data_arg = data.to_str().unwrap();
-    let mut child = sovereign()
+    let child = sovereign()
         .args(["serve", "--listen", "127.0.0.1:0", "--data", data_arg])
         .env("SOVEREIGN_LOG", "trace")
         .stderr(Stdio::piped())
