@@ -3,58 +3,16 @@
 //! downloads, and rejects a copy with a flipped byte in an entry bundle or a hash tile, a
 //! truncated log, and a second log under the same key that forks history.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
+use common::{sovereign, token};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 
-fn sovereign() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_sovereign"))
-}
-
-struct Served {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(data: &Path) -> Served {
-    let mut child = sovereign()
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--data",
-            data.to_str().unwrap(),
-        ])
-        .env("SOVEREIGN_LOG", "warn,sovereign=info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let base = loop {
-        let line = lines.next().expect("serve exited early").unwrap();
-        if let Some(at) = line.find("http://") {
-            break line[at..].split_whitespace().next().unwrap().to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    Served { child, base }
-}
-
-fn token(data: &Path, args: &[&str]) -> String {
-    let output = sovereign()
-        .args(["token", "--data", data.to_str().unwrap()])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(output.status.success());
-    String::from_utf8(output.stdout).unwrap().trim().to_string()
+fn serve(data: &Path) -> common::Server {
+    let mut server = common::serve(data, "warn,sovereign=info");
+    server.drain();
+    server
 }
 
 fn curl(method: &str, url: &str, token: &str, purpose: Option<&str>, body: Option<&str>) {

@@ -1,12 +1,10 @@
 //! The binary as a user runs it: init, token, check, serve and a clean shutdown.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn sovereign() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_sovereign"))
-}
+mod common;
+
+use common::sovereign;
 
 fn run_ok(args: &[&str]) -> String {
     let output = sovereign().args(args).output().unwrap();
@@ -130,52 +128,19 @@ fn token_prints_a_signed_jwt_with_the_claims_given() {
 fn serve_initialises_answers_and_shuts_down_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("fresh");
-    let mut child = sovereign()
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--data",
-            data.to_str().unwrap(),
-        ])
-        .env("SOVEREIGN_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let started = Instant::now();
-    let url = loop {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "no listening line"
-        );
-        let line = lines.next().expect("serve exited early").unwrap();
-        if let Some(at) = line.find("http://") {
-            break line[at..].split_whitespace().next().unwrap().to_string();
-        }
-    };
+    let mut server = common::serve(&data, "info");
     assert!(
         data.join("sovereign.toml").is_file(),
         "serve must initialise the data folder"
     );
+    let health = reqwest::blocking::get(format!("{}/healthz", server.base)).unwrap();
+    assert_eq!(health.status(), 200);
 
-    let health = reqwest::blocking_get(&format!("{url}/healthz"));
-    assert_eq!(health, 200);
-
-    kill(child.id(), "TERM");
-    let status = wait_for(&mut child, Duration::from_secs(20));
+    server.signal("TERM");
+    let status = wait_for(&mut server.child, Duration::from_secs(20));
     assert!(status.success(), "exit status after SIGTERM: {status:?}");
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let rest: Vec<String> = server.lines.take().unwrap().map_while(Result::ok).collect();
     assert!(rest.iter().any(|l| l.contains("stopped")), "{rest:?}");
-}
-
-fn kill(pid: u32, signal: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{signal}"), &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
 
 fn wait_for(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
@@ -189,16 +154,5 @@ fn wait_for(child: &mut std::process::Child, limit: Duration) -> std::process::E
             panic!("did not exit within {limit:?}");
         }
         std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-mod reqwest {
-    /// A tiny blocking GET over a runtime of its own; returns the status code.
-    pub fn blocking_get(url: &str) -> u16 {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async { ::reqwest::get(url).await.unwrap().status().as_u16() })
     }
 }

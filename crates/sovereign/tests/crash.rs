@@ -2,50 +2,24 @@
 //! an answered request, and after a restart its log verifies and is consistent with the last
 //! checkpoint it served before the kill.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tlog::{FetchError, TileFetcher};
 
-fn sovereign() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_sovereign"))
-}
-
-/// Starts `sovereign serve` on a free port and returns it with its base URL.
-fn serve(data: &std::path::Path) -> (Child, String) {
-    let mut child = sovereign()
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--data",
-            data.to_str().unwrap(),
-        ])
-        .env("SOVEREIGN_LOG", "warn,sovereign=info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let url = loop {
-        let line = lines.next().expect("serve exited early").unwrap();
-        if let Some(at) = line.find("http://") {
-            break line[at..].split_whitespace().next().unwrap().to_string();
-        }
-    };
-    // Keep draining the pipe so the server never blocks on a full one.
-    std::thread::spawn(move || for _ in lines {});
-    (child, url)
+fn serve(data: &std::path::Path) -> common::Server {
+    let mut server = common::serve(data, "warn,sovereign=info");
+    server.drain();
+    server
 }
 
 fn token(data: &std::path::Path) -> String {
-    let output = sovereign()
-        .args([
-            "token",
-            "--data",
-            data.to_str().unwrap(),
+    common::token(
+        data,
+        &[
             "--sub",
             "svc-writer",
             "--entity",
@@ -56,11 +30,8 @@ fn token(data: &std::path::Path) -> String {
             "us-data",
             "--role",
             "service",
-        ])
-        .output()
-        .unwrap();
-    assert!(output.status.success());
-    String::from_utf8(output.stdout).unwrap().trim().to_string()
+        ],
+    )
 }
 
 struct Http {
@@ -96,8 +67,8 @@ struct Acknowledged {
 fn sigkill_under_load_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let (child, base) = serve(&data);
-    let mut child = KillOnDrop(child);
+    let mut server = serve(&data);
+    let base = server.base.clone();
     let token = token(&data);
     let client = reqwest::blocking::Client::new();
     let status = client
@@ -174,10 +145,10 @@ fn sigkill_under_load_loses_nothing_acknowledged() {
         std::thread::sleep(Duration::from_millis(100));
     }
     Command::new("kill")
-        .args(["-KILL", &child.0.id().to_string()])
+        .args(["-KILL", &server.child.id().to_string()])
         .status()
         .unwrap();
-    let _ = child.0.wait();
+    let _ = server.child.wait();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for worker in workers {
         worker.join().unwrap();
@@ -190,8 +161,8 @@ fn sigkill_under_load_loses_nothing_acknowledged() {
     );
 
     // Restart on the same data and check everything.
-    let (child, base) = serve(&data);
-    let _restarted = KillOnDrop(child);
+    let restarted = serve(&data);
+    let base = restarted.base.clone();
     let key = client
         .get(format!("{base}/log/key"))
         .send()
@@ -258,15 +229,5 @@ fn sigkill_under_load_loses_nothing_acknowledged() {
             "acknowledged write {} is lost",
             ack.key
         );
-    }
-}
-
-/// Stops the restarted server however the test ends.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }

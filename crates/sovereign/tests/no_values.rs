@@ -3,34 +3,14 @@
 //! allowed, partially allowed and denied principals, listed and deleted; then every log entry
 //! and every line the service printed (at its most verbose level) is scanned for them.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+mod common;
+
+use std::process::Command;
+
+use common::token;
 use std::sync::{Arc, Mutex};
 
 use tlog::{FetchError, TileFetcher};
-
-fn sovereign() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_sovereign"))
-}
-
-fn token(data: &str, args: &[&str]) -> String {
-    let output = sovereign()
-        .args(["token", "--data", data])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(output.status.success());
-    String::from_utf8(output.stdout).unwrap().trim().to_string()
-}
-
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 struct Http {
     base: String,
@@ -96,22 +76,10 @@ impl TileFetcher for Http {
 fn markers_in_protected_fields_never_reach_any_log() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let data_arg = data.to_str().unwrap();
-    let child = sovereign()
-        .args(["serve", "--listen", "127.0.0.1:0", "--data", data_arg])
-        .env("SOVEREIGN_LOG", "trace")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Killed if the test fails before it stops the server itself.
-    let mut child = KillOnDrop(child);
-    let mut lines = BufReader::new(child.0.stderr.take().unwrap()).lines();
-    let base = loop {
-        let line = lines.next().expect("serve exited early").unwrap();
-        if let Some(at) = line.find("http://") {
-            break line[at..].split_whitespace().next().unwrap().to_string();
-        }
-    };
+    // At its most verbose level, to catch any leak.
+    let mut server = common::serve(&data, "trace");
+    let lines = server.lines.take().unwrap();
+    let base = server.base.clone();
     let service_output = Arc::new(Mutex::new(Vec::<String>::new()));
     let collector = {
         let service_output = service_output.clone();
@@ -131,7 +99,7 @@ fn markers_in_protected_fields_never_reach_any_log() {
         client: reqwest::Client::new(),
     };
     let alice = token(
-        data_arg,
+        &data,
         &[
             "--sub",
             "alice",
@@ -144,11 +112,11 @@ fn markers_in_protected_fields_never_reach_any_log() {
         ],
     );
     let siew = token(
-        data_arg,
+        &data,
         &["--sub", "siew", "--entity", "parent", "--location", "SG"],
     );
     let chen = token(
-        data_arg,
+        &data,
         &["--sub", "chen", "--entity", "parent", "--location", "CN"],
     );
 
@@ -214,10 +182,10 @@ fn markers_in_protected_fields_never_reach_any_log() {
     assert_eq!(checkpoint.size, 16, "every decision was logged");
 
     Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
+        .args(["-TERM", &server.child.id().to_string()])
         .status()
         .unwrap();
-    assert!(child.0.wait().unwrap().success());
+    assert!(server.child.wait().unwrap().success());
     collector.join().unwrap();
     let output = service_output.lock().unwrap();
     assert!(

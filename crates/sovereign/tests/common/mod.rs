@@ -1,0 +1,90 @@
+//! The `sovereign` binary as the tests run it: a server on a free port, killed however the
+//! test ends, and development tokens.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Lines};
+use std::path::Path;
+use std::process::{Child, ChildStderr, Command, Stdio};
+
+pub fn sovereign() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sovereign"))
+}
+
+/// A running `sovereign serve`, killed on drop.
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    /// The rest of the service's output, for tests that read it; see [`Server::drain`].
+    pub lines: Option<Lines<BufReader<ChildStderr>>>,
+}
+
+impl Server {
+    /// Keeps reading the service's output so that it never blocks on a full pipe.
+    pub fn drain(&mut self) {
+        if let Some(lines) = self.lines.take() {
+            std::thread::spawn(move || for _ in lines {});
+        }
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `sovereign serve --listen 127.0.0.1:0 --data DIR` with the given log filter and
+/// waits for the line that says where it listens.
+pub fn serve(data: &Path, log_filter: &str) -> Server {
+    let mut child = sovereign()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data",
+            data.to_str().unwrap(),
+        ])
+        .env("SOVEREIGN_LOG", log_filter)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut server = Server {
+        child,
+        base: String::new(),
+        lines: None,
+    };
+    server.base = loop {
+        let line = lines.next().expect("serve exited early").unwrap();
+        if let Some(at) = line.find("http://") {
+            break line[at..].split_whitespace().next().unwrap().to_string();
+        }
+    };
+    server.lines = Some(lines);
+    server
+}
+
+/// A development token from `sovereign token --data DIR ARGS...`.
+pub fn token(data: &Path, args: &[&str]) -> String {
+    let output = sovereign()
+        .args(["token", "--data", data.to_str().unwrap()])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap().trim().to_string()
+}
