@@ -412,10 +412,7 @@ async fn get_record(
 
     // One decision per field class the collection declares; the response keeps the fields of
     // the allowed classes. If no class is allowed, the read is denied. Logged before reading.
-    let resources: Vec<(Option<FieldClass>, Resource)> = distinct_classes(&declared)
-        .into_iter()
-        .map(|class| (Some(class), data_resource(&subject, &collection, class)))
-        .collect();
+    let resources = declared_resources(&subject, &collection, &declared);
     let names: Vec<String> = declared.keys().cloned().collect();
     let target = app.data_target(&subject, &collection, &names);
     let (index, decisions) = app
@@ -498,10 +495,7 @@ async fn delete_record(
     let context = access_context(&headers, &who)?;
     let subject = app.find_subject(&id).await?;
 
-    let resources: Vec<(Option<FieldClass>, Resource)> = distinct_classes(&declared)
-        .into_iter()
-        .map(|class| (Some(class), data_resource(&subject, &collection, class)))
-        .collect();
+    let resources = declared_resources(&subject, &collection, &declared);
     let names: Vec<String> = declared.keys().cloned().collect();
     let target = app.data_target(&subject, &collection, &names);
     let (index, _) = app
@@ -723,11 +717,19 @@ fn data_resource(subject: &SubjectPlacement, collection: &str, class: FieldClass
     }
 }
 
-fn distinct_classes(declared: &std::collections::BTreeMap<String, FieldClass>) -> Vec<FieldClass> {
+/// One resource per field class the collection declares (reads and deletes concern them all).
+fn declared_resources(
+    subject: &SubjectPlacement,
+    collection: &str,
+    declared: &std::collections::BTreeMap<String, FieldClass>,
+) -> Vec<(Option<FieldClass>, Resource)> {
     let mut classes: Vec<FieldClass> = declared.values().copied().collect();
     classes.sort();
     classes.dedup();
     classes
+        .into_iter()
+        .map(|class| (Some(class), data_resource(subject, collection, class)))
+        .collect()
 }
 
 /// The policy context: the stated purpose and reason code (headers a client may set, since
