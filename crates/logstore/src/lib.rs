@@ -598,6 +598,8 @@ fn open_connection(path: &Path) -> Result<Connection, LogError> {
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = FULL;
          PRAGMA busy_timeout = 5000;
+         PRAGMA cache_size = -65536;
+         PRAGMA wal_autocheckpoint = 16384;
          CREATE TABLE IF NOT EXISTS entries (
              idx INTEGER PRIMARY KEY, data BLOB NOT NULL, hashes BLOB NOT NULL);
          CREATE TABLE IF NOT EXISTS checkpoints (size INTEGER PRIMARY KEY, note BLOB NOT NULL);",
