@@ -16,16 +16,7 @@ const PROFILE: &str = r#"{"email":"ada@example.com","display_name":"Ada"}"#;
 async fn with_subject() -> (Server, String) {
     let server = Server::start().await;
     let alice = server.token(&VETTED_US);
-    let (status, _) = server
-        .call(
-            Method::PUT,
-            "/v1/subjects/u-1",
-            Some(&alice),
-            None,
-            Some(r#"{"jurisdiction":"US"}"#),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED);
+    server.register_us(&alice, "u-1").await;
     let (status, _) = server
         .call(
             Method::PUT,

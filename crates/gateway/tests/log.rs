@@ -311,16 +311,7 @@ async fn every_decision_is_logged_before_its_answer_and_the_log_verifies() {
 async fn full_tiles_are_immutable_and_partial_ones_revalidated() {
     let server = Server::start().await;
     let alice = server.token(&VETTED_US);
-    let (status, _) = server
-        .call(
-            Method::PUT,
-            "/v1/subjects/u-1",
-            Some(&alice),
-            None,
-            Some(r#"{"jurisdiction":"US"}"#),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED);
+    server.register_us(&alice, "u-1").await;
     for i in 0..300 {
         let (status, _) = server
             .call(
@@ -374,16 +365,7 @@ async fn full_tiles_are_immutable_and_partial_ones_revalidated() {
 async fn when_the_log_cannot_be_written_nothing_is_served_or_changed() {
     let server = Server::start().await;
     let alice = server.token(&VETTED_US);
-    let (status, _) = server
-        .call(
-            Method::PUT,
-            "/v1/subjects/u-1",
-            Some(&alice),
-            None,
-            Some(r#"{"jurisdiction":"US"}"#),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED);
+    server.register_us(&alice, "u-1").await;
     let (status, _) = server
         .call(
             Method::PUT,

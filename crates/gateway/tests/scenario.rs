@@ -394,16 +394,7 @@ async fn network_zone_in_restricted_country_overrides_the_location_claim() {
 async fn no_plain_header_sets_location_entity_or_clearance() {
     let server = Server::start().await;
     let alice = server.token(&VETTED_US);
-    let (status, _) = server
-        .call(
-            Method::PUT,
-            "/v1/subjects/u-1",
-            Some(&alice),
-            None,
-            Some(r#"{"jurisdiction":"US"}"#),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED);
+    server.register_us(&alice, "u-1").await;
     let bob = server.token(&USDS_TRAVELLING_CN);
     for (name, value) in [
         ("Sovereign-Location", "US"),

@@ -94,6 +94,20 @@ impl Server {
         (status, value)
     }
 
+    /// Registers a US subject as `token`'s principal, which must be allowed to.
+    pub async fn register_us(&self, token: &str, id: &str) {
+        let (status, body) = self
+            .call(
+                Method::PUT,
+                &format!("/v1/subjects/{id}"),
+                Some(token),
+                None,
+                Some(r#"{"jurisdiction":"US"}"#),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "register {id}: {body}");
+    }
+
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
