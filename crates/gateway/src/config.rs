@@ -38,6 +38,9 @@ pub struct Config {
     /// Peer address ranges and the country they are in.
     #[serde(default)]
     pub network_zones: Vec<NetworkZone>,
+    /// SHA-256 (hex) of the file this configuration was loaded from, as logged at start.
+    #[serde(skip)]
+    pub source_sha256: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -207,7 +210,8 @@ impl Config {
         };
         let text = std::fs::read_to_string(&file)
             .map_err(|e| single("", format!("cannot read: {e} (run `sovereign init`?)")))?;
-        let config = Config::parse(&text).map_err(|(key, problem)| single(&key, problem))?;
+        let mut config = Config::parse(&text).map_err(|(key, problem)| single(&key, problem))?;
+        config.source_sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&text));
         let problems = config.validate(data_dir);
         if problems.is_empty() {
             Ok(config)

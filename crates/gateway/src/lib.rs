@@ -64,13 +64,11 @@ impl Gateway {
             .context("cannot open the site stores")?;
         let (log, pseudonyms) = open_log(&config, data_dir)?;
         // The configuration and policies in force are the first thing the log records.
-        let config_text = std::fs::read(data_dir.join(config::CONFIG_FILE))?;
-        let config_sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&config_text));
         log.append_blocking(entry::config_entry(
             "start",
             policy.policy_set_hash(),
             &policy.policy_ids(),
-            &config_sha256,
+            &config.source_sha256,
         ))
         .context("cannot write the start entry to the transparency log")?;
         tracing::info!(
