@@ -8,8 +8,6 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tlog::{FetchError, TileFetcher};
-
 fn serve(data: &std::path::Path) -> common::Server {
     let mut server = common::serve(data, "warn,sovereign=info");
     server.drain();
@@ -32,28 +30,6 @@ fn token(data: &std::path::Path) -> String {
             "service",
         ],
     )
-}
-
-struct Http {
-    base: String,
-    client: reqwest::blocking::Client,
-}
-
-impl TileFetcher for Http {
-    fn fetch(&self, path: &str) -> Result<Option<Vec<u8>>, FetchError> {
-        let response = self
-            .client
-            .get(format!("{}/log/{path}", self.base))
-            .send()
-            .map_err(FetchError::new)?;
-        if response.status() == reqwest::StatusCode::NOT_FOUND {
-            return Ok(None);
-        }
-        if !response.status().is_success() {
-            return Err(FetchError::new(format!("{path}: {}", response.status())));
-        }
-        Ok(Some(response.bytes().map_err(FetchError::new)?.to_vec()))
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -178,10 +154,7 @@ fn sigkill_under_load_loses_nothing_acknowledged() {
     let before = tlog::open_checkpoint(&before, &verifier).unwrap();
     // The restarted gateway logs its start; wait until a checkpoint covers it.
     let deadline = Instant::now() + Duration::from_secs(10);
-    let fetcher = Http {
-        base: base.clone(),
-        client: client.clone(),
-    };
+    let fetcher = common::ServedLog::new(&base);
     let mut entries: Vec<Vec<u8>> = Vec::new();
     let checkpoint = loop {
         entries.clear();

@@ -10,8 +10,6 @@ use std::process::Command;
 use common::token;
 use std::sync::{Arc, Mutex};
 
-use tlog::{FetchError, TileFetcher};
-
 struct Http {
     base: String,
     runtime: tokio::runtime::Runtime,
@@ -49,25 +47,6 @@ impl Http {
                 .await
                 .unwrap();
             response.text().await.unwrap()
-        })
-    }
-}
-
-impl TileFetcher for Http {
-    fn fetch(&self, path: &str) -> Result<Option<Vec<u8>>, FetchError> {
-        self.runtime.block_on(async {
-            let response = self
-                .client
-                .get(format!("{}/log/{path}", self.base))
-                .send()
-                .await
-                .map_err(FetchError::new)?;
-            if response.status() == reqwest::StatusCode::NOT_FOUND {
-                return Ok(None);
-            }
-            Ok(Some(
-                response.bytes().await.map_err(FetchError::new)?.to_vec(),
-            ))
         })
     }
 }
@@ -172,10 +151,16 @@ fn markers_in_protected_fields_never_reach_any_log() {
     let verifier = tlog::note::Verifier::new(key.trim()).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(800)); // a checkpoint covering it all
     let mut entries = Vec::new();
-    let checkpoint = tlog::verify_log(&http, &verifier, None, &mut |_, _| {}, &mut |_, entry| {
-        entries.push(String::from_utf8(entry.to_vec()).unwrap());
-        Ok(())
-    })
+    let checkpoint = tlog::verify_log(
+        &common::ServedLog::new(&http.base),
+        &verifier,
+        None,
+        &mut |_, _| {},
+        &mut |_, entry| {
+            entries.push(String::from_utf8(entry.to_vec()).unwrap());
+            Ok(())
+        },
+    )
     .unwrap();
     // The start, the registration, and per collection 7 decisions (the write with an
     // undeclared field is refused before any decision).

@@ -7,6 +7,8 @@ use std::io::{BufRead, BufReader, Lines};
 use std::path::Path;
 use std::process::{Child, ChildStderr, Command, Stdio};
 
+use tlog::{FetchError, TileFetcher};
+
 pub fn sovereign() -> Command {
     Command::new(env!("CARGO_BIN_EXE_sovereign"))
 }
@@ -87,4 +89,36 @@ pub fn token(data: &Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8(output.stdout).unwrap().trim().to_string()
+}
+
+/// A served log, fetched over HTTP for `tlog::verify_log` (from a thread outside any runtime).
+pub struct ServedLog {
+    pub base: String,
+    pub client: reqwest::blocking::Client,
+}
+
+impl ServedLog {
+    pub fn new(base: &str) -> ServedLog {
+        ServedLog {
+            base: base.to_string(),
+            client: reqwest::blocking::Client::new(),
+        }
+    }
+}
+
+impl TileFetcher for ServedLog {
+    fn fetch(&self, path: &str) -> Result<Option<Vec<u8>>, FetchError> {
+        let response = self
+            .client
+            .get(format!("{}/log/{path}", self.base))
+            .send()
+            .map_err(FetchError::new)?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !response.status().is_success() {
+            return Err(FetchError::new(format!("{path}: {}", response.status())));
+        }
+        Ok(Some(response.bytes().map_err(FetchError::new)?.to_vec()))
+    }
 }
