@@ -23,12 +23,15 @@ fn read_us_protected(principal: Principal) -> AccessRequest {
             field_class: "protected".into(),
             site: "us-east".into(),
             site_jurisdiction: "US".into(),
+            approval_required: false,
+            suspended: false,
         },
         context: Context {
             purpose: "support-ticket".into(),
             reason_code: String::new(),
             network_zone: String::new(),
             time: 1_750_000_000,
+            grant: String::new(),
         },
     }
 }

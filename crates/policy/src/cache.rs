@@ -39,13 +39,23 @@ mod field {
     pub const RESOURCE_SITE_JURISDICTION: u32 = 1 << 8;
     pub const RESOURCE_COLLECTION: u32 = 1 << 9;
     pub const RESOURCE_FIELD_CLASS: u32 = 1 << 10;
-    pub const RESOURCE_ALL: u32 = ((1 << 11) - 1) & !PRINCIPAL_ALL;
+    pub const RESOURCE_APPROVAL_REQUIRED: u32 = 1 << 15;
+    pub const RESOURCE_SUSPENDED: u32 = 1 << 16;
+    pub const RESOURCE_ALL: u32 = RESOURCE_SUBJECT_JURISDICTION
+        | RESOURCE_SITE
+        | RESOURCE_SITE_JURISDICTION
+        | RESOURCE_COLLECTION
+        | RESOURCE_FIELD_CLASS
+        | RESOURCE_APPROVAL_REQUIRED
+        | RESOURCE_SUSPENDED;
 
     pub const CONTEXT_PURPOSE: u32 = 1 << 11;
     pub const CONTEXT_REASON_CODE: u32 = 1 << 12;
     pub const CONTEXT_NETWORK_ZONE: u32 = 1 << 13;
     pub const CONTEXT_TIME: u32 = 1 << 14;
-    pub const CONTEXT_ALL: u32 = ((1 << 15) - 1) & !PRINCIPAL_ALL & !RESOURCE_ALL;
+    pub const CONTEXT_GRANT: u32 = 1 << 17;
+    pub const CONTEXT_ALL: u32 =
+        CONTEXT_PURPOSE | CONTEXT_REASON_CODE | CONTEXT_NETWORK_ZONE | CONTEXT_TIME | CONTEXT_GRANT;
 
     pub const ALL: u32 = PRINCIPAL_ALL | RESOURCE_ALL | CONTEXT_ALL;
 }
@@ -140,6 +150,9 @@ fn attr_field(var: &str, attr: &str) -> u32 {
         ("resource", "site_jurisdiction") => RESOURCE_SITE_JURISDICTION,
         ("resource", "collection") => RESOURCE_COLLECTION,
         ("resource", "field_class") => RESOURCE_FIELD_CLASS,
+        ("resource", "approval_required") => RESOURCE_APPROVAL_REQUIRED,
+        ("resource", "suspended") => RESOURCE_SUSPENDED,
+        ("context", "grant") => CONTEXT_GRANT,
         ("context", "purpose") => CONTEXT_PURPOSE,
         ("context", "reason_code") => CONTEXT_REASON_CODE,
         ("context", "network_zone") => CONTEXT_NETWORK_ZONE,
@@ -184,15 +197,19 @@ impl DecisionCache {
         put(CONTEXT_PURPOSE, &c.purpose);
         put(CONTEXT_REASON_CODE, &c.reason_code);
         put(CONTEXT_NETWORK_ZONE, &c.network_zone);
-        match &req.resource {
+        put(CONTEXT_GRANT, &c.grant);
+        // Subjects have no `approval_required`; `None` keeps the two kinds' keys apart anyway.
+        let (suspended, approval_required) = match &req.resource {
             Resource::Subject {
                 subject_jurisdiction,
                 site,
                 site_jurisdiction,
+                suspended,
             } => {
                 put(RESOURCE_SUBJECT_JURISDICTION, subject_jurisdiction);
                 put(RESOURCE_SITE, site);
                 put(RESOURCE_SITE_JURISDICTION, site_jurisdiction);
+                (*suspended, None)
             }
             Resource::Data {
                 subject_jurisdiction,
@@ -200,13 +217,24 @@ impl DecisionCache {
                 field_class,
                 site,
                 site_jurisdiction,
+                approval_required,
+                suspended,
             } => {
                 put(RESOURCE_SUBJECT_JURISDICTION, subject_jurisdiction);
                 put(RESOURCE_COLLECTION, collection);
                 put(RESOURCE_FIELD_CLASS, field_class);
                 put(RESOURCE_SITE, site);
                 put(RESOURCE_SITE_JURISDICTION, site_jurisdiction);
+                (*suspended, Some(*approval_required))
             }
+        };
+        if self.fields & RESOURCE_SUSPENDED != 0 {
+            key.push(u8::from(suspended));
+        }
+        if self.fields & RESOURCE_APPROVAL_REQUIRED != 0
+            && let Some(required) = approval_required
+        {
+            key.push(u8::from(required));
         }
         for (bit, set) in [
             (PRINCIPAL_CLEARANCE, &p.clearance),
@@ -275,7 +303,10 @@ mod tests {
                 | PRINCIPAL_ROLES
                 | RESOURCE_SUBJECT_JURISDICTION
                 | RESOURCE_FIELD_CLASS
+                | RESOURCE_APPROVAL_REQUIRED
+                | RESOURCE_SUSPENDED
                 | CONTEXT_PURPOSE
+                | CONTEXT_GRANT
         );
     }
 
@@ -350,6 +381,8 @@ mod tests {
                 field_class: "protected".into(),
                 site: "us-east".into(),
                 site_jurisdiction: "US".into(),
+                approval_required: false,
+                suspended: false,
             },
             context: crate::Context::default(),
         }

@@ -127,6 +127,8 @@ pub enum Resource {
         subject_jurisdiction: String,
         site: String,
         site_jurisdiction: String,
+        /// The custodian's kill switch suspends the subject's jurisdiction.
+        suspended: bool,
     },
     Data {
         subject_jurisdiction: String,
@@ -134,6 +136,10 @@ pub enum Resource {
         field_class: String,
         site: String,
         site_jurisdiction: String,
+        /// The collection is configured `approval = true`: protected access needs a grant.
+        approval_required: bool,
+        /// The custodian's kill switch suspends the subject's jurisdiction.
+        suspended: bool,
     },
 }
 
@@ -145,7 +151,14 @@ pub struct Context {
     pub network_zone: String,
     /// Unix seconds.
     pub time: i64,
+    /// The kind of custodian grant covering this access: `approved` (N-of-M approval),
+    /// `break-glass`, or empty for none.
+    pub grant: String,
 }
+
+/// The values of [`Context::grant`].
+pub const GRANT_APPROVED: &str = "approved";
+pub const GRANT_BREAK_GLASS: &str = "break-glass";
 
 #[derive(Debug, Clone)]
 pub struct AccessRequest {
@@ -415,6 +428,7 @@ impl PolicyEngine {
                 subject_jurisdiction,
                 site,
                 site_jurisdiction,
+                suspended,
             } => (
                 &self.subject_uid,
                 HashMap::from([
@@ -424,6 +438,10 @@ impl PolicyEngine {
                     ),
                     ("site".to_owned(), string(site)),
                     ("site_jurisdiction".to_owned(), string(site_jurisdiction)),
+                    (
+                        "suspended".to_owned(),
+                        RestrictedExpression::new_bool(*suspended),
+                    ),
                 ]),
             ),
             Resource::Data {
@@ -432,6 +450,8 @@ impl PolicyEngine {
                 field_class,
                 site,
                 site_jurisdiction,
+                approval_required,
+                suspended,
             } => (
                 &self.data_uid,
                 HashMap::from([
@@ -443,6 +463,14 @@ impl PolicyEngine {
                     ("field_class".to_owned(), string(field_class)),
                     ("site".to_owned(), string(site)),
                     ("site_jurisdiction".to_owned(), string(site_jurisdiction)),
+                    (
+                        "approval_required".to_owned(),
+                        RestrictedExpression::new_bool(*approval_required),
+                    ),
+                    (
+                        "suspended".to_owned(),
+                        RestrictedExpression::new_bool(*suspended),
+                    ),
                 ]),
             ),
         };
@@ -455,6 +483,7 @@ impl PolicyEngine {
             ("reason_code".to_owned(), string(&c.reason_code)),
             ("network_zone".to_owned(), string(&c.network_zone)),
             ("time".to_owned(), RestrictedExpression::new_long(c.time)),
+            ("grant".to_owned(), string(&c.grant)),
         ])
         .map_err(|e| format!("cannot build request context: {}", chain(&e)))?;
 
@@ -492,6 +521,7 @@ impl PolicyEngine {
             subject_jurisdiction: String::new(),
             site: String::new(),
             site_jurisdiction: String::new(),
+            suspended: false,
         };
         let data = Resource::Data {
             subject_jurisdiction: String::new(),
@@ -499,6 +529,8 @@ impl PolicyEngine {
             field_class: String::new(),
             site: String::new(),
             site_jurisdiction: String::new(),
+            approval_required: false,
+            suspended: false,
         };
         for action in Action::ALL {
             for resource in [&subject, &data] {
@@ -565,7 +597,10 @@ fn chain(error: &dyn std::error::Error) -> String {
     out
 }
 
-fn policy_set_hash(schema_src: &str, policies_src: &str) -> String {
+/// Lowercase hex SHA-256 identifying a schema and policy source text: over a domain
+/// separator, then each text prefixed by its length (u64, big-endian). Anyone holding the
+/// two texts can recompute it; a monitor checks fetched policy sets with it.
+pub fn policy_set_hash(schema_src: &str, policies_src: &str) -> String {
     let mut hasher = Sha256::new();
     hasher.update(HASH_DOMAIN);
     hasher.update((schema_src.len() as u64).to_be_bytes());
@@ -687,6 +722,7 @@ mod tests {
                                         subject_jurisdiction: jurisdiction.into(),
                                         site: site.into(),
                                         site_jurisdiction: site[..2].to_uppercase(),
+                                        suspended: time == 200,
                                     }
                                 } else {
                                     Resource::Data {
@@ -696,6 +732,8 @@ mod tests {
                                         field_class: class.into(),
                                         site: site.into(),
                                         site_jurisdiction: site[..2].to_uppercase(),
+                                        approval_required: class == "protected" && time == 0,
+                                        suspended: false,
                                     }
                                 };
                                 grid.push(AccessRequest {
@@ -715,6 +753,11 @@ mod tests {
                                     context: Context {
                                         purpose: purpose.into(),
                                         time,
+                                        grant: if id == "alice" {
+                                            GRANT_APPROVED.into()
+                                        } else {
+                                            String::new()
+                                        },
                                         ..Context::default()
                                     },
                                 });

@@ -313,6 +313,7 @@ fn resource(jurisdiction: &str, field_class: &str) -> Resource {
             subject_jurisdiction: jurisdiction.into(),
             site: site.into(),
             site_jurisdiction: site_jurisdiction.into(),
+            suspended: false,
         }
     } else {
         Resource::Data {
@@ -321,6 +322,8 @@ fn resource(jurisdiction: &str, field_class: &str) -> Resource {
             field_class: field_class.into(),
             site: site.into(),
             site_jurisdiction: site_jurisdiction.into(),
+            approval_required: false,
+            suspended: false,
         }
     }
 }
@@ -351,6 +354,7 @@ fn default_policy_table() {
                 reason_code: String::new(),
                 network_zone: String::new(),
                 time: 1_750_000_000,
+                grant: String::new(),
             },
         };
         let expected_allowed = match outcome {
@@ -383,4 +387,77 @@ fn default_policy_table() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// The custodian's attributes: a suspended jurisdiction permits nothing, and protected fields of
+/// a collection that requires approval need a grant (approved or break-glass), while
+/// interoperable fields do not.
+#[test]
+fn kill_switch_and_grants() {
+    let restricted: Vec<String> = ["CN", "RU", "IR", "KP"].map(String::from).to_vec();
+    let engine = PolicyEngine::new(DEFAULT_SCHEMA, &policy::default_policies(&restricted))
+        .expect("default policies load");
+    let vetted = principal("usds-vetted");
+    let data = |class: &str, approval_required: bool, suspended: bool| Resource::Data {
+        subject_jurisdiction: "US".into(),
+        collection: "activity".into(),
+        field_class: class.into(),
+        site: "us-east".into(),
+        site_jurisdiction: "US".into(),
+        approval_required,
+        suspended,
+    };
+    let decide = |action: Action, resource: Resource, grant: &str| {
+        engine.decide(&AccessRequest {
+            principal: vetted.clone(),
+            action,
+            resource,
+            context: Context {
+                purpose: "support-ticket".into(),
+                grant: grant.into(),
+                ..Context::default()
+            },
+        })
+    };
+    let ids = |d: &policy::Decision| d.policies.join(",");
+
+    for grant in ["", "approved", "break-glass"] {
+        let d = decide(Action::Read, data("protected", false, true), grant);
+        assert!(!d.allowed, "suspended, grant {grant:?}");
+        assert_eq!(ids(&d), "forbid-suspended-jurisdiction");
+        let subject = Resource::Subject {
+            subject_jurisdiction: "US".into(),
+            site: "us-east".into(),
+            site_jurisdiction: "US".into(),
+            suspended: true,
+        };
+        let d = decide(Action::Register, subject, grant);
+        assert!(!d.allowed);
+        assert_eq!(ids(&d), "forbid-suspended-jurisdiction");
+    }
+    for action in [Action::Read, Action::Write, Action::Delete] {
+        let d = decide(action, data("protected", true, false), "");
+        assert!(!d.allowed, "{action:?} without a grant");
+        assert_eq!(ids(&d), "forbid-protected-without-grant");
+        for grant in ["approved", "break-glass"] {
+            let d = decide(action, data("protected", true, false), grant);
+            assert!(d.allowed, "{action:?} with grant {grant}");
+            assert_eq!(ids(&d), "permit-usds-vetted-data");
+        }
+        let d = decide(action, data("interoperable", true, false), "");
+        assert!(d.allowed, "{action:?} interoperable needs no grant");
+    }
+    // A grant never lets anyone in whom the other policies keep out.
+    let parent_cn = principal("parent-in-cn");
+    let d = engine.decide(&AccessRequest {
+        principal: parent_cn,
+        action: Action::Read,
+        resource: data("protected", true, false),
+        context: Context {
+            purpose: "support-ticket".into(),
+            grant: "approved".into(),
+            ..Context::default()
+        },
+    });
+    assert!(!d.allowed);
 }

@@ -25,6 +25,8 @@ fn vetted_read(time: i64) -> AccessRequest {
             field_class: "protected".into(),
             site: "us-east".into(),
             site_jurisdiction: "US".into(),
+            approval_required: false,
+            suspended: false,
         },
         context: Context {
             purpose: "support".into(),
@@ -50,6 +52,8 @@ fn default_policies_validate_against_default_schema() {
         [
             "forbid-restricted-location",
             "forbid-restricted-entity-protected",
+            "forbid-suspended-jurisdiction",
+            "forbid-protected-without-grant",
             "forbid-monitor-user-data",
             "permit-usds-vetted-data",
             "permit-usds-vetted-subjects",

@@ -1,0 +1,246 @@
+//! The custodian's controls, as durable state with its rules.
+//!
+//! - **Access requests** (`access.rs`): a principal asks for an action on a scope with a
+//!   purpose, a reason code and a duration; custodian approvers approve N of M; nobody approves
+//!   their own request or one from their own entity; pending requests expire; grants end by
+//!   themselves and can be revoked. Break-glass uses are grants that start at once, end after a
+//!   short window and wait for a custodian's review.
+//! - **Policy sets**, **algorithm releases** and the **kill switch** (`signed.rs`): each change
+//!   takes effect only with a custodian statement signed by enough custodian keys
+//!   ([`statement`]).
+//!
+//! Every change is appended to the transparency log before it is committed: the caller passes
+//! a `log` function that appends an [`Event`] durably and returns its index; if it fails the
+//! change is rolled back. The crate knows nothing of HTTP, Cedar or the log's format.
+//!
+//! State lives in one SQLite file (one JSON document per record) and is held in memory too:
+//! custodian actions are human-scale, and the request path reads grants and suspensions on
+//! every access without touching the disk.
+
+mod access;
+mod signed;
+pub mod statement;
+mod store;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
+
+use serde::{Deserialize, Serialize};
+use tlog::note::Verifier;
+
+pub use access::{AccessRequest, NewRequest, RequestKind, RequestRules, Status};
+pub use signed::{PolicySetRecord, Release, Suspension, check_release_name};
+use store::Store;
+
+/// Reason codes an access request must give, modelled on cloud access-transparency
+/// justifications: (code, what it means).
+pub const REASON_CODES: &[(&str, &str)] = &[
+    (
+        "customer-initiated-support",
+        "The data subject, or someone acting for them, asked for help (a support ticket).",
+    ),
+    (
+        "legal-request",
+        "A legal process requires the access: a court order, subpoena or a regulator's request.",
+    ),
+    (
+        "incident-response",
+        "Investigating or containing a security or reliability incident.",
+    ),
+    (
+        "fraud-abuse-investigation",
+        "Investigating fraud, abuse or a breach of the terms of service.",
+    ),
+    (
+        "data-subject-request",
+        "Fulfilling the subject's own access, portability, correction or erasure request.",
+    ),
+    (
+        "service-maintenance",
+        "Operating or repairing the service: restores, migrations, data repairs.",
+    ),
+    (
+        "security-audit",
+        "An authorised audit of controls by the custodian or a monitor.",
+    ),
+];
+
+pub fn is_reason_code(code: &str) -> bool {
+    REASON_CODES.iter().any(|(c, _)| *c == code)
+}
+
+/// Someone acting: a principal's id and employer entity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Person {
+    pub id: String,
+    pub entity: String,
+}
+
+/// A custodian's decision on something: who, when (unix seconds), why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verdict {
+    pub by: String,
+    pub entity: String,
+    pub at: i64,
+    pub comment: String,
+}
+
+/// The custodian keys and how many must sign each kind of statement.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    pub verifiers: Vec<Verifier>,
+    pub policy_threshold: usize,
+    pub release_threshold: usize,
+    pub kill_switch_threshold: usize,
+}
+
+/// What is appended to the transparency log for each change.
+#[derive(Debug, Clone, Copy)]
+pub enum Event<'a> {
+    RequestCreated(&'a AccessRequest),
+    /// One approval; `granted` when it met the threshold.
+    RequestApproved {
+        request: &'a AccessRequest,
+        granted: bool,
+    },
+    RequestDenied(&'a AccessRequest),
+    GrantRevoked(&'a AccessRequest),
+    BreakGlassStarted(&'a AccessRequest),
+    BreakGlassReviewed(&'a AccessRequest),
+    PolicyProposed(&'a PolicySetRecord),
+    PolicyActivated {
+        set: &'a PolicySetRecord,
+        previous: Option<&'a str>,
+    },
+    AlgorithmSubmitted(&'a Release),
+    AlgorithmActivated(&'a Release),
+    AlgorithmFetched(&'a Release),
+    KillSwitch(&'a Suspension),
+}
+
+/// Appends an event to the log durably, returning its index, or says why it cannot.
+pub type LogFn<'a> = &'a (dyn Fn(Event<'_>) -> Result<u64, String> + Sync);
+
+#[derive(Debug, thiserror::Error)]
+pub enum CustodyError {
+    #[error("no access request `{0}`")]
+    UnknownRequest(String),
+    #[error("access request `{id}` is {status}, not pending")]
+    NotPending { id: String, status: Status },
+    #[error("access request `{id}` is {status}; only an active grant can be revoked")]
+    NotActive { id: String, status: Status },
+    #[error("`{0}` is a break-glass use, not a request to approve")]
+    NotARequest(String),
+    #[error("`{0}` is not a break-glass use")]
+    NotBreakGlass(String),
+    #[error("break-glass use `{0}` was already reviewed")]
+    AlreadyReviewed(String),
+    #[error("nobody may approve their own access request")]
+    SelfApproval,
+    #[error("an approver from the requester's own entity (`{0}`) may not approve it")]
+    SameEntity(String),
+    #[error("`{0}` has already approved this request")]
+    AlreadyApproved(String),
+    #[error("invalid access request: {0}")]
+    Invalid(String),
+    #[error("no policy set with hash `{0}`")]
+    UnknownPolicySet(String),
+    #[error("no algorithm `{name}` version `{version}`")]
+    UnknownRelease { name: String, version: String },
+    #[error(
+        "algorithm `{name}` version `{version}` is already stored with digest {existing}; a version's artifact never changes"
+    )]
+    VersionExists {
+        name: String,
+        version: String,
+        existing: String,
+    },
+    #[error(
+        "the stored artifact of `{name}` `{version}` no longer matches its digest {expected} (it hashes to {actual})"
+    )]
+    DigestMismatch {
+        name: String,
+        version: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("the statement does not fit this command: {0}")]
+    WrongStatement(String),
+    #[error(
+        "kill-switch serial {got} for {jurisdiction} is not above the last applied serial {last}"
+    )]
+    StaleSerial {
+        jurisdiction: String,
+        got: u64,
+        last: u64,
+    },
+    #[error(transparent)]
+    Statement(#[from] statement::StatementError),
+    #[error("the transparency log cannot be written ({0}); nothing was changed")]
+    LogUnavailable(String),
+    #[error("custody store {path}: {problem}")]
+    Store { path: PathBuf, problem: String },
+}
+
+/// The in-memory copy of everything committed.
+#[derive(Default)]
+struct State {
+    requests: BTreeMap<String, AccessRequest>,
+    policy_sets: BTreeMap<String, PolicySetRecord>,
+    active_policy: Option<String>,
+    releases: BTreeMap<(String, String), Release>,
+    suspensions: BTreeMap<String, Suspension>,
+}
+
+/// The custodian's state: open once per gateway, share in an `Arc`.
+pub struct Custody {
+    /// Held for the whole of each change, so changes are checked and applied one at a time.
+    store: Mutex<Store>,
+    state: RwLock<State>,
+    keys: Keys,
+    artifacts: PathBuf,
+}
+
+impl Custody {
+    /// Opens (creating if needed) the custody database at `path`; algorithm artifacts are kept
+    /// as files under `artifacts`, named by their SHA-256.
+    pub fn open(path: &Path, artifacts: &Path, keys: Keys) -> Result<Custody, CustodyError> {
+        let store = Store::open(path)?;
+        let state = store.load()?;
+        std::fs::create_dir_all(artifacts).map_err(|e| CustodyError::Store {
+            path: artifacts.to_path_buf(),
+            problem: e.to_string(),
+        })?;
+        Ok(Custody {
+            store: Mutex::new(store),
+            state: RwLock::new(state),
+            keys,
+            artifacts: artifacts.to_path_buf(),
+        })
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    fn lock_store(&self) -> MutexGuard<'_, Store> {
+        // A panic mid-change leaves the database rolled back and the memory unchanged.
+        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn update(&self, f: impl FnOnce(&mut State)) {
+        f(&mut self.state.write().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// A fresh random id with a prefix, e.g. `ar-3f9c...`.
+fn new_id(prefix: &str) -> String {
+    let mut bytes = [0u8; 8];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+    format!("{prefix}-{}", hex::encode(bytes))
+}

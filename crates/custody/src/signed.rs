@@ -1,0 +1,443 @@
+//! What changes only by custodian signature: the active policy set, algorithm releases and
+//! the kill switch.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::statement::{self, KillCommand, Statement};
+use crate::store::{ACTIVE_POLICY, POLICY_SET, RELEASE, SUSPENSION, Write};
+use crate::{Custody, CustodyError, Event, LogFn, Person};
+
+/// A proposed (and perhaps once active) policy set. The hash identifies schema and policies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicySetRecord {
+    pub hash: String,
+    pub schema: String,
+    pub policies: String,
+    pub policy_ids: Vec<String>,
+    pub proposed_by: Person,
+    pub proposed_at: i64,
+    /// When it was last made active.
+    pub activated_at: Option<i64>,
+    /// The signed activation statement and the custodian keys that signed it.
+    pub signature: Option<String>,
+    pub signers: Vec<String>,
+}
+
+/// An algorithm artifact: submitted, then released (made active) by custodian signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
+    pub name: String,
+    pub version: String,
+    pub sha256: String,
+    pub size: u64,
+    pub submitted_by: Person,
+    pub submitted_at: i64,
+    pub activated_at: Option<i64>,
+    /// When another version of the same name replaced it.
+    pub retired_at: Option<i64>,
+    pub signature: Option<String>,
+    pub signers: Vec<String>,
+}
+
+impl Release {
+    pub fn status(&self) -> &'static str {
+        match (self.activated_at, self.retired_at) {
+            (_, Some(_)) => "retired",
+            (Some(_), None) => "active",
+            (None, None) => "submitted",
+        }
+    }
+}
+
+/// The kill switch's state for one jurisdiction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Suspension {
+    pub jurisdiction: String,
+    pub suspended: bool,
+    /// The serial of the last command applied.
+    pub serial: u64,
+    /// When the last command was applied.
+    pub since: i64,
+    pub signature: String,
+    pub signers: Vec<String>,
+}
+
+const MAX_NAME_BYTES: usize = 64;
+
+/// Algorithm names and versions: 1-64 of letters, digits, `.`, `_`, `-`; they appear in
+/// signed statements (one word) and URL paths.
+pub fn check_release_name(what: &str, value: &str) -> Result<(), CustodyError> {
+    let ok = !value.is_empty()
+        && value.len() <= MAX_NAME_BYTES
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(CustodyError::Invalid(format!(
+            "the {what} must be 1-{MAX_NAME_BYTES} characters of A-Z a-z 0-9 . _ -"
+        )))
+    }
+}
+
+impl Custody {
+    // ----- policy sets -----
+
+    /// The active policy set, if one was ever activated.
+    pub fn active_policy(&self) -> Option<PolicySetRecord> {
+        let state = self.read();
+        let hash = state.active_policy.as_ref()?;
+        state.policy_sets.get(hash).cloned()
+    }
+
+    pub fn policy_set(&self, hash: &str) -> Option<PolicySetRecord> {
+        self.read().policy_sets.get(hash).cloned()
+    }
+
+    pub fn policy_sets(&self) -> (Option<String>, Vec<PolicySetRecord>) {
+        let state = self.read();
+        let mut sets: Vec<PolicySetRecord> = state.policy_sets.values().cloned().collect();
+        sets.sort_by_key(|s| s.proposed_at);
+        (state.active_policy.clone(), sets)
+    }
+
+    /// Stores a proposed policy set, already validated by the caller, under its hash.
+    /// Proposing a set that is already known changes nothing and logs nothing.
+    pub fn propose_policy(
+        &self,
+        set: PolicySetRecord,
+        log: LogFn<'_>,
+    ) -> Result<(PolicySetRecord, Option<u64>), CustodyError> {
+        let mut store = self.lock_store();
+        if let Some(existing) = self.policy_set(&set.hash) {
+            return Ok((existing, None));
+        }
+        let index = store.commit(
+            &[Write::record(POLICY_SET, &set.hash, &set)],
+            Event::PolicyProposed(&set),
+            log,
+        )?;
+        self.update(|s| {
+            s.policy_sets.insert(set.hash.clone(), set.clone());
+        });
+        Ok((set, Some(index)))
+    }
+
+    /// Makes the policy set `hash` active, if `signed` is a policy-activation statement for
+    /// exactly that hash, signed by enough custodian keys. `then` runs after the commit while
+    /// changes are still held back, so that the caller's engine swap happens in commit order.
+    pub fn activate_policy(
+        &self,
+        hash: &str,
+        signed: &[u8],
+        now: i64,
+        log: LogFn<'_>,
+        then: impl FnOnce(&PolicySetRecord),
+    ) -> Result<(PolicySetRecord, u64), CustodyError> {
+        let verified = statement::verify(signed, &self.keys.verifiers, self.keys.policy_threshold)?;
+        match &verified.statement {
+            Statement::PolicyActivation { policy_set } if policy_set == hash => {}
+            other => {
+                return Err(CustodyError::WrongStatement(format!(
+                    "it says \"{other}\", not \"activate policy set {hash}\""
+                )));
+            }
+        }
+        let mut store = self.lock_store();
+        let mut set = self
+            .policy_set(hash)
+            .ok_or_else(|| CustodyError::UnknownPolicySet(hash.to_string()))?;
+        let previous = self.read().active_policy.clone();
+        set.activated_at = Some(now);
+        set.signature = Some(String::from_utf8_lossy(signed).into_owned());
+        set.signers = verified.signers;
+        let event = Event::PolicyActivated {
+            set: &set,
+            previous: previous.as_deref(),
+        };
+        let writes = [
+            Write::record(POLICY_SET, hash, &set),
+            Write::Meta {
+                key: ACTIVE_POLICY,
+                value: hash.to_string(),
+            },
+        ];
+        let index = store.commit(&writes, event, log)?;
+        self.update(|s| {
+            s.policy_sets.insert(set.hash.clone(), set.clone());
+            s.active_policy = Some(set.hash.clone());
+        });
+        then(&set);
+        Ok((set, index))
+    }
+
+    // ----- algorithm releases -----
+
+    pub fn releases(&self) -> Vec<Release> {
+        let mut all: Vec<Release> = self.read().releases.values().cloned().collect();
+        all.sort_by_key(|r| r.submitted_at);
+        all
+    }
+
+    pub fn release(&self, name: &str, version: &str) -> Result<Release, CustodyError> {
+        self.read()
+            .releases
+            .get(&(name.to_string(), version.to_string()))
+            .cloned()
+            .ok_or_else(|| CustodyError::UnknownRelease {
+                name: name.to_string(),
+                version: version.to_string(),
+            })
+    }
+
+    /// Stores an artifact under its SHA-256 and records the submission. A version's bytes never
+    /// change: the same bytes again are accepted (and nothing is logged), others refused.
+    pub fn submit_algorithm(
+        &self,
+        name: &str,
+        version: &str,
+        bytes: &[u8],
+        by: &Person,
+        now: i64,
+        log: LogFn<'_>,
+    ) -> Result<(Release, Option<u64>), CustodyError> {
+        check_release_name("name", name)?;
+        check_release_name("version", version)?;
+        let sha256 = hex::encode(Sha256::digest(bytes));
+        let mut store = self.lock_store();
+        if let Ok(existing) = self.release(name, version) {
+            if existing.sha256 == sha256 {
+                return Ok((existing, None));
+            }
+            return Err(CustodyError::VersionExists {
+                name: name.to_string(),
+                version: version.to_string(),
+                existing: existing.sha256,
+            });
+        }
+        self.write_artifact(&sha256, bytes)?;
+        let release = Release {
+            name: name.to_string(),
+            version: version.to_string(),
+            sha256,
+            size: bytes.len() as u64,
+            submitted_by: by.clone(),
+            submitted_at: now,
+            activated_at: None,
+            retired_at: None,
+            signature: None,
+            signers: Vec::new(),
+        };
+        let index = store.commit(
+            &[Write::record(RELEASE, &release_id(name, version), &release)],
+            Event::AlgorithmSubmitted(&release),
+            log,
+        )?;
+        self.update(|s| {
+            s.releases
+                .insert((name.to_string(), version.to_string()), release.clone());
+        });
+        Ok((release, Some(index)))
+    }
+
+    /// Activates a release when `signed` is a release statement naming exactly its name,
+    /// version and digest, signed by enough custodian keys, and the stored artifact still has
+    /// that digest. The previously active version of the same name is retired.
+    pub fn activate_algorithm(
+        &self,
+        name: &str,
+        version: &str,
+        signed: &[u8],
+        now: i64,
+        log: LogFn<'_>,
+    ) -> Result<(Release, u64), CustodyError> {
+        let verified =
+            statement::verify(signed, &self.keys.verifiers, self.keys.release_threshold)?;
+        let mut store = self.lock_store();
+        let mut release = self.release(name, version)?;
+        let expected = Statement::AlgorithmRelease {
+            name: name.to_string(),
+            version: version.to_string(),
+            sha256: release.sha256.clone(),
+        };
+        if verified.statement != expected {
+            return Err(CustodyError::WrongStatement(format!(
+                "it says \"{}\", not \"{expected}\"",
+                verified.statement
+            )));
+        }
+        self.read_artifact(&release)?;
+        release.activated_at = Some(now);
+        release.retired_at = None;
+        release.signature = Some(String::from_utf8_lossy(signed).into_owned());
+        release.signers = verified.signers;
+        let mut writes = vec![Write::record(RELEASE, &release_id(name, version), &release)];
+        let retired: Vec<Release> = self
+            .releases()
+            .into_iter()
+            .filter(|r| r.name == name && r.version != version && r.status() == "active")
+            .map(|mut r| {
+                r.retired_at = Some(now);
+                r
+            })
+            .collect();
+        for r in &retired {
+            writes.push(Write::record(RELEASE, &release_id(&r.name, &r.version), r));
+        }
+        let index = store.commit(&writes, Event::AlgorithmActivated(&release), log)?;
+        self.update(|s| {
+            for r in retired.iter().chain([&release]) {
+                s.releases
+                    .insert((r.name.clone(), r.version.clone()), r.clone());
+            }
+        });
+        Ok((release, index))
+    }
+
+    /// The active releases, by name.
+    pub fn active_releases(&self) -> Vec<Release> {
+        let mut active: Vec<Release> = self
+            .read()
+            .releases
+            .values()
+            .filter(|r| r.status() == "active")
+            .cloned()
+            .collect();
+        active.sort_by(|a, b| a.name.cmp(&b.name));
+        active
+    }
+
+    /// The artifact's bytes, after checking them against the recorded digest. The fetch is
+    /// logged; a mismatch is an error and nothing is served.
+    pub fn fetch_algorithm(
+        &self,
+        name: &str,
+        version: &str,
+        log: LogFn<'_>,
+    ) -> Result<(Release, Vec<u8>, u64), CustodyError> {
+        let release = self.release(name, version)?;
+        let bytes = self.read_artifact(&release)?;
+        let index = log(Event::AlgorithmFetched(&release)).map_err(CustodyError::LogUnavailable)?;
+        Ok((release, bytes, index))
+    }
+
+    fn artifact_path(&self, sha256: &str) -> PathBuf {
+        self.artifacts.join(sha256)
+    }
+
+    fn write_artifact(&self, sha256: &str, bytes: &[u8]) -> Result<(), CustodyError> {
+        let path = self.artifact_path(sha256);
+        let fail = |e: std::io::Error| CustodyError::Store {
+            path: path.clone(),
+            problem: e.to_string(),
+        };
+        let tmp = path.with_extension("tmp");
+        let mut file = std::fs::File::create(&tmp).map_err(fail)?;
+        file.write_all(bytes).map_err(fail)?;
+        file.sync_all().map_err(fail)?;
+        std::fs::rename(&tmp, &path).map_err(fail)
+    }
+
+    fn read_artifact(&self, release: &Release) -> Result<Vec<u8>, CustodyError> {
+        let path = self.artifact_path(&release.sha256);
+        let bytes = std::fs::read(&path).map_err(|e| CustodyError::Store {
+            path: path.clone(),
+            problem: e.to_string(),
+        })?;
+        let actual = hex::encode(Sha256::digest(&bytes));
+        if actual != release.sha256 {
+            return Err(CustodyError::DigestMismatch {
+                name: release.name.clone(),
+                version: release.version.clone(),
+                expected: release.sha256.clone(),
+                actual,
+            });
+        }
+        Ok(bytes)
+    }
+
+    // ----- kill switch -----
+
+    /// Whether the kill switch suspends `jurisdiction`.
+    pub fn is_suspended(&self, jurisdiction: &str) -> bool {
+        self.read()
+            .suspensions
+            .get(jurisdiction)
+            .is_some_and(|s| s.suspended)
+    }
+
+    pub fn suspensions(&self) -> Vec<Suspension> {
+        self.read().suspensions.values().cloned().collect()
+    }
+
+    /// Applies a signed kill-switch command whose serial is above the last one applied for
+    /// its jurisdiction. `known` says whether a jurisdiction is one the gateway serves.
+    pub fn apply_kill_switch(
+        &self,
+        signed: &[u8],
+        known: impl Fn(&str) -> bool,
+        now: i64,
+        log: LogFn<'_>,
+    ) -> Result<(Suspension, u64), CustodyError> {
+        let verified = statement::verify(
+            signed,
+            &self.keys.verifiers,
+            self.keys.kill_switch_threshold,
+        )?;
+        let Statement::KillSwitch {
+            command,
+            jurisdiction,
+            serial,
+        } = verified.statement
+        else {
+            return Err(CustodyError::WrongStatement(format!(
+                "it says \"{}\", not a kill-switch command",
+                verified.statement
+            )));
+        };
+        if !known(&jurisdiction) {
+            return Err(CustodyError::WrongStatement(format!(
+                "`{jurisdiction}` is not a configured jurisdiction"
+            )));
+        }
+        let mut store = self.lock_store();
+        let last = self
+            .read()
+            .suspensions
+            .get(&jurisdiction)
+            .map_or(0, |s| s.serial);
+        if serial <= last {
+            return Err(CustodyError::StaleSerial {
+                jurisdiction,
+                got: serial,
+                last,
+            });
+        }
+        let suspension = Suspension {
+            jurisdiction: jurisdiction.clone(),
+            suspended: command == KillCommand::Suspend,
+            serial,
+            since: now,
+            signature: String::from_utf8_lossy(signed).into_owned(),
+            signers: verified.signers,
+        };
+        let index = store.commit(
+            &[Write::record(SUSPENSION, &jurisdiction, &suspension)],
+            Event::KillSwitch(&suspension),
+            log,
+        )?;
+        self.update(|s| {
+            s.suspensions.insert(jurisdiction, suspension.clone());
+        });
+        Ok((suspension, index))
+    }
+}
+
+fn release_id(name: &str, version: &str) -> String {
+    format!("{name}/{version}")
+}
