@@ -22,7 +22,7 @@ use utoipa_axum::routes;
 use crate::auth::Authenticated;
 use crate::entry::{self, AccessTarget};
 use crate::error::{ApiError, LOG_INDEX_HEADER};
-use crate::{AppState, log_api};
+use crate::{AppState, custody_api, log_api};
 use policy::{AccessRequest, Action, Decision, Resource};
 use vault::{FieldClass, SubjectPlacement};
 
@@ -79,11 +79,12 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(log_api::consistency))
         // Tile paths have several segments, which the documented `{path}` cannot route.
         .route("/log/tile/{*path}", axum::routing::get(log_api::tile))
+        .merge(custody_api::routes())
 }
 
 /// The error body every failing route answers with.
 #[derive(Serialize, ToSchema)]
-pub struct ErrorBody {
+pub(crate) struct ErrorBody {
     /// A stable code, such as `denied`, `undeclared_field` or `unauthenticated`.
     error: String,
     /// What went wrong, for people.
@@ -174,25 +175,31 @@ async fn put_subject(
         .site_jurisdiction(&site)
         .unwrap_or_default()
         .to_string();
+    let suspended = app.custody.is_suspended(&request.jurisdiction);
     let resource = Resource::Subject {
         subject_jurisdiction: request.jurisdiction.clone(),
         site: site.clone(),
-        site_jurisdiction,
+        site_jurisdiction: site_jurisdiction.clone(),
+        suspended,
     };
     let target = AccessTarget {
         subject_pseudonym: app.pseudonyms.pseudonym(&id),
         subject_jurisdiction: &request.jurisdiction,
         site: &site,
+        site_jurisdiction: &site_jurisdiction,
         collection: None,
+        approval_required: false,
+        suspended,
         fields: &[],
     };
     let (index, _) = app
         .decide_and_log(
             &who,
             Action::Register,
+            &id,
             &target,
             &[(None, resource)],
-            &context,
+            context,
             true,
         )
         .await?;
@@ -230,7 +237,7 @@ async fn get_subject(
     let context = access_context(&headers, &who)?;
     let subject = app.find_subject(&id).await?;
     let (index, _) = app
-        .log_subject_access(&who, Action::List, &subject, &context)
+        .log_subject_access(&who, Action::List, &subject, context)
         .await?;
     Ok(logged(index, StatusCode::OK, SubjectBody::from(subject)))
 }
@@ -269,7 +276,7 @@ async fn list_records(
     let context = access_context(&headers, &who)?;
     let subject = app.find_subject(&id).await?;
     let (index, _) = app
-        .log_subject_access(&who, Action::List, &subject, &context)
+        .log_subject_access(&who, Action::List, &subject, context)
         .await?;
 
     let vault = app.vault.clone();
@@ -344,14 +351,22 @@ async fn put_record(
 
     // A write needs every class it touches allowed. It is logged before the store is
     // touched: if the log cannot be written, nothing is changed.
-    let resources: Vec<(Option<FieldClass>, Resource)> = classes
-        .iter()
-        .map(|class| (Some(*class), data_resource(&subject, &collection, *class)))
-        .collect();
     let names: Vec<String> = fields.keys().cloned().collect();
     let target = app.data_target(&subject, &collection, &names);
+    let resources: Vec<(Option<FieldClass>, Resource)> = classes
+        .iter()
+        .map(|class| (Some(*class), data_resource(&target, &collection, *class)))
+        .collect();
     let (index, _) = app
-        .decide_and_log(&who, Action::Write, &target, &resources, &context, true)
+        .decide_and_log(
+            &who,
+            Action::Write,
+            &subject.id,
+            &target,
+            &resources,
+            context,
+            true,
+        )
         .await?;
 
     let vault = app.vault.clone();
@@ -412,18 +427,35 @@ async fn get_record(
 
     // One decision per field class the collection declares; the response keeps the fields of
     // the allowed classes. If no class is allowed, the read is denied. Logged before reading.
-    let resources = declared_resources(&subject, &collection, &declared);
     let names: Vec<String> = declared.keys().cloned().collect();
     let target = app.data_target(&subject, &collection, &names);
+    let resources = declared_resources(&target, &collection, &declared);
     let (index, decisions) = app
-        .decide_and_log(&who, Action::Read, &target, &resources, &context, false)
+        .decide_and_log(
+            &who,
+            Action::Read,
+            &subject.id,
+            &target,
+            &resources,
+            context,
+            false,
+        )
         .await?;
     let allowed: Vec<FieldClass> = resources
         .iter()
-        .zip(&decisions)
+        .zip(&decisions.decisions)
         .filter(|(_, d)| d.allowed)
         .filter_map(|((class, _), _)| *class)
         .collect();
+    // A grant scoped to some fields lets only those protected fields through.
+    let granted_field = |name: &str, class: FieldClass| {
+        class != FieldClass::Protected
+            || !target.approval_required
+            || decisions
+                .grant
+                .as_ref()
+                .is_none_or(|g| g.fields.is_empty() || g.fields.iter().any(|f| f == name))
+    };
 
     let vault = app.vault.clone();
     let (subject_id, coll, k) = (subject.id.clone(), collection.clone(), key.clone());
@@ -441,7 +473,7 @@ async fn get_record(
     let mut withheld = Vec::new();
     for (name, value) in record.fields {
         match declared.get(&name) {
-            Some(class) if allowed.contains(class) => {
+            Some(class) if allowed.contains(class) && granted_field(&name, *class) => {
                 fields.insert(name, value);
             }
             _ => withheld.push(name),
@@ -495,11 +527,19 @@ async fn delete_record(
     let context = access_context(&headers, &who)?;
     let subject = app.find_subject(&id).await?;
 
-    let resources = declared_resources(&subject, &collection, &declared);
     let names: Vec<String> = declared.keys().cloned().collect();
     let target = app.data_target(&subject, &collection, &names);
+    let resources = declared_resources(&target, &collection, &declared);
     let (index, _) = app
-        .decide_and_log(&who, Action::Delete, &target, &resources, &context, true)
+        .decide_and_log(
+            &who,
+            Action::Delete,
+            &subject.id,
+            &target,
+            &resources,
+            context,
+            true,
+        )
         .await?;
 
     let vault = app.vault.clone();
@@ -521,6 +561,12 @@ async fn delete_record(
         deleted,
     };
     Ok(logged(index, StatusCode::OK, body))
+}
+
+/// The decisions on one access, and the custodian grant Cedar saw, if any.
+pub(crate) struct Decided {
+    pub decisions: Vec<Decision>,
+    pub grant: Option<custody::AccessRequest>,
 }
 
 impl AppState {
@@ -545,6 +591,7 @@ impl AppState {
 
     fn decide_each(
         &self,
+        engine: &policy::PolicyEngine,
         who: &Authenticated,
         action: Action,
         resources: &[Resource],
@@ -553,7 +600,7 @@ impl AppState {
         resources
             .iter()
             .map(|resource| {
-                self.policy.decide(&AccessRequest {
+                engine.decide(&AccessRequest {
                     principal: who.principal.clone(),
                     action,
                     resource: resource.clone(),
@@ -563,38 +610,92 @@ impl AppState {
             .collect()
     }
 
+    /// The active custodian grant that covers this access, if any. A grant scoped to some
+    /// fields covers a write only of those fields and never a delete (which touches them all);
+    /// for a read, the handler withholds the protected fields outside its scope.
+    fn grant_for(
+        &self,
+        who: &Authenticated,
+        action: Action,
+        subject_id: &str,
+        target: &AccessTarget<'_>,
+        now: i64,
+    ) -> Option<custody::AccessRequest> {
+        let grant = self.custody.find_grant(
+            &who.principal.id,
+            action.as_str(),
+            subject_id,
+            target.collection,
+            now,
+        )?;
+        let fields_covered = grant.fields.is_empty()
+            || match action {
+                Action::Read => true,
+                Action::Write => target.fields.iter().all(|f| grant.fields.contains(f)),
+                _ => false,
+            };
+        fields_covered.then_some(grant)
+    }
+
     /// Decides, appends the decision to the log (durably), and answers with the entry's index.
-    /// A denial (none allowed, or not all when `need_all`) becomes a 403 that carries the index.
-    /// If the log cannot be written the request fails with 503 and nothing is served or changed.
+    /// The custodian's controls come first: a suspended jurisdiction is denied whatever the
+    /// policy says, and an active grant is put in the context for Cedar to see. A denial
+    /// (none allowed, or not all when `need_all`) becomes a 403 that carries the index. If the
+    /// log cannot be written the request fails with 503 and nothing is served or changed.
+    #[allow(clippy::too_many_arguments)]
     async fn decide_and_log(
         &self,
         who: &Authenticated,
         action: Action,
+        subject_id: &str,
         target: &AccessTarget<'_>,
         resources: &[(Option<FieldClass>, Resource)],
-        context: &policy::Context,
+        mut context: policy::Context,
         need_all: bool,
-    ) -> AppResult<(u64, Vec<Decision>)> {
+    ) -> AppResult<(u64, Decided)> {
+        let grant = self.grant_for(who, action, subject_id, target, context.time);
+        if let Some(grant) = &grant {
+            context.grant = grant_kind(grant).to_string();
+        }
+        let engine = self.policy();
         let classes: Vec<Option<FieldClass>> = resources.iter().map(|(c, _)| *c).collect();
         let resources: Vec<Resource> = resources.iter().map(|(_, r)| r.clone()).collect();
-        let decisions = self.decide_each(who, action, &resources, context);
+        let decisions = self.decide_each(&engine, who, action, &resources, &context);
+        let used = grant.as_ref().map(|g| entry::GrantUsed {
+            id: &g.id,
+            kind: grant_kind(g),
+        });
         let entry = entry::access_entry(
             who,
             action,
             target,
             &classes,
             &decisions,
-            context,
-            self.policy.policy_set_hash(),
+            &context,
+            used.as_ref(),
+            engine.policy_set_hash(),
         );
         let index = self.append(entry).await?;
+        if target.suspended {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "suspended",
+                format!(
+                    "all access to {} subjects' data is suspended by the custodian's kill switch",
+                    target.subject_jurisdiction
+                ),
+            )
+            .logged(index));
+        }
         let allowed = decisions.iter().filter(|d| d.allowed).count();
         if allowed == 0 || (need_all && allowed < decisions.len()) {
             return Err(self
-                .denial(who, action, &resources, context, &decisions)
+                .denial(
+                    &engine, who, action, &resources, &context, &decisions, need_all,
+                )
                 .logged(index));
         }
-        Ok((index, decisions))
+        Ok((index, Decided { decisions, grant }))
     }
 
     /// Decides and logs a subject-level action (`list`, on the subject as held).
@@ -603,18 +704,34 @@ impl AppState {
         who: &Authenticated,
         action: Action,
         subject: &SubjectPlacement,
-        context: &policy::Context,
-    ) -> AppResult<(u64, Vec<Decision>)> {
+        context: policy::Context,
+    ) -> AppResult<(u64, Decided)> {
         let target = AccessTarget {
             subject_pseudonym: self.pseudonyms.pseudonym(&subject.id),
             subject_jurisdiction: &subject.jurisdiction,
             site: &subject.site,
+            site_jurisdiction: &subject.site_jurisdiction,
             collection: None,
+            approval_required: false,
+            suspended: self.custody.is_suspended(&subject.jurisdiction),
             fields: &[],
         };
-        let resource = subject_resource(subject);
-        self.decide_and_log(who, action, &target, &[(None, resource)], context, true)
-            .await
+        let resource = Resource::Subject {
+            subject_jurisdiction: subject.jurisdiction.clone(),
+            site: subject.site.clone(),
+            site_jurisdiction: subject.site_jurisdiction.clone(),
+            suspended: target.suspended,
+        };
+        self.decide_and_log(
+            who,
+            action,
+            &subject.id,
+            &target,
+            &[(None, resource)],
+            context,
+            true,
+        )
+        .await
     }
 
     fn data_target<'a>(
@@ -627,7 +744,13 @@ impl AppState {
             subject_pseudonym: self.pseudonyms.pseudonym(&subject.id),
             subject_jurisdiction: &subject.jurisdiction,
             site: &subject.site,
+            site_jurisdiction: &subject.site_jurisdiction,
             collection: Some(collection),
+            approval_required: self
+                .vault
+                .collection(collection)
+                .is_some_and(|c| c.approval),
+            suspended: self.custody.is_suspended(&subject.jurisdiction),
             fields,
         }
     }
@@ -645,14 +768,18 @@ impl AppState {
     }
 
     /// The 403 for a denial: names the determining policies, and says so plainly when the
-    /// only thing missing is a purpose (the same request with one would have been allowed).
+    /// only thing missing is a purpose or a custodian grant (the same request with one would
+    /// have been allowed).
+    #[allow(clippy::too_many_arguments)]
     fn denial(
         &self,
+        engine: &policy::PolicyEngine,
         who: &Authenticated,
         action: Action,
         resources: &[Resource],
         context: &policy::Context,
         decisions: &[Decision],
+        need_all: bool,
     ) -> ApiError {
         let mut policies: Vec<String> = decisions
             .iter()
@@ -666,17 +793,36 @@ impl AppState {
             tracing::warn!(principal = %who.principal.id, action = action.as_str(),
                 "policy evaluation error; denied");
         }
+        // Whether the access would pass with `context` instead.
+        let allowed_with = |context: policy::Context| {
+            let again = self.decide_each(engine, who, action, resources, &context);
+            let allowed = again.iter().filter(|d| d.allowed).count();
+            allowed > 0 && (!need_all || allowed == again.len())
+        };
         if context.purpose.is_empty() && !had_errors {
             let with_purpose = policy::Context {
                 purpose: "(any stated purpose)".into(),
                 ..context.clone()
             };
-            let again = self.decide_each(who, action, resources, &with_purpose);
-            if again.iter().any(|d| d.allowed) {
+            if allowed_with(with_purpose) {
                 return ApiError::new(
                     StatusCode::FORBIDDEN,
                     "purpose_required",
                     "this access needs a stated purpose: set the `Sovereign-Purpose` header",
+                )
+                .with("policies", policies);
+            }
+        }
+        if context.grant.is_empty() && !had_errors {
+            let with_grant = policy::Context {
+                grant: policy::GRANT_APPROVED.into(),
+                ..context.clone()
+            };
+            if allowed_with(with_grant) {
+                return ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "approval_required",
+                    "this access needs a custodian grant: file one with `sovereign access request` (POST /v1/access/requests) and wait for approval",
                 )
                 .with("policies", policies);
             }
@@ -699,27 +845,29 @@ impl AppState {
     }
 }
 
-fn subject_resource(subject: &SubjectPlacement) -> Resource {
-    Resource::Subject {
-        subject_jurisdiction: subject.jurisdiction.clone(),
-        site: subject.site.clone(),
-        site_jurisdiction: subject.site_jurisdiction.clone(),
+/// The value Cedar sees as `context.grant` for a grant.
+fn grant_kind(grant: &custody::AccessRequest) -> &'static str {
+    match grant.kind {
+        custody::RequestKind::Request => policy::GRANT_APPROVED,
+        custody::RequestKind::BreakGlass => policy::GRANT_BREAK_GLASS,
     }
 }
 
-fn data_resource(subject: &SubjectPlacement, collection: &str, class: FieldClass) -> Resource {
+fn data_resource(target: &AccessTarget<'_>, collection: &str, class: FieldClass) -> Resource {
     Resource::Data {
-        subject_jurisdiction: subject.jurisdiction.clone(),
+        subject_jurisdiction: target.subject_jurisdiction.to_string(),
         collection: collection.to_string(),
         field_class: class.as_str().to_string(),
-        site: subject.site.clone(),
-        site_jurisdiction: subject.site_jurisdiction.clone(),
+        site: target.site.to_string(),
+        site_jurisdiction: target.site_jurisdiction.to_string(),
+        approval_required: target.approval_required,
+        suspended: target.suspended,
     }
 }
 
 /// One resource per field class the collection declares (reads and deletes concern them all).
 fn declared_resources(
-    subject: &SubjectPlacement,
+    target: &AccessTarget<'_>,
     collection: &str,
     declared: &std::collections::BTreeMap<String, FieldClass>,
 ) -> Vec<(Option<FieldClass>, Resource)> {
@@ -728,7 +876,7 @@ fn declared_resources(
     classes.dedup();
     classes
         .into_iter()
-        .map(|class| (Some(class), data_resource(subject, collection, class)))
+        .map(|class| (Some(class), data_resource(target, collection, class)))
         .collect()
 }
 
@@ -770,16 +918,19 @@ fn access_context(headers: &HeaderMap, who: &Authenticated) -> AppResult<policy:
         reason_code,
         network_zone: who.network_zone.clone(),
         time: crate::auth::now_unix(),
+        grant: String::new(),
     })
 }
 
-fn path_param<T>(path: Result<Path<T>, PathRejection>) -> AppResult<T> {
+pub(crate) fn path_param<T>(path: Result<Path<T>, PathRejection>) -> AppResult<T> {
     path.map(|Path(v)| v)
         .map_err(|e| ApiError::bad_request("invalid_path", e.body_text()))
 }
 
 /// Parses a JSON body strictly, with errors that name what is wrong.
-fn parse_json<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> AppResult<T> {
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+) -> AppResult<T> {
     let bytes = body.map_err(|e| {
         let status = e.status();
         if status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -803,7 +954,7 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection
 }
 
 /// A JSON response to a logged request, carrying its entry's index.
-fn logged(index: u64, status: StatusCode, body: impl Serialize) -> Response {
+pub(crate) fn logged(index: u64, status: StatusCode, body: impl Serialize) -> Response {
     let mut response = (status, Json(body)).into_response();
     response
         .headers_mut()
@@ -812,7 +963,9 @@ fn logged(index: u64, status: StatusCode, body: impl Serialize) -> Response {
 }
 
 /// Runs store work off the async threads.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> AppResult<T> {
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> AppResult<T> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(ApiError::internal)

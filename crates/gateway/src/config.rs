@@ -35,6 +35,7 @@ pub struct Config {
     /// Jurisdiction → the sites its subjects may be stored at, in order of preference.
     pub residency: BTreeMap<String, Vec<String>>,
     pub collections: BTreeMap<String, CollectionConfig>,
+    pub custody: CustodyConfig,
     /// Peer address ranges and the country they are in.
     #[serde(default)]
     pub network_zones: Vec<NetworkZone>,
@@ -69,8 +70,80 @@ impl Default for ServerConfig {
 pub struct PolicyFiles {
     /// Cedar schema (human syntax), relative to the configuration's folder.
     pub schema: PathBuf,
-    /// Cedar policy set, relative to the configuration's folder.
+    /// Cedar policy set, relative to the configuration's folder. Used only to start the very
+    /// first time: after that the active set is the one the custodian last activated.
     pub policies: PathBuf,
+    /// The custodian's signed activation statement for the first policy set.
+    pub signature: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustodyConfig {
+    /// The custody database: access requests, grants, policy sets, releases, the kill switch.
+    pub store: PathBuf,
+    /// Where algorithm artifacts are kept, named by their SHA-256.
+    pub artifacts: PathBuf,
+    /// The custodian's signed-note verifier keys (files); statements count distinct signers.
+    pub signers: Vec<PathBuf>,
+    /// Custodian signatures needed to activate a policy set.
+    #[serde(default = "one")]
+    pub policy_threshold: usize,
+    /// Custodian signatures needed to release an algorithm.
+    #[serde(default = "one")]
+    pub release_threshold: usize,
+    /// Custodian signatures needed to suspend or lift a jurisdiction.
+    #[serde(default = "one")]
+    pub kill_switch_threshold: usize,
+    /// A pending access request expires after this long, like `12h`.
+    #[serde(default = "default_request_ttl", with = "humantime_serde_compat")]
+    pub request_ttl: std::time::Duration,
+    /// The longest grant an access request may ask for.
+    #[serde(default = "default_max_grant", with = "humantime_serde_compat")]
+    pub max_grant_duration: std::time::Duration,
+    /// How long a break-glass use lasts.
+    #[serde(default = "default_break_glass", with = "humantime_serde_compat")]
+    pub break_glass_window: std::time::Duration,
+    /// The largest algorithm artifact accepted.
+    #[serde(default = "default_max_artifact")]
+    pub max_artifact_bytes: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn default_request_ttl() -> std::time::Duration {
+    std::time::Duration::from_secs(12 * 3600)
+}
+
+fn default_max_grant() -> std::time::Duration {
+    std::time::Duration::from_secs(8 * 3600)
+}
+
+fn default_break_glass() -> std::time::Duration {
+    std::time::Duration::from_secs(15 * 60)
+}
+
+fn default_max_artifact() -> usize {
+    64 * 1024 * 1024
+}
+
+/// Durations written the human way (`15m`, `12h`) in the configuration.
+mod humantime_serde_compat {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!("`{text}` is not a duration like 15m or 12h: {e}"))
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -382,9 +455,11 @@ impl Config {
                 }
             }
         }
+        self.validate_custody(data_dir, &mut problems);
         for (field, path) in [
             ("policy.schema", &self.policy.schema),
             ("policy.policies", &self.policy.policies),
+            ("policy.signature", &self.policy.signature),
         ] {
             let full = data_dir.join(path);
             if !full.is_file() {
@@ -395,6 +470,62 @@ impl Config {
             }
         }
         problems
+    }
+}
+
+impl Config {
+    fn validate_custody(&self, data_dir: &Path, problems: &mut Vec<(String, String)>) {
+        let c = &self.custody;
+        if c.signers.is_empty() {
+            problems.push((
+                "custody.signers".into(),
+                "list at least one custodian verifier key file".into(),
+            ));
+        }
+        for (i, path) in c.signers.iter().enumerate() {
+            let full = data_dir.join(path);
+            if let Err(e) = custody::statement::load_verifier(&full) {
+                problems.push((format!("custody.signers[{i}]"), e.to_string()));
+            }
+        }
+        for (key, threshold) in [
+            ("custody.policy_threshold", c.policy_threshold),
+            ("custody.release_threshold", c.release_threshold),
+            ("custody.kill_switch_threshold", c.kill_switch_threshold),
+        ] {
+            if threshold == 0 || threshold > c.signers.len().max(1) {
+                problems.push((
+                    key.into(),
+                    format!(
+                        "must be between 1 and the number of custody.signers ({})",
+                        c.signers.len()
+                    ),
+                ));
+            }
+        }
+        for (key, duration) in [
+            ("custody.request_ttl", c.request_ttl),
+            ("custody.max_grant_duration", c.max_grant_duration),
+            ("custody.break_glass_window", c.break_glass_window),
+        ] {
+            if duration.as_secs() == 0 || duration.as_secs() > 366 * 24 * 3600 {
+                problems.push((key.into(), "must be between 1s and 366 days".into()));
+            }
+        }
+        if c.max_artifact_bytes == 0 {
+            problems.push((
+                "custody.max_artifact_bytes".into(),
+                "must be above 0".into(),
+            ));
+        }
+        for (name, collection) in &self.collections {
+            if !(1..=16).contains(&collection.approvals) {
+                problems.push((
+                    format!("collections.{name}.approvals"),
+                    "must be between 1 and 16".into(),
+                ));
+            }
+        }
     }
 }
 

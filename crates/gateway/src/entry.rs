@@ -1,4 +1,4 @@
-//! Log entries, format v1 (documented in the README, "Log entry format"). An entry says who
+//! Log entries, format v2 (documented in the README, "Log entry format"). An entry says who
 //! asked for what, about which subject (as a keyed pseudonym), which fields by name, and what
 //! was decided by which policies. It never holds a field value or a raw subject id: entries
 //! are built only from the types below, none of which can carry a value.
@@ -11,7 +11,7 @@ use crate::auth::Authenticated;
 use policy::{Action, Decision};
 use vault::FieldClass;
 
-pub const ENTRY_VERSION: u32 = 1;
+pub const ENTRY_VERSION: u32 = 2;
 
 /// Replaces subject ids in the log by HMAC-SHA256 pseudonyms under a key that stays with the
 /// gateway: a monitor can follow one subject through the log without learning who it is.
@@ -38,7 +38,7 @@ impl Pseudonymizer {
 }
 
 #[derive(Serialize)]
-struct PrincipalRecord<'a> {
+pub struct PrincipalRecord<'a> {
     id: &'a str,
     entity: &'a str,
     entity_country: &'a str,
@@ -65,7 +65,10 @@ struct AccessRecord<'a> {
     subject: String,
     subject_jurisdiction: &'a str,
     site: &'a str,
+    site_jurisdiction: &'a str,
     collection: Option<&'a str>,
+    approval_required: bool,
+    suspended: bool,
     fields: &'a [String],
     outcome: &'static str,
     decisions: Vec<DecisionRecord<'a>>,
@@ -73,6 +76,14 @@ struct AccessRecord<'a> {
     policy_set: &'a str,
     purpose: &'a str,
     reason_code: &'a str,
+    context_time: i64,
+    grant: Option<GrantRecord<'a>>,
+}
+
+#[derive(Serialize)]
+struct GrantRecord<'a> {
+    id: &'a str,
+    kind: &'a str,
 }
 
 /// What an access concerned, for its log entry.
@@ -80,13 +91,27 @@ pub struct AccessTarget<'a> {
     pub subject_pseudonym: String,
     pub subject_jurisdiction: &'a str,
     pub site: &'a str,
+    pub site_jurisdiction: &'a str,
     pub collection: Option<&'a str>,
+    pub approval_required: bool,
+    /// The kill switch suspends the subject's jurisdiction: denied whatever the policy says.
+    pub suspended: bool,
     /// Field names only.
     pub fields: &'a [String],
 }
 
-/// `allow` if every decision allowed, `deny` if none did, `partial` otherwise.
-pub fn outcome(decisions: &[Decision]) -> &'static str {
+/// The custodian grant an access used: its id, and its kind as Cedar saw it (`context.grant`).
+pub struct GrantUsed<'a> {
+    pub id: &'a str,
+    pub kind: &'a str,
+}
+
+/// `allow` if every decision allowed, `deny` if none did, `partial` otherwise; always `deny`
+/// while the kill switch suspends the subject's jurisdiction.
+pub fn outcome(decisions: &[Decision], suspended: bool) -> &'static str {
+    if suspended {
+        return "deny";
+    }
     let allowed = decisions.iter().filter(|d| d.allowed).count();
     if allowed == decisions.len() {
         "allow"
@@ -99,6 +124,7 @@ pub fn outcome(decisions: &[Decision]) -> &'static str {
 
 /// The entry for one access decision (one decision per field class, or one for subject-level
 /// actions, where `classes` holds `None`).
+#[allow(clippy::too_many_arguments)]
 pub fn access_entry(
     who: &Authenticated,
     action: Action,
@@ -106,6 +132,7 @@ pub fn access_entry(
     classes: &[Option<FieldClass>],
     decisions: &[Decision],
     context: &policy::Context,
+    grant: Option<&GrantUsed<'_>>,
     policy_set: &str,
 ) -> Vec<u8> {
     let mut policies: Vec<String> = decisions
@@ -118,22 +145,17 @@ pub fn access_entry(
         v: ENTRY_VERSION,
         kind: "access",
         time: now_rfc3339(),
-        principal: PrincipalRecord {
-            id: &who.principal.id,
-            entity: &who.principal.entity,
-            entity_country: &who.principal.entity_country,
-            location: &who.principal.location,
-            clearance: &who.principal.clearance,
-            roles: &who.principal.roles,
-            network_zone: &who.network_zone,
-        },
+        principal: principal_record(who),
         action: action.as_str(),
         subject: target.subject_pseudonym.clone(),
         subject_jurisdiction: target.subject_jurisdiction,
         site: target.site,
+        site_jurisdiction: target.site_jurisdiction,
         collection: target.collection,
+        approval_required: target.approval_required,
+        suspended: target.suspended,
         fields: target.fields,
-        outcome: outcome(decisions),
+        outcome: outcome(decisions, target.suspended),
         decisions: classes
             .iter()
             .zip(decisions)
@@ -147,8 +169,156 @@ pub fn access_entry(
         policy_set,
         purpose: &context.purpose,
         reason_code: &context.reason_code,
+        context_time: context.time,
+        grant: grant.map(|g| GrantRecord {
+            id: g.id,
+            kind: g.kind,
+        }),
     };
     serde_json::to_vec(&record).expect("entries always serialise")
+}
+
+pub fn principal_record(who: &Authenticated) -> PrincipalRecord<'_> {
+    PrincipalRecord {
+        id: &who.principal.id,
+        entity: &who.principal.entity,
+        entity_country: &who.principal.entity_country,
+        location: &who.principal.location,
+        clearance: &who.principal.clearance,
+        roles: &who.principal.roles,
+        network_zone: &who.network_zone,
+    }
+}
+
+#[derive(Serialize)]
+struct CustodyRecord<'a> {
+    v: u32,
+    kind: &'static str,
+    time: String,
+    event: &'static str,
+    actor: Option<PrincipalRecord<'a>>,
+    details: serde_json::Value,
+}
+
+/// The entry for a custodian control changing: an access request decided, a grant revoked, a
+/// policy set or algorithm release activated, the kill switch used. Subject ids in access
+/// requests' scopes become pseudonyms.
+pub fn custody_entry(
+    event: &custody::Event<'_>,
+    actor: Option<&Authenticated>,
+    pseudonyms: &Pseudonymizer,
+) -> Vec<u8> {
+    use custody::Event as E;
+    use serde_json::json;
+    let request = |r: &custody::AccessRequest| {
+        json!({
+            "id": r.id,
+            "kind": r.kind,
+            "requester": r.requester,
+            "action": r.action,
+            "subjects": r.subjects.iter().map(|s| pseudonyms.pseudonym(s)).collect::<Vec<_>>(),
+            "collections": r.collections,
+            "fields": r.fields,
+            "purpose": r.purpose,
+            "reason_code": r.reason_code,
+            "duration_seconds": r.duration_seconds,
+            "approvals_required": r.approvals_required,
+            "approvers": r.approvals.iter().map(|a| &a.by).collect::<Vec<_>>(),
+            "starts_at": r.starts_at,
+            "ends_at": r.ends_at,
+        })
+    };
+    let release = |r: &custody::Release| {
+        json!({
+            "name": r.name,
+            "version": r.version,
+            "sha256": r.sha256,
+            "size": r.size,
+            "signers": r.signers,
+        })
+    };
+    let (name, details) = match *event {
+        E::RequestCreated(r) => ("access-request-created", request(r)),
+        E::RequestApproved {
+            request: r,
+            granted,
+        } => {
+            let mut details = request(r);
+            details["granted"] = granted.into();
+            ("access-request-approved", details)
+        }
+        E::RequestDenied(r) => ("access-request-denied", request(r)),
+        E::GrantRevoked(r) => ("grant-revoked", request(r)),
+        E::BreakGlassStarted(r) => ("break-glass-started", request(r)),
+        E::BreakGlassReviewed(r) => ("break-glass-reviewed", request(r)),
+        E::PolicyProposed(set) => (
+            "policy-proposed",
+            json!({"policy_set": set.hash, "policy_ids": set.policy_ids}),
+        ),
+        E::PolicyActivated { set, previous } => (
+            "policy-activated",
+            json!({
+                "policy_set": set.hash,
+                "previous": previous,
+                "policy_ids": set.policy_ids,
+                "signers": set.signers,
+            }),
+        ),
+        E::AlgorithmSubmitted(r) => ("algorithm-submitted", release(r)),
+        E::AlgorithmActivated(r) => ("algorithm-activated", release(r)),
+        E::AlgorithmFetched(r) => ("algorithm-fetched", release(r)),
+        E::KillSwitch(s) => (
+            if s.suspended {
+                "jurisdiction-suspended"
+            } else {
+                "jurisdiction-lifted"
+            },
+            json!({
+                "jurisdiction": s.jurisdiction,
+                "serial": s.serial,
+                "signers": s.signers,
+            }),
+        ),
+    };
+    serde_json::to_vec(&CustodyRecord {
+        v: ENTRY_VERSION,
+        kind: "custody",
+        time: now_rfc3339(),
+        event: name,
+        actor: actor.map(principal_record),
+        details,
+    })
+    .expect("entries always serialise")
+}
+
+#[derive(Serialize)]
+struct AlertRecord<'a> {
+    v: u32,
+    kind: &'static str,
+    time: String,
+    alert: &'a str,
+    severity: &'a str,
+    actor: Option<PrincipalRecord<'a>>,
+    details: serde_json::Value,
+}
+
+/// The entry for an alert (such as a break-glass use), which monitors watch for.
+pub fn alert_entry(
+    alert: &str,
+    severity: &str,
+    actor: Option<&Authenticated>,
+    details: serde_json::Value,
+) -> Vec<u8> {
+    serde_json::to_vec(&AlertRecord {
+        v: ENTRY_VERSION,
+        kind: "alert",
+        time: now_rfc3339(),
+        alert,
+        severity,
+        actor: actor.map(principal_record),
+        details,
+    })
+    .expect("entries always serialise")
 }
 
 #[derive(Serialize)]
@@ -215,8 +385,9 @@ mod tests {
             policies: vec![],
             errors: vec![],
         };
-        assert_eq!(outcome(&[allow.clone(), allow.clone()]), "allow");
-        assert_eq!(outcome(&[allow, deny.clone()]), "partial");
-        assert_eq!(outcome(&[deny]), "deny");
+        assert_eq!(outcome(&[allow.clone(), allow.clone()], false), "allow");
+        assert_eq!(outcome(std::slice::from_ref(&allow), true), "deny");
+        assert_eq!(outcome(&[allow, deny.clone()], false), "partial");
+        assert_eq!(outcome(&[deny], false), "deny");
     }
 }

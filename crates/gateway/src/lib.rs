@@ -10,6 +10,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod custody_api;
 pub mod entry;
 pub mod error;
 pub mod log_api;
@@ -18,7 +19,7 @@ pub mod setup;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -39,8 +40,11 @@ pub struct AppState {
     pub config: Config,
     pub data_dir: PathBuf,
     pub auth: Authenticator,
-    pub policy: policy::PolicyEngine,
+    /// The active policy set; replaced whole when the custodian activates another.
+    policy: RwLock<Arc<policy::PolicyEngine>>,
     pub vault: Arc<vault::Vault>,
+    /// Access requests, grants, policy sets, releases and the kill switch.
+    pub custody: Arc<custody::Custody>,
     /// The transparency log: every decision is appended before it is answered.
     pub log: Arc<logstore::Log>,
     pub pseudonyms: entry::Pseudonymizer,
@@ -59,10 +63,11 @@ impl Gateway {
     pub fn open(data_dir: &Path) -> anyhow::Result<Gateway> {
         let config = Config::load(data_dir).map_err(|e| anyhow::anyhow!("{e}"))?;
         let auth = Authenticator::new(&config, data_dir)?;
-        let policy = load_policy(&config, data_dir)?;
         let vault = vault::Vault::open(config.layout(), data_dir, config.server.store_readers)
             .context("cannot open the site stores")?;
         let (log, pseudonyms) = open_log(&config, data_dir)?;
+        let custody = open_custody(&config, data_dir)?;
+        let policy = active_policy(&config, data_dir, &custody, &log, &pseudonyms)?;
         // The configuration and policies in force are the first thing the log records.
         log.append_blocking(entry::config_entry(
             "start",
@@ -87,8 +92,9 @@ impl Gateway {
             config,
             data_dir: data_dir.to_path_buf(),
             auth,
-            policy,
+            policy: RwLock::new(Arc::new(policy)),
             vault: Arc::new(vault),
+            custody: Arc::new(custody),
             log: Arc::new(log),
             pseudonyms,
             openapi,
@@ -131,21 +137,139 @@ impl Gateway {
     }
 }
 
-/// Loads the Cedar schema and policies named by the configuration, validating every policy.
-pub fn load_policy(config: &Config, data_dir: &Path) -> anyhow::Result<policy::PolicyEngine> {
+impl AppState {
+    /// The policy set in force now.
+    pub fn policy(&self) -> Arc<policy::PolicyEngine> {
+        self.policy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Puts a newly activated policy set in force.
+    pub fn set_policy(&self, engine: policy::PolicyEngine) {
+        *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(engine);
+    }
+}
+
+/// Opens the custody database with the custodian's verifier keys.
+pub fn open_custody(config: &Config, data_dir: &Path) -> anyhow::Result<custody::Custody> {
+    let c = &config.custody;
+    let verifiers = c
+        .signers
+        .iter()
+        .map(|path| custody::statement::load_verifier(&data_dir.join(path)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let keys = custody::Keys {
+        verifiers,
+        policy_threshold: c.policy_threshold,
+        release_threshold: c.release_threshold,
+        kill_switch_threshold: c.kill_switch_threshold,
+    };
+    custody::Custody::open(&data_dir.join(&c.store), &data_dir.join(&c.artifacts), keys)
+        .context("cannot open the custody store")
+}
+
+/// The policy set to serve: the one the custodian last activated. On the very first start
+/// there is none, and the configured files become the first active set, but only with the
+/// custodian's signed activation statement beside them.
+fn active_policy(
+    config: &Config,
+    data_dir: &Path,
+    custody: &custody::Custody,
+    log: &logstore::Log,
+    pseudonyms: &entry::Pseudonymizer,
+) -> anyhow::Result<policy::PolicyEngine> {
+    let files = read_policy_files(config, data_dir)?;
+    let file_hash = policy::policy_set_hash(&files.schema, &files.policies);
+    if let Some(active) = custody.active_policy() {
+        if active.hash != file_hash {
+            tracing::warn!(
+                active = active.hash,
+                file = file_hash,
+                "the policy files differ from the active policy set and are ignored; change policies with `sovereign policy propose | sign | activate`"
+            );
+        }
+        return policy::PolicyEngine::new(&active.schema, &active.policies).map_err(|e| {
+            anyhow::anyhow!("the active policy set {} no longer loads: {e}", active.hash)
+        });
+    }
+
+    let engine = files.engine()?;
+    let signature_path = data_dir.join(&config.policy.signature);
+    let signed = std::fs::read(&signature_path)
+        .with_context(|| format!("cannot read {}", signature_path.display()))?;
+    let record = custody::PolicySetRecord {
+        hash: file_hash.clone(),
+        schema: files.schema,
+        policies: files.policies,
+        policy_ids: engine.policy_ids(),
+        proposed_by: custody::Person {
+            id: "(configuration)".into(),
+            entity: "custodian".into(),
+        },
+        proposed_at: auth::now_unix(),
+        activated_at: None,
+        signature: None,
+        signers: Vec::new(),
+    };
+    let append = |event: custody::Event<'_>| {
+        log.append_blocking(entry::custody_entry(&event, None, pseudonyms))
+            .map_err(|e| e.to_string())
+    };
+    custody.propose_policy(record, &append)?;
+    custody
+        .activate_policy(&file_hash, &signed, auth::now_unix(), &append, |_| {})
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "the first policy set ({}) is not activated by a valid custodian signature in {}: {e}\n\
+                 the custodian must sign the statement \"activate policy set {file_hash}\" (`sovereign policy sign-file`)",
+                data_dir.join(&config.policy.policies).display(),
+                signature_path.display(),
+            )
+        })?;
+    Ok(engine)
+}
+
+/// The policy texts named by the configuration.
+pub struct PolicyFiles {
+    pub schema_path: PathBuf,
+    pub policies_path: PathBuf,
+    pub schema: String,
+    pub policies: String,
+}
+
+impl PolicyFiles {
+    /// Validates every policy against the schema.
+    pub fn engine(&self) -> anyhow::Result<policy::PolicyEngine> {
+        policy::PolicyEngine::new(&self.schema, &self.policies).map_err(|e| {
+            anyhow::anyhow!(
+                "policies refused ({} against {}):\n{e}",
+                self.policies_path.display(),
+                self.schema_path.display()
+            )
+        })
+    }
+}
+
+pub fn read_policy_files(config: &Config, data_dir: &Path) -> anyhow::Result<PolicyFiles> {
     let schema_path = data_dir.join(&config.policy.schema);
     let policies_path = data_dir.join(&config.policy.policies);
     let schema = std::fs::read_to_string(&schema_path)
         .with_context(|| format!("cannot read {}", schema_path.display()))?;
     let policies = std::fs::read_to_string(&policies_path)
         .with_context(|| format!("cannot read {}", policies_path.display()))?;
-    policy::PolicyEngine::new(&schema, &policies).map_err(|e| {
-        anyhow::anyhow!(
-            "policies refused ({} against {}):\n{e}",
-            policies_path.display(),
-            schema_path.display()
-        )
+    Ok(PolicyFiles {
+        schema_path,
+        policies_path,
+        schema,
+        policies,
     })
+}
+
+/// Loads the Cedar schema and policies named by the configuration, validating every policy.
+pub fn load_policy(config: &Config, data_dir: &Path) -> anyhow::Result<policy::PolicyEngine> {
+    read_policy_files(config, data_dir)?.engine()
 }
 
 /// Opens the transparency log with its signing key, and the subject pseudonym key.

@@ -23,6 +23,11 @@ pub const LOG_SIGNER_KEY: &str = "keys/log-signer.key";
 pub const LOG_PSEUDONYM_KEY: &str = "keys/log-pseudonym.key";
 pub const SCHEMA_FILE: &str = "policy/sovereign.cedarschema";
 pub const POLICIES_FILE: &str = "policy/policies.cedar";
+pub const POLICY_SIGNATURE_FILE: &str = "policy/policies.sig";
+/// The development custodian's signer key: it signs policy activations, algorithm releases
+/// and kill-switch commands. A real custodian keeps this key offline.
+pub const CUSTODIAN_KEY: &str = "keys/custodian.key";
+pub const CUSTODIAN_VKEY: &str = "keys/custodian.vkey";
 
 /// The default `sovereign.toml`, with comments: it doubles as the configuration reference.
 pub fn default_config_text() -> String {
@@ -59,13 +64,41 @@ pub fn init(data_dir: &Path, force: bool) -> anyhow::Result<InitReport> {
         0o644,
         &mut files,
     )?;
+    let policies = policy::default_policies(&restricted);
     write_file(
         data_dir,
         POLICIES_FILE,
-        policy::default_policies(&restricted).as_bytes(),
+        policies.as_bytes(),
         0o644,
         &mut files,
     )?;
+
+    // The development custodian signs the first policy set, as a real custodian would before
+    // the gateway's first start.
+    let (custodian_skey, custodian_vkey) = tlog::note::generate_key("custodian")
+        .map_err(|e| anyhow::anyhow!("cannot generate the custodian key: {e}"))?;
+    write_file(
+        data_dir,
+        CUSTODIAN_KEY,
+        custodian_skey.as_bytes(),
+        0o600,
+        &mut files,
+    )?;
+    write_file(
+        data_dir,
+        CUSTODIAN_VKEY,
+        format!("{custodian_vkey}\n").as_bytes(),
+        0o644,
+        &mut files,
+    )?;
+    let signer = tlog::note::Signer::new(&custodian_skey)
+        .map_err(|e| anyhow::anyhow!("cannot load the custodian key: {e}"))?;
+    let activation = custody::statement::Statement::PolicyActivation {
+        policy_set: policy::policy_set_hash(policy::DEFAULT_SCHEMA, &policies),
+    };
+    let signed = custody::statement::sign(&activation, &signer)
+        .map_err(|e| anyhow::anyhow!("cannot sign the first policy set: {e}"))?;
+    write_file(data_dir, POLICY_SIGNATURE_FILE, &signed, 0o644, &mut files)?;
 
     let signing = SigningKey::generate(&mut rand::rngs::OsRng);
     let private_pem = signing

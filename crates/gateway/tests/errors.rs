@@ -413,6 +413,27 @@ async fn openapi_covers_every_route() {
         ("get", "/log/tile/{path}"),
         ("get", "/log/proof/inclusion"),
         ("get", "/log/proof/consistency"),
+        ("get", "/v1/access/reason-codes"),
+        ("post", "/v1/access/requests"),
+        ("get", "/v1/access/requests"),
+        ("get", "/v1/access/requests/{id}"),
+        ("post", "/v1/access/requests/{id}/approve"),
+        ("post", "/v1/access/requests/{id}/deny"),
+        ("post", "/v1/access/requests/{id}/revoke"),
+        ("post", "/v1/access/break-glass"),
+        ("get", "/v1/access/break-glass"),
+        ("post", "/v1/access/break-glass/{id}/review"),
+        ("post", "/v1/policies"),
+        ("get", "/v1/policies"),
+        ("get", "/v1/policies/{hash}"),
+        ("post", "/v1/policies/{hash}/activate"),
+        ("post", "/v1/algorithms/{name}/{version}"),
+        ("get", "/v1/algorithms"),
+        ("get", "/v1/algorithms/active"),
+        ("post", "/v1/algorithms/{name}/{version}/activate"),
+        ("get", "/v1/algorithms/{name}/{version}/artifact"),
+        ("get", "/v1/kill-switch"),
+        ("post", "/v1/kill-switch"),
     ];
     for (method, path) in expected {
         assert!(
@@ -426,7 +447,10 @@ async fn openapi_covers_every_route() {
         let concrete = path
             .replace("{id}", "u-1")
             .replace("{collection}", "profile")
-            .replace("{key}", "main");
+            .replace("{key}", "main")
+            .replace("{hash}", &"0".repeat(64))
+            .replace("{name}", "ranker")
+            .replace("{version}", "1.0");
         for method in ["get", "put", "delete", "post", "patch"] {
             if item.get(method).is_none() {
                 continue;

@@ -202,11 +202,15 @@ async fn every_decision_is_logged_before_its_answer_and_the_log_verifies() {
     assert_eq!(log_index(&response), None);
 
     let entries = verified_entries(&server, indexes.last().unwrap() + 1).await;
-    assert_eq!(entries[0]["kind"], "config", "the start is logged first");
-    assert_eq!(
-        entries[0]["policy_set"],
-        server.state.policy.policy_set_hash()
-    );
+    // On the first start the custodian-signed policy set is proposed and activated, then the
+    // start itself is logged.
+    let active = server.state.policy().policy_set_hash().to_string();
+    assert_eq!(entries[0]["event"], "policy-proposed", "{}", entries[0]);
+    assert_eq!(entries[1]["event"], "policy-activated", "{}", entries[1]);
+    assert_eq!(entries[1]["details"]["policy_set"], active.as_str());
+    assert_eq!(entries[1]["details"]["signers"][0], "custodian");
+    assert_eq!(entries[2]["kind"], "config", "then the start");
+    assert_eq!(entries[2]["policy_set"], active.as_str());
 
     let expectations = [
         ("register", "allow"),
@@ -220,14 +224,18 @@ async fn every_decision_is_logged_before_its_answer_and_the_log_verifies() {
     let pseudonym = server.state.pseudonyms.pseudonym("subject-raw-id-42");
     for (index, (action, outcome)) in indexes.iter().zip(expectations) {
         let entry = &entries[*index as usize];
-        assert_eq!(entry["v"], 1);
+        assert_eq!(entry["v"], 2);
         assert_eq!(entry["kind"], "access");
+        assert_eq!(entry["site_jurisdiction"], "US");
+        assert_eq!(entry["suspended"], false);
+        assert!(entry["context_time"].as_i64().unwrap() > 1_700_000_000);
+        assert!(entry["grant"].is_null());
         assert_eq!(entry["action"], action, "{entry}");
         assert_eq!(entry["outcome"], outcome, "{entry}");
         assert_eq!(entry["subject"], pseudonym.as_str());
         assert_eq!(entry["subject_jurisdiction"], "US");
         assert_eq!(entry["site"], "us-east");
-        assert_eq!(entry["policy_set"], server.state.policy.policy_set_hash());
+        assert_eq!(entry["policy_set"], server.state.policy().policy_set_hash());
         assert!(entry["time"].as_str().unwrap().ends_with('Z'));
     }
     let denied = &entries[indexes[3] as usize];

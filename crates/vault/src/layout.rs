@@ -55,6 +55,29 @@ pub struct SiteConfig {
 #[serde(deny_unknown_fields)]
 pub struct CollectionConfig {
     pub fields: BTreeMap<String, FieldClass>,
+    /// Access to this collection's protected fields needs a custodian grant (an approved
+    /// access request or a break-glass use); Cedar sees it as `resource.approval_required`.
+    #[serde(default)]
+    pub approval: bool,
+    /// How many custodian approvers must approve an access request that covers this
+    /// collection (N of the M approvers).
+    #[serde(default = "one_approval")]
+    pub approvals: u32,
+}
+
+fn one_approval() -> u32 {
+    1
+}
+
+impl CollectionConfig {
+    /// A collection of these fields that needs no approval.
+    pub fn of(fields: BTreeMap<String, FieldClass>) -> CollectionConfig {
+        CollectionConfig {
+            fields,
+            approval: false,
+            approvals: one_approval(),
+        }
+    }
 }
 
 /// The whole vault configuration.
@@ -313,13 +336,13 @@ mod tests {
             residency: [("US".to_string(), vec!["us-east".to_string()])].into(),
             collections: [(
                 "profile".to_string(),
-                CollectionConfig {
-                    fields: [
+                CollectionConfig::of(
+                    [
                         ("email".to_string(), FieldClass::Protected),
                         ("display_name".to_string(), FieldClass::Interoperable),
                     ]
                     .into(),
-                },
+                ),
             )]
             .into(),
         }
@@ -360,9 +383,7 @@ mod tests {
             .insert("Bad Site".into(), site("US", "x", "sqlite:b.db"));
         layout.collections.insert(
             "9lives".into(),
-            CollectionConfig {
-                fields: [("Email".to_string(), FieldClass::Protected)].into(),
-            },
+            CollectionConfig::of([("Email".to_string(), FieldClass::Protected)].into()),
         );
         assert_eq!(
             keys(&layout),
@@ -453,12 +474,9 @@ mod tests {
     #[test]
     fn collections_need_a_field() {
         let mut layout = reference();
-        layout.collections.insert(
-            "empty".into(),
-            CollectionConfig {
-                fields: BTreeMap::new(),
-            },
-        );
+        layout
+            .collections
+            .insert("empty".into(), CollectionConfig::of(BTreeMap::new()));
         assert_eq!(keys(&layout), vec!["collections.empty.fields"]);
     }
 

@@ -152,19 +152,17 @@ fn build_layout(s: &Scenario) -> Layout {
         collections: [
             (
                 "profile".to_string(),
-                CollectionConfig {
-                    fields: [
+                CollectionConfig::of(
+                    [
                         ("email".to_string(), FieldClass::Protected),
                         ("name".to_string(), FieldClass::Interoperable),
                     ]
                     .into(),
-                },
+                ),
             ),
             (
                 "activity".to_string(),
-                CollectionConfig {
-                    fields: [("count".to_string(), FieldClass::Interoperable)].into(),
-                },
+                CollectionConfig::of([("count".to_string(), FieldClass::Interoperable)].into()),
             ),
         ]
         .into(),

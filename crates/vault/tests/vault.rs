@@ -19,9 +19,7 @@ fn site(jurisdiction: &str, operator: &str, store: &str) -> SiteConfig {
 }
 
 fn collection(fields: &[(&str, FieldClass)]) -> CollectionConfig {
-    CollectionConfig {
-        fields: fields.iter().map(|(n, c)| (n.to_string(), *c)).collect(),
-    }
+    CollectionConfig::of(fields.iter().map(|(n, c)| (n.to_string(), *c)).collect())
 }
 
 /// The reference scenario, plus a rule for `SG` so a conflict between two placeable

@@ -1,0 +1,1094 @@
+//! The custodian's controls over HTTP: access requests and approvals, break-glass, policy
+//! custody, algorithm custody and the kill switch. Every change is logged before it is
+//! committed (see the `custody` crate); each answer carries its entry's index.
+//!
+//! Who may do what is decided here by role, not by the Cedar policy set, because these routes
+//! are how that policy set itself changes:
+//! - `custodian-approver`: approve, deny, revoke access requests; review break-glass uses;
+//! - `break-glass`: start a break-glass use;
+//! - `custodian-operator`: propose and activate policy sets, activate algorithm releases,
+//!   apply kill-switch commands (activations still need custodian signatures);
+//! - `algorithm-author` (or `custodian-operator`): submit algorithm artifacts.
+//!
+//! Nobody located in a restricted country may act on any of them.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use utoipa::ToSchema;
+
+use crate::AppState;
+use crate::api::{ErrorBody, blocking, logged, parse_json, path_param};
+use crate::auth::{Authenticated, now_unix};
+use crate::entry;
+use crate::error::ApiError;
+use custody::{AccessRequest, CustodyError, Event, Person, Status};
+
+type AppResult<T> = Result<T, ApiError>;
+type Shared = State<Arc<AppState>>;
+
+pub const ROLE_APPROVER: &str = "custodian-approver";
+pub const ROLE_BREAK_GLASS: &str = "break-glass";
+pub const ROLE_OPERATOR: &str = "custodian-operator";
+pub const ROLE_ALGORITHM_AUTHOR: &str = "algorithm-author";
+
+/// The response header that carries an artifact's digest.
+pub const SHA256_HEADER: &str = "sovereign-sha256";
+
+// ---------------------------------------------------------------------------
+// Shared helpers
+
+impl AppState {
+    /// Appends a custody event to the log, from a blocking thread.
+    fn log_custody<'a>(
+        &'a self,
+        who: Option<&'a Authenticated>,
+    ) -> impl Fn(Event<'_>) -> Result<u64, String> + Sync + 'a {
+        move |event| {
+            self.log
+                .append_blocking(entry::custody_entry(&event, who, &self.pseudonyms))
+                .map_err(|e| e.to_string())
+        }
+    }
+
+    /// The caller, after checking it holds one of `roles` and is not in a restricted country.
+    fn custodian_caller(
+        &self,
+        headers: &HeaderMap,
+        peer: SocketAddr,
+        roles: &[&str],
+    ) -> AppResult<Authenticated> {
+        let who = self.auth.authenticate(headers, peer.ip())?;
+        self.not_restricted(&who)?;
+        if !roles.is_empty()
+            && !roles
+                .iter()
+                .any(|r| who.principal.roles.iter().any(|x| x == r))
+        {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "role_required",
+                format!("this needs one of the roles: {}", roles.join(", ")),
+            ));
+        }
+        Ok(who)
+    }
+
+    fn not_restricted(&self, who: &Authenticated) -> AppResult<()> {
+        if self
+            .config
+            .restricted_countries
+            .contains(&who.principal.location)
+        {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "restricted_location",
+                format!(
+                    "custodian controls are not available from {}, a restricted country",
+                    who.principal.location
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn has_role(who: &Authenticated, role: &str) -> bool {
+    who.principal.roles.iter().any(|r| r == role)
+}
+
+fn person(who: &Authenticated) -> Person {
+    Person {
+        id: who.principal.id.clone(),
+        entity: who.principal.entity.clone(),
+    }
+}
+
+fn rfc3339(unix: i64) -> String {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix.max(0) as u64);
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
+impl From<CustodyError> for ApiError {
+    fn from(e: CustodyError) -> ApiError {
+        use CustodyError as E;
+        let message = e.to_string();
+        let (status, code) = match &e {
+            E::UnknownRequest(_) => (StatusCode::NOT_FOUND, "unknown_request"),
+            E::UnknownPolicySet(_) => (StatusCode::NOT_FOUND, "unknown_policy_set"),
+            E::UnknownRelease { .. } => (StatusCode::NOT_FOUND, "unknown_release"),
+            E::NotPending { .. } => (StatusCode::CONFLICT, "not_pending"),
+            E::NotActive { .. } => (StatusCode::CONFLICT, "not_active"),
+            E::NotARequest(_) | E::NotBreakGlass(_) => (StatusCode::CONFLICT, "wrong_kind"),
+            E::AlreadyReviewed(_) => (StatusCode::CONFLICT, "already_reviewed"),
+            E::AlreadyApproved(_) => (StatusCode::CONFLICT, "already_approved"),
+            E::SelfApproval => (StatusCode::FORBIDDEN, "self_approval"),
+            E::SameEntity(_) => (StatusCode::FORBIDDEN, "same_entity"),
+            E::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            E::VersionExists { .. } => (StatusCode::CONFLICT, "version_exists"),
+            E::DigestMismatch { .. } => (StatusCode::CONFLICT, "digest_mismatch"),
+            E::WrongStatement(_) => (StatusCode::BAD_REQUEST, "invalid_signature"),
+            E::Statement(custody::statement::StatementError::ThresholdNotMet { .. }) => {
+                (StatusCode::FORBIDDEN, "threshold_not_met")
+            }
+            E::Statement(_) => (StatusCode::BAD_REQUEST, "invalid_signature"),
+            E::StaleSerial { .. } => (StatusCode::CONFLICT, "stale_serial"),
+            E::LogUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "log_unavailable"),
+            E::Store { .. } => return ApiError::internal(message),
+        };
+        ApiError::new(status, code, message)
+    }
+}
+
+/// A signed statement sent as the request body.
+fn note_body(body: Result<Bytes, BytesRejection>) -> AppResult<Vec<u8>> {
+    let bytes = body.map_err(|e| ApiError::new(e.status(), "invalid_body", e.body_text()))?;
+    if bytes.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_signature",
+            "the body must be the signed statement (a signed note); it is empty",
+        ));
+    }
+    Ok(bytes.to_vec())
+}
+
+// ---------------------------------------------------------------------------
+// Access requests
+
+#[derive(Serialize, ToSchema)]
+struct ReasonCode {
+    code: &'static str,
+    description: &'static str,
+}
+
+#[derive(Serialize, ToSchema)]
+struct ReasonCodes {
+    reason_codes: Vec<ReasonCode>,
+}
+
+/// The reason codes an access request may give.
+#[utoipa::path(get, path = "/v1/access/reason-codes", tag = "custody",
+    responses((status = 200, description = "the reason codes", body = ReasonCodes)))]
+async fn reason_codes() -> Json<ReasonCodes> {
+    Json(ReasonCodes {
+        reason_codes: custody::REASON_CODES
+            .iter()
+            .map(|(code, description)| ReasonCode { code, description })
+            .collect(),
+    })
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct NewAccessRequest {
+    /// register, list, read, write or delete.
+    action: String,
+    /// Subject ids the grant covers (empty: any).
+    #[serde(default)]
+    subjects: Vec<String>,
+    /// Collections the grant covers (empty: any).
+    #[serde(default)]
+    collections: Vec<String>,
+    /// Fields the grant covers (empty: all of the collections').
+    #[serde(default)]
+    fields: Vec<String>,
+    purpose: String,
+    /// One of GET /v1/access/reason-codes.
+    reason_code: String,
+    /// How long the grant lasts once approved, like `2h`. Ignored for break-glass.
+    #[serde(default)]
+    duration: Option<String>,
+}
+
+#[derive(Deserialize, Default, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct CommentBody {
+    #[serde(default)]
+    comment: String,
+}
+
+impl AppState {
+    /// Checks a request's scope against the configuration and turns it into the custody
+    /// crate's form.
+    fn new_request(&self, body: NewAccessRequest) -> AppResult<custody::NewRequest> {
+        let action = policy::Action::ALL
+            .into_iter()
+            .find(|a| a.as_str() == body.action)
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_request",
+                    format!(
+                        "unknown action `{}`; use register, list, read, write or delete",
+                        body.action
+                    ),
+                )
+            })?;
+        for subject in &body.subjects {
+            vault::validate_id("subject id", subject)?;
+        }
+        for collection in &body.collections {
+            if self.vault.collection(collection).is_none() {
+                return Err(vault::VaultError::UnknownCollection(collection.clone()).into());
+            }
+        }
+        let in_scope = |field: &str| {
+            self.config
+                .collections
+                .iter()
+                .filter(|(name, _)| body.collections.is_empty() || body.collections.contains(name))
+                .any(|(_, c)| c.fields.contains_key(field))
+        };
+        if let Some(field) = body.fields.iter().find(|f| !in_scope(f)) {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                format!("field `{field}` is not declared in the collections of this request"),
+            ));
+        }
+        let duration_seconds = match &body.duration {
+            None => 3600,
+            Some(text) => humantime::parse_duration(text)
+                .map_err(|e| {
+                    ApiError::bad_request(
+                        "invalid_request",
+                        format!("`duration` must be like 30m or 2h: {e}"),
+                    )
+                })?
+                .as_secs() as i64,
+        };
+        Ok(custody::NewRequest {
+            action: action.as_str().to_string(),
+            subjects: body.subjects,
+            collections: body.collections,
+            fields: body.fields,
+            purpose: body.purpose,
+            reason_code: body.reason_code,
+            duration_seconds,
+        })
+    }
+
+    /// N of "N of M": the most any collection in the scope asks for (all of them when the
+    /// scope names none).
+    fn approvals_required(&self, collections: &[String]) -> u32 {
+        self.config
+            .collections
+            .iter()
+            .filter(|(name, _)| collections.is_empty() || collections.contains(name))
+            .filter(|(_, c)| c.approval)
+            .map(|(_, c)| c.approvals)
+            .max()
+            .unwrap_or(1)
+    }
+
+    fn request_rules(&self, collections: &[String]) -> custody::RequestRules {
+        custody::RequestRules {
+            approvals_required: self.approvals_required(collections),
+            pending_ttl_seconds: self.config.custody.request_ttl.as_secs() as i64,
+            max_duration_seconds: self.config.custody.max_grant_duration.as_secs() as i64,
+        }
+    }
+}
+
+/// An access request as answered: times in RFC 3339, the status as of now.
+fn request_json(r: &AccessRequest, now: i64) -> Value {
+    let verdict = |v: &Option<custody::Verdict>| {
+        v.as_ref().map(
+            |v| json!({"by": v.by, "entity": v.entity, "at": rfc3339(v.at), "comment": v.comment}),
+        )
+    };
+    json!({
+        "id": r.id,
+        "kind": r.kind,
+        "requester": r.requester,
+        "action": r.action,
+        "subjects": r.subjects,
+        "collections": r.collections,
+        "fields": r.fields,
+        "purpose": r.purpose,
+        "reason_code": r.reason_code,
+        "duration_seconds": r.duration_seconds,
+        "status": r.status(now),
+        "approvals_required": r.approvals_required,
+        "approvals": r.approvals.iter().map(|a| json!({
+            "approver": a.by, "entity": a.entity, "at": rfc3339(a.at), "comment": a.comment,
+        })).collect::<Vec<_>>(),
+        "denial": verdict(&r.denial),
+        "revoked": verdict(&r.revoked),
+        "review": verdict(&r.review),
+        "created_at": rfc3339(r.created_at),
+        "expires_at": rfc3339(r.expires_at),
+        "starts_at": r.starts_at.map(rfc3339),
+        "ends_at": r.ends_at.map(rfc3339),
+    })
+}
+
+/// Files an access request; it becomes a grant when enough custodian approvers approve it.
+#[utoipa::path(post, path = "/v1/access/requests", tag = "custody",
+    request_body = NewAccessRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "the request, pending approval"),
+        (status = 400, description = "bad scope, reason code, purpose or duration", body = ErrorBody),
+        (status = 401, description = "no valid token", body = ErrorBody),
+    ))]
+async fn create_request(
+    State(app): Shared,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> AppResult<Response> {
+    let who = app.auth.authenticate(&headers, peer.ip())?;
+    let new = app.new_request(parse_json(body)?)?;
+    let rules = app.request_rules(&new.collections);
+    let now = now_unix();
+    let (request, index) = run(app, who, move |app, who| {
+        app.custody
+            .create_request(new, &person(who), rules, now, &app.log_custody(Some(who)))
+    })
+    .await?;
+    Ok(logged(
+        index,
+        StatusCode::CREATED,
+        request_json(&request, now),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    status: Option<String>,
+}
+
+/// Access requests: all of them for approvers and operators, one's own for anyone else.
+#[utoipa::path(get, path = "/v1/access/requests", tag = "custody",
+    params(("status" = Option<String>, Query, description = "pending, approved, denied, expired, revoked or ended")),
+    security(("bearer" = [])),
+    responses((status = 200, description = "the requests"), (status = 401, description = "no valid token", body = ErrorBody)))]
+async fn list_requests(
+    State(app): Shared,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> AppResult<Json<Value>> {
+    let who = app.auth.authenticate(&headers, peer.ip())?;
+    let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let status = match &query.status {
+        None => None,
+        Some(s) => Some(Status::parse(s).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_query",
+                format!(
+                    "unknown status `{s}`: use pending, approved, denied, expired, revoked or ended"
+                ),
+            )
+        })?),
+    };
+    let sees_all = has_role(&who, ROLE_APPROVER) || has_role(&who, ROLE_OPERATOR);
+    let now = now_unix();
+    let requests: Vec<Value> = app
+        .custody
+        .requests()
+        .iter()
+        .filter(|r| r.kind == custody::RequestKind::Request)
+        .filter(|r| sees_all || r.requester.id == who.principal.id)
+        .filter(|r| status.is_none_or(|s| r.status(now) == s))
+        .map(|r| request_json(r, now))
+        .collect();
+    Ok(Json(json!({ "requests": requests })))
+}
+
+/// One access request or break-glass use.
+#[utoipa::path(get, path = "/v1/access/requests/{id}", tag = "custody",
+    params(("id" = String, Path, description = "request id")),
+    security(("bearer" = [])),
+    responses((status = 200, description = "the request"), (status = 404, description = "no such request", body = ErrorBody)))]
+async fn get_request(
+    State(app): Shared,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+) -> AppResult<Json<Value>> {
+    let who = app.auth.authenticate(&headers, peer.ip())?;
+    let id = path_param(path)?;
+    let request = app.custody.request(&id)?;
+    let sees_all = has_role(&who, ROLE_APPROVER) || has_role(&who, ROLE_OPERATOR);
+    if !sees_all && request.requester.id != who.principal.id {
+        return Err(CustodyError::UnknownRequest(id).into());
+    }
+    Ok(Json(request_json(&request, now_unix())))
+}
+
+/// Approves a pending request. Nobody approves their own request or one from their entity.
+#[utoipa::path(post, path = "/v1/access/requests/{id}/approve", tag = "custody",
+    params(("id" = String, Path, description = "request id")),
+    request_body(content = CommentBody, description = "optional comment"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "approved (a grant once the threshold is met)"),
+        (status = 403, description = "self-approval, same entity, or not an approver", body = ErrorBody),
+        (status = 409, description = "not pending, or already approved by this approver", body = ErrorBody),
+    ))]
+async fn approve_request(
+    State(app): Shared,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> AppResult<Response> {
+    let who = app.custodian_caller(&headers, peer, &[ROLE_APPROVER])?;
+    let id = path_param(path)?;
+    let comment = optional_comment(body)?;
+    let now = now_unix();
+    let (request, index) = run(app, who, move |app, who| {
+        app.custody.approve(
+            &id,
+            &person(who),
+            &comment,
+            now,
+            &app.log_custody(Some(who)),
+        )
+    })
+    .await?;
+    Ok(logged(index, StatusCode::OK, request_json(&request, now)))
+}
+
+/// Denies a pending request.
+#[utoipa::path(post, path = "/v1/access/requests/{id}/deny", tag = "custody",
+    params(("id" = String, Path, description = "request id")),
+    request_body(content = CommentBody, description = "why"),
+    security(("bearer" = [])),
+    responses((status = 200, description = "denied"), (status = 409, description = "not pending", body = ErrorBody)))]
+async fn deny_request(
+    State(app): Shared,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> AppResult<Response> {
+    let who = app.custodian_caller(&headers, peer, &[ROLE_APPROVER])?;
+    let id = path_param(path)?;
+    let comment = optional_comment(body)?;
+    let now = now_unix();
+    let (request, index) = run(app, who, move |app, who| {
+        app.custody.deny(
+            &id,
+            &person(who),
+            &comment,
+            now,
+            &app.log_custody(Some(who)),
+        )
+    })
+    .await?;
+    Ok(logged(index, StatusCode::OK, request_json(&request, now)))
+}
+
+/// Ends an active grant at once: by a custodian approver, or by its holder.
+#[utoipa::path(post, path = "/v1/access/requests/{id}/revoke", tag = "custody",
+    params(("id" = String, Path, description = "request id")),
+    request_body(content = CommentBody, description = "why"),
+    security(("bearer" = [])),
+    responses((status = 200, description = "revoked"), (status = 409, description = "not an active grant", body = ErrorBody)))]
+async fn revoke_request(
+    State(app): Shared,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> AppResult<Response> {
+    let who = app.custodian_caller(&headers, peer, &[])?;
+    let id = path_param(path)?;
+    let comment = optional_comment(body)?;
+    let request = app.custody.request(&id)?;
+    if !has_role(&who, ROLE_APPROVER) && request.requester.id != who.principal.id {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "role_required",
+            format!("only a {ROLE_APPROVER} or the grant's holder may revoke it"),
+        ));
+    }
+    let now = now_unix();
+    let (request, index) = run(app, who, move |app, who| {
+        app.custody.revoke(
+            &id,
+            &person(who),
+            &comment,
+            now,
+            &app.log_custody(Some(who)),
+        )
+    })
+    .await?;
+    Ok(logged(index, StatusCode::OK, request_json(&request, now)))
+}
+
+/// Starts a break-glass use: a grant at once for the configured window, with an alert.
+#[utoipa::path(post, path = "/v1/access/break-glass", tag = "custody",
+    request_body = NewAccessRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "the break-glass grant"),
+        (status = 403, description = "no `break-glass` role", body = ErrorBody),
+    ))]
+async fn start_break_glass(
+    State(app): Shared,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> AppResult<Response> {
+    let who = app.custodian_caller(&headers, peer, &[ROLE_BREAK_GLASS])?;
+    let new = app.new_request(parse_json(body)?)?;
+    let window = app.config.custody.break_glass_window.as_secs() as i64;
+    let now = now_unix();
+    let (request, index) = run(app.clone(), who.clone(), move |app, who| {
+        app.custody
+            .break_glass(new, &person(who), window, now, &app.log_custody(Some(who)))
+    })
+    .await?;
+    tracing::warn!(
+        principal = %who.principal.id,
+        id = %request.id,
+        reason_code = %request.reason_code,
+        window_seconds = window,
+        "ALERT break-glass access started; a custodian must review it"
+    );
+    let alert = entry::alert_entry(
+        "break-glass",
+        "high",
+        Some(&who),
+        json!({"id": request.id, "reason_code": request.reason_code, "window_seconds": window}),
+    );
+    app.append(alert).await?;
+    Ok(logged(
+        index,
+        StatusCode::CREATED,
+        request_json(&request, now),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BreakGlassQuery {
+    #[serde(default)]
+    unreviewed: bool,
+}
+
+/// Break-glass uses; `?unreviewed=true` lists those still waiting for a custodian's review.
+#[utoipa::path(get, path = "/v1/access/break-glass", tag = "custody",
+    params(("unreviewed" = Option<bool>, Query, description = "only those not yet reviewed")),
+    security(("bearer" = [])),
+    responses((status = 200, description = "the uses")))]
+async fn list_break_glass(
+    State(app): Shared,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    query: Result<Query<BreakGlassQuery>, axum::extract::rejection::QueryRejection>,
+) -> AppResult<Json<Value>> {
+    let who = app.auth.authenticate(&headers, peer.ip())?;
+    let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let sees_all = has_role(&who, ROLE_APPROVER) || has_role(&who, ROLE_OPERATOR);
+    let now = now_unix();
+    let uses: Vec<Value> = app
+        .custody
+        .requests()
+        .iter()
+        .filter(|r| r.kind == custody::RequestKind::BreakGlass)
+        .filter(|r| sees_all || r.requester.id == who.principal.id)
+        .filter(|r| !query.unreviewed || r.review.is_none())
+        .map(|r| request_json(r, now))
+        .collect();
+    Ok(Json(json!({ "uses": uses })))
+}
+
+/// A custodian's review of a break-glass use.
+#[utoipa::path(post, path = "/v1/access/break-glass/{id}/review", tag = "custody",
+    params(("id" = String, Path, description = "break-glass use id")),
+    request_body(content = CommentBody, description = "the review"),
+    security(("bearer" = [])),
+    responses((status = 200, description = "reviewed"), (status = 409, description = "already reviewed", body = ErrorBody)))]
+async fn review_break_glass(
+    State(app): Shared,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> AppResult<Response> {
+    let who = app.custodian_caller(&headers, peer, &[ROLE_APPROVER])?;
+    let id = path_param(path)?;
+    let comment = optional_comment(body)?;
+    let now = now_unix();
+    let (request, index) = run(app, who, move |app, who| {
+        app.custody.review(
+            &id,
+            &person(who),
+            &comment,
+            now,
+            &app.log_custody(Some(who)),
+        )
+    })
+    .await?;
+    Ok(logged(index, StatusCode::OK, request_json(&request, now)))
+}
+
+fn optional_comment(body: Result<Bytes, BytesRejection>) -> AppResult<String> {
+    match &body {
+        Ok(bytes) if bytes.is_empty() => Ok(String::new()),
+        _ => Ok(parse_json::<CommentBody>(body)?.comment),
+    }
+}
+
+/// Runs a custody change on a blocking thread (it waits for the log's fsync).
+async fn run<T: Send + 'static>(
+    app: Arc<AppState>,
+    who: Authenticated,
+    f: impl FnOnce(&AppState, &Authenticated) -> Result<T, CustodyError> + Send + 'static,
+) -> AppResult<T> {
+    Ok(blocking(move || f(&app, &who)).await??)
+}
+
+// ---------------------------------------------------------------------------
+// Policy custody
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ProposePolicy {
+    /// The Cedar policy set.
+    policies: String,
+    /// The Cedar schema; the active set's when absent.
+    #[serde(default)]
+    schema: Option<String>,
+}
+
+fn policy_summary(set: &custody::PolicySetRecord, active: Option<&str>) -> Value {
+    let status = if active == Some(set.hash.as_str()) {
+        "active"
+    } else if set.activated_at.is_some() {
+        "retired"
+    } else {
+        "proposed"
+    };
+    json!({
+        "hash": set.hash,
+        "status": status,
+        "policy_ids": set.policy_ids,
+        "proposed_by": set.proposed_by,
+        "proposed_at": rfc3339(set.proposed_at),
+        "activated_at": set.activated_at.map(rfc3339),
+        "signers": set.signers,
+    })
+}
+
+/// Proposes a policy set. It is validated against the schema now; it becomes active only
+/// with the custodian's signed activation statement.
+#[utoipa::path(post, path = "/v1/policies", tag = "custody",
+    request_body = ProposePolicy,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "proposed: its hash and the statement to sign"),
+        (status = 200, description = "already known"),
+        (status = 400, description = "the set does not parse or validate", body = ErrorBody),
+    ))]
+async fn propose_policy(
+    State(app): Shared,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> AppResult<Response> {
+    let who = app.custodian_caller(&headers, peer, &[ROLE_OPERATOR])?;
+    let request: ProposePolicy = parse_json(body)?;
+    let schema = match request.schema {
+        Some(schema) => schema,
+        None => app
+            .custody
+            .active_policy()
+            .map(|set| set.schema)
+            .unwrap_or_else(|| policy::DEFAULT_SCHEMA.to_string()),
+    };
+    let engine = policy::PolicyEngine::new(&schema, &request.policies)
+        .map_err(|e| ApiError::bad_request("invalid_policy", e.to_string()))?;
+    let record = custody::PolicySetRecord {
+        hash: engine.policy_set_hash().to_string(),
+        schema,
+        policies: request.policies,
+        policy_ids: engine.policy_ids(),
+        proposed_by: person(&who),
+        proposed_at: now_unix(),
+        activated_at: None,
+        signature: None,
+        signers: Vec::new(),
+    };
+    let (set, index) = run(app, who, move |app, who| {
+        app.custody
+            .propose_policy(record, &app.log_custody(Some(who)))
+    })
+    .await?;
+    let statement = custody::statement::Statement::PolicyActivation {
+        policy_set: set.hash.clone(),
+    };
+    let body = json!({
+        "hash": set.hash,
+        "policy_ids": set.policy_ids,
+        "statement": statement.text(),
+    });
+    Ok(match index {
+        Some(index) => logged(index, StatusCode::CREATED, body),
+        None => (StatusCode::OK, Json(body)).into_response(),
+    })
+}
+
+/// Every policy set proposed, and which is active.
+#[utoipa::path(get, path = "/v1/policies", tag = "custody",
+    responses((status = 200, description = "the policy sets")))]
+async fn list_policies(State(app): Shared) -> Json<Value> {
+    let (active, sets) = app.custody.policy_sets();
+    let sets: Vec<Value> = sets
+        .iter()
+        .map(|s| policy_summary(s, active.as_deref()))
+        .collect();
+    Json(json!({ "active": active, "sets": sets }))
+}
+
+/// One policy set, by hash, with its full text: monitors fetch the set a log entry names and
+/// check it against the hash.
+#[utoipa::path(get, path = "/v1/policies/{hash}", tag = "custody",
+    params(("hash" = String, Path, description = "the policy set hash")),
+    responses((status = 200, description = "the policy set"), (status = 404, description = "no such set", body = ErrorBody)))]
+async fn get_policy(
+    State(app): Shared,
+    path: Result<Path<String>, PathRejection>,
+) -> AppResult<Json<Value>> {
+    let hash = path_param(path)?;
+    let set = app
+        .custody
+        .policy_set(&hash)
+        .ok_or(CustodyError::UnknownPolicySet(hash))?;
+    let active = app.custody.active_policy().map(|s| s.hash);
+    let mut body = policy_summary(&set, active.as_deref());
+    body["schema"] = set.schema.into();
+    body["policies"] = set.policies.into();
+    body["signature"] = set.signature.into();
+    Ok(Json(body))
+}
+
+/// Activates a proposed policy set. The body is the custodian's signed statement
+/// `activate policy set HASH`, signed by at least the configured number of custodian keys.
+#[utoipa::path(post, path = "/v1/policies/{hash}/activate", tag = "custody",
+    params(("hash" = String, Path, description = "the policy set hash")),
+    request_body(content = String, content_type = "text/plain", description = "the signed statement (signed note)"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "active"),
+        (status = 400, description = "not a valid signed statement for this set", body = ErrorBody),
+        (status = 403, description = "not enough custodian signatures", body = ErrorBody),
+        (status = 404, description = "no such set", body = ErrorBody),
+    ))]
+async fn activate_policy(
+    State(app): Shared,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> AppResult<Response> {
+    let who = app.custodian_caller(&headers, peer, &[ROLE_OPERATOR])?;
+    let hash = path_param(path)?;
+    let signed = note_body(body)?;
+    let set = app
+        .custody
+        .policy_set(&hash)
+        .ok_or_else(|| CustodyError::UnknownPolicySet(hash.clone()))?;
+    let engine = policy::PolicyEngine::new(&set.schema, &set.policies)
+        .map_err(|e| ApiError::bad_request("invalid_policy", e.to_string()))?;
+    let now = now_unix();
+    let (set, index) = run(app, who, move |app, who| {
+        app.custody
+            .activate_policy(&hash, &signed, now, &app.log_custody(Some(who)), |_| {
+                app.set_policy(engine)
+            })
+    })
+    .await?;
+    tracing::info!(policy_set = %set.hash, signers = ?set.signers, "policy set activated");
+    Ok(logged(
+        index,
+        StatusCode::OK,
+        json!({"hash": set.hash, "activated_at": set.activated_at.map(rfc3339), "signers": set.signers}),
+    ))
+}
+
+// ---------------------------------------------------------------------------
+// Algorithm custody
+
+fn release_json(r: &custody::Release, with_signature: bool) -> Value {
+    let mut body = json!({
+        "name": r.name,
+        "version": r.version,
+        "sha256": r.sha256,
+        "size": r.size,
+        "status": r.status(),
+        "submitted_by": r.submitted_by,
+        "submitted_at": rfc3339(r.submitted_at),
+        "activated_at": r.activated_at.map(rfc3339),
+        "signers": r.signers,
+    });
+    if with_signature {
+        body["signature"] = r.signature.clone().into();
+    }
+    body
+}
+
+/// Submits an algorithm artifact (the raw bytes). It is stored under its SHA-256 and runs
+/// nowhere until the custodian signs its release.
+#[utoipa::path(post, path = "/v1/algorithms/{name}/{version}", tag = "custody",
+    params(("name" = String, Path, description = "algorithm name"), ("version" = String, Path, description = "version")),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "the artifact"),
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "stored: its digest and the statement to sign"),
+        (status = 200, description = "the identical artifact was already stored"),
+        (status = 409, description = "this version exists with other bytes", body = ErrorBody),
+        (status = 413, description = "larger than custody.max_artifact_bytes", body = ErrorBody),
+    ))]
+async fn submit_algorithm(
+    State(app): Shared,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    path: Result<Path<(String, String)>, PathRejection>,
+    body: Body,
+) -> AppResult<Response> {
+    let who = app.custodian_caller(&headers, peer, &[ROLE_ALGORITHM_AUTHOR, ROLE_OPERATOR])?;
+    let (name, version) = path_param(path)?;
+    custody::check_release_name("name", &name)?;
+    custody::check_release_name("version", &version)?;
+    // Artifacts have their own limit, larger than the API's body limit.
+    let limit = app.config.custody.max_artifact_bytes;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the artifact is larger than custody.max_artifact_bytes ({limit} bytes), or the upload broke off"),
+        )
+    })?;
+    let now = now_unix();
+    let (release, index) = run(app, who, move |app, who| {
+        app.custody.submit_algorithm(
+            &name,
+            &version,
+            &bytes,
+            &person(who),
+            now,
+            &app.log_custody(Some(who)),
+        )
+    })
+    .await?;
+    let statement = custody::statement::Statement::AlgorithmRelease {
+        name: release.name.clone(),
+        version: release.version.clone(),
+        sha256: release.sha256.clone(),
+    };
+    let mut body = release_json(&release, false);
+    body["statement"] = statement.text().into();
+    Ok(match index {
+        Some(index) => logged(index, StatusCode::CREATED, body),
+        None => (StatusCode::OK, Json(body)).into_response(),
+    })
+}
+
+/// Every algorithm version submitted.
+#[utoipa::path(get, path = "/v1/algorithms", tag = "custody",
+    responses((status = 200, description = "the releases")))]
+async fn list_algorithms(State(app): Shared) -> Json<Value> {
+    let releases: Vec<Value> = app
+        .custody
+        .releases()
+        .iter()
+        .map(|r| release_json(r, false))
+        .collect();
+    Json(json!({ "releases": releases }))
+}
+
+/// The active releases with the custodian's signed statements, for monitors.
+#[utoipa::path(get, path = "/v1/algorithms/active", tag = "custody",
+    responses((status = 200, description = "the active releases")))]
+async fn active_algorithms(State(app): Shared) -> Json<Value> {
+    let releases: Vec<Value> = app
+        .custody
+        .active_releases()
+        .iter()
+        .map(|r| release_json(r, true))
+        .collect();
+    Json(json!({ "releases": releases }))
+}
+
+/// Activates a release. The body is the custodian's signed statement naming exactly this
+/// name, version and digest; the stored artifact is re-hashed first.
+#[utoipa::path(post, path = "/v1/algorithms/{name}/{version}/activate", tag = "custody",
+    params(("name" = String, Path, description = "algorithm name"), ("version" = String, Path, description = "version")),
+    request_body(content = String, content_type = "text/plain", description = "the signed statement (signed note)"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "active"),
+        (status = 400, description = "not a valid signed statement for this release", body = ErrorBody),
+        (status = 403, description = "not enough custodian signatures", body = ErrorBody),
+        (status = 409, description = "the stored artifact no longer matches its digest", body = ErrorBody),
+    ))]
+async fn activate_algorithm(
+    State(app): Shared,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    path: Result<Path<(String, String)>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> AppResult<Response> {
+    let who = app.custodian_caller(&headers, peer, &[ROLE_OPERATOR])?;
+    let (name, version) = path_param(path)?;
+    let signed = note_body(body)?;
+    let now = now_unix();
+    let (release, index) = run(app, who, move |app, who| {
+        app.custody
+            .activate_algorithm(&name, &version, &signed, now, &app.log_custody(Some(who)))
+    })
+    .await?;
+    Ok(logged(index, StatusCode::OK, release_json(&release, true)))
+}
+
+/// An artifact's bytes, served only after they are checked against the recorded digest.
+#[utoipa::path(get, path = "/v1/algorithms/{name}/{version}/artifact", tag = "custody",
+    params(("name" = String, Path, description = "algorithm name"), ("version" = String, Path, description = "version")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the artifact; header Sovereign-Sha256 gives its digest"),
+        (status = 404, description = "no such release", body = ErrorBody),
+        (status = 500, description = "the stored artifact does not match its digest", body = ErrorBody),
+    ))]
+async fn fetch_algorithm(
+    State(app): Shared,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> AppResult<Response> {
+    let who = app.custodian_caller(&headers, peer, &[])?;
+    let (name, version) = path_param(path)?;
+    let (release, bytes, index) = run(app, who, move |app, who| {
+        app.custody
+            .fetch_algorithm(&name, &version, &app.log_custody(Some(who)))
+    })
+    .await
+    .map_err(|e| {
+        if e.code == "digest_mismatch" {
+            tracing::error!("an algorithm artifact does not match its digest; not served");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "artifact_corrupt",
+                e.message,
+            )
+        } else {
+            e
+        }
+    })?;
+    let mut response = (StatusCode::OK, bytes).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(
+        SHA256_HEADER,
+        HeaderValue::from_str(&release.sha256).expect("hex is a valid header value"),
+    );
+    headers.insert(crate::error::LOG_INDEX_HEADER, HeaderValue::from(index));
+    Ok(response)
+}
+
+// ---------------------------------------------------------------------------
+// Kill switch
+
+fn kill_switch_json(app: &AppState) -> Value {
+    let suspensions = app.custody.suspensions();
+    let jurisdictions: Vec<Value> = app
+        .config
+        .jurisdictions
+        .iter()
+        .map(|j| match suspensions.iter().find(|s| &s.jurisdiction == j) {
+            Some(s) => json!({
+                "jurisdiction": j,
+                "suspended": s.suspended,
+                "serial": s.serial,
+                "since": rfc3339(s.since),
+                "signers": s.signers,
+            }),
+            None => json!({"jurisdiction": j, "suspended": false, "serial": 0, "since": null, "signers": []}),
+        })
+        .collect();
+    json!({ "jurisdictions": jurisdictions })
+}
+
+/// The kill switch's state for every jurisdiction.
+#[utoipa::path(get, path = "/v1/kill-switch", tag = "custody",
+    responses((status = 200, description = "per jurisdiction: suspended or not, the last serial")))]
+async fn kill_switch_status(State(app): Shared) -> Json<Value> {
+    Json(kill_switch_json(&app))
+}
+
+/// Applies a signed kill-switch command: suspend or lift all access to one jurisdiction's
+/// data. Its serial must be above the last one applied, so old commands cannot be replayed.
+#[utoipa::path(post, path = "/v1/kill-switch", tag = "custody",
+    request_body(content = String, content_type = "text/plain", description = "the signed statement (signed note)"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "applied; the new state"),
+        (status = 400, description = "not a valid signed kill-switch command", body = ErrorBody),
+        (status = 403, description = "not enough custodian signatures", body = ErrorBody),
+        (status = 409, description = "stale serial", body = ErrorBody),
+    ))]
+async fn apply_kill_switch(
+    State(app): Shared,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> AppResult<Response> {
+    let who = app.custodian_caller(&headers, peer, &[ROLE_OPERATOR])?;
+    let signed = note_body(body)?;
+    let now = now_unix();
+    let (suspension, index) = run(app.clone(), who, move |app, who| {
+        app.custody.apply_kill_switch(
+            &signed,
+            |j| app.config.jurisdictions.contains(j),
+            now,
+            &app.log_custody(Some(who)),
+        )
+    })
+    .await?;
+    tracing::warn!(
+        jurisdiction = %suspension.jurisdiction,
+        suspended = suspension.suspended,
+        serial = suspension.serial,
+        "kill switch applied"
+    );
+    Ok(logged(index, StatusCode::OK, kill_switch_json(&app)))
+}
+
+/// The custody routes, for `api::routes`.
+pub fn routes() -> utoipa_axum::router::OpenApiRouter<Arc<AppState>> {
+    use utoipa_axum::routes;
+    utoipa_axum::router::OpenApiRouter::new()
+        .routes(routes!(reason_codes))
+        .routes(routes!(create_request, list_requests))
+        .routes(routes!(get_request))
+        .routes(routes!(approve_request))
+        .routes(routes!(deny_request))
+        .routes(routes!(revoke_request))
+        .routes(routes!(start_break_glass, list_break_glass))
+        .routes(routes!(review_break_glass))
+        .routes(routes!(propose_policy, list_policies))
+        .routes(routes!(get_policy))
+        .routes(routes!(activate_policy))
+        .routes(routes!(submit_algorithm))
+        .routes(routes!(list_algorithms))
+        .routes(routes!(active_algorithms))
+        .routes(routes!(activate_algorithm))
+        .routes(routes!(fetch_algorithm))
+        .routes(routes!(kill_switch_status, apply_kill_switch))
+}
