@@ -108,7 +108,19 @@ impl Server {
         assert_eq!(status, StatusCode::CREATED, "register {id}: {body}");
     }
 
+    /// Stops the server and hands back its data folder, to open it again.
+    pub async fn stop_keep(mut self) -> tempfile::TempDir {
+        self.halt().await;
+        let Server { dir, state, .. } = self;
+        drop(state);
+        dir
+    }
+
     pub async fn stop(mut self) {
+        self.halt().await;
+    }
+
+    async fn halt(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
