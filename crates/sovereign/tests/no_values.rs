@@ -88,6 +88,8 @@ fn markers_in_protected_fields_never_reach_any_log() {
             "US",
             "--clearance",
             "us-data",
+            "--role",
+            "break-glass",
         ],
     );
     let siew = token(
@@ -115,6 +117,17 @@ fn markers_in_protected_fields_never_reach_any_log() {
         ),
         201
     );
+    // `activity` needs a custodian grant: alice uses break-glass for each action she takes
+    // on it (each use is a custody entry and an alert entry).
+    for action in ["write", "read", "delete"] {
+        let body = format!(
+            r#"{{"action":"{action}","collections":["activity"],"purpose":"marker test","reason_code":"security-audit"}}"#
+        );
+        assert_eq!(
+            http.send("POST", "/v1/access/break-glass", &alice, "setup", Some(body)),
+            201
+        );
+    }
     for (collection, fields) in protected {
         let mut body = serde_json::Map::new();
         for field in fields {
@@ -162,9 +175,10 @@ fn markers_in_protected_fields_never_reach_any_log() {
         },
     )
     .unwrap();
-    // The start, the registration, and per collection 7 decisions (the write with an
+    // The first policy set's proposal and activation, the start, the registration, three
+    // break-glass uses with their alerts, and per collection 7 decisions (the write with an
     // undeclared field is refused before any decision).
-    assert_eq!(checkpoint.size, 16, "every decision was logged");
+    assert_eq!(checkpoint.size, 24, "every decision was logged");
 
     Command::new("kill")
         .args(["-TERM", &server.child.id().to_string()])
