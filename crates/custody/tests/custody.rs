@@ -1,0 +1,270 @@
+//! The custody store on its own: changes survive a reopen, a change the log refuses is not
+//! committed, and the rules hold without the gateway around them.
+
+use std::sync::Mutex;
+
+use custody::statement::{self, Statement};
+use custody::{Custody, CustodyError, Event, Keys, NewRequest, Person, RequestRules, Status};
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    signer: tlog::note::Signer,
+    verifier: tlog::note::Verifier,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let (skey, vkey) = tlog::note::generate_key("custodian").unwrap();
+        Fixture {
+            dir: tempfile::tempdir().unwrap(),
+            signer: tlog::note::Signer::new(&skey).unwrap(),
+            verifier: tlog::note::Verifier::new(&vkey).unwrap(),
+        }
+    }
+
+    fn open(&self) -> Custody {
+        Custody::open(
+            &self.dir.path().join("custody.sqlite"),
+            &self.dir.path().join("artifacts"),
+            Keys {
+                verifiers: vec![self.verifier.clone()],
+                policy_threshold: 1,
+                release_threshold: 1,
+                kill_switch_threshold: 1,
+            },
+        )
+        .unwrap()
+    }
+}
+
+/// A log that records event names, or refuses every append.
+struct Log {
+    events: Mutex<Vec<String>>,
+    refuse: bool,
+}
+
+impl Log {
+    fn new(refuse: bool) -> Log {
+        Log {
+            events: Mutex::new(Vec::new()),
+            refuse,
+        }
+    }
+
+    fn append(&self, event: Event<'_>) -> Result<u64, String> {
+        if self.refuse {
+            return Err("disk full".into());
+        }
+        let mut events = self.events.lock().unwrap();
+        events.push(
+            format!("{event:?}")
+                .split(['(', ' '])
+                .next()
+                .unwrap()
+                .to_string(),
+        );
+        Ok(events.len() as u64 - 1)
+    }
+}
+
+fn person(id: &str, entity: &str) -> Person {
+    Person {
+        id: id.into(),
+        entity: entity.into(),
+    }
+}
+
+fn new_request() -> NewRequest {
+    NewRequest {
+        action: "read".into(),
+        subjects: vec!["u-1".into()],
+        collections: vec!["activity".into()],
+        fields: vec![],
+        purpose: "ticket 9".into(),
+        reason_code: "customer-initiated-support".into(),
+        duration_seconds: 600,
+    }
+}
+
+const RULES: RequestRules = RequestRules {
+    approvals_required: 2,
+    pending_ttl_seconds: 100,
+    max_duration_seconds: 3600,
+};
+
+#[test]
+fn approvals_survive_a_reopen_and_grants_follow_the_clock() {
+    let fixture = Fixture::new();
+    let log = Log::new(false);
+    let append = |e: Event<'_>| log.append(e);
+    let alice = person("alice", "usds");
+    let id = {
+        let custody = fixture.open();
+        let (request, _) = custody
+            .create_request(new_request(), &alice, RULES, 1000, &append)
+            .unwrap();
+        custody
+            .approve(
+                &request.id,
+                &person("carol", "custodian"),
+                "",
+                1010,
+                &append,
+            )
+            .unwrap();
+        request.id
+    };
+    let custody = fixture.open();
+    let request = custody.request(&id).unwrap();
+    assert_eq!(request.approvals.len(), 1, "the approval was kept");
+    assert_eq!(request.status(1020), Status::Pending);
+    let (request, _) = custody
+        .approve(&id, &person("dave", "custodian"), "ok", 1020, &append)
+        .unwrap();
+    assert_eq!(request.status(1020), Status::Approved);
+    assert_eq!(request.ends_at, Some(1620));
+
+    let covers = |now| {
+        custody
+            .find_grant("alice", "read", "u-1", Some("activity"), now)
+            .is_some()
+    };
+    assert!(covers(1020));
+    assert!(covers(1619));
+    assert!(!covers(1620), "ended");
+    assert!(
+        custody
+            .find_grant("alice", "write", "u-1", Some("activity"), 1100)
+            .is_none()
+    );
+    assert!(
+        custody
+            .find_grant("alice", "read", "u-2", Some("activity"), 1100)
+            .is_none()
+    );
+    assert!(
+        custody
+            .find_grant("alice", "read", "u-1", Some("profile"), 1100)
+            .is_none()
+    );
+    assert!(
+        custody
+            .find_grant("bob", "read", "u-1", Some("activity"), 1100)
+            .is_none()
+    );
+    assert_eq!(
+        *log.events.lock().unwrap(),
+        ["RequestCreated", "RequestApproved", "RequestApproved"]
+    );
+}
+
+#[test]
+fn a_change_the_log_refuses_is_not_committed() {
+    let fixture = Fixture::new();
+    let ok = Log::new(false);
+    let refusing = Log::new(true);
+    let custody = fixture.open();
+    let alice = person("alice", "usds");
+    let error = custody
+        .create_request(new_request(), &alice, RULES, 1000, &|e| refusing.append(e))
+        .unwrap_err();
+    assert!(matches!(error, CustodyError::LogUnavailable(_)), "{error}");
+    assert!(custody.requests().is_empty());
+    assert!(
+        fixture.open().requests().is_empty(),
+        "nothing on disk either"
+    );
+
+    let (request, _) = custody
+        .create_request(new_request(), &alice, RULES, 1000, &|e| ok.append(e))
+        .unwrap();
+    let error = custody
+        .approve(&request.id, &person("carol", "custodian"), "", 1001, &|e| {
+            refusing.append(e)
+        })
+        .unwrap_err();
+    assert!(matches!(error, CustodyError::LogUnavailable(_)));
+    assert!(custody.request(&request.id).unwrap().approvals.is_empty());
+    assert!(
+        fixture
+            .open()
+            .request(&request.id)
+            .unwrap()
+            .approvals
+            .is_empty()
+    );
+}
+
+#[test]
+fn pending_requests_expire_and_decided_ones_stay_decided() {
+    let fixture = Fixture::new();
+    let log = Log::new(false);
+    let append = |e: Event<'_>| log.append(e);
+    let custody = fixture.open();
+    let (request, _) = custody
+        .create_request(
+            new_request(),
+            &person("alice", "usds"),
+            RULES,
+            1000,
+            &append,
+        )
+        .unwrap();
+    assert_eq!(request.status(1099), Status::Pending);
+    assert_eq!(request.status(1100), Status::Expired);
+    let error = custody
+        .approve(
+            &request.id,
+            &person("carol", "custodian"),
+            "",
+            1100,
+            &append,
+        )
+        .unwrap_err();
+    assert!(matches!(
+        error,
+        CustodyError::NotPending {
+            status: Status::Expired,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn a_policy_activation_must_name_the_set_and_persists() {
+    let fixture = Fixture::new();
+    let log = Log::new(false);
+    let append = |e: Event<'_>| log.append(e);
+    let custody = fixture.open();
+    let set = |hash: &str| custody::PolicySetRecord {
+        hash: hash.into(),
+        schema: "schema".into(),
+        policies: "policies".into(),
+        policy_ids: vec![],
+        proposed_by: person("olga", "custodian"),
+        proposed_at: 1,
+        activated_at: None,
+        signature: None,
+        signers: vec![],
+    };
+    let (a, b) = ("a".repeat(64), "b".repeat(64));
+    custody.propose_policy(set(&a), &append).unwrap();
+    custody.propose_policy(set(&b), &append).unwrap();
+    let for_a = statement::sign(
+        &Statement::PolicyActivation {
+            policy_set: a.clone(),
+        },
+        &fixture.signer,
+    )
+    .unwrap();
+    let error = custody
+        .activate_policy(&b, &for_a, 5, &append, |_| panic!("not activated"))
+        .unwrap_err();
+    assert!(matches!(error, CustodyError::WrongStatement(_)), "{error}");
+    let mut swapped = false;
+    custody
+        .activate_policy(&a, &for_a, 5, &append, |_| swapped = true)
+        .unwrap();
+    assert!(swapped);
+    assert_eq!(fixture.open().active_policy().unwrap().hash, a);
+}
