@@ -303,9 +303,7 @@ impl Custody {
             granted,
         };
         let index = store.commit(&[Write::record(REQUEST, id, &request)], event, log)?;
-        self.update(|s| {
-            s.requests.insert(request.id.clone(), request.clone());
-        });
+        self.update(|s| s.put_request(request.clone()));
         Ok((request, index))
     }
 
@@ -327,9 +325,7 @@ impl Custody {
             Event::RequestDenied(&request),
             log,
         )?;
-        self.update(|s| {
-            s.requests.insert(request.id.clone(), request.clone());
-        });
+        self.update(|s| s.put_request(request.clone()));
         Ok((request, index))
     }
 
@@ -357,9 +353,7 @@ impl Custody {
             Event::GrantRevoked(&request),
             log,
         )?;
-        self.update(|s| {
-            s.requests.insert(request.id.clone(), request.clone());
-        });
+        self.update(|s| s.put_request(request.clone()));
         Ok((request, index))
     }
 
@@ -387,9 +381,7 @@ impl Custody {
             Event::BreakGlassReviewed(&request),
             log,
         )?;
-        self.update(|s| {
-            s.requests.insert(request.id.clone(), request.clone());
-        });
+        self.update(|s| s.put_request(request.clone()));
         Ok((request, index))
     }
 
@@ -420,8 +412,10 @@ impl Custody {
     ) -> Option<AccessRequest> {
         let state = self.read();
         let mut covering = state
-            .requests
-            .values()
+            .granted
+            .get(principal)?
+            .iter()
+            .filter_map(|id| state.requests.get(id))
             .filter(|r| r.covers(principal, action, subject, collection, now));
         let first = covering.next()?;
         if first.kind == RequestKind::Request {
@@ -458,9 +452,7 @@ impl Custody {
     ) -> Result<u64, CustodyError> {
         let mut store = self.lock_store();
         let index = store.commit(&[Write::record(REQUEST, &request.id, request)], event, log)?;
-        self.update(|s| {
-            s.requests.insert(request.id.clone(), request.clone());
-        });
+        self.update(|s| s.put_request(request.clone()));
         Ok(index)
     }
 }

@@ -22,7 +22,7 @@ mod signed;
 pub mod statement;
 mod store;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
@@ -187,10 +187,28 @@ pub enum CustodyError {
 #[derive(Default)]
 struct State {
     requests: BTreeMap<String, AccessRequest>,
+    /// Principal id → ids of its requests that were ever granted: the request path looks up
+    /// grants on every access, so it must not scan every request.
+    granted: HashMap<String, Vec<String>>,
     policy_sets: BTreeMap<String, PolicySetRecord>,
     active_policy: Option<String>,
     releases: BTreeMap<(String, String), Release>,
     suspensions: BTreeMap<String, Suspension>,
+}
+
+impl State {
+    fn put_request(&mut self, request: AccessRequest) {
+        if request.starts_at.is_some() {
+            let ids = self
+                .granted
+                .entry(request.requester.id.clone())
+                .or_default();
+            if !ids.contains(&request.id) {
+                ids.push(request.id.clone());
+            }
+        }
+        self.requests.insert(request.id.clone(), request);
+    }
 }
 
 /// The custodian's state: open once per gateway, share in an `Arc`.

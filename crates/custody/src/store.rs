@@ -108,7 +108,7 @@ impl Store {
     pub(crate) fn load(&self) -> Result<State, CustodyError> {
         let mut state = State::default();
         for request in self.all::<crate::AccessRequest>(REQUEST)? {
-            state.requests.insert(request.id.clone(), request);
+            state.put_request(request);
         }
         for set in self.all::<crate::PolicySetRecord>(POLICY_SET)? {
             state.policy_sets.insert(set.hash.clone(), set);
