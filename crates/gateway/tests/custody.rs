@@ -792,3 +792,68 @@ fn hex_sha256(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
 }
+
+#[tokio::test]
+async fn a_grant_scoped_to_fields_reveals_only_those_fields() {
+    let server = Server::start().await;
+    let alice = server.token(&VETTED_US);
+    let frank = server.token(&BREAK_GLASS);
+    server.register_us(&alice, "u-1").await;
+    // Break-glass to write the record, then a field-scoped read grant.
+    let body = json!({"action": "write", "collections": ["activity"], "purpose": "seed", "reason_code": "service-maintenance"});
+    let (status, _) = server
+        .call(
+            Method::POST,
+            "/v1/access/break-glass",
+            Some(&frank),
+            None,
+            Some(&body.to_string()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, answer) = server
+        .call(
+            Method::PUT,
+            "/v1/subjects/u-1/records/activity/a1",
+            Some(&frank),
+            Some("seed"),
+            Some(r#"{"watch_history":"v1","location":"Austin","public_video_count":3}"#),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+
+    let body = json!({
+        "action": "read", "subjects": ["u-1"], "collections": ["activity"],
+        "fields": ["watch_history"], "purpose": "ticket 12",
+        "reason_code": "customer-initiated-support", "duration": "1h",
+    });
+    let (status, request) = server
+        .call(
+            Method::POST,
+            "/v1/access/requests",
+            Some(&alice),
+            None,
+            Some(&body.to_string()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{request}");
+    let id = request["id"].as_str().unwrap();
+    decide(&server, &APPROVER_1, id, "approve").await;
+    decide(&server, &APPROVER_2, id, "approve").await;
+
+    let (status, record) = server
+        .call(
+            Method::GET,
+            "/v1/subjects/u-1/records/activity/a1",
+            Some(&alice),
+            Some("ticket 12"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{record}");
+    assert_eq!(record["fields"]["watch_history"], "v1");
+    assert_eq!(record["fields"]["public_video_count"], 3);
+    assert!(record["fields"].get("location").is_none(), "{record}");
+    assert_eq!(record["withheld"], json!(["location"]));
+    server.stop().await;
+}
