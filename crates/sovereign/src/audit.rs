@@ -7,13 +7,20 @@
 //!
 //! * `audit key` prints the log's verifier key from a data folder;
 //! * `audit verify` checks the signed checkpoint, consistency with the remembered
-//!   checkpoint, every tile and every entry, and parses every entry as a v1 log
-//!   entry (see [`check_entry`]);
+//!   checkpoint, every tile and every entry, and parses every entry as a v1 or v2
+//!   log entry (see [`check_entry`]);
 //! * `audit prove` writes an offline-verifiable C2SP tlog-proof of one entry;
-//! * `audit check-proof` verifies such a proof.
+//! * `audit check-proof` verifies such a proof;
+//! * `audit replay` verifies the log as `verify` does, then decides every v2 access
+//!   entry again with the policy set it names (see `replay.rs`).
 //!
 //! The entry parser is deliberately written from the published entry format, not
 //! shared with the gateway: it is the monitor's independent reading of the log.
+
+// Declared here (not in main.rs) so that a test crate including this file alone gets
+// the replay too; the path is relative to this file's directory.
+#[path = "replay.rs"]
+mod replay;
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -97,6 +104,21 @@ pub enum AuditCommand {
         #[arg(long)]
         entry: Option<PathBuf>,
     },
+    /// Verify the whole log as `verify` does, then decide every v2 access entry again
+    /// with the policy set it names and compare. Exits 0 only if every decision matches.
+    Replay {
+        /// The log, as for `verify`.
+        #[arg(long)]
+        url: String,
+        /// The log's verifier key (name+keyid+base64), or @FILE.
+        #[arg(long)]
+        key: String,
+        /// Where the policy sets are: an http(s) prefix serving `<hash>` (the gateway's
+        /// /v1/policies), a directory or file:// URL holding files named `<hash>`
+        /// [default: --url with its trailing /log replaced by /v1/policies].
+        #[arg(long)]
+        policies: Option<String>,
+    },
 }
 
 /// Runs an audit subcommand, printing its report on standard output.
@@ -127,6 +149,10 @@ pub fn run_to(command: AuditCommand, out: &mut dyn Write) -> anyhow::Result<()> 
             let entry = entry.unwrap_or_else(|| with_suffix(&file, ".entry"));
             check_proof(&file, &key, &entry, out)
                 .map_err(|e| anyhow!("audit check-proof: FAILED: {e:#}"))
+        }
+        AuditCommand::Replay { url, key, policies } => {
+            replay::replay(&url, &key, policies.as_deref(), out)
+                .map_err(|e| anyhow!("audit replay: FAILED: {e:#}"))
         }
     }
 }
@@ -186,9 +212,21 @@ fn load_verifier(arg: &str) -> anyhow::Result<Verifier> {
 
 /// Opens the log named by `url`: http(s) prefix, file:// URL or directory.
 fn open_log(url: &str) -> anyhow::Result<Box<dyn TileFetcher>> {
+    match local_dir(url)? {
+        None => Ok(Box::new(HttpFetcher::new(url))),
+        Some(dir) if dir.is_dir() => Ok(Box::new(DirFetcher::new(dir))),
+        Some(dir) => bail!(
+            "{} is not a directory holding a log (checkpoint and tile/)",
+            dir.display()
+        ),
+    }
+}
+
+/// The directory a file:// URL or a plain path names; `None` for an http(s) URL.
+fn local_dir(url: &str) -> anyhow::Result<Option<PathBuf>> {
     let lower = url.to_ascii_lowercase();
     if lower.starts_with("http://") || lower.starts_with("https://") {
-        return Ok(Box::new(HttpFetcher::new(url)));
+        return Ok(None);
     }
     let dir = if lower.starts_with("file://") {
         let rest = &url["file://".len()..];
@@ -202,13 +240,7 @@ fn open_log(url: &str) -> anyhow::Result<Box<dyn TileFetcher>> {
     } else {
         PathBuf::from(url)
     };
-    if !dir.is_dir() {
-        bail!(
-            "{} is not a directory holding a log (checkpoint and tile/)",
-            dir.display()
-        );
-    }
-    Ok(Box::new(DirFetcher::new(dir)))
+    Ok(Some(dir))
 }
 
 /// Decodes `%XX` escapes of a file:// URL path.
@@ -321,7 +353,7 @@ fn verify(url: &str, key: &str, state: Option<&Path>, out: &mut dyn Write) -> an
     };
 
     let mut stats = Stats::default();
-    let mut progress = Progress::new();
+    let mut progress = Progress::new("audit verify");
     let result = verify_log(
         &fetcher,
         &verifier,
@@ -446,16 +478,19 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 struct Progress {
     bar: Option<indicatif::ProgressBar>,
     last_line: Instant,
+    /// The command, naming the progress lines.
+    label: &'static str,
 }
 
 impl Progress {
-    fn new() -> Progress {
+    fn new(label: &'static str) -> Progress {
         let bar = std::io::stderr()
             .is_terminal()
             .then(|| indicatif::ProgressBar::new(0).with_style(progress_style()));
         Progress {
             bar,
             last_line: Instant::now(),
+            label,
         }
     }
 
@@ -467,7 +502,7 @@ impl Progress {
             }
             None => {
                 if self.last_line.elapsed() >= PROGRESS_EVERY && done < total {
-                    eprintln!("audit verify: {done} of {total} entries checked");
+                    eprintln!("{}: {done} of {total} entries checked", self.label);
                     self.last_line = Instant::now();
                 }
             }
@@ -665,20 +700,25 @@ fn check_proof(file: &Path, key: &str, entry: &Path, out: &mut dyn Write) -> any
     writeln!(out, "root hash:  {}", hash_to_base64(&checkpoint.hash))?;
     match check_entry(&entry_data) {
         Ok(EntryInfo {
+            version,
             kind,
             outcome: Some(o),
-        }) => writeln!(out, "entry:      v1 {kind} entry, outcome {o}")?,
+        }) => writeln!(out, "entry:      v{version} {kind} entry, outcome {o}")?,
         Ok(EntryInfo {
+            version,
             kind,
             outcome: None,
-        }) => writeln!(out, "entry:      v1 {kind} entry")?,
-        Err(e) => writeln!(out, "entry:      proven, but not a valid v1 entry: {e}")?,
+        }) => writeln!(out, "entry:      v{version} {kind} entry")?,
+        Err(e) => writeln!(
+            out,
+            "entry:      proven, but not a valid v1 or v2 entry: {e}"
+        )?,
     }
     Ok(())
 }
 
 // ---------------------------------------------------------------------------
-// Entry format v1
+// Entry formats v1 and v2
 //
 // Every entry is checked in one pass of the JSON parser, without building a
 // tree: the monitor reads every entry of the log, so the check must cost about
@@ -690,7 +730,9 @@ fn check_proof(file: &Path, key: &str, entry: &Path, out: &mut dyn Write) -> any
 /// What a valid entry is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EntryInfo {
-    /// `access` or `config`.
+    /// The format version, `v`: 1 or 2.
+    pub version: u8,
+    /// `access` or `config`; with v2 also `custody` or `alert`.
     pub kind: &'static str,
     /// For `access`: `allow`, `deny` or `partial`.
     pub outcome: Option<&'static str>,
@@ -698,11 +740,31 @@ pub struct EntryInfo {
 
 const ACTIONS: &[&str] = &["register", "list", "read", "write", "delete"];
 const OUTCOMES: &[&str] = &["allow", "deny", "partial"];
+const GRANT_KINDS: &[&str] = &["approved", "break-glass"];
+const SEVERITIES: &[&str] = &["high", "medium"];
+/// The events of `custody` entries (format v2).
+const CUSTODY_EVENTS: &[&str] = &[
+    "access-request-created",
+    "access-request-approved",
+    "access-request-denied",
+    "grant-revoked",
+    "break-glass-started",
+    "break-glass-reviewed",
+    "policy-proposed",
+    "policy-activated",
+    "algorithm-submitted",
+    "algorithm-activated",
+    "algorithm-fetched",
+    "jurisdiction-suspended",
+    "jurisdiction-lifted",
+];
 
-/// Checks one log entry against the v1 entry format: a single JSON object (no
-/// surrounding whitespace, no member twice in any object) with `v` = 1, a known
-/// `kind`, an RFC 3339 UTC `time` with milliseconds, and every member its kind
-/// requires, of the right type and form. Unknown extra members are allowed.
+/// Checks one log entry against the entry format, v1 or v2: a single JSON object
+/// (no surrounding whitespace, no member twice in any object) with `v` = 1 or 2, a
+/// known `kind`, an RFC 3339 UTC `time` with milliseconds, and every member its kind
+/// (and version) requires, of the right type and form. Unknown extra members are
+/// allowed. v2 adds members to `access` entries (what replay needs) and the kinds
+/// `custody` and `alert`.
 pub fn check_entry(entry: &[u8]) -> Result<EntryInfo, String> {
     if entry.first() != Some(&b'{') || entry.last() != Some(&b'}') {
         return Err("not a single JSON object (it must start with '{' and end with '}')".into());
@@ -718,10 +780,11 @@ pub fn check_entry(entry: &[u8]) -> Result<EntryInfo, String> {
 }
 
 fn check_top(e: &Members<'_, '_>) -> Result<EntryInfo, String> {
-    match e.get("v")? {
-        Seen::Number(Number::U(1)) => {}
-        other => return Err(e.wrong("v", "the number 1", other).to_string()),
-    }
+    let version = match e.get("v")? {
+        Seen::Number(Number::U(1)) => 1,
+        Seen::Number(Number::U(2)) => 2,
+        other => return Err(e.wrong("v", "the number 1 or 2", other).to_string()),
+    };
     let kind = e.string("kind")?;
     let time = e.string("time")?;
     if !is_rfc3339_utc_millis(time) {
@@ -730,23 +793,36 @@ fn check_top(e: &Members<'_, '_>) -> Result<EntryInfo, String> {
             show_str(time)
         ));
     }
-    match kind {
-        "access" => Ok(EntryInfo {
-            kind: "access",
-            outcome: Some(check_access(e)?),
-        }),
-        "config" => {
+    let (kind, outcome) = match (kind, version) {
+        ("access", _) => ("access", Some(check_access(e, version)?)),
+        ("config", _) => {
             check_config(e)?;
-            Ok(EntryInfo {
-                kind: "config",
-                outcome: None,
-            })
+            ("config", None)
         }
-        other => Err(format!("unknown kind {}", show_str(other))),
-    }
+        ("custody", 2) => {
+            check_custody(e)?;
+            ("custody", None)
+        }
+        ("alert", 2) => {
+            check_alert(e)?;
+            ("alert", None)
+        }
+        ("custody" | "alert", _) => {
+            return Err(format!(
+                "kind {} exists from format v2 on; this entry says \"v\": {version}",
+                show_str(kind)
+            ));
+        }
+        (other, _) => return Err(format!("unknown kind {}", show_str(other))),
+    };
+    Ok(EntryInfo {
+        version,
+        kind,
+        outcome,
+    })
 }
 
-fn check_access(e: &Members<'_, '_>) -> Result<&'static str, Bad> {
+fn check_access(e: &Members<'_, '_>, version: u8) -> Result<&'static str, Bad> {
     e.object("principal")?;
     e.one_of("action", ACTIONS)?;
     e.hex("subject", 32)?;
@@ -760,7 +836,52 @@ fn check_access(e: &Members<'_, '_>) -> Result<&'static str, Bad> {
     e.hex("policy_set", 64)?;
     e.string("purpose")?;
     e.string("reason_code")?;
+    if version >= 2 {
+        e.string("site_jurisdiction")?;
+        e.bool("approval_required")?;
+        e.bool("suspended")?;
+        e.integer("context_time")?;
+        e.object_or_null("grant")?;
+    }
     Ok(outcome)
+}
+
+fn check_grant(g: &Members<'_, '_>) -> Result<(), Bad> {
+    g.string("id")?;
+    g.one_of("kind", GRANT_KINDS)?;
+    Ok(())
+}
+
+/// `custody` entries (v2): an event, who caused it, and what it concerned.
+fn check_custody(e: &Members<'_, '_>) -> Result<(), Bad> {
+    let event = e.one_of("event", CUSTODY_EVENTS)?;
+    e.object_or_null("actor")?;
+    if event == "policy-activated" {
+        // Which policy set now decides, and on whose signatures.
+        e.object("details")
+    } else {
+        e.any_object("details")
+    }
+}
+
+/// Checked while parsing, wherever `details` appears; reported only for the
+/// `policy-activated` event.
+fn check_activation_details(d: &Members<'_, '_>) -> Result<(), Bad> {
+    d.hex("policy_set", 64)?;
+    // null when there was none: the first activation, of the set `sovereign init` wrote.
+    if !matches!(d.get("previous")?, Seen::Null) {
+        d.hex("previous", 64)?;
+    }
+    d.strings("signers")?;
+    Ok(())
+}
+
+/// `alert` entries (v2).
+fn check_alert(e: &Members<'_, '_>) -> Result<(), Bad> {
+    e.string("alert")?;
+    e.one_of("severity", SEVERITIES)?;
+    e.object_or_null("actor")?;
+    e.any_object("details")
 }
 
 /// Checked while parsing, wherever `principal` appears; reported only if the
@@ -843,6 +964,10 @@ enum Shape {
     Principal,
     /// One element of `decisions`.
     Decision,
+    /// The `grant` object of v2 access entries.
+    Grant,
+    /// The `details` object of v2 custody and alert entries.
+    Details,
 }
 
 /// The checks of an object with known members, run once it is read.
@@ -872,6 +997,16 @@ const TOP: Table = &[
     ("event", Shape::Any),
     ("config_sha256", Shape::Any),
     ("version", Shape::Any),
+    // Format v2.
+    ("site_jurisdiction", Shape::Any),
+    ("approval_required", Shape::Any),
+    ("suspended", Shape::Any),
+    ("context_time", Shape::Any),
+    ("grant", Shape::Grant),
+    ("actor", Shape::Principal),
+    ("details", Shape::Details),
+    ("alert", Shape::Any),
+    ("severity", Shape::Any),
 ];
 const PRINCIPAL: Table = &[
     ("id", Shape::Any),
@@ -887,8 +1022,14 @@ const DECISION: Table = &[
     ("allowed", Shape::Any),
     ("policies", Shape::Strings),
 ];
+const GRANT: Table = &[("id", Shape::Any), ("kind", Shape::Any)];
+const ACTIVATION_DETAILS: Table = &[
+    ("policy_set", Shape::Any),
+    ("previous", Shape::Any),
+    ("signers", Shape::Strings),
+];
 /// The most known members of any table.
-const MAX_KNOWN: usize = 19;
+const MAX_KNOWN: usize = 28;
 
 /// What the parser saw of a value, as far as the checks need it.
 enum Seen<'de> {
@@ -1004,6 +1145,30 @@ impl<'s, 'de> Members<'s, 'de> {
             Seen::Array(None) => Ok(()),
             Seen::Array(Some(bad)) => Err(clone_bad(bad).under(&self.path(name))),
             other => Err(self.wrong(name, "an array", other)),
+        }
+    }
+
+    /// A checked object (its shape says how), or null.
+    fn object_or_null(&self, name: &str) -> Result<(), Bad> {
+        match self.get(name)? {
+            Seen::Null => Ok(()),
+            _ => self.object(name),
+        }
+    }
+
+    /// An object, whatever its members.
+    fn any_object(&self, name: &str) -> Result<(), Bad> {
+        match self.get(name)? {
+            Seen::Object(_) => Ok(()),
+            other => Err(self.wrong(name, "an object", other)),
+        }
+    }
+
+    /// A whole number (not a float).
+    fn integer(&self, name: &str) -> Result<(), Bad> {
+        match self.get(name)? {
+            Seen::Number(Number::U(_) | Number::I(_)) => Ok(()),
+            other => Err(self.wrong(name, "a whole number", other)),
         }
     }
 
@@ -1189,6 +1354,8 @@ impl<'de> Visitor<'de> for ValueSeed {
         let (table, check): (Table, ObjectCheck) = match self.0 {
             Shape::Principal => (PRINCIPAL, check_principal),
             Shape::Decision => (DECISION, check_decision),
+            Shape::Grant => (GRANT, check_grant),
+            Shape::Details => (ACTIVATION_DETAILS, check_activation_details),
             _ => (&[], |_| Ok(())),
         };
         let seen = read_members(map, table)?;

@@ -1,6 +1,9 @@
 //! `sovereign`: the command-line tool and service binary. Thin glue over the `gateway` crate.
 
+mod access;
 mod audit;
+mod client;
+mod custody_cli;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -74,10 +77,39 @@ enum Command {
         #[arg(long, default_value = DEFAULT_DATA)]
         data: PathBuf,
     },
-    /// The monitor's tools: the log's key, verifying a log, offline inclusion proofs.
+    /// The monitor's tools: the log's key, verifying a log, offline inclusion proofs,
+    /// replaying its decisions.
     Audit {
         #[command(subcommand)]
         command: audit::AuditCommand,
+    },
+    /// Access requests, approvals and break-glass access (custodian controls).
+    Access {
+        #[command(flatten)]
+        server: client::ServerArgs,
+        #[command(subcommand)]
+        command: access::AccessCommand,
+    },
+    /// Propose, sign and activate policy sets.
+    Policy {
+        #[command(flatten)]
+        server: client::ServerArgs,
+        #[command(subcommand)]
+        command: custody_cli::PolicyCommand,
+    },
+    /// Submit, sign, activate and fetch algorithm releases.
+    Algo {
+        #[command(flatten)]
+        server: client::ServerArgs,
+        #[command(subcommand)]
+        command: custody_cli::AlgoCommand,
+    },
+    /// Suspend or restore data access for a jurisdiction, with signed commands.
+    KillSwitch {
+        #[command(flatten)]
+        server: client::ServerArgs,
+        #[command(subcommand)]
+        command: custody_cli::KillSwitchCommand,
     },
 }
 
@@ -136,6 +168,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Audit { command } => audit::run(command),
+        Command::Access { server, command } => access::run(&server, command),
+        Command::Policy { server, command } => custody_cli::run_policy(&server, command),
+        Command::Algo { server, command } => custody_cli::run_algo(&server, command),
+        Command::KillSwitch { server, command } => custody_cli::run_kill_switch(&server, command),
         Command::Check { data } => {
             let config = Config::load(&data).map_err(|e| anyhow::anyhow!("{e}"))?;
             let engine = gateway::load_policy(&config, &data)?;

@@ -437,13 +437,19 @@ fn entry_format_v1_is_checked_strictly() {
     let cases: Vec<(&Value, Change, &str)> = vec![
         (
             &access,
+            |v| v["v"] = json!(3),
+            "member \"v\" must be the number 1 or 2, not the number 3",
+        ),
+        (
+            // A v2 access entry needs the members replay reads.
+            &access,
             |v| v["v"] = json!(2),
-            "member \"v\" must be the number 1, not the number 2",
+            "member \"site_jurisdiction\" is missing",
         ),
         (
             &access,
             |v| v["v"] = json!("1"),
-            "member \"v\" must be the number 1, not \"1\"",
+            "member \"v\" must be the number 1 or 2, not \"1\"",
         ),
         (
             &access,
@@ -711,7 +717,7 @@ fn entry_format_v1_is_checked_strictly() {
     float["v"] = json!(1.0);
     let got = ok(&float).unwrap_err();
     assert!(
-        got.contains("must be the number 1, not the number 1.0"),
+        got.contains("must be the number 1 or 2, not the number 1.0"),
         "{got}"
     );
     // Leap years and leap seconds are real times.

@@ -80,13 +80,13 @@ fn sigkill_under_load_loses_nothing_acknowledged() {
                 } else {
                     ("write", format!("w{worker}-{i}"))
                 };
-                let url = format!("{base}/v1/subjects/crash-subject/records/activity/{key}");
+                let url = format!("{base}/v1/subjects/crash-subject/records/profile/{key}");
                 let request = if action == "read" {
                     client.get(&url)
                 } else {
                     client
                         .put(&url)
-                        .body(format!(r#"{{"public_video_count":{i}}}"#))
+                        .body(format!(r#"{{"display_name":"user {i}"}}"#))
                 };
                 let Ok(response) = request
                     .bearer_auth(&token)
@@ -189,7 +189,7 @@ fn sigkill_under_load_loses_nothing_acknowledged() {
     for ack in acknowledged.iter().filter(|a| a.action == "write") {
         let response = client
             .get(format!(
-                "{base}/v1/subjects/crash-subject/records/activity/{}",
+                "{base}/v1/subjects/crash-subject/records/profile/{}",
                 ack.key
             ))
             .bearer_auth(&token)

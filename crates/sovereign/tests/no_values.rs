@@ -124,7 +124,13 @@ fn markers_in_protected_fields_never_reach_any_log() {
             r#"{{"action":"{action}","collections":["activity"],"purpose":"marker test","reason_code":"security-audit"}}"#
         );
         assert_eq!(
-            http.send("POST", "/v1/access/break-glass", &alice, "setup", Some(body)),
+            http.send(
+                "POST",
+                "/v1/access/break-glass",
+                &alice,
+                "setup",
+                Some(body)
+            ),
             201
         );
     }

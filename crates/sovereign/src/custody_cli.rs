@@ -1,0 +1,718 @@
+//! `sovereign policy`, `sovereign algo` and `sovereign kill-switch`: the custodian's signed
+//! statements.
+//!
+//! A policy set, an algorithm release or a kill-switch command takes effect only with a
+//! statement signed by enough custodian keys (C2SP signed notes, crate `custody`). Signing
+//! happens here, on the custodian's machine, from what the signer can check for
+//! themselves: `policy sign` recomputes the policy set's hash from the text it fetched
+//! and loads it with the same Cedar validation the gateway uses; `algo sign` hashes the
+//! artifact file it is given. The gateway only verifies signatures and applies.
+
+use std::fs;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, anyhow, bail};
+use custody::statement::{self, KillCommand, Statement};
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+use tlog::note::{NoteError, Signer, Verifier};
+
+use crate::client::{Body, Client, ServerArgs, joined, segment, text};
+
+// ---------------------------------------------------------------------------
+// Commands
+
+/// `sovereign policy ...`
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum PolicyCommand {
+    /// Propose a Cedar policy set; prints its hash and the statement custodians sign.
+    Propose {
+        /// The Cedar policies.
+        file: PathBuf,
+        /// A Cedar schema [default: the active policy set's schema].
+        #[arg(long)]
+        schema: Option<PathBuf>,
+    },
+    /// Sign the activation of a proposed policy set with a custodian key, after
+    /// checking the set's text against its hash.
+    Sign {
+        /// The policy set's hash (64 hex digits).
+        hash: String,
+        #[command(flatten)]
+        signing: Signing,
+    },
+    /// Activate a proposed policy set with its signed activation statement.
+    Activate {
+        hash: String,
+        /// The signed note (from `policy sign`).
+        #[arg(long)]
+        signature: PathBuf,
+    },
+    /// List the policy sets the gateway knows.
+    List,
+    /// Show one policy set, with its text.
+    Show { hash: String },
+}
+
+/// `sovereign algo ...`
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum AlgoCommand {
+    /// Upload an algorithm artifact; prints its digest and the statement to sign.
+    Submit {
+        /// The artifact.
+        file: PathBuf,
+        #[command(flatten)]
+        release: Release,
+    },
+    /// Sign the release of an artifact, offline: the digest is computed from FILE.
+    Sign {
+        file: PathBuf,
+        #[command(flatten)]
+        release: Release,
+        #[command(flatten)]
+        signing: Signing,
+    },
+    /// Activate a submitted release with its signed release statement.
+    Activate {
+        #[command(flatten)]
+        release: Release,
+        /// The signed note (from `algo sign`).
+        #[arg(long)]
+        signature: PathBuf,
+    },
+    /// List every release the gateway holds.
+    List,
+    /// List the active releases, with their signatures.
+    Active,
+    /// Download a release's artifact, checking its digest before writing it.
+    Fetch {
+        #[command(flatten)]
+        release: Release,
+        /// Where to write the artifact.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// `sovereign kill-switch ...`
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum KillSwitchCommand {
+    /// Suspend every data access concerning a jurisdiction's subjects.
+    Suspend(KillArgs),
+    /// Lift a jurisdiction's suspension.
+    Lift(KillArgs),
+    /// Show which jurisdictions are suspended.
+    Status,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct KillArgs {
+    /// The jurisdiction, e.g. US.
+    jurisdiction: String,
+    /// A custodian signer key file (repeatable: every key signs the command).
+    #[arg(long = "key", required = true, num_args = 1..)]
+    keys: Vec<PathBuf>,
+}
+
+/// An algorithm release: `--name N --version V`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Release {
+    #[arg(long)]
+    name: String,
+    #[arg(long)]
+    version: String,
+}
+
+impl Release {
+    fn path(&self) -> String {
+        format!(
+            "/v1/algorithms/{}/{}",
+            segment(&self.name),
+            segment(&self.version)
+        )
+    }
+}
+
+/// How a statement is signed: `--key KEYFILE [--add-to NOTE] [--out FILE]`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Signing {
+    /// Your custodian signer key file (signed-note signer key).
+    #[arg(long)]
+    key: PathBuf,
+    /// A note other custodians already signed: add your signature to theirs.
+    #[arg(long)]
+    add_to: Option<PathBuf>,
+    /// Where to write the signed note [default: standard output].
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+// ---------------------------------------------------------------------------
+// sovereign policy
+
+pub fn run_policy(server: &ServerArgs, command: PolicyCommand) -> anyhow::Result<()> {
+    let client = server.client()?;
+    match command {
+        PolicyCommand::Propose { file, schema } => {
+            let mut body = json!({ "policies": read_text(&file)? });
+            if let Some(schema) = schema {
+                body["schema"] = json!(read_text(&schema)?);
+            }
+            let answer = client.post("/v1/policies", Body::Json(&body))?;
+            server.print(&answer, |a| {
+                format!(
+                    "proposed policy set {} ({}): to activate it, custodians sign this statement with `sovereign policy sign {} --key KEYFILE`:\n{}",
+                    text(a, "hash"),
+                    joined(a, "policy_ids", "no policies"),
+                    text(a, "hash"),
+                    text(a, "statement")
+                )
+            });
+        }
+        PolicyCommand::Sign { hash, signing } => sign_policy(&client, &hash, &signing)?,
+        PolicyCommand::Activate { hash, signature } => {
+            let hash = check_hash(&hash)?;
+            let note = read_note(
+                &signature,
+                &Statement::PolicyActivation {
+                    policy_set: hash.clone(),
+                },
+            )?;
+            let answer =
+                client.post(&format!("/v1/policies/{hash}/activate"), Body::Text(&note))?;
+            server.print(&answer, |a| {
+                format!(
+                    "activated policy set {} at {}, signed by {}\n",
+                    text(a, "hash"),
+                    text(a, "activated_at"),
+                    joined(a, "signers", "nobody")
+                )
+            });
+        }
+        PolicyCommand::List => {
+            let answer = client.get_json("/v1/policies")?;
+            server.print(&answer, policy_list);
+        }
+        PolicyCommand::Show { hash } => {
+            let hash = check_hash(&hash)?;
+            let answer = client.get_json(&format!("/v1/policies/{hash}"))?;
+            server.print(&answer, |a| {
+                format!(
+                    "policy set {} ({}), proposed {}, activated {}\npolicies: {}\nsigned:   {}\n--- schema ---\n{}\n--- policies ---\n{}\n",
+                    text(a, "hash"),
+                    text(a, "status"),
+                    text(a, "proposed_at"),
+                    or_never(text(a, "activated_at")),
+                    joined(a, "policy_ids", "none"),
+                    if a["signature"].is_string() { "yes" } else { "no" },
+                    text(a, "schema").trim_end(),
+                    text(a, "policies").trim_end()
+                )
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Fetches the policy set, checks its text against `hash`, loads it as the gateway
+/// would, and signs its activation.
+fn sign_policy(client: &Client, hash: &str, signing: &Signing) -> anyhow::Result<()> {
+    let hash = check_hash(hash)?;
+    let set = client.get_json(&format!("/v1/policies/{hash}"))?;
+    let (schema, policies) = match (set["schema"].as_str(), set["policies"].as_str()) {
+        (Some(s), Some(p)) => (s, p),
+        _ => bail!("the gateway's answer for policy set {hash} has no schema or policies text"),
+    };
+    let computed = policy::policy_set_hash(schema, policies);
+    if computed != hash {
+        bail!(
+            "refusing to sign: the text the gateway serves for policy set {hash} hashes to {computed}; it is not the set you were asked to sign"
+        );
+    }
+    let engine = policy::PolicyEngine::new(schema, policies).map_err(|e| {
+        anyhow!("refusing to sign: policy set {hash} does not load (the gateway could not enforce it): {e}")
+    })?;
+    let signed = sign_statement(
+        &Statement::PolicyActivation {
+            policy_set: hash.clone(),
+        },
+        signing,
+    )?;
+    let ids = engine.policy_ids();
+    report(
+        signing,
+        &format!(
+            "signed the activation of policy set {hash} as {}: {} policies: {}",
+            signed.signer,
+            ids.len(),
+            ids.join(", ")
+        ),
+    );
+    Ok(())
+}
+
+fn policy_list(answer: &Value) -> String {
+    let active = text(answer, "active");
+    let sets = answer["sets"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    let mut out = format!("active policy set: {}\n", or_never(active));
+    for s in sets {
+        out.push_str(&format!(
+            "{}  {:<8}  proposed {}  activated {}  policies: {}\n",
+            text(s, "hash"),
+            text(s, "status"),
+            text(s, "proposed_at"),
+            or_never(text(s, "activated_at")),
+            joined(s, "policy_ids", "none")
+        ));
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// sovereign algo
+
+pub fn run_algo(server: &ServerArgs, command: AlgoCommand) -> anyhow::Result<()> {
+    let client = server.client()?;
+    match command {
+        AlgoCommand::Submit { file, release } => {
+            let artifact = read_bytes(&file)?;
+            let answer = client.post(&release.path(), Body::Bytes(&artifact))?;
+            server.print(&answer, |a| {
+                format!(
+                    "submitted {} {}: {} bytes, sha256 {}; to activate it, custodians sign this statement with `sovereign algo sign {} --name {} --version {} --key KEYFILE`:\n{}",
+                    text(a, "name"),
+                    text(a, "version"),
+                    a["size"],
+                    text(a, "sha256"),
+                    file.display(),
+                    release.name,
+                    release.version,
+                    text(a, "statement")
+                )
+            });
+        }
+        AlgoCommand::Sign {
+            file,
+            release,
+            signing,
+        } => {
+            let sha256 = hex_sha256(&read_bytes(&file)?);
+            let signed = sign_statement(
+                &Statement::AlgorithmRelease {
+                    name: release.name.clone(),
+                    version: release.version.clone(),
+                    sha256: sha256.clone(),
+                },
+                &signing,
+            )?;
+            report(
+                &signing,
+                &format!(
+                    "signed the release of {} {} (sha256 {sha256}, from {}) as {}",
+                    release.name,
+                    release.version,
+                    file.display(),
+                    signed.signer
+                ),
+            );
+        }
+        AlgoCommand::Activate { release, signature } => {
+            let note = read_note(&signature, &release_of_note(&signature, &release)?)?;
+            let answer = client.post(&format!("{}/activate", release.path()), Body::Text(&note))?;
+            server.print(&answer, |a| {
+                format!(
+                    "activated {} {} (sha256 {}) at {}\n",
+                    text(a, "name"),
+                    text(a, "version"),
+                    text(a, "sha256"),
+                    text(a, "activated_at")
+                )
+            });
+        }
+        AlgoCommand::List => {
+            let answer = client.get_json("/v1/algorithms")?;
+            server.print(&answer, |a| releases(a, "no releases"));
+        }
+        AlgoCommand::Active => {
+            let answer = client.get_json("/v1/algorithms/active")?;
+            server.print(&answer, |a| releases(a, "no active releases"));
+        }
+        AlgoCommand::Fetch { release, out } => fetch_artifact(&client, &release, &out)?,
+    }
+    Ok(())
+}
+
+/// The release statement a note for `release` must carry: the note names the digest,
+/// which is taken from it (the gateway checks it against the stored artifact).
+fn release_of_note(note_file: &Path, release: &Release) -> anyhow::Result<Statement> {
+    let found = note_statement(&read_bytes(note_file)?)
+        .map_err(|e| anyhow!("{}: {e}", note_file.display()))?;
+    match found {
+        Statement::AlgorithmRelease {
+            name,
+            version,
+            sha256,
+        } if name == release.name && version == release.version => {
+            Ok(Statement::AlgorithmRelease {
+                name,
+                version,
+                sha256,
+            })
+        }
+        other => bail!(
+            "{} is a statement for {}, not the release of {} {}",
+            note_file.display(),
+            what(&other),
+            release.name,
+            release.version
+        ),
+    }
+}
+
+/// Downloads an artifact and checks its digest against the gateway's header and the
+/// release it lists (and, for an active release, the digest its signed statement names)
+/// before writing it.
+fn fetch_artifact(client: &Client, release: &Release, out: &Path) -> anyhow::Result<()> {
+    let expected = listed_digest(client, release)?;
+    let answer = client.get_bytes(&format!("{}/artifact", release.path()))?;
+    let got = hex_sha256(&answer.body);
+    let label = format!("{} {}", release.name, release.version);
+    if let Some(header) = &answer.sha256
+        && !header.eq_ignore_ascii_case(&got)
+    {
+        bail!(
+            "the artifact of {label} does not match its digest: the gateway says sha256 {header}, the bytes received hash to {got}; nothing written"
+        );
+    }
+    if !expected.iter().all(|e| *e == got) {
+        bail!(
+            "the artifact of {label} does not match its release: released as sha256 {}, the bytes received hash to {got}; nothing written",
+            expected.join(" / ")
+        );
+    }
+    write_new(out, &answer.body)?;
+    println!(
+        "fetched {label} to {}: {} bytes, sha256 {got} (matches its release)",
+        out.display(),
+        answer.body.len()
+    );
+    Ok(())
+}
+
+/// The digests the gateway lists for a release: the release's own and, if it is active,
+/// the one its signed statement names.
+fn listed_digest(client: &Client, release: &Release) -> anyhow::Result<Vec<String>> {
+    let is_it =
+        |r: &&Value| text(r, "name") == release.name && text(r, "version") == release.version;
+    let all = client.get_json("/v1/algorithms")?;
+    let listed = all["releases"]
+        .as_array()
+        .and_then(|rs| rs.iter().find(is_it))
+        .ok_or_else(|| {
+            anyhow!(
+                "the gateway holds no release {} {} (`sovereign algo list` shows them)",
+                release.name,
+                release.version
+            )
+        })?;
+    let mut digests = vec![text(listed, "sha256").to_ascii_lowercase()];
+    let active = client.get_json("/v1/algorithms/active")?;
+    if let Some(r) = active["releases"]
+        .as_array()
+        .and_then(|rs| rs.iter().find(is_it))
+        && let Some(Statement::AlgorithmRelease { sha256, .. }) =
+            note_statement(text(r, "signature").as_bytes()).ok()
+    {
+        digests.push(sha256.to_ascii_lowercase());
+    }
+    Ok(digests)
+}
+
+fn releases(answer: &Value, none: &str) -> String {
+    let rs = answer["releases"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    if rs.is_empty() {
+        return format!("{none}\n");
+    }
+    rs.iter()
+        .map(|r| {
+            let status = match text(r, "status") {
+                "" => "active",
+                s => s,
+            };
+            let mut line = format!(
+                "{} {}  {:<9}  sha256 {}  {} bytes  activated {}",
+                text(r, "name"),
+                text(r, "version"),
+                status,
+                text(r, "sha256"),
+                r["size"],
+                or_never(text(r, "activated_at"))
+            );
+            if r.get("signers").is_some() {
+                line.push_str(&format!("  signed by {}", joined(r, "signers", "nobody")));
+            }
+            line + "\n"
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// sovereign kill-switch
+
+pub fn run_kill_switch(server: &ServerArgs, command: KillSwitchCommand) -> anyhow::Result<()> {
+    let client = server.client()?;
+    let (command, args) = match command {
+        KillSwitchCommand::Status => {
+            let answer = client.get_json("/v1/kill-switch")?;
+            server.print(&answer, kill_status);
+            return Ok(());
+        }
+        KillSwitchCommand::Suspend(args) => (KillCommand::Suspend, args),
+        KillSwitchCommand::Lift(args) => (KillCommand::Lift, args),
+    };
+    let jurisdiction = args.jurisdiction.trim().to_ascii_uppercase();
+    if !(jurisdiction.len() == 2 && jurisdiction.bytes().all(|b| b.is_ascii_uppercase())) {
+        bail!(
+            "{:?} is not a jurisdiction: give an ISO 3166-1 alpha-2 code, like US",
+            args.jurisdiction
+        );
+    }
+    let signers = args
+        .keys
+        .iter()
+        .map(|k| load_signer(k))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    // The gateway applies a command only with a serial above the last one it applied,
+    // so that an old signed command cannot be replayed.
+    let serial = current_serial(&client, &jurisdiction)? + 1;
+    let verb = command.as_str();
+    let statement = Statement::KillSwitch {
+        command,
+        jurisdiction: jurisdiction.clone(),
+        serial,
+    };
+    let note = sign_all(&statement, &signers)?;
+    let note = String::from_utf8(note).map_err(|_| anyhow!("a signed note is not UTF-8"))?;
+    let answer = client.post("/v1/kill-switch", Body::Text(&note))?;
+    server.print(&answer, |a| {
+        format!(
+            "applied {verb} of {jurisdiction} (serial {serial})\n{}",
+            kill_status(a)
+        )
+    });
+    Ok(())
+}
+
+/// The last serial the gateway applied for `jurisdiction` (0 if none).
+fn current_serial(client: &Client, jurisdiction: &str) -> anyhow::Result<u64> {
+    let status = client.get_json("/v1/kill-switch")?;
+    let listed = status["jurisdictions"]
+        .as_array()
+        .and_then(|js| js.iter().find(|j| text(j, "jurisdiction") == jurisdiction));
+    match listed {
+        None => Ok(0),
+        Some(j) => j["serial"].as_u64().ok_or_else(|| {
+            anyhow!("the gateway's kill-switch status of {jurisdiction} has no serial number")
+        }),
+    }
+}
+
+fn kill_status(answer: &Value) -> String {
+    let js = answer["jurisdictions"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    if js.is_empty() {
+        return "no jurisdictions\n".to_string();
+    }
+    js.iter()
+        .map(|j| {
+            let state = if j["suspended"].as_bool() == Some(true) {
+                format!("SUSPENDED since {}", text(j, "since"))
+            } else {
+                "active".to_string()
+            };
+            format!(
+                "{}  {state}  (serial {})\n",
+                text(j, "jurisdiction"),
+                j["serial"]
+            )
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// Signing
+
+/// A note just signed, and whose key signed it.
+struct Signed {
+    signer: String,
+}
+
+/// Signs `statement` with `--key` (adding to `--add-to`'s signatures) and writes the
+/// note to `--out` or standard output.
+fn sign_statement(statement: &Statement, signing: &Signing) -> anyhow::Result<Signed> {
+    let signer = load_signer(&signing.key)?;
+    let note = match &signing.add_to {
+        None => statement::sign(statement, &signer)
+            .map_err(|e| anyhow!("cannot sign the statement: {e}"))?,
+        Some(file) => {
+            let existing = read_bytes(file)?;
+            let found =
+                note_statement(&existing).map_err(|e| anyhow!("{}: {e}", file.display()))?;
+            if found.text() != statement.text() {
+                bail!(
+                    "{} is a statement for {}, not {}: it cannot take your signature",
+                    file.display(),
+                    what(&found),
+                    what(statement)
+                );
+            }
+            statement::cosign(&existing, &signer)
+                .map_err(|e| anyhow!("cannot add your signature to {}: {e}", file.display()))?
+        }
+    };
+    match &signing.out {
+        Some(path) => write_new(path, &note)?,
+        None => std::io::stdout()
+            .write_all(&note)
+            .context("writing the signed note")?,
+    }
+    Ok(Signed {
+        signer: signer.name().to_string(),
+    })
+}
+
+/// Signs with every key in turn.
+fn sign_all(statement: &Statement, signers: &[Signer]) -> anyhow::Result<Vec<u8>> {
+    let (first, rest) = signers
+        .split_first()
+        .ok_or_else(|| anyhow!("give at least one --key"))?;
+    let mut note =
+        statement::sign(statement, first).map_err(|e| anyhow!("cannot sign the statement: {e}"))?;
+    for signer in rest {
+        note = statement::cosign(&note, signer)
+            .map_err(|e| anyhow!("cannot add the signature of {}: {e}", signer.name()))?;
+    }
+    Ok(note)
+}
+
+fn load_signer(path: &Path) -> anyhow::Result<Signer> {
+    statement::load_signer(path).map_err(|e| {
+        anyhow!(
+            "{} does not hold a custodian signer key ({e}); `sovereign init` writes a development one to keys/custodian.key",
+            path.display()
+        )
+    })
+}
+
+/// The statement a signed note carries, read without checking its signatures (the
+/// gateway checks them against the custodian keys it trusts).
+fn note_statement(note: &[u8]) -> anyhow::Result<Statement> {
+    let no_keys: [&Verifier; 0] = [];
+    let text = match tlog::note::open(note, no_keys) {
+        Ok(n) => n.text,
+        Err(NoteError::Unverified(n)) => n.text,
+        Err(e) => bail!("not a signed note: {e}"),
+    };
+    Statement::parse(&text).map_err(|e| anyhow!("not a custodian statement: {e}"))
+}
+
+/// Reads a signed note and checks that it states `want`.
+fn read_note(file: &Path, want: &Statement) -> anyhow::Result<String> {
+    let bytes = read_bytes(file)?;
+    let found = note_statement(&bytes).map_err(|e| {
+        anyhow!(
+            "{}: {e} (sign it with `sovereign policy sign` or `sovereign algo sign`)",
+            file.display()
+        )
+    })?;
+    if found.text() != want.text() {
+        bail!(
+            "{} is a statement for {}, not {}",
+            file.display(),
+            what(&found),
+            what(want)
+        );
+    }
+    String::from_utf8(bytes).map_err(|_| anyhow!("{}: not UTF-8", file.display()))
+}
+
+/// What a statement is about, for messages.
+fn what(s: &Statement) -> String {
+    match s {
+        Statement::PolicyActivation { policy_set } => {
+            format!("the activation of policy set {policy_set}")
+        }
+        Statement::AlgorithmRelease {
+            name,
+            version,
+            sha256,
+        } => format!("the release of {name} {version} (sha256 {sha256})"),
+        Statement::KillSwitch {
+            command,
+            jurisdiction,
+            serial,
+        } => format!(
+            "the kill-switch command {} {jurisdiction} (serial {serial})",
+            command.as_str()
+        ),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Small helpers
+
+/// A policy set hash as given on the command line: 64 hex digits, lower-cased.
+fn check_hash(hash: &str) -> anyhow::Result<String> {
+    let hash = hash.trim().to_ascii_lowercase();
+    if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!(
+            "{hash:?} is not a policy set hash (64 hex digits; `sovereign policy list` shows them)"
+        );
+    }
+    Ok(hash)
+}
+
+fn hex_sha256(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+fn or_never(s: &str) -> &str {
+    if s.is_empty() { "never" } else { s }
+}
+
+fn read_bytes(path: &Path) -> anyhow::Result<Vec<u8>> {
+    fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+fn read_text(path: &Path) -> anyhow::Result<String> {
+    let bytes = read_bytes(path)?;
+    String::from_utf8(bytes).map_err(|_| anyhow!("{} is not UTF-8 text", path.display()))
+}
+
+/// Writes a file through a temporary one and a rename, so nothing half-written is left
+/// under its name.
+fn write_new(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    let result = fs::write(&tmp, data).and_then(|()| fs::rename(&tmp, path));
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Reports what was signed: on standard output when the note went to a file, otherwise
+/// on standard error, so that standard output holds the note alone.
+fn report(signing: &Signing, message: &str) {
+    match &signing.out {
+        Some(path) => println!("{message}; wrote {}", path.display()),
+        None => eprintln!("{message}"),
+    }
+}

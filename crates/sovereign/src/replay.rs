@@ -1,0 +1,522 @@
+//! `sovereign audit replay`: decides every logged access again and compares.
+//!
+//! `audit verify` proves that the log is complete and unaltered; it cannot tell
+//! whether the decisions it holds are the ones the policies give. A v2 access entry
+//! records every attribute the gateway gave Cedar (principal, resource, context) and
+//! the hash of the policy set that decided, so a monitor can fetch that policy set,
+//! check its text against the hash, rebuild each Cedar request and decide it
+//! itself. A gateway that served data its policies forbid, and logged the access as
+//! allowed, is caught here.
+//!
+//! v1 access entries lack attributes Cedar reads (the site's jurisdiction, the
+//! request's time), so they are counted as not replayable rather than guessed at.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::bail;
+use policy::{AccessRequest, Action, Context, Decision, PolicyEngine, Principal, Resource};
+use serde::Deserialize;
+use serde_json::Value;
+use tlog::{TileFetcher, hash_to_base64, verify_log};
+
+use super::{
+    EntryInfo, HttpFetcher, Progress, check_entry, load_verifier, local_dir, open_log, plain,
+};
+
+/// Mismatch lines kept for the report; beyond this they are only counted, so memory
+/// stays bounded however much of a log is wrong.
+const MAX_LINES: usize = 1000;
+
+pub(super) fn replay(
+    url: &str,
+    key: &str,
+    policies: Option<&str>,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let verifier = load_verifier(key)?;
+    let log = open_log(url)?;
+    let source = PolicySource::open(policies, url)?;
+    let mut replayer = Replayer::new(source);
+
+    let mut progress = Progress::new("audit replay");
+    let result = verify_log(
+        &*log,
+        &verifier,
+        None,
+        &mut |done, total| progress.update(done, total),
+        &mut |index, entry| {
+            let info = check_entry(entry)?;
+            replayer.add(index, info, entry);
+            Ok(())
+        },
+    );
+    progress.finish();
+    // What the entries said counts only once the whole log is verified.
+    let checkpoint = result.map_err(plain)?;
+
+    let failures = replayer.failures();
+    writeln!(
+        out,
+        "audit replay: {}",
+        if failures == 0 { "OK" } else { "FAILED" }
+    )?;
+    writeln!(out, "origin:     {}", checkpoint.origin)?;
+    writeln!(out, "size:       {} entries", checkpoint.size)?;
+    writeln!(out, "root hash:  {}", hash_to_base64(&checkpoint.hash))?;
+    replayer.report(out)?;
+    if failures > 0 {
+        bail!("{}", replayer.verdict());
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Where policy sets come from
+
+/// The policy sets, by hash: `GET <prefix>/<hash>` or the file `<dir>/<hash>`, each
+/// holding the JSON the gateway serves at `/v1/policies/<hash>`.
+enum PolicySource {
+    Http(HttpFetcher, String),
+    Dir(PathBuf),
+}
+
+impl PolicySource {
+    /// `--policies`, or the gateway's `/v1/policies` next to its `/log`.
+    fn open(policies: Option<&str>, log_url: &str) -> anyhow::Result<PolicySource> {
+        let location = match policies {
+            Some(p) => p.to_string(),
+            None => match log_url.trim_end_matches('/').strip_suffix("/log") {
+                Some(base) => format!("{base}/v1/policies"),
+                None => bail!(
+                    "cannot tell where the policy sets are from --url {log_url:?} (it does not end in /log): give --policies (a URL serving /v1/policies/<hash>, or a directory of files named <hash>)"
+                ),
+            },
+        };
+        match local_dir(&location)? {
+            None => Ok(PolicySource::Http(
+                HttpFetcher::new(&location),
+                location.trim_end_matches('/').to_string(),
+            )),
+            Some(dir) if dir.is_dir() => Ok(PolicySource::Dir(dir)),
+            Some(dir) => bail!(
+                "--policies: {} is not a directory of policy sets (files named <hash>)",
+                dir.display()
+            ),
+        }
+    }
+
+    /// Where policy set `hash` is read from, for messages.
+    fn locate(&self, hash: &str) -> String {
+        match self {
+            PolicySource::Http(_, base) => format!("{base}/{hash}"),
+            PolicySource::Dir(dir) => dir.join(hash).display().to_string(),
+        }
+    }
+
+    fn fetch(&self, hash: &str) -> Result<Vec<u8>, String> {
+        match self {
+            PolicySource::Http(fetcher, _) => match fetcher.fetch(hash) {
+                Ok(Some(data)) => Ok(data),
+                Ok(None) => Err("not found (HTTP 404)".into()),
+                Err(e) => Err(e.to_string()),
+            },
+            PolicySource::Dir(dir) => fs::read(dir.join(hash)).map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Fetches policy set `hash`, checks that its text hashes to `hash`, and loads it.
+    fn load(&self, hash: &str) -> Result<PolicyEngine, String> {
+        let data = self.fetch(hash)?;
+        let set: Value =
+            serde_json::from_slice(&data).map_err(|e| format!("not a policy set (JSON): {e}"))?;
+        let (Some(schema), Some(policies)) = (set["schema"].as_str(), set["policies"].as_str())
+        else {
+            return Err(
+                "not a policy set: it needs string members \"schema\" and \"policies\"".into(),
+            );
+        };
+        if let Some(named) = set.get("hash").and_then(Value::as_str)
+            && named != hash
+        {
+            return Err(format!("it names itself {named}, not {hash}"));
+        }
+        let computed = policy::policy_set_hash(schema, policies);
+        if computed != hash {
+            return Err(format!(
+                "its schema and policies hash to {computed}, not {hash}: it is not the policy set the log names, refusing to replay with it"
+            ));
+        }
+        PolicyEngine::new(schema, policies).map_err(|e| format!("it does not load: {e}"))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Replaying
+
+/// A v2 access entry, as far as replay reads it. `check_entry` has checked the form
+/// already; this only gives the members types.
+#[derive(Deserialize)]
+struct AccessEntry {
+    principal: PrincipalRecord,
+    action: String,
+    subject_jurisdiction: String,
+    site: String,
+    site_jurisdiction: String,
+    collection: Option<String>,
+    approval_required: bool,
+    suspended: bool,
+    outcome: String,
+    decisions: Vec<DecisionRecord>,
+    policy_set: String,
+    purpose: String,
+    reason_code: String,
+    context_time: i64,
+    grant: Option<GrantRecord>,
+}
+
+#[derive(Deserialize)]
+struct PrincipalRecord {
+    id: String,
+    entity: String,
+    entity_country: String,
+    location: String,
+    clearance: Vec<String>,
+    roles: Vec<String>,
+    network_zone: String,
+}
+
+#[derive(Deserialize)]
+struct DecisionRecord {
+    field_class: Option<String>,
+    allowed: bool,
+}
+
+#[derive(Deserialize)]
+struct GrantRecord {
+    kind: String,
+}
+
+/// One policy set's state during the run.
+struct PolicySet {
+    /// The loaded set, or why it cannot be used.
+    engine: Result<PolicyEngine, String>,
+    /// Access entries it decided.
+    entries: u64,
+}
+
+struct Replayer {
+    source: PolicySource,
+    sets: BTreeMap<String, PolicySet>,
+    /// Mismatch lines, at most [`MAX_LINES`].
+    lines: Vec<String>,
+    /// Entries whose replay differs from what they record.
+    mismatches: u64,
+    /// v2 access entries replayed, and their decisions.
+    replayed_entries: u64,
+    replayed_decisions: u64,
+    /// Access entries in format v1.
+    v1_access: u64,
+    /// Entries by kind, as `audit verify` counts them.
+    kinds: HashMap<&'static str, u64>,
+}
+
+impl Replayer {
+    fn new(source: PolicySource) -> Replayer {
+        Replayer {
+            source,
+            sets: BTreeMap::new(),
+            lines: Vec::new(),
+            mismatches: 0,
+            replayed_entries: 0,
+            replayed_decisions: 0,
+            v1_access: 0,
+            kinds: HashMap::new(),
+        }
+    }
+
+    /// Replays entry `index` if it is a v2 access entry.
+    fn add(&mut self, index: u64, info: EntryInfo, entry: &[u8]) {
+        *self.kinds.entry(info.kind).or_default() += 1;
+        if info.kind != "access" {
+            return;
+        }
+        if info.version < 2 {
+            self.v1_access += 1;
+            return;
+        }
+        let access: AccessEntry = match serde_json::from_slice(entry) {
+            Ok(a) => a,
+            Err(e) => return self.mismatch(format!("entry {index}: cannot be replayed: {e}")),
+        };
+        let set = self
+            .sets
+            .entry(access.policy_set.clone())
+            .or_insert_with(|| PolicySet {
+                engine: self.source.load(&access.policy_set),
+                entries: 0,
+            });
+        set.entries += 1;
+        let result = match &set.engine {
+            Ok(engine) => replay_entry(engine, &access),
+            // Reported once, with the set, in the summary.
+            Err(_) => return,
+        };
+        self.replayed_entries += 1;
+        match result {
+            Ok(replayed) => {
+                self.replayed_decisions += replayed.decisions;
+                if !replayed.problems.is_empty() {
+                    let line = format!(
+                        "entry {index}: {}: {}",
+                        describe(&access),
+                        replayed.problems.join("; ")
+                    );
+                    self.mismatch(line);
+                }
+            }
+            Err(why) => self.mismatch(format!(
+                "entry {index}: {}: cannot be replayed: {why}",
+                describe(&access)
+            )),
+        }
+    }
+
+    fn mismatch(&mut self, line: String) {
+        self.mismatches += 1;
+        if self.lines.len() < MAX_LINES {
+            self.lines.push(line);
+        }
+    }
+
+    /// Policy sets that could not be used.
+    fn unusable(&self) -> impl Iterator<Item = (&String, &PolicySet, &String)> {
+        self.sets
+            .iter()
+            .filter_map(|(hash, set)| set.engine.as_ref().err().map(|why| (hash, set, why)))
+    }
+
+    fn failures(&self) -> u64 {
+        self.mismatches + self.unusable().count() as u64
+    }
+
+    fn verdict(&self) -> String {
+        let mut problems = Vec::new();
+        if self.mismatches > 0 {
+            problems.push(format!(
+                "{} access {} not match the policy set that decided them",
+                self.mismatches,
+                if self.mismatches == 1 {
+                    "entry does"
+                } else {
+                    "entries do"
+                }
+            ));
+        }
+        let unusable = self.unusable().count();
+        if unusable > 0 {
+            problems.push(format!(
+                "{unusable} policy set{} could not be used",
+                if unusable == 1 { "" } else { "s" }
+            ));
+        }
+        problems.join(", and ")
+    }
+
+    fn report(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        for line in &self.lines {
+            writeln!(out, "mismatch:   {line}")?;
+        }
+        if self.mismatches > self.lines.len() as u64 {
+            writeln!(
+                out,
+                "mismatch:   ... and {} more",
+                self.mismatches - self.lines.len() as u64
+            )?;
+        }
+        for (hash, set, why) in self.unusable() {
+            writeln!(
+                out,
+                "policy set: {hash} ({}): {why}; its {} access entr{} were not replayed",
+                self.source.locate(hash),
+                set.entries,
+                if set.entries == 1 { "y" } else { "ies" }
+            )?;
+        }
+        let usable = self.sets.len() - self.unusable().count();
+        writeln!(
+            out,
+            "replayed:   {} decisions of {} access entries, under {usable} policy set{}",
+            self.replayed_decisions,
+            self.replayed_entries,
+            if usable == 1 { "" } else { "s" }
+        )?;
+        writeln!(out, "mismatches: {}", self.mismatches)?;
+        if self.v1_access > 0 {
+            writeln!(
+                out,
+                "not replayable: {} v1 access entries (format v1 lacks attributes the policies read)",
+                self.v1_access
+            )?;
+        }
+        let mut kinds: Vec<_> = self.kinds.iter().collect();
+        kinds.sort();
+        let kinds: Vec<String> = kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        writeln!(out, "entries:    {}", kinds.join(", "))?;
+        Ok(())
+    }
+}
+
+/// What replaying one entry found.
+struct Replayed {
+    decisions: u64,
+    problems: Vec<String>,
+}
+
+/// Rebuilds each Cedar request the entry records, decides it, and compares.
+fn replay_entry(engine: &PolicyEngine, e: &AccessEntry) -> Result<Replayed, String> {
+    let action = action(&e.action)?;
+    if e.decisions.is_empty() {
+        return Err("it records no decision".into());
+    }
+    let principal = Principal {
+        id: e.principal.id.clone(),
+        entity: e.principal.entity.clone(),
+        entity_country: e.principal.entity_country.clone(),
+        location: e.principal.location.clone(),
+        clearance: e.principal.clearance.clone(),
+        roles: e.principal.roles.clone(),
+    };
+    let context = Context {
+        purpose: e.purpose.clone(),
+        reason_code: e.reason_code.clone(),
+        network_zone: e.principal.network_zone.clone(),
+        time: e.context_time,
+        grant: e.grant.as_ref().map(|g| g.kind.clone()).unwrap_or_default(),
+    };
+    // A subject-level action is one Cedar decision, whatever the entry lists.
+    let subject_decision = match &e.collection {
+        None => Some(engine.decide(&AccessRequest {
+            principal: principal.clone(),
+            action,
+            resource: Resource::Subject {
+                subject_jurisdiction: e.subject_jurisdiction.clone(),
+                site: e.site.clone(),
+                site_jurisdiction: e.site_jurisdiction.clone(),
+                suspended: e.suspended,
+            },
+            context: context.clone(),
+        })),
+        Some(_) => None,
+    };
+
+    let mut problems = Vec::new();
+    let mut allowed = Vec::with_capacity(e.decisions.len());
+    for d in &e.decisions {
+        let decision = match (&e.collection, &subject_decision) {
+            (None, Some(decision)) => decision.clone(),
+            (Some(collection), _) => {
+                let Some(class) = &d.field_class else {
+                    return Err(format!(
+                        "a decision on collection {collection:?} has no field class"
+                    ));
+                };
+                engine.decide(&AccessRequest {
+                    principal: principal.clone(),
+                    action,
+                    resource: Resource::Data {
+                        subject_jurisdiction: e.subject_jurisdiction.clone(),
+                        collection: collection.clone(),
+                        field_class: class.clone(),
+                        site: e.site.clone(),
+                        site_jurisdiction: e.site_jurisdiction.clone(),
+                        approval_required: e.approval_required,
+                        suspended: e.suspended,
+                    },
+                    context: context.clone(),
+                })
+            }
+            (None, None) => unreachable!("a subject-level entry was decided above"),
+        };
+        if decision.allowed != d.allowed {
+            problems.push(format!(
+                "{}: recorded {}, the policy set {}",
+                d.field_class.as_deref().unwrap_or("subject"),
+                if d.allowed { "allowed" } else { "denied" },
+                gives(&decision)
+            ));
+        }
+        allowed.push(decision.allowed);
+    }
+
+    let expected = expected_outcome(e.suspended, &allowed);
+    if e.outcome != expected {
+        let why = if e.suspended {
+            " (the subject's jurisdiction was suspended by the kill switch)"
+        } else {
+            ""
+        };
+        problems.push(format!(
+            "outcome: recorded {}, the decisions give {expected}{why}",
+            e.outcome
+        ));
+    }
+    Ok(Replayed {
+        decisions: e.decisions.len() as u64,
+        problems,
+    })
+}
+
+/// The outcome an entry must record: the kill switch denies whatever the policies
+/// say; otherwise all allowed is allow, none is deny, some is partial.
+fn expected_outcome(suspended: bool, allowed: &[bool]) -> &'static str {
+    if suspended || allowed.iter().all(|a| !a) {
+        "deny"
+    } else if allowed.iter().all(|a| *a) {
+        "allow"
+    } else {
+        "partial"
+    }
+}
+
+/// What Cedar decided, and by which policies.
+fn gives(d: &Decision) -> String {
+    let verb = if d.allowed { "allows" } else { "denies" };
+    if !d.errors.is_empty() {
+        return format!("{verb} (evaluation errors: {})", d.errors.join("; "));
+    }
+    if d.policies.is_empty() {
+        return format!("{verb} (no policy permits it)");
+    }
+    format!("{verb} by {}", d.policies.join(", "))
+}
+
+fn action(name: &str) -> Result<Action, String> {
+    Action::ALL
+        .into_iter()
+        .find(|a| a.as_str() == name)
+        .ok_or_else(|| format!("unknown action {name:?}"))
+}
+
+/// Who did what to what, for a mismatch line.
+fn describe(e: &AccessEntry) -> String {
+    let target = match &e.collection {
+        Some(c) => format!("collection {c}"),
+        None => "subject".to_string(),
+    };
+    let grant = match &e.grant {
+        Some(g) => format!(", under a {} grant", g.kind),
+        None => String::new(),
+    };
+    format!(
+        "{} of {target} of a {} subject by {} ({}, located {}{grant}), recorded {}",
+        e.action,
+        e.subject_jurisdiction,
+        e.principal.id,
+        e.principal.entity,
+        e.principal.location,
+        e.outcome
+    )
+}

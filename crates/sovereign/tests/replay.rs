@@ -1,0 +1,518 @@
+//! `sovereign audit replay`, with the binary: a static log of v2 entries decided by the
+//! default policy set replays clean; the same log with one forged decision (parent staff in
+//! CN reading a US subject's protected fields, logged as allowed) is caught at exactly that
+//! entry; a policy set whose text does not match its hash is refused; and, end to end, the
+//! log of a real gateway after the reference scenario replays clean. Also the entry format
+//! v2 as `check_entry` reads it.
+
+mod common;
+
+#[allow(dead_code)]
+#[path = "../src/audit.rs"]
+mod audit;
+#[path = "support/static_log.rs"]
+mod static_log;
+#[path = "support/v2_log.rs"]
+mod v2_log;
+
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+use audit::check_entry;
+use policy::PolicyEngine;
+use serde_json::{Value, json};
+use static_log::{Key, new_key, publish};
+use v2_log::{access_entry, alert_entry, config_entry, custody_entry, forge_allowed, scenario};
+
+/// Index in [`log`] of the read by parent staff located in CN (scenario step 3).
+const CHEN_READ: u64 = 4 + 3;
+/// Decisions and access entries of the v2 part of [`log`].
+const DECISIONS: u64 = 12;
+const ACCESS_ENTRIES: u64 = 7;
+
+fn engine() -> PolicyEngine {
+    let (schema, policies) = v2_log::default_set();
+    PolicyEngine::new(&schema, &policies).unwrap()
+}
+
+/// A config, a custody and an alert entry, one v1 access entry, then the reference
+/// scenario's decisions in format v2; the read at [`CHEN_READ`] forged if asked.
+fn log(forge: bool) -> Vec<Vec<u8>> {
+    let engine = engine();
+    let hash = engine.policy_set_hash().to_string();
+    let mut entries = vec![
+        config_entry(&hash),
+        custody_entry(&hash),
+        alert_entry(),
+        static_log::entry(1),
+    ];
+    for (i, access) in scenario().iter().enumerate() {
+        entries.push(access_entry(&engine, i as u64, access));
+    }
+    if forge {
+        let chen = &mut entries[CHEN_READ as usize];
+        assert_eq!(chen["principal"]["id"], "chen");
+        assert_eq!(chen["outcome"], "deny", "the honest decision is a denial");
+        forge_allowed(chen);
+    }
+    entries
+        .iter()
+        .map(|e| serde_json::to_vec(e).unwrap())
+        .collect()
+}
+
+/// Publishes `entries` as a static log in `dir/log` and the default policy set in
+/// `dir/v1/policies`, the layout a mirror of the gateway has.
+fn mirror(dir: &Path, entries: &[Vec<u8>]) -> Key {
+    let key = new_key();
+    publish(&dir.join("log"), &key, entries);
+    let (schema, policies) = v2_log::default_set();
+    v2_log::write_policy_set(&dir.join("v1/policies"), &schema, &policies);
+    key
+}
+
+fn replay(args: &[&str]) -> Output {
+    common::sovereign()
+        .args(["audit", "replay"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(output: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+// ---------------------------------------------------------------------------
+// Static logs
+
+#[test]
+fn an_honest_log_replays_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = mirror(dir.path(), &log(false));
+    let output = replay(&[
+        "--url",
+        path(&dir.path().join("log")),
+        "--key",
+        &key.vkey,
+        "--policies",
+        path(&dir.path().join("v1/policies")),
+    ]);
+    let (out, err) = text(&output);
+    assert!(output.status.success(), "{out}\n{err}");
+    assert!(out.starts_with("audit replay: OK\n"), "{out}");
+    assert!(out.contains("mismatches: 0\n"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "replayed:   {DECISIONS} decisions of {ACCESS_ENTRIES} access entries, under 1 policy set\n"
+        )),
+        "{out}"
+    );
+    assert!(out.contains("not replayable: 1 v1 access entries"), "{out}");
+    assert!(
+        out.contains("entries:    access 8, alert 1, config 1, custody 1\n"),
+        "{out}"
+    );
+
+    // Without --policies, a log at .../log finds its policy sets at .../v1/policies.
+    let output = replay(&["--url", path(&dir.path().join("log")), "--key", &key.vkey]);
+    let (out, err) = text(&output);
+    assert!(output.status.success(), "{out}\n{err}");
+    assert!(out.contains("mismatches: 0\n"), "{out}");
+}
+
+#[test]
+fn a_forged_decision_is_reported_at_its_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = mirror(dir.path(), &log(true));
+    let output = replay(&[
+        "--url",
+        path(&dir.path().join("log")),
+        "--key",
+        &key.vkey,
+        "--policies",
+        path(&dir.path().join("v1/policies")),
+    ]);
+    let (out, err) = text(&output);
+    assert!(
+        !output.status.success(),
+        "a forged log replayed clean:\n{out}"
+    );
+    assert!(out.starts_with("audit replay: FAILED\n"), "{out}");
+    let mismatches: Vec<&str> = out.lines().filter(|l| l.starts_with("mismatch:")).collect();
+    assert_eq!(mismatches.len(), 1, "{out}");
+    let line = mismatches[0];
+    assert!(
+        line.starts_with(&format!("mismatch:   entry {CHEN_READ}: read of collection profile of a US subject by chen (parent, located CN)")),
+        "{line}"
+    );
+    // What was recorded, what the policy gives, and which policies say so.
+    assert!(
+        line.contains("protected: recorded allowed, the policy set denies by"),
+        "{line}"
+    );
+    assert!(line.contains("forbid-restricted-location"), "{line}");
+    assert!(
+        line.contains("outcome: recorded allow, the decisions give deny"),
+        "{line}"
+    );
+    assert!(out.contains("mismatches: 1\n"), "{out}");
+    assert!(
+        err.contains(
+            "audit replay: FAILED: 1 access entry does not match the policy set that decided them"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_policy_set_that_does_not_match_its_hash_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = mirror(dir.path(), &log(false));
+    let (schema, policies) = v2_log::default_set();
+    let hash = policy::policy_set_hash(&schema, &policies);
+    let url = dir.path().join("log");
+
+    // A permissive policy set served under the hash of the real one.
+    let lax = "@id(\"permit-all\")\npermit(principal, action, resource);\n";
+    let body = json!({"hash": hash, "schema": schema, "policies": lax});
+    let tampered = dir.path().join("tampered");
+    std::fs::create_dir_all(&tampered).unwrap();
+    std::fs::write(tampered.join(&hash), body.to_string()).unwrap();
+    let output = replay(&[
+        "--url",
+        path(&url),
+        "--key",
+        &key.vkey,
+        "--policies",
+        path(&tampered),
+    ]);
+    let (out, err) = text(&output);
+    assert!(!output.status.success(), "{out}");
+    let want = format!(
+        "policy set: {hash} ({}): its schema and policies hash to {}, not {hash}",
+        tampered.join(&hash).display(),
+        policy::policy_set_hash(&schema, lax)
+    );
+    assert!(out.contains(&want), "{out}\nwant {want}");
+    assert!(
+        out.contains("its 7 access entries were not replayed"),
+        "{out}"
+    );
+    assert!(
+        err.contains("audit replay: FAILED: 1 policy set could not be used"),
+        "{err}"
+    );
+
+    // A missing policy set is refused too, and so is a log with nowhere to find them.
+    let empty = tempfile::tempdir().unwrap();
+    let output = replay(&[
+        "--url",
+        path(&url),
+        "--key",
+        &key.vkey,
+        "--policies",
+        &format!("file://{}", path(empty.path())),
+    ]);
+    let (out, _) = text(&output);
+    assert!(!output.status.success(), "{out}");
+    assert!(out.contains(&format!("policy set: {hash} (")), "{out}");
+    let elsewhere = tempfile::tempdir().unwrap();
+    publish(elsewhere.path(), &key, &log(false));
+    let output = replay(&["--url", path(elsewhere.path()), "--key", &key.vkey]);
+    let (_, err) = text(&output);
+    assert!(!output.status.success());
+    assert!(err.contains("give --policies"), "{err}");
+}
+
+#[test]
+fn replay_verifies_the_log_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let _key = mirror(dir.path(), &log(false));
+    let other = new_key();
+    let output = replay(&["--url", path(&dir.path().join("log")), "--key", &other.vkey]);
+    let (out, err) = text(&output);
+    assert!(!output.status.success(), "{out}");
+    assert!(err.starts_with("error: audit replay: FAILED: "), "{err}");
+    assert!(!out.contains("replayed:"), "{out}");
+}
+
+// ---------------------------------------------------------------------------
+// Entry format v2
+
+#[test]
+fn entry_format_v2_is_checked() {
+    let engine = engine();
+    let hash = engine.policy_set_hash().to_string();
+    let access = access_entry(&engine, 0, &scenario()[2]);
+    let ok = |v: &Value| check_entry(&serde_json::to_vec(v).unwrap());
+    for (entry, kind) in [
+        (&access, "access"),
+        (&config_entry(&hash), "config"),
+        (&custody_entry(&hash), "custody"),
+        (&alert_entry(), "alert"),
+    ] {
+        let info = ok(entry).unwrap_or_else(|e| panic!("{kind}: {e}"));
+        assert_eq!((info.version, info.kind), (2, kind));
+    }
+    let mut granted = access.clone();
+    granted["grant"] = json!({"id": "ar-1", "kind": "break-glass"});
+    assert!(ok(&granted).is_ok());
+    // Other custody events carry any details.
+    // The first activation has no previous policy set.
+    let mut first = custody_entry(&hash);
+    first["details"]["previous"] = Value::Null;
+    assert!(ok(&first).is_ok());
+    let mut other = custody_entry(&hash);
+    other["event"] = json!("access-request-created");
+    other["details"] = json!({"request": "ar-1"});
+    other["actor"] = Value::Null;
+    assert!(ok(&other).is_ok());
+    // A v1 access entry does not need the v2 members.
+    let mut v1 = access.clone();
+    v1["v"] = json!(1);
+    for name in [
+        "site_jurisdiction",
+        "approval_required",
+        "suspended",
+        "context_time",
+        "grant",
+    ] {
+        v1.as_object_mut().unwrap().remove(name);
+    }
+    assert_eq!(ok(&v1).unwrap().version, 1);
+
+    type Change = fn(&mut Value);
+    let custody = custody_entry(&hash);
+    let alert = alert_entry();
+    let cases: Vec<(&Value, Change, &str)> = vec![
+        (
+            &access,
+            |v| v["v"] = json!(3),
+            "member \"v\" must be the number 1 or 2, not the number 3",
+        ),
+        (
+            &access,
+            |v| {
+                v.as_object_mut().unwrap().remove("site_jurisdiction");
+            },
+            "member \"site_jurisdiction\" is missing",
+        ),
+        (
+            &access,
+            |v| v["suspended"] = json!("no"),
+            "member \"suspended\" must be true or false, not \"no\"",
+        ),
+        (
+            &access,
+            |v| v["approval_required"] = Value::Null,
+            "member \"approval_required\" must be true or false, not null",
+        ),
+        (
+            &access,
+            |v| v["context_time"] = json!(1.5),
+            "member \"context_time\" must be a whole number, not the number 1.5",
+        ),
+        (
+            &access,
+            |v| v["grant"] = json!("approved"),
+            "member \"grant\" must be an object, not \"approved\"",
+        ),
+        (
+            &access,
+            |v| v["grant"] = json!({"id": "ar-1", "kind": "sudo"}),
+            "member \"grant.kind\" must be one of approved|break-glass, not \"sudo\"",
+        ),
+        (
+            &access,
+            |v| v["grant"] = json!({"kind": "approved"}),
+            "member \"grant.id\" is missing",
+        ),
+        (
+            &custody,
+            |v| v["v"] = json!(1),
+            "kind \"custody\" exists from format v2 on",
+        ),
+        (
+            &custody,
+            |v| v["event"] = json!("policy-ignored"),
+            "member \"event\" must be one of access-request-created|",
+        ),
+        (
+            &custody,
+            |v| v["actor"] = json!({"id": "olga"}),
+            "member \"actor.entity\" is missing",
+        ),
+        (
+            &custody,
+            |v| {
+                v["details"].as_object_mut().unwrap().remove("previous");
+            },
+            "member \"details.previous\" is missing",
+        ),
+        (
+            &custody,
+            |v| v["details"]["signers"] = json!([1]),
+            "member \"details.signers[0]\" must be a string, not the number 1",
+        ),
+        (
+            &custody,
+            |v| v["details"] = json!([]),
+            "member \"details\" must be an object, not an array",
+        ),
+        (
+            &alert,
+            |v| v["severity"] = json!("low"),
+            "member \"severity\" must be one of high|medium, not \"low\"",
+        ),
+        (
+            &alert,
+            |v| {
+                v.as_object_mut().unwrap().remove("alert");
+            },
+            "member \"alert\" is missing",
+        ),
+        (
+            &alert,
+            |v| v["v"] = json!(1),
+            "kind \"alert\" exists from format v2 on",
+        ),
+    ];
+    for (base, change, want) in cases {
+        let mut v = base.clone();
+        change(&mut v);
+        let got = ok(&v).expect_err(&format!("accepted {v}"));
+        assert!(got.contains(want), "got {got:?}, want {want:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// End to end
+
+/// The reference scenario against a real gateway, then `audit replay` of its log.
+#[test]
+fn the_log_of_a_real_gateway_replays_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = common::serve(&data, "warn,sovereign=info");
+    server.drain();
+    let base = server.base.clone();
+    let http = reqwest::blocking::Client::new();
+    let token = |args: &[&str]| common::token(&data, args);
+    let alice = token(&[
+        "--sub",
+        "alice",
+        "--entity",
+        "usds",
+        "--location",
+        "US",
+        "--clearance",
+        "us-data",
+    ]);
+    let chen = token(&["--sub", "chen", "--entity", "parent", "--location", "CN"]);
+    let bob = token(&[
+        "--sub",
+        "bob",
+        "--entity",
+        "usds",
+        "--location",
+        "CN",
+        "--clearance",
+        "us-data",
+    ]);
+    let siew = token(&["--sub", "siew", "--entity", "parent", "--location", "SG"]);
+
+    let record = format!("{base}/v1/subjects/u-1001/records/profile/main");
+    let call =
+        |method: reqwest::Method, url: &str, who: &str, purpose: &str, body: Option<&str>| {
+            let mut request = http.request(method, url).bearer_auth(who);
+            if !purpose.is_empty() {
+                request = request.header("Sovereign-Purpose", purpose);
+            }
+            if let Some(body) = body {
+                request = request.body(body.to_string());
+            }
+            let response = request.send().unwrap();
+            let index: u64 = response.headers()["Sovereign-Log-Index"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            (response.status().as_u16(), index)
+        };
+    use reqwest::Method;
+    let (status, _) = call(
+        Method::PUT,
+        &format!("{base}/v1/subjects/u-1001"),
+        &alice,
+        "",
+        Some(r#"{"jurisdiction":"US"}"#),
+    );
+    assert_eq!(status, 201);
+    let (status, _) = call(
+        Method::PUT,
+        &record,
+        &alice,
+        "account setup",
+        Some(r#"{"email":"ada@example.com","phone":"+1 555 0100","display_name":"Ada"}"#),
+    );
+    assert!((200..300).contains(&status), "{status}");
+    // Vetted US staff read (allowed), parent staff in CN (denied), usds staff
+    // travelling in CN (denied), parent staff in SG (partial).
+    assert_eq!(
+        call(Method::GET, &record, &alice, "support ticket 42", None).0,
+        200
+    );
+    assert_eq!(call(Method::GET, &record, &chen, "debug", None).0, 403);
+    assert_eq!(call(Method::GET, &record, &bob, "on call", None).0, 403);
+    let (status, last) = call(Method::GET, &record, &siew, "", None);
+    assert_eq!(status, 200);
+
+    wait_for_size(&http, &base, last + 1);
+    let vkey = http
+        .get(format!("{base}/log/key"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let output = replay(&["--url", &format!("{base}/log"), "--key", vkey.trim()]);
+    let (out, err) = text(&output);
+    assert!(output.status.success(), "{out}\n{err}");
+    assert!(out.starts_with("audit replay: OK\n"), "{out}");
+    assert!(out.contains("mismatches: 0\n"), "{out}");
+    // register 1, write 2 (both classes written), 4 reads of 2 classes each.
+    assert!(
+        out.contains("replayed:   11 decisions of 6 access entries, under 1 policy set\n"),
+        "{out}"
+    );
+    assert!(!out.contains("not replayable"), "{out}");
+}
+
+/// Waits until the served checkpoint covers at least `size` entries.
+fn wait_for_size(http: &reqwest::blocking::Client, base: &str, size: u64) {
+    for _ in 0..100 {
+        let checkpoint = http
+            .get(format!("{base}/log/checkpoint"))
+            .send()
+            .and_then(|r| r.text())
+            .unwrap_or_default();
+        if checkpoint
+            .lines()
+            .nth(1)
+            .and_then(|l| l.parse::<u64>().ok())
+            .is_some_and(|n| n >= size)
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("the checkpoint did not reach {size} entries");
+}
