@@ -223,8 +223,11 @@ fn active_policy(
         .map_err(|e| {
             anyhow::anyhow!(
                 "the first policy set ({}) is not activated by a valid custodian signature in {}: {e}\n\
-                 the custodian must sign the statement \"activate policy set {file_hash}\" (`sovereign policy sign-file`)",
+                 the custodian signs it with `sovereign policy sign-file {} --schema {} --key CUSTODIAN_KEY --out {}`",
                 data_dir.join(&config.policy.policies).display(),
+                signature_path.display(),
+                data_dir.join(&config.policy.policies).display(),
+                data_dir.join(&config.policy.schema).display(),
                 signature_path.display(),
             )
         })?;

@@ -42,6 +42,18 @@ pub enum PolicyCommand {
         #[command(flatten)]
         signing: Signing,
     },
+    /// Sign the activation of a policy set held in local files, offline: for the first
+    /// policy set of a setup (`policy.signature` in sovereign.toml), or to review and sign
+    /// a set before anyone proposes it.
+    SignFile {
+        /// The Cedar policies.
+        file: PathBuf,
+        /// The Cedar schema.
+        #[arg(long)]
+        schema: PathBuf,
+        #[command(flatten)]
+        signing: Signing,
+    },
     /// Activate a proposed policy set with its signed activation statement.
     Activate {
         hash: String,
@@ -171,6 +183,15 @@ pub fn run_policy(server: &ServerArgs, command: PolicyCommand) -> anyhow::Result
             });
         }
         PolicyCommand::Sign { hash, signing } => sign_policy(&client, &hash, &signing)?,
+        PolicyCommand::SignFile {
+            file,
+            schema,
+            signing,
+        } => {
+            let (schema, policies) = (read_text(&schema)?, read_text(&file)?);
+            let hash = policy::policy_set_hash(&schema, &policies);
+            sign_policy_text(&hash, &schema, &policies, &signing)?;
+        }
         PolicyCommand::Activate { hash, signature } => {
             let hash = check_hash(&hash)?;
             let note = read_note(
@@ -230,12 +251,23 @@ fn sign_policy(client: &Client, hash: &str, signing: &Signing) -> anyhow::Result
             "refusing to sign: the text the gateway serves for policy set {hash} hashes to {computed}; it is not the set you were asked to sign"
         );
     }
+    sign_policy_text(&hash, schema, policies, signing)
+}
+
+/// Loads a policy set as the gateway would (refusing one it could not enforce) and signs
+/// the activation of `hash`, its hash.
+fn sign_policy_text(
+    hash: &str,
+    schema: &str,
+    policies: &str,
+    signing: &Signing,
+) -> anyhow::Result<()> {
     let engine = policy::PolicyEngine::new(schema, policies).map_err(|e| {
         anyhow!("refusing to sign: policy set {hash} does not load (the gateway could not enforce it): {e}")
     })?;
     let signed = sign_statement(
         &Statement::PolicyActivation {
-            policy_set: hash.clone(),
+            policy_set: hash.to_string(),
         },
         signing,
     )?;

@@ -28,6 +28,9 @@ fn init_writes_a_complete_setup_and_refuses_to_overwrite_it() {
         "policy/policies.cedar",
         "keys/dev-issuer.key.pem",
         "keys/dev-issuer.pub.pem",
+        "keys/custodian.key",
+        "keys/custodian.vkey",
+        "policy/policies.sig",
         "sites/us-east/store.sqlite",
         "sites/sg-legacy/store.sqlite",
     ] {
@@ -155,4 +158,48 @@ fn wait_for(child: &mut std::process::Child, limit: Duration) -> std::process::E
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The first policy set needs the custodian's signature: an edited, unsigned file stops the
+/// first start with a message saying how to sign it, and starts once it is signed.
+#[test]
+fn the_first_policy_set_starts_only_when_signed() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().unwrap();
+    run_ok(&["init", "--data", data_arg]);
+    let policies = data.join("policy/policies.cedar");
+    let mut text = std::fs::read_to_string(&policies).unwrap();
+    text.push_str("\n@id(\"permit-monitor-list\")\npermit (principal, action == Sovereign::Action::\"list\", resource) when { principal.entity == \"custodian\" };\n");
+    std::fs::write(&policies, text).unwrap();
+
+    let output = sovereign()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data", data_arg])
+        .output()
+        .unwrap();
+    assert!(
+        !output.status.success(),
+        "an unsigned first policy set must not start"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("sovereign policy sign-file"), "{stderr}");
+
+    let key = data.join("keys/custodian.key");
+    let schema = data.join("policy/sovereign.cedarschema");
+    let signature = data.join("policy/policies.sig");
+    run_ok(&[
+        "policy",
+        "sign-file",
+        policies.to_str().unwrap(),
+        "--schema",
+        schema.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        "--out",
+        signature.to_str().unwrap(),
+    ]);
+    let mut server = common::serve(&data, "info");
+    let health = reqwest::blocking::get(format!("{}/healthz", server.base)).unwrap();
+    assert_eq!(health.status(), 200);
+    server.drain();
 }
