@@ -192,6 +192,7 @@ struct PrincipalRecord {
 struct DecisionRecord {
     field_class: Option<String>,
     allowed: bool,
+    policies: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -445,6 +446,14 @@ fn replay_entry(engine: &PolicyEngine, e: &AccessEntry) -> Result<Replayed, Stri
                 "{}: recorded {}, the policy set {}",
                 d.field_class.as_deref().unwrap_or("subject"),
                 if d.allowed { "allowed" } else { "denied" },
+                gives(&decision)
+            ));
+        } else if decision.policies != d.policies {
+            // The right outcome for the wrong reason is still not what the policies say.
+            problems.push(format!(
+                "{}: recorded as decided by [{}], the policy set {}",
+                d.field_class.as_deref().unwrap_or("subject"),
+                d.policies.join(", "),
                 gives(&decision)
             ));
         }

@@ -173,6 +173,28 @@ fn a_forged_decision_is_reported_at_its_entry() {
     );
 }
 
+/// The right outcome for the wrong reason: a denial recorded as decided by a policy that
+/// did not decide it is a mismatch too.
+#[test]
+fn a_decision_credited_to_the_wrong_policy_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut entries = log(false);
+    let mut chen: serde_json::Value = serde_json::from_slice(&entries[CHEN_READ as usize]).unwrap();
+    for d in chen["decisions"].as_array_mut().unwrap() {
+        d["policies"] = serde_json::json!(["forbid-monitor-user-data"]);
+    }
+    entries[CHEN_READ as usize] = serde_json::to_vec(&chen).unwrap();
+    let key = mirror(dir.path(), &entries);
+    let output = replay(&["--url", path(&dir.path().join("log")), "--key", &key.vkey]);
+    let (out, _) = text(&output);
+    assert!(!output.status.success(), "{out}");
+    assert!(
+        out.contains("recorded as decided by [forbid-monitor-user-data], the policy set denies by"),
+        "{out}"
+    );
+    assert!(out.contains("mismatches: 1\n"), "{out}");
+}
+
 #[test]
 fn a_policy_set_that_does_not_match_its_hash_is_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -473,7 +495,112 @@ fn the_log_of_a_real_gateway_replays_clean() {
     );
     assert_eq!(call(Method::GET, &record, &chen, "debug", None).0, 403);
     assert_eq!(call(Method::GET, &record, &bob, "on call", None).0, 403);
-    let (status, last) = call(Method::GET, &record, &siew, "", None);
+    let (status, _) = call(Method::GET, &record, &siew, "", None);
+    assert_eq!(status, 200);
+
+    // The custodian's controls leave their marks on decisions too: a write under a
+    // break-glass grant, a read while the kill switch suspends US, and a read under a
+    // second policy set.
+    let cli = |args: &[&str]| {
+        let output = common::sovereign()
+            .args(args)
+            .args(["--url", &base])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "sovereign {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let frank = token(&[
+        "--sub",
+        "frank",
+        "--entity",
+        "usds",
+        "--location",
+        "US",
+        "--clearance",
+        "us-data",
+        "--role",
+        "break-glass",
+    ]);
+    let olga = token(&[
+        "--sub",
+        "olga",
+        "--entity",
+        "custodian",
+        "--location",
+        "US",
+        "--role",
+        "custodian-operator",
+    ]);
+    cli(&[
+        "access",
+        "break-glass",
+        "--token",
+        &frank,
+        "--action",
+        "write",
+        "--collection",
+        "activity",
+        "--purpose",
+        "incident 7",
+        "--reason",
+        "incident-response",
+    ]);
+    let activity = format!("{base}/v1/subjects/u-1001/records/activity/main");
+    let granted = Some(r#"{"watch_history":"v1"}"#);
+    assert_eq!(
+        call(Method::PUT, &activity, &frank, "incident 7", granted).0,
+        200
+    );
+    let key = data.join("keys/custodian.key");
+    let key = key.to_str().unwrap();
+    cli(&[
+        "kill-switch",
+        "suspend",
+        "US",
+        "--key",
+        key,
+        "--token",
+        &olga,
+    ]);
+    assert_eq!(call(Method::GET, &record, &alice, "support", None).0, 403);
+    cli(&["kill-switch", "lift", "US", "--key", key, "--token", &olga]);
+    let new_set = dir.path().join("new.cedar");
+    let mut policies = std::fs::read_to_string(data.join("policy/policies.cedar")).unwrap();
+    policies.push_str("\n@id(\"permit-custodian-list\")\npermit (principal, action == Sovereign::Action::\"list\", resource is Sovereign::Subject) when { principal.entity == \"custodian\" };\n");
+    std::fs::write(&new_set, policies).unwrap();
+    let proposal = cli(&[
+        "policy",
+        "propose",
+        new_set.to_str().unwrap(),
+        "--token",
+        &olga,
+    ]);
+    let hash = proposal.split_whitespace().nth(3).unwrap().to_string();
+    let signature = dir.path().join("activate.sig");
+    cli(&[
+        "policy",
+        "sign",
+        &hash,
+        "--key",
+        key,
+        "--out",
+        signature.to_str().unwrap(),
+    ]);
+    cli(&[
+        "policy",
+        "activate",
+        &hash,
+        "--signature",
+        signature.to_str().unwrap(),
+        "--token",
+        &olga,
+    ]);
+    let (status, last) = call(Method::GET, &record, &alice, "support", None);
     assert_eq!(status, 200);
 
     wait_for_size(&http, &base, last + 1);
@@ -488,9 +615,10 @@ fn the_log_of_a_real_gateway_replays_clean() {
     assert!(output.status.success(), "{out}\n{err}");
     assert!(out.starts_with("audit replay: OK\n"), "{out}");
     assert!(out.contains("mismatches: 0\n"), "{out}");
-    // register 1, write 2 (both classes written), 4 reads of 2 classes each.
+    // register 1, write 2 (both classes written), 4 reads of 2 classes each; then a
+    // granted write of 1 class and 2 more reads of 2, the last under the second set.
     assert!(
-        out.contains("replayed:   11 decisions of 6 access entries, under 1 policy set\n"),
+        out.contains("replayed:   16 decisions of 9 access entries, under 2 policy sets\n"),
         "{out}"
     );
     assert!(!out.contains("not replayable"), "{out}");
