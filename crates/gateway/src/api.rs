@@ -22,7 +22,7 @@ use utoipa_axum::routes;
 use crate::auth::Authenticated;
 use crate::entry::{self, AccessTarget};
 use crate::error::{ApiError, LOG_INDEX_HEADER};
-use crate::{AppState, custody_api, log_api};
+use crate::{AppState, custody_api, data_api, log_api};
 use policy::{AccessRequest, Action, Decision, Resource};
 use vault::{FieldClass, SubjectPlacement};
 
@@ -70,7 +70,8 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(healthz))
         .routes(routes!(openapi_json))
-        .routes(routes!(put_subject, get_subject))
+        // Erasure shares the subject's path; it lives with the other data movements.
+        .routes(routes!(put_subject, get_subject, data_api::erase_subject))
         .routes(routes!(list_records))
         .routes(routes!(put_record, get_record, delete_record))
         .routes(routes!(log_api::checkpoint))
@@ -80,6 +81,7 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         // Tile paths have several segments, which the documented `{path}` cannot route.
         .route("/log/tile/{*path}", axum::routing::get(log_api::tile))
         .merge(custody_api::routes())
+        .merge(data_api::routes())
 }
 
 /// The error body every failing route answers with.
@@ -457,20 +459,28 @@ async fn get_record(
                 .is_none_or(|g| g.fields.is_empty() || g.fields.iter().any(|f| f == name))
     };
 
+    // The custodian's key is unwrapped only when a protected field will be served.
+    let protected_allowed = allowed.contains(&FieldClass::Protected);
     let vault = app.vault.clone();
     let (subject_id, coll, k) = (subject.id.clone(), collection.clone(), key.clone());
-    let record = blocking(move || vault.get_record(&subject_id, &coll, &k))
-        .await?
-        .map_err(|e| ApiError::from(e).logged(index))?
-        .ok_or_else(|| {
-            ApiError::not_found(
-                "record_not_found",
-                format!("subject `{id}` has no `{collection}` record `{key}`"),
-            )
-            .logged(index)
-        })?;
+    let record = blocking(move || {
+        if protected_allowed {
+            vault.get_record(&subject_id, &coll, &k, vault::UnwrapReason::Access)
+        } else {
+            vault.get_record_interoperable(&subject_id, &coll, &k)
+        }
+    })
+    .await?
+    .map_err(|e| ApiError::from(e).logged(index))?
+    .ok_or_else(|| {
+        ApiError::not_found(
+            "record_not_found",
+            format!("subject `{id}` has no `{collection}` record `{key}`"),
+        )
+        .logged(index)
+    })?;
     let mut fields = Map::new();
-    let mut withheld = Vec::new();
+    let mut withheld = record.withheld;
     for (name, value) in record.fields {
         match declared.get(&name) {
             Some(class) if allowed.contains(class) && granted_field(&name, *class) => {
@@ -580,7 +590,7 @@ impl AppState {
             .ok_or_else(|| vault::VaultError::UnknownCollection(name.to_string()).into())
     }
 
-    async fn find_subject(&self, id: &str) -> AppResult<SubjectPlacement> {
+    pub(crate) async fn find_subject(&self, id: &str) -> AppResult<SubjectPlacement> {
         vault::validate_id("subject id", id)?;
         let vault = self.vault.clone();
         let owned = id.to_string();
@@ -696,6 +706,34 @@ impl AppState {
                 .logged(index));
         }
         Ok((index, Decided { decisions, grant }))
+    }
+
+    /// Decides `action` on every field class of every collection for one subject (erasure and
+    /// export concern all of a subject's data), logging one entry per collection. All must be
+    /// allowed; the first denial answers.
+    pub(crate) async fn decide_every_collection(
+        &self,
+        who: &Authenticated,
+        action: Action,
+        subject: &SubjectPlacement,
+        context: &policy::Context,
+    ) -> AppResult<()> {
+        for (collection, config) in &self.config.collections {
+            let names: Vec<String> = config.fields.keys().cloned().collect();
+            let target = self.data_target(subject, collection, &names);
+            let resources = declared_resources(&target, collection, &config.fields);
+            self.decide_and_log(
+                who,
+                action,
+                &subject.id,
+                &target,
+                &resources,
+                context.clone(),
+                true,
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     /// Decides and logs a subject-level action (`list`, on the subject as held).
@@ -882,7 +920,10 @@ fn declared_resources(
 
 /// The policy context: the stated purpose and reason code (headers a client may set, since
 /// they are claims about the request, not about who is asking), the zone and the time.
-fn access_context(headers: &HeaderMap, who: &Authenticated) -> AppResult<policy::Context> {
+pub(crate) fn access_context(
+    headers: &HeaderMap,
+    who: &Authenticated,
+) -> AppResult<policy::Context> {
     let text_header = |name: &'static str, max: usize| -> AppResult<String> {
         let Some(value) = headers.get(name) else {
             return Ok(String::new());

@@ -36,6 +36,8 @@ pub struct Config {
     pub residency: BTreeMap<String, Vec<String>>,
     pub collections: BTreeMap<String, CollectionConfig>,
     pub custody: CustodyConfig,
+    pub keys: KeysConfig,
+    pub egress: EgressConfig,
     /// Peer address ranges and the country they are in.
     #[serde(default)]
     pub network_zones: Vec<NetworkZone>,
@@ -107,6 +109,40 @@ pub struct CustodyConfig {
     /// The largest algorithm artifact accepted.
     #[serde(default = "default_max_artifact")]
     pub max_artifact_bytes: usize,
+}
+
+/// Envelope encryption of protected fields.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysConfig {
+    /// The custodian's key-encryption key (64 hex characters), which wraps every data key.
+    pub kek: PathBuf,
+    /// The custodian's key store: wrapped per-subject data keys, apart from the site stores.
+    pub store: PathBuf,
+    /// Why a data key may be unwrapped: `access`, `migration`, `export`. Empty denies all.
+    pub allowed_reasons: Vec<String>,
+}
+
+/// What may leave the jurisdiction, and how.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressConfig {
+    /// The key of the subject pseudonyms in egress (32 bytes, hex); it never leaves.
+    pub pseudonym_key: PathBuf,
+    /// Aggregate groups smaller than this are suppressed.
+    #[serde(default = "default_min_group")]
+    pub min_group_size: u64,
+    /// Rows per egress page (the most one response carries).
+    #[serde(default = "default_page_size")]
+    pub page_size: usize,
+}
+
+fn default_min_group() -> u64 {
+    10
+}
+
+fn default_page_size() -> usize {
+    1000
 }
 
 fn one() -> usize {
@@ -511,6 +547,34 @@ impl Config {
             if duration.as_secs() == 0 || duration.as_secs() > 366 * 24 * 3600 {
                 problems.push((key.into(), "must be between 1s and 366 days".into()));
             }
+        }
+        for (i, reason) in self.keys.allowed_reasons.iter().enumerate() {
+            if vault::UnwrapReason::parse(reason).is_err() {
+                problems.push((
+                    format!("keys.allowed_reasons[{i}]"),
+                    format!("`{reason}` is not a reason: use access, migration or export"),
+                ));
+            }
+        }
+        for (key, path) in [
+            ("keys.kek", &self.keys.kek),
+            ("egress.pseudonym_key", &self.egress.pseudonym_key),
+        ] {
+            if !data_dir.join(path).is_file() {
+                problems.push((
+                    key.into(),
+                    format!("file `{}` does not exist", data_dir.join(path).display()),
+                ));
+            }
+        }
+        if self.egress.min_group_size == 0 {
+            problems.push(("egress.min_group_size".into(), "must be above 0".into()));
+        }
+        if !(1..=vault::MAX_PAGE_SIZE).contains(&self.egress.page_size) {
+            problems.push((
+                "egress.page_size".into(),
+                format!("must be between 1 and {}", vault::MAX_PAGE_SIZE),
+            ));
         }
         if c.max_artifact_bytes == 0 {
             problems.push((

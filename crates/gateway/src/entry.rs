@@ -292,6 +292,56 @@ pub fn custody_entry(
 }
 
 #[derive(Serialize)]
+struct DataEventRecord<'a> {
+    v: u32,
+    kind: &'static str,
+    time: String,
+    actor: Option<PrincipalRecord<'a>>,
+    details: serde_json::Value,
+}
+
+/// What happened to data in bulk, as opposed to one access decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataEvent {
+    /// Interoperable fields sent out of the jurisdiction: rows and the digest of the bytes.
+    Egress,
+    /// A subject erased: records deleted and data keys destroyed.
+    Erasure,
+    /// A subject's data handed over (portability).
+    Export,
+    /// One subject moved out of a non-compliant site: the evidence of the move.
+    Migration,
+}
+
+impl DataEvent {
+    pub fn kind(self) -> &'static str {
+        match self {
+            DataEvent::Egress => "egress",
+            DataEvent::Erasure => "erasure",
+            DataEvent::Export => "export",
+            DataEvent::Migration => "migration",
+        }
+    }
+}
+
+/// The entry for a bulk data event. `details` must hold no field value and no raw subject
+/// id (callers put pseudonyms, counts and digests in it).
+pub fn data_event_entry(
+    event: DataEvent,
+    actor: Option<&Authenticated>,
+    details: serde_json::Value,
+) -> Vec<u8> {
+    serde_json::to_vec(&DataEventRecord {
+        v: ENTRY_VERSION,
+        kind: event.kind(),
+        time: now_rfc3339(),
+        actor: actor.map(principal_record),
+        details,
+    })
+    .expect("entries always serialise")
+}
+
+#[derive(Serialize)]
 struct AlertRecord<'a> {
     v: u32,
     kind: &'static str,

@@ -115,6 +115,16 @@ impl From<vault::VaultError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "residency_violation", message)
                     .with("site", site)
             }
+            V::Key(vault::KeyError::ReasonNotAllowed { .. }) => {
+                ApiError::new(StatusCode::FORBIDDEN, "key_policy", message)
+            }
+            V::Key(vault::KeyError::NoDataKey { .. }) => {
+                ApiError::new(StatusCode::GONE, "key_destroyed", message)
+            }
+            V::InvalidPage(_) => ApiError::bad_request("invalid_cursor", message),
+            V::UnknownSite(_) | V::SameSite { .. } => {
+                ApiError::bad_request("invalid_site", message)
+            }
             other => ApiError::internal(other),
         }
     }

@@ -11,6 +11,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod custody_api;
+pub mod data_api;
 pub mod entry;
 pub mod error;
 pub mod log_api;
@@ -48,6 +49,8 @@ pub struct AppState {
     /// The transparency log: every decision is appended before it is answered.
     pub log: Arc<logstore::Log>,
     pub pseudonyms: entry::Pseudonymizer,
+    /// Subject pseudonyms in egress, under a key of their own (never the log's).
+    pub egress_pseudonyms: entry::Pseudonymizer,
     /// The OpenAPI document, generated from the routes at start.
     pub openapi: serde_json::Value,
 }
@@ -64,7 +67,9 @@ impl Gateway {
         let config = Config::load(data_dir).map_err(|e| anyhow::anyhow!("{e}"))?;
         let auth = Authenticator::new(&config, data_dir)?;
         let vault = vault::Vault::open(config.layout(), data_dir, config.server.store_readers)
-            .context("cannot open the site stores")?;
+            .context("cannot open the site stores")?
+            .with_envelope(open_envelope(&config, data_dir)?);
+        let egress_pseudonyms = read_pseudonym_key(data_dir, &config.egress.pseudonym_key)?;
         let (log, pseudonyms) = open_log(&config, data_dir)?;
         let custody = open_custody(&config, data_dir)?;
         let policy = active_policy(&config, data_dir, &custody, &log, &pseudonyms)?;
@@ -97,6 +102,7 @@ impl Gateway {
             custody: Arc::new(custody),
             log: Arc::new(log),
             pseudonyms,
+            egress_pseudonyms,
             openapi,
         });
         let router = api_router
@@ -150,6 +156,33 @@ impl AppState {
     pub fn set_policy(&self, engine: policy::PolicyEngine) {
         *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(engine);
     }
+}
+
+/// The custodian's envelope: the key-encryption key (with the reasons it may unwrap for) and
+/// the key store of wrapped data keys.
+pub fn open_envelope(config: &Config, data_dir: &Path) -> anyhow::Result<vault::Envelope> {
+    let reasons = config
+        .keys
+        .allowed_reasons
+        .iter()
+        .filter_map(|r| vault::UnwrapReason::parse(r).ok())
+        .collect();
+    let kek_path = data_dir.join(&config.keys.kek);
+    let manager = vault::LocalKeyManager::from_file(&kek_path, reasons)
+        .with_context(|| format!("cannot load the key-encryption key {}", kek_path.display()))?;
+    let store_path = data_dir.join(&config.keys.store);
+    let store = vault::DataKeyStore::open(&store_path)
+        .with_context(|| format!("cannot open the key store {}", store_path.display()))?;
+    Ok(vault::Envelope::new(Arc::new(manager), store))
+}
+
+fn read_pseudonym_key(data_dir: &Path, path: &Path) -> anyhow::Result<entry::Pseudonymizer> {
+    let full = data_dir.join(path);
+    entry::Pseudonymizer::from_hex(
+        &std::fs::read_to_string(&full)
+            .with_context(|| format!("cannot read {}", full.display()))?,
+    )
+    .with_context(|| format!("{}", full.display()))
 }
 
 /// Opens the custody database with the custodian's verifier keys.
@@ -289,12 +322,7 @@ pub fn open_log(
             key_path.display()
         )
     })?;
-    let pseudonym_path = data_dir.join(&config.log.pseudonym_key);
-    let pseudonyms = entry::Pseudonymizer::from_hex(
-        &std::fs::read_to_string(&pseudonym_path)
-            .with_context(|| format!("cannot read {}", pseudonym_path.display()))?,
-    )
-    .with_context(|| format!("{}", pseudonym_path.display()))?;
+    let pseudonyms = read_pseudonym_key(data_dir, &config.log.pseudonym_key)?;
     let store = config
         .log
         .store

@@ -28,6 +28,12 @@ pub const POLICY_SIGNATURE_FILE: &str = "policy/policies.sig";
 /// and kill-switch commands. A real custodian keeps this key offline.
 pub const CUSTODIAN_KEY: &str = "keys/custodian.key";
 pub const CUSTODIAN_VKEY: &str = "keys/custodian.vkey";
+/// The custodian's key-encryption key, which wraps every data key.
+pub const CUSTODIAN_KEK: &str = "keys/custodian-kek.key";
+pub const EGRESS_PSEUDONYM_KEY: &str = "keys/egress-pseudonym.key";
+/// The site where `--seed-legacy` places its subjects, and their jurisdiction.
+pub const LEGACY_SITE: &str = "sg-legacy";
+pub const LEGACY_JURISDICTION: &str = "US";
 
 /// The default `sovereign.toml`, with comments: it doubles as the configuration reference.
 pub fn default_config_text() -> String {
@@ -137,15 +143,22 @@ pub fn init(data_dir: &Path, force: bool) -> anyhow::Result<InitReport> {
         0o600,
         &mut files,
     )?;
-    let mut pseudonym = [0u8; 32];
-    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut pseudonym);
-    write_file(
-        data_dir,
-        LOG_PSEUDONYM_KEY,
-        hex::encode(pseudonym).as_bytes(),
-        0o600,
-        &mut files,
-    )?;
+    for secret in [LOG_PSEUDONYM_KEY, EGRESS_PSEUDONYM_KEY, CUSTODIAN_KEK] {
+        // A new key-encryption key would make every stored protected field unreadable:
+        // `--force` keeps the existing one.
+        if secret == CUSTODIAN_KEK && data_dir.join(secret).exists() {
+            continue;
+        }
+        let mut key = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut key);
+        write_file(
+            data_dir,
+            secret,
+            hex::encode(key).as_bytes(),
+            0o600,
+            &mut files,
+        )?;
+    }
 
     write_file(
         data_dir,
@@ -166,6 +179,57 @@ pub fn init(data_dir: &Path, force: bool) -> anyhow::Result<InitReport> {
         data_dir: data_dir.to_path_buf(),
         files,
     })
+}
+
+/// Places `count` synthetic `US` subjects (with profile and activity records) at
+/// `sg-legacy`, as they were before residency was enforced, so that a new user can watch a
+/// residency scan fail and a migration fix it. Their ids are `legacy-us-0001`, ... Run it on
+/// a stopped setup (it writes the stores directly). Returns the ids.
+pub fn seed_legacy(data_dir: &Path, count: usize) -> anyhow::Result<Vec<String>> {
+    let config = Config::load(data_dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if !config.sites.contains_key(LEGACY_SITE) {
+        bail!("--seed-legacy needs a site named `{LEGACY_SITE}` in the configuration");
+    }
+    let vault = vault::Vault::open(config.layout(), data_dir, 1)
+        .context("cannot open the site stores")?
+        .with_envelope(crate::open_envelope(&config, data_dir)?);
+    let ids: Vec<String> = (1..=count).map(|i| format!("legacy-us-{i:04}")).collect();
+    vault
+        .seed_legacy(&ids, LEGACY_JURISDICTION, LEGACY_SITE, legacy_records)
+        .context("cannot seed the legacy subjects")?;
+    Ok(ids)
+}
+
+/// Synthetic records of a legacy subject: every default collection, protected fields included.
+fn legacy_records(id: &str) -> Vec<(String, String, serde_json::Map<String, serde_json::Value>)> {
+    let n: u32 = id
+        .bytes()
+        .fold(7, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+    let object = |value: serde_json::Value| match value {
+        serde_json::Value::Object(map) => map,
+        _ => unreachable!("literal objects"),
+    };
+    vec![
+        (
+            "profile".into(),
+            "main".into(),
+            object(serde_json::json!({
+                "email": format!("{id}@example.com"),
+                "birthdate": format!("19{:02}-{:02}-{:02}", 50 + n % 50, 1 + n % 12, 1 + n % 28),
+                "phone": format!("+1 555 {:04}", n % 10_000),
+                "display_name": format!("Legacy user {}", n % 1000),
+            })),
+        ),
+        (
+            "activity".into(),
+            "main".into(),
+            object(serde_json::json!({
+                "watch_history": format!("v{},v{}", n % 97, n % 89),
+                "location": "Austin, TX",
+                "public_video_count": n % 40,
+            })),
+        ),
+    ]
 }
 
 /// Writes a file atomically (temporary file, fsync, rename) with the given mode.

@@ -434,6 +434,12 @@ async fn openapi_covers_every_route() {
         ("get", "/v1/algorithms/{name}/{version}/artifact"),
         ("get", "/v1/kill-switch"),
         ("post", "/v1/kill-switch"),
+        ("delete", "/v1/subjects/{id}"),
+        ("get", "/v1/subjects/{id}/export"),
+        ("get", "/v1/egress/{collection}"),
+        ("get", "/v1/egress/{collection}/aggregate"),
+        ("get", "/v1/residency/scan"),
+        ("post", "/v1/residency/migrate"),
     ];
     for (method, path) in expected {
         assert!(

@@ -432,7 +432,7 @@ async fn when_the_log_cannot_be_written_nothing_is_served_or_changed() {
     let record = server
         .state
         .vault
-        .get_record("u-1", "profile", "main")
+        .get_record("u-1", "profile", "main", vault::UnwrapReason::Access)
         .unwrap()
         .unwrap();
     assert_eq!(

@@ -807,7 +807,11 @@ fn check_top(e: &Members<'_, '_>) -> Result<EntryInfo, String> {
             check_alert(e)?;
             ("alert", None)
         }
-        ("custody" | "alert", _) => {
+        (data @ ("egress" | "erasure" | "export" | "migration"), 2) => {
+            check_data_event(e)?;
+            (data_event_kind(data), None)
+        }
+        ("custody" | "alert" | "egress" | "erasure" | "export" | "migration", _) => {
             return Err(format!(
                 "kind {} exists from format v2 on; this entry says \"v\": {version}",
                 show_str(kind)
@@ -877,6 +881,22 @@ fn check_activation_details(d: &Members<'_, '_>) -> Result<(), Bad> {
 }
 
 /// `alert` entries (v2).
+/// `egress`, `erasure`, `export` and `migration`: who (or null) and an object of counts,
+/// digests and pseudonyms.
+fn check_data_event(e: &Members<'_, '_>) -> Result<(), Bad> {
+    e.object_or_null("actor")?;
+    e.any_object("details")
+}
+
+fn data_event_kind(kind: &str) -> &'static str {
+    match kind {
+        "egress" => "egress",
+        "erasure" => "erasure",
+        "export" => "export",
+        _ => "migration",
+    }
+}
+
 fn check_alert(e: &Members<'_, '_>) -> Result<(), Bad> {
     e.string("alert")?;
     e.one_of("severity", SEVERITIES)?;

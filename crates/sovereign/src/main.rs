@@ -4,6 +4,7 @@ mod access;
 mod audit;
 mod client;
 mod custody_cli;
+mod residency;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -48,6 +49,10 @@ enum Command {
         /// Overwrite an existing configuration, policies and keys (site stores are kept).
         #[arg(long)]
         force: bool,
+        /// Also place N legacy `US` subjects at `sg-legacy`, as they were before residency
+        /// was enforced, for a residency scan and migration to find.
+        #[arg(long, value_name = "N")]
+        seed_legacy: Option<usize>,
     },
     /// Print a development token signed by the issuer key that `init` wrote.
     Token {
@@ -111,6 +116,13 @@ enum Command {
         #[command(subcommand)]
         command: custody_cli::KillSwitchCommand,
     },
+    /// Find subjects held at sites their residency rule does not allow, and move them.
+    Residency {
+        #[command(flatten)]
+        server: client::ServerArgs,
+        #[command(subcommand)]
+        command: residency::ResidencyCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -127,7 +139,11 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { listen, data } => serve(listen, &data),
-        Command::Init { data, force } => {
+        Command::Init {
+            data,
+            force,
+            seed_legacy,
+        } => {
             let report = gateway::setup::init(&data, force)?;
             println!(
                 "initialised a default Sovereign setup in {}",
@@ -135,6 +151,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             for file in report.files {
                 println!("  {}", file.display());
+            }
+            if let Some(count) = seed_legacy {
+                let ids = gateway::setup::seed_legacy(&data, count)?;
+                println!(
+                    "placed {} legacy US subject(s) at {} (residency not enforced yet): `sovereign residency scan` will list them",
+                    ids.len(),
+                    gateway::setup::LEGACY_SITE
+                );
             }
             Ok(())
         }
@@ -172,6 +196,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Policy { server, command } => custody_cli::run_policy(&server, command),
         Command::Algo { server, command } => custody_cli::run_algo(&server, command),
         Command::KillSwitch { server, command } => custody_cli::run_kill_switch(&server, command),
+        Command::Residency { server, command } => residency::run(&server, command),
         Command::Check { data } => {
             let config = Config::load(&data).map_err(|e| anyhow::anyhow!("{e}"))?;
             let engine = gateway::load_policy(&config, &data)?;

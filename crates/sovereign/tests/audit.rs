@@ -453,8 +453,8 @@ fn entry_format_v1_is_checked_strictly() {
         ),
         (
             &access,
-            |v| v["kind"] = json!("export"),
-            "unknown kind \"export\"",
+            |v| v["kind"] = json!("telemetry"),
+            "unknown kind \"telemetry\"",
         ),
         (
             &access,

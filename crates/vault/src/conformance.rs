@@ -29,6 +29,11 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("record_delete", record_delete),
     ("list_records_order", list_records_order),
     ("records_sorted", records_sorted),
+    ("delete_subject_removes_all", delete_subject_removes_all),
+    (
+        "records_after_pages_one_collection",
+        records_after_pages_one_collection,
+    ),
     ("concurrent_use", concurrent_use),
 ];
 
@@ -289,6 +294,153 @@ fn records_sorted(store: &dyn SiteStore) {
         rows[0].fields,
         fields(json!({"i": 2})),
         "records_sorted: fields travel with their row"
+    );
+}
+
+fn delete_subject_removes_all(store: &dyn SiteStore) {
+    store.put_subject(&subject("alice", "US")).unwrap();
+    store.put_subject(&subject("bob", "US")).unwrap();
+    for (s, c, k) in [
+        ("alice", "profile", "main"),
+        ("alice", "activity", "a1"),
+        ("bob", "profile", "main"),
+    ] {
+        store.put_record(&record(s, c, k, sample_fields())).unwrap();
+    }
+    // A record whose subject row is missing (left by another tool) goes too.
+    store
+        .put_record(&record("orphan", "profile", "main", Map::new()))
+        .unwrap();
+    assert!(
+        store.delete_subject("alice").unwrap(),
+        "delete_subject: something was deleted"
+    );
+    assert_eq!(
+        store.get_subject("alice").unwrap(),
+        None,
+        "delete_subject: subject row gone"
+    );
+    assert_eq!(
+        store.list_records("alice").unwrap(),
+        vec![],
+        "delete_subject: records gone"
+    );
+    assert_eq!(
+        store.get_subject("bob").unwrap(),
+        Some(subject("bob", "US")),
+        "delete_subject: other subjects stay"
+    );
+    assert_eq!(
+        store.list_records("bob").unwrap(),
+        vec![key("profile", "main")],
+        "delete_subject: other subjects' records stay"
+    );
+    assert!(
+        !store.delete_subject("alice").unwrap(),
+        "delete_subject: a second delete finds nothing"
+    );
+    assert!(
+        store.delete_subject("orphan").unwrap(),
+        "delete_subject: records without a subject row"
+    );
+    assert_eq!(
+        store.list_records("orphan").unwrap(),
+        vec![],
+        "delete_subject: orphan records gone"
+    );
+    assert!(
+        !store.delete_subject("nobody").unwrap(),
+        "delete_subject: unknown subject"
+    );
+}
+
+fn records_after_pages_one_collection(store: &dyn SiteStore) {
+    // Mixed case and punctuation: the order is by bytes ("B" < "a", "a-1" < "a.1" < "a:1").
+    let written = [
+        ("bob", "profile", "a"),
+        ("alice", "profile", "b"),
+        ("alice", "activity", "x"),
+        ("alice", "profile", "a"),
+        ("Zed", "profile", "z"),
+        ("a.1", "profile", "k"),
+        ("a-1", "profile", "k"),
+        ("a:1", "profile", "k"),
+        ("alice", "profile", "B"),
+        ("carol", "activity", "y"),
+    ];
+    for (i, (s, c, k)) in written.iter().enumerate() {
+        store
+            .put_record(&record(s, c, k, fields(json!({ "i": i }))))
+            .unwrap();
+    }
+    let mut expected: Vec<(String, String)> = written
+        .iter()
+        .filter(|(_, c, _)| *c == "profile")
+        .map(|(s, _, k)| (s.to_string(), k.to_string()))
+        .collect();
+    expected.sort();
+
+    let all = store.records_after("profile", None, 100).unwrap();
+    let names: Vec<(String, String)> = all
+        .iter()
+        .map(|r| (r.subject.clone(), r.key.clone()))
+        .collect();
+    assert_eq!(
+        names, expected,
+        "records_after_pages_one_collection: one page, sorted by subject then key as bytes"
+    );
+    assert!(
+        all.iter().all(|r| r.collection == "profile"),
+        "records_after_pages_one_collection: only the collection asked for"
+    );
+    assert_eq!(
+        all[0].fields,
+        fields(json!({"i": 4})),
+        "records_after_pages_one_collection: fields travel with their row"
+    );
+
+    for limit in 1..=3 {
+        let mut seen = Vec::new();
+        let mut after: Option<(String, String)> = None;
+        loop {
+            let page = store
+                .records_after(
+                    "profile",
+                    after.as_ref().map(|(s, k)| (s.as_str(), k.as_str())),
+                    limit,
+                )
+                .unwrap();
+            assert!(
+                page.len() <= limit,
+                "records_after_pages_one_collection: a page holds at most `limit` rows"
+            );
+            let Some(last) = page.last() else { break };
+            after = Some((last.subject.clone(), last.key.clone()));
+            seen.extend(page.into_iter().map(|r| (r.subject, r.key)));
+        }
+        assert_eq!(
+            seen, expected,
+            "records_after_pages_one_collection: paging by {limit} visits every record once"
+        );
+    }
+    // Starting after a (subject, key) that does not exist.
+    let rest = store
+        .records_after("profile", Some(("alice", "c")), 100)
+        .unwrap();
+    assert_eq!(
+        rest.first().map(|r| (r.subject.as_str(), r.key.as_str())),
+        Some(("bob", "a")),
+        "records_after_pages_one_collection: resumes after a position that is not a row"
+    );
+    assert_eq!(
+        store.records_after("nope", None, 10).unwrap(),
+        vec![],
+        "records_after_pages_one_collection: unknown collection"
+    );
+    assert_eq!(
+        store.records_after("profile", None, 0).unwrap(),
+        vec![],
+        "records_after_pages_one_collection: limit 0"
     );
 }
 

@@ -3,8 +3,10 @@
 //! Every message is a sentence a user can act on. None carries a record's field values: they
 //! are protected personal data. Ids and names are fine.
 
+use crate::keys::KeyError;
 use crate::layout::LayoutProblem;
 use crate::store::StoreError;
+use crate::vault::Migration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VaultError {
@@ -53,6 +55,48 @@ pub enum VaultError {
         site: String,
         jurisdiction: String,
     },
+
+    #[error("site `{0}` is not declared: use one of the sites under `sites` in the configuration")]
+    UnknownSite(String),
+
+    /// Protected fields are stored encrypted, and this vault was opened without the
+    /// custodian's keys.
+    #[error(
+        "protected fields need the custodian's key store: open the vault with an envelope (the \
+         custodian's key manager and data key store) to write or read them"
+    )]
+    NoKeys,
+
+    /// A data key could not be had (refused reason, destroyed key, wrong key file) or a
+    /// protected value did not decrypt.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+
+    /// A malformed or foreign cursor, or a page size out of range.
+    #[error("invalid page request: {0}")]
+    InvalidPage(String),
+
+    #[error(
+        "subject `{subject}` is already held at site `{site}`: legacy data can only be seeded \
+         for a subject held nowhere else"
+    )]
+    AlreadyHeld { subject: String, site: String },
+
+    #[error(
+        "subject `{subject}` cannot be migrated from site `{site}` to the same site: name another \
+         site its residency rule allows"
+    )]
+    SameSite { subject: String, site: String },
+
+    /// The copy read back at the destination is not what was read at the source; the source
+    /// was left untouched. Carries the migration as far as it got, with both digests.
+    #[error(
+        "migration of subject `{}` from `{}` to `{}` stopped: the copy read back at `{}` (digest \
+         {}) differs from the source (digest {}); the source was not changed, so check the \
+         destination store and run the migration again",
+        .0.subject, .0.from, .0.to, .0.to, .0.destination_digest, .0.source_digest
+    )]
+    MigrationMismatch(Box<Migration>),
 
     #[error(transparent)]
     Store(#[from] StoreError),

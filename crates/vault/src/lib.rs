@@ -11,6 +11,18 @@
 //! after [`Layout::allows`] says yes. [`Vault`] writes subjects and records only through it. A
 //! subject found at a non-compliant site (a legacy copy) can still be read and deleted, but
 //! nothing new is written there: such writes fail with [`VaultError::ResidencyViolation`].
+//! [`Vault::misplaced`] lists such copies and [`Vault::migrate_subject`] moves them, verified
+//! and resumable. [`Vault::seed_legacy`] is the one write around the placement check: it plants
+//! such legacy data on purpose.
+//!
+//! Protected fields are encrypted at rest (`keys` module): each is stored as
+//! `sov:enc:v1:…`, sealed under a data key of its subject at its site and bound to its place
+//! (subject, site, collection, record key, field). Data keys are wrapped by the custodian's
+//! [`KeyManager`] and kept in the custodian's [`DataKeyStore`], apart from the site stores;
+//! unwrapping names an [`UnwrapReason`] the manager must allow. Destroying a subject's keys
+//! ([`Vault::erase_subject`], step 5 of [`Vault::migrate_subject`]) makes every copy of its
+//! protected fields unreadable. Interoperable fields stay plain and are read without keys
+//! ([`Vault::get_record_interoperable`], [`Vault::records_page`]).
 //!
 //! Storage sits behind [`SiteStore`], which knows nothing of residency. [`SqliteStore`] is the
 //! embedded store; a PostgreSQL store will implement the same trait and pass the same
@@ -20,6 +32,7 @@
 //! record's field values, which are protected personal data.
 
 mod error;
+mod keys;
 mod layout;
 mod placement;
 mod sqlite;
@@ -30,7 +43,15 @@ mod vault;
 pub mod conformance;
 
 pub use error::{VaultError, validate_id};
+pub use keys::{
+    DataKeyStore, Envelope, FieldPlace, KeyError, KeyManager, LocalKeyManager, UnwrapReason,
+    WrappedKey,
+};
 pub use layout::{CollectionConfig, FieldClass, Layout, LayoutProblem, SiteConfig};
 pub use sqlite::SqliteStore;
 pub use store::{RecordKey, RecordRow, SiteStore, StoreError, SubjectRow, open_store};
-pub use vault::{StoredRecord, SubjectPlacement, Vault};
+pub use vault::{
+    Cursor, Erasure, MAX_PAGE_SIZE, Migration, Misplaced, StoredRecord, SubjectPlacement, Vault,
+};
+/// The type a [`KeyManager`] returns unwrapped data keys in (zeroed when dropped).
+pub use zeroize::Zeroizing;

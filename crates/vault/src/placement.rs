@@ -1,10 +1,10 @@
 //! The one place that decides where a subject and its records may be written.
 //!
 //! A [`Pinned`] is a subject bound to a site that its jurisdiction's residency rule allows.
-//! It can only be made by the two constructors below, and both end in the same check,
+//! It can only be made by the three constructors below, and all end in the same check,
 //! [`Layout::allows`]. The vault writes subjects and records only through a `Pinned`, so no
 //! write can land at a site the rule does not allow. (A unit test in `vault.rs` checks that the
-//! vault calls no store write method directly.)
+//! vault calls no store write method directly, except `seed_legacy`, which plants legacy data.)
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -67,6 +67,18 @@ impl<'v> Pinned<'v> {
             &placement.jurisdiction,
             &placement.site,
         )
+    }
+
+    /// A subject bound to a site chosen by the caller (a migration's destination), checked like
+    /// any other: a site its rule does not allow is refused.
+    pub(crate) fn chosen(
+        layout: &'v Layout,
+        stores: &'v BTreeMap<String, Arc<dyn SiteStore>>,
+        id: &str,
+        jurisdiction: &str,
+        site: &str,
+    ) -> Result<Self, VaultError> {
+        Self::pin(layout, stores, id, jurisdiction, site)
     }
 
     /// The residency check. Every `Pinned` comes from here.

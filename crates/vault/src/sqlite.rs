@@ -6,7 +6,10 @@
 //!   small fixed pool of read-only connections, so concurrent reads run in parallel.
 //! - Statements are prepared once per connection (`prepare_cached`).
 //! - The schema version lives in `PRAGMA user_version`; a file from a newer build is refused
-//!   rather than misread.
+//!   rather than misread, an older one is brought up to date.
+//! - `secure_delete`: deleted rows are overwritten in the file, so an erased subject's
+//!   interoperable values do not linger in free pages (its protected values are ciphertext
+//!   whose key is destroyed anyway).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
@@ -17,8 +20,9 @@ use serde_json::{Map, Value};
 
 use crate::store::{RecordKey, RecordRow, SiteStore, StoreError, SubjectRow};
 
-/// The schema this build writes and reads.
-pub(crate) const SCHEMA_VERSION: i64 = 1;
+/// The schema this build writes and reads. Version 2 added the index that pages through one
+/// collection.
+pub(crate) const SCHEMA_VERSION: i64 = 2;
 
 /// How long a connection waits for a lock held by another connection or process.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,6 +39,11 @@ const SCHEMA: &str = "
         fields     TEXT NOT NULL, -- a JSON object
         PRIMARY KEY (subject, collection, key)
     );
+";
+
+/// From version 1 to 2: paging through one collection in (subject, key) order.
+const SCHEMA_V2: &str = "
+    CREATE INDEX IF NOT EXISTS records_by_collection ON records (collection, subject, key);
 ";
 
 /// A site store in one SQLite file.
@@ -82,6 +91,9 @@ impl SqliteStore {
         writer
             .pragma_update(None, "synchronous", "FULL")
             .map_err(sql_error)?;
+        writer
+            .pragma_update(None, "secure_delete", "ON")
+            .map_err(sql_error)?;
         Self::migrate(path, &mut writer)?;
 
         // Readers open after the writer so the WAL files they need already exist.
@@ -124,8 +136,11 @@ impl SqliteStore {
             .query_row("PRAGMA user_version", [], |row| row.get(0))
             .map_err(sql_error)?;
         match version {
-            0 => {
-                tx.execute_batch(SCHEMA).map_err(sql_error)?;
+            0 | 1 => {
+                if version == 0 {
+                    tx.execute_batch(SCHEMA).map_err(sql_error)?;
+                }
+                tx.execute_batch(SCHEMA_V2).map_err(sql_error)?;
                 tx.pragma_update(None, "user_version", SCHEMA_VERSION)
                     .map_err(sql_error)?;
             }
@@ -158,6 +173,22 @@ impl SqliteStore {
         // back any statement that did not finish.
         let conn = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         f(&conn).map_err(|e| self.sql_error(e))
+    }
+
+    /// Runs several writes as one immediate transaction on the writer connection: all of them
+    /// are durable when this returns, or none happened.
+    fn write_all<T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let run = |conn: &mut Connection| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        };
+        run(&mut conn).map_err(|e| self.sql_error(e))
     }
 
     /// Runs a read on a pooled read-only connection.
@@ -293,6 +324,60 @@ impl SiteStore for SqliteStore {
             })?
             .collect()
         })?;
+        self.parse_rows(rows)
+    }
+
+    fn delete_subject(&self, id: &str) -> Result<bool, StoreError> {
+        self.write_all(|tx| {
+            let records = tx
+                .prepare_cached("DELETE FROM records WHERE subject = ?1")?
+                .execute([id])?;
+            let subjects = tx
+                .prepare_cached("DELETE FROM subjects WHERE id = ?1")?
+                .execute([id])?;
+            Ok(records + subjects > 0)
+        })
+    }
+
+    fn records_after(
+        &self,
+        collection: &str,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<RecordRow>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // Both queries walk `records_by_collection` in order; SQLite compares TEXT as bytes
+        // (BINARY collation), as the trait promises.
+        let rows: Vec<(String, String, String, String)> = self.read(|conn| {
+            let map =
+                |row: &rusqlite::Row<'_>| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?));
+            match after {
+                None => conn
+                    .prepare_cached(
+                        "SELECT subject, collection, key, fields FROM records
+                         WHERE collection = ?1 ORDER BY subject, key LIMIT ?2",
+                    )?
+                    .query_map(params![collection, limit], map)?
+                    .collect(),
+                Some((subject, key)) => conn
+                    .prepare_cached(
+                        "SELECT subject, collection, key, fields FROM records
+                         WHERE collection = ?1 AND (subject, key) > (?2, ?3)
+                         ORDER BY subject, key LIMIT ?4",
+                    )?
+                    .query_map(params![collection, subject, key, limit], map)?
+                    .collect(),
+            }
+        })?;
+        self.parse_rows(rows)
+    }
+}
+
+impl SqliteStore {
+    fn parse_rows(
+        &self,
+        rows: Vec<(String, String, String, String)>,
+    ) -> Result<Vec<RecordRow>, StoreError> {
         rows.into_iter()
             .map(|(subject, collection, key, text)| {
                 let fields =
@@ -397,9 +482,44 @@ mod tests {
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
+        let secure: i64 = conn
+            .query_row("PRAGMA secure_delete", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(mode, "wal");
         assert_eq!(sync, 2, "synchronous must be FULL");
         assert_eq!(version, SCHEMA_VERSION);
+        assert_eq!(secure, 1, "deleted rows must be overwritten");
+    }
+
+    #[test]
+    fn a_version_1_file_is_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("site.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+            conn.execute(
+                "INSERT INTO records VALUES ('s', 'profile', 'k', '{\"n\":1}')",
+                [],
+            )
+            .unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+        }
+        let store = SqliteStore::open(&path, 1).unwrap();
+        let conn = store.writer.lock().unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        let index: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'records_by_collection'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        drop(conn);
+        assert_eq!((version, index), (SCHEMA_VERSION, 1));
+        assert_eq!(store.records_after("profile", None, 10).unwrap().len(), 1);
     }
 
     #[test]

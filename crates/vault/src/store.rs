@@ -58,6 +58,18 @@ pub trait SiteStore: Send + Sync {
     fn subjects(&self) -> Result<Vec<SubjectRow>, StoreError>;
     /// Every record, sorted by subject, collection, key (for scans and tests).
     fn records(&self) -> Result<Vec<RecordRow>, StoreError>;
+    /// Deletes the subject and every record of it, all or nothing. Whether anything was
+    /// deleted (the subject or any record).
+    fn delete_subject(&self, id: &str) -> Result<bool, StoreError>;
+    /// Up to `limit` records of `collection`, sorted by subject, then key (compared as bytes),
+    /// starting strictly after `after` = (subject, key), or at the start if `None`. Paging with
+    /// the last row's (subject, key) visits every record once.
+    fn records_after(
+        &self,
+        collection: &str,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<RecordRow>, StoreError>;
 }
 
 #[derive(Debug, thiserror::Error)]

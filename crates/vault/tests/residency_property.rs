@@ -6,6 +6,8 @@
 //! Each case builds a random layout over real SQLite files, plants some subjects directly in
 //! the stores (possibly at sites their rule does not allow, as legacy data would be), runs a
 //! random sequence of vault calls (valid and invalid), then reads every store directly.
+//! Protected fields are stored encrypted, so what a store holds is compared with what was
+//! written after decrypting through the vault.
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -14,9 +16,12 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{Map, Value, json};
 use vault::{
-    CollectionConfig, FieldClass, Layout, RecordRow, SiteConfig, SiteStore, SubjectRow, Vault,
-    VaultError,
+    CollectionConfig, DataKeyStore, Envelope, FieldClass, Layout, LocalKeyManager, RecordRow,
+    SiteConfig, SiteStore, SubjectRow, UnwrapReason, Vault, VaultError,
 };
+
+/// The protected field of the layout below.
+const PROTECTED: &str = "email";
 
 const JURISDICTIONS: [&str; 4] = ["AA", "BB", "CC", "DD"];
 /// Planted subjects may carry a jurisdiction the configuration does not declare.
@@ -204,7 +209,39 @@ fn run(s: &Scenario, seen: &Seen) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
     let layout = build_layout(s);
     prop_assert_eq!(layout.validate(), vec![]);
-    let vault = Vault::open(layout.clone(), dir.path(), 1).unwrap();
+    let kek = dir.path().join("kek.hex");
+    LocalKeyManager::generate_key_file(&kek).unwrap();
+    let envelope = Envelope::new(
+        std::sync::Arc::new(LocalKeyManager::from_file(&kek, vec![UnwrapReason::Access]).unwrap()),
+        DataKeyStore::open(&dir.path().join("keys.db")).unwrap(),
+    );
+    let vault = Vault::open(layout.clone(), dir.path(), 1)
+        .unwrap()
+        .with_envelope(envelope);
+    // A stored record's fields, decrypted: the protected one must be ciphertext in the store,
+    // and the vault must read the record from the same site.
+    let plain = |site: &str, row: &RecordRow| -> Result<Map<String, Value>, TestCaseError> {
+        if let Some(stored) = row.fields.get(PROTECTED) {
+            prop_assert!(
+                stored
+                    .as_str()
+                    .is_some_and(|s| s.starts_with("sov:enc:v1:")),
+                "protected field stored in plaintext at {}",
+                site
+            );
+        }
+        let read = vault
+            .get_record(
+                &row.subject,
+                &row.collection,
+                &row.key,
+                UnwrapReason::Access,
+            )
+            .unwrap()
+            .unwrap();
+        prop_assert_eq!(&read.site, site);
+        Ok(read.fields)
+    };
     let store = |site: &str| -> &dyn SiteStore {
         vault
             .stores()
@@ -277,10 +314,16 @@ fn run(s: &Scenario, seen: &Seen) -> Result<(), TestCaseError> {
                 match vault.put_record(subject, collection, key, fields.clone()) {
                     Ok(site) => {
                         bump(&seen.puts_ok);
-                        prop_assert_eq!(
-                            store(&site).get_record(subject, collection, key).unwrap(),
-                            Some(fields.clone())
-                        );
+                        let stored = RecordRow {
+                            subject: subject.into(),
+                            collection: collection.into(),
+                            key: key.into(),
+                            fields: store(&site)
+                                .get_record(subject, collection, key)
+                                .unwrap()
+                                .unwrap(),
+                        };
+                        prop_assert_eq!(plain(&site, &stored)?, fields.clone());
                         written.insert(
                             (subject.into(), collection.into(), key.into()),
                             (site, fields),
@@ -362,9 +405,10 @@ fn run(s: &Scenario, seen: &Seen) -> Result<(), TestCaseError> {
                 site,
                 jurisdiction
             );
+            let fields = plain(&site, &row)?;
             found.insert(
                 (row.subject, row.collection, row.key),
-                (site.clone(), row.fields),
+                (site.clone(), fields),
             );
         }
     }

@@ -1,100 +1,18 @@
 //! The vault over real SQLite files in temporary folders.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 
-use serde_json::{Map, Value, json};
+use common::{fields, layout, open, snapshot, store};
+use serde_json::{Map, json};
 use vault::{
-    CollectionConfig, FieldClass, Layout, RecordKey, RecordRow, SiteConfig, SiteStore, StoreError,
-    StoredRecord, SubjectPlacement, SubjectRow, Vault, VaultError,
+    FieldClass, KeyError, RecordKey, RecordRow, SiteStore, StoreError, StoredRecord,
+    SubjectPlacement, SubjectRow, UnwrapReason, Vault, VaultError,
 };
 
-fn site(jurisdiction: &str, operator: &str, store: &str) -> SiteConfig {
-    SiteConfig {
-        jurisdiction: jurisdiction.into(),
-        operator: operator.into(),
-        store: store.into(),
-    }
-}
-
-fn collection(fields: &[(&str, FieldClass)]) -> CollectionConfig {
-    CollectionConfig::of(fields.iter().map(|(n, c)| (n.to_string(), *c)).collect())
-}
-
-/// The reference scenario, plus a rule for `SG` so a conflict between two placeable
-/// jurisdictions can be shown. `CN` has no rule.
-fn layout() -> Layout {
-    use FieldClass::*;
-    Layout {
-        jurisdictions: ["US", "SG", "CN"].map(String::from).into(),
-        sites: [
-            (
-                "us-east".to_string(),
-                site("US", "custodian", "sqlite:sites/us-east.db"),
-            ),
-            (
-                "sg-legacy".to_string(),
-                site("SG", "platform", "sqlite:sites/sg-legacy.db"),
-            ),
-        ]
-        .into(),
-        residency: [
-            ("US".to_string(), vec!["us-east".to_string()]),
-            ("SG".to_string(), vec!["sg-legacy".to_string()]),
-        ]
-        .into(),
-        collections: [
-            (
-                "profile".to_string(),
-                collection(&[
-                    ("email", Protected),
-                    ("birthdate", Protected),
-                    ("phone", Protected),
-                    ("display_name", Interoperable),
-                ]),
-            ),
-            (
-                "activity".to_string(),
-                collection(&[
-                    ("watch_history", Protected),
-                    ("location", Protected),
-                    ("public_video_count", Interoperable),
-                ]),
-            ),
-        ]
-        .into(),
-    }
-}
-
-fn open(dir: &Path) -> Vault {
-    Vault::open(layout(), dir, 2).unwrap()
-}
-
-fn fields(value: Value) -> Map<String, Value> {
-    match value {
-        Value::Object(map) => map,
-        _ => panic!("not an object"),
-    }
-}
-
-fn store<'v>(vault: &'v Vault, site: &str) -> &'v Arc<dyn SiteStore> {
-    vault.stores().find(|(name, _)| *name == site).unwrap().1
-}
-
-/// Every store's full contents, to show that a refused call wrote nothing.
-fn snapshot(vault: &Vault) -> Vec<(String, Vec<SubjectRow>, Vec<RecordRow>)> {
-    vault
-        .stores()
-        .map(|(name, s)| {
-            (
-                name.to_string(),
-                s.subjects().unwrap(),
-                s.records().unwrap(),
-            )
-        })
-        .collect()
-}
+const ACCESS: UnwrapReason = UnwrapReason::Access;
 
 #[test]
 fn register_put_get_list_delete() {
@@ -135,13 +53,21 @@ fn register_put_get_list_delete() {
     );
 
     assert_eq!(
-        vault.get_record("alice", "profile", "main").unwrap(),
+        vault
+            .get_record("alice", "profile", "main", ACCESS)
+            .unwrap(),
         Some(StoredRecord {
             site: "us-east".into(),
-            fields: profile.clone()
+            fields: profile.clone(),
+            withheld: vec![],
         })
     );
-    assert_eq!(vault.get_record("alice", "profile", "other").unwrap(), None);
+    assert_eq!(
+        vault
+            .get_record("alice", "profile", "other", ACCESS)
+            .unwrap(),
+        None
+    );
     assert_eq!(
         vault.list_records("alice").unwrap(),
         vec![
@@ -167,7 +93,7 @@ fn register_put_get_list_delete() {
         .unwrap();
     assert_eq!(
         vault
-            .get_record("alice", "profile", "main")
+            .get_record("alice", "profile", "main", ACCESS)
             .unwrap()
             .unwrap()
             .fields,
@@ -176,7 +102,12 @@ fn register_put_get_list_delete() {
 
     assert!(vault.delete_record("alice", "profile", "main").unwrap());
     assert!(!vault.delete_record("alice", "profile", "main").unwrap());
-    assert_eq!(vault.get_record("alice", "profile", "main").unwrap(), None);
+    assert_eq!(
+        vault
+            .get_record("alice", "profile", "main", ACCESS)
+            .unwrap(),
+        None
+    );
     assert_eq!(vault.list_records("alice").unwrap().len(), 1);
 }
 
@@ -217,7 +148,7 @@ fn undeclared_fields_and_collections_write_nothing() {
     );
     assert!(err.to_string().contains("collections.medical"), "{err}");
     assert!(matches!(
-        vault.get_record("alice", "medical", "main"),
+        vault.get_record("alice", "medical", "main", ACCESS),
         Err(VaultError::UnknownCollection(_))
     ));
 
@@ -307,7 +238,7 @@ fn unregistered_subjects_are_reported() {
         "{err:?}"
     );
     assert!(matches!(
-        vault.get_record("ghost", "profile", "main"),
+        vault.get_record("ghost", "profile", "main", ACCESS),
         Err(VaultError::SubjectNotFound(_))
     ));
     assert!(matches!(
@@ -331,22 +262,18 @@ fn unregistered_subjects_are_reported() {
 fn a_legacy_copy_gets_no_new_writes() {
     let dir = tempfile::tempdir().unwrap();
     let vault = open(dir.path());
-    // A US subject left at the Singapore site, planted around the vault as legacy data is.
+    // A US subject left at the Singapore site, as it was before residency was enforced.
+    let seeded = vault
+        .seed_legacy(&["carol".to_string()], "US", "sg-legacy", |_| {
+            vec![(
+                "profile".into(),
+                "old".into(),
+                fields(json!({"email": "c@example.com", "display_name": "C"})),
+            )]
+        })
+        .unwrap();
+    assert_eq!(seeded, 1);
     let legacy = store(&vault, "sg-legacy");
-    legacy
-        .put_subject(&SubjectRow {
-            id: "carol".into(),
-            jurisdiction: "US".into(),
-        })
-        .unwrap();
-    legacy
-        .put_record(&RecordRow {
-            subject: "carol".into(),
-            collection: "profile".into(),
-            key: "old".into(),
-            fields: fields(json!({"email": "c@example.com"})),
-        })
-        .unwrap();
     let before = snapshot(&vault);
 
     let found = vault.find_subject("carol").unwrap().unwrap();
@@ -389,16 +316,101 @@ fn a_legacy_copy_gets_no_new_writes() {
     assert_eq!(snapshot(&vault), before, "refused calls changed a store");
 
     // Reading and deleting legacy data stays possible.
+    let read = vault
+        .get_record("carol", "profile", "old", ACCESS)
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.site, "sg-legacy");
     assert_eq!(
-        vault
-            .get_record("carol", "profile", "old")
-            .unwrap()
-            .unwrap()
-            .site,
-        "sg-legacy"
+        read.fields,
+        fields(json!({"email": "c@example.com", "display_name": "C"}))
     );
     assert!(vault.delete_record("carol", "profile", "old").unwrap());
     assert_eq!(legacy.records().unwrap(), vec![]);
+}
+
+#[test]
+fn seeding_legacy_data_is_checked_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = open(dir.path());
+    vault.register_subject("alice", "US").unwrap();
+    let before = snapshot(&vault);
+    let one = |_: &str| vec![("profile".into(), "p".into(), fields(json!({"email": "x"})))];
+    let ids = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+
+    let err = vault
+        .seed_legacy(&ids(&["bob", "alice"]), "US", "sg-legacy", one)
+        .unwrap_err();
+    assert!(
+        matches!(&err, VaultError::AlreadyHeld { subject, site } if subject == "alice" && site == "us-east"),
+        "{err:?}"
+    );
+    let err = vault
+        .seed_legacy(&ids(&["alice"]), "SG", "us-east", one)
+        .unwrap_err();
+    assert!(matches!(err, VaultError::SubjectConflict { .. }), "{err:?}");
+    let err = vault
+        .seed_legacy(&ids(&["bob"]), "US", "eu-west", one)
+        .unwrap_err();
+    assert!(
+        matches!(&err, VaultError::UnknownSite(s) if s == "eu-west"),
+        "{err:?}"
+    );
+    let err = vault
+        .seed_legacy(&ids(&["bob"]), "XX", "sg-legacy", one)
+        .unwrap_err();
+    assert!(matches!(err, VaultError::UnknownJurisdiction(_)), "{err:?}");
+    let err = vault
+        .seed_legacy(&ids(&["bob", "a/b"]), "US", "sg-legacy", one)
+        .unwrap_err();
+    assert!(matches!(err, VaultError::InvalidId { .. }), "{err:?}");
+    let err = vault
+        .seed_legacy(&ids(&["bob"]), "US", "sg-legacy", |_| {
+            vec![("profile".into(), "p".into(), fields(json!({"ssn": "1"})))]
+        })
+        .unwrap_err();
+    assert!(matches!(err, VaultError::UndeclaredField { .. }), "{err:?}");
+    assert_eq!(
+        snapshot(&vault),
+        before,
+        "a refused seeding wrote something"
+    );
+}
+
+#[test]
+fn plaintext_planted_in_a_protected_field_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = open(dir.path());
+    vault.register_subject("carol", "US").unwrap();
+    vault
+        .put_record("carol", "profile", "real", fields(json!({"email": "e"})))
+        .unwrap();
+    // Written around the vault: a protected value that was never encrypted.
+    store(&vault, "us-east")
+        .put_record(&RecordRow {
+            subject: "carol".into(),
+            collection: "profile".into(),
+            key: "raw".into(),
+            fields: fields(json!({"email": "planted@example.com", "display_name": "C"})),
+        })
+        .unwrap();
+    let err = vault
+        .get_record("carol", "profile", "raw", ACCESS)
+        .unwrap_err();
+    assert!(
+        matches!(&err, VaultError::Key(KeyError::NotEncrypted(place)) if place.field == "email"),
+        "{err:?}"
+    );
+    assert!(!err.to_string().contains("planted"), "{err}");
+    // The interoperable part is still readable.
+    assert_eq!(
+        vault
+            .get_record_interoperable("carol", "profile", "raw")
+            .unwrap()
+            .unwrap()
+            .fields,
+        fields(json!({"display_name": "C"}))
+    );
 }
 
 #[test]
@@ -464,7 +476,7 @@ fn data_survives_reopening() {
     let vault = open(dir.path());
     assert_eq!(
         vault
-            .get_record("alice", "profile", "main")
+            .get_record("alice", "profile", "main", ACCESS)
             .unwrap()
             .unwrap()
             .fields,

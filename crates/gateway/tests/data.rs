@@ -1,0 +1,571 @@
+//! Data leaving and moving, through the HTTP API of a real server: egress carries only
+//! interoperable fields under pseudonyms, protected fields are ciphertext at rest, erasure
+//! shreds keys so old copies are unreadable, exports, and the residency scan and migration.
+
+mod common;
+
+use std::path::Path;
+
+use common::{Server, VETTED_US, Who};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sha2::Digest;
+
+const EGRESS: Who = Who {
+    sub: "globe",
+    entity: "parent",
+    location: "CN",
+    clearance: &[],
+    roles: &["egress"],
+};
+const OPERATOR: Who = Who {
+    sub: "olga",
+    entity: "custodian",
+    location: "US",
+    clearance: &[],
+    roles: &["custodian-operator"],
+};
+
+const BREAK_GLASS: Who = Who {
+    sub: "frank",
+    entity: "usds",
+    location: "US",
+    clearance: &["us-data"],
+    roles: &["break-glass"],
+};
+
+const MARK: &str = "ZZMARK-7c1e";
+
+/// Registers `n` US subjects `u-0..` with a profile whose protected fields carry markers.
+async fn populate(server: &Server, n: usize, name: impl Fn(usize) -> String) {
+    let alice = server.token(&VETTED_US);
+    for i in 0..n {
+        let id = format!("u-{i}");
+        server.register_us(&alice, &id).await;
+        let body = json!({
+            "email": format!("{MARK}-email-{i}"),
+            "phone": format!("{MARK}-phone-{i}"),
+            "birthdate": format!("{MARK}-birthdate-{i}"),
+            "display_name": name(i),
+        });
+        let (status, answer) = server
+            .call(
+                Method::PUT,
+                &format!("/v1/subjects/{id}/records/profile/main"),
+                Some(&alice),
+                Some("setup"),
+                Some(&body.to_string()),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+    }
+}
+
+async fn get_raw(
+    server: &Server,
+    path: &str,
+    token: &str,
+) -> (StatusCode, Vec<u8>, reqwest::header::HeaderMap) {
+    let response = server
+        .client
+        .get(format!("{}{path}", server.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    (status, response.bytes().await.unwrap().to_vec(), headers)
+}
+
+fn entry(server: &Server, index: u64) -> Value {
+    let bytes = server
+        .state
+        .log
+        .entry(index)
+        .unwrap()
+        .expect("entry exists");
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+/// Every byte of a site's store files (the database and its write-ahead log).
+fn store_bytes(data: &Path, site: &str) -> Vec<u8> {
+    let mut all = Vec::new();
+    for suffix in ["", "-wal"] {
+        let path = data.join(format!("sites/{site}/store.sqlite{suffix}"));
+        if let Ok(bytes) = std::fs::read(path) {
+            all.extend(bytes);
+        }
+    }
+    all
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+#[tokio::test]
+async fn egress_carries_only_interoperable_fields_under_pseudonyms() {
+    let server = Server::start().await;
+    populate(&server, 5, |i| format!("name-{i}")).await;
+    // Markers in the protected fields of `activity` too (written under a break-glass grant).
+    let frank = server.token(&BREAK_GLASS);
+    let grant = json!({"action": "write", "collections": ["activity"], "purpose": "seed", "reason_code": "service-maintenance"});
+    let (status, _) = server
+        .call(
+            Method::POST,
+            "/v1/access/break-glass",
+            Some(&frank),
+            None,
+            Some(&grant.to_string()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    for i in 0..5 {
+        let body = json!({
+            "watch_history": format!("{MARK}-watch-{i}"),
+            "location": format!("{MARK}-location-{i}"),
+            "public_video_count": i,
+        });
+        let (status, answer) = server
+            .call(
+                Method::PUT,
+                &format!("/v1/subjects/u-{i}/records/activity/main"),
+                Some(&frank),
+                Some("seed"),
+                Some(&body.to_string()),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+    }
+    let globe = server.token(&EGRESS);
+    let (status, body, _) = get_raw(&server, "/v1/egress/activity", &globe).await;
+    assert_eq!(status, StatusCode::OK);
+    let text = String::from_utf8(body).unwrap();
+    assert!(!text.contains(MARK) && !text.contains("\"u-"), "{text}");
+    assert_eq!(text.lines().count(), 6, "5 rows and the trailer: {text}");
+
+    let (status, _, _) = get_raw(&server, "/v1/egress/profile", &server.token(&VETTED_US)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "no egress role");
+
+    // Page through with a small limit, resuming from each cursor.
+    let mut rows = Vec::new();
+    let mut since: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let path = match &since {
+            Some(c) => format!("/v1/egress/profile?limit=2&since={c}"),
+            None => "/v1/egress/profile?limit=2".to_string(),
+        };
+        let (status, body, headers) = get_raw(&server, &path, &globe).await;
+        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+        pages += 1;
+        let text = String::from_utf8(body.clone()).unwrap();
+        assert!(!text.contains(MARK), "a protected value left: {text}");
+        assert!(!text.contains("\"u-"), "a raw subject id left: {text}");
+        // The log holds the row count and the digest of exactly these bytes.
+        let index: u64 = headers["sovereign-log-index"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let logged = entry(&server, index);
+        assert_eq!(logged["kind"], "egress");
+        assert_eq!(
+            logged["details"]["sha256"],
+            hex::encode(sha2::Sha256::digest(&body))
+        );
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let (trailer, page) = lines.split_last().unwrap();
+        assert_eq!(logged["details"]["rows"], page.len());
+        assert_eq!(trailer["rows"], page.len());
+        rows.extend(page.iter().cloned());
+        if trailer["done"] == json!(true) {
+            break;
+        }
+        since = Some(trailer["cursor"].as_str().unwrap().to_string());
+        assert_eq!(headers["sovereign-cursor"], since.as_deref().unwrap());
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(rows.len(), 5, "every record exactly once");
+    let mut names: Vec<&str> = rows
+        .iter()
+        .map(|r| r["fields"]["display_name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["name-0", "name-1", "name-2", "name-3", "name-4"]);
+    for row in &rows {
+        assert_eq!(row["fields"].as_object().unwrap().len(), 1, "{row}");
+        assert_eq!(row["subject"].as_str().unwrap().len(), 32);
+    }
+
+    let (status, body, _) = get_raw(&server, "/v1/egress/profile?since=garbage!", &globe).await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn aggregates_suppress_small_groups() {
+    let server = Server::start().await;
+    populate(&server, 14, |i| {
+        if i < 11 {
+            "common".into()
+        } else {
+            format!("rare-{i}")
+        }
+    })
+    .await;
+    let globe = server.token(&EGRESS);
+    let (status, body) = server
+        .call(
+            Method::GET,
+            "/v1/egress/profile/aggregate?group_by=display_name",
+            Some(&globe),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["groups"], json!([{"value": "common", "count": 11}]));
+    assert_eq!(body["suppressed_groups"], 3);
+    assert_eq!(body["suppressed_rows"], 3);
+    let (status, body) = server
+        .call(
+            Method::GET,
+            "/v1/egress/profile/aggregate?group_by=email",
+            Some(&globe),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"], "not_interoperable");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn protected_fields_are_ciphertext_at_rest() {
+    let server = Server::start().await;
+    populate(&server, 2, |i| format!("{MARK}-name-{i}")).await;
+    let raw = store_bytes(&server.data(), "us-east");
+    assert!(
+        contains(&raw, &format!("{MARK}-name-0")),
+        "the interoperable marker is stored plain"
+    );
+    assert!(
+        !contains(&raw, &format!("{MARK}-email-0")),
+        "a protected value is stored plain"
+    );
+    assert!(
+        !contains(&raw, &format!("{MARK}-phone-1")),
+        "a protected value is stored plain"
+    );
+    // ...and reads still see the values.
+    let alice = server.token(&VETTED_US);
+    let (status, record) = server
+        .call(
+            Method::GET,
+            "/v1/subjects/u-1/records/profile/main",
+            Some(&alice),
+            Some("support"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{record}");
+    assert_eq!(record["fields"]["phone"], format!("{MARK}-phone-1"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_empty_key_policy_denies_every_unwrap() {
+    let server = Server::start_with(|dir| {
+        let path = dir.join("sovereign.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(
+            &path,
+            text.replace(
+                r#"allowed_reasons = ["access", "migration", "export"]"#,
+                "allowed_reasons = []",
+            ),
+        )
+        .unwrap();
+    })
+    .await;
+    populate(&server, 1, |_| "Ada".into()).await;
+    let alice = server.token(&VETTED_US);
+    let (status, body) = server
+        .call(
+            Method::GET,
+            "/v1/subjects/u-0/records/profile/main",
+            Some(&alice),
+            Some("support"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error"], "key_policy");
+    // Interoperable fields need no key.
+    let siew = server.token(&common::PARENT_SG);
+    let (status, body) = server
+        .call(
+            Method::GET,
+            "/v1/subjects/u-0/records/profile/main",
+            Some(&siew),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["fields"], json!({"display_name": "Ada"}));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn erasure_shreds_the_keys_so_old_copies_are_unreadable() {
+    let server = Server::start().await;
+    populate(&server, 2, |i| format!("name-{i}")).await;
+    let alice = server.token(&VETTED_US);
+    let data = server.data();
+
+    // A backup taken before the erasure.
+    let backup = tempfile::tempdir().unwrap();
+    for suffix in ["", "-wal"] {
+        let from = data.join(format!("sites/us-east/store.sqlite{suffix}"));
+        if from.exists() {
+            std::fs::copy(&from, backup.path().join(format!("store.sqlite{suffix}"))).unwrap();
+        }
+    }
+
+    // Erasure needs `delete` on every collection: `activity` needs a grant.
+    let (status, body) = server
+        .call(
+            Method::DELETE,
+            "/v1/subjects/u-0",
+            Some(&alice),
+            Some("erasure request 12"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error"], "approval_required");
+    let frank = server.token(&BREAK_GLASS);
+    let grant = json!({"action": "delete", "subjects": ["u-0"], "purpose": "erasure request 12", "reason_code": "data-subject-request"});
+    let (status, body) = server
+        .call(
+            Method::POST,
+            "/v1/access/break-glass",
+            Some(&frank),
+            None,
+            Some(&grant.to_string()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = server
+        .call(
+            Method::DELETE,
+            "/v1/subjects/u-0",
+            Some(&frank),
+            Some("erasure request 12"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["records"], 1);
+    assert!(body["keys_destroyed"].as_u64().unwrap() >= 1);
+    let erasure = entry(&server, server.state.log.size() - 1);
+    assert_eq!(erasure["kind"], "erasure");
+    assert_eq!(
+        erasure["details"]["subject"],
+        server.state.pseudonyms.pseudonym("u-0")
+    );
+    let (status, _) = server
+        .call(Method::GET, "/v1/subjects/u-0", Some(&alice), None, None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // The other subject is untouched.
+    let (status, _) = server
+        .call(
+            Method::GET,
+            "/v1/subjects/u-1/records/profile/main",
+            Some(&alice),
+            Some("x"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    // The backup still holds the ciphertext, but nobody can decrypt it any more.
+    let config = gateway::config::Config::load(&data).unwrap();
+    let envelope = gateway::open_envelope(&config, &data).unwrap();
+    let mut layout = config.layout();
+    layout.sites.get_mut("us-east").unwrap().store =
+        format!("sqlite:{}", backup.path().join("store.sqlite").display());
+    let restored = vault::Vault::open(layout, &data, 1)
+        .unwrap()
+        .with_envelope(envelope);
+    let old = restored.get_record("u-0", "profile", "main", vault::UnwrapReason::Access);
+    assert!(
+        old.is_err(),
+        "the erased subject's backup must not decrypt: {old:?}"
+    );
+    let other = restored
+        .get_record("u-1", "profile", "main", vault::UnwrapReason::Access)
+        .unwrap()
+        .unwrap();
+    assert_eq!(other.fields["email"], format!("{MARK}-email-1"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_subject_exports_its_own_data() {
+    let server = Server::start().await;
+    populate(&server, 2, |i| format!("name-{i}")).await;
+    let me = Who {
+        sub: "u-0",
+        entity: "usds",
+        location: "SG",
+        clearance: &[],
+        roles: &["data-subject"],
+    };
+    let (status, body) = server
+        .call(
+            Method::GET,
+            "/v1/subjects/u-0/export",
+            Some(&server.token(&me)),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["records"][0]["fields"]["email"],
+        format!("{MARK}-email-0")
+    );
+    let export = entry(&server, server.state.log.size() - 1);
+    assert_eq!(export["kind"], "export");
+    assert_eq!(export["details"]["basis"], "data-subject");
+
+    // Not someone else's data.
+    let (status, body) = server
+        .call(
+            Method::GET,
+            "/v1/subjects/u-1/export",
+            Some(&server.token(&me)),
+            Some("curious"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    // Support staff need what the policy asks for every collection: `activity` needs a grant.
+    let (status, body) = server
+        .call(
+            Method::GET,
+            "/v1/subjects/u-1/export",
+            Some(&server.token(&VETTED_US)),
+            Some("ticket"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error"], "approval_required");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn misplaced_legacy_subjects_are_migrated_with_evidence() {
+    let server = Server::start_with(|dir| {
+        gateway::setup::seed_legacy(dir, 4).unwrap();
+    })
+    .await;
+    let olga = server.token(&OPERATOR);
+    let alice = server.token(&VETTED_US);
+
+    let (status, scan) = server
+        .call(Method::GET, "/v1/residency/scan", Some(&olga), None, None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{scan}");
+    assert_eq!(scan["ok"], false);
+    assert_eq!(scan["misplaced"], 4);
+    assert_eq!(scan["sites"][0]["site"], "sg-legacy");
+    assert_eq!(scan["sites"][0]["records"], 8);
+
+    // Before the migration, reads of a misplaced subject are decided and logged as usual.
+    let (status, before) = server
+        .call(
+            Method::GET,
+            "/v1/subjects/legacy-us-0001/records/profile/main",
+            Some(&alice),
+            Some("support"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{before}");
+    assert_eq!(before["site"], "sg-legacy");
+
+    let body = json!({"subject": "legacy-us-0001", "from": "sg-legacy"}).to_string();
+    let (status, answer) = server
+        .call(
+            Method::POST,
+            "/v1/residency/migrate",
+            Some(&alice),
+            None,
+            Some(&body),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
+
+    for i in 1..=4 {
+        let body = json!({"subject": format!("legacy-us-{i:04}"), "from": "sg-legacy"}).to_string();
+        let (status, evidence) = server
+            .call(
+                Method::POST,
+                "/v1/residency/migrate",
+                Some(&olga),
+                None,
+                Some(&body),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{evidence}");
+        assert_eq!(evidence["to"], "us-east");
+        assert_eq!(evidence["records"], 2);
+        assert_eq!(evidence["source_digest"], evidence["destination_digest"]);
+        let logged = entry(&server, server.state.log.size() - 1);
+        assert_eq!(logged["kind"], "migration");
+        assert_eq!(
+            logged["details"]["source_digest"],
+            evidence["source_digest"]
+        );
+    }
+    let (_, scan) = server
+        .call(Method::GET, "/v1/residency/scan", Some(&olga), None, None)
+        .await;
+    assert_eq!(scan["ok"], true, "{scan}");
+
+    let (status, after) = server
+        .call(
+            Method::GET,
+            "/v1/subjects/legacy-us-0001/records/profile/main",
+            Some(&alice),
+            Some("support"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{after}");
+    assert_eq!(after["site"], "us-east");
+    assert_eq!(after["fields"], before["fields"], "nothing lost on the way");
+    assert!(!contains(
+        &store_bytes(&server.data(), "sg-legacy"),
+        "legacy-us-0001@example.com"
+    ));
+    server.stop().await;
+}
