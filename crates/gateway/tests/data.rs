@@ -478,6 +478,57 @@ async fn a_subject_exports_its_own_data() {
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(body["error"], "approval_required");
+
+    // With a read grant approved by two custodian approvers, support can export it.
+    let alice = server.token(&VETTED_US);
+    let request = json!({"action": "read", "subjects": ["u-1"], "purpose": "portability request 3",
+        "reason_code": "data-subject-request", "duration": "1h"});
+    let (status, request) = server
+        .call(
+            Method::POST,
+            "/v1/access/requests",
+            Some(&alice),
+            None,
+            Some(&request.to_string()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{request}");
+    let id = request["id"].as_str().unwrap();
+    for approver in ["carol", "dave"] {
+        let who = Who {
+            sub: approver,
+            entity: "custodian",
+            location: "US",
+            clearance: &[],
+            roles: &["custodian-approver"],
+        };
+        let (status, body) = server
+            .call(
+                Method::POST,
+                &format!("/v1/access/requests/{id}/approve"),
+                Some(&server.token(&who)),
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let (status, body) = server
+        .call(
+            Method::GET,
+            "/v1/subjects/u-1/export",
+            Some(&alice),
+            Some("portability request 3"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["records"][0]["fields"]["phone"],
+        format!("{MARK}-phone-1")
+    );
+    let export = entry(&server, server.state.log.size() - 1);
+    assert_eq!(export["details"]["basis"], "policy");
     server.stop().await;
 }
 
