@@ -53,6 +53,24 @@ pub struct Authenticated {
     pub network_zone: String,
 }
 
+impl Authenticated {
+    pub fn has_role(&self, role: &str) -> bool {
+        self.principal.roles.iter().any(|r| r == role)
+    }
+
+    /// 403 `role_required` unless the principal holds one of `roles`.
+    pub fn require_role(&self, roles: &[&str]) -> Result<(), ApiError> {
+        if roles.iter().any(|r| self.has_role(r)) {
+            return Ok(());
+        }
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "role_required",
+            format!("this needs one of the roles: {}", roles.join(", ")),
+        ))
+    }
+}
+
 struct VerifyKey {
     kid: Option<String>,
     algorithm: Algorithm,

@@ -30,7 +30,7 @@ use crate::api::{ErrorBody, blocking, logged, parse_json, path_param};
 use crate::auth::{Authenticated, now_unix};
 use crate::entry;
 use crate::error::ApiError;
-use custody::{AccessRequest, CustodyError, Event, Person, Status};
+use custody::{AccessRequest, Custody, CustodyError, Event, Person, Status};
 
 type AppResult<T> = Result<T, ApiError>;
 type Shared = State<Arc<AppState>>;
@@ -68,16 +68,8 @@ impl AppState {
     ) -> AppResult<Authenticated> {
         let who = self.auth.authenticate(headers, peer.ip())?;
         self.not_restricted(&who)?;
-        if !roles.is_empty()
-            && !roles
-                .iter()
-                .any(|r| who.principal.roles.iter().any(|x| x == r))
-        {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "role_required",
-                format!("this needs one of the roles: {}", roles.join(", ")),
-            ));
+        if !roles.is_empty() {
+            who.require_role(roles)?;
         }
         Ok(who)
     }
@@ -101,8 +93,9 @@ impl AppState {
     }
 }
 
-fn has_role(who: &Authenticated, role: &str) -> bool {
-    who.principal.roles.iter().any(|r| r == role)
+/// Approvers and operators see every access request; anyone else only their own.
+fn sees_all_requests(who: &Authenticated) -> bool {
+    who.has_role(ROLE_APPROVER) || who.has_role(ROLE_OPERATOR)
 }
 
 fn person(who: &Authenticated) -> Person {
@@ -390,7 +383,7 @@ async fn list_requests(
             )
         })?),
     };
-    let sees_all = has_role(&who, ROLE_APPROVER) || has_role(&who, ROLE_OPERATOR);
+    let sees_all = sees_all_requests(&who);
     let now = now_unix();
     let requests: Vec<Value> = app
         .custody
@@ -418,7 +411,7 @@ async fn get_request(
     let who = app.auth.authenticate(&headers, peer.ip())?;
     let id = path_param(path)?;
     let request = app.custody.request(&id)?;
-    let sees_all = has_role(&who, ROLE_APPROVER) || has_role(&who, ROLE_OPERATOR);
+    let sees_all = sees_all_requests(&who);
     if !sees_all && request.requester.id != who.principal.id {
         return Err(CustodyError::UnknownRequest(id).into());
     }
@@ -445,18 +438,7 @@ async fn approve_request(
     let who = app.custodian_caller(&headers, peer, &[ROLE_APPROVER])?;
     let id = path_param(path)?;
     let comment = optional_comment(body)?;
-    let now = now_unix();
-    let (request, index) = run(app, who, move |app, who| {
-        app.custody.approve(
-            &id,
-            &person(who),
-            &comment,
-            now,
-            &app.log_custody(Some(who)),
-        )
-    })
-    .await?;
-    Ok(logged(index, StatusCode::OK, request_json(&request, now)))
+    decide_on_request(app, who, id, comment, Custody::approve).await
 }
 
 /// Denies a pending request.
@@ -475,18 +457,7 @@ async fn deny_request(
     let who = app.custodian_caller(&headers, peer, &[ROLE_APPROVER])?;
     let id = path_param(path)?;
     let comment = optional_comment(body)?;
-    let now = now_unix();
-    let (request, index) = run(app, who, move |app, who| {
-        app.custody.deny(
-            &id,
-            &person(who),
-            &comment,
-            now,
-            &app.log_custody(Some(who)),
-        )
-    })
-    .await?;
-    Ok(logged(index, StatusCode::OK, request_json(&request, now)))
+    decide_on_request(app, who, id, comment, Custody::deny).await
 }
 
 /// Ends an active grant at once: by a custodian approver, or by its holder.
@@ -506,25 +477,14 @@ async fn revoke_request(
     let id = path_param(path)?;
     let comment = optional_comment(body)?;
     let request = app.custody.request(&id)?;
-    if !has_role(&who, ROLE_APPROVER) && request.requester.id != who.principal.id {
+    if !who.has_role(ROLE_APPROVER) && request.requester.id != who.principal.id {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "role_required",
             format!("only a {ROLE_APPROVER} or the grant's holder may revoke it"),
         ));
     }
-    let now = now_unix();
-    let (request, index) = run(app, who, move |app, who| {
-        app.custody.revoke(
-            &id,
-            &person(who),
-            &comment,
-            now,
-            &app.log_custody(Some(who)),
-        )
-    })
-    .await?;
-    Ok(logged(index, StatusCode::OK, request_json(&request, now)))
+    decide_on_request(app, who, id, comment, Custody::revoke).await
 }
 
 /// Starts a break-glass use: a grant at once for the configured window, with an alert.
@@ -591,7 +551,7 @@ async fn list_break_glass(
 ) -> AppResult<Json<Value>> {
     let who = app.auth.authenticate(&headers, peer.ip())?;
     let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
-    let sees_all = has_role(&who, ROLE_APPROVER) || has_role(&who, ROLE_OPERATOR);
+    let sees_all = sees_all_requests(&who);
     let now = now_unix();
     let uses: Vec<Value> = app
         .custody
@@ -621,9 +581,32 @@ async fn review_break_glass(
     let who = app.custodian_caller(&headers, peer, &[ROLE_APPROVER])?;
     let id = path_param(path)?;
     let comment = optional_comment(body)?;
+    decide_on_request(app, who, id, comment, Custody::review).await
+}
+
+/// A custodian's decision on one request (approve, deny, revoke, review): the custody
+/// crate's methods all take the same arguments.
+type RequestDecision = fn(
+    &Custody,
+    &str,
+    &Person,
+    &str,
+    i64,
+    custody::LogFn<'_>,
+) -> Result<(AccessRequest, u64), CustodyError>;
+
+/// Applies `decision` by `who` to request `id` and answers with the request as it now is.
+async fn decide_on_request(
+    app: Arc<AppState>,
+    who: Authenticated,
+    id: String,
+    comment: String,
+    decision: RequestDecision,
+) -> AppResult<Response> {
     let now = now_unix();
     let (request, index) = run(app, who, move |app, who| {
-        app.custody.review(
+        decision(
+            &app.custody,
             &id,
             &person(who),
             &comment,

@@ -34,21 +34,6 @@ pub const CURSOR_HEADER: &str = "sovereign-cursor";
 /// The role a subject's own token carries to export its data.
 pub const ROLE_DATA_SUBJECT: &str = "data-subject";
 
-fn require_role(who: &Authenticated, roles: &[&str]) -> AppResult<()> {
-    if roles
-        .iter()
-        .any(|r| who.principal.roles.iter().any(|x| x == r))
-    {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "role_required",
-            format!("this needs one of the roles: {}", roles.join(", ")),
-        ))
-    }
-}
-
 fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
@@ -107,7 +92,7 @@ async fn egress(
     query: Result<Query<EgressQuery>, QueryRejection>,
 ) -> AppResult<Response> {
     let who = app.auth.authenticate(&headers, peer.ip())?;
-    require_role(&who, &[ROLE_EGRESS])?;
+    who.require_role(&[ROLE_EGRESS])?;
     let collection = path_param(path)?;
     let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     if app.vault.collection(&collection).is_none() {
@@ -198,7 +183,7 @@ async fn aggregate(
     query: Result<Query<AggregateQuery>, QueryRejection>,
 ) -> AppResult<Response> {
     let who = app.auth.authenticate(&headers, peer.ip())?;
-    require_role(&who, &[ROLE_EGRESS])?;
+    who.require_role(&[ROLE_EGRESS])?;
     let collection = path_param(path)?;
     let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let declared = app
@@ -346,8 +331,7 @@ async fn export_subject(
     let id = path_param(path)?;
     let context = crate::api::access_context(&headers, &who)?;
     let subject = app.find_subject(&id).await?;
-    let is_subject = who.principal.id == subject.id
-        && who.principal.roles.iter().any(|r| r == ROLE_DATA_SUBJECT);
+    let is_subject = who.principal.id == subject.id && who.has_role(ROLE_DATA_SUBJECT);
     if !is_subject {
         app.decide_every_collection(&who, Action::Read, &subject, &context)
             .await?;
@@ -405,7 +389,7 @@ async fn residency_scan(
     headers: HeaderMap,
 ) -> AppResult<Json<Value>> {
     let who = app.auth.authenticate(&headers, peer.ip())?;
-    require_role(&who, &[crate::custody_api::ROLE_OPERATOR, "monitor"])?;
+    who.require_role(&[crate::custody_api::ROLE_OPERATOR, "monitor"])?;
     let vault = app.vault.clone();
     let misplaced = blocking(move || vault.misplaced()).await??;
     let mut sites: BTreeMap<String, (u64, u64, Vec<Value>)> = BTreeMap::new();
@@ -456,7 +440,7 @@ async fn residency_migrate(
     body: Result<Bytes, BytesRejection>,
 ) -> AppResult<Response> {
     let who = app.auth.authenticate(&headers, peer.ip())?;
-    require_role(&who, &[crate::custody_api::ROLE_OPERATOR])?;
+    who.require_role(&[crate::custody_api::ROLE_OPERATOR])?;
     let request: MigrateBody = parse_json(body)?;
     vault::validate_id("subject id", &request.subject)?;
     if !app.config.sites.contains_key(&request.from) {
