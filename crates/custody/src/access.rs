@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::{REQUEST, Write};
+use crate::store::{REQUEST, Store, Write};
 use crate::{Custody, CustodyError, Event, LogFn, Person, Verdict, is_reason_code, new_id};
 
 const MAX_PURPOSE_BYTES: usize = 256;
@@ -302,8 +302,7 @@ impl Custody {
             request: &request,
             granted,
         };
-        let index = store.commit(&[Write::record(REQUEST, id, &request)], event, log)?;
-        self.update(|s| s.put_request(request.clone()));
+        let index = self.commit_request(&mut store, &request, event, log)?;
         Ok((request, index))
     }
 
@@ -320,12 +319,8 @@ impl Custody {
         let mut request = self.pending(id, now)?;
         check_independent(&request, by)?;
         request.denial = Some(verdict(by, comment, now)?);
-        let index = store.commit(
-            &[Write::record(REQUEST, id, &request)],
-            Event::RequestDenied(&request),
-            log,
-        )?;
-        self.update(|s| s.put_request(request.clone()));
+        let index =
+            self.commit_request(&mut store, &request, Event::RequestDenied(&request), log)?;
         Ok((request, index))
     }
 
@@ -348,12 +343,8 @@ impl Custody {
             });
         }
         request.revoked = Some(verdict(by, comment, now)?);
-        let index = store.commit(
-            &[Write::record(REQUEST, id, &request)],
-            Event::GrantRevoked(&request),
-            log,
-        )?;
-        self.update(|s| s.put_request(request.clone()));
+        let index =
+            self.commit_request(&mut store, &request, Event::GrantRevoked(&request), log)?;
         Ok((request, index))
     }
 
@@ -376,12 +367,12 @@ impl Custody {
         }
         check_independent(&request, by)?;
         request.review = Some(verdict(by, comment, now)?);
-        let index = store.commit(
-            &[Write::record(REQUEST, id, &request)],
+        let index = self.commit_request(
+            &mut store,
+            &request,
             Event::BreakGlassReviewed(&request),
             log,
         )?;
-        self.update(|s| s.put_request(request.clone()));
         Ok((request, index))
     }
 
@@ -451,6 +442,18 @@ impl Custody {
         log: LogFn<'_>,
     ) -> Result<u64, CustodyError> {
         let mut store = self.lock_store();
+        self.commit_request(&mut store, request, event, log)
+    }
+
+    /// Writes `request` and logs `event` in one change (see `Store::commit`), then makes it
+    /// visible. The caller holds `store`, so that what it checked still holds.
+    fn commit_request(
+        &self,
+        store: &mut Store,
+        request: &AccessRequest,
+        event: Event<'_>,
+        log: LogFn<'_>,
+    ) -> Result<u64, CustodyError> {
         let index = store.commit(&[Write::record(REQUEST, &request.id, request)], event, log)?;
         self.update(|s| s.put_request(request.clone()));
         Ok(index)
