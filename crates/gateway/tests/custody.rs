@@ -6,25 +6,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Server, VETTED_US, Who};
+use common::{APPROVER_1, APPROVER_2, BREAK_GLASS, OPERATOR, Server, VETTED_US, Who};
 use custody::statement::{self, KillCommand, Statement};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-const APPROVER_1: Who = Who {
-    sub: "carol",
-    entity: "custodian",
-    location: "US",
-    clearance: &[],
-    roles: &["custodian-approver"],
-};
-const APPROVER_2: Who = Who {
-    sub: "dave",
-    entity: "custodian",
-    location: "US",
-    clearance: &[],
-    roles: &["custodian-approver"],
-};
 /// An approver who works for the same entity as the requester (usds).
 const USDS_APPROVER: Who = Who {
     sub: "erin",
@@ -47,20 +33,6 @@ const APPROVER_IN_CN: Who = Who {
     location: "CN",
     clearance: &[],
     roles: &["custodian-approver"],
-};
-const BREAK_GLASS: Who = Who {
-    sub: "frank",
-    entity: "usds",
-    location: "US",
-    clearance: &["us-data"],
-    roles: &["engineer", "break-glass"],
-};
-const OPERATOR: Who = Who {
-    sub: "olga",
-    entity: "custodian",
-    location: "US",
-    clearance: &[],
-    roles: &["custodian-operator"],
 };
 const AUTHOR: Who = Who {
     sub: "pat",
@@ -136,17 +108,6 @@ fn signed(statement: &Statement, key: &tlog::note::Signer) -> String {
     String::from_utf8(statement::sign(statement, key).unwrap()).unwrap()
 }
 
-/// The log entry at `index`, parsed.
-fn entry(server: &Server, index: u64) -> Value {
-    let bytes = server
-        .state
-        .log
-        .entry(index)
-        .unwrap()
-        .expect("entry exists");
-    serde_json::from_slice(&bytes).unwrap()
-}
-
 #[tokio::test]
 async fn n_of_m_approval_grants_access_until_the_grant_ends() {
     let server = Server::start().await;
@@ -185,7 +146,7 @@ async fn n_of_m_approval_grants_access_until_the_grant_ends() {
     assert_eq!(status, StatusCode::FORBIDDEN, "outside the grant's scope");
 
     // The log says which grant allowed the write, and Cedar saw it.
-    let logged = entry(&server, granted_write);
+    let logged = server.entry(granted_write);
     assert_eq!(logged["outcome"], "allow", "{logged}");
     assert_eq!(logged["grant"]["id"], id);
     assert_eq!(logged["grant"]["kind"], "approved");
@@ -405,14 +366,14 @@ async fn break_glass_acts_at_once_alerts_and_waits_for_review() {
     assert_eq!(use_["status"], "approved");
     let id = use_["id"].as_str().unwrap();
     // The custody entry, then the alert.
-    let alert = entry(&server, server.state.log.size() - 1);
+    let alert = server.entry(server.state.log.size() - 1);
     assert_eq!(alert["kind"], "alert", "{alert}");
     assert_eq!(alert["alert"], "break-glass");
     assert_eq!(alert["actor"]["id"], "frank");
 
     let (status, answer) = write_activity(&server, &frank, "u-1").await;
     assert_eq!(status, StatusCode::OK, "{answer}");
-    let logged = entry(&server, server.state.log.size() - 1);
+    let logged = server.entry(server.state.log.size() - 1);
     assert_eq!(logged["grant"]["kind"], "break-glass", "{logged}");
 
     let approver = server.token(&APPROVER_1);
@@ -538,7 +499,7 @@ async fn the_kill_switch_suspends_everything_until_lifted() {
             .await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}: {answer}");
         assert_eq!(answer["error"], "suspended", "{answer}");
-        let logged = entry(&server, server.state.log.size() - 1);
+        let logged = server.entry(server.state.log.size() - 1);
         assert_eq!(logged["suspended"], true);
         assert_eq!(logged["outcome"], "deny");
     }
@@ -673,7 +634,7 @@ async fn a_policy_set_becomes_active_only_with_the_custodians_signature() {
 
     // Decisions now name the new set; the old one stays fetchable by hash, without a token.
     server.register_us(&alice, "u-1").await;
-    let logged = entry(&server, server.state.log.size() - 1);
+    let logged = server.entry(server.state.log.size() - 1);
     assert_eq!(logged["policy_set"], hash.as_str());
     let (status, old) = server
         .call(

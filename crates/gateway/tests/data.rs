@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{Server, VETTED_US, Who};
+use common::{APPROVER_1, APPROVER_2, BREAK_GLASS, OPERATOR, Server, VETTED_US, Who};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sha2::Digest;
@@ -17,21 +17,6 @@ const EGRESS: Who = Who {
     location: "CN",
     clearance: &[],
     roles: &["egress"],
-};
-const OPERATOR: Who = Who {
-    sub: "olga",
-    entity: "custodian",
-    location: "US",
-    clearance: &[],
-    roles: &["custodian-operator"],
-};
-
-const BREAK_GLASS: Who = Who {
-    sub: "frank",
-    entity: "usds",
-    location: "US",
-    clearance: &["us-data"],
-    roles: &["break-glass"],
 };
 
 const MARK: &str = "ZZMARK-7c1e";
@@ -76,16 +61,6 @@ async fn get_raw(
     let status = response.status();
     let headers = response.headers().clone();
     (status, response.bytes().await.unwrap().to_vec(), headers)
-}
-
-fn entry(server: &Server, index: u64) -> Value {
-    let bytes = server
-        .state
-        .log
-        .entry(index)
-        .unwrap()
-        .expect("entry exists");
-    serde_json::from_slice(&bytes).unwrap()
 }
 
 /// Every byte of a site's store files (the database and its write-ahead log).
@@ -171,7 +146,7 @@ async fn egress_carries_only_interoperable_fields_under_pseudonyms() {
             .unwrap()
             .parse()
             .unwrap();
-        let logged = entry(&server, index);
+        let logged = server.entry(index);
         assert_eq!(logged["kind"], "egress");
         assert_eq!(
             logged["details"]["sha256"],
@@ -382,7 +357,7 @@ async fn erasure_shreds_the_keys_so_old_copies_are_unreadable() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["records"], 1);
     assert!(body["keys_destroyed"].as_u64().unwrap() >= 1);
-    let erasure = entry(&server, server.state.log.size() - 1);
+    let erasure = server.entry(server.state.log.size() - 1);
     assert_eq!(erasure["kind"], "erasure");
     assert_eq!(
         erasure["details"]["subject"],
@@ -451,7 +426,7 @@ async fn a_subject_exports_its_own_data() {
         body["records"][0]["fields"]["email"],
         format!("{MARK}-email-0")
     );
-    let export = entry(&server, server.state.log.size() - 1);
+    let export = server.entry(server.state.log.size() - 1);
     assert_eq!(export["kind"], "export");
     assert_eq!(export["details"]["basis"], "data-subject");
 
@@ -494,14 +469,7 @@ async fn a_subject_exports_its_own_data() {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{request}");
     let id = request["id"].as_str().unwrap();
-    for approver in ["carol", "dave"] {
-        let who = Who {
-            sub: approver,
-            entity: "custodian",
-            location: "US",
-            clearance: &[],
-            roles: &["custodian-approver"],
-        };
+    for who in [APPROVER_1, APPROVER_2] {
         let (status, body) = server
             .call(
                 Method::POST,
@@ -527,7 +495,7 @@ async fn a_subject_exports_its_own_data() {
         body["records"][0]["fields"]["phone"],
         format!("{MARK}-phone-1")
     );
-    let export = entry(&server, server.state.log.size() - 1);
+    let export = server.entry(server.state.log.size() - 1);
     assert_eq!(export["details"]["basis"], "policy");
     server.stop().await;
 }
@@ -590,7 +558,7 @@ async fn misplaced_legacy_subjects_are_migrated_with_evidence() {
         assert_eq!(evidence["to"], "us-east");
         assert_eq!(evidence["records"], 2);
         assert_eq!(evidence["source_digest"], evidence["destination_digest"]);
-        let logged = entry(&server, server.state.log.size() - 1);
+        let logged = server.entry(server.state.log.size() - 1);
         assert_eq!(logged["kind"], "migration");
         assert_eq!(
             logged["details"]["source_digest"],

@@ -109,6 +109,13 @@ impl Server {
     }
 
     /// Stops the server and hands back its data folder, to open it again.
+    /// The log entry at `index`, parsed.
+    pub fn entry(&self, index: u64) -> Value {
+        let bytes = self.state.log.entry(index).unwrap().expect("entry exists");
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    /// Stops the server and hands back its data folder, to open it again.
     pub async fn stop_keep(mut self) -> tempfile::TempDir {
         self.halt().await;
         let Server { dir, state, .. } = self;
@@ -196,3 +203,33 @@ pub const MONITOR: Who = Who {
 pub fn now() -> i64 {
     now_unix()
 }
+
+// The custodian's cast.
+pub const APPROVER_1: Who = Who {
+    sub: "carol",
+    entity: "custodian",
+    location: "US",
+    clearance: &[],
+    roles: &["custodian-approver"],
+};
+pub const APPROVER_2: Who = Who {
+    sub: "dave",
+    entity: "custodian",
+    location: "US",
+    clearance: &[],
+    roles: &["custodian-approver"],
+};
+pub const BREAK_GLASS: Who = Who {
+    sub: "frank",
+    entity: "usds",
+    location: "US",
+    clearance: &["us-data"],
+    roles: &["engineer", "break-glass"],
+};
+pub const OPERATOR: Who = Who {
+    sub: "olga",
+    entity: "custodian",
+    location: "US",
+    clearance: &[],
+    roles: &["custodian-operator"],
+};
