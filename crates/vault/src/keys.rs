@@ -24,7 +24,6 @@ use std::fs::OpenOptions;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -33,6 +32,8 @@ use chacha20poly1305::{KeyInit, XChaCha20Poly1305, XNonce};
 use rand::RngCore;
 use rand::rngs::OsRng;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use crate::sqlite::{DurableOpenError, open_durable};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
@@ -518,7 +519,6 @@ const KEY_STORE_SCHEMA: &str = "
         PRIMARY KEY (subject, site)
     ) WITHOUT ROWID;
 ";
-const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The custodian's store of wrapped data keys, one per (subject, site), in one SQLite file.
 ///
@@ -548,27 +548,17 @@ impl DataKeyStore {
             path: path.to_path_buf(),
             source,
         };
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|source| KeyError::Io {
+        let mut conn = open_durable(path).map_err(|e| match e {
+            DurableOpenError::Io(source) => KeyError::Io {
                 path: path.to_path_buf(),
                 source,
-            })?;
-        }
-        let mut conn = Connection::open(path).map_err(sql_error)?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(sql_error)?;
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
-            .map_err(sql_error)?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(KeyError::Corrupt {
+            },
+            DurableOpenError::Sqlite(source) => sql_error(source),
+            DurableOpenError::NotWal(detail) => KeyError::Corrupt {
                 path: path.to_path_buf(),
-                detail: format!("cannot switch the journal to WAL mode (it stays `{mode}`)"),
-            });
-        }
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(sql_error)?;
-        conn.pragma_update(None, "secure_delete", "ON")
-            .map_err(sql_error)?;
+                detail,
+            },
+        })?;
         // Crypto-shredding rests on this setting, so it is read back rather than assumed.
         let secure: i64 = conn
             .query_row("PRAGMA secure_delete", [], |row| row.get(0))

@@ -61,6 +61,40 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
+/// Why [`open_durable`] failed.
+pub(crate) enum DurableOpenError {
+    Io(std::io::Error),
+    Sqlite(rusqlite::Error),
+    /// The journal could not be switched to WAL; says what it stays.
+    NotWal(String),
+}
+
+/// Opens (creating the file and its folders) a SQLite connection for durable writes: WAL
+/// journal, every commit synced (`synchronous=FULL`, so an acknowledged write is on disk),
+/// deleted content overwritten (`secure_delete`), and a busy timeout. The site stores and the
+/// custodian's key store both open their writer this way.
+pub(crate) fn open_durable(path: &Path) -> Result<Connection, DurableOpenError> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(DurableOpenError::Io)?;
+    }
+    let conn = Connection::open(path).map_err(DurableOpenError::Sqlite)?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(DurableOpenError::Sqlite)?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+        .map_err(DurableOpenError::Sqlite)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(DurableOpenError::NotWal(format!(
+            "cannot switch the journal to WAL mode (it stays `{mode}`)"
+        )));
+    }
+    for (pragma, value) in [("synchronous", "FULL"), ("secure_delete", "ON")] {
+        conn.pragma_update(None, pragma, value)
+            .map_err(DurableOpenError::Sqlite)?;
+    }
+    Ok(conn)
+}
+
 impl SqliteStore {
     /// Opens the store at `path`, creating the file and its parent folders if needed, with
     /// `readers` read connections (at least one).
@@ -69,31 +103,17 @@ impl SqliteStore {
             path: path.to_path_buf(),
             source,
         };
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|source| StoreError::Io {
+        let mut writer = open_durable(path).map_err(|e| match e {
+            DurableOpenError::Io(source) => StoreError::Io {
                 path: path.to_path_buf(),
                 source,
-            })?;
-        }
-
-        let mut writer = Connection::open(path).map_err(sql_error)?;
-        writer.busy_timeout(BUSY_TIMEOUT).map_err(sql_error)?;
-        let mode: String = writer
-            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
-            .map_err(sql_error)?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::Corrupt {
+            },
+            DurableOpenError::Sqlite(source) => sql_error(source),
+            DurableOpenError::NotWal(detail) => StoreError::Corrupt {
                 path: path.to_path_buf(),
-                detail: format!("cannot switch the journal to WAL mode (it stays `{mode}`)"),
-            });
-        }
-        // FULL: in WAL mode every commit is synced, so an acknowledged write is durable.
-        writer
-            .pragma_update(None, "synchronous", "FULL")
-            .map_err(sql_error)?;
-        writer
-            .pragma_update(None, "secure_delete", "ON")
-            .map_err(sql_error)?;
+                detail,
+            },
+        })?;
         Self::migrate(path, &mut writer)?;
 
         // Readers open after the writer so the WAL files they need already exist.
