@@ -19,10 +19,11 @@ use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::analytics::Observation;
 use crate::auth::Authenticated;
 use crate::entry::{self, AccessTarget};
 use crate::error::{ApiError, LOG_INDEX_HEADER};
-use crate::{AppState, custody_api, data_api, log_api};
+use crate::{AppState, analytics_api, custody_api, data_api, log_api};
 use policy::{AccessRequest, Action, Decision, Resource};
 use vault::{FieldClass, SubjectPlacement};
 
@@ -82,6 +83,7 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .route("/log/tile/{*path}", axum::routing::get(log_api::tile))
         .merge(custody_api::routes())
         .merge(data_api::routes())
+        .merge(analytics_api::routes())
 }
 
 /// The error body every failing route answers with.
@@ -686,6 +688,7 @@ impl AppState {
             engine.policy_set_hash(),
         );
         let index = self.append(entry).await?;
+        self.observe(who, action, target, &decisions, index).await?;
         if target.suspended {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
@@ -706,6 +709,37 @@ impl AppState {
                 .logged(index));
         }
         Ok((index, Decided { decisions, grant }))
+    }
+
+    /// Tells the analytics about a logged decision, and raises the alerts it calls for (a
+    /// restricted-country attempt, bulk access) before the request is answered.
+    async fn observe(
+        &self,
+        who: &Authenticated,
+        action: Action,
+        target: &AccessTarget<'_>,
+        decisions: &[Decision],
+        log_index: u64,
+    ) -> AppResult<()> {
+        let observation = Observation {
+            who,
+            action: action.as_str(),
+            subject_pseudonym: &target.subject_pseudonym,
+            subject_jurisdiction: target.subject_jurisdiction,
+            site: target.site,
+            collection: target.collection,
+            outcome: entry::outcome(decisions, target.suspended),
+            policies: entry::deciding_policies(decisions),
+            log_index,
+        };
+        let restricted = self
+            .config
+            .restricted_countries
+            .contains(&who.principal.location);
+        for alert in self.analytics.observe_access(&observation, restricted) {
+            self.raise_alert(alert, Some(who)).await?;
+        }
+        Ok(())
     }
 
     /// Decides `action` on every field class of every collection for one subject (erasure and
@@ -795,7 +829,13 @@ impl AppState {
 
     /// Appends an entry; 503 if the log cannot take it.
     pub async fn append(&self, entry: Vec<u8>) -> AppResult<u64> {
-        self.log.append(entry).await.map_err(|e| {
+        let started = std::time::Instant::now();
+        let appended = self.log.append(entry).await;
+        self.analytics.record(|| {
+            metrics::histogram!("sovereign_log_append_duration_seconds")
+                .record(started.elapsed().as_secs_f64());
+        });
+        appended.map_err(|e| {
             tracing::error!(error = %e, "cannot append to the transparency log");
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,

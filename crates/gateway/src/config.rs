@@ -38,6 +38,9 @@ pub struct Config {
     pub custody: CustodyConfig,
     pub keys: KeysConfig,
     pub egress: EgressConfig,
+    /// Alert thresholds of the live analytics.
+    #[serde(default)]
+    pub analytics: AnalyticsConfig,
     /// Peer address ranges and the country they are in.
     #[serde(default)]
     pub network_zones: Vec<NetworkZone>,
@@ -135,6 +138,33 @@ pub struct EgressConfig {
     /// Rows per egress page (the most one response carries).
     #[serde(default = "default_page_size")]
     pub page_size: usize,
+}
+
+/// When the live analytics raise an alert. Every alert is also appended to the log.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnalyticsConfig {
+    /// Bulk access: one principal touching more distinct subjects than this in a minute.
+    pub bulk_subjects_per_minute: usize,
+    /// Egress spike: more egress rows than this in a minute, all consumers together.
+    pub egress_rows_per_minute: u64,
+    /// A checkpoint must cover new entries within this many seconds.
+    pub checkpoint_deadline_seconds: u64,
+    /// The same alert about the same principal is raised (and logged) at most once in this
+    /// many seconds; repeats in between are counted in the metrics only. This keeps one
+    /// hostile client from doubling the log's growth.
+    pub alert_repeat_seconds: u64,
+}
+
+impl Default for AnalyticsConfig {
+    fn default() -> Self {
+        AnalyticsConfig {
+            bulk_subjects_per_minute: 100,
+            egress_rows_per_minute: 10_000,
+            checkpoint_deadline_seconds: 5,
+            alert_repeat_seconds: 60,
+        }
+    }
 }
 
 fn default_min_group() -> u64 {
@@ -575,6 +605,22 @@ impl Config {
                 "egress.page_size".into(),
                 format!("must be between 1 and {}", vault::MAX_PAGE_SIZE),
             ));
+        }
+        let a = &self.analytics;
+        for (key, value) in [
+            (
+                "analytics.bulk_subjects_per_minute",
+                a.bulk_subjects_per_minute as u64,
+            ),
+            ("analytics.egress_rows_per_minute", a.egress_rows_per_minute),
+            (
+                "analytics.checkpoint_deadline_seconds",
+                a.checkpoint_deadline_seconds,
+            ),
+        ] {
+            if value == 0 {
+                problems.push((key.into(), "must be above 0".into()));
+            }
         }
         if c.max_artifact_bytes == 0 {
             problems.push((

@@ -26,6 +26,7 @@ use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 use crate::AppState;
+use crate::analytics::{AlertKind, AlertRequest};
 use crate::api::{ErrorBody, blocking, logged, parse_json, path_param};
 use crate::auth::{Authenticated, now_unix};
 use crate::entry;
@@ -510,20 +511,15 @@ async fn start_break_glass(
             .break_glass(new, &person(who), window, now, &app.log_custody(Some(who)))
     })
     .await?;
-    tracing::warn!(
-        principal = %who.principal.id,
-        id = %request.id,
-        reason_code = %request.reason_code,
-        window_seconds = window,
-        "ALERT break-glass access started; a custodian must review it"
-    );
-    let alert = entry::alert_entry(
-        "break-glass",
-        "high",
-        Some(&who),
-        json!({"id": request.id, "reason_code": request.reason_code, "window_seconds": window}),
-    );
-    app.append(alert).await?;
+    let alert = AlertRequest {
+        kind: AlertKind::BreakGlass,
+        message: format!(
+            "{} ({}) started break-glass access {} ({}) for {window}s; a custodian must review it",
+            who.principal.id, who.principal.entity, request.id, request.reason_code
+        ),
+        details: json!({"id": request.id, "reason_code": request.reason_code, "window_seconds": window}),
+    };
+    app.raise_alert(alert, Some(&who)).await?;
     Ok(logged(
         index,
         StatusCode::CREATED,

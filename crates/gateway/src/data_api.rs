@@ -140,6 +140,9 @@ async fn egress(
         "cursor": cursor,
     });
     let index = log_event(&app, DataEvent::Egress, Some(&who), details).await?;
+    if let Some(alert) = app.analytics.observe_egress(&collection, rows.len() as u64) {
+        app.raise_alert(alert, Some(&who)).await?;
+    }
     let mut response = (StatusCode::OK, body).into_response();
     let h = response.headers_mut();
     h.insert(
@@ -389,7 +392,10 @@ async fn residency_scan(
     headers: HeaderMap,
 ) -> AppResult<Json<Value>> {
     let who = app.auth.authenticate(&headers, peer.ip())?;
-    who.require_role(&[crate::custody_api::ROLE_OPERATOR, "monitor"])?;
+    who.require_role(&[
+        crate::custody_api::ROLE_OPERATOR,
+        crate::analytics_api::ROLE_MONITOR,
+    ])?;
     let vault = app.vault.clone();
     let misplaced = blocking(move || vault.misplaced()).await??;
     let mut sites: BTreeMap<String, (u64, u64, Vec<Value>)> = BTreeMap::new();

@@ -122,6 +122,17 @@ pub fn outcome(decisions: &[Decision], suspended: bool) -> &'static str {
     }
 }
 
+/// The ids of every policy that decided any of `decisions`, sorted, once each.
+pub fn deciding_policies(decisions: &[Decision]) -> Vec<String> {
+    let mut policies: Vec<String> = decisions
+        .iter()
+        .flat_map(|d| d.policies.iter().cloned())
+        .collect();
+    policies.sort();
+    policies.dedup();
+    policies
+}
+
 /// The entry for one access decision (one decision per field class, or one for subject-level
 /// actions, where `classes` holds `None`).
 #[allow(clippy::too_many_arguments)]
@@ -135,12 +146,7 @@ pub fn access_entry(
     grant: Option<&GrantUsed<'_>>,
     policy_set: &str,
 ) -> Vec<u8> {
-    let mut policies: Vec<String> = decisions
-        .iter()
-        .flat_map(|d| d.policies.iter().cloned())
-        .collect();
-    policies.sort();
-    policies.dedup();
+    let policies = deciding_policies(decisions);
     let record = AccessRecord {
         v: ENTRY_VERSION,
         kind: "access",

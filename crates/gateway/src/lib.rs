@@ -7,6 +7,8 @@
 // boxing it to shrink `Result` would buy nothing measurable.
 #![allow(clippy::result_large_err)]
 
+pub mod analytics;
+pub mod analytics_api;
 pub mod api;
 pub mod auth;
 pub mod config;
@@ -53,6 +55,8 @@ pub struct AppState {
     pub egress_pseudonyms: entry::Pseudonymizer,
     /// The OpenAPI document, generated from the routes at start.
     pub openapi: serde_json::Value,
+    /// Live counts, metrics and alerts: the dashboard's and Prometheus's view.
+    pub analytics: analytics::Analytics,
 }
 
 /// A loaded, ready-to-serve gateway.
@@ -92,6 +96,7 @@ impl Gateway {
         let openapi =
             serde_json::to_value(&openapi).context("cannot render the OpenAPI document")?;
         let body_limit = config.server.body_limit_bytes;
+        let analytics_settings = config.analytics.clone();
         let timeout = Duration::from_secs(config.server.request_timeout_seconds);
         let state = Arc::new(AppState {
             config,
@@ -104,6 +109,7 @@ impl Gateway {
             pseudonyms,
             egress_pseudonyms,
             openapi,
+            analytics: analytics::Analytics::new(analytics_settings),
         });
         let router = api_router
             .fallback(no_route)
@@ -113,7 +119,7 @@ impl Gateway {
                 StatusCode::SERVICE_UNAVAILABLE,
                 timeout,
             ))
-            .layer(middleware::from_fn(log_request))
+            .layer(middleware::from_fn_with_state(state.clone(), log_request))
             .with_state(state.clone());
         Ok(Gateway { state, router })
     }
@@ -132,14 +138,25 @@ impl Gateway {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        axum::serve(
+        let ticker = tokio::spawn(analytics_ticker(self.state.clone()));
+        let state = self.state.clone();
+        let shutdown = async move {
+            shutdown.await;
+            // Open analytics streams never end by themselves; the graceful shutdown would
+            // wait for them forever.
+            state.analytics.close();
+        };
+        let served = axum::serve(
             listener,
             self.router
                 .into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(shutdown)
         .await
-        .context("server failed")
+        .context("server failed");
+        ticker.abort();
+        let _ = ticker.await;
+        served
     }
 }
 
@@ -150,6 +167,52 @@ impl AppState {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Access requests waiting for approval now.
+    pub fn pending_requests(&self) -> Vec<custody::AccessRequest> {
+        let now = auth::now_unix();
+        self.custody
+            .requests()
+            .into_iter()
+            .filter(|r| r.status(now) == custody::Status::Pending)
+            .collect()
+    }
+
+    /// The analytics summary the stream sends.
+    pub fn summary(&self) -> serde_json::Value {
+        self.analytics.summary(&self.log, &self.pending_requests())
+    }
+
+    /// Raises an alert: logs it as an `alert` entry, then publishes it to the dashboard and
+    /// the stream. A repeat within `analytics.alert_repeat_seconds` of the same alert about
+    /// the same principal is only counted. Fails (503) if the log cannot take it, so that
+    /// an access that should have raised an alert is not served without one.
+    pub async fn raise_alert(
+        &self,
+        alert: analytics::AlertRequest,
+        who: Option<&auth::Authenticated>,
+    ) -> Result<Option<u64>, ApiError> {
+        let principal = who.map(|w| w.principal.id.as_str());
+        if !self.analytics.should_raise(alert.kind, principal) {
+            return Ok(None);
+        }
+        tracing::warn!(
+            alert = alert.kind.as_str(),
+            principal = principal.unwrap_or(""),
+            "ALERT {}",
+            alert.message
+        );
+        let entry = entry::alert_entry(
+            alert.kind.as_str(),
+            alert.kind.severity(),
+            who,
+            alert.details.clone(),
+        );
+        let index = self.append(entry).await;
+        self.analytics
+            .publish_alert(&alert, who, index.as_ref().ok().copied());
+        index.map(Some)
     }
 
     /// Puts a newly activated policy set in force.
@@ -338,6 +401,30 @@ pub fn open_log(
     Ok((log, pseudonyms))
 }
 
+/// Once a second: ends the analytics' current second, checks that the log keeps checkpointing,
+/// and sends the summary to the stream's clients (if any).
+async fn analytics_ticker(state: Arc<AppState>) {
+    let mut interval = tokio::time::interval(Duration::from_secs(1));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    interval.tick().await;
+    loop {
+        interval.tick().await;
+        state.analytics.tick();
+        if let Some(alert) = state.analytics.checkpoint_late(&state.log) {
+            // On its own task: a log that does not checkpoint may not take appends either,
+            // and the ticker must go on.
+            let state = state.clone();
+            tokio::spawn(async move {
+                let _ = state.raise_alert(alert, None).await;
+            });
+        }
+        if state.analytics.has_watchers() {
+            let summary = state.summary();
+            state.analytics.publish_summary(&summary);
+        }
+    }
+}
+
 async fn no_route() -> ApiError {
     ApiError::not_found("no_route", "no such route; see /openapi.json")
 }
@@ -350,9 +437,13 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-/// One line per request in the service log: the route template (not the concrete path, so
-/// that ids stay out of the log), the status and the time taken.
-async fn log_request(request: Request, next: Next) -> Response {
+/// One line per request in the service log, and the request metrics: the route template
+/// (not the concrete path, so that ids stay out of the log), the status and the time taken.
+async fn log_request(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let method = request.method().clone();
     let route = request
         .extensions()
@@ -361,12 +452,30 @@ async fn log_request(request: Request, next: Next) -> Response {
         .unwrap_or_else(|| "(no route)".into());
     let started = Instant::now();
     let response = next.run(request).await.into_response();
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
     tracing::info!(
         %method,
         route,
-        status = response.status().as_u16(),
-        micros = started.elapsed().as_micros() as u64,
+        status,
+        micros = elapsed.as_micros() as u64,
         "request"
     );
+    state.analytics.record(|| {
+        let method = method.to_string();
+        metrics::counter!(
+            "sovereign_http_requests_total",
+            "route" => route.clone(),
+            "method" => method.clone(),
+            "status" => status.to_string(),
+        )
+        .increment(1);
+        metrics::histogram!(
+            "sovereign_http_request_duration_seconds",
+            "route" => route,
+            "method" => method,
+        )
+        .record(elapsed.as_secs_f64());
+    });
     response
 }

@@ -6,18 +6,10 @@ mod common;
 
 use std::path::Path;
 
-use common::{APPROVER_1, APPROVER_2, BREAK_GLASS, OPERATOR, Server, VETTED_US, Who};
+use common::{APPROVER_1, APPROVER_2, BREAK_GLASS, EGRESS, OPERATOR, Server, VETTED_US, Who};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sha2::Digest;
-
-const EGRESS: Who = Who {
-    sub: "globe",
-    entity: "parent",
-    location: "CN",
-    clearance: &[],
-    roles: &["egress"],
-};
 
 const MARK: &str = "ZZMARK-7c1e";
 

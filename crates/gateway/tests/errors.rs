@@ -440,6 +440,11 @@ async fn openapi_covers_every_route() {
         ("get", "/v1/egress/{collection}/aggregate"),
         ("get", "/v1/residency/scan"),
         ("post", "/v1/residency/migrate"),
+        ("get", "/"),
+        ("get", "/dashboard/app.js"),
+        ("get", "/dashboard/style.css"),
+        ("get", "/metrics"),
+        ("get", "/v1/analytics/stream"),
     ];
     for (method, path) in expected {
         assert!(

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use tlog::note::Signer;
@@ -75,6 +75,9 @@ pub struct Published {
     pub hash: Hash,
     /// The signed note, as served at `checkpoint`.
     pub note: Vec<u8>,
+    /// When this process signed it, or opened the log it covered whole: the checkpoint was
+    /// current then. Analytics measure the checkpoint's age from it.
+    pub signed_at: SystemTime,
 }
 
 /// How the writer answers one append: async callers wait on a tokio channel, threads on a
@@ -160,12 +163,14 @@ impl Log {
                     size: checkpoint.size,
                     hash: checkpoint.hash,
                     note,
+                    signed_at: SystemTime::now(),
                 }
             }
             None => Published {
                 size: u64::MAX, // nothing signed yet: the writer signs at once
                 hash: [0; 32],
                 note: Vec::new(),
+                signed_at: SystemTime::now(),
             },
         };
 
@@ -499,6 +504,7 @@ impl Writer {
             size: checkpoint.size,
             hash: checkpoint.hash,
             note,
+            signed_at: SystemTime::now(),
         });
         self.signed_size = self.size;
         self.signed_at = Instant::now();

@@ -200,6 +200,15 @@ pub const MONITOR: Who = Who {
     roles: &["monitor"],
 };
 
+/// The global platform's egress consumer: it takes interoperable data out of the jurisdiction.
+pub const EGRESS: Who = Who {
+    sub: "globe",
+    entity: "parent",
+    location: "CN",
+    clearance: &[],
+    roles: &["egress"],
+};
+
 pub fn now() -> i64 {
     now_unix()
 }

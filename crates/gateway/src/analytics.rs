@@ -1,0 +1,643 @@
+//! Live analytics: what the dashboard, `GET /v1/analytics/stream` and `GET /metrics` show,
+//! and the alerts.
+//!
+//! The request path tells [`Analytics`] about every decision it logged and every egress
+//! page; `Analytics` keeps bounded, in-memory counts (nothing here survives a restart: the
+//! log is the record, this is the view), records Prometheus metrics, and says which alerts
+//! an observation raises. Raising an alert (appending it to the log, then publishing it) is
+//! the caller's job, through `AppState::raise_alert`, because it needs the log.
+//!
+//! Memory is bounded by configuration and by the number of principals active in the last
+//! minute, never by traffic: history is 60 seconds, the feed 50 decisions, alerts 20.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, watch};
+
+use crate::auth::Authenticated;
+use crate::config::AnalyticsConfig;
+
+/// Seconds of per-second decision counts kept for the chart.
+pub const HISTORY_SECONDS: usize = 60;
+/// Latest decisions kept for the feed.
+pub const RECENT_DECISIONS: usize = 50;
+/// Latest alerts kept for the dashboard.
+pub const RECENT_ALERTS: usize = 20;
+/// Pending access requests shown at most.
+pub const PENDING_SHOWN: usize = 20;
+/// Characters of a subject pseudonym shown in the feed: enough to follow one subject.
+const FEED_PSEUDONYM_CHARS: usize = 12;
+/// The window of the bulk-access and egress-spike alerts.
+const WINDOW: Duration = Duration::from_secs(60);
+
+/// The kinds of alert, as named in the log (`alert`) and on the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AlertKind {
+    /// A principal located in a restricted country attempted an access.
+    RestrictedCountry,
+    /// One principal touched more distinct subjects in a minute than configured.
+    BulkAccess,
+    /// A break-glass grant was started.
+    BreakGlass,
+    /// More egress rows in a minute than configured.
+    EgressSpike,
+    /// New entries went uncovered by a signed checkpoint for longer than the deadline.
+    CheckpointLate,
+}
+
+impl AlertKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertKind::RestrictedCountry => "restricted-country-access",
+            AlertKind::BulkAccess => "bulk-access",
+            AlertKind::BreakGlass => "break-glass",
+            AlertKind::EgressSpike => "egress-spike",
+            AlertKind::CheckpointLate => "checkpoint-late",
+        }
+    }
+
+    pub fn severity(self) -> &'static str {
+        match self {
+            AlertKind::RestrictedCountry | AlertKind::BulkAccess | AlertKind::BreakGlass => "high",
+            AlertKind::EgressSpike | AlertKind::CheckpointLate => "warning",
+        }
+    }
+}
+
+/// An alert to raise: what the observation found, before it is logged.
+#[derive(Debug, Clone)]
+pub struct AlertRequest {
+    pub kind: AlertKind,
+    pub message: String,
+    /// For the log entry: counts, ids, pseudonyms; never a field value or raw subject id.
+    pub details: Value,
+}
+
+/// An alert as published on the stream and kept for the dashboard.
+#[derive(Debug, Clone, Serialize)]
+pub struct Alert {
+    pub id: u64,
+    pub time: String,
+    pub alert: &'static str,
+    pub severity: &'static str,
+    pub principal: Option<String>,
+    pub entity: Option<String>,
+    pub location: Option<String>,
+    pub message: String,
+    pub log_index: Option<u64>,
+}
+
+/// One logged decision, as the request path saw it.
+pub struct Observation<'a> {
+    pub who: &'a Authenticated,
+    pub action: &'static str,
+    pub subject_pseudonym: &'a str,
+    pub subject_jurisdiction: &'a str,
+    pub site: &'a str,
+    pub collection: Option<&'a str>,
+    pub outcome: &'static str,
+    pub policies: Vec<String>,
+    pub log_index: u64,
+}
+
+/// What the stream carries: the event name and its JSON, serialised once for all clients.
+#[derive(Debug, Clone)]
+pub struct StreamEvent {
+    pub name: &'static str,
+    pub data: std::sync::Arc<str>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+struct Counts {
+    allow: u64,
+    deny: u64,
+    partial: u64,
+}
+
+impl Counts {
+    fn add(&mut self, outcome: &str) {
+        match outcome {
+            "allow" => self.allow += 1,
+            "partial" => self.partial += 1,
+            _ => self.deny += 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Second {
+    time: String,
+    #[serde(flatten)]
+    counts: Counts,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct FeedItem {
+    time: String,
+    log_index: u64,
+    principal: String,
+    entity: String,
+    location: String,
+    action: &'static str,
+    subject: String,
+    subject_jurisdiction: String,
+    site: String,
+    collection: Option<String>,
+    outcome: &'static str,
+    policies: Vec<String>,
+}
+
+/// The mutable part, behind one lock held only for counter updates.
+struct Live {
+    history: VecDeque<Second>,
+    current: Counts,
+    totals: Counts,
+    by_location: BTreeMap<String, Counts>,
+    by_entity: BTreeMap<String, Counts>,
+    alerts_total: u64,
+    egress_rows_total: u64,
+    recent: VecDeque<FeedItem>,
+    alerts: VecDeque<Alert>,
+    next_alert_id: u64,
+    /// Principal → subject pseudonym → when last touched, within the last minute.
+    touched: HashMap<String, HashMap<String, Instant>>,
+    /// Egress rows in the last minute.
+    egress: VecDeque<(Instant, u64)>,
+    /// (alert, principal) → when last raised, for `alert_repeat_seconds`.
+    raised: HashMap<(AlertKind, String), Instant>,
+}
+
+/// The gateway's live view of itself. See the module documentation.
+pub struct Analytics {
+    settings: AnalyticsConfig,
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    live: Mutex<Live>,
+    events: broadcast::Sender<StreamEvent>,
+    closing: watch::Sender<bool>,
+    started: Instant,
+}
+
+impl Analytics {
+    pub fn new(settings: AnalyticsConfig) -> Analytics {
+        // A recorder of its own (not the process-wide one), so that several gateways in one
+        // process (as in the tests) each count only their own traffic.
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(&[
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+            ])
+            .expect("the bucket list is not empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, describe_metrics);
+        let now = SystemTime::now();
+        let history = (0..HISTORY_SECONDS)
+            .rev()
+            .map(|ago| Second {
+                time: rfc3339_seconds(now - Duration::from_secs(ago as u64 + 1)),
+                counts: Counts::default(),
+            })
+            .collect();
+        Analytics {
+            settings,
+            recorder,
+            handle,
+            live: Mutex::new(Live {
+                history,
+                current: Counts::default(),
+                totals: Counts::default(),
+                by_location: BTreeMap::new(),
+                by_entity: BTreeMap::new(),
+                alerts_total: 0,
+                egress_rows_total: 0,
+                recent: VecDeque::with_capacity(RECENT_DECISIONS),
+                alerts: VecDeque::with_capacity(RECENT_ALERTS),
+                next_alert_id: 1,
+                touched: HashMap::new(),
+                egress: VecDeque::new(),
+                raised: HashMap::new(),
+            }),
+            events: broadcast::channel(256).0,
+            closing: watch::channel(false).0,
+            started: Instant::now(),
+        }
+    }
+
+    fn live(&self) -> std::sync::MutexGuard<'_, Live> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records metrics under this gateway's recorder.
+    pub fn record<T>(&self, f: impl FnOnce() -> T) -> T {
+        metrics::with_local_recorder(&self.recorder, f)
+    }
+
+    /// Counts a logged decision; returns the alerts it raises (a restricted-country attempt,
+    /// bulk access). `restricted` says whether the principal's location is restricted.
+    pub fn observe_access(&self, o: &Observation<'_>, restricted: bool) -> Vec<AlertRequest> {
+        let p = &o.who.principal;
+        self.record(|| {
+            metrics::counter!(
+                "sovereign_decisions_total",
+                "outcome" => o.outcome,
+                "location" => p.location.clone(),
+                "entity" => p.entity.clone(),
+                "subject_jurisdiction" => o.subject_jurisdiction.to_string(),
+                "site" => o.site.to_string(),
+                "collection" => o.collection.unwrap_or("").to_string(),
+                "action" => o.action,
+            )
+            .increment(1);
+        });
+        let now = Instant::now();
+        let mut alerts = Vec::new();
+        let mut live = self.live();
+        live.current.add(o.outcome);
+        live.totals.add(o.outcome);
+        live.by_location
+            .entry(p.location.clone())
+            .or_default()
+            .add(o.outcome);
+        live.by_entity
+            .entry(p.entity.clone())
+            .or_default()
+            .add(o.outcome);
+        if live.recent.len() == RECENT_DECISIONS {
+            live.recent.pop_back();
+        }
+        live.recent.push_front(FeedItem {
+            time: rfc3339_millis(SystemTime::now()),
+            log_index: o.log_index,
+            principal: p.id.clone(),
+            entity: p.entity.clone(),
+            location: p.location.clone(),
+            action: o.action,
+            subject: o
+                .subject_pseudonym
+                .chars()
+                .take(FEED_PSEUDONYM_CHARS)
+                .collect(),
+            subject_jurisdiction: o.subject_jurisdiction.to_string(),
+            site: o.site.to_string(),
+            collection: o.collection.map(str::to_string),
+            outcome: o.outcome,
+            policies: o.policies.clone(),
+        });
+
+        if restricted {
+            alerts.push(AlertRequest {
+                kind: AlertKind::RestrictedCountry,
+                message: format!(
+                    "{} ({}) located in {} attempted {} on a {} subject: {}",
+                    p.id, p.entity, p.location, o.action, o.subject_jurisdiction, o.outcome
+                ),
+                details: json!({
+                    "action": o.action,
+                    "subject": o.subject_pseudonym,
+                    "subject_jurisdiction": o.subject_jurisdiction,
+                    "collection": o.collection,
+                    "outcome": o.outcome,
+                    "access_entry": o.log_index,
+                }),
+            });
+        }
+
+        // Bulk access: distinct subjects per principal in the last minute. The set is capped
+        // just above the threshold, so a scraper costs bounded memory.
+        let limit = self.settings.bulk_subjects_per_minute;
+        let touched = live.touched.entry(p.id.clone()).or_default();
+        touched.retain(|_, at| now.duration_since(*at) < WINDOW);
+        if touched.len() <= limit || touched.contains_key(o.subject_pseudonym) {
+            touched.insert(o.subject_pseudonym.to_string(), now);
+        }
+        if touched.len() > limit {
+            alerts.push(AlertRequest {
+                kind: AlertKind::BulkAccess,
+                message: format!(
+                    "{} ({}) touched more than {limit} distinct subjects in a minute",
+                    p.id, p.entity
+                ),
+                details: json!({"distinct_subjects": touched.len(), "limit": limit, "window_seconds": WINDOW.as_secs()}),
+            });
+        }
+        drop(live);
+        alerts
+    }
+
+    /// Counts an egress page; returns the egress-spike alert if the last minute's rows
+    /// exceed the configured limit.
+    pub fn observe_egress(&self, collection: &str, rows: u64) -> Option<AlertRequest> {
+        self.record(|| {
+            metrics::counter!("sovereign_egress_rows_total", "collection" => collection.to_string())
+                .increment(rows);
+            metrics::counter!("sovereign_egress_pages_total", "collection" => collection.to_string())
+                .increment(1);
+        });
+        let now = Instant::now();
+        let mut live = self.live();
+        live.egress_rows_total += rows;
+        live.egress.push_back((now, rows));
+        while live
+            .egress
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) >= WINDOW)
+        {
+            live.egress.pop_front();
+        }
+        let in_window: u64 = live.egress.iter().map(|(_, r)| r).sum();
+        let limit = self.settings.egress_rows_per_minute;
+        (in_window > limit).then(|| AlertRequest {
+            kind: AlertKind::EgressSpike,
+            message: format!("{in_window} egress rows in the last minute (limit {limit})"),
+            details: json!({"rows_in_window": in_window, "limit": limit, "window_seconds": WINDOW.as_secs(), "collection": collection}),
+        })
+    }
+
+    /// Whether this alert about this principal may be raised now, or repeats one raised
+    /// within `alert_repeat_seconds` (then it is only counted).
+    pub fn should_raise(&self, kind: AlertKind, principal: Option<&str>) -> bool {
+        let repeat = Duration::from_secs(self.settings.alert_repeat_seconds);
+        let now = Instant::now();
+        let key = (kind, principal.unwrap_or("").to_string());
+        let mut live = self.live();
+        // Every break-glass use is logged: each is a grant someone must review.
+        let fresh = kind == AlertKind::BreakGlass
+            || live
+                .raised
+                .get(&key)
+                .is_none_or(|at| now.duration_since(*at) >= repeat);
+        if fresh {
+            live.raised.insert(key, now);
+        }
+        drop(live);
+        self.record(|| {
+            if fresh {
+                metrics::counter!("sovereign_alerts_total", "alert" => kind.as_str()).increment(1);
+            } else {
+                metrics::counter!("sovereign_alerts_repeated_total", "alert" => kind.as_str())
+                    .increment(1);
+            }
+        });
+        fresh
+    }
+
+    /// Keeps and publishes an alert that has been logged (or could not be: `log_index` None).
+    pub fn publish_alert(
+        &self,
+        request: &AlertRequest,
+        who: Option<&Authenticated>,
+        log_index: Option<u64>,
+    ) -> Alert {
+        let mut live = self.live();
+        let alert = Alert {
+            id: live.next_alert_id,
+            time: rfc3339_millis(SystemTime::now()),
+            alert: request.kind.as_str(),
+            severity: request.kind.severity(),
+            principal: who.map(|w| w.principal.id.clone()),
+            entity: who.map(|w| w.principal.entity.clone()),
+            location: who.map(|w| w.principal.location.clone()),
+            message: request.message.clone(),
+            log_index,
+        };
+        live.next_alert_id += 1;
+        live.alerts_total += 1;
+        if live.alerts.len() == RECENT_ALERTS {
+            live.alerts.pop_back();
+        }
+        live.alerts.push_front(alert.clone());
+        drop(live);
+        self.send(
+            "alert",
+            serde_json::to_string(&alert).expect("alerts serialise"),
+        );
+        alert
+    }
+
+    /// Whether new entries have waited longer than the deadline for a checkpoint.
+    pub fn checkpoint_late(&self, log: &logstore::Log) -> Option<AlertRequest> {
+        let checkpoint = log.checkpoint();
+        let size = log.size();
+        let age = checkpoint.signed_at.elapsed().unwrap_or_default();
+        let deadline = Duration::from_secs(self.settings.checkpoint_deadline_seconds);
+        let uncovered = size.saturating_sub(checkpoint.size.min(size));
+        (uncovered > 0 && age > deadline).then(|| AlertRequest {
+            kind: AlertKind::CheckpointLate,
+            message: format!(
+                "{uncovered} log entries have waited {}s for a signed checkpoint (deadline {}s)",
+                age.as_secs(),
+                deadline.as_secs()
+            ),
+            details: json!({
+                "log_size": size,
+                "checkpoint_size": checkpoint.size,
+                "checkpoint_age_seconds": age.as_secs(),
+                "deadline_seconds": deadline.as_secs(),
+            }),
+        })
+    }
+
+    /// Ends the current second: moves its counts into the history.
+    pub fn tick(&self) {
+        let now = Instant::now();
+        let mut live = self.live();
+        let counts = std::mem::take(&mut live.current);
+        if live.history.len() == HISTORY_SECONDS {
+            live.history.pop_front();
+        }
+        live.history.push_back(Second {
+            time: rfc3339_seconds(SystemTime::now()),
+            counts,
+        });
+        // Forget what no window needs any more, so idle principals cost nothing.
+        live.touched.retain(|_, subjects| {
+            subjects.retain(|_, at| now.duration_since(*at) < WINDOW);
+            !subjects.is_empty()
+        });
+        let repeat = Duration::from_secs(self.settings.alert_repeat_seconds);
+        live.raised
+            .retain(|_, at| now.duration_since(*at) < repeat.max(WINDOW));
+        drop(live);
+        self.handle.run_upkeep();
+    }
+
+    /// The summary the stream sends each second. `log` and `pending` come from the state.
+    pub fn summary(&self, log: &logstore::Log, pending: &[custody::AccessRequest]) -> Value {
+        let checkpoint = log.checkpoint();
+        let checkpoint_size = if checkpoint.size == u64::MAX {
+            0
+        } else {
+            checkpoint.size
+        };
+        let live = self.live();
+        json!({
+            "time": rfc3339_millis(SystemTime::now()),
+            "uptime_seconds": self.started.elapsed().as_secs(),
+            "history": live.history,
+            "by_location": live.by_location,
+            "by_entity": live.by_entity,
+            "totals": {
+                "allow": live.totals.allow,
+                "deny": live.totals.deny,
+                "partial": live.totals.partial,
+                "alerts": live.alerts_total,
+                "egress_rows": live.egress_rows_total,
+            },
+            "recent": live.recent,
+            "alerts": live.alerts,
+            "pending_approvals": pending.iter().take(PENDING_SHOWN).map(|r| json!({
+                "id": r.id,
+                "requester": r.requester.id,
+                "action": r.action,
+                "collections": r.collections,
+                "purpose": r.purpose,
+                "reason_code": r.reason_code,
+                "approvals": r.approvals.len(),
+                "approvals_required": r.approvals_required,
+            })).collect::<Vec<_>>(),
+            "log": {
+                "size": log.size(),
+                "checkpoint_size": checkpoint_size,
+                "checkpoint_age_seconds": checkpoint.signed_at.elapsed().unwrap_or_default().as_secs_f64(),
+                "root_hash": tlog::hash_to_base64(&checkpoint.hash),
+                "origin": log.origin(),
+            },
+        })
+    }
+
+    /// Publishes one second's summary to every stream client.
+    pub fn publish_summary(&self, summary: &Value) {
+        self.send("summary", summary.to_string());
+    }
+
+    fn send(&self, name: &'static str, data: String) {
+        // No receiver is not an error: nobody is watching.
+        let _ = self.events.send(StreamEvent {
+            name,
+            data: data.into(),
+        });
+    }
+
+    /// Whether any stream client is connected (summaries are built only then).
+    pub fn has_watchers(&self) -> bool {
+        self.events.receiver_count() > 0
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<StreamEvent> {
+        self.events.subscribe()
+    }
+
+    /// Completes when the gateway starts shutting down, so that open streams end and the
+    /// graceful shutdown does not wait for them forever.
+    pub fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
+
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Renders the Prometheus text exposition, after setting the gauges read from `log`.
+    pub fn render(&self, log: &logstore::Log, pending_approvals: usize) -> String {
+        let checkpoint = log.checkpoint();
+        let size = log.size();
+        let checkpoint_size = if checkpoint.size == u64::MAX {
+            0
+        } else {
+            checkpoint.size
+        };
+        self.record(|| {
+            metrics::gauge!("sovereign_log_size_entries").set(size as f64);
+            metrics::gauge!("sovereign_log_checkpoint_size_entries").set(checkpoint_size as f64);
+            metrics::gauge!("sovereign_log_uncovered_entries")
+                .set(size.saturating_sub(checkpoint_size) as f64);
+            metrics::gauge!("sovereign_log_checkpoint_age_seconds").set(
+                checkpoint
+                    .signed_at
+                    .elapsed()
+                    .unwrap_or_default()
+                    .as_secs_f64(),
+            );
+            metrics::gauge!("sovereign_approvals_pending").set(pending_approvals as f64);
+            metrics::gauge!("sovereign_uptime_seconds").set(self.started.elapsed().as_secs_f64());
+        });
+        self.handle.render()
+    }
+}
+
+fn describe_metrics() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "sovereign_http_requests_total",
+        "HTTP requests by route template, method and status"
+    );
+    describe_histogram!(
+        "sovereign_http_request_duration_seconds",
+        Unit::Seconds,
+        "Time to answer an HTTP request, by route template and method"
+    );
+    describe_counter!(
+        "sovereign_decisions_total",
+        "Logged access decisions by outcome, principal location and entity, subject jurisdiction, site, collection and action"
+    );
+    describe_histogram!(
+        "sovereign_log_append_duration_seconds",
+        Unit::Seconds,
+        "Time for one entry to become durable and integrated into the log's tree"
+    );
+    describe_gauge!(
+        "sovereign_log_size_entries",
+        "Entries durable in the transparency log"
+    );
+    describe_gauge!(
+        "sovereign_log_checkpoint_size_entries",
+        "Entries covered by the latest signed checkpoint"
+    );
+    describe_gauge!(
+        "sovereign_log_uncovered_entries",
+        "Entries not yet covered by a signed checkpoint"
+    );
+    describe_gauge!(
+        "sovereign_log_checkpoint_age_seconds",
+        Unit::Seconds,
+        "Seconds since the latest checkpoint was signed (or found current at start)"
+    );
+    describe_gauge!(
+        "sovereign_approvals_pending",
+        "Access requests waiting for custodian approval"
+    );
+    describe_counter!(
+        "sovereign_egress_rows_total",
+        "Rows sent out through egress, by collection"
+    );
+    describe_counter!(
+        "sovereign_egress_pages_total",
+        "Egress pages served, by collection"
+    );
+    describe_counter!(
+        "sovereign_alerts_total",
+        "Alerts raised and logged, by alert"
+    );
+    describe_counter!(
+        "sovereign_alerts_repeated_total",
+        "Alerts that repeated one raised within analytics.alert_repeat_seconds (counted, not logged again)"
+    );
+    describe_gauge!(
+        "sovereign_uptime_seconds",
+        Unit::Seconds,
+        "Seconds since the gateway started"
+    );
+}
+
+fn rfc3339_millis(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+fn rfc3339_seconds(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}

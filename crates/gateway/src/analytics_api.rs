@@ -1,0 +1,164 @@
+//! The routes of the live analytics: the dashboard page and its assets (embedded in the
+//! binary), the Server-Sent Events stream it reads, and the Prometheus metrics.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::Stream;
+use tokio::sync::broadcast::error::RecvError;
+use utoipa_axum::routes;
+
+use crate::AppState;
+use crate::analytics::StreamEvent;
+use crate::api::ErrorBody;
+use crate::custody_api::ROLE_APPROVER;
+use crate::error::ApiError;
+
+/// The role of outside monitors: they read the log and the live analytics, never user data.
+pub const ROLE_MONITOR: &str = "monitor";
+
+type Shared = State<Arc<AppState>>;
+
+const DASHBOARD_HTML: &str = include_str!("../assets/dashboard/index.html");
+const DASHBOARD_JS: &str = include_str!("../assets/dashboard/app.js");
+const DASHBOARD_CSS: &str = include_str!("../assets/dashboard/style.css");
+
+/// The page loads nothing from anywhere but this gateway, and runs no inline script.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'";
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+            ),
+            (
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// The live dashboard. The page holds no data: it reads `/v1/analytics/stream` with the
+/// token given in its address (`#token=...`, never sent to the server) or pasted in.
+#[utoipa::path(get, path = "/", tag = "analytics",
+    responses((status = 200, description = "the dashboard page", content_type = "text/html")))]
+async fn dashboard() -> Response {
+    asset("text/html; charset=utf-8", DASHBOARD_HTML)
+}
+
+/// The dashboard's script.
+#[utoipa::path(get, path = "/dashboard/app.js", tag = "analytics",
+    responses((status = 200, description = "JavaScript", content_type = "text/javascript")))]
+async fn dashboard_js() -> Response {
+    asset("text/javascript; charset=utf-8", DASHBOARD_JS)
+}
+
+/// The dashboard's style sheet.
+#[utoipa::path(get, path = "/dashboard/style.css", tag = "analytics",
+    responses((status = 200, description = "CSS", content_type = "text/css")))]
+async fn dashboard_css() -> Response {
+    asset("text/css; charset=utf-8", DASHBOARD_CSS)
+}
+
+/// Prometheus metrics (text exposition format 0.0.4): requests by route and status with
+/// latency histograms; decisions by outcome, principal location and entity, subject
+/// jurisdiction, site, collection and action; log size, checkpoint age and append latency;
+/// pending approvals; egress rows; alerts. Counts only, no subject and no value.
+#[utoipa::path(get, path = "/metrics", tag = "analytics",
+    responses((status = 200, description = "the metrics", content_type = "text/plain")))]
+async fn metrics(State(app): Shared) -> Response {
+    let pending = app.pending_requests().len();
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        app.analytics.render(&app.log, pending),
+    )
+        .into_response()
+}
+
+/// Server-Sent Events: a `summary` on connect and every second after (decisions per second
+/// over the last minute, counts by location and entity, the latest decisions with
+/// pseudonymised subjects, alerts, pending approvals, the checkpoint), and each `alert` the
+/// moment it is raised. For principals with role `monitor` or `custodian-approver`.
+#[utoipa::path(get, path = "/v1/analytics/stream", tag = "analytics",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the event stream", content_type = "text/event-stream"),
+        (status = 401, description = "no valid token", body = ErrorBody),
+        (status = 403, description = "neither role `monitor` nor `custodian-approver`", body = ErrorBody),
+    ))]
+async fn stream(
+    State(app): Shared,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let who = app.auth.authenticate(&headers, peer.ip())?;
+    who.require_role(&[ROLE_MONITOR, ROLE_APPROVER])?;
+    tracing::info!(principal = %who.principal.id, "analytics stream opened");
+    let first = StreamEvent {
+        name: "summary",
+        data: app.summary().to_string().into(),
+    };
+    let events = Events {
+        first: Some(first),
+        receiver: app.analytics.subscribe(),
+        closing: app.analytics.closing(),
+    };
+    let stream = futures_util::stream::unfold(events, |mut events| async move {
+        let next = events.next().await?;
+        let event = Event::default().event(next.name).data(&*next.data);
+        Some((Ok(event), events))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// One client's view of the broadcast: its first summary, then whatever is published,
+/// until the gateway shuts down.
+struct Events {
+    first: Option<StreamEvent>,
+    receiver: tokio::sync::broadcast::Receiver<StreamEvent>,
+    closing: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Events {
+    async fn next(&mut self) -> Option<StreamEvent> {
+        if let Some(first) = self.first.take() {
+            return Some(first);
+        }
+        loop {
+            tokio::select! {
+                _ = self.closing.wait_for(|closing| *closing) => return None,
+                received = self.receiver.recv() => match received {
+                    Ok(event) => return Some(event),
+                    // A slow client skips what it missed; the next summary is whole.
+                    Err(RecvError::Lagged(_)) => continue,
+                    Err(RecvError::Closed) => return None,
+                },
+            }
+        }
+    }
+}
+
+pub fn routes() -> utoipa_axum::router::OpenApiRouter<Arc<AppState>> {
+    utoipa_axum::router::OpenApiRouter::new()
+        .routes(routes!(dashboard))
+        .routes(routes!(dashboard_js))
+        .routes(routes!(dashboard_css))
+        .routes(routes!(metrics))
+        .routes(routes!(stream))
+}
