@@ -51,6 +51,14 @@ pub enum AlertKind {
 }
 
 impl AlertKind {
+    pub const ALL: [AlertKind; 5] = [
+        AlertKind::RestrictedCountry,
+        AlertKind::BulkAccess,
+        AlertKind::BreakGlass,
+        AlertKind::EgressSpike,
+        AlertKind::CheckpointLate,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             AlertKind::RestrictedCountry => "restricted-country-access",
@@ -64,7 +72,8 @@ impl AlertKind {
     pub fn severity(self) -> &'static str {
         match self {
             AlertKind::RestrictedCountry | AlertKind::BulkAccess | AlertKind::BreakGlass => "high",
-            AlertKind::EgressSpike | AlertKind::CheckpointLate => "warning",
+            // The monitor's reading of the entry format knows `high` and `medium`.
+            AlertKind::EgressSpike | AlertKind::CheckpointLate => "medium",
         }
     }
 }

@@ -471,7 +471,7 @@ async fn bulk_access_and_egress_spikes_raise_alerts_at_their_thresholds() {
     let alerts = alert_entries(&server);
     assert_eq!(alerts.len(), 2, "{alerts:?}");
     assert_eq!(alerts[1]["alert"], "egress-spike");
-    assert_eq!(alerts[1]["severity"], "warning");
+    assert_eq!(alerts[1]["severity"], "medium");
     assert_eq!(alerts[1]["details"]["rows_in_window"], 5);
     server.stop().await;
 }
@@ -505,7 +505,7 @@ async fn a_checkpoint_past_its_deadline_is_alerted() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let alert = found.expect("a checkpoint-late alert within 10 s");
-    assert_eq!(alert["severity"], "warning");
+    assert_eq!(alert["severity"], "medium");
     assert!(alert["actor"].is_null());
     assert!(
         alert["details"]["log_size"].as_u64().unwrap()

@@ -184,18 +184,28 @@ fn key(data: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
 /// An error of the `tlog` crate as one message. Its `Display` already includes
 /// what its `source` says, so it is not kept as a cause (which `{:#}` would
 /// print a second time).
-fn plain(e: impl fmt::Display) -> anyhow::Error {
+pub(crate) fn plain(e: impl fmt::Display) -> anyhow::Error {
     anyhow!("{e}")
 }
 
 /// Parses `--key`: a verifier key string, or `@FILE` holding one.
-fn load_verifier(arg: &str) -> anyhow::Result<Verifier> {
+pub(crate) fn load_verifier(arg: &str) -> anyhow::Result<Verifier> {
+    load_verifier_of("--key", arg)
+}
+
+/// Parses the verifier key given with `flag`: a key string, or `@FILE` holding one.
+pub(crate) fn load_verifier_of(flag: &str, arg: &str) -> anyhow::Result<Verifier> {
     let (text, source) = match arg.strip_prefix('@') {
         Some(file) => (
             fs::read_to_string(file).with_context(|| format!("reading the key file {file}"))?,
             format!("the key in {file}"),
         ),
-        None => (arg.to_string(), "--key".to_string()),
+        // A key file named without its `@` is an easy slip: say so rather than only
+        // that the name is not a key.
+        None if Path::new(arg).is_file() => {
+            bail!("{flag} {arg}: to read the key from that file, write {flag} @{arg}")
+        }
+        None => (arg.to_string(), flag.to_string()),
     };
     let text = text.trim();
     if text.starts_with("PRIVATE+KEY+") {
@@ -211,7 +221,7 @@ fn load_verifier(arg: &str) -> anyhow::Result<Verifier> {
 // Fetching the log
 
 /// Opens the log named by `url`: http(s) prefix, file:// URL or directory.
-fn open_log(url: &str) -> anyhow::Result<Box<dyn TileFetcher>> {
+pub(crate) fn open_log(url: &str) -> anyhow::Result<Box<dyn TileFetcher>> {
     match local_dir(url)? {
         None => Ok(Box::new(HttpFetcher::new(url))),
         Some(dir) if dir.is_dir() => Ok(Box::new(DirFetcher::new(dir))),
@@ -436,7 +446,7 @@ fn read_state(path: &Path, verifier: &Verifier) -> anyhow::Result<Option<Checkpo
 
 /// Writes `data` to `path` through a temporary file in the same directory and a
 /// rename, so a crash leaves either the old or the new content.
-fn write_atomically(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+pub(crate) fn write_atomically(path: &Path, data: &[u8]) -> anyhow::Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| anyhow!("{} is not a file name", path.display()))?;
@@ -475,7 +485,7 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 
 /// Progress of `audit verify` on standard error: a bar on a terminal, otherwise a
 /// line every few seconds.
-struct Progress {
+pub(crate) struct Progress {
     bar: Option<indicatif::ProgressBar>,
     last_line: Instant,
     /// The command, naming the progress lines.
@@ -483,7 +493,7 @@ struct Progress {
 }
 
 impl Progress {
-    fn new(label: &'static str) -> Progress {
+    pub(crate) fn new(label: &'static str) -> Progress {
         let bar = std::io::stderr()
             .is_terminal()
             .then(|| indicatif::ProgressBar::new(0).with_style(progress_style()));
@@ -494,7 +504,7 @@ impl Progress {
         }
     }
 
-    fn update(&mut self, done: u64, total: u64) {
+    pub(crate) fn update(&mut self, done: u64, total: u64) {
         match &self.bar {
             Some(bar) => {
                 bar.set_length(total);
@@ -509,7 +519,7 @@ impl Progress {
         }
     }
 
-    fn finish(&self) {
+    pub(crate) fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }

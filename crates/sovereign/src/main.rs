@@ -4,6 +4,8 @@ mod access;
 mod audit;
 mod client;
 mod custody_cli;
+mod demo;
+mod report;
 mod residency;
 
 use std::io::IsTerminal;
@@ -42,6 +44,9 @@ enum Command {
         #[arg(long, default_value = DEFAULT_DATA)]
         data: PathBuf,
     },
+    /// Run the reference scenario live: a gateway on a fresh setup, a synthetic population
+    /// and the reference cast at work, for the dashboard; the monitor verifies at the end.
+    Demo(demo::DemoArgs),
     /// Write a default setup (the reference scenario) into a data folder.
     Init {
         #[arg(long, default_value = DEFAULT_DATA)]
@@ -88,6 +93,9 @@ enum Command {
         #[command(subcommand)]
         command: audit::AuditCommand,
     },
+    /// Write a signed transparency report of a period, computed from the verified log
+    /// (`report --url ... --from ... --to ... --signer ...`), or check one (`report check`).
+    Report(report::ReportArgs),
     /// Access requests, approvals and break-glass access (custodian controls).
     Access {
         #[command(flatten)]
@@ -206,7 +214,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", mint_dev_token(&data, &claims)?);
             Ok(())
         }
+        Command::Demo(args) => {
+            // The demo prints its own progress; of the gateway's log it shows warnings
+            // (alerts among them).
+            init_logging("warn");
+            demo::run(args)
+        }
         Command::Audit { command } => audit::run(command),
+        Command::Report(args) => report::run(args),
         Command::Access { server, command } => access::run(&server, command),
         Command::Policy { server, command } => custody_cli::run_policy(&server, command),
         Command::Algo { server, command } => custody_cli::run_algo(&server, command),
@@ -227,7 +242,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn serve(listen: SocketAddr, data: &Path) -> anyhow::Result<()> {
-    init_logging();
+    init_logging("info");
     if !data.join(CONFIG_FILE).exists() {
         gateway::setup::init(data, false)?;
         tracing::info!(data = %data.display(), "initialised a default setup");
@@ -249,9 +264,10 @@ fn serve(listen: SocketAddr, data: &Path) -> anyhow::Result<()> {
     })
 }
 
-fn init_logging() {
+/// Logs to standard error at `default` level, unless SOVEREIGN_LOG says otherwise.
+fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SOVEREIGN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -988,3 +988,22 @@ fn verify_and_prove_over_http() {
         "{e}"
     );
 }
+
+/// Every alert the gateway raises is an entry the monitor accepts: the producer
+/// (`gateway::entry`) and the monitor's independent reading must agree on names and
+/// severities.
+#[test]
+fn every_alert_the_gateway_raises_is_a_valid_entry() {
+    use gateway::analytics::AlertKind;
+    for kind in AlertKind::ALL {
+        let entry = gateway::entry::alert_entry(
+            kind.as_str(),
+            kind.severity(),
+            None,
+            json!({"limit": 3, "subject": "0".repeat(32)}),
+        );
+        if let Err(e) = check_entry(&entry) {
+            panic!("the monitor refuses a {} alert: {e}", kind.as_str());
+        }
+    }
+}
