@@ -475,8 +475,14 @@ impl Analytics {
         self.handle.run_upkeep();
     }
 
-    /// The summary the stream sends each second. `log` and `pending` come from the state.
-    pub fn summary(&self, log: &logstore::Log, pending: &[custody::AccessRequest]) -> Value {
+    /// The summary the stream sends each second. `log`, `pending` and `restricted` (the
+    /// configured restricted countries, for the dashboard to mark) come from the state.
+    pub fn summary(
+        &self,
+        log: &logstore::Log,
+        pending: &[custody::AccessRequest],
+        restricted: &std::collections::BTreeSet<String>,
+    ) -> Value {
         let checkpoint = log.checkpoint();
         let checkpoint_size = if checkpoint.size == u64::MAX {
             0
@@ -487,6 +493,7 @@ impl Analytics {
         json!({
             "time": rfc3339_millis(SystemTime::now()),
             "uptime_seconds": self.started.elapsed().as_secs(),
+            "restricted_countries": restricted,
             "history": live.history,
             "by_location": live.by_location,
             "by_entity": live.by_entity,
@@ -515,6 +522,7 @@ impl Analytics {
                 "checkpoint_age_seconds": checkpoint.signed_at.elapsed().unwrap_or_default().as_secs_f64(),
                 "root_hash": tlog::hash_to_base64(&checkpoint.hash),
                 "origin": log.origin(),
+                "checkpoint_deadline_seconds": self.settings.checkpoint_deadline_seconds,
             },
         })
     }

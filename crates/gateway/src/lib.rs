@@ -181,7 +181,11 @@ impl AppState {
 
     /// The analytics summary the stream sends.
     pub fn summary(&self) -> serde_json::Value {
-        self.analytics.summary(&self.log, &self.pending_requests())
+        self.analytics.summary(
+            &self.log,
+            &self.pending_requests(),
+            &self.config.restricted_countries,
+        )
     }
 
     /// Raises an alert: logs it as an `alert` entry, then publishes it to the dashboard and

@@ -587,6 +587,11 @@ async fn the_stream_sends_summaries_and_alerts_to_monitors_only() {
     let (name, summary) = &first[0];
     assert_eq!(name, "summary");
     assert_eq!(summary["history"].as_array().unwrap().len(), 60);
+    assert_eq!(
+        summary["restricted_countries"],
+        json!(["CN", "IR", "KP", "RU"])
+    );
+    assert_eq!(summary["log"]["checkpoint_deadline_seconds"], 5);
     assert_eq!(summary["totals"]["allow"], 0);
     assert!(summary["log"]["size"].as_u64().unwrap() >= 1);
 

@@ -296,15 +296,15 @@ struct Driver {
     legacy: Vec<String>,
 }
 
-/// The scripted moments of the scenario, in seconds from the start of the traffic.
-/// Early enough that a short run shows most of them; the approvals leave the request pending
-/// long enough to be seen on the dashboard.
+/// The scripted moments of the scenario, in seconds from the start of the traffic: early
+/// enough that a short run shows most of them. An access request is made every minute
+/// (the first at 2 s); its two approvals come 13 s and 23 s later, so that it is seen waiting.
 const ACCESS_REQUEST_AT: u64 = 2;
+const ACCESS_REQUEST_EVERY: u64 = 60;
+const APPROVALS_AFTER: [u64; 2] = [13, 23];
 const MIGRATIONS_FROM: u64 = 3;
 const MIGRATION_EVERY: u64 = 3;
 const BREAK_GLASS_AT: u64 = 6;
-const FIRST_APPROVAL_AT: u64 = 15;
-const SECOND_APPROVAL_AT: u64 = 25;
 
 impl Driver {
     fn new(base: &str, cast: Cast, stats: Arc<Stats>, legacy: Vec<String>) -> Driver {
@@ -369,28 +369,30 @@ impl Driver {
         self.populate(subjects, stop)?;
         let pause = Duration::from_secs_f64(1.0 / rate);
         let started = Instant::now();
-        let mut request_id = None;
-        let mut approvals = 0;
+        // The current access request: its id, when it was made, the approvals it has.
+        let mut request: Option<(String, u64, usize)> = None;
+        let mut next_request = ACCESS_REQUEST_AT;
         let mut break_glass = false;
         let mut next_migration = MIGRATIONS_FROM;
         while !stop.load(Ordering::Relaxed) {
             let t = started.elapsed().as_secs();
-            if request_id.is_none() && t >= ACCESS_REQUEST_AT {
-                request_id = Some(self.request_access()?);
+            if t >= next_request {
+                request = Some((self.request_access()?, t, 0));
+                next_request = t + ACCESS_REQUEST_EVERY;
             }
-            if let Some(id) = &request_id {
-                let due = [FIRST_APPROVAL_AT, SECOND_APPROVAL_AT];
-                if approvals < 2 && t >= due[approvals] {
-                    let token = self.cast.approvers[approvals].clone();
-                    self.call(
-                        "POST",
-                        &format!("/v1/access/requests/{id}/approve"),
-                        &token,
-                        None,
-                        Some(json!({"comment": "ticket checked"})),
-                    );
-                    approvals += 1;
-                }
+            if let Some((id, made, approvals)) = &mut request
+                && *approvals < 2
+                && t >= *made + APPROVALS_AFTER[*approvals]
+            {
+                let token = self.cast.approvers[*approvals].clone();
+                self.call(
+                    "POST",
+                    &format!("/v1/access/requests/{id}/approve"),
+                    &token,
+                    None,
+                    Some(json!({"comment": "ticket checked"})),
+                );
+                *approvals += 1;
             }
             if !break_glass && t >= BREAK_GLASS_AT {
                 self.break_glass();
