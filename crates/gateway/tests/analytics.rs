@@ -167,20 +167,6 @@ async fn read_profile(server: &Server, token: &str, id: &str) -> StatusCode {
         .0
 }
 
-/// Takes one egress page (NDJSON).
-async fn egress(server: &Server, path: &str, token: &str) -> StatusCode {
-    let response = server
-        .client
-        .get(format!("{}{path}", server.base))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    response.bytes().await.unwrap();
-    status
-}
-
 /// Alert entries in the log, in order.
 fn alert_entries(server: &Server) -> Vec<Value> {
     (0..server.state.log.size())
@@ -240,7 +226,10 @@ async fn metrics_count_requests_decisions_log_approvals_and_egress() {
     assert_eq!(status, StatusCode::CREATED);
     // One egress page of two rows.
     assert_eq!(
-        egress(&server, "/v1/egress/profile", &server.token(&EGRESS)).await,
+        server
+            .get_raw("/v1/egress/profile", &server.token(&EGRESS))
+            .await
+            .0,
         StatusCode::OK
     );
 
@@ -465,9 +454,9 @@ async fn bulk_access_and_egress_spikes_raise_alerts_at_their_thresholds() {
     // Four rows in a minute are at the limit; the fifth row spikes.
     let globe = server.token(&EGRESS);
     let page = |limit: u32| format!("/v1/egress/profile?limit={limit}");
-    assert_eq!(egress(&server, &page(4), &globe).await, StatusCode::OK);
+    assert_eq!(server.get_raw(&page(4), &globe).await.0, StatusCode::OK);
     assert_eq!(alert_entries(&server).len(), 1);
-    assert_eq!(egress(&server, &page(1), &globe).await, StatusCode::OK);
+    assert_eq!(server.get_raw(&page(1), &globe).await.0, StatusCode::OK);
     let alerts = alert_entries(&server);
     assert_eq!(alerts.len(), 2, "{alerts:?}");
     assert_eq!(alerts[1]["alert"], "egress-spike");

@@ -38,23 +38,6 @@ async fn populate(server: &Server, n: usize, name: impl Fn(usize) -> String) {
     }
 }
 
-async fn get_raw(
-    server: &Server,
-    path: &str,
-    token: &str,
-) -> (StatusCode, Vec<u8>, reqwest::header::HeaderMap) {
-    let response = server
-        .client
-        .get(format!("{}{path}", server.base))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    (status, response.bytes().await.unwrap().to_vec(), headers)
-}
-
 /// Every byte of a site's store files (the database and its write-ahead log).
 fn store_bytes(data: &Path, site: &str) -> Vec<u8> {
     let mut all = Vec::new();
@@ -108,13 +91,15 @@ async fn egress_carries_only_interoperable_fields_under_pseudonyms() {
         assert_eq!(status, StatusCode::OK, "{answer}");
     }
     let globe = server.token(&EGRESS);
-    let (status, body, _) = get_raw(&server, "/v1/egress/activity", &globe).await;
+    let (status, body, _) = server.get_raw("/v1/egress/activity", &globe).await;
     assert_eq!(status, StatusCode::OK);
     let text = String::from_utf8(body).unwrap();
     assert!(!text.contains(MARK) && !text.contains("\"u-"), "{text}");
     assert_eq!(text.lines().count(), 6, "5 rows and the trailer: {text}");
 
-    let (status, _, _) = get_raw(&server, "/v1/egress/profile", &server.token(&VETTED_US)).await;
+    let (status, _, _) = server
+        .get_raw("/v1/egress/profile", &server.token(&VETTED_US))
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "no egress role");
 
     // Page through with a small limit, resuming from each cursor.
@@ -126,7 +111,7 @@ async fn egress_carries_only_interoperable_fields_under_pseudonyms() {
             Some(c) => format!("/v1/egress/profile?limit=2&since={c}"),
             None => "/v1/egress/profile?limit=2".to_string(),
         };
-        let (status, body, headers) = get_raw(&server, &path, &globe).await;
+        let (status, body, headers) = server.get_raw(&path, &globe).await;
         assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
         pages += 1;
         let text = String::from_utf8(body.clone()).unwrap();
@@ -171,7 +156,9 @@ async fn egress_carries_only_interoperable_fields_under_pseudonyms() {
         assert_eq!(row["subject"].as_str().unwrap().len(), 32);
     }
 
-    let (status, body, _) = get_raw(&server, "/v1/egress/profile?since=garbage!", &globe).await;
+    let (status, body, _) = server
+        .get_raw("/v1/egress/profile?since=garbage!", &globe)
+        .await;
     assert_eq!(
         status,
         StatusCode::BAD_REQUEST,

@@ -102,27 +102,6 @@ fn key(data: &Path) -> String {
     String::from_utf8(output.stdout).unwrap().trim().to_string()
 }
 
-/// Waits until the served checkpoint covers at least `size` entries.
-fn wait_for_size(base: &str, size: u64) {
-    for _ in 0..100 {
-        let output = Command::new("curl")
-            .args(["-s", &format!("{base}/log/checkpoint")])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&output.stdout).to_string();
-        if text
-            .lines()
-            .nth(1)
-            .and_then(|l| l.parse::<u64>().ok())
-            .is_some_and(|n| n >= size)
-        {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    panic!("no checkpoint of size {size}");
-}
-
 /// A static copy made with plain HTTP downloads (curl), of a log under 256 entries.
 fn mirror(base: &str, into: &Path) -> u64 {
     let get = |path: &str| {
@@ -191,7 +170,7 @@ fn audit_verify_accepts_the_live_log_and_a_static_copy_and_rejects_tampering() {
     let served = serve(&data);
     reference_scenario(&data, &served.base, "u-1001");
     let vkey = key(&data);
-    wait_for_size(&served.base, 6);
+    common::wait_for_checkpoint(&served.base, 6);
     let url = format!("{}/log", served.base);
     let state = dir.path().join("monitor.state");
 
@@ -267,7 +246,7 @@ fn audit_verify_accepts_the_live_log_and_a_static_copy_and_rejects_tampering() {
     reference_scenario(&data, &served.base, "u-1002");
     let grown_state = dir.path().join("grown.state");
     std::fs::copy(&state, &grown_state).unwrap();
-    wait_for_size(&served.base, 11);
+    common::wait_for_checkpoint(&served.base, 11);
     let output = audit(&[
         "verify",
         "--url",
@@ -327,7 +306,7 @@ fn audit_verify_accepts_the_live_log_and_a_static_copy_and_rejects_tampering() {
     let forked = serve(&fork);
     reference_scenario(&fork, &forked.base, "someone-else");
     reference_scenario(&fork, &forked.base, "and-another");
-    wait_for_size(&forked.base, 11);
+    common::wait_for_checkpoint(&forked.base, 11);
     let fork_url = format!("{}/log", forked.base);
     // On its own the fork is a well-formed log...
     let output = audit(&["verify", "--url", &fork_url, "--key", &vkey]);

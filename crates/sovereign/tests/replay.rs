@@ -17,7 +17,6 @@ mod v2_log;
 
 use std::path::Path;
 use std::process::Output;
-use std::time::Duration;
 
 use audit::check_entry;
 use policy::PolicyEngine;
@@ -603,7 +602,7 @@ fn the_log_of_a_real_gateway_replays_clean() {
     let (status, last) = call(Method::GET, &record, &alice, "support", None);
     assert_eq!(status, 200);
 
-    wait_for_size(&http, &base, last + 1);
+    common::wait_for_checkpoint(&base, last + 1);
     let vkey = http
         .get(format!("{base}/log/key"))
         .send()
@@ -622,25 +621,4 @@ fn the_log_of_a_real_gateway_replays_clean() {
         "{out}"
     );
     assert!(!out.contains("not replayable"), "{out}");
-}
-
-/// Waits until the served checkpoint covers at least `size` entries.
-fn wait_for_size(http: &reqwest::blocking::Client, base: &str, size: u64) {
-    for _ in 0..100 {
-        let checkpoint = http
-            .get(format!("{base}/log/checkpoint"))
-            .send()
-            .and_then(|r| r.text())
-            .unwrap_or_default();
-        if checkpoint
-            .lines()
-            .nth(1)
-            .and_then(|l| l.parse::<u64>().ok())
-            .is_some_and(|n| n >= size)
-        {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("the checkpoint did not reach {size} entries");
 }

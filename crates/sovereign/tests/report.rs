@@ -15,7 +15,6 @@ mod static_log;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::time::Duration;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -685,7 +684,7 @@ fn a_report_of_real_traffic_counts_what_happened() {
     );
     let (status, last) = call(Method::GET, "/v1/egress/profile?limit=10", &globe, "", None);
     assert_eq!(status, 200);
-    wait_for_size(&http, &base, last.unwrap() + 1);
+    common::wait_for_checkpoint(&base, last.unwrap() + 1);
 
     // No --key: the key the log serves is used, with a warning. No --out: the default
     // name, in the current directory.
@@ -813,25 +812,4 @@ fn log_key_file(work: &Path, data: &Path) -> PathBuf {
     let file = work.join("log.vkey");
     std::fs::write(&file, key).unwrap();
     file
-}
-
-/// Waits until the served checkpoint covers at least `size` entries.
-fn wait_for_size(http: &reqwest::blocking::Client, base: &str, size: u64) {
-    for _ in 0..100 {
-        let checkpoint = http
-            .get(format!("{base}/log/checkpoint"))
-            .send()
-            .and_then(|r| r.text())
-            .unwrap_or_default();
-        if checkpoint
-            .lines()
-            .nth(1)
-            .and_then(|l| l.parse::<u64>().ok())
-            .is_some_and(|n| n >= size)
-        {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("the checkpoint did not reach {size} entries");
 }

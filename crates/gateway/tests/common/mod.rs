@@ -94,6 +94,24 @@ impl Server {
         (status, value)
     }
 
+    /// A GET whose answer is not (necessarily) JSON: the status, the bytes and the headers.
+    pub async fn get_raw(
+        &self,
+        path: &str,
+        token: &str,
+    ) -> (StatusCode, Vec<u8>, reqwest::header::HeaderMap) {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        (status, response.bytes().await.unwrap().to_vec(), headers)
+    }
+
     /// Registers a US subject as `token`'s principal, which must be allowed to.
     pub async fn register_us(&self, token: &str, id: &str) {
         let (status, body) = self

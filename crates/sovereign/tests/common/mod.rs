@@ -122,3 +122,23 @@ impl TileFetcher for ServedLog {
         Ok(Some(response.bytes().map_err(FetchError::new)?.to_vec()))
     }
 }
+
+/// Waits until the checkpoint served under `base` (`{base}/log/checkpoint`) covers at least
+/// `size` entries.
+pub fn wait_for_checkpoint(base: &str, size: u64) {
+    for _ in 0..100 {
+        let checkpoint = reqwest::blocking::get(format!("{base}/log/checkpoint"))
+            .and_then(|r| r.text())
+            .unwrap_or_default();
+        if checkpoint
+            .lines()
+            .nth(1)
+            .and_then(|l| l.parse::<u64>().ok())
+            .is_some_and(|n| n >= size)
+        {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("the checkpoint did not reach {size} entries");
+}
