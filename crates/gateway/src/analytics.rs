@@ -316,11 +316,11 @@ impl Analytics {
             });
         }
 
-        // Bulk access: distinct subjects per principal in the last minute. The set is capped
-        // just above the threshold, so a scraper costs bounded memory.
+        // Bulk access: distinct subjects per principal in the last minute (the ticker forgets
+        // older ones each second). The set is capped just above the threshold, so a scraper
+        // costs bounded memory.
         let limit = self.settings.bulk_subjects_per_minute;
         let touched = live.touched.entry(p.id.clone()).or_default();
-        touched.retain(|_, at| now.duration_since(*at) < WINDOW);
         if touched.len() <= limit || touched.contains_key(o.subject_pseudonym) {
             touched.insert(o.subject_pseudonym.to_string(), now);
         }
