@@ -95,8 +95,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    // Opened outside the async runtime, as `serve` does.
+    let gateway = gateway::Gateway::open(&data)?;
     let (addr, log_key, stop_server, server) = runtime.block_on(async {
-        let gateway = gateway::Gateway::open(&data)?;
         let log_key = gateway.state().log.verifier_key().to_string();
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await

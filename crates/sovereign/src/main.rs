@@ -251,8 +251,10 @@ fn serve(listen: SocketAddr, data: &Path) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    // Opened outside the async runtime: a PostgreSQL site store's synchronous client runs a
+    // runtime of its own, which cannot start inside another.
+    let gateway = gateway::Gateway::open(data)?;
     runtime.block_on(async {
-        let gateway = gateway::Gateway::open(data)?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;

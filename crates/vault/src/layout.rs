@@ -113,7 +113,8 @@ pub(crate) const SQLITE_PREFIX: &str = "sqlite:";
 /// What a store URL names, as far as validation needs to know.
 pub(crate) enum StoreUrl<'a> {
     Sqlite(&'a str),
-    Postgres,
+    /// The whole URL.
+    Postgres(&'a str),
     Other,
 }
 
@@ -121,7 +122,7 @@ pub(crate) fn parse_store_url(url: &str) -> StoreUrl<'_> {
     if let Some(path) = url.strip_prefix(SQLITE_PREFIX) {
         StoreUrl::Sqlite(path)
     } else if POSTGRES_PREFIXES.iter().any(|p| url.starts_with(p)) {
-        StoreUrl::Postgres
+        StoreUrl::Postgres(url)
     } else {
         StoreUrl::Other
     }
@@ -206,9 +207,8 @@ impl Layout {
                     );
                     None
                 }
-                // Accepted here so a configuration can be written ahead; opening it says
-                // that PostgreSQL stores are not implemented yet. Compared verbatim.
-                StoreUrl::Postgres => Some(vec![site.store.clone()]),
+                // Compared verbatim: two spellings of one database are not caught here.
+                StoreUrl::Postgres(_) => Some(vec![site.store.clone()]),
                 StoreUrl::Other => {
                     report(
                         format!("{key}.store"),

@@ -25,8 +25,8 @@
 //! ([`Vault::get_record_interoperable`], [`Vault::records_page`]).
 //!
 //! Storage sits behind [`SiteStore`], which knows nothing of residency. [`SqliteStore`] is the
-//! embedded store; a PostgreSQL store will implement the same trait and pass the same
-//! conformance suite (`conformance` module, feature `conformance`).
+//! embedded store and [`PostgresStore`] the server one; both pass the same conformance suite
+//! (`conformance` module, feature `conformance`).
 //!
 //! The crate knows nothing of policy, HTTP or the transparency log. Its errors never carry a
 //! record's field values, which are protected personal data.
@@ -35,6 +35,7 @@ mod error;
 mod keys;
 mod layout;
 mod placement;
+mod postgres;
 mod sqlite;
 mod store;
 mod vault;
@@ -42,6 +43,7 @@ mod vault;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 
+pub use crate::postgres::PostgresStore;
 pub use error::{VaultError, validate_id};
 pub use keys::{
     DataKeyStore, Envelope, FieldPlace, KeyError, KeyManager, LocalKeyManager, UnwrapReason,

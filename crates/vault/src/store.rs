@@ -10,6 +10,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use crate::layout::{StoreUrl, parse_store_url};
+use crate::postgres::PostgresStore;
 use crate::sqlite::SqliteStore;
 
 /// A data subject as one site holds it.
@@ -88,6 +89,16 @@ pub enum StoreError {
         source: std::io::Error,
     },
 
+    /// A PostgreSQL store failed. `target` is the store's URL without password or parameters
+    /// ([`PostgresStore::target`]); the message never holds the password.
+    #[error("PostgreSQL store `{target}`: {}", crate::postgres::chain(.source.as_ref()))]
+    Postgres {
+        target: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+
+    /// `path` is the file, or for a PostgreSQL store its [`PostgresStore::target`].
     #[error(
         "store `{}` has schema version {found}, but this build only knows versions up to \
          {supported}: open it with a newer Sovereign",
@@ -100,7 +111,7 @@ pub enum StoreError {
     },
 
     /// Stored data that cannot be read back (for example fields that are not a JSON object).
-    /// `detail` never contains field values.
+    /// `detail` never contains field values. `path` is as in [`StoreError::UnsupportedSchema`].
     #[error("store `{}` holds unreadable data: {detail}", .path.display())]
     Corrupt { path: PathBuf, detail: String },
 
@@ -114,7 +125,9 @@ pub enum StoreError {
 }
 
 /// Opens the store a site's `store` setting names. `sqlite:PATH` opens (or creates) a SQLite
-/// file, relative paths being relative to `base_dir`; `postgres://…` is not implemented yet.
+/// file, relative paths being relative to `base_dir`; `postgres://…` or `postgresql://…`
+/// opens a PostgreSQL database ([`PostgresStore`], which must be called from blocking threads).
+/// `readers` sizes the read connections of either.
 pub fn open_store(
     url: &str,
     base_dir: &Path,
@@ -128,9 +141,7 @@ pub fn open_store(
             &resolve_sqlite_path(path, base_dir),
             readers,
         )?)),
-        StoreUrl::Postgres => Err(StoreError::NotImplemented(
-            "PostgreSQL site stores are not implemented yet".into(),
-        )),
+        StoreUrl::Postgres(url) => Ok(Arc::new(PostgresStore::open(url, readers)?)),
         StoreUrl::Other => {
             let scheme = url.split(':').next().unwrap_or_default();
             let scheme: String = scheme.chars().take(32).collect();

@@ -511,18 +511,39 @@ fn opening_checks_the_layout_and_stores() {
         "{err:?}"
     );
 
+    // A PostgreSQL store is valid configuration; opening one that nothing serves (port 1)
+    // says which store failed and why, without the password.
     let mut postgres = layout();
-    postgres.sites.get_mut("us-east").unwrap().store = "postgres://user:pw@db/us".into();
+    postgres.sites.get_mut("us-east").unwrap().store =
+        "postgres://user:pw-secret@127.0.0.1:1/us".into();
     assert_eq!(postgres.validate(), vec![]);
     let err = Vault::open(postgres, dir.path(), 1).unwrap_err();
+    assert!(
+        matches!(&err, VaultError::Store(StoreError::Postgres { .. })),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .starts_with("PostgreSQL store `postgres://user@127.0.0.1:1/us`: "),
+        "{err}"
+    );
+    assert!(!err.to_string().contains("pw-secret"), "{err}");
+
+    // TLS is not implemented yet: asking for it is refused before connecting.
+    let mut tls = layout();
+    tls.sites.get_mut("us-east").unwrap().store =
+        "postgresql://user:pw-secret@db/us?sslmode=verify-full".into();
+    let err = Vault::open(tls, dir.path(), 1).unwrap_err();
     assert!(
         matches!(&err, VaultError::Store(StoreError::NotImplemented(_))),
         "{err:?}"
     );
-    assert_eq!(
-        err.to_string(),
-        "PostgreSQL site stores are not implemented yet"
+    assert!(
+        err.to_string()
+            .starts_with("TLS to PostgreSQL is not implemented yet"),
+        "{err}"
     );
+    assert!(!err.to_string().contains("pw-secret"), "{err}");
 
     let err = vault::open_store("mysql://user:pw@db", dir.path(), 1)
         .err()
