@@ -430,11 +430,10 @@ impl Analytics {
 
     /// Whether new entries have waited longer than the deadline for a checkpoint.
     pub fn checkpoint_late(&self, log: &logstore::Log) -> Option<AlertRequest> {
-        let checkpoint = log.checkpoint();
-        let size = log.size();
-        let age = checkpoint.signed_at.elapsed().unwrap_or_default();
+        let state = LogState::read(log);
+        let age = state.age;
         let deadline = Duration::from_secs(self.settings.checkpoint_deadline_seconds);
-        let uncovered = size.saturating_sub(checkpoint.size.min(size));
+        let uncovered = state.uncovered();
         (uncovered > 0 && age > deadline).then(|| AlertRequest {
             kind: AlertKind::CheckpointLate,
             message: format!(
@@ -443,8 +442,8 @@ impl Analytics {
                 deadline.as_secs()
             ),
             details: json!({
-                "log_size": size,
-                "checkpoint_size": checkpoint.size,
+                "log_size": state.size,
+                "checkpoint_size": state.checkpoint_size,
                 "checkpoint_age_seconds": age.as_secs(),
                 "deadline_seconds": deadline.as_secs(),
             }),
@@ -483,12 +482,7 @@ impl Analytics {
         pending: &[custody::AccessRequest],
         restricted: &std::collections::BTreeSet<String>,
     ) -> Value {
-        let checkpoint = log.checkpoint();
-        let checkpoint_size = if checkpoint.size == u64::MAX {
-            0
-        } else {
-            checkpoint.size
-        };
+        let state = LogState::read(log);
         let live = self.live();
         json!({
             "time": rfc3339_millis(SystemTime::now()),
@@ -517,10 +511,10 @@ impl Analytics {
                 "approvals_required": r.approvals_required,
             })).collect::<Vec<_>>(),
             "log": {
-                "size": log.size(),
-                "checkpoint_size": checkpoint_size,
-                "checkpoint_age_seconds": checkpoint.signed_at.elapsed().unwrap_or_default().as_secs_f64(),
-                "root_hash": tlog::hash_to_base64(&checkpoint.hash),
+                "size": state.size,
+                "checkpoint_size": state.checkpoint_size,
+                "checkpoint_age_seconds": state.age.as_secs_f64(),
+                "root_hash": tlog::hash_to_base64(&state.checkpoint.hash),
                 "origin": log.origin(),
                 "checkpoint_deadline_seconds": self.settings.checkpoint_deadline_seconds,
             },
@@ -561,29 +555,48 @@ impl Analytics {
 
     /// Renders the Prometheus text exposition, after setting the gauges read from `log`.
     pub fn render(&self, log: &logstore::Log, pending_approvals: usize) -> String {
+        let state = LogState::read(log);
+        self.record(|| {
+            metrics::gauge!("sovereign_log_size_entries").set(state.size as f64);
+            metrics::gauge!("sovereign_log_checkpoint_size_entries")
+                .set(state.checkpoint_size as f64);
+            metrics::gauge!("sovereign_log_uncovered_entries").set(state.uncovered() as f64);
+            metrics::gauge!("sovereign_log_checkpoint_age_seconds").set(state.age.as_secs_f64());
+            metrics::gauge!("sovereign_approvals_pending").set(pending_approvals as f64);
+            metrics::gauge!("sovereign_uptime_seconds").set(self.started.elapsed().as_secs_f64());
+        });
+        self.handle.render()
+    }
+}
+
+/// The log as the analytics report it, read once for a summary, a scrape or a check.
+struct LogState {
+    size: u64,
+    checkpoint: std::sync::Arc<logstore::Published>,
+    /// Entries the latest signed checkpoint covers (0 before the first is signed).
+    checkpoint_size: u64,
+    age: Duration,
+}
+
+impl LogState {
+    fn read(log: &logstore::Log) -> LogState {
         let checkpoint = log.checkpoint();
-        let size = log.size();
+        // Before the writer signs its first checkpoint, `size` is a sentinel for "none".
         let checkpoint_size = if checkpoint.size == u64::MAX {
             0
         } else {
             checkpoint.size
         };
-        self.record(|| {
-            metrics::gauge!("sovereign_log_size_entries").set(size as f64);
-            metrics::gauge!("sovereign_log_checkpoint_size_entries").set(checkpoint_size as f64);
-            metrics::gauge!("sovereign_log_uncovered_entries")
-                .set(size.saturating_sub(checkpoint_size) as f64);
-            metrics::gauge!("sovereign_log_checkpoint_age_seconds").set(
-                checkpoint
-                    .signed_at
-                    .elapsed()
-                    .unwrap_or_default()
-                    .as_secs_f64(),
-            );
-            metrics::gauge!("sovereign_approvals_pending").set(pending_approvals as f64);
-            metrics::gauge!("sovereign_uptime_seconds").set(self.started.elapsed().as_secs_f64());
-        });
-        self.handle.render()
+        LogState {
+            size: log.size(),
+            checkpoint_size,
+            age: checkpoint.signed_at.elapsed().unwrap_or_default(),
+            checkpoint,
+        }
+    }
+
+    fn uncovered(&self) -> u64 {
+        self.size.saturating_sub(self.checkpoint_size)
     }
 }
 
