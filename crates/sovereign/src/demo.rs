@@ -323,7 +323,7 @@ impl Driver {
         }
     }
 
-    /// Sends one request; counts it; answers the status (0 if it never got one).
+    /// Sends one request; counts it; answers the status (0 if it never got one) and the body.
     fn call(
         &self,
         method: &str,
@@ -331,7 +331,7 @@ impl Driver {
         token: &str,
         purpose: Option<&str>,
         body: Option<Value>,
-    ) -> u16 {
+    ) -> (u16, String) {
         let mut request = self
             .agent
             .request(method, &format!("{}{path}", self.base))
@@ -345,16 +345,12 @@ impl Driver {
                 .send_string(&body.to_string()),
             None => request.call(),
         };
-        let status = match result {
-            Ok(response) => {
-                let _ = response.into_string();
-                200
-            }
-            Err(ureq::Error::Status(code, response)) => {
-                let _ = response.into_string();
-                code
-            }
-            Err(_) => 0,
+        let (status, answer) = match result {
+            Ok(response) | Err(ureq::Error::Status(_, response)) => (
+                response.status(),
+                response.into_string().unwrap_or_default(),
+            ),
+            Err(_) => (0, String::new()),
         };
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         match status {
@@ -363,7 +359,7 @@ impl Driver {
             _ => &self.stats.failed,
         }
         .fetch_add(1, Ordering::Relaxed);
-        status
+        (status, answer)
     }
 
     fn run(&mut self, subjects: usize, rate: f64, stop: &AtomicBool) -> anyhow::Result<()> {
@@ -385,11 +381,10 @@ impl Driver {
                 && *approvals < 2
                 && t >= *made + APPROVALS_AFTER[*approvals]
             {
-                let token = self.cast.approvers[*approvals].clone();
                 self.call(
                     "POST",
                     &format!("/v1/access/requests/{id}/approve"),
-                    &token,
+                    &self.cast.approvers[*approvals],
                     None,
                     Some(json!({"comment": "ticket checked"})),
                 );
@@ -419,7 +414,7 @@ impl Driver {
             }
             let id = format!("us-{i:05}");
             let vetted = self.cast.vetted[i % 2].clone();
-            let status = self.call(
+            let (status, _) = self.call(
                 "PUT",
                 &format!("/v1/subjects/{id}"),
                 &vetted,
@@ -454,10 +449,10 @@ impl Driver {
         }
         for i in 0..subjects / 2 {
             let id = format!("sg-{i:05}");
-            let status = self.call(
+            let (status, _) = self.call(
                 "PUT",
                 &format!("/v1/subjects/{id}"),
-                &self.cast.parent_sg.clone(),
+                &self.cast.parent_sg,
                 None,
                 Some(json!({"jurisdiction": "SG"})),
             );
@@ -467,7 +462,7 @@ impl Driver {
             self.call(
                 "PUT",
                 &format!("/v1/subjects/{id}/records/profile/main"),
-                &self.cast.parent_sg.clone(),
+                &self.cast.parent_sg,
                 Some("account setup"),
                 Some(json!({"email": format!("{id}@example.sg"), "display_name": format!("Pengguna {i}")})),
             );
@@ -496,14 +491,14 @@ impl Driver {
             0..=34 => (
                 "GET",
                 profile(&us),
-                cast.vetted[0].clone(),
+                &cast.vetted[0],
                 Some("support ticket"),
                 None,
             ),
             35..=44 => (
                 "PUT",
                 profile(&us),
-                cast.vetted[1].clone(),
+                &cast.vetted[1],
                 Some("customer asked to update email"),
                 Some(json!({"email": format!("{us}.new@example.com")})),
             ),
@@ -511,14 +506,14 @@ impl Driver {
             45..=59 => (
                 "GET",
                 profile(&us),
-                cast.parent_sg.clone(),
+                &cast.parent_sg,
                 Some("recommendations"),
                 None,
             ),
             60..=69 => (
                 "GET",
                 profile(&sg),
-                cast.parent_sg.clone(),
+                &cast.parent_sg,
                 Some("support ticket"),
                 None,
             ),
@@ -526,22 +521,16 @@ impl Driver {
             70..=77 => (
                 "GET",
                 profile(&us),
-                cast.parent_cn.clone(),
+                &cast.parent_cn,
                 Some("analytics"),
                 None,
             ),
-            78..=83 => (
-                "GET",
-                profile(&us),
-                cast.travelling.clone(),
-                Some("on call"),
-                None,
-            ),
+            78..=83 => ("GET", profile(&us), &cast.travelling, Some("on call"), None),
             // Activity needs a custodian grant for protected fields.
             84..=91 => (
                 "GET",
                 format!("/v1/subjects/{us}/records/activity/main"),
-                cast.vetted[0].clone(),
+                &cast.vetted[0],
                 Some("debugging recommendations"),
                 None,
             ),
@@ -549,53 +538,48 @@ impl Driver {
             _ => (
                 "GET",
                 "/v1/egress/profile?limit=25".to_string(),
-                cast.egress.clone(),
+                &cast.egress,
                 None,
                 None,
             ),
         };
-        self.call(method, &path, &token, purpose, body);
+        self.call(method, &path, token, purpose, body);
     }
 
     /// A vetted engineer asks to write activity records of three subjects; two custodians
     /// approve later.
-    fn request_access(&mut self) -> anyhow::Result<String> {
+    fn request_access(&self) -> anyhow::Result<String> {
         let subjects: Vec<String> = self.us.iter().take(3).cloned().collect();
-        let response = self
-            .agent
-            .post(&format!("{}/v1/access/requests", self.base))
-            .set("Authorization", &format!("Bearer {}", self.cast.vetted[1]))
-            .set("Content-Type", "application/json")
-            .send_string(
-                &json!({
-                    "action": "write",
-                    "subjects": subjects,
-                    "collections": ["activity"],
-                    "purpose": "repair corrupted watch history (ticket 4471)",
-                    "reason_code": "customer-initiated-support",
-                    "duration": "1h",
-                })
-                .to_string(),
-            );
-        self.stats.requests.fetch_add(1, Ordering::Relaxed);
-        let answer: Value = match response {
-            Ok(r) => serde_json::from_str(&r.into_string()?)
-                .context("the access request's answer is not JSON")?,
-            Err(e) => bail!("the access request was refused: {e}"),
-        };
-        self.stats.allowed.fetch_add(1, Ordering::Relaxed);
+        let (status, answer) = self.call(
+            "POST",
+            "/v1/access/requests",
+            &self.cast.vetted[1],
+            None,
+            Some(json!({
+                "action": "write",
+                "subjects": subjects,
+                "collections": ["activity"],
+                "purpose": "repair corrupted watch history (ticket 4471)",
+                "reason_code": "customer-initiated-support",
+                "duration": "1h",
+            })),
+        );
+        if !(200..300).contains(&status) {
+            bail!("the access request was refused (HTTP {status}): {answer}");
+        }
+        let answer: Value =
+            serde_json::from_str(&answer).context("the access request's answer is not JSON")?;
         answer["id"]
             .as_str()
             .map(str::to_string)
             .context("the access request's answer has no id")
     }
 
-    fn break_glass(&mut self) {
-        let token = self.cast.break_glass.clone();
+    fn break_glass(&self) {
         self.call(
             "POST",
             "/v1/access/break-glass",
-            &token,
+            &self.cast.break_glass,
             None,
             Some(json!({
                 "action": "read",
@@ -608,11 +592,10 @@ impl Driver {
 
     fn migrate_one(&mut self) {
         if let Some(id) = self.legacy.pop() {
-            let token = self.cast.operator.clone();
             self.call(
                 "POST",
                 "/v1/residency/migrate",
-                &token,
+                &self.cast.operator,
                 None,
                 Some(json!({"subject": id, "from": gateway::setup::LEGACY_SITE})),
             );
