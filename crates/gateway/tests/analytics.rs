@@ -175,20 +175,6 @@ fn alert_entries(server: &Server) -> Vec<Value> {
         .collect()
 }
 
-fn with_config(
-    server_toml_edit: &'static [(&'static str, &'static str)],
-) -> impl FnOnce(&std::path::Path) {
-    move |dir| {
-        let path = dir.join("sovereign.toml");
-        let mut text = std::fs::read_to_string(&path).unwrap();
-        for (from, to) in server_toml_edit {
-            assert!(text.contains(from), "sovereign.toml lacks {from}");
-            text = text.replace(from, to);
-        }
-        std::fs::write(&path, text).unwrap();
-    }
-}
-
 // ---------------------------------------------------------------------------
 
 #[tokio::test]
@@ -417,7 +403,7 @@ async fn a_restricted_country_attempt_is_alerted_and_logged_once_per_window() {
 
 #[tokio::test]
 async fn bulk_access_and_egress_spikes_raise_alerts_at_their_thresholds() {
-    let server = Server::start_with(with_config(&[
+    let server = Server::start_with_config(&[
         (
             "bulk_subjects_per_minute = 100",
             "bulk_subjects_per_minute = 3",
@@ -426,7 +412,7 @@ async fn bulk_access_and_egress_spikes_raise_alerts_at_their_thresholds() {
             "egress_rows_per_minute = 10000",
             "egress_rows_per_minute = 4",
         ),
-    ]))
+    ])
     .await;
     let alice = server.token(&VETTED_US);
     for i in 0..3 {
@@ -469,7 +455,7 @@ async fn bulk_access_and_egress_spikes_raise_alerts_at_their_thresholds() {
 async fn a_checkpoint_past_its_deadline_is_alerted() {
     // Checkpoints at most once a minute, with a one-second deadline: the first entry after
     // the start's checkpoint waits too long.
-    let server = Server::start_with(with_config(&[
+    let server = Server::start_with_config(&[
         (
             "checkpoint_deadline_seconds = 5",
             "checkpoint_deadline_seconds = 1",
@@ -478,7 +464,7 @@ async fn a_checkpoint_past_its_deadline_is_alerted() {
             "checkpoint_interval_ms = 500",
             "checkpoint_interval_ms = 60000",
         ),
-    ]))
+    ])
     .await;
     let alice = server.token(&VETTED_US);
     server.register_us(&alice, "u-1").await;

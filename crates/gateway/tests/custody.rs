@@ -289,16 +289,8 @@ async fn a_revoked_grant_stops_working_at_once() {
 
 #[tokio::test]
 async fn pending_requests_expire() {
-    let server = Server::start_with(|dir| {
-        let path = dir.join("sovereign.toml");
-        let text = std::fs::read_to_string(&path).unwrap();
-        std::fs::write(
-            &path,
-            text.replace("request_ttl = \"12h\"", "request_ttl = \"1s\""),
-        )
-        .unwrap();
-    })
-    .await;
+    let server =
+        Server::start_with_config(&[("request_ttl = \"12h\"", "request_ttl = \"1s\"")]).await;
     let alice = server.token(&VETTED_US);
     let request = request_access(&server, &alice, "1h").await;
     let id = request["id"].as_str().unwrap();

@@ -242,18 +242,10 @@ async fn protected_fields_are_ciphertext_at_rest() {
 
 #[tokio::test]
 async fn an_empty_key_policy_denies_every_unwrap() {
-    let server = Server::start_with(|dir| {
-        let path = dir.join("sovereign.toml");
-        let text = std::fs::read_to_string(&path).unwrap();
-        std::fs::write(
-            &path,
-            text.replace(
-                r#"allowed_reasons = ["access", "migration", "export"]"#,
-                "allowed_reasons = []",
-            ),
-        )
-        .unwrap();
-    })
+    let server = Server::start_with_config(&[(
+        r#"allowed_reasons = ["access", "migration", "export"]"#,
+        "allowed_reasons = []",
+    )])
     .await;
     populate(&server, 1, |_| "Ada".into()).await;
     let alice = server.token(&VETTED_US);

@@ -35,6 +35,21 @@ impl Server {
         Self::spawn(gateway, dir).await
     }
 
+    /// Starts on a default setup whose `sovereign.toml` has each `(from, to)` replaced (each
+    /// `from` must be in it).
+    pub async fn start_with_config(edits: &[(&str, &str)]) -> Server {
+        Self::start_with(|dir| {
+            let path = dir.join("sovereign.toml");
+            let mut text = std::fs::read_to_string(&path).unwrap();
+            for (from, to) in edits {
+                assert!(text.contains(from), "sovereign.toml lacks {from}");
+                text = text.replace(from, to);
+            }
+            std::fs::write(&path, text).unwrap();
+        })
+        .await
+    }
+
     pub async fn spawn(gateway: gateway::Gateway, dir: tempfile::TempDir) -> Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
