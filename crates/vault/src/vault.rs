@@ -929,24 +929,9 @@ impl Vault {
         }
         let envelope = self.keys()?;
         let data_key = envelope.data_key_or_create(subject, site, reason)?;
-        let mut sealed = Map::new();
-        for (field, value) in fields {
-            let value = match self.class_of(collection, &field) {
-                FieldClass::Interoperable => value,
-                FieldClass::Protected => {
-                    let place = Place {
-                        subject,
-                        site,
-                        collection,
-                        key,
-                        field: &field,
-                    };
-                    envelope.seal_field(&data_key, &place, &value)?
-                }
-            };
-            sealed.insert(field, value);
-        }
-        Ok(sealed)
+        self.map_protected(subject, site, collection, key, fields, |place, value| {
+            Ok(envelope.seal_field(&data_key, place, &value)?)
+        })
     }
 
     /// Decrypts the protected fields of a record stored at `site`. No key is unwrapped for a
@@ -965,8 +950,24 @@ impl Vault {
         }
         let envelope = self.keys()?;
         let data_key = envelope.data_key(subject, site, reason)?;
-        let mut fields = Map::new();
-        for (field, value) in stored {
+        self.map_protected(subject, site, collection, key, stored, |place, value| {
+            Ok(envelope.open_field(&data_key, place, &value)?)
+        })
+    }
+
+    /// Passes each protected field of a record at `site` through `change` (sealing or
+    /// opening it, bound to its place); interoperable fields pass unchanged.
+    fn map_protected(
+        &self,
+        subject: &str,
+        site: &str,
+        collection: &str,
+        key: &str,
+        fields: Map<String, Value>,
+        mut change: impl FnMut(&Place<'_>, Value) -> Result<Value, VaultError>,
+    ) -> Result<Map<String, Value>, VaultError> {
+        let mut changed = Map::new();
+        for (field, value) in fields {
             let value = match self.class_of(collection, &field) {
                 FieldClass::Interoperable => value,
                 FieldClass::Protected => {
@@ -977,12 +978,12 @@ impl Vault {
                         key,
                         field: &field,
                     };
-                    envelope.open_field(&data_key, &place, &value)?
+                    change(&place, value)?
                 }
             };
-            fields.insert(field, value);
+            changed.insert(field, value);
         }
-        Ok(fields)
+        Ok(changed)
     }
 
     /// Only the fields declared interoperable in `collection`.
