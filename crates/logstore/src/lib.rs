@@ -1,42 +1,51 @@
-//! `logstore`: Sovereign's durable transparency log, on an embedded SQLite file.
+//! `logstore`: Sovereign's durable transparency log, on an embedded SQLite file or on
+//! PostgreSQL shared by several gateways.
 //!
-//! One writer thread owns the database. Callers hand it entries through a bounded queue; it
-//! takes every entry waiting (up to a batch limit), appends them and their Merkle hashes in
-//! one transaction (one fsync for the whole batch: group commit) and only then tells each
-//! caller its index. So an index returned by [`Log::append`] is durable and already part of
-//! the tree. The same thread signs a checkpoint (C2SP tlog-checkpoint) whenever the tree has
-//! grown and the checkpoint interval has passed, stores it, and only then publishes it.
+//! An index returned by [`Log::append`] is durable and already part of the Merkle tree; only
+//! then may the gateway answer the request the entry records. A checkpoint (C2SP
+//! tlog-checkpoint) is signed whenever the tree has grown and the checkpoint interval has
+//! passed, stored, and only then published.
 //!
-//! Each entry's row also holds the Merkle hashes its append created (Go sumdb's stored hashes
-//! for record n: the leaf hash and the subtree roots it completes), so one row is written per
-//! entry, and any stored hash is found from its index ([`tlog::split_stored_hash_index`]).
-//! The writer keeps the tree's right edge (at most 64 hashes) in memory and never reads back
-//! while appending. Opening a log reads
-//! that right edge and the last checkpoint: O(log n), whatever the log's size.
+//! - On SQLite ([`Log::open`], `sqlite.rs`) one writer thread owns the file: it takes every
+//!   entry waiting (up to a batch limit), appends them and their hashes in one transaction
+//!   (one fsync for the whole batch: group commit) and signs checkpoints.
+//! - On PostgreSQL ([`Log::open_postgres`], `postgres.rs`) every gateway queues entries in a
+//!   table, and the one gateway holding an advisory lock integrates them into the tree and
+//!   signs; another takes over when it dies.
 //!
 //! Invariants: entries and hashes are only ever appended; a checkpoint is signed only over
-//! committed entries; at open, the last signed checkpoint must match the stored tree, or the
-//! log refuses to open (it never signs a checkpoint inconsistent with one it signed before).
+//! committed entries; at open (and at every takeover), the last signed checkpoint must match
+//! the stored tree, or the log refuses to open (it never signs a checkpoint inconsistent with
+//! one it signed before).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
-use rusqlite::{Connection, OptionalExtension, params};
 use tlog::note::Signer;
-use tlog::{Checkpoint, Hash, HashReader, Tile, TileKind};
+use tlog::{Hash, Tile, TileKind};
+
+use tree::{Store, StoredHashes};
+
+mod postgres;
+mod sqlite;
+mod tree;
+
+/// The PostgreSQL session advisory lock that the gateway integrating a shared log holds:
+/// `SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted` names its connection.
+pub use postgres::INTEGRATOR_LOCK as POSTGRES_INTEGRATOR_LOCK;
 
 /// Largest entry: the entry-bundle format prefixes each entry with a 16-bit length.
 pub const MAX_ENTRY_BYTES: usize = u16::MAX as usize;
-const SCHEMA_VERSION: i64 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
     #[error("the log is closed")]
     Closed,
+    /// `path` is the SQLite file, or a PostgreSQL URL without its password.
     #[error("log storage failed ({path}): {detail}")]
     Storage { path: PathBuf, detail: String },
     #[error("log entry of {0} bytes is larger than the limit of {MAX_ENTRY_BYTES}")]
@@ -45,6 +54,9 @@ pub enum LogError {
     Inconsistent { path: PathBuf, detail: String },
     #[error("{0}")]
     OutOfRange(String),
+    /// A log store setting this build cannot open. Never repeats a password.
+    #[error("{0}")]
+    InvalidStore(String),
 }
 
 /// How the log batches and checkpoints.
@@ -56,6 +68,11 @@ pub struct LogOptions {
     pub max_batch: usize,
     /// Entries that may wait for the writer; callers wait when it is full.
     pub queue: usize,
+    /// Pooled connections that serve reads (tiles, proofs) from a PostgreSQL log.
+    pub readers: usize,
+    /// How long an append on PostgreSQL waits for some gateway to integrate it before it
+    /// fails. The entry stays queued and a later integrator still adds it.
+    pub integration_deadline: Duration,
 }
 
 impl Default for LogOptions {
@@ -64,6 +81,8 @@ impl Default for LogOptions {
             checkpoint_interval: Duration::from_millis(500),
             max_batch: 4096,
             queue: 16384,
+            readers: 4,
+            integration_deadline: Duration::from_secs(30),
         }
     }
 }
@@ -75,12 +94,25 @@ pub struct Published {
     pub hash: Hash,
     /// The signed note, as served at `checkpoint`.
     pub note: Vec<u8>,
-    /// When this process signed it, or opened the log it covered whole: the checkpoint was
-    /// current then. Analytics measure the checkpoint's age from it.
+    /// When it was signed (on PostgreSQL, by whichever gateway signed it), or, on SQLite, when
+    /// this process opened the log it covered whole: the checkpoint was current then.
+    /// Analytics measure the checkpoint's age from it.
     pub signed_at: SystemTime,
 }
 
-/// How the writer answers one append: async callers wait on a tokio channel, threads on a
+impl Published {
+    /// Stands for "nothing signed yet": the writer signs at once.
+    fn none() -> Published {
+        Published {
+            size: u64::MAX,
+            hash: [0; 32],
+            note: Vec::new(),
+            signed_at: SystemTime::now(),
+        }
+    }
+}
+
+/// How a writer answers one append: async callers wait on a tokio channel, threads on a
 /// std one.
 type Reply = Box<dyn FnOnce(Result<u64, LogError>) + Send>;
 
@@ -89,122 +121,118 @@ enum Message {
     Stop,
 }
 
+/// What every thread of a log sees.
 struct Shared {
-    path: PathBuf,
+    /// The SQLite file or the password-free PostgreSQL URL, for errors.
+    name: PathBuf,
     verifier_key: String,
     origin: String,
     /// Entries durable and integrated into the tree.
     size: AtomicU64,
     checkpoint: RwLock<Arc<Published>>,
-    reader: Mutex<Connection>,
 }
 
-/// The transparency log. Cheap to share behind an `Arc`; dropping it stops the writer after
-/// it has committed what it was given and signed a last checkpoint.
+impl Shared {
+    fn new(name: PathBuf, signer: &Signer, size: u64, published: Published) -> Shared {
+        Shared {
+            name,
+            verifier_key: signer.verifier().to_string(),
+            origin: signer.name().to_string(),
+            size: AtomicU64::new(size),
+            checkpoint: RwLock::new(Arc::new(published)),
+        }
+    }
+
+    fn publish(&self, published: Published) {
+        *self.checkpoint.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(published);
+    }
+
+    fn checkpoint(&self) -> Arc<Published> {
+        self.checkpoint
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn storage(&self, e: impl std::fmt::Display) -> LogError {
+        storage(&self.name, e)
+    }
+
+    fn inconsistent(&self, detail: String) -> LogError {
+        LogError::Inconsistent {
+            path: self.name.clone(),
+            detail,
+        }
+    }
+}
+
+/// The transparency log. Cheap to share behind an `Arc`; dropping it stops its threads after
+/// they have committed what they were given and signed a last checkpoint.
 pub struct Log {
     queue: SyncSender<Message>,
     shared: Arc<Shared>,
-    writer: Mutex<Option<JoinHandle<()>>>,
+    store: Arc<dyn Store + Send + Sync>,
+    /// Joined in order at close: the thread reading `queue` first.
+    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Log {
     /// Opens (creating if needed) the log database at `path`, checks it against its last
     /// signed checkpoint, and starts the writer.
     pub fn open(path: &Path, signer: Signer, options: LogOptions) -> Result<Log, LogError> {
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| storage(path, e))?;
-        }
-        let conn = open_connection(path)?;
-        let reader = open_connection(path)?;
-        let verifier = signer.verifier();
-        let origin = signer.name().to_string();
+        sqlite::open(path, signer, options)
+    }
 
-        let size: u64 = conn
-            .query_row("SELECT COALESCE(MAX(idx) + 1, 0) FROM entries", [], |r| {
-                r.get::<_, i64>(0)
-            })
-            .map_err(|e| storage(path, e))? as u64;
-        let frontier = read_frontier(&conn, path, size)?;
+    /// Opens (creating or upgrading its tables) the log in the PostgreSQL database at `url`,
+    /// which other gateways may share. Its calls block: use it outside async tasks, as the
+    /// site stores on PostgreSQL.
+    pub fn open_postgres(url: &str, signer: Signer, options: LogOptions) -> Result<Log, LogError> {
+        postgres::open(url, signer, options)
+    }
 
-        let last: Option<(i64, Vec<u8>)> = conn
-            .query_row(
-                "SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .map_err(|e| storage(path, e))?;
-        let published = match last {
-            Some((_, note)) => {
-                let checkpoint = tlog::open_checkpoint(&note, &verifier).map_err(|e| {
-                    inconsistent(path, format!("the last checkpoint does not verify: {e}"))
-                })?;
-                if checkpoint.size > size {
-                    return Err(inconsistent(
-                        path,
-                        format!(
-                            "the last signed checkpoint covers {} entries but only {size} are stored",
-                            checkpoint.size
-                        ),
-                    ));
-                }
-                let root = tlog::tree_hash(checkpoint.size, &DbHashes(&conn))
-                    .map_err(|e| storage(path, e))?;
-                if root != checkpoint.hash {
-                    return Err(inconsistent(
-                        path,
-                        format!(
-                            "the stored tree of size {} does not match the signed checkpoint",
-                            checkpoint.size
-                        ),
-                    ));
-                }
-                Published {
-                    size: checkpoint.size,
-                    hash: checkpoint.hash,
-                    note,
-                    signed_at: SystemTime::now(),
-                }
+    /// Opens the log a `log.store` setting names: `sqlite:PATH` (relative to `base_dir`) or
+    /// `postgres://…` / `postgresql://…`.
+    pub fn open_url(
+        store: &str,
+        base_dir: &Path,
+        signer: Signer,
+        options: LogOptions,
+    ) -> Result<Log, LogError> {
+        if let Some(path) = store.strip_prefix("sqlite:") {
+            if path.trim().is_empty() {
+                return Err(LogError::InvalidStore(
+                    "the SQLite log store has no path: use `sqlite:PATH`".into(),
+                ));
             }
-            None => Published {
-                size: u64::MAX, // nothing signed yet: the writer signs at once
-                hash: [0; 32],
-                note: Vec::new(),
-                signed_at: SystemTime::now(),
-            },
-        };
-
-        let shared = Arc::new(Shared {
-            path: path.to_path_buf(),
-            verifier_key: verifier.to_string(),
-            origin,
-            size: AtomicU64::new(size),
-            checkpoint: RwLock::new(Arc::new(published.clone())),
-            reader: Mutex::new(reader),
-        });
-        let mut writer = Writer {
-            conn,
-            shared: shared.clone(),
-            signer,
-            options: options.clone(),
-            size,
-            frontier,
-            signed_size: published.size,
-            signed_at: Instant::now(),
-        };
-        if writer.signed_size != size {
-            writer.sign_checkpoint()?;
+            return Log::open(&base_dir.join(path), signer, options);
         }
-        let (queue, receiver) = sync_channel(options.queue.max(1));
-        let handle = std::thread::Builder::new()
-            .name("log-writer".into())
-            .spawn(move || writer.run(receiver))
-            .map_err(|e| storage(path, e))?;
-        Ok(Log {
+        if pgconn::is_postgres_url(store) {
+            return Log::open_postgres(store, signer, options);
+        }
+        let scheme: String = store
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .take(32)
+            .collect();
+        Err(LogError::InvalidStore(format!(
+            "unsupported log store `{scheme}:…`: use `sqlite:PATH` or `postgres://…`"
+        )))
+    }
+
+    fn start(
+        queue: SyncSender<Message>,
+        shared: Arc<Shared>,
+        store: Arc<dyn Store + Send + Sync>,
+        threads: Vec<JoinHandle<()>>,
+    ) -> Log {
+        Log {
             queue,
             shared,
-            writer: Mutex::new(Some(handle)),
-        })
+            store,
+            threads: Mutex::new(threads),
+        }
     }
 
     /// Appends an entry; returns its index once it is durable and in the tree.
@@ -253,11 +281,7 @@ impl Log {
 
     /// The latest signed checkpoint.
     pub fn checkpoint(&self) -> Arc<Published> {
-        self.shared
-            .checkpoint
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.shared.checkpoint()
     }
 
     /// The log's verifier key, in signed-note form (`origin+keyhash+base64`).
@@ -275,37 +299,30 @@ impl Log {
         let size = self.size();
         let start = tile.n << tile.height;
         let end = start + u64::from(tile.width);
-        let reader = self.reader();
         match kind {
             TileKind::Entries => {
                 if end > size {
                     return Ok(None);
                 }
-                let mut statement = reader
-                    .prepare_cached(
-                        "SELECT data FROM entries WHERE idx >= ?1 AND idx < ?2 ORDER BY idx",
-                    )
-                    .map_err(|e| self.storage(e))?;
-                let entries: Vec<Vec<u8>> = statement
-                    .query_map(params![start as i64, end as i64], |r| r.get(0))
-                    .map_err(|e| self.storage(e))?
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| self.storage(e))?;
+                let entries = self
+                    .store
+                    .entries(start, end)
+                    .map_err(|e| self.shared.storage(e))?;
                 if entries.len() as u64 != end - start {
-                    return Err(self.storage("entries missing from the store"));
+                    return Err(self.shared.storage("entries missing from the store"));
                 }
                 tlog::encode_bundle(entries.iter().map(Vec::as_slice))
                     .map(Some)
-                    .map_err(|e| self.storage(e))
+                    .map_err(|e| self.shared.storage(e))
             }
             TileKind::Hashes => {
                 let level = u32::from(tile.height) * u32::from(tile.level);
                 if level >= 64 || end > (size >> level) {
                     return Ok(None);
                 }
-                tlog::read_tile_data(tile, &DbHashes(&reader))
+                tlog::read_tile_data(tile, &self.hashes())
                     .map(Some)
-                    .map_err(|e| self.storage(e))
+                    .map_err(|e| self.shared.storage(e))
             }
         }
     }
@@ -315,15 +332,11 @@ impl Log {
         if index >= self.size() {
             return Ok(None);
         }
-        let reader = self.reader();
-        reader
-            .query_row(
-                "SELECT data FROM entries WHERE idx = ?1",
-                [index as i64],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| self.storage(e))
+        let mut entries = self
+            .store
+            .entries(index, index + 1)
+            .map_err(|e| self.shared.storage(e))?;
+        Ok(entries.pop())
     }
 
     /// The inclusion proof of entry `index` in the tree of `size` entries.
@@ -334,7 +347,7 @@ impl Log {
                 self.size()
             )));
         }
-        tlog::prove_record(size, index, &DbHashes(&self.reader())).map_err(|e| self.storage(e))
+        tlog::prove_record(size, index, &self.hashes()).map_err(|e| self.shared.storage(e))
     }
 
     /// The consistency proof between the trees of `from` and `to` entries.
@@ -345,7 +358,7 @@ impl Log {
                 self.size()
             )));
         }
-        tlog::prove_tree(to, from, &DbHashes(&self.reader())).map_err(|e| self.storage(e))
+        tlog::prove_tree(to, from, &self.hashes()).map_err(|e| self.shared.storage(e))
     }
 
     /// The root hash of the tree of `size` entries.
@@ -356,23 +369,20 @@ impl Log {
                 self.size()
             )));
         }
-        tlog::tree_hash(size, &DbHashes(&self.reader())).map_err(|e| self.storage(e))
+        tlog::tree_hash(size, &self.hashes()).map_err(|e| self.shared.storage(e))
     }
 
     /// Stops the writer after it has committed everything queued and signed a last checkpoint.
     pub fn close(&self) {
         let _ = self.queue.send(Message::Stop);
-        if let Some(handle) = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for handle in threads {
             let _ = handle.join();
         }
     }
 
-    fn reader(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.shared.reader.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn storage(&self, e: impl std::fmt::Display) -> LogError {
-        storage(&self.shared.path, e)
+    fn hashes(&self) -> StoredHashes<'_, dyn Store + Send + Sync> {
+        StoredHashes(self.store.as_ref())
     }
 }
 
@@ -382,253 +392,26 @@ impl Drop for Log {
     }
 }
 
-/// The writer thread's state.
-struct Writer {
-    conn: Connection,
-    shared: Arc<Shared>,
-    signer: Signer,
-    options: LogOptions,
+/// Signs the checkpoint of the tree of `size` entries whose right edge is `frontier`.
+fn sign(
+    signer: &Signer,
     size: u64,
-    /// `frontier[j]`: the hash of the complete subtree at level j on the tree's right edge,
-    /// present exactly when bit j of `size` is set.
-    frontier: Vec<Option<Hash>>,
-    signed_size: u64,
-    signed_at: Instant,
-}
-
-impl Writer {
-    fn run(mut self, queue: Receiver<Message>) {
-        let mut stopping = false;
-        while !stopping {
-            let wait = self
-                .options
-                .checkpoint_interval
-                .saturating_sub(self.signed_at.elapsed());
-            let first = match queue.recv_timeout(wait) {
-                Ok(message) => Some(message),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => break,
-            };
-            let mut batch = Vec::new();
-            let mut next = first;
-            while let Some(message) = next {
-                match message {
-                    Message::Append(entry, reply) => batch.push((entry, reply)),
-                    Message::Stop => {
-                        stopping = true;
-                        break;
-                    }
-                }
-                if batch.len() >= self.options.max_batch {
-                    break;
-                }
-                next = queue.try_recv().ok();
-            }
-            if !batch.is_empty() {
-                self.commit(batch);
-            }
-            let due = self.signed_at.elapsed() >= self.options.checkpoint_interval;
-            if self.signed_size != self.size && (due || stopping) {
-                if let Err(e) = self.sign_checkpoint() {
-                    tracing::error!(error = %e, "cannot sign a checkpoint");
-                }
-            } else if due {
-                self.signed_at = Instant::now();
-            }
-        }
-    }
-
-    /// Appends a batch in one transaction, then answers every caller.
-    fn commit(&mut self, batch: Vec<(Vec<u8>, Reply)>) {
-        let mut frontier = self.frontier.clone();
-        let result = (|| -> rusqlite::Result<()> {
-            let tx = self.conn.transaction()?;
-            {
-                let mut insert = tx.prepare_cached(
-                    "INSERT INTO entries (idx, data, hashes) VALUES (?1, ?2, ?3)",
-                )?;
-                for (offset, (entry, _)) in batch.iter().enumerate() {
-                    let n = self.size + offset as u64;
-                    let hashes = append_hashes(&mut frontier, n, entry).concat();
-                    insert.execute(params![n as i64, entry, hashes])?;
-                }
-            }
-            tx.commit()
-        })();
-        match result {
-            Ok(()) => {
-                let first = self.size;
-                self.size += batch.len() as u64;
-                self.frontier = frontier;
-                self.shared.size.store(self.size, Ordering::Release);
-                for (offset, (_, reply)) in batch.into_iter().enumerate() {
-                    reply(Ok(first + offset as u64));
-                }
-            }
-            Err(e) => {
-                // Nothing of the batch is stored (the transaction rolled back); the in-memory
-                // tree was only changed on a copy.
-                tracing::error!(error = %e, entries = batch.len(), "log append failed");
-                let error = storage(&self.shared.path, &e);
-                for (_, reply) in batch {
-                    reply(Err(LogError::Storage {
-                        path: self.shared.path.clone(),
-                        detail: error.to_string(),
-                    }));
-                }
-            }
-        }
-    }
-
-    fn sign_checkpoint(&mut self) -> Result<(), LogError> {
-        let checkpoint = Checkpoint {
-            origin: self.signer.name().to_string(),
-            size: self.size,
-            hash: frontier_root(&self.frontier, self.size),
-            extensions: Vec::new(),
-        };
-        let note = tlog::sign_checkpoint(&checkpoint, &self.signer)
-            .map_err(|e| storage(&self.shared.path, e))?;
-        // Stored (durably) before it is published, so a restart finds it and checks against it.
-        self.conn
-            .execute(
-                "INSERT OR REPLACE INTO checkpoints (size, note) VALUES (?1, ?2)",
-                params![checkpoint.size as i64, note],
-            )
-            .map_err(|e| storage(&self.shared.path, e))?;
-        *self
-            .shared
-            .checkpoint
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = Arc::new(Published {
-            size: checkpoint.size,
-            hash: checkpoint.hash,
-            note,
-            signed_at: SystemTime::now(),
-        });
-        self.signed_size = self.size;
-        self.signed_at = Instant::now();
-        Ok(())
-    }
-}
-
-/// Appends entry `n`: returns the hashes it adds to the store (at consecutive stored
-/// indexes from `stored_hash_index(0, n)`), as Go's `tlog.StoredHashes` does, using the
-/// right edge instead of reading earlier hashes back.
-fn append_hashes(frontier: &mut Vec<Option<Hash>>, n: u64, entry: &[u8]) -> Vec<Hash> {
-    let mut hash = tlog::leaf_hash(entry);
-    let mut added = vec![hash];
-    let mut level = 0;
-    while (n >> level) & 1 == 1 {
-        let left = frontier[level]
-            .take()
-            .expect("right edge holds every set bit");
-        hash = tlog::node_hash(&left, &hash);
-        added.push(hash);
-        level += 1;
-    }
-    if frontier.len() <= level {
-        frontier.resize(level + 1, None);
-    }
-    frontier[level] = Some(hash);
-    added
-}
-
-/// The RFC 6962 root of a tree from its right edge: fold the complete subtrees from the
-/// smallest up.
-fn frontier_root(frontier: &[Option<Hash>], size: u64) -> Hash {
-    let mut root: Option<Hash> = None;
-    for (level, hash) in frontier.iter().enumerate() {
-        if (size >> level) & 1 == 0 {
-            continue;
-        }
-        let hash = hash.expect("right edge holds every set bit");
-        root = Some(match root {
-            None => hash,
-            Some(right) => tlog::node_hash(&hash, &right),
-        });
-    }
-    root.unwrap_or(tlog::EMPTY_TREE_HASH)
-}
-
-fn read_frontier(conn: &Connection, path: &Path, size: u64) -> Result<Vec<Option<Hash>>, LogError> {
-    let mut frontier = vec![None; 64];
-    let reader = DbHashes(conn);
-    for (level, slot) in frontier.iter_mut().enumerate() {
-        if (size >> level) & 1 == 1 {
-            let index = tlog::stored_hash_index(level as u32, (size >> level) - 1);
-            let hash = reader.read_hashes(&[index]).map_err(|e| storage(path, e))?;
-            *slot = Some(hash[0]);
-        }
-    }
-    Ok(frontier)
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct ReadError(String);
-
-/// Stored hashes read from the database. The hash at (level L, index k) was created by the
-/// append of entry ((k + 1) << L) - 1, and is the L-th hash of that entry's row.
-struct DbHashes<'c>(&'c Connection);
-
-impl HashReader for DbHashes<'_> {
-    type Error = ReadError;
-
-    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, ReadError> {
-        let mut statement = self
-            .0
-            .prepare_cached("SELECT hashes FROM entries WHERE idx = ?1")
-            .map_err(|e| ReadError(e.to_string()))?;
-        indexes
-            .iter()
-            .map(|&index| {
-                let (level, k) = tlog::split_stored_hash_index(index);
-                let entry = ((k + 1) << level) - 1;
-                let bytes: Vec<u8> = statement
-                    .query_row([entry as i64], |r| r.get(0))
-                    .map_err(|e| ReadError(format!("stored hash {index} (entry {entry}): {e}")))?;
-                let at = level as usize * 32;
-                bytes
-                    .get(at..at + 32)
-                    .and_then(|h| h.try_into().ok())
-                    .ok_or_else(|| ReadError(format!("entry {entry} lacks its level-{level} hash")))
-            })
-            .collect()
-    }
-}
-
-fn open_connection(path: &Path) -> Result<Connection, LogError> {
-    let conn = Connection::open(path).map_err(|e| storage(path, e))?;
-    conn.execute_batch(
-        "PRAGMA journal_mode = WAL;
-         PRAGMA synchronous = FULL;
-         PRAGMA busy_timeout = 5000;
-         PRAGMA cache_size = -65536;
-         PRAGMA wal_autocheckpoint = 16384;
-         CREATE TABLE IF NOT EXISTS entries (
-             idx INTEGER PRIMARY KEY, data BLOB NOT NULL, hashes BLOB NOT NULL);
-         CREATE TABLE IF NOT EXISTS checkpoints (size INTEGER PRIMARY KEY, note BLOB NOT NULL);",
-    )
-    .map_err(|e| storage(path, e))?;
-    let version: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(|e| storage(path, e))?;
-    match version {
-        0 => conn
-            .execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
-            .map_err(|e| storage(path, e))?,
-        SCHEMA_VERSION => {}
-        other => {
-            return Err(storage(
-                path,
-                format!(
-                    "schema version {other} is newer than this build supports ({SCHEMA_VERSION})"
-                ),
-            ));
-        }
-    }
-    Ok(conn)
+    frontier: &[Option<Hash>],
+    shared: &Shared,
+) -> Result<Published, LogError> {
+    let checkpoint = tlog::Checkpoint {
+        origin: signer.name().to_string(),
+        size,
+        hash: tree::frontier_root(frontier, size),
+        extensions: Vec::new(),
+    };
+    let note = tlog::sign_checkpoint(&checkpoint, signer).map_err(|e| shared.storage(e))?;
+    Ok(Published {
+        size,
+        hash: checkpoint.hash,
+        note,
+        signed_at: SystemTime::now(),
+    })
 }
 
 fn storage(path: &Path, e: impl std::fmt::Display) -> LogError {
@@ -638,34 +421,30 @@ fn storage(path: &Path, e: impl std::fmt::Display) -> LogError {
     }
 }
 
-fn inconsistent(path: &Path, detail: String) -> LogError {
-    LogError::Inconsistent {
-        path: path.to_path_buf(),
-        detail,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn right_edge_hashes_match_tlog() {
-        let mut stored: Vec<Hash> = Vec::new();
-        let mut frontier = vec![None; 64];
-        for n in 0..1000u64 {
-            let entry = n.to_be_bytes();
-            let expected = tlog::stored_hashes(n, &entry, &stored).unwrap();
-            let ours = append_hashes(&mut frontier, n, &entry);
-            assert_eq!(ours, expected, "entry {n}");
-            stored.extend(ours);
-            assert_eq!(
-                frontier_root(&frontier, n + 1),
-                tlog::tree_hash(n + 1, &stored).unwrap(),
-                "root at size {}",
-                n + 1
-            );
+/// Waits up to `wait` for a first message, then takes whatever else is queued, up to `max`
+/// entries. Answers the entries and whether the log is stopping (told to, or every sender
+/// gone).
+fn next_batch(
+    queue: &std::sync::mpsc::Receiver<Message>,
+    wait: Duration,
+    max: usize,
+) -> (Vec<(Vec<u8>, Reply)>, bool) {
+    use std::sync::mpsc::RecvTimeoutError;
+    let mut batch = Vec::new();
+    let mut next = match queue.recv_timeout(wait) {
+        Ok(message) => Some(message),
+        Err(RecvTimeoutError::Timeout) => None,
+        Err(RecvTimeoutError::Disconnected) => return (batch, true),
+    };
+    while let Some(message) = next {
+        match message {
+            Message::Append(entry, reply) => batch.push((entry, reply)),
+            Message::Stop => return (batch, true),
         }
-        assert_eq!(frontier_root(&[], 0), tlog::EMPTY_TREE_HASH);
+        if batch.len() >= max {
+            break;
+        }
+        next = queue.try_recv().ok();
     }
+    (batch, false)
 }

@@ -1,64 +1,11 @@
 //! The log on a real SQLite file: appends, reopening, checkpoints, and a full monitor's check
 //! of what it serves.
 
-use std::time::Duration;
+mod common;
 
-use logstore::{Log, LogOptions};
-use tlog::note::{Signer, Verifier};
-use tlog::{FetchError, TileFetcher};
-
-fn signer() -> Signer {
-    let (skey, _) = tlog::note::generate_key("test.example/log").unwrap();
-    Signer::new(&skey).unwrap()
-}
-
-fn options() -> LogOptions {
-    LogOptions {
-        checkpoint_interval: Duration::from_millis(50),
-        ..LogOptions::default()
-    }
-}
-
-/// Serves the log's files the way the gateway does, for `tlog::verify_log`.
-struct Served<'a>(&'a Log);
-
-impl TileFetcher for Served<'_> {
-    fn fetch(&self, path: &str) -> Result<Option<Vec<u8>>, FetchError> {
-        if path == "checkpoint" {
-            return Ok(Some(self.0.checkpoint().note.clone()));
-        }
-        let (kind, tile) = tlog::parse_tile_path(path).map_err(FetchError::new)?;
-        self.0.tile(kind, &tile).map_err(FetchError::new)
-    }
-}
-
-fn verify(log: &Log, verifier: &Verifier, previous: Option<&tlog::Checkpoint>) -> tlog::Checkpoint {
-    let mut entries = 0u64;
-    let checkpoint = tlog::verify_log(
-        &Served(log),
-        verifier,
-        previous,
-        &mut |_, _| {},
-        &mut |index, entry| {
-            assert_eq!(entry, format!("entry {index}").as_bytes());
-            entries += 1;
-            Ok(())
-        },
-    )
-    .unwrap();
-    assert_eq!(entries, checkpoint.size);
-    checkpoint
-}
-
-fn wait_for_checkpoint(log: &Log, size: u64) {
-    for _ in 0..200 {
-        if log.checkpoint().size == size {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("no checkpoint of size {size}: {}", log.checkpoint().size);
-}
+use common::{options, signer, verify, wait_for_checkpoint};
+use logstore::Log;
+use tlog::note::Signer;
 
 #[test]
 fn appends_are_durable_served_as_tiles_and_survive_reopening() {

@@ -10,49 +10,22 @@
 //!   `BINARY` collation does, whatever the database's locale.
 //! - `fields` is kept as the JSON text the store was given (not `jsonb`): it reads back
 //!   exactly as written, and `jsonb` would refuse a `\u0000` that JSON allows.
-//! - The schema version lives in the `sovereign_meta` table; a database from a newer build is
-//!   refused rather than misread. Opening takes an advisory lock, so two gateways creating
-//!   the schema at once do not race.
-//! - A small pool of connections (`r2d2`), one more than the `readers` asked for: the extra
-//!   one plays the part of SQLite's writer connection.
-//! - TLS is not implemented yet: a URL asks for plain TCP (`sslmode=disable`, or no
-//!   `sslmode`) or is refused.
+//! - A small pool of connections (`r2d2`).
 //!
-//! The store's URL may carry a password, so no error or log line repeats it: errors name the
-//! store by [`PostgresStore::target`], the URL rebuilt without credentials.
+//! Connecting, the password-free name errors use ([`PostgresStore::target`]), the versioned
+//! schema in `sovereign_meta` and the refusal of TLS until it is built are `pgconn`'s, shared
+//! with the PostgreSQL log store.
 
 use std::fmt;
-use std::str::FromStr;
-use std::time::Duration;
 
-use postgres::config::{Host, SslMode};
-use postgres::{Client, Config, NoTls, Transaction};
-use r2d2::CustomizeConnection;
-use r2d2_postgres::PostgresConnectionManager;
+use pgconn::{PgError, Pool, Target};
+use postgres::{Client, Transaction};
 use serde_json::{Map, Value};
 
 use crate::store::{RecordKey, RecordRow, SiteStore, StoreError, SubjectRow};
 
-/// The schema this build writes and reads.
-pub(crate) const SCHEMA_VERSION: i64 = 1;
-
-/// How long connecting waits when the URL sets no `connect_timeout`.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How long an operation waits for a free pooled connection (or a new one) before failing.
-const POOL_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The advisory lock that serialises schema creation and migration ("sovereig" in ASCII).
-const MIGRATION_LOCK: i64 = 0x736f_7665_7265_6967;
-
-const META: &str = "
-    CREATE TABLE sovereign_meta (
-        key   TEXT NOT NULL PRIMARY KEY,
-        value BIGINT NOT NULL
-    );
-";
-
-const SCHEMA_V1: &str = r#"
+/// The schema this build writes and reads: `SCHEMA[v]` upgrades version `v` to `v + 1`.
+const SCHEMA: &[&str] = &[r#"
     CREATE TABLE subjects (
         id           TEXT COLLATE "C" NOT NULL PRIMARY KEY,
         jurisdiction TEXT NOT NULL
@@ -65,9 +38,10 @@ const SCHEMA_V1: &str = r#"
         PRIMARY KEY (subject, collection, key)
     );
     CREATE INDEX records_by_collection ON records (collection, subject, key);
-"#;
+"#];
 
-type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
+/// Where `sovereign_meta` keeps the site schema's version.
+const SCHEMA_KEY: &str = "schema_version";
 
 /// A site store in one PostgreSQL database.
 ///
@@ -76,90 +50,62 @@ type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
 /// client drives its own small Tokio runtime, and starting it inside another runtime's task
 /// panics.
 pub struct PostgresStore {
-    target: String,
+    target: Target,
     pool: Pool,
 }
 
 impl fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostgresStore")
-            .field("target", &self.target)
+            .field("target", &self.target.name())
             .finish_non_exhaustive()
     }
 }
 
-/// Sets what every connection of the store needs, whatever the server's defaults.
-#[derive(Debug)]
-struct SessionSettings;
-
-impl CustomizeConnection<Client, postgres::Error> for SessionSettings {
-    fn on_acquire(&self, conn: &mut Client) -> Result<(), postgres::Error> {
-        conn.batch_execute("SET synchronous_commit = on")
+impl From<PgError> for StoreError {
+    fn from(error: PgError) -> Self {
+        match error {
+            PgError::InvalidUrl(message) => StoreError::InvalidUrl(message),
+            PgError::NotImplemented(message) => StoreError::NotImplemented(message),
+            PgError::Server { target, source } => StoreError::Postgres { target, source },
+            PgError::UnsupportedSchema {
+                target,
+                found,
+                supported,
+                ..
+            } => StoreError::UnsupportedSchema {
+                path: target.into(),
+                found,
+                supported,
+            },
+        }
     }
 }
 
 impl PostgresStore {
     /// Opens the store at `url` (`postgres://` or `postgresql://`), creating or upgrading its
-    /// tables, with `readers + 1` pooled connections (at least two).
-    pub fn open(url: &str, readers: usize) -> Result<Self, StoreError> {
-        // Checked before parsing: the parser refuses modes it does not know (`verify-full`).
-        let sslmode = query_param(url, "sslmode");
-        if let Some(mode) = sslmode.as_deref().filter(|mode| *mode != "disable") {
-            let mode: String = mode.chars().take(32).collect();
-            return Err(StoreError::NotImplemented(format!(
-                "TLS to PostgreSQL is not implemented yet: the store URL asks for \
-                 `sslmode={mode}`; use `sslmode=disable` (plain TCP) on a trusted network"
-            )));
-        }
-        let mut config = Config::from_str(url).map_err(|e| {
-            // The parser's messages name options, never their values.
-            StoreError::InvalidUrl(format!(
-                "the PostgreSQL store URL cannot be read: {}",
-                chain(&e)
-            ))
-        })?;
-        let target = redacted_target(&config);
-        config.ssl_mode(SslMode::Disable);
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(CONNECT_TIMEOUT);
-        }
-
-        // One direct connection first: it fails at once with the server's reason, where the
-        // pool would retry until its timeout.
-        let error = |source: postgres::Error| StoreError::Postgres {
-            target: target.clone(),
-            source: Box::new(source),
-        };
-        let mut first = config.connect(NoTls).map_err(error)?;
-        SessionSettings.on_acquire(&mut first).map_err(error)?;
-        migrate(&target, &mut first)?;
+    /// tables, with a pool of `connections` (at least two: a writer and a reader, as the
+    /// SQLite store has).
+    pub fn open(url: &str, connections: usize) -> Result<Self, StoreError> {
+        let target = Target::parse(url)?;
+        let mut first = target.connect()?;
+        target.migrate(&mut first, SCHEMA_KEY, SCHEMA)?;
         drop(first);
-
-        let manager = PostgresConnectionManager::new(config, NoTls);
-        let pool = r2d2::Pool::builder()
-            .max_size(u32::try_from(readers.max(1) + 1).unwrap_or(u32::MAX))
-            .min_idle(Some(1))
-            .connection_timeout(POOL_TIMEOUT)
-            .connection_customizer(Box::new(SessionSettings))
-            .build(manager)
-            .map_err(|e| StoreError::Postgres {
-                target: target.clone(),
-                source: Box::new(e),
-            })?;
+        let pool = target.pool(connections.max(2))?;
         Ok(PostgresStore { target, pool })
     }
 
     /// The store's URL without its password or parameters, as errors name it.
     pub fn target(&self) -> &str {
-        &self.target
+        self.target.name()
     }
 
     /// The schema version recorded in the database.
     pub fn schema_version(&self) -> Result<i64, StoreError> {
         self.run(|c| {
             c.query_one(
-                "SELECT value FROM sovereign_meta WHERE key = 'schema_version'",
-                &[],
+                "SELECT value FROM sovereign_meta WHERE key = $1",
+                &[&SCHEMA_KEY],
             )
             .map(|row| row.get(0))
         })
@@ -170,11 +116,8 @@ impl PostgresStore {
         &self,
         f: impl FnOnce(&mut Client) -> Result<T, postgres::Error>,
     ) -> Result<T, StoreError> {
-        let mut conn = self.pool.get().map_err(|e| StoreError::Postgres {
-            target: self.target.clone(),
-            source: Box::new(e),
-        })?;
-        f(&mut conn).map_err(|e| self.error(e))
+        let mut conn = self.pool.get().map_err(|e| self.target.error(e))?;
+        f(&mut conn).map_err(|e| self.target.error(e).into())
     }
 
     /// Runs `f` in one transaction: all of it is durable when this returns, or none happened.
@@ -190,17 +133,10 @@ impl PostgresStore {
         })
     }
 
-    fn error(&self, source: postgres::Error) -> StoreError {
-        StoreError::Postgres {
-            target: self.target.clone(),
-            source: Box::new(source),
-        }
-    }
-
     /// Parses stored fields. The parser's message is left out: it can quote a value.
     fn parse_fields(&self, text: &str, what: &str) -> Result<Map<String, Value>, StoreError> {
         serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
-            path: self.target.clone().into(),
+            path: self.target.name().into(),
             detail: format!(
                 "the fields of {what} are not a JSON object (line {}, column {})",
                 e.line(),
@@ -225,113 +161,6 @@ impl PostgresStore {
             })
             .collect()
     }
-}
-
-/// Brings a new database to the current schema, accepts a current one, refuses a newer one.
-fn migrate(target: &str, conn: &mut Client) -> Result<(), StoreError> {
-    let error = |source: postgres::Error| StoreError::Postgres {
-        target: target.to_string(),
-        source: Box::new(source),
-    };
-    let mut tx = conn.transaction().map_err(error)?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
-        .map_err(error)?;
-    // Looked up rather than `CREATE TABLE IF NOT EXISTS`, which needs the right to create
-    // tables even when they exist.
-    let has_meta: bool = tx
-        .query_one("SELECT to_regclass('sovereign_meta') IS NOT NULL", &[])
-        .map_err(error)?
-        .get(0);
-    let version: Option<i64> = if has_meta {
-        tx.query_opt(
-            "SELECT value FROM sovereign_meta WHERE key = 'schema_version'",
-            &[],
-        )
-        .map_err(error)?
-        .map(|row| row.get(0))
-    } else {
-        tx.batch_execute(META).map_err(error)?;
-        None
-    };
-    match version {
-        None => {
-            tx.batch_execute(SCHEMA_V1).map_err(error)?;
-            tx.execute(
-                "INSERT INTO sovereign_meta (key, value) VALUES ('schema_version', $1)",
-                &[&SCHEMA_VERSION],
-            )
-            .map_err(error)?;
-        }
-        Some(SCHEMA_VERSION) => {}
-        Some(found) if found > SCHEMA_VERSION => {
-            return Err(StoreError::UnsupportedSchema {
-                path: target.into(),
-                found,
-                supported: SCHEMA_VERSION,
-            });
-        }
-        Some(found) => {
-            return Err(StoreError::Corrupt {
-                path: target.into(),
-                detail: format!("unknown schema version {found}"),
-            });
-        }
-    }
-    tx.commit().map_err(error)
-}
-
-/// The URL rebuilt from its parsed parts, without password or parameters.
-fn redacted_target(config: &Config) -> String {
-    let mut out = String::from("postgres://");
-    if let Some(user) = config.get_user() {
-        out.push_str(user);
-        out.push('@');
-    }
-    let ports = config.get_ports();
-    for (i, host) in config.get_hosts().iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        match host {
-            Host::Tcp(name) => out.push_str(name),
-            Host::Unix(path) => out.push_str(&path.display().to_string()),
-        }
-        if let Some(port) = ports.get(i).or(ports.first().filter(|_| ports.len() == 1)) {
-            out.push_str(&format!(":{port}"));
-        }
-    }
-    out.push('/');
-    if let Some(db) = config.get_dbname() {
-        out.push_str(db);
-    }
-    out
-}
-
-/// The value of parameter `name` in the URL's query string, as written (the last one wins, as
-/// in the parser).
-fn query_param(url: &str, name: &str) -> Option<String> {
-    let (_, query) = url.split_once('?')?;
-    query
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .filter(|(key, _)| *key == name)
-        .map(|(_, value)| value.to_ascii_lowercase())
-        .next_back()
-}
-
-/// An error and its causes, as one line: the driver's own message names only the kind.
-pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !out.ends_with(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = cause.source();
-    }
-    out
 }
 
 impl SiteStore for PostgresStore {
@@ -380,7 +209,7 @@ impl SiteStore for PostgresStore {
 
     fn put_record(&self, row: &RecordRow) -> Result<(), StoreError> {
         let fields = serde_json::to_string(&row.fields).map_err(|_| StoreError::Corrupt {
-            path: self.target.clone().into(),
+            path: self.target.name().into(),
             detail: format!(
                 "the fields of record {}/{}/{} cannot be encoded as JSON",
                 row.subject, row.collection, row.key
@@ -489,30 +318,6 @@ impl SiteStore for PostgresStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn targets_never_carry_the_password() {
-        for (url, target) in [
-            (
-                "postgres://alice:s3cret@db.example:5433/site?sslmode=disable&password=x",
-                "postgres://alice@db.example:5433/site",
-            ),
-            ("postgresql://db/site", "postgres://db:5432/site"),
-            ("postgres://u:p@h1:1,h2:2/d", "postgres://u@h1:1,h2:2/d"),
-        ] {
-            let config = Config::from_str(url).unwrap();
-            assert_eq!(redacted_target(&config), target);
-        }
-    }
-
-    #[test]
-    fn sslmode_is_read_from_the_query() {
-        assert_eq!(query_param("postgres://h/d", "sslmode"), None);
-        assert_eq!(
-            query_param("postgres://h/d?a=1&sslmode=Require", "sslmode").as_deref(),
-            Some("require")
-        );
-    }
 
     #[test]
     fn tls_is_refused_without_connecting() {

@@ -91,7 +91,7 @@ pub enum StoreError {
 
     /// A PostgreSQL store failed. `target` is the store's URL without password or parameters
     /// ([`PostgresStore::target`]); the message never holds the password.
-    #[error("PostgreSQL store `{target}`: {}", crate::postgres::chain(.source.as_ref()))]
+    #[error("PostgreSQL store `{target}`: {}", pgconn::chain(.source.as_ref()))]
     Postgres {
         target: String,
         #[source]
@@ -141,7 +141,7 @@ pub fn open_store(
             &resolve_sqlite_path(path, base_dir),
             readers,
         )?)),
-        StoreUrl::Postgres(url) => Ok(Arc::new(PostgresStore::open(url, readers)?)),
+        StoreUrl::Postgres(url) => Ok(Arc::new(PostgresStore::open(url, readers + 1)?)),
         StoreUrl::Other => {
             let scheme = url.split(':').next().unwrap_or_default();
             let scheme: String = scheme.chars().take(32).collect();
