@@ -215,7 +215,8 @@ mod humantime_serde_compat {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
-    /// The log database: `sqlite:PATH`.
+    /// The log database: `sqlite:PATH` (relative to the data folder) or `postgres://…`, which
+    /// several gateways may share.
     pub store: String,
     /// The checkpoint signing key: a C2SP signed-note signer key string. Its name is the log's origin.
     pub signer_key: PathBuf,
@@ -227,6 +228,21 @@ pub struct LogConfig {
     /// Most entries committed in one transaction (one fsync).
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
+    /// Pooled connections serving reads of a PostgreSQL log (tiles, proofs).
+    #[serde(default = "default_log_readers")]
+    pub readers: usize,
+    /// On a PostgreSQL log, how long a request waits for some gateway to integrate its entry
+    /// before it fails (the entry stays queued and is still added later).
+    #[serde(default = "default_integration_deadline")]
+    pub integration_deadline_seconds: u64,
+}
+
+fn default_log_readers() -> usize {
+    4
+}
+
+fn default_integration_deadline() -> u64 {
+    30
 }
 
 fn default_checkpoint_interval() -> u64 {
@@ -448,10 +464,25 @@ impl Config {
         if self.server.store_readers == 0 {
             problems.push(("server.store_readers".into(), "must be above 0".into()));
         }
-        if !self.log.store.starts_with("sqlite:") || self.log.store.len() <= "sqlite:".len() {
+        let store = &self.log.store;
+        let postgres = store.starts_with("postgres://") || store.starts_with("postgresql://");
+        if !postgres
+            && store
+                .strip_prefix("sqlite:")
+                .is_none_or(|p| p.trim().is_empty())
+        {
             problems.push((
                 "log.store".into(),
-                "must be `sqlite:PATH` (PostgreSQL log stores are not implemented yet)".into(),
+                "must be `sqlite:PATH` or `postgres://USER[:PASSWORD]@HOST[:PORT]/DB`".into(),
+            ));
+        }
+        if !(1..=256).contains(&self.log.readers) {
+            problems.push(("log.readers".into(), "must be between 1 and 256".into()));
+        }
+        if !(1..=3600).contains(&self.log.integration_deadline_seconds) {
+            problems.push((
+                "log.integration_deadline_seconds".into(),
+                "must be between 1 and 3600".into(),
             ));
         }
         if !(10..=60_000).contains(&self.log.checkpoint_interval_ms) {

@@ -390,17 +390,14 @@ pub fn open_log(
         )
     })?;
     let pseudonyms = read_pseudonym_key(data_dir, &config.log.pseudonym_key)?;
-    let store = config
-        .log
-        .store
-        .strip_prefix("sqlite:")
-        .context("log.store must be sqlite:PATH")?;
     let options = logstore::LogOptions {
         checkpoint_interval: Duration::from_millis(config.log.checkpoint_interval_ms),
         max_batch: config.log.max_batch,
+        readers: config.log.readers,
+        integration_deadline: Duration::from_secs(config.log.integration_deadline_seconds),
         ..logstore::LogOptions::default()
     };
-    let log = logstore::Log::open(&data_dir.join(store), signer, options)
+    let log = logstore::Log::open_url(&config.log.store, data_dir, signer, options)
         .context("cannot open the transparency log")?;
     Ok((log, pseudonyms))
 }

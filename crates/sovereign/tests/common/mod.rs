@@ -9,6 +9,8 @@ use std::process::{Child, ChildStderr, Command, Stdio};
 
 use tlog::{FetchError, TileFetcher};
 
+pub mod load;
+
 pub fn sovereign() -> Command {
     Command::new(env!("CARGO_BIN_EXE_sovereign"))
 }

@@ -1,0 +1,152 @@
+//! Two `sovereign serve` instances on one PostgreSQL log (and the `us-east` site in
+//! PostgreSQL) under concurrent load; the one that integrates the log is killed with SIGKILL.
+//! The other takes over: no entry of an answered request is lost, every acknowledged write is
+//! readable, and `sovereign audit verify` accepts the log, consistent with the checkpoint
+//! served before the kill. Skips without PostgreSQL binaries unless `SOVEREIGN_REQUIRE_PG=1`.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::load::{Load, check_nothing_lost};
+
+#[test]
+fn the_integrating_gateway_dies_and_the_other_takes_over() {
+    let Some(pg) = pgtest::PgServer::start() else {
+        return;
+    };
+    let log_url = pg.create_database("log");
+    let site_url = pg.create_database("us_east");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let init = common::sovereign()
+        .args(["init", "--data", data.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(init.status.success());
+    let config = data.join("sovereign.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    for (line, url) in [
+        (r#"store = "sqlite:log/log.sqlite""#, &log_url),
+        (r#"store = "sqlite:sites/us-east/store.sqlite""#, &site_url),
+    ] {
+        assert!(text.contains(line), "{line}");
+        text = text.replace(line, &format!("store = {url:?}"));
+    }
+    std::fs::write(&config, text).unwrap();
+
+    // The first gateway is alone when it starts, so it takes the integrator's lock.
+    let mut integrator = common::serve(data, "warn,sovereign=info,logstore=info");
+    integrator.drain();
+    common::wait_for_checkpoint(&integrator.base, 1);
+    let mut other = common::serve(data, "warn,sovereign=info,logstore=info");
+    let token = common::token(
+        data,
+        &[
+            "--sub",
+            "svc-writer",
+            "--entity",
+            "usds",
+            "--location",
+            "US",
+            "--clearance",
+            "us-data",
+            "--role",
+            "service",
+        ],
+    );
+    let client = reqwest::blocking::Client::new();
+    let status = client
+        .put(format!("{}/v1/subjects/failover-subject", other.base))
+        .bearer_auth(&token)
+        .body(r#"{"jurisdiction":"US"}"#)
+        .send()
+        .unwrap()
+        .status();
+    assert_eq!(status, 201);
+
+    let bases = [integrator.base.clone(), other.base.clone()];
+    let load = Load::start(&bases, &token, "failover-subject", 6);
+    let mut before = None;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(2500) {
+        if let Ok(response) = client.get(format!("{}/log/checkpoint", other.base)).send()
+            && response.status().is_success()
+        {
+            before = Some(response.bytes().unwrap().to_vec());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let before_kill = load.count();
+    integrator.signal("KILL");
+    let _ = integrator.child.wait();
+
+    // The other gateway's integrator takes the lock once PostgreSQL drops the dead session;
+    // the load goes on through it.
+    let killed = Instant::now();
+    let takeover = loop {
+        let line = other
+            .lines
+            .as_mut()
+            .unwrap()
+            .next()
+            .expect("the other gateway exited")
+            .unwrap();
+        if line.contains("this gateway now integrates and signs the log") {
+            break killed.elapsed();
+        }
+    };
+    other.drain();
+    std::thread::sleep(Duration::from_millis(1500));
+    let acknowledged = load.finish();
+    assert!(
+        before_kill > 50 && acknowledged.len() > before_kill + 50,
+        "too little load: {before_kill} answered before the kill, {} in all",
+        acknowledged.len()
+    );
+    eprintln!(
+        "takeover {takeover:?} after SIGKILL; {before_kill} requests answered before, {} in all",
+        acknowledged.len()
+    );
+    assert!(
+        takeover < Duration::from_secs(10),
+        "takeover took {takeover:?}"
+    );
+
+    let key = client
+        .get(format!("{}/log/key", other.base))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let verifier = tlog::note::Verifier::new(key.trim()).unwrap();
+    let before =
+        tlog::open_checkpoint(&before.expect("a checkpoint was served"), &verifier).unwrap();
+    let checkpoint = check_nothing_lost(
+        &other.base,
+        &token,
+        "failover-subject",
+        &acknowledged,
+        Some(&before),
+    );
+    assert!(checkpoint.size > before.size);
+
+    // The monitor's own tool accepts the log.
+    let output = common::sovereign()
+        .args([
+            "audit",
+            "verify",
+            "--url",
+            &format!("{}/log", other.base),
+            "--key",
+            key.trim(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "audit verify: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
