@@ -26,6 +26,7 @@
 
 use std::env;
 use std::ffi::OsStr;
+use std::fmt;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -48,6 +49,8 @@ pub struct PgServer {
     /// Whether `pg_ctl start` was attempted, so that dropping stops it.
     started: bool,
     databases: AtomicUsize,
+    /// The CA certificate (PEM) that signed the server's, when TLS is on.
+    ca: Option<PathBuf>,
 }
 
 impl PgServer {
@@ -55,24 +58,34 @@ impl PgServer {
     /// `skipping: …` to stderr: the test should return. Panics instead when
     /// `SOVEREIGN_REQUIRE_PG=1`, and whenever binaries exist but the server cannot start.
     pub fn start() -> Option<PgServer> {
-        let Some(bin) = find_binaries() else {
-            if env::var(REQUIRE_ENV).is_ok_and(|v| v == "1") {
-                panic!(
-                    "no PostgreSQL server binaries found (initdb, pg_ctl) and {REQUIRE_ENV}=1: \
-                     install PostgreSQL (Debian package `postgresql-15`) or set PG_BIN to \
-                     the folder holding them"
-                );
-            }
-            eprintln!(
-                "skipping: no PostgreSQL server binaries found (apt-get install postgresql-15)"
-            );
-            return None;
-        };
-        Some(PgServer::start_with(bin))
+        Some(PgServer::start_with(binaries_or_skip()?))
+    }
+
+    /// As [`start`](Self::start), with TLS on: a throwaway CA (its certificate at
+    /// [`ca_path`](Self::ca_path)) signs a server certificate for the DNS name `localhost`
+    /// only, not the address 127.0.0.1, so that `verify-full` to `localhost` succeeds and to
+    /// `127.0.0.1` fails, as with libpq. The server accepts plain TCP as well.
+    pub fn start_tls() -> Option<PgServer> {
+        Some(PgServer::start_tls_with(binaries_or_skip()?))
     }
 
     /// Starts a fresh server from the binaries in `bin`; panics if it cannot.
     pub fn start_with(bin: PathBuf) -> PgServer {
+        let mut server = PgServer::init(bin);
+        server.launch();
+        server
+    }
+
+    /// As [`start_with`](Self::start_with), with TLS on (see [`start_tls`](Self::start_tls)).
+    pub fn start_tls_with(bin: PathBuf) -> PgServer {
+        let mut server = PgServer::init(bin);
+        server.enable_tls();
+        server.launch();
+        server
+    }
+
+    /// A fresh data folder, not yet served.
+    fn init(bin: PathBuf) -> PgServer {
         let run_as = is_root().then(server_user);
         let dir = tempfile::Builder::new()
             .prefix("pgtest-")
@@ -81,13 +94,14 @@ impl PgServer {
         if let Some(user) = &run_as {
             chown_to(dir.path(), user);
         }
-        let mut server = PgServer {
+        let server = PgServer {
             bin,
             run_as,
             dir,
             port: 0,
             started: false,
             databases: AtomicUsize::new(0),
+            ca: None,
         };
         let data = server.data_dir();
         server.run_checked(
@@ -105,18 +119,24 @@ impl PgServer {
                 OsStr::new("--no-sync"),
             ],
         );
+        server
+    }
+
+    /// Starts the server on the data folder; panics if it cannot.
+    fn launch(&mut self) {
+        let data = self.data_dir();
         // A port another process takes between our probe and the server's bind makes the
         // start fail; a few tries make that race harmless.
         let mut last = String::new();
         for _ in 0..5 {
-            server.port = free_port();
+            self.port = free_port();
             let options = format!(
                 "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-                server.port,
-                server.dir.path().display()
+                self.port,
+                self.dir.path().display()
             );
-            server.started = true;
-            let out = server.run(
+            self.started = true;
+            let out = self.run(
                 "pg_ctl",
                 [
                     OsStr::new("-D"),
@@ -124,22 +144,76 @@ impl PgServer {
                     OsStr::new("-o"),
                     OsStr::new(&options),
                     OsStr::new("-l"),
-                    server.log_file().as_os_str(),
+                    self.log_file().as_os_str(),
                     OsStr::new("-w"),
                     OsStr::new("start"),
                 ],
             );
             if out.status.success() {
-                return server;
+                return;
             }
             last = format!(
                 "{}{}\nserver log:\n{}",
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr),
-                std::fs::read_to_string(server.log_file()).unwrap_or_default()
+                std::fs::read_to_string(self.log_file()).unwrap_or_default()
             );
         }
         panic!("pgtest: the PostgreSQL server does not start:\n{last}");
+    }
+
+    /// The PEM file of the CA that signed the server's certificate, for `sslrootcert`; `None`
+    /// without TLS.
+    pub fn ca_path(&self) -> Option<&Path> {
+        self.ca.as_deref()
+    }
+
+    /// Writes a CA and a server certificate it signs (for `localhost`) into the data folder,
+    /// readable by the server user only, and turns `ssl` on.
+    fn enable_tls(&mut self) {
+        let ca = Ca::new("pgtest CA");
+        let key = rcgen::KeyPair::generate().expect("pgtest: cannot make a key");
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .expect("pgtest: bad certificate names");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "localhost");
+        params.use_authority_key_identifier_extension = true;
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::DigitalSignature,
+            rcgen::KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = params
+            .signed_by(&key, &ca.issuer)
+            .expect("pgtest: cannot sign the server certificate");
+        let data = self.data_dir();
+        self.write_private(&data.join("server.crt"), &cert.pem());
+        self.write_private(&data.join("server.key"), &key.serialize_pem());
+        let ca_path = self.dir.path().join("ca.crt");
+        std::fs::write(&ca_path, ca.pem()).expect("pgtest: cannot write the CA certificate");
+        let conf = data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf).expect("pgtest: cannot read postgresql.conf");
+        text.push_str("\n# pgtest: TLS\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        std::fs::write(&conf, text).expect("pgtest: cannot write postgresql.conf");
+        self.ca = Some(ca_path);
+    }
+
+    /// Writes `text` to `path` with mode 0600, owned by the server user when root: the server
+    /// refuses a key that others may read.
+    fn write_private(&self, path: &Path, text: &str) {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .and_then(|mut file| file.write_all(text.as_bytes()))
+            .unwrap_or_else(|e| panic!("pgtest: cannot write {}: {e}", path.display()));
+        if let Some(user) = &self.run_as {
+            chown_to(path, user);
+        }
     }
 
     /// The TCP port the server listens on (127.0.0.1 only).
@@ -254,6 +328,65 @@ impl Drop for PgServer {
     }
 }
 
+/// A throwaway certificate authority.
+pub struct Ca {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    cert: rcgen::Certificate,
+}
+
+impl fmt::Debug for Ca {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ca").finish_non_exhaustive()
+    }
+}
+
+impl Ca {
+    /// A new self-signed CA named `name`, with a fresh key.
+    pub fn new(name: &str) -> Ca {
+        let key = rcgen::KeyPair::generate().expect("pgtest: cannot make a key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())
+            .expect("pgtest: bad certificate parameters");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let cert = params
+            .self_signed(&key)
+            .expect("pgtest: cannot make a CA certificate");
+        Ca {
+            issuer: rcgen::Issuer::new(params, key),
+            cert,
+        }
+    }
+
+    /// The CA's certificate, PEM-encoded (for an `sslrootcert` file).
+    pub fn pem(&self) -> String {
+        self.cert.pem()
+    }
+}
+
+/// The binaries, or `None` after saying why the test is skipped (a panic instead when
+/// `SOVEREIGN_REQUIRE_PG=1`).
+fn binaries_or_skip() -> Option<PathBuf> {
+    let bin = find_binaries();
+    if bin.is_none() {
+        if env::var(REQUIRE_ENV).is_ok_and(|v| v == "1") {
+            panic!(
+                "no PostgreSQL server binaries found (initdb, pg_ctl) and {REQUIRE_ENV}=1: \
+                 install PostgreSQL (Debian package `postgresql-15`) or set PG_BIN to \
+                 the folder holding them"
+            );
+        }
+        eprintln!("skipping: no PostgreSQL server binaries found (apt-get install postgresql-15)");
+    }
+    bin
+}
+
 /// The folder holding `initdb` and `pg_ctl`: `$PG_BIN`, else the highest
 /// `/usr/lib/postgresql/VERSION/bin`, else the first `PATH` entry with both.
 pub fn find_binaries() -> Option<PathBuf> {
@@ -363,6 +496,25 @@ mod tests {
         drop(client);
         drop(server);
         assert!(!folder.exists(), "the folder is removed");
+    }
+
+    #[test]
+    fn a_tls_server_has_its_certificates_and_ssl_on() {
+        use std::os::unix::fs::PermissionsExt;
+        let Some(server) = PgServer::start_tls() else {
+            return;
+        };
+        let ca = std::fs::read_to_string(server.ca_path().unwrap()).unwrap();
+        assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"), "{ca}");
+        let key = std::fs::metadata(server.data_dir().join("server.key")).unwrap();
+        assert_eq!(key.permissions().mode() & 0o777, 0o600);
+        let ssl: String = server
+            .client("postgres")
+            .query_one("SHOW ssl", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(ssl, "on", "{}", server.log());
+        assert!(PgServer::start().is_some_and(|plain| plain.ca_path().is_none()));
     }
 
     #[test]
