@@ -156,6 +156,10 @@ impl Gateway {
         .context("server failed");
         ticker.abort();
         let _ = ticker.await;
+        // The state may hold the last handles on PostgreSQL clients, whose synchronous
+        // driver blocks on its own runtime when they close: never on an async thread.
+        let state = self.state;
+        let _ = tokio::task::spawn_blocking(move || drop(state)).await;
         served
     }
 }

@@ -2,6 +2,7 @@
 
 mod access;
 mod audit;
+mod bench;
 mod client;
 mod custody_cli;
 mod demo;
@@ -47,6 +48,9 @@ enum Command {
     /// Run the reference scenario live: a gateway on a fresh setup, a synthetic population
     /// and the reference cast at work, for the dashboard; the monitor verifies at the end.
     Demo(demo::DemoArgs),
+    /// Measure governed reads (through the API) against bare reads of the same records from
+    /// the same store, on a fresh setup in a temporary folder.
+    Bench(bench::BenchArgs),
     /// Write a default setup (the reference scenario) into a data folder.
     Init {
         #[arg(long, default_value = DEFAULT_DATA)]
@@ -219,6 +223,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             // (alerts among them).
             init_logging("warn");
             demo::run(args)
+        }
+        Command::Bench(args) => {
+            init_logging("warn");
+            bench::run(args)
         }
         Command::Audit { command } => audit::run(command),
         Command::Report(args) => report::run(args),
