@@ -98,7 +98,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             move |rng: &mut rand::rngs::ThreadRng| {
                 let (subject, key) = &keys[rng.gen_range(0..keys.len())];
                 agent
-                    .get(&format!("{base}/v1/subjects/{subject}/records/profile/{key}"))
+                    .get(&format!(
+                        "{base}/v1/subjects/{subject}/records/profile/{key}"
+                    ))
                     .set("Authorization", &format!("Bearer {token}"))
                     .set("Sovereign-Purpose", "benchmark")
                     .call()
@@ -107,7 +109,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             }
         }
     })?;
-    eprintln!("bare reads: {} threads for {}s…", args.clients, args.seconds);
+    eprintln!(
+        "bare reads: {} threads for {}s…",
+        args.clients, args.seconds
+    );
     let bare = measure(args.clients, seconds, {
         let keys = keys.clone();
         move || {
@@ -170,7 +175,11 @@ fn vetted_token(data: &std::path::Path) -> anyhow::Result<String> {
 }
 
 /// Registers one `US` subject per record and writes its profile; answers (subject, key) pairs.
-fn write_records(base: &str, token: &str, records: u32) -> anyhow::Result<Arc<Vec<(String, String)>>> {
+fn write_records(
+    base: &str,
+    token: &str,
+    records: u32,
+) -> anyhow::Result<Arc<Vec<(String, String)>>> {
     let agent = ureq::agent();
     let bearer = format!("Bearer {token}");
     let mut keys = Vec::with_capacity(records as usize);

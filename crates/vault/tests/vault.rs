@@ -532,8 +532,7 @@ fn opening_checks_the_layout_and_stores() {
     // Client certificates are not implemented: asking for one is refused before connecting.
     let mut tls = layout();
     tls.sites.get_mut("us-east").unwrap().store =
-        "postgresql://user:pw-secret@127.0.0.1:1/us?sslmode=verify-full&sslcert=client.crt"
-            .into();
+        "postgresql://user:pw-secret@127.0.0.1:1/us?sslmode=verify-full&sslcert=client.crt".into();
     let err = Vault::open(tls, dir.path(), 1).unwrap_err();
     assert!(
         matches!(&err, VaultError::Store(StoreError::NotImplemented(_))),
