@@ -61,6 +61,31 @@ pub enum PolicyCommand {
         #[arg(long)]
         signature: PathBuf,
     },
+    /// Prove, offline, that a policy set implies every invariant and that no policy can
+    /// error, with Cedar's symbolic compiler and the cvc5 solver (`CVC5` names it, or `cvc5`
+    /// on PATH); prints counterexamples and exits non-zero unless everything is proven.
+    Prove {
+        /// The Cedar policy files; the set is their concatenation.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The Cedar schema [default: Sovereign's].
+        #[arg(long)]
+        schema: Option<PathBuf>,
+        /// A file of invariants (Cedar policies annotated `@invariant("name")`)
+        /// [default: the reference scenario's invariants for --restricted].
+        #[arg(long)]
+        invariants: Option<PathBuf>,
+        /// Restricted countries, for the default invariants.
+        #[arg(long, value_delimiter = ',', default_value = "CN,RU,IR,KP")]
+        restricted: Vec<String>,
+        /// Longest time one solver query may take, like 10s; a query that takes longer
+        /// counts as not proven.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+        /// Print the proof report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the policy sets the gateway knows.
     List,
     /// Show one policy set, with its text.
@@ -164,6 +189,17 @@ pub struct Signing {
 // sovereign policy
 
 pub fn run_policy(server: &ServerArgs, command: PolicyCommand) -> anyhow::Result<()> {
+    if let PolicyCommand::Prove {
+        files,
+        schema,
+        invariants,
+        restricted,
+        timeout,
+        json,
+    } = command
+    {
+        return prove_offline(&files, schema, invariants, &restricted, timeout, json);
+    }
     let client = server.client()?;
     match command {
         PolicyCommand::Propose { file, schema } => {
@@ -182,6 +218,7 @@ pub fn run_policy(server: &ServerArgs, command: PolicyCommand) -> anyhow::Result
                 )
             });
         }
+        PolicyCommand::Prove { .. } => unreachable!("proved offline above"),
         PolicyCommand::Sign { hash, signing } => sign_policy(&client, &hash, &signing)?,
         PolicyCommand::SignFile {
             file,
@@ -747,4 +784,41 @@ fn report(signing: &Signing, message: &str) {
         Some(path) => println!("{message}; wrote {}", path.display()),
         None => eprintln!("{message}"),
     }
+}
+
+/// `sovereign policy prove`: the same proof the gateway needs before activating a set, run
+/// offline so that a custodian or a monitor can reproduce it.
+fn prove_offline(
+    files: &[PathBuf],
+    schema: Option<PathBuf>,
+    invariants: Option<PathBuf>,
+    restricted: &[String],
+    timeout: std::time::Duration,
+    json: bool,
+) -> anyhow::Result<()> {
+    let mut policies = String::new();
+    for file in files {
+        policies.push_str(&read_text(file)?);
+        policies.push('\n');
+    }
+    let schema = match schema {
+        Some(path) => read_text(&path)?,
+        None => policy::DEFAULT_SCHEMA.to_string(),
+    };
+    let invariants_text = match invariants {
+        Some(path) => read_text(&path)?,
+        None => prove::default_invariants(restricted),
+    };
+    let invariants = prove::Invariants::parse_with_schema(&schema, &invariants_text)?;
+    let solver = prove::Solver::from_env()?.with_timeout(timeout);
+    let report = prove::prove(&schema, &policies, &invariants, &solver)?;
+    if json {
+        println!("{:#}", report.to_json());
+    } else {
+        print!("{report}");
+    }
+    if !report.all_proven() {
+        anyhow::bail!("the policy set does not satisfy every invariant: it must not be activated");
+    }
+    Ok(())
 }
