@@ -21,12 +21,14 @@ use cedar_policy::{
     EntityTypeName, EntityUid, Policy, PolicyId, PolicySet, Request, RestrictedExpression, Schema,
     ValidationMode, Validator,
 };
-use miette::Diagnostic;
 use sha2::{Digest, Sha256};
 
 use cache::DecisionCache;
 
 mod cache;
+pub mod diag;
+
+use diag::{describe, excerpt, position};
 
 /// The default Cedar schema (human schema syntax) that Sovereign's requests conform to.
 pub const DEFAULT_SCHEMA: &str = include_str!("../defaults/sovereign.cedarschema");
@@ -60,8 +62,9 @@ pub fn default_policies(restricted_countries: &[String]) -> String {
     )
 }
 
-/// A Cedar set literal of string literals, e.g. `["CN", "RU"]`.
-fn cedar_string_set(values: &[String]) -> String {
+/// A Cedar set literal of string literals, e.g. `["CN", "RU"]`, as the default policies (and
+/// the default invariants) write the restricted countries.
+pub fn cedar_string_set(values: &[String]) -> String {
     if values.is_empty() {
         return format!("[\"{NO_RESTRICTED_COUNTRY}\"]");
     }
@@ -617,57 +620,6 @@ fn is_valid_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
 }
 
-/// 1-based position of a policy in its source, from the id Cedar assigned while parsing.
-fn position(id: &PolicyId) -> usize {
-    AsRef::<str>::as_ref(id)
-        .strip_prefix("policy")
-        .and_then(|n| n.parse::<usize>().ok())
-        .map_or(usize::MAX, |n| n + 1)
-}
-
-/// The start of a policy's text on one line, to help a user find it.
-fn excerpt(policy_text: &str) -> String {
-    let flat: String = policy_text.split_whitespace().collect::<Vec<_>>().join(" ");
-    match flat.char_indices().nth(60) {
-        Some((cut, _)) => format!("{}...", &flat[..cut]),
-        None => flat,
-    }
-}
-
-/// One line per problem: Cedar's message, where it is (line and column in `src`), and Cedar's
-/// hint when it has one. Cedar's plain `Display` omits location and hints.
-fn describe(diagnostic: &dyn Diagnostic, src: &str) -> String {
-    let mut lines = vec![describe_one(diagnostic, src)];
-    if let Some(related) = diagnostic.related() {
-        lines.extend(related.map(|d| describe_one(d, src)));
-    }
-    lines.join("\n")
-}
-
-fn describe_one(diagnostic: &dyn Diagnostic, src: &str) -> String {
-    let mut out = String::new();
-    let first_label = diagnostic.labels().and_then(|mut labels| labels.next());
-    if let Some(label) = first_label
-        && let Some((line, column)) = line_column(src, label.offset())
-    {
-        let _ = write!(out, "line {line}, column {column}: ");
-    }
-    let _ = write!(out, "{diagnostic}");
-    if let Some(help) = diagnostic.help() {
-        let _ = write!(out, " (hint: {help})");
-    }
-    out
-}
-
-/// 1-based line and column (in characters) of byte `offset` in `src`.
-fn line_column(src: &str, offset: usize) -> Option<(usize, usize)> {
-    let before = src.get(..offset)?;
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let column = before[line_start..].chars().count() + 1;
-    Some((line, column))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -810,8 +762,8 @@ mod tests {
     #[test]
     fn line_column_counts_from_one() {
         let src = "ab\ncd\nef";
-        assert_eq!(line_column(src, 0), Some((1, 1)));
-        assert_eq!(line_column(src, 4), Some((2, 2)));
-        assert_eq!(line_column(src, 100), None);
+        assert_eq!(diag::line_column(src, 0), Some((1, 1)));
+        assert_eq!(diag::line_column(src, 4), Some((2, 2)));
+        assert_eq!(diag::line_column(src, 100), None);
     }
 }

@@ -8,12 +8,10 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::ProveError;
-use crate::diag::{describe, excerpt, position};
+use policy::diag::{describe, excerpt, position};
 
 const DEFAULT_INVARIANTS_TEMPLATE: &str = include_str!("../defaults/invariants.cedar.tmpl");
 const RESTRICTED_PLACEHOLDER: &str = "__RESTRICTED__";
-/// Same stand-in as the policy crate uses for an empty restricted-country list.
-const NO_RESTRICTED_COUNTRY: &str = "(none)";
 /// Domain separator for [`Invariants::hash`]; bump the version if the encoding changes.
 const HASH_DOMAIN: &[u8] = b"sovereign-invariant-set-v1\n";
 
@@ -22,20 +20,8 @@ const HASH_DOMAIN: &[u8] = b"sovereign-invariant-set-v1\n";
 pub fn default_invariants(restricted_countries: &[String]) -> String {
     DEFAULT_INVARIANTS_TEMPLATE.replace(
         RESTRICTED_PLACEHOLDER,
-        &cedar_string_set(restricted_countries),
+        &policy::cedar_string_set(restricted_countries),
     )
-}
-
-/// A Cedar set literal of string literals, e.g. `["CN", "RU"]` (as in the policy crate).
-fn cedar_string_set(values: &[String]) -> String {
-    if values.is_empty() {
-        return format!("[\"{NO_RESTRICTED_COUNTRY}\"]");
-    }
-    let items: Vec<String> = values
-        .iter()
-        .map(|v| format!("\"{}\"", v.escape_default()))
-        .collect();
-    format!("[{}]", items.join(", "))
 }
 
 /// One named invariant: a Cedar policy set the active policies must imply.

@@ -33,7 +33,6 @@
 //! synchronous: it runs the queries on a private current-thread tokio runtime on a scoped
 //! thread, so it works from plain threads and from `tokio::task::spawn_blocking` alike.
 
-mod diag;
 mod invariants;
 mod report;
 mod solver;
@@ -109,7 +108,7 @@ pub fn prove(
     let started = Instant::now();
     let engine = policy::PolicyEngine::new(schema_src, policies_src)?;
     let (schema, _) = Schema::from_cedarschema_str(schema_src)
-        .map_err(|e| ProveError::Schema(diag::describe(&e, schema_src)))?;
+        .map_err(|e| ProveError::Schema(policy::diag::describe(&e, schema_src)))?;
     let (active, active_ids) = active_policies(policies_src)?;
 
     let validation =
@@ -177,7 +176,7 @@ fn active_policies(policies_src: &str) -> Result<(PolicySet, Vec<String>), Prove
         .map_err(|e| ProveError::Internal(format!("re-parsing the active policies: {e}")))?;
     let mut numbered: Vec<(usize, &Policy)> = parsed
         .policies()
-        .map(|p| (diag::position(p.id()), p))
+        .map(|p| (policy::diag::position(p.id()), p))
         .collect();
     numbered.sort_unstable_by_key(|(n, _)| *n);
     let mut set = PolicySet::new();

@@ -1,4 +1,5 @@
-//! Turning Cedar's diagnostics into one-line messages with line and column.
+//! Turning Cedar's diagnostics into one-line messages with line and column, for the policy
+//! engine's errors and for any crate that parses Cedar text (the invariant prover).
 
 use std::fmt::Write as _;
 
@@ -7,7 +8,7 @@ use miette::Diagnostic;
 
 /// One line per problem: Cedar's message, where it is (line and column in `src`), and Cedar's
 /// hint when it has one.
-pub(crate) fn describe(diagnostic: &dyn Diagnostic, src: &str) -> String {
+pub fn describe(diagnostic: &dyn Diagnostic, src: &str) -> String {
     let mut lines = vec![describe_one(diagnostic, src)];
     if let Some(related) = diagnostic.related() {
         lines.extend(related.map(|d| describe_one(d, src)));
@@ -31,7 +32,7 @@ fn describe_one(diagnostic: &dyn Diagnostic, src: &str) -> String {
 }
 
 /// 1-based line and column (in characters) of byte `offset` in `src`.
-fn line_column(src: &str, offset: usize) -> Option<(usize, usize)> {
+pub fn line_column(src: &str, offset: usize) -> Option<(usize, usize)> {
     let before = src.get(..offset)?;
     let line = before.matches('\n').count() + 1;
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
@@ -40,7 +41,7 @@ fn line_column(src: &str, offset: usize) -> Option<(usize, usize)> {
 }
 
 /// 1-based position of a policy in its source, from the id Cedar assigned while parsing.
-pub(crate) fn position(id: &PolicyId) -> usize {
+pub fn position(id: &PolicyId) -> usize {
     AsRef::<str>::as_ref(id)
         .strip_prefix("policy")
         .and_then(|n| n.parse::<usize>().ok())
@@ -48,7 +49,7 @@ pub(crate) fn position(id: &PolicyId) -> usize {
 }
 
 /// The start of a policy's text on one line, to help a user find it.
-pub(crate) fn excerpt(policy_text: &str) -> String {
+pub fn excerpt(policy_text: &str) -> String {
     let flat: String = policy_text.split_whitespace().collect::<Vec<_>>().join(" ");
     match flat.char_indices().nth(60) {
         Some((cut, _)) => format!("{}...", &flat[..cut]),
