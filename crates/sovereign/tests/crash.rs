@@ -7,30 +7,12 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::load::{Load, check_nothing_lost};
+use common::load::{Load, check_nothing_lost, writer_token};
 
 fn serve(data: &std::path::Path) -> common::Server {
     let mut server = common::serve(data, "warn,sovereign=info");
     server.drain();
     server
-}
-
-fn token(data: &std::path::Path) -> String {
-    common::token(
-        data,
-        &[
-            "--sub",
-            "svc-writer",
-            "--entity",
-            "usds",
-            "--location",
-            "US",
-            "--clearance",
-            "us-data",
-            "--role",
-            "service",
-        ],
-    )
 }
 
 #[test]
@@ -39,7 +21,7 @@ fn sigkill_under_load_loses_nothing_acknowledged() {
     let data = dir.path().join("data");
     let mut server = serve(&data);
     let base = server.base.clone();
-    let token = token(&data);
+    let token = writer_token(&data);
     let client = reqwest::blocking::Client::new();
     let status = client
         .put(format!("{base}/v1/subjects/crash-subject"))

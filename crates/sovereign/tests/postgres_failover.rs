@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::load::{Load, check_nothing_lost};
+use common::load::{Load, check_nothing_lost, writer_token};
 
 #[test]
 fn the_integrating_gateway_dies_and_the_other_takes_over() {
@@ -19,42 +19,20 @@ fn the_integrating_gateway_dies_and_the_other_takes_over() {
     let site_url = pg.create_database("us_east");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
-    let init = common::sovereign()
-        .args(["init", "--data", data.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(init.status.success());
-    let config = data.join("sovereign.toml");
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    for (line, url) in [
-        (r#"store = "sqlite:log/log.sqlite""#, &log_url),
-        (r#"store = "sqlite:sites/us-east/store.sqlite""#, &site_url),
-    ] {
-        assert!(text.contains(line), "{line}");
-        text = text.replace(line, &format!("store = {url:?}"));
-    }
-    std::fs::write(&config, text).unwrap();
+    common::init_with_stores(
+        data,
+        &[
+            (r#"store = "sqlite:log/log.sqlite""#, &log_url),
+            (r#"store = "sqlite:sites/us-east/store.sqlite""#, &site_url),
+        ],
+    );
 
     // The first gateway is alone when it starts, so it takes the integrator's lock.
     let mut integrator = common::serve(data, "warn,sovereign=info,logstore=info");
     integrator.drain();
     common::wait_for_checkpoint(&integrator.base, 1);
     let mut other = common::serve(data, "warn,sovereign=info,logstore=info");
-    let token = common::token(
-        data,
-        &[
-            "--sub",
-            "svc-writer",
-            "--entity",
-            "usds",
-            "--location",
-            "US",
-            "--clearance",
-            "us-data",
-            "--role",
-            "service",
-        ],
-    );
+    let token = writer_token(data);
     let client = reqwest::blocking::Client::new();
     let status = client
         .put(format!("{}/v1/subjects/failover-subject", other.base))

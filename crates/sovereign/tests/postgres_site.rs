@@ -15,16 +15,10 @@ fn serve_keeps_a_site_in_postgresql() {
     let url = pg.create_database("us_east");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
-    let init = common::sovereign()
-        .args(["init", "--data", data.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(init.status.success());
-    let config = data.join("sovereign.toml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    let sqlite = r#"store = "sqlite:sites/us-east/store.sqlite""#;
-    assert!(text.contains(sqlite));
-    std::fs::write(&config, text.replace(sqlite, &format!("store = {url:?}"))).unwrap();
+    common::init_with_stores(
+        data,
+        &[(r#"store = "sqlite:sites/us-east/store.sqlite""#, &url)],
+    );
 
     let server = serve(data, "warn,sovereign=info");
     let alice = token(

@@ -6,6 +6,25 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// A token for the load's writer: vetted US staff, a service.
+pub fn writer_token(data: &std::path::Path) -> String {
+    super::token(
+        data,
+        &[
+            "--sub",
+            "svc-writer",
+            "--entity",
+            "usds",
+            "--location",
+            "US",
+            "--clearance",
+            "us-data",
+            "--role",
+            "service",
+        ],
+    )
+}
+
 /// A request the gateway answered with success, and the log entry it named.
 #[derive(Debug, Clone)]
 pub struct Acknowledged {

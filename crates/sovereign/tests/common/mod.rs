@@ -78,6 +78,27 @@ pub fn serve(data: &Path, log_filter: &str) -> Server {
     server
 }
 
+/// `sovereign init --data DIR`, then replaces each store line of the written configuration
+/// (which must be there) with `store = URL`.
+pub fn init_with_stores(data: &Path, stores: &[(&str, &str)]) {
+    let init = sovereign()
+        .args(["init", "--data", data.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let config = data.join("sovereign.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    for (line, url) in stores {
+        assert!(text.contains(line), "{line}");
+        text = text.replace(line, &format!("store = {url:?}"));
+    }
+    std::fs::write(&config, text).unwrap();
+}
+
 /// A development token from `sovereign token --data DIR ARGS...`.
 pub fn token(data: &Path, args: &[&str]) -> String {
     let output = sovereign()
