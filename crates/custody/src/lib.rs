@@ -242,6 +242,19 @@ impl Custody {
         &self.keys
     }
 
+    /// Takes up what another process (a second gateway on the same data folder) committed to
+    /// the custody store since this one last looked: grants, policy activations, releases, the
+    /// kill switch. Answers whether anything changed. Cheap when nothing did.
+    pub fn refresh(&self) -> Result<bool, CustodyError> {
+        let mut store = self.lock_store();
+        if !store.changed_elsewhere()? {
+            return Ok(false);
+        }
+        let state = store.load()?;
+        *self.state.write().unwrap_or_else(|p| p.into_inner()) = state;
+        Ok(true)
+    }
+
     fn lock_store(&self) -> MutexGuard<'_, Store> {
         // A panic mid-change leaves the database rolled back and the memory unchanged.
         self.store.lock().unwrap_or_else(|p| p.into_inner())

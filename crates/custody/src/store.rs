@@ -55,6 +55,9 @@ impl Write {
 pub(crate) struct Store {
     path: PathBuf,
     conn: Connection,
+    /// SQLite's `data_version` when this process last loaded the state: it changes exactly
+    /// when another connection (another gateway on the same data folder) commits.
+    seen_version: i64,
 }
 
 impl Store {
@@ -92,10 +95,21 @@ impl Store {
             }
         }
         tx.commit().map_err(|e| fail(&e))?;
+        let seen_version = data_version(&conn).map_err(|e| fail(&e))?;
         Ok(Store {
             path: path.to_path_buf(),
             conn,
+            seen_version,
         })
+    }
+
+    /// Whether another connection committed since the last call (or since open); a cheap
+    /// check, one pragma.
+    pub(crate) fn changed_elsewhere(&mut self) -> Result<bool, CustodyError> {
+        let version = data_version(&self.conn).map_err(|e| self.fail(e))?;
+        let changed = version != self.seen_version;
+        self.seen_version = version;
+        Ok(changed)
     }
 
     fn fail(&self, e: impl std::fmt::Display) -> CustodyError {
@@ -189,4 +203,8 @@ impl Store {
         tx.commit().map_err(fail)?;
         Ok(index)
     }
+}
+
+fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("PRAGMA data_version", [], |r| r.get(0))
 }

@@ -268,3 +268,49 @@ fn a_policy_activation_must_name_the_set_and_persists() {
     assert!(swapped);
     assert_eq!(fixture.open().active_policy().unwrap().hash, a);
 }
+
+#[test]
+fn a_second_gateway_on_the_same_store_takes_up_changes_on_refresh() {
+    let fixture = Fixture::new();
+    let log = Log::new(false);
+    let append = |e: Event<'_>| log.append(e);
+    let first = fixture.open();
+    let second = fixture.open();
+    assert!(!second.refresh().unwrap(), "nothing changed yet");
+
+    let (request, _) = first
+        .create_request(
+            new_request(),
+            &person("alice", "usds"),
+            RULES,
+            1000,
+            &append,
+        )
+        .unwrap();
+    assert!(
+        second.request(&request.id).is_err(),
+        "not seen before a refresh"
+    );
+    assert!(second.refresh().unwrap());
+    assert_eq!(second.request(&request.id).unwrap().id, request.id);
+    assert!(!second.refresh().unwrap(), "seen once");
+
+    // The second's own change is in its memory at once, and reaches the first on refresh.
+    second
+        .approve(
+            &request.id,
+            &person("carol", "custodian"),
+            "",
+            1010,
+            &append,
+        )
+        .unwrap();
+    assert!(
+        !second.refresh().unwrap(),
+        "its own commits are not news to it"
+    );
+    assert_eq!(second.request(&request.id).unwrap().approvals.len(), 1);
+    assert_eq!(first.request(&request.id).unwrap().approvals.len(), 0);
+    assert!(first.refresh().unwrap());
+    assert_eq!(first.request(&request.id).unwrap().approvals.len(), 1);
+}

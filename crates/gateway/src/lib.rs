@@ -224,6 +224,33 @@ impl AppState {
     }
 
     /// Puts a newly activated policy set in force.
+    /// Takes up custody changes that another gateway on the same data folder committed (a
+    /// policy activation, the kill switch, grants), so that every gateway decides alike within
+    /// about a second. A failure keeps the state it had and is logged.
+    pub fn take_up_custody_changes(&self) {
+        match self.custody.refresh() {
+            Ok(false) => {}
+            Ok(true) => {
+                let Some(active) = self.custody.active_policy() else {
+                    return;
+                };
+                if active.hash == self.policy().policy_set_hash() {
+                    return;
+                }
+                match policy::PolicyEngine::new(&active.schema, &active.policies) {
+                    Ok(engine) => {
+                        tracing::info!(policy_set = %active.hash, "policy set activated by another gateway, now in force here");
+                        self.set_policy(engine);
+                    }
+                    Err(e) => {
+                        tracing::error!(policy_set = %active.hash, error = %e, "the policy set another gateway activated does not load here")
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot read the custody store for changes"),
+        }
+    }
+
     pub fn set_policy(&self, engine: policy::PolicyEngine) {
         *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(engine);
     }
@@ -427,6 +454,8 @@ async fn analytics_ticker(state: Arc<AppState>) {
             let summary = state.summary();
             state.analytics.publish_summary(&summary);
         }
+        let refreshing = state.clone();
+        let _ = tokio::task::spawn_blocking(move || refreshing.take_up_custody_changes()).await;
     }
 }
 

@@ -128,3 +128,95 @@ fn the_integrating_gateway_dies_and_the_other_takes_over() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// Custody state is shared through the data folder: a kill switch applied through one
+/// gateway holds on the other within seconds, without a restart.
+#[test]
+fn a_kill_switch_applied_through_one_gateway_holds_on_the_other() {
+    let Some(pg) = pgtest::PgServer::start() else {
+        return;
+    };
+    let log_url = pg.create_database("log");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    common::init_with_stores(data, &[(r#"store = "sqlite:log/log.sqlite""#, &log_url)]);
+    let mut first = common::serve(data, "warn,sovereign=info");
+    first.drain();
+    common::wait_for_checkpoint(&first.base, 1);
+    let mut second = common::serve(data, "warn,sovereign=info");
+    second.drain();
+
+    let alice = common::token(
+        data,
+        &[
+            "--sub",
+            "alice",
+            "--entity",
+            "usds",
+            "--location",
+            "US",
+            "--clearance",
+            "us-data",
+        ],
+    );
+    let register = |base: &str, id: &str| {
+        let response = reqwest::blocking::Client::new()
+            .put(format!("{base}/v1/subjects/{id}"))
+            .bearer_auth(&alice)
+            .body(r#"{"jurisdiction":"US"}"#)
+            .send()
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.text().unwrap())
+    };
+    assert_eq!(register(&second.base, "u-1").0, 201);
+
+    let olga = common::token(
+        data,
+        &[
+            "--sub",
+            "olga",
+            "--entity",
+            "custodian",
+            "--location",
+            "US",
+            "--role",
+            "custodian-operator",
+        ],
+    );
+    let key = data.join("keys/custodian.key");
+    let output = common::sovereign()
+        .args([
+            "kill-switch",
+            "suspend",
+            "US",
+            "--key",
+            key.to_str().unwrap(),
+        ])
+        .args(["--token", &olga])
+        .env("SOVEREIGN_URL", &first.base)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut n = 2;
+    loop {
+        let (status, body) = register(&second.base, &format!("u-{n}"));
+        if status == 403 {
+            assert!(body.contains("suspended"), "{body}");
+            break;
+        }
+        assert_eq!(status, 201, "{body}");
+        assert!(
+            Instant::now() < deadline,
+            "the other gateway still admits US registrations 10 s after the kill switch"
+        );
+        n += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
