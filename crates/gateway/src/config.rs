@@ -466,7 +466,13 @@ impl Config {
         }
         let store = &self.log.store;
         let postgres = store.starts_with("postgres://") || store.starts_with("postgresql://");
-        if !postgres
+        if store.starts_with("redb:") {
+            problems.push((
+                "log.store".into(),
+                "`redb:` log stores are not implemented yet: use `sqlite:PATH` or `postgres://…`"
+                    .into(),
+            ));
+        } else if !postgres
             && store
                 .strip_prefix("sqlite:")
                 .is_none_or(|p| p.trim().is_empty())
@@ -714,6 +720,19 @@ mod tests {
         let bad = text.replace("body_limit_bytes = 1048576", "body_limit_bytes = \"big\"");
         let (key, _problem) = Config::parse(&bad).unwrap_err();
         assert_eq!(key, "server.body_limit_bytes");
+    }
+
+    #[test]
+    fn a_redb_log_store_is_refused_as_not_implemented() {
+        let text = crate::setup::default_config_text();
+        let mut config = Config::parse(&text).unwrap();
+        config.log.store = "redb:log.redb".into();
+        let problems = config.validate(Path::new("/nonexistent"));
+        let problem = problems
+            .iter()
+            .find(|(key, _)| key == "log.store")
+            .unwrap_or_else(|| panic!("{problems:?}"));
+        assert!(problem.1.contains("not implemented"), "{problem:?}");
     }
 
     #[test]

@@ -209,6 +209,12 @@ impl Log {
         if pgconn::is_postgres_url(store) {
             return Log::open_postgres(store, signer, options);
         }
+        if store.starts_with("redb:") {
+            return Err(LogError::InvalidStore(
+                "`redb:` log stores are not implemented yet: use `sqlite:PATH` or `postgres://…`"
+                    .into(),
+            ));
+        }
         let scheme: String = store
             .split(':')
             .next()

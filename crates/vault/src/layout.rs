@@ -209,6 +209,14 @@ impl Layout {
                 }
                 // Compared verbatim: two spellings of one database are not caught here.
                 StoreUrl::Postgres(_) => Some(vec![site.store.clone()]),
+                StoreUrl::Other if site.store.starts_with("redb:") => {
+                    report(
+                        format!("{key}.store"),
+                        "`redb:` stores are not implemented yet: use `sqlite:PATH` or `postgres://…`"
+                            .into(),
+                    );
+                    None
+                }
                 StoreUrl::Other => {
                     report(
                         format!("{key}.store"),
@@ -436,6 +444,22 @@ mod tests {
         );
         let problems = layout.validate();
         assert!(problems[5].problem.contains("site `c`"), "{}", problems[5]);
+    }
+
+    #[test]
+    fn redb_stores_are_refused_as_not_implemented() {
+        let mut layout = reference();
+        layout
+            .sites
+            .insert("r".into(), site("US", "p", "redb:sites/r.redb"));
+        let problems = layout.validate();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].key, "sites.r.store");
+        assert!(
+            problems[0].problem.contains("not implemented"),
+            "{}",
+            problems[0]
+        );
     }
 
     #[test]
