@@ -5,9 +5,10 @@
 //!   their own request or one from their own entity; pending requests expire; grants end by
 //!   themselves and can be revoked. Break-glass uses are grants that start at once, end after a
 //!   short window and wait for a custodian's review.
-//! - **Policy sets**, **algorithm releases** and the **kill switch** (`signed.rs`): each change
-//!   takes effect only with a custodian statement signed by enough custodian keys
-//!   ([`statement`]).
+//! - **Policy sets**, the **invariant set** they must be proven against, **algorithm
+//!   releases** and the **kill switch** (`signed.rs`): each change takes effect only with a
+//!   custodian statement signed by enough custodian keys ([`statement`]); a policy set (or a
+//!   new invariant set) takes effect only with passing [`Proofs`] too.
 //!
 //! Every change is appended to the transparency log before it is committed: the caller passes
 //! a `log` function that appends an [`Event`] durably and returns its index; if it fails the
@@ -30,7 +31,10 @@ use serde::{Deserialize, Serialize};
 use tlog::note::Verifier;
 
 pub use access::{AccessRequest, NewRequest, RequestKind, RequestRules, Status};
-pub use signed::{PolicySetRecord, Release, Suspension, check_release_name};
+pub use signed::{
+    InvariantSetRecord, PolicySetRecord, ProofResult, Proofs, Release, Suspension,
+    check_release_name,
+};
 use store::Store;
 
 /// Reason codes an access request must give, modelled on cloud access-transparency
@@ -113,6 +117,10 @@ pub enum Event<'a> {
         set: &'a PolicySetRecord,
         previous: Option<&'a str>,
     },
+    InvariantsActivated {
+        set: &'a InvariantSetRecord,
+        previous: Option<&'a str>,
+    },
     AlgorithmSubmitted(&'a Release),
     AlgorithmActivated(&'a Release),
     AlgorithmFetched(&'a Release),
@@ -165,6 +173,8 @@ pub enum CustodyError {
         expected: String,
         actual: String,
     },
+    #[error("not proven: {0}")]
+    NotProven(String),
     #[error("the statement does not fit this command: {0}")]
     WrongStatement(String),
     #[error(
@@ -192,6 +202,8 @@ struct State {
     granted: HashMap<String, Vec<String>>,
     policy_sets: BTreeMap<String, PolicySetRecord>,
     active_policy: Option<String>,
+    invariant_sets: BTreeMap<String, InvariantSetRecord>,
+    active_invariants: Option<String>,
     releases: BTreeMap<(String, String), Release>,
     suspensions: BTreeMap<String, Suspension>,
 }

@@ -1,5 +1,5 @@
-//! What changes only by custodian signature: the active policy set, algorithm releases and
-//! the kill switch.
+//! What changes only by custodian signature: the active policy set, the invariant set it
+//! must be proven against, algorithm releases and the kill switch.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -8,11 +8,13 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::statement::{self, KillCommand, Statement};
-use crate::store::{ACTIVE_POLICY, POLICY_SET, RELEASE, SUSPENSION, Write};
+use crate::store::{
+    ACTIVE_INVARIANTS, ACTIVE_POLICY, INVARIANT_SET, POLICY_SET, RELEASE, SUSPENSION, Write,
+};
 use crate::{Custody, CustodyError, Event, LogFn, Person};
 
 /// A proposed (and perhaps once active) policy set. The hash identifies schema and policies.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PolicySetRecord {
     pub hash: String,
     pub schema: String,
@@ -25,6 +27,100 @@ pub struct PolicySetRecord {
     /// The signed activation statement and the custodian keys that signed it.
     pub signature: Option<String>,
     pub signers: Vec<String>,
+    /// The solver's proofs against the invariant set in force when it was last activated.
+    /// Absent only on sets activated before proofs were required.
+    #[serde(default)]
+    pub proofs: Option<Proofs>,
+}
+
+/// The named invariants every active policy set must be proven to imply, as the custodian
+/// signed them. The hash is the prover's canonical hash of the text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InvariantSetRecord {
+    pub hash: String,
+    pub text: String,
+    /// The invariants' names, in the file's order.
+    pub names: Vec<String>,
+    pub activated_at: Option<i64>,
+    pub signature: Option<String>,
+    pub signers: Vec<String>,
+    /// Proofs that the policy set active at the time satisfies these invariants (none when
+    /// no policy set was active yet: the first start).
+    pub proofs: Option<Proofs>,
+}
+
+/// What a solver established about one policy set against one invariant set: the evidence
+/// an activation is logged with. Built by the caller; this crate knows nothing of Cedar or
+/// the solver, only that each result must say proven.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Proofs {
+    pub policy_set: String,
+    pub invariant_set: String,
+    pub solver: String,
+    pub solver_version: String,
+    /// The per-query time limit the solver had.
+    pub timeout_ms: u64,
+    /// Request environments (principal type, action, resource type) each query covered.
+    pub environments: usize,
+    /// One result per invariant: [`Proofs::PROVEN`] or why not.
+    pub invariants: Vec<ProofResult>,
+    /// One result per policy of the set: [`Proofs::NEVER_ERRORS`] or why not.
+    pub never_errors: Vec<ProofResult>,
+    pub duration_ms: f64,
+}
+
+/// One invariant's or one policy's result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProofResult {
+    /// The invariant's name, or the policy's id.
+    pub name: String,
+    pub result: String,
+    pub duration_ms: f64,
+}
+
+impl Proofs {
+    pub const PROVEN: &'static str = "proven";
+    pub const NEVER_ERRORS: &'static str = "never_errors";
+
+    /// Every invariant proven (there is at least one) and no policy can error.
+    pub fn all_proven(&self) -> bool {
+        !self.invariants.is_empty()
+            && self.invariants.iter().all(|r| r.result == Self::PROVEN)
+            && self
+                .never_errors
+                .iter()
+                .all(|r| r.result == Self::NEVER_ERRORS)
+    }
+
+    /// Refuses unless these are passing proofs of exactly `policy_set` against exactly
+    /// `invariant_set`.
+    fn require(&self, policy_set: &str, invariant_set: &str) -> Result<(), CustodyError> {
+        if self.policy_set != policy_set || self.invariant_set != invariant_set {
+            return Err(CustodyError::NotProven(format!(
+                "the proofs given are of policy set {} against invariant set {}, not of {policy_set} against {invariant_set}",
+                self.policy_set, self.invariant_set
+            )));
+        }
+        if !self.all_proven() {
+            let failed: Vec<String> = self
+                .invariants
+                .iter()
+                .filter(|r| r.result != Self::PROVEN)
+                .chain(
+                    self.never_errors
+                        .iter()
+                        .filter(|r| r.result != Self::NEVER_ERRORS),
+                )
+                .map(|r| format!("{}: {}", r.name, r.result))
+                .collect();
+            return Err(CustodyError::NotProven(if failed.is_empty() {
+                "no invariant was proven".into()
+            } else {
+                failed.join("; ")
+            }));
+        }
+        Ok(())
+    }
 }
 
 /// An algorithm artifact: submitted, then released (made active) by custodian signature.
@@ -129,12 +225,14 @@ impl Custody {
     }
 
     /// Makes the policy set `hash` active, if `signed` is a policy-activation statement for
-    /// exactly that hash, signed by enough custodian keys. `then` runs after the commit while
-    /// changes are still held back, so that the caller's engine swap happens in commit order.
+    /// exactly that hash, signed by enough custodian keys, and `proofs` show that the set
+    /// satisfies the active invariant set. `then` runs after the commit while changes are
+    /// still held back, so that the caller's engine swap happens in commit order.
     pub fn activate_policy(
         &self,
         hash: &str,
         signed: &[u8],
+        proofs: Proofs,
         now: i64,
         log: LogFn<'_>,
         then: impl FnOnce(&PolicySetRecord),
@@ -152,10 +250,16 @@ impl Custody {
         let mut set = self
             .policy_set(hash)
             .ok_or_else(|| CustodyError::UnknownPolicySet(hash.to_string()))?;
+        // Checked under the lock: the invariants cannot change between this and the commit.
+        let invariants = self.read().active_invariants.clone().ok_or_else(|| {
+            CustodyError::NotProven("no invariant set is active to prove it against".into())
+        })?;
+        proofs.require(hash, &invariants)?;
         let previous = self.read().active_policy.clone();
         set.activated_at = Some(now);
         set.signature = Some(String::from_utf8_lossy(signed).into_owned());
         set.signers = verified.signers;
+        set.proofs = Some(proofs);
         let event = Event::PolicyActivated {
             set: &set,
             previous: previous.as_deref(),
@@ -173,6 +277,78 @@ impl Custody {
             s.active_policy = Some(set.hash.clone());
         });
         then(&set);
+        Ok((set, index))
+    }
+
+    // ----- invariant sets -----
+
+    /// The invariant set every policy activation is proven against, once one was activated.
+    pub fn active_invariants(&self) -> Option<InvariantSetRecord> {
+        let state = self.read();
+        let hash = state.active_invariants.as_ref()?;
+        state.invariant_sets.get(hash).cloned()
+    }
+
+    pub fn invariant_set(&self, hash: &str) -> Option<InvariantSetRecord> {
+        self.read().invariant_sets.get(hash).cloned()
+    }
+
+    /// Makes `set` the active invariant set, if `signed` is an invariant-activation statement
+    /// for exactly its hash, signed by as many custodian keys as a policy activation needs.
+    /// While a policy set is active, `proofs` must show that it satisfies the new invariants,
+    /// so the active policies never stand unproven.
+    pub fn activate_invariants(
+        &self,
+        mut set: InvariantSetRecord,
+        signed: &[u8],
+        proofs: Option<Proofs>,
+        now: i64,
+        log: LogFn<'_>,
+    ) -> Result<(InvariantSetRecord, u64), CustodyError> {
+        let verified = statement::verify(signed, &self.keys.verifiers, self.keys.policy_threshold)?;
+        match &verified.statement {
+            Statement::InvariantActivation { invariant_set } if *invariant_set == set.hash => {}
+            other => {
+                return Err(CustodyError::WrongStatement(format!(
+                    "it says \"{other}\", not \"activate invariant set {}\"",
+                    set.hash
+                )));
+            }
+        }
+        let mut store = self.lock_store();
+        let (active_policy, previous) = {
+            let state = self.read();
+            (state.active_policy.clone(), state.active_invariants.clone())
+        };
+        match (&active_policy, &proofs) {
+            (Some(policy_set), Some(proofs)) => proofs.require(policy_set, &set.hash)?,
+            (Some(policy_set), None) => {
+                return Err(CustodyError::NotProven(format!(
+                    "the active policy set {policy_set} must be proven against the new invariants first"
+                )));
+            }
+            (None, _) => {}
+        }
+        set.activated_at = Some(now);
+        set.signature = Some(String::from_utf8_lossy(signed).into_owned());
+        set.signers = verified.signers;
+        set.proofs = proofs;
+        let event = Event::InvariantsActivated {
+            set: &set,
+            previous: previous.as_deref(),
+        };
+        let writes = [
+            Write::record(INVARIANT_SET, &set.hash, &set),
+            Write::Meta {
+                key: ACTIVE_INVARIANTS,
+                value: set.hash.clone(),
+            },
+        ];
+        let index = store.commit(&writes, event, log)?;
+        self.update(|s| {
+            s.invariant_sets.insert(set.hash.clone(), set.clone());
+            s.active_invariants = Some(set.hash.clone());
+        });
         Ok((set, index))
     }
 

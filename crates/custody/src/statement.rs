@@ -1,5 +1,6 @@
 //! Custodian statements: the commands only the custodian's keys can give (activate a policy
-//! set, release an algorithm, suspend or lift a jurisdiction), as C2SP signed notes.
+//! set or an invariant set, release an algorithm, suspend or lift a jurisdiction), as C2SP
+//! signed notes.
 //!
 //! The note text is a fixed first line and one `key value` line per field, in a fixed order,
 //! so that a statement has exactly one text and a signature can never be moved to a statement
@@ -18,6 +19,8 @@ pub const HEADER: &str = "sovereign/custody/v1";
 pub enum Statement {
     /// Make the policy set with this hash the active one.
     PolicyActivation { policy_set: String },
+    /// Make the invariant set with this hash the one every policy set must be proven against.
+    InvariantActivation { invariant_set: String },
     /// Release this algorithm artifact: `sha256` is the digest of its bytes.
     AlgorithmRelease {
         name: String,
@@ -85,6 +88,10 @@ impl Statement {
                 ("kind", "policy-activation".into()),
                 ("policy-set", policy_set.clone()),
             ],
+            Statement::InvariantActivation { invariant_set } => vec![
+                ("kind", "invariant-activation".into()),
+                ("invariant-set", invariant_set.clone()),
+            ],
             Statement::AlgorithmRelease {
                 name,
                 version,
@@ -140,6 +147,11 @@ impl Statement {
                 check_hex64("policy-set", &policy_set)?;
                 Statement::PolicyActivation { policy_set }
             }
+            "invariant-activation" => {
+                let invariant_set = value(1, "invariant-set")?;
+                check_hex64("invariant-set", &invariant_set)?;
+                Statement::InvariantActivation { invariant_set }
+            }
             "algorithm-release" => {
                 let sha256 = value(3, "sha256")?;
                 check_hex64("sha256", &sha256)?;
@@ -183,6 +195,9 @@ impl fmt::Display for Statement {
         match self {
             Statement::PolicyActivation { policy_set } => {
                 write!(f, "activate policy set {policy_set}")
+            }
+            Statement::InvariantActivation { invariant_set } => {
+                write!(f, "activate invariant set {invariant_set}")
             }
             Statement::AlgorithmRelease {
                 name,
@@ -310,6 +325,9 @@ mod tests {
             Statement::PolicyActivation {
                 policy_set: "ab".repeat(32),
             },
+            Statement::InvariantActivation {
+                invariant_set: "cd".repeat(32),
+            },
             Statement::AlgorithmRelease {
                 name: "ranker".into(),
                 version: "1.2.0".into(),
@@ -375,7 +393,7 @@ mod tests {
     #[test]
     fn tampered_text_is_refused() {
         let (a, va) = key("custodian-a");
-        let signed = sign(&examples()[2], &a).unwrap();
+        let signed = sign(&examples()[3], &a).unwrap();
         let tampered = String::from_utf8(signed)
             .unwrap()
             .replace("suspend", "lift");

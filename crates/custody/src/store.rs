@@ -28,6 +28,8 @@ pub(crate) const POLICY_SET: &str = "policy-set";
 pub(crate) const RELEASE: &str = "release";
 pub(crate) const SUSPENSION: &str = "suspension";
 pub(crate) const ACTIVE_POLICY: &str = "active-policy";
+pub(crate) const INVARIANT_SET: &str = "invariant-set";
+pub(crate) const ACTIVE_INVARIANTS: &str = "active-invariants";
 
 /// One row to write in a change.
 pub(crate) enum Write {
@@ -137,16 +139,19 @@ impl Store {
                 .suspensions
                 .insert(suspension.jurisdiction.clone(), suspension);
         }
-        state.active_policy = self
-            .conn
-            .query_row(
-                "SELECT value FROM meta WHERE key = ?1",
-                [ACTIVE_POLICY],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| self.fail(e))?;
+        for set in self.all::<crate::InvariantSetRecord>(INVARIANT_SET)? {
+            state.invariant_sets.insert(set.hash.clone(), set);
+        }
+        state.active_policy = self.meta(ACTIVE_POLICY)?;
+        state.active_invariants = self.meta(ACTIVE_INVARIANTS)?;
         Ok(state)
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<String>, CustodyError> {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.fail(e))
     }
 
     fn all<T: DeserializeOwned>(&self, kind: &str) -> Result<Vec<T>, CustodyError> {

@@ -230,13 +230,8 @@ fn pending_requests_expire_and_decided_ones_stay_decided() {
     ));
 }
 
-#[test]
-fn a_policy_activation_must_name_the_set_and_persists() {
-    let fixture = Fixture::new();
-    let log = Log::new(false);
-    let append = |e: Event<'_>| log.append(e);
-    let custody = fixture.open();
-    let set = |hash: &str| custody::PolicySetRecord {
+fn policy_set(hash: &str) -> custody::PolicySetRecord {
+    custody::PolicySetRecord {
         hash: hash.into(),
         schema: "schema".into(),
         policies: "policies".into(),
@@ -246,27 +241,215 @@ fn a_policy_activation_must_name_the_set_and_persists() {
         activated_at: None,
         signature: None,
         signers: vec![],
+        proofs: None,
+    }
+}
+
+fn invariant_set(hash: &str) -> custody::InvariantSetRecord {
+    custody::InvariantSetRecord {
+        hash: hash.into(),
+        text: "invariants".into(),
+        names: vec!["no-restricted-access".into()],
+        activated_at: None,
+        signature: None,
+        signers: vec![],
+        proofs: None,
+    }
+}
+
+/// Passing proofs of `policy_set` against `invariant_set`.
+fn proofs(policy_set: &str, invariant_set: &str) -> custody::Proofs {
+    let result = |name: &str, result: &str| custody::ProofResult {
+        name: name.into(),
+        result: result.into(),
+        duration_ms: 1.0,
     };
-    let (a, b) = ("a".repeat(64), "b".repeat(64));
-    custody.propose_policy(set(&a), &append).unwrap();
-    custody.propose_policy(set(&b), &append).unwrap();
-    let for_a = statement::sign(
-        &Statement::PolicyActivation {
-            policy_set: a.clone(),
-        },
-        &fixture.signer,
-    )
-    .unwrap();
+    custody::Proofs {
+        policy_set: policy_set.into(),
+        invariant_set: invariant_set.into(),
+        solver: "cvc5".into(),
+        solver_version: "1.0.3".into(),
+        timeout_ms: 1000,
+        environments: 5,
+        invariants: vec![result("no-restricted-access", custody::Proofs::PROVEN)],
+        never_errors: vec![result("permit-read", custody::Proofs::NEVER_ERRORS)],
+        duration_ms: 2.0,
+    }
+}
+
+impl Fixture {
+    fn sign(&self, statement: Statement) -> Vec<u8> {
+        statement::sign(&statement, &self.signer).unwrap()
+    }
+
+    fn activate_invariants(
+        &self,
+        custody: &Custody,
+        hash: &str,
+        proofs: Option<custody::Proofs>,
+        append: custody::LogFn<'_>,
+    ) -> Result<(), CustodyError> {
+        let signed = self.sign(Statement::InvariantActivation {
+            invariant_set: hash.into(),
+        });
+        custody
+            .activate_invariants(invariant_set(hash), &signed, proofs, 3, append)
+            .map(|_| ())
+    }
+}
+
+#[test]
+fn a_policy_activation_must_name_the_set_and_persists() {
+    let fixture = Fixture::new();
+    let log = Log::new(false);
+    let append = |e: Event<'_>| log.append(e);
+    let custody = fixture.open();
+    let (a, b, inv) = ("a".repeat(64), "b".repeat(64), "c".repeat(64));
+    fixture
+        .activate_invariants(&custody, &inv, None, &append)
+        .unwrap();
+    custody.propose_policy(policy_set(&a), &append).unwrap();
+    custody.propose_policy(policy_set(&b), &append).unwrap();
+    let for_a = fixture.sign(Statement::PolicyActivation {
+        policy_set: a.clone(),
+    });
     let error = custody
-        .activate_policy(&b, &for_a, 5, &append, |_| panic!("not activated"))
+        .activate_policy(&b, &for_a, proofs(&b, &inv), 5, &append, |_| {
+            panic!("not activated")
+        })
         .unwrap_err();
     assert!(matches!(error, CustodyError::WrongStatement(_)), "{error}");
     let mut swapped = false;
     custody
-        .activate_policy(&a, &for_a, 5, &append, |_| swapped = true)
+        .activate_policy(&a, &for_a, proofs(&a, &inv), 5, &append, |_| swapped = true)
         .unwrap();
     assert!(swapped);
-    assert_eq!(fixture.open().active_policy().unwrap().hash, a);
+    let reopened = fixture.open();
+    let active = reopened.active_policy().unwrap();
+    assert_eq!(active.hash, a);
+    assert_eq!(active.proofs, Some(proofs(&a, &inv)));
+    assert_eq!(reopened.active_invariants().unwrap().hash, inv);
+}
+
+#[test]
+fn a_policy_set_is_activated_only_with_passing_proofs_against_the_active_invariants() {
+    let fixture = Fixture::new();
+    let log = Log::new(false);
+    let append = |e: Event<'_>| log.append(e);
+    let custody = fixture.open();
+    let (a, inv, other) = ("a".repeat(64), "c".repeat(64), "d".repeat(64));
+    custody.propose_policy(policy_set(&a), &append).unwrap();
+    let signed = fixture.sign(Statement::PolicyActivation {
+        policy_set: a.clone(),
+    });
+    let refused = |proofs: custody::Proofs| {
+        let error = custody
+            .activate_policy(&a, &signed, proofs, 5, &append, |_| panic!("not activated"))
+            .unwrap_err();
+        assert!(matches!(error, CustodyError::NotProven(_)), "{error}");
+        assert!(custody.active_policy().is_none());
+        error.to_string()
+    };
+
+    // No invariants active: nothing to prove against.
+    let why = refused(proofs(&a, &inv));
+    assert!(why.contains("no invariant set is active"), "{why}");
+
+    fixture
+        .activate_invariants(&custody, &inv, None, &append)
+        .unwrap();
+    // Proofs of another set, or against other invariants.
+    refused(proofs(&"e".repeat(64), &inv));
+    let why = refused(proofs(&a, &other));
+    assert!(why.contains(&other), "{why}");
+    // A refuted invariant, an erroring policy, or no invariant at all.
+    let mut refuted = proofs(&a, &inv);
+    refuted.invariants[0].result = "refuted".into();
+    let why = refused(refuted);
+    assert!(why.contains("no-restricted-access: refuted"), "{why}");
+    let mut may_error = proofs(&a, &inv);
+    may_error.never_errors[0].result = "may_error".into();
+    refused(may_error);
+    let mut empty = proofs(&a, &inv);
+    empty.invariants.clear();
+    refused(empty);
+
+    custody
+        .activate_policy(&a, &signed, proofs(&a, &inv), 5, &append, |_| {})
+        .unwrap();
+    assert_eq!(custody.active_policy().unwrap().hash, a);
+}
+
+#[test]
+fn new_invariants_need_a_signature_and_proofs_of_the_active_policy_set() {
+    let fixture = Fixture::new();
+    let log = Log::new(false);
+    let append = |e: Event<'_>| log.append(e);
+    let custody = fixture.open();
+    let (a, inv, next) = ("a".repeat(64), "c".repeat(64), "d".repeat(64));
+    fixture
+        .activate_invariants(&custody, &inv, None, &append)
+        .unwrap();
+    custody.propose_policy(policy_set(&a), &append).unwrap();
+    let signed = fixture.sign(Statement::PolicyActivation {
+        policy_set: a.clone(),
+    });
+    custody
+        .activate_policy(&a, &signed, proofs(&a, &inv), 5, &append, |_| {})
+        .unwrap();
+
+    // A statement for other invariants, or for a policy set, does not activate these.
+    let wrong = fixture.sign(Statement::InvariantActivation {
+        invariant_set: inv.clone(),
+    });
+    let error = custody
+        .activate_invariants(
+            invariant_set(&next),
+            &wrong,
+            Some(proofs(&a, &next)),
+            6,
+            &append,
+        )
+        .unwrap_err();
+    assert!(matches!(error, CustodyError::WrongStatement(_)), "{error}");
+    let error = custody
+        .activate_invariants(
+            invariant_set(&next),
+            &signed,
+            Some(proofs(&a, &next)),
+            6,
+            &append,
+        )
+        .unwrap_err();
+    assert!(matches!(error, CustodyError::WrongStatement(_)), "{error}");
+    // While a policy set is active, it must be proven against the new invariants.
+    let error = fixture
+        .activate_invariants(&custody, &next, None, &append)
+        .unwrap_err();
+    assert!(matches!(error, CustodyError::NotProven(_)), "{error}");
+    let error = fixture
+        .activate_invariants(&custody, &next, Some(proofs(&a, &inv)), &append)
+        .unwrap_err();
+    assert!(matches!(error, CustodyError::NotProven(_)), "{error}");
+    assert_eq!(custody.active_invariants().unwrap().hash, inv);
+
+    fixture
+        .activate_invariants(&custody, &next, Some(proofs(&a, &next)), &append)
+        .unwrap();
+    let reopened = fixture.open();
+    let active = reopened.active_invariants().unwrap();
+    assert_eq!(active.hash, next);
+    assert_eq!(active.proofs, Some(proofs(&a, &next)));
+    assert!(reopened.invariant_set(&inv).is_some());
+    let events = log.events.lock().unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.starts_with("InvariantsActivated"))
+            .count(),
+        2,
+        "{events:?}"
+    );
 }
 
 #[test]

@@ -80,6 +80,30 @@ pub struct PolicyFiles {
     pub policies: PathBuf,
     /// The custodian's signed activation statement for the first policy set.
     pub signature: PathBuf,
+    /// The invariants every policy set must be proven to satisfy before it is activated
+    /// (named Cedar policy sets, see the `prove` crate).
+    #[serde(default = "default_invariants_file")]
+    pub invariants: PathBuf,
+    /// The custodian's signed activation statement for the invariants file; needed on the
+    /// first start and whenever the file changes.
+    #[serde(default = "default_invariants_signature")]
+    pub invariants_signature: PathBuf,
+    /// The longest one solver query may take; a query that takes longer counts as not
+    /// proven, and the activation is refused.
+    #[serde(default = "default_proof_timeout")]
+    pub proof_timeout_seconds: u64,
+}
+
+fn default_invariants_file() -> PathBuf {
+    crate::setup::INVARIANTS_FILE.into()
+}
+
+fn default_invariants_signature() -> PathBuf {
+    crate::setup::INVARIANTS_SIGNATURE_FILE.into()
+}
+
+fn default_proof_timeout() -> u64 {
+    prove::DEFAULT_TIMEOUT.as_secs()
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -563,6 +587,7 @@ impl Config {
             ("policy.schema", &self.policy.schema),
             ("policy.policies", &self.policy.policies),
             ("policy.signature", &self.policy.signature),
+            ("policy.invariants", &self.policy.invariants),
         ] {
             let full = data_dir.join(path);
             if !full.is_file() {
@@ -571,6 +596,12 @@ impl Config {
                     format!("file `{}` does not exist", full.display()),
                 ));
             }
+        }
+        if !(1..=600).contains(&self.policy.proof_timeout_seconds) {
+            problems.push((
+                "policy.proof_timeout_seconds".into(),
+                "must be between 1 and 600".into(),
+            ));
         }
         problems
     }

@@ -31,6 +31,7 @@ use crate::api::{ErrorBody, blocking, logged, parse_json, path_param};
 use crate::auth::{Authenticated, now_unix};
 use crate::entry;
 use crate::error::ApiError;
+use crate::proof;
 use custody::{AccessRequest, Custody, CustodyError, Event, Person, Status};
 
 type AppResult<T> = Result<T, ApiError>;
@@ -130,6 +131,7 @@ impl From<CustodyError> for ApiError {
             E::VersionExists { .. } => (StatusCode::CONFLICT, "version_exists"),
             E::DigestMismatch { .. } => (StatusCode::CONFLICT, "digest_mismatch"),
             E::WrongStatement(_) => (StatusCode::BAD_REQUEST, "invalid_signature"),
+            E::NotProven(_) => (StatusCode::UNPROCESSABLE_ENTITY, "policy_not_proven"),
             E::Statement(custody::statement::StatementError::ThresholdNotMet { .. }) => {
                 (StatusCode::FORBIDDEN, "threshold_not_met")
             }
@@ -662,15 +664,18 @@ fn policy_summary(set: &custody::PolicySetRecord, active: Option<&str>) -> Value
     })
 }
 
-/// Proposes a policy set. It is validated against the schema now; it becomes active only
-/// with the custodian's signed activation statement.
+/// Proposes a policy set. It is validated against the schema and proven against the
+/// invariants in force now; it becomes active only with the custodian's signed activation
+/// statement (and is proven again then).
 #[utoipa::path(post, path = "/v1/policies", tag = "custody",
     request_body = ProposePolicy,
     security(("bearer" = [])),
     responses(
-        (status = 201, description = "proposed: its hash and the statement to sign"),
+        (status = 201, description = "proposed: its hash, its proofs and the statement to sign"),
         (status = 200, description = "already known"),
         (status = 400, description = "the set does not parse or validate", body = ErrorBody),
+        (status = 422, description = "not proven to satisfy every invariant: `proof` holds the report with its counterexamples", body = ErrorBody),
+        (status = 503, description = "no SMT solver to prove it with", body = ErrorBody),
     ))]
 async fn propose_policy(
     State(app): Shared,
@@ -690,6 +695,7 @@ async fn propose_policy(
     };
     let engine = policy::PolicyEngine::new(&schema, &request.policies)
         .map_err(|e| ApiError::bad_request("invalid_policy", e.to_string()))?;
+    let proofs = prove_against_invariants(&app, &schema, &request.policies).await?;
     let record = custody::PolicySetRecord {
         hash: engine.policy_set_hash().to_string(),
         schema,
@@ -700,6 +706,7 @@ async fn propose_policy(
         activated_at: None,
         signature: None,
         signers: Vec::new(),
+        proofs: None,
     };
     let (set, index) = run(app, who, move |app, who| {
         app.custody
@@ -712,6 +719,7 @@ async fn propose_policy(
     let body = json!({
         "hash": set.hash,
         "policy_ids": set.policy_ids,
+        "proofs": proofs,
         "statement": statement.text(),
     });
     Ok(match index {
@@ -756,6 +764,8 @@ async fn get_policy(
 
 /// Activates a proposed policy set. The body is the custodian's signed statement
 /// `activate policy set HASH`, signed by at least the configured number of custodian keys.
+/// The set is proven against the invariants in force first; the proofs go into the log with
+/// the activation.
 #[utoipa::path(post, path = "/v1/policies/{hash}/activate", tag = "custody",
     params(("hash" = String, Path, description = "the policy set hash")),
     request_body(content = String, content_type = "text/plain", description = "the signed statement (signed note)"),
@@ -765,6 +775,8 @@ async fn get_policy(
         (status = 400, description = "not a valid signed statement for this set", body = ErrorBody),
         (status = 403, description = "not enough custodian signatures", body = ErrorBody),
         (status = 404, description = "no such set", body = ErrorBody),
+        (status = 422, description = "not proven to satisfy every invariant: `proof` holds the report with its counterexamples", body = ErrorBody),
+        (status = 503, description = "no SMT solver to prove it with", body = ErrorBody),
     ))]
 async fn activate_policy(
     State(app): Shared,
@@ -782,20 +794,67 @@ async fn activate_policy(
         .ok_or_else(|| CustodyError::UnknownPolicySet(hash.clone()))?;
     let engine = policy::PolicyEngine::new(&set.schema, &set.policies)
         .map_err(|e| ApiError::bad_request("invalid_policy", e.to_string()))?;
+    // The signature is checked before the (slower) proof, so that a bad statement is told
+    // at once; custody checks it again, with the proofs, under its lock.
+    custody::statement::verify(
+        &signed,
+        &app.custody.keys().verifiers,
+        app.custody.keys().policy_threshold,
+    )
+    .map_err(CustodyError::from)?;
+    let proofs = prove_against_invariants(&app, &set.schema, &set.policies).await?;
     let now = now_unix();
     let (set, index) = run(app, who, move |app, who| {
-        app.custody
-            .activate_policy(&hash, &signed, now, &app.log_custody(Some(who)), |_| {
-                app.set_policy(engine)
-            })
+        app.custody.activate_policy(
+            &hash,
+            &signed,
+            proofs,
+            now,
+            &app.log_custody(Some(who)),
+            |_| app.set_policy(engine),
+        )
     })
     .await?;
     tracing::info!(policy_set = %set.hash, signers = ?set.signers, "policy set activated");
     Ok(logged(
         index,
         StatusCode::OK,
-        json!({"hash": set.hash, "activated_at": set.activated_at.map(rfc3339), "signers": set.signers}),
+        json!({
+            "hash": set.hash,
+            "activated_at": set.activated_at.map(rfc3339),
+            "signers": set.signers,
+            "proofs": set.proofs,
+        }),
     ))
+}
+
+/// Proves a policy set against the invariants in force, on a blocking thread (the solver
+/// runs for a tenth of a second or more). Refuses unless everything is proven.
+async fn prove_against_invariants(
+    app: &Arc<AppState>,
+    schema: &str,
+    policies: &str,
+) -> AppResult<custody::Proofs> {
+    let active = app
+        .custody
+        .active_invariants()
+        .ok_or_else(|| ApiError::internal("no invariant set is active"))?;
+    let timeout = std::time::Duration::from_secs(app.config.policy.proof_timeout_seconds);
+    let (schema, policies) = (schema.to_string(), policies.to_string());
+    tokio::task::spawn_blocking(move || {
+        let invariants = proof::parse_invariants(&schema, &active.text).map_err(|e| {
+            ApiError::bad_request(
+                "invalid_policy",
+                format!(
+                    "the invariants in force ({}) do not validate against this schema: {e}",
+                    active.hash
+                ),
+            )
+        })?;
+        proof::prove_policy(&schema, &policies, &invariants, timeout).map_err(ApiError::from)
+    })
+    .await
+    .map_err(ApiError::internal)?
 }
 
 // ---------------------------------------------------------------------------

@@ -268,6 +268,18 @@ pub fn custody_entry(
                 "previous": previous,
                 "policy_ids": set.policy_ids,
                 "signers": set.signers,
+                "invariant_set": set.proofs.as_ref().map(|p| &p.invariant_set),
+                "proofs": set.proofs,
+            }),
+        ),
+        E::InvariantsActivated { set, previous } => (
+            "invariants-activated",
+            json!({
+                "invariant_set": set.hash,
+                "previous": previous,
+                "invariants": set.names,
+                "signers": set.signers,
+                "proofs": set.proofs,
             }),
         ),
         E::AlgorithmSubmitted(r) => ("algorithm-submitted", release(r)),

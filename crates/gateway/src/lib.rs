@@ -17,6 +17,7 @@ pub mod data_api;
 pub mod entry;
 pub mod error;
 pub mod log_api;
+pub mod proof;
 pub mod setup;
 
 use std::future::Future;
@@ -303,7 +304,8 @@ pub fn open_custody(config: &Config, data_dir: &Path) -> anyhow::Result<custody:
 
 /// The policy set to serve: the one the custodian last activated. On the very first start
 /// there is none, and the configured files become the first active set, but only with the
-/// custodian's signed activation statement beside them.
+/// custodian's signed activation statement beside them and proofs that they satisfy the
+/// invariants. Whatever set is served has passing proofs against the invariants in force.
 fn active_policy(
     config: &Config,
     data_dir: &Path,
@@ -313,12 +315,36 @@ fn active_policy(
 ) -> anyhow::Result<policy::PolicyEngine> {
     let files = read_policy_files(config, data_dir)?;
     let file_hash = policy::policy_set_hash(&files.schema, &files.policies);
-    if let Some(active) = custody.active_policy() {
+    let timeout = Duration::from_secs(config.policy.proof_timeout_seconds);
+    let append = |event: custody::Event<'_>| {
+        log.append_blocking(entry::custody_entry(&event, None, pseudonyms))
+            .map_err(|e| e.to_string())
+    };
+    let active = custody.active_policy();
+    let invariants =
+        active_invariants(config, data_dir, custody, active.as_ref(), &files, &append)?;
+
+    if let Some(active) = active {
         if active.hash != file_hash {
             tracing::warn!(
                 active = active.hash,
                 file = file_hash,
                 "the policy files differ from the active policy set and are ignored; change policies with `sovereign policy propose | sign | activate`"
+            );
+        }
+        if !proven_under(&active, custody.active_invariants().as_ref()) {
+            // Activated before proofs were required: serve it only if it proves now.
+            proof::prove_policy(&active.schema, &active.policies, &invariants, timeout).map_err(
+                |refusal| {
+                    anyhow::anyhow!(
+                        "the active policy set {} has no proofs against the invariants in force, and does not prove now: {refusal}",
+                        active.hash
+                    )
+                },
+            )?;
+            tracing::warn!(
+                policy_set = active.hash,
+                "the active policy set was activated without proofs (before they were required); it proves now, but its activation in the log carries none"
             );
         }
         return policy::PolicyEngine::new(&active.schema, &active.policies).map_err(|e| {
@@ -330,6 +356,13 @@ fn active_policy(
     let signature_path = data_dir.join(&config.policy.signature);
     let signed = std::fs::read(&signature_path)
         .with_context(|| format!("cannot read {}", signature_path.display()))?;
+    let proofs = proof::prove_policy(&files.schema, &files.policies, &invariants, timeout)
+        .map_err(|refusal| {
+            anyhow::anyhow!(
+                "the first policy set ({}) is not activated: {refusal}",
+                files.policies_path.display()
+            )
+        })?;
     let record = custody::PolicySetRecord {
         hash: file_hash.clone(),
         schema: files.schema,
@@ -343,14 +376,11 @@ fn active_policy(
         activated_at: None,
         signature: None,
         signers: Vec::new(),
-    };
-    let append = |event: custody::Event<'_>| {
-        log.append_blocking(entry::custody_entry(&event, None, pseudonyms))
-            .map_err(|e| e.to_string())
+        proofs: None,
     };
     custody.propose_policy(record, &append)?;
     custody
-        .activate_policy(&file_hash, &signed, auth::now_unix(), &append, |_| {})
+        .activate_policy(&file_hash, &signed, proofs, auth::now_unix(), &append, |_| {})
         .map_err(|e| {
             anyhow::anyhow!(
                 "the first policy set ({}) is not activated by a valid custodian signature in {}: {e}\n\
@@ -363,6 +393,113 @@ fn active_policy(
             )
         })?;
     Ok(engine)
+}
+
+/// Whether custody holds passing proofs of `active` against the invariants in force: from
+/// its own activation, or from the activation of those invariants.
+fn proven_under(
+    active: &custody::PolicySetRecord,
+    invariants: Option<&custody::InvariantSetRecord>,
+) -> bool {
+    let Some(invariants) = invariants else {
+        return false;
+    };
+    [active.proofs.as_ref(), invariants.proofs.as_ref()]
+        .into_iter()
+        .flatten()
+        .any(|p| {
+            p.policy_set == active.hash && p.invariant_set == invariants.hash && p.all_proven()
+        })
+}
+
+/// The invariants in force. They are the configured file's, which takes effect (on the
+/// first start, or after an edit) only with the custodian's signed activation statement,
+/// and, while a policy set is active, only once that set is proven against them.
+fn active_invariants(
+    config: &Config,
+    data_dir: &Path,
+    custody: &custody::Custody,
+    active_policy: Option<&custody::PolicySetRecord>,
+    files: &PolicyFiles,
+    append: custody::LogFn<'_>,
+) -> anyhow::Result<prove::Invariants> {
+    let path = data_dir.join(&config.policy.invariants);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read the invariants file {}", path.display()))?;
+    // Checked against the schema the policies in force (or about to be) are validated with.
+    let schema = active_policy.map_or(files.schema.as_str(), |p| p.schema.as_str());
+    let invariants = proof::parse_invariants(schema, &text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let current = custody.active_invariants();
+    if current
+        .as_ref()
+        .is_some_and(|c| c.hash == invariants.hash())
+    {
+        return Ok(invariants);
+    }
+
+    let signature_path = data_dir.join(&config.policy.invariants_signature);
+    let sign_hint = format!(
+        "the custodian signs them with `sovereign policy sign-invariants {} --key CUSTODIAN_KEY --out {}`",
+        path.display(),
+        signature_path.display()
+    );
+    let changed = match &current {
+        Some(c) => format!(
+            "the invariants in {} ({}) differ from the invariant set in force ({})",
+            path.display(),
+            invariants.hash(),
+            c.hash
+        ),
+        None => format!(
+            "the invariants in {} ({})",
+            path.display(),
+            invariants.hash()
+        ),
+    };
+    let signed = std::fs::read(&signature_path).with_context(|| {
+        format!(
+            "{changed} and take effect only with the custodian's signature, but {} cannot be read; {sign_hint}",
+            signature_path.display()
+        )
+    })?;
+    let timeout = Duration::from_secs(config.policy.proof_timeout_seconds);
+    let proofs = match active_policy {
+        Some(active) => Some(
+            proof::prove_policy(&active.schema, &active.policies, &invariants, timeout).map_err(
+                |refusal| {
+                    anyhow::anyhow!(
+                        "{changed}; they are not activated, because the active policy set {} must satisfy them: {refusal}",
+                        active.hash
+                    )
+                },
+            )?,
+        ),
+        None => None,
+    };
+    let record = custody::InvariantSetRecord {
+        hash: invariants.hash().to_string(),
+        text,
+        names: invariants.iter().map(|i| i.name().to_string()).collect(),
+        activated_at: None,
+        signature: None,
+        signers: Vec::new(),
+        proofs: None,
+    };
+    custody
+        .activate_invariants(record, &signed, proofs, auth::now_unix(), append)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{changed} and are not activated by the custodian's signature in {}: {e}\n{sign_hint}",
+                signature_path.display()
+            )
+        })?;
+    tracing::info!(
+        invariant_set = invariants.hash(),
+        invariants = invariants.len(),
+        "invariants activated"
+    );
+    Ok(invariants)
 }
 
 /// The policy texts named by the configuration.

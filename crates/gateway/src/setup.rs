@@ -24,6 +24,8 @@ pub const LOG_PSEUDONYM_KEY: &str = "keys/log-pseudonym.key";
 pub const SCHEMA_FILE: &str = "policy/sovereign.cedarschema";
 pub const POLICIES_FILE: &str = "policy/policies.cedar";
 pub const POLICY_SIGNATURE_FILE: &str = "policy/policies.sig";
+pub const INVARIANTS_FILE: &str = "policy/invariants.cedar";
+pub const INVARIANTS_SIGNATURE_FILE: &str = "policy/invariants.sig";
 /// The development custodian's signer key: it signs policy activations, algorithm releases
 /// and kill-switch commands. A real custodian keeps this key offline.
 pub const CUSTODIAN_KEY: &str = "keys/custodian.key";
@@ -105,6 +107,31 @@ pub fn init(data_dir: &Path, force: bool) -> anyhow::Result<InitReport> {
     let signed = custody::statement::sign(&activation, &signer)
         .map_err(|e| anyhow::anyhow!("cannot sign the first policy set: {e}"))?;
     write_file(data_dir, POLICY_SIGNATURE_FILE, &signed, 0o644, &mut files)?;
+
+    // The reference scenario's promises, which every policy set must be proven to keep; the
+    // custodian signs them as well.
+    let invariants = prove::default_invariants(&restricted);
+    write_file(
+        data_dir,
+        INVARIANTS_FILE,
+        invariants.as_bytes(),
+        0o644,
+        &mut files,
+    )?;
+    let invariant_set = prove::Invariants::parse_with_schema(policy::DEFAULT_SCHEMA, &invariants)
+        .context("the default invariants do not parse")?;
+    let activation = custody::statement::Statement::InvariantActivation {
+        invariant_set: invariant_set.hash().to_string(),
+    };
+    let signed = custody::statement::sign(&activation, &signer)
+        .map_err(|e| anyhow::anyhow!("cannot sign the invariants: {e}"))?;
+    write_file(
+        data_dir,
+        INVARIANTS_SIGNATURE_FILE,
+        &signed,
+        0o644,
+        &mut files,
+    )?;
 
     let signing = SigningKey::generate(&mut rand::rngs::OsRng);
     let private_pem = signing

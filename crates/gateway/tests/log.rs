@@ -202,15 +202,36 @@ async fn every_decision_is_logged_before_its_answer_and_the_log_verifies() {
     assert_eq!(log_index(&response), None);
 
     let entries = verified_entries(&server, indexes.last().unwrap() + 1).await;
-    // On the first start the custodian-signed policy set is proposed and activated, then the
-    // start itself is logged.
+    // On the first start the custodian-signed invariants are activated, then the
+    // custodian-signed policy set is proposed and activated with its proofs against them,
+    // then the start itself is logged.
     let active = server.state.policy().policy_set_hash().to_string();
-    assert_eq!(entries[0]["event"], "policy-proposed", "{}", entries[0]);
-    assert_eq!(entries[1]["event"], "policy-activated", "{}", entries[1]);
-    assert_eq!(entries[1]["details"]["policy_set"], active.as_str());
-    assert_eq!(entries[1]["details"]["signers"][0], "custodian");
-    assert_eq!(entries[2]["kind"], "config", "then the start");
-    assert_eq!(entries[2]["policy_set"], active.as_str());
+    assert_eq!(entries[0]["event"], "invariants-activated", "{}", entries[0]);
+    let invariant_set = entries[0]["details"]["invariant_set"].as_str().unwrap();
+    assert_eq!(entries[0]["details"]["signers"][0], "custodian");
+    assert_eq!(entries[0]["details"]["invariants"].as_array().unwrap().len(), 5);
+    assert_eq!(entries[1]["event"], "policy-proposed", "{}", entries[1]);
+    assert_eq!(entries[2]["event"], "policy-activated", "{}", entries[2]);
+    let details = &entries[2]["details"];
+    assert_eq!(details["policy_set"], active.as_str());
+    assert_eq!(details["signers"][0], "custodian");
+    assert_eq!(details["invariant_set"], invariant_set);
+    let proofs = &details["proofs"];
+    assert_eq!(proofs["policy_set"], active.as_str());
+    assert_eq!(proofs["invariant_set"], invariant_set);
+    assert_eq!(proofs["solver"], "cvc5");
+    assert!(proofs["solver_version"].as_str().unwrap().contains('.'), "{proofs}");
+    let results = proofs["invariants"].as_array().unwrap();
+    assert_eq!(results.len(), 5, "{proofs}");
+    assert!(results.iter().all(|r| r["result"] == "proven"), "{proofs}");
+    let never_errors = proofs["never_errors"].as_array().unwrap();
+    assert_eq!(
+        never_errors.len(),
+        details["policy_ids"].as_array().unwrap().len()
+    );
+    assert!(never_errors.iter().all(|r| r["result"] == "never_errors"), "{proofs}");
+    assert_eq!(entries[3]["kind"], "config", "then the start");
+    assert_eq!(entries[3]["policy_set"], active.as_str());
 
     let expectations = [
         ("register", "allow"),

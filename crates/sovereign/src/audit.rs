@@ -762,6 +762,7 @@ const CUSTODY_EVENTS: &[&str] = &[
     "break-glass-reviewed",
     "policy-proposed",
     "policy-activated",
+    "invariants-activated",
     "algorithm-submitted",
     "algorithm-activated",
     "algorithm-fetched",

@@ -54,6 +54,25 @@ pub enum PolicyCommand {
         #[command(flatten)]
         signing: Signing,
     },
+    /// Sign the activation of an invariants file, offline: for the first start of a setup
+    /// (`policy.invariants_signature` in sovereign.toml) and whenever the file changes. The
+    /// file is checked against the schema first; the statement names its canonical hash.
+    SignInvariants {
+        /// The invariants (Cedar policies annotated `@invariant("name")`).
+        file: PathBuf,
+        /// The Cedar schema the invariants are checked against [default: Sovereign's].
+        #[arg(long)]
+        schema: Option<PathBuf>,
+        #[command(flatten)]
+        signing: Signing,
+    },
+    /// Print the default invariants (the reference scenario's promises) for the given
+    /// restricted countries, to start an invariants file from.
+    Invariants {
+        /// Restricted countries.
+        #[arg(long, value_delimiter = ',', default_value = "CN,RU,IR,KP")]
+        restricted: Vec<String>,
+    },
     /// Activate a proposed policy set with its signed activation statement.
     Activate {
         hash: String,
@@ -200,6 +219,18 @@ pub fn run_policy(server: &ServerArgs, command: PolicyCommand) -> anyhow::Result
     {
         return prove_offline(&files, schema, invariants, &restricted, timeout, json);
     }
+    match command {
+        PolicyCommand::SignInvariants {
+            file,
+            schema,
+            signing,
+        } => return sign_invariants(&file, schema.as_deref(), &signing),
+        PolicyCommand::Invariants { restricted } => {
+            print!("{}", prove::default_invariants(&restricted));
+            return Ok(());
+        }
+        _ => {}
+    }
     let client = server.client()?;
     match command {
         PolicyCommand::Propose { file, schema } => {
@@ -210,15 +241,18 @@ pub fn run_policy(server: &ServerArgs, command: PolicyCommand) -> anyhow::Result
             let answer = client.post("/v1/policies", Body::Json(&body))?;
             server.print(&answer, |a| {
                 format!(
-                    "proposed policy set {} ({}): to activate it, custodians sign this statement with `sovereign policy sign {} --key KEYFILE`:\n{}",
+                    "proposed policy set {} ({})\n{}to activate it, custodians sign this statement with `sovereign policy sign {} --key KEYFILE`:\n{}",
                     text(a, "hash"),
                     joined(a, "policy_ids", "no policies"),
+                    proofs_summary(&a["proofs"]),
                     text(a, "hash"),
                     text(a, "statement")
                 )
             });
         }
-        PolicyCommand::Prove { .. } => unreachable!("proved offline above"),
+        PolicyCommand::Prove { .. }
+        | PolicyCommand::SignInvariants { .. }
+        | PolicyCommand::Invariants { .. } => unreachable!("handled offline above"),
         PolicyCommand::Sign { hash, signing } => sign_policy(&client, &hash, &signing)?,
         PolicyCommand::SignFile {
             file,
@@ -241,10 +275,11 @@ pub fn run_policy(server: &ServerArgs, command: PolicyCommand) -> anyhow::Result
                 client.post(&format!("/v1/policies/{hash}/activate"), Body::Text(&note))?;
             server.print(&answer, |a| {
                 format!(
-                    "activated policy set {} at {}, signed by {}\n",
+                    "activated policy set {} at {}, signed by {}\n{}",
                     text(a, "hash"),
                     text(a, "activated_at"),
-                    joined(a, "signers", "nobody")
+                    joined(a, "signers", "nobody"),
+                    proofs_summary(&a["proofs"])
                 )
             });
         }
@@ -316,6 +351,73 @@ fn sign_policy_text(
             signed.signer,
             ids.len(),
             ids.join(", ")
+        ),
+    );
+    Ok(())
+}
+
+/// The proofs a proposal or activation carries, one line per invariant.
+fn proofs_summary(proofs: &Value) -> String {
+    if !proofs.is_object() {
+        return String::new();
+    }
+    let mut out = format!(
+        "proven against invariant set {} by {} {} in {} ms:\n",
+        text(proofs, "invariant_set"),
+        text(proofs, "solver"),
+        text(proofs, "solver_version"),
+        proofs["duration_ms"]
+    );
+    for i in proofs["invariants"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+    {
+        out.push_str(&format!(
+            "  {:<40} {}\n",
+            text(i, "name"),
+            text(i, "result")
+        ));
+    }
+    let policies = proofs["never_errors"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    let never = policies
+        .iter()
+        .filter(|p| text(p, "result") == "never_errors")
+        .count();
+    out.push_str(&format!(
+        "  {never} of {} policies never error\n",
+        policies.len()
+    ));
+    out
+}
+
+/// `sovereign policy sign-invariants`: checks the invariants file as the gateway would and
+/// signs the activation of its canonical hash.
+fn sign_invariants(file: &Path, schema: Option<&Path>, signing: &Signing) -> anyhow::Result<()> {
+    let schema = match schema {
+        Some(path) => read_text(path)?,
+        None => policy::DEFAULT_SCHEMA.to_string(),
+    };
+    let invariants = prove::Invariants::parse_with_schema(&schema, &read_text(file)?)
+        .map_err(|e| anyhow!("refusing to sign {}: {e}", file.display()))?;
+    let signed = sign_statement(
+        &Statement::InvariantActivation {
+            invariant_set: invariants.hash().to_string(),
+        },
+        signing,
+    )?;
+    let names: Vec<&str> = invariants.iter().map(|i| i.name()).collect();
+    report(
+        signing,
+        &format!(
+            "signed the activation of invariant set {} as {}: {} invariants: {}",
+            invariants.hash(),
+            signed.signer,
+            names.len(),
+            names.join(", ")
         ),
     );
     Ok(())
@@ -717,6 +819,9 @@ fn what(s: &Statement) -> String {
         Statement::PolicyActivation { policy_set } => {
             format!("the activation of policy set {policy_set}")
         }
+        Statement::InvariantActivation { invariant_set } => {
+            format!("the activation of invariant set {invariant_set}")
+        }
         Statement::AlgorithmRelease {
             name,
             version,
@@ -796,11 +901,13 @@ fn prove_offline(
     timeout: std::time::Duration,
     json: bool,
 ) -> anyhow::Result<()> {
-    let mut policies = String::new();
-    for file in files {
-        policies.push_str(&read_text(file)?);
-        policies.push('\n');
-    }
+    // One file is proven exactly as written, so the report's policy set hash is the one
+    // the gateway computes for it.
+    let policies = files
+        .iter()
+        .map(|file| read_text(file))
+        .collect::<anyhow::Result<Vec<_>>>()?
+        .join("\n");
     let schema = match schema {
         Some(path) => read_text(&path)?,
         None => policy::DEFAULT_SCHEMA.to_string(),

@@ -1,0 +1,145 @@
+//! Proof before activation: a policy set is put in force only once Cedar's symbolic compiler
+//! and the cvc5 solver prove that it satisfies the custodian's invariants (the `prove`
+//! crate). The proofs travel with the activation into custody and the transparency log.
+//!
+//! Every path that activates a policy set comes through [`prove_policy`]: proposal and
+//! activation over the API, the first start, and a change of invariants. A missing solver
+//! refuses the activation with a message saying how to install one; nothing is ever
+//! activated unproven.
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+
+use crate::error::ApiError;
+
+/// Why a policy set was not proven.
+#[derive(Debug)]
+pub enum Refusal {
+    /// No usable cvc5: the proof could not be attempted.
+    SolverUnavailable(String),
+    /// The proof ran and something is not proven: a counterexample, a timeout, a policy that
+    /// may error.
+    NotProven(Box<prove::ProofReport>),
+    /// The policies or invariants cannot be proven as given.
+    Invalid(String),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::SolverUnavailable(why) => write!(
+                f,
+                "the policy set cannot be proven, so it is not activated: {why}"
+            ),
+            Refusal::NotProven(report) => write!(
+                f,
+                "the policy set does not satisfy every invariant, so it is not activated:\n{report}"
+            ),
+            Refusal::Invalid(why) => write!(f, "the policy set cannot be proven: {why}"),
+        }
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> ApiError {
+        let message = refusal.to_string();
+        match refusal {
+            Refusal::SolverUnavailable(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "solver_unavailable",
+                message,
+            ),
+            Refusal::NotProven(report) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "policy_not_proven",
+                message,
+            )
+            .with("proof", report.to_json()),
+            Refusal::Invalid(_) => ApiError::bad_request("invalid_policy", message),
+        }
+    }
+}
+
+/// Parses an invariants file against the schema the policies are validated with.
+pub fn parse_invariants(schema: &str, text: &str) -> Result<prove::Invariants, String> {
+    prove::Invariants::parse_with_schema(schema, text).map_err(|e| e.to_string())
+}
+
+/// Proves `policies` (under `schema`) against `invariants`, each solver query limited to
+/// `timeout`. Answers the evidence to activate with only when every invariant is proven and
+/// no policy can error. Blocking: it runs the solver.
+pub fn prove_policy(
+    schema: &str,
+    policies: &str,
+    invariants: &prove::Invariants,
+    timeout: Duration,
+) -> Result<custody::Proofs, Refusal> {
+    let solver = prove::Solver::from_env()
+        .map_err(|e| Refusal::SolverUnavailable(e.to_string()))?
+        .with_timeout(timeout);
+    let report = prove::prove(schema, policies, invariants, &solver).map_err(|e| match e {
+        prove::ProveError::SolverNotFound { .. } | prove::ProveError::SolverUnusable(_) => {
+            Refusal::SolverUnavailable(e.to_string())
+        }
+        other => Refusal::Invalid(other.to_string()),
+    })?;
+    if !report.all_proven() {
+        return Err(Refusal::NotProven(Box::new(report)));
+    }
+    Ok(evidence(&report))
+}
+
+/// The parts of a passing report worth keeping as evidence: what was proven against what,
+/// by which solver, and each result (counterexamples never occur in a passing report).
+fn evidence(report: &prove::ProofReport) -> custody::Proofs {
+    let result = |name: &str, result: String, duration_ms: f64| custody::ProofResult {
+        name: name.to_string(),
+        result,
+        duration_ms: round(duration_ms),
+    };
+    custody::Proofs {
+        policy_set: report.policy_set_hash.clone(),
+        invariant_set: report.invariant_set_hash.clone(),
+        solver: report.solver.name.clone(),
+        solver_version: report.solver.version.clone(),
+        timeout_ms: report.solver.timeout_ms,
+        environments: report.environments.len(),
+        invariants: report
+            .invariants
+            .iter()
+            .map(|i| result(&i.name, outcome_name(&i.outcome), i.duration_ms))
+            .collect(),
+        never_errors: report
+            .never_errors
+            .iter()
+            .map(|p| result(&p.policy_id, errors_name(&p.outcome), p.duration_ms))
+            .collect(),
+        duration_ms: round(report.duration_ms),
+    }
+}
+
+fn outcome_name(outcome: &prove::Outcome) -> String {
+    match outcome {
+        prove::Outcome::Proven => custody::Proofs::PROVEN,
+        prove::Outcome::Refuted(_) => "refuted",
+        prove::Outcome::TimedOut { .. } => "timed_out",
+        prove::Outcome::Failed(_) => "failed",
+    }
+    .to_string()
+}
+
+fn errors_name(outcome: &prove::ErrorsOutcome) -> String {
+    match outcome {
+        prove::ErrorsOutcome::NeverErrors => custody::Proofs::NEVER_ERRORS,
+        prove::ErrorsOutcome::MayError { .. } => "may_error",
+        prove::ErrorsOutcome::TimedOut { .. } => "timed_out",
+        prove::ErrorsOutcome::Failed(_) => "failed",
+    }
+    .to_string()
+}
+
+/// Milliseconds to 0.1 ms: the log records evidence, not benchmark precision.
+fn round(ms: f64) -> f64 {
+    (ms * 10.0).round() / 10.0
+}
