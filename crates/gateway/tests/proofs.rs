@@ -1,0 +1,251 @@
+//! Proof before activation, through the HTTP API and the gateway's start: a policy set that
+//! breaks an invariant is refused with a counterexample Cedar confirms, and nothing changes;
+//! activation proves again; invariants change only with the custodian's signature and only
+//! if the active set satisfies them; the proofs are in the log. Needs cvc5 (the gateway
+//! cannot activate its first policy set without it).
+
+mod common;
+
+use common::{OPERATOR, Server};
+use custody::statement::{self, Statement};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+fn custodian_key(server_data: &std::path::Path) -> tlog::note::Signer {
+    statement::load_signer(&server_data.join(gateway::setup::CUSTODIAN_KEY)).unwrap()
+}
+
+fn signed(statement: &Statement, key: &tlog::note::Signer) -> String {
+    String::from_utf8(statement::sign(statement, key).unwrap()).unwrap()
+}
+
+/// `src` without the policy `@id(id)` (from its `@id` line to its `};`).
+fn drop_policy(src: &str, id: &str) -> String {
+    let start = src
+        .find(&format!("@id(\"{id}\")"))
+        .unwrap_or_else(|| panic!("no policy {id}"));
+    let end = start + src[start..].find("};").expect("policy ends") + 2;
+    format!("{}{}", &src[..start], &src[end..])
+}
+
+/// The one refuted invariant of a `policy_not_proven` answer, checked to be the only one.
+fn refuted(body: &Value) -> (&str, &Value) {
+    let results = body["proof"]["invariants"]
+        .as_array()
+        .expect("a proof report");
+    let refuted: Vec<&Value> = results
+        .iter()
+        .filter(|r| r["outcome"]["result"] != "proven")
+        .collect();
+    assert_eq!(refuted.len(), 1, "{body:#}");
+    let r = refuted[0];
+    assert_eq!(r["outcome"]["result"], "refuted", "{body:#}");
+    (r["name"].as_str().unwrap(), &r["outcome"]["detail"])
+}
+
+#[tokio::test]
+async fn a_set_without_the_restricted_country_forbid_is_refused_with_a_confirmed_counterexample() {
+    let server = Server::start().await;
+    let olga = server.token(&OPERATOR);
+    let active = server.state.custody.active_policy().unwrap();
+    let sets_before = server.state.custody.policy_sets().1.len();
+    let log_before = server.state.log.size();
+
+    let mutant = drop_policy(&active.policies, "forbid-restricted-location");
+    let (status, body) = server
+        .call(
+            Method::POST,
+            "/v1/policies",
+            Some(&olga),
+            None,
+            Some(&json!({ "policies": mutant }).to_string()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"], "policy_not_proven");
+    let (name, cex) = refuted(&body);
+    assert_eq!(name, "restricted-location-never-on-us-subjects");
+    // The counterexample in plain terms, and Cedar's own decision on it.
+    assert_eq!(cex["confirmed"], true, "{cex:#}");
+    assert_eq!(cex["cedar_decision_active"]["decision"], "allow", "{cex:#}");
+    assert_eq!(
+        cex["cedar_decision_invariant"]["decision"], "deny",
+        "{cex:#}"
+    );
+    let location = cex["request"]["principal"]["attributes"]["location"]
+        .as_str()
+        .unwrap();
+    assert!(["CN", "RU", "IR", "KP"].contains(&location), "{cex:#}");
+    assert_eq!(
+        cex["request"]["resource"]["attributes"]["subject_jurisdiction"],
+        "US"
+    );
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("REFUTED") && message.contains(location),
+        "{message}"
+    );
+
+    // Nothing was stored or logged.
+    assert_eq!(server.state.custody.policy_sets().1.len(), sets_before);
+    assert_eq!(server.state.log.size(), log_before);
+    assert_eq!(server.state.policy().policy_set_hash(), active.hash);
+
+    // The unedited set proposes with its proofs.
+    let (status, body) = server
+        .call(
+            Method::POST,
+            "/v1/policies",
+            Some(&olga),
+            None,
+            Some(&json!({ "policies": active.policies }).to_string()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "already known: {body}");
+    assert_eq!(body["proofs"]["policy_set"], active.hash.as_str());
+    assert_eq!(body["proofs"]["invariants"].as_array().unwrap().len(), 5);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn activation_proves_again_and_refuses_an_unproven_set() {
+    let server = Server::start().await;
+    let olga = server.token(&OPERATOR);
+    let active = server.state.custody.active_policy().unwrap();
+    // A set that reached custody without the API's proof (the API refuses to propose it):
+    // activation must not trust the proposal.
+    let mutant = drop_policy(&active.policies, "forbid-monitor-user-data");
+    let engine = policy::PolicyEngine::new(&active.schema, &mutant).unwrap();
+    let hash = engine.policy_set_hash().to_string();
+    let record = custody::PolicySetRecord {
+        hash: hash.clone(),
+        schema: active.schema.clone(),
+        policies: mutant,
+        policy_ids: engine.policy_ids(),
+        proposed_by: custody::Person {
+            id: "olga".into(),
+            entity: "custodian".into(),
+        },
+        proposed_at: common::now(),
+        activated_at: None,
+        signature: None,
+        signers: vec![],
+        proofs: None,
+    };
+    let state = server.state.clone();
+    tokio::task::spawn_blocking(move || {
+        let append = |event: custody::Event<'_>| {
+            state
+                .log
+                .append_blocking(gateway::entry::custody_entry(
+                    &event,
+                    None,
+                    &state.pseudonyms,
+                ))
+                .map_err(|e| e.to_string())
+        };
+        state.custody.propose_policy(record, &append).unwrap();
+    })
+    .await
+    .unwrap();
+
+    let note = signed(
+        &Statement::PolicyActivation {
+            policy_set: hash.clone(),
+        },
+        &custodian_key(&server.data()),
+    );
+    let log_before = server.state.log.size();
+    let (status, body) = server
+        .call(
+            Method::POST,
+            &format!("/v1/policies/{hash}/activate"),
+            Some(&olga),
+            None,
+            Some(&note),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"], "policy_not_proven");
+    let (name, cex) = refuted(&body);
+    assert_eq!(name, "monitors-never-touch-user-data");
+    assert_eq!(cex["confirmed"], true, "{cex:#}");
+    assert_eq!(server.state.policy().policy_set_hash(), active.hash);
+    assert_eq!(
+        server.state.custody.active_policy().unwrap().hash,
+        active.hash
+    );
+    assert_eq!(server.state.log.size(), log_before, "nothing logged");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn invariants_change_only_signed_and_only_if_the_active_set_satisfies_them() {
+    let server = Server::start().await;
+    let active = server.state.custody.active_policy().unwrap().hash;
+    let first = server.state.custody.active_invariants().unwrap();
+    let dir = server.stop_keep().await;
+    let data = dir.path();
+    let file = data.join(gateway::setup::INVARIANTS_FILE);
+    let signature = data.join(gateway::setup::INVARIANTS_SIGNATURE_FILE);
+    let key = custodian_key(data);
+    let sign = |text: &str| {
+        let invariants =
+            prove::Invariants::parse_with_schema(policy::DEFAULT_SCHEMA, text).unwrap();
+        let note = signed(
+            &Statement::InvariantActivation {
+                invariant_set: invariants.hash().to_string(),
+            },
+            &key,
+        );
+        std::fs::write(&signature, note).unwrap();
+        invariants.hash().to_string()
+    };
+    let open_error = || match gateway::Gateway::open(data) {
+        Ok(_) => panic!("the gateway started"),
+        Err(e) => format!("{e:#}"),
+    };
+
+    // A sixth invariant the active set keeps: nobody in CN deletes US data (already implied
+    // by the first invariant).
+    let extra = "\n@id(\"inv-no-restricted-delete\")\n@invariant(\"no-restricted-delete\")\n@description(\"Nobody in CN deletes US data.\")\nforbid (principal, action == Sovereign::Action::\"delete\", resource is Sovereign::Data)\nwhen { resource.subject_jurisdiction == \"US\" && principal.location == \"CN\" };\n@id(\"inv-no-restricted-delete-permit\")\n@invariant(\"no-restricted-delete\")\npermit (principal, action, resource);\n";
+    let kept = format!("{}{extra}", first.text);
+    std::fs::write(&file, &kept).unwrap();
+    // Edited but not signed (the old signature names the old hash): the start refuses.
+    let error = open_error();
+    assert!(
+        error.contains("sovereign policy sign-invariants") && error.contains(&first.hash),
+        "{error}"
+    );
+
+    // Signed: it takes effect, proven against the active policy set.
+    let kept_hash = sign(&kept);
+    let gateway = gateway::Gateway::open(data).unwrap();
+    let now = gateway.state().custody.active_invariants().unwrap();
+    assert_eq!(now.hash, kept_hash);
+    assert_eq!(now.names.len(), 6);
+    let proofs = now.proofs.expect("proofs of the active set");
+    assert_eq!(proofs.policy_set, active);
+    assert!(proofs.all_proven());
+    assert_eq!(gateway.state().policy().policy_set_hash(), active);
+    drop(gateway);
+
+    // Signed, but the active set does not keep it (nobody may read anything): refused, and
+    // the invariants in force stay.
+    let broken = format!(
+        "{kept}\n@id(\"inv-no-reads\")\n@invariant(\"no-reads\")\n@description(\"Nothing is read.\")\nforbid (principal, action == Sovereign::Action::\"read\", resource);\n@id(\"inv-no-reads-permit\")\n@invariant(\"no-reads\")\npermit (principal, action, resource);\n"
+    );
+    std::fs::write(&file, &broken).unwrap();
+    sign(&broken);
+    let error = open_error();
+    assert!(
+        error.contains("must satisfy them") && error.contains("no-reads"),
+        "{error}"
+    );
+    std::fs::write(&file, &kept).unwrap();
+    let gateway = gateway::Gateway::open(data).unwrap();
+    assert_eq!(
+        gateway.state().custody.active_invariants().unwrap().hash,
+        kept_hash
+    );
+}
