@@ -10,6 +10,12 @@
 //!
 //! v1 access entries lack attributes Cedar reads (the site's jurisdiction, the
 //! request's time), so they are counted as not replayable rather than guessed at.
+//!
+//! Replay also reads the custody entries that change which policies decide: every
+//! `policy-activated` entry must carry passing proofs that the set satisfies the
+//! invariant set in force (the last `invariants-activated` entry before it), and an
+//! `invariants-activated` entry made while a policy set was active must carry passing
+//! proofs of that set. An activation without them is reported and fails the replay.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -222,6 +228,115 @@ struct Replayer {
     v1_access: u64,
     /// Entries by kind, as `audit verify` counts them.
     kinds: HashMap<&'static str, u64>,
+    /// Policy and invariant activations, in log order.
+    activations: Activations,
+}
+
+/// What the custody entries say about which policies and invariants were in force, and
+/// which activations lack passing proofs.
+#[derive(Default)]
+struct Activations {
+    policy_set: Option<String>,
+    invariant_set: Option<String>,
+    policy_activations: u64,
+    invariant_activations: u64,
+    /// One line per activation without passing proofs, at most [`MAX_LINES`].
+    lines: Vec<String>,
+    unproven: u64,
+}
+
+impl Activations {
+    fn add(&mut self, index: u64, entry: &[u8]) {
+        let Ok(custody) = serde_json::from_slice::<CustodyEntry>(entry) else {
+            return self.unproven(format!(
+                "entry {index}: a custody entry that cannot be read"
+            ));
+        };
+        let d = &custody.details;
+        let named = |key: &str| d[key].as_str().unwrap_or("(none)").to_string();
+        match custody.event.as_str() {
+            "policy-activated" => {
+                self.policy_activations += 1;
+                let policy_set = named("policy_set");
+                let checked = match self.invariant_set.as_deref() {
+                    None => Err("no invariant set was activated before it".to_string()),
+                    Some(invariants) => check_proofs(&d["proofs"], &policy_set, invariants),
+                };
+                if let Err(why) = checked {
+                    self.unproven(format!(
+                        "entry {index}: policy set {policy_set} activated without passing proofs: {why}"
+                    ));
+                }
+                self.policy_set = Some(policy_set);
+            }
+            "invariants-activated" => {
+                self.invariant_activations += 1;
+                let invariant_set = named("invariant_set");
+                if let Some(policy_set) = self.policy_set.as_deref()
+                    && let Err(why) = check_proofs(&d["proofs"], policy_set, &invariant_set)
+                {
+                    self.unproven(format!(
+                        "entry {index}: invariant set {invariant_set} activated while policy set {policy_set} was in force, without passing proofs of it: {why}"
+                    ));
+                }
+                self.invariant_set = Some(invariant_set);
+            }
+            _ => {}
+        }
+    }
+
+    fn unproven(&mut self, line: String) {
+        self.unproven += 1;
+        if self.lines.len() < MAX_LINES {
+            self.lines.push(line);
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct CustodyEntry {
+    event: String,
+    details: Value,
+}
+
+/// Whether `proofs` (the `proofs` member of an activation's details) are passing proofs of
+/// `policy_set` against `invariant_set`: every invariant proven (at least one) and every
+/// policy proven never to error.
+fn check_proofs(proofs: &Value, policy_set: &str, invariant_set: &str) -> Result<(), String> {
+    if !proofs.is_object() {
+        return Err("the entry has no proofs".into());
+    }
+    let of = proofs["policy_set"].as_str().unwrap_or("(none)");
+    let against = proofs["invariant_set"].as_str().unwrap_or("(none)");
+    if of != policy_set || against != invariant_set {
+        return Err(format!(
+            "its proofs are of policy set {of} against invariant set {against}, not of {policy_set} against {invariant_set} (in force)"
+        ));
+    }
+    let results = |key: &str| proofs[key].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    if results("invariants").is_empty() {
+        return Err("its proofs prove no invariant".into());
+    }
+    let failed: Vec<String> = results("invariants")
+        .iter()
+        .filter(|r| r["result"] != "proven")
+        .chain(
+            results("never_errors")
+                .iter()
+                .filter(|r| r["result"] != "never_errors"),
+        )
+        .map(|r| {
+            format!(
+                "{}: {}",
+                r["name"].as_str().unwrap_or("?"),
+                r["result"].as_str().unwrap_or("no result")
+            )
+        })
+        .collect();
+    if !failed.is_empty() {
+        return Err(format!("not proven: {}", failed.join("; ")));
+    }
+    Ok(())
 }
 
 impl Replayer {
@@ -235,12 +350,16 @@ impl Replayer {
             replayed_decisions: 0,
             v1_access: 0,
             kinds: HashMap::new(),
+            activations: Activations::default(),
         }
     }
 
     /// Replays entry `index` if it is a v2 access entry.
     fn add(&mut self, index: u64, info: EntryInfo, entry: &[u8]) {
         *self.kinds.entry(info.kind).or_default() += 1;
+        if info.kind == "custody" {
+            return self.activations.add(index, entry);
+        }
         if info.kind != "access" {
             return;
         }
@@ -300,7 +419,7 @@ impl Replayer {
     }
 
     fn failures(&self) -> u64 {
-        self.mismatches + self.unusable().count() as u64
+        self.mismatches + self.unusable().count() as u64 + self.activations.unproven
     }
 
     fn verdict(&self) -> String {
@@ -321,6 +440,13 @@ impl Replayer {
             problems.push(format!(
                 "{unusable} policy set{} could not be used",
                 if unusable == 1 { "" } else { "s" }
+            ));
+        }
+        let unproven = self.activations.unproven;
+        if unproven > 0 {
+            problems.push(format!(
+                "{unproven} activation{} without passing proofs",
+                if unproven == 1 { "" } else { "s" }
             ));
         }
         problems.join(", and ")
@@ -355,6 +481,22 @@ impl Replayer {
             if usable == 1 { "" } else { "s" }
         )?;
         writeln!(out, "mismatches: {}", self.mismatches)?;
+        let a = &self.activations;
+        for line in &a.lines {
+            writeln!(out, "unproven:   {line}")?;
+        }
+        if a.unproven > a.lines.len() as u64 {
+            writeln!(
+                out,
+                "unproven:   ... and {} more",
+                a.unproven - a.lines.len() as u64
+            )?;
+        }
+        writeln!(
+            out,
+            "activations: {} policy set, {} invariant set; {} without passing proofs",
+            a.policy_activations, a.invariant_activations, a.unproven
+        )?;
         if self.v1_access > 0 {
             writeln!(
                 out,

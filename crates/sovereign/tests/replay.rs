@@ -22,10 +22,13 @@ use audit::check_entry;
 use policy::PolicyEngine;
 use serde_json::{Value, json};
 use static_log::{Key, new_key, publish};
-use v2_log::{access_entry, alert_entry, config_entry, custody_entry, forge_allowed, scenario};
+use v2_log::{
+    access_entry, alert_entry, config_entry, custody_entry, forge_allowed, invariants_entry,
+    scenario,
+};
 
 /// Index in [`log`] of the read by parent staff located in CN (scenario step 3).
-const CHEN_READ: u64 = 4 + 3;
+const CHEN_READ: u64 = 5 + 3;
 /// Decisions and access entries of the v2 part of [`log`].
 const DECISIONS: u64 = 12;
 const ACCESS_ENTRIES: u64 = 7;
@@ -35,13 +38,19 @@ fn engine() -> PolicyEngine {
     PolicyEngine::new(&schema, &policies).unwrap()
 }
 
-/// A config, a custody and an alert entry, one v1 access entry, then the reference
-/// scenario's decisions in format v2; the read at [`CHEN_READ`] forged if asked.
+/// A config entry, two custody entries (the invariants, then the policy set with its
+/// proofs), an alert entry, one v1 access entry, then the reference scenario's decisions in
+/// format v2; the read at [`CHEN_READ`] forged if asked.
 fn log(forge: bool) -> Vec<Vec<u8>> {
+    to_bytes(&entries(forge))
+}
+
+fn entries(forge: bool) -> Vec<Value> {
     let engine = engine();
     let hash = engine.policy_set_hash().to_string();
     let mut entries = vec![
         config_entry(&hash),
+        invariants_entry(),
         custody_entry(&hash),
         alert_entry(),
         static_log::entry(1),
@@ -55,6 +64,10 @@ fn log(forge: bool) -> Vec<Vec<u8>> {
         assert_eq!(chen["outcome"], "deny", "the honest decision is a denial");
         forge_allowed(chen);
     }
+    entries
+}
+
+fn to_bytes(entries: &[Value]) -> Vec<Vec<u8>> {
     entries
         .iter()
         .map(|e| serde_json::to_vec(e).unwrap())
@@ -117,7 +130,12 @@ fn an_honest_log_replays_clean() {
     );
     assert!(out.contains("not replayable: 1 v1 access entries"), "{out}");
     assert!(
-        out.contains("entries:    access 8, alert 1, config 1, custody 1\n"),
+        out.contains("entries:    access 8, alert 1, config 1, custody 2\n"),
+        "{out}"
+    );
+
+    assert!(
+        out.contains("activations: 1 policy set, 1 invariant set; 0 without passing proofs\n"),
         "{out}"
     );
 
@@ -126,6 +144,55 @@ fn an_honest_log_replays_clean() {
     let (out, err) = text(&output);
     assert!(output.status.success(), "{out}\n{err}");
     assert!(out.contains("mismatches: 0\n"), "{out}");
+}
+
+#[test]
+fn activations_without_passing_proofs_are_reported() {
+    let hash = engine().policy_set_hash().to_string();
+    // The policy-activated entry is at index 2; the invariants-activated one at 1.
+    let cases: Vec<(fn(&mut Vec<Value>), &str)> = vec![
+        (
+            |e| {
+                e[2]["details"].as_object_mut().unwrap().remove("proofs");
+            },
+            "entry 2: policy set HASH activated without passing proofs: the entry has no proofs",
+        ),
+        (
+            |e| e[2]["details"]["proofs"]["invariants"][1]["result"] = json!("refuted"),
+            "not proven: monitors-never-touch-user-data: refuted",
+        ),
+        (
+            |e| e[2]["details"]["proofs"]["never_errors"][0]["result"] = json!("may_error"),
+            "not proven: forbid-restricted-location: may_error",
+        ),
+        (
+            |e| e[2]["details"]["proofs"]["invariant_set"] = json!("2b".repeat(32)),
+            "against invariant set 2b2b",
+        ),
+        (
+            |e| {
+                e.remove(1);
+            },
+            "entry 1: policy set HASH activated without passing proofs: no invariant set was activated before it",
+        ),
+    ];
+    for (change, wanted) in cases {
+        let mut entries = entries(false);
+        change(&mut entries);
+        let dir = tempfile::tempdir().unwrap();
+        let key = mirror(dir.path(), &to_bytes(&entries));
+        let output = replay(&["--url", path(&dir.path().join("log")), "--key", &key.vkey]);
+        let (out, err) = text(&output);
+        assert!(!output.status.success(), "{wanted}: {out}");
+        assert!(out.starts_with("audit replay: FAILED\n"), "{out}");
+        let wanted = wanted.replace("HASH", &hash);
+        assert!(out.contains(&wanted), "{wanted}\n{out}");
+        assert!(err.contains("1 activation without passing proofs"), "{err}");
+        assert!(
+            out.contains("mismatches: 0\n"),
+            "decisions still replay: {out}"
+        );
+    }
 }
 
 #[test]

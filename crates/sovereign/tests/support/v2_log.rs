@@ -208,6 +208,45 @@ pub fn config_entry(policy_set: &str) -> Value {
     })
 }
 
+/// The invariant set the synthetic log's activations are proven against.
+pub const INVARIANT_SET: &str = "1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a";
+
+/// Passing proofs of `policy_set` against [`INVARIANT_SET`], as the gateway logs them.
+pub fn proofs(policy_set: &str) -> Value {
+    json!({
+        "policy_set": policy_set,
+        "invariant_set": INVARIANT_SET,
+        "solver": "cvc5",
+        "solver_version": "1.0.3",
+        "timeout_ms": 10000,
+        "environments": 5,
+        "invariants": [
+            {"name": "restricted-location-never-on-us-subjects", "result": "proven", "duration_ms": 20.5},
+            {"name": "monitors-never-touch-user-data", "result": "proven", "duration_ms": 12.0},
+        ],
+        "never_errors": [
+            {"name": "forbid-restricted-location", "result": "never_errors", "duration_ms": 1.0},
+        ],
+        "duration_ms": 40.1,
+    })
+}
+
+/// The activation of [`INVARIANT_SET`] on the first start, before any policy set.
+pub fn invariants_entry() -> Value {
+    json!({
+        "v": 2,
+        "kind": "custody",
+        "time": "2026-11-22T00:16:00.500Z",
+        "event": "invariants-activated",
+        "actor": null,
+        "details": {
+            "invariant_set": INVARIANT_SET, "previous": null, "signers": ["custodian"],
+            "invariants": ["restricted-location-never-on-us-subjects", "monitors-never-touch-user-data"],
+            "proofs": null,
+        },
+    })
+}
+
 pub fn custody_entry(policy_set: &str) -> Value {
     json!({
         "v": 2,
@@ -218,7 +257,10 @@ pub fn custody_entry(policy_set: &str) -> Value {
             "id": "olga", "entity": "custodian", "entity_country": "US", "location": "US",
             "clearance": [], "roles": ["custodian-operator"], "network_zone": "",
         },
-        "details": {"policy_set": policy_set, "previous": "ef".repeat(32), "signers": ["custodian"]},
+        "details": {
+            "policy_set": policy_set, "previous": "ef".repeat(32), "signers": ["custodian"],
+            "invariant_set": INVARIANT_SET, "proofs": proofs(policy_set),
+        },
     })
 }
 
