@@ -409,6 +409,113 @@ fn a_policy_set_is_activated_only_with_a_custodian_signature() {
     assert!(err.starts_with("error: restricted_location: "), "{err}");
 }
 
+/// The README's walkthrough: the default policy edited to drop the restricted-country forbid
+/// is refused at proposal with a readable counterexample; the unedited policy proposes with
+/// its proofs, is signed and activates, and its proofs are in the log.
+#[test]
+fn a_policy_without_the_restricted_country_forbid_is_refused_with_a_counterexample() {
+    let t = Setup::new();
+    let olga = t.token("olga", "custodian", "US", &["custodian-operator"]);
+    let text = std::fs::read_to_string(t.data.join("policy/policies.cedar")).unwrap();
+    let start = text.find("@id(\"forbid-restricted-location\")").unwrap();
+    let end = start + text[start..].find("};").unwrap() + 2;
+    let edited = t.file("edited.cedar");
+    std::fs::write(&edited, format!("{}{}", &text[..start], &text[end..])).unwrap();
+
+    let err = t.fails(&olga, &["policy", "propose", s(&edited)]);
+    assert!(err.starts_with("error: policy_not_proven: "), "{err}");
+    for wanted in [
+        "invariant restricted-location-never-on-us-subjects",
+        "REFUTED: principal",
+        "location",
+        "subject_jurisdiction",
+        "Cedar: active policies allow",
+        "invariant deny",
+    ] {
+        assert!(err.contains(wanted), "{wanted:?} missing from: {err}");
+    }
+    let listed = t.json(&olga, &["policy", "list"]);
+    assert_eq!(
+        listed["sets"].as_array().unwrap().len(),
+        1,
+        "nothing proposed"
+    );
+
+    // Reviewed and unchanged in substance: proven, signed, activated.
+    let reviewed = t.file("reviewed.cedar");
+    std::fs::write(&reviewed, format!("{text}\n// Reviewed.\n")).unwrap();
+    let out = t.ok(&olga, &["policy", "propose", s(&reviewed)]);
+    assert!(out.contains("proven against invariant set"), "{out}");
+    assert_eq!(out.matches(" proven\n").count(), 5, "{out}");
+    let hash = out.split_whitespace().nth(3).unwrap().to_string();
+    let note = t.file("reviewed.note");
+    t.ok(
+        "",
+        &[
+            "policy",
+            "sign",
+            &hash,
+            "--key",
+            s(&t.custodian_key()),
+            "--out",
+            s(&note),
+        ],
+    );
+    let out = t.ok(
+        &olga,
+        &["policy", "activate", &hash, "--signature", s(&note)],
+    );
+    assert!(
+        out.contains(&format!("activated policy set {hash}")),
+        "{out}"
+    );
+    assert!(out.contains("proven against invariant set"), "{out}");
+
+    let key = t.ok("", &["audit", "key", "--data", s(&t.data)]);
+    // Logged so far: the invariants, the first set proposed and activated, the start, the
+    // reviewed set proposed and activated (the refused proposal logged nothing).
+    common::wait_for_checkpoint(&t.server.base, 6);
+    let replayed = t.ok(
+        "",
+        &[
+            "audit",
+            "replay",
+            "--url",
+            &format!("{}/log", t.server.base),
+            "--key",
+            key.trim(),
+        ],
+    );
+    assert!(
+        replayed.contains("activations: 2 policy set, 1 invariant set; 0 without passing proofs"),
+        "{replayed}"
+    );
+}
+
+/// Without a solver the first start cannot prove the first policy set, so it refuses and
+/// says how to install one; it never skips the proof.
+#[test]
+fn without_a_solver_the_first_start_refuses_and_says_how_to_install_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let init = common::sovereign()
+        .args(["init", "--data", s(&data)])
+        .output()
+        .unwrap();
+    assert!(init.status.success());
+    let output = common::sovereign()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data", s(&data)])
+        .env("CVC5", dir.path().join("no-such-cvc5"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{err}");
+    assert!(
+        err.contains("is not activated") && err.contains("apt-get install cvc5"),
+        "{err}"
+    );
+}
+
 /// `note` with one base64 character of its last signature changed, well inside the
 /// signature bytes (past the key id), so the key is still known but the signature is bad.
 fn alter_signature(note: &str) -> String {
