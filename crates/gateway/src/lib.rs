@@ -359,7 +359,7 @@ fn active_policy(
     let proofs = proof::prove_policy(&files.schema, &files.policies, &invariants, timeout)
         .map_err(|refusal| {
             anyhow::anyhow!(
-                "the first policy set ({}) is not activated: {refusal}",
+                "the first policy set ({}): {refusal}",
                 files.policies_path.display()
             )
         })?;
@@ -536,11 +536,6 @@ pub fn read_policy_files(config: &Config, data_dir: &Path) -> anyhow::Result<Pol
         schema,
         policies,
     })
-}
-
-/// Loads the Cedar schema and policies named by the configuration, validating every policy.
-pub fn load_policy(config: &Config, data_dir: &Path) -> anyhow::Result<policy::PolicyEngine> {
-    read_policy_files(config, data_dir)?.engine()
 }
 
 /// Opens the transparency log with its signing key, and the subject pseudonym key.

@@ -30,7 +30,7 @@ impl std::fmt::Display for Refusal {
         match self {
             Refusal::SolverUnavailable(why) => write!(
                 f,
-                "the policy set cannot be proven, so it is not activated: {why}"
+                "there is no solver to prove the policy set with, so it is not activated: {why}"
             ),
             Refusal::NotProven(report) => write!(
                 f,

@@ -206,10 +206,20 @@ async fn every_decision_is_logged_before_its_answer_and_the_log_verifies() {
     // custodian-signed policy set is proposed and activated with its proofs against them,
     // then the start itself is logged.
     let active = server.state.policy().policy_set_hash().to_string();
-    assert_eq!(entries[0]["event"], "invariants-activated", "{}", entries[0]);
+    assert_eq!(
+        entries[0]["event"], "invariants-activated",
+        "{}",
+        entries[0]
+    );
     let invariant_set = entries[0]["details"]["invariant_set"].as_str().unwrap();
     assert_eq!(entries[0]["details"]["signers"][0], "custodian");
-    assert_eq!(entries[0]["details"]["invariants"].as_array().unwrap().len(), 5);
+    assert_eq!(
+        entries[0]["details"]["invariants"]
+            .as_array()
+            .unwrap()
+            .len(),
+        5
+    );
     assert_eq!(entries[1]["event"], "policy-proposed", "{}", entries[1]);
     assert_eq!(entries[2]["event"], "policy-activated", "{}", entries[2]);
     let details = &entries[2]["details"];
@@ -220,7 +230,10 @@ async fn every_decision_is_logged_before_its_answer_and_the_log_verifies() {
     assert_eq!(proofs["policy_set"], active.as_str());
     assert_eq!(proofs["invariant_set"], invariant_set);
     assert_eq!(proofs["solver"], "cvc5");
-    assert!(proofs["solver_version"].as_str().unwrap().contains('.'), "{proofs}");
+    assert!(
+        proofs["solver_version"].as_str().unwrap().contains('.'),
+        "{proofs}"
+    );
     let results = proofs["invariants"].as_array().unwrap();
     assert_eq!(results.len(), 5, "{proofs}");
     assert!(results.iter().all(|r| r["result"] == "proven"), "{proofs}");
@@ -229,7 +242,10 @@ async fn every_decision_is_logged_before_its_answer_and_the_log_verifies() {
         never_errors.len(),
         details["policy_ids"].as_array().unwrap().len()
     );
-    assert!(never_errors.iter().all(|r| r["result"] == "never_errors"), "{proofs}");
+    assert!(
+        never_errors.iter().all(|r| r["result"] == "never_errors"),
+        "{proofs}"
+    );
     assert_eq!(entries[3]["kind"], "config", "then the start");
     assert_eq!(entries[3]["policy_set"], active.as_str());
 

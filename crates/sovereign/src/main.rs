@@ -237,12 +237,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Residency { server, command } => residency::run(&server, command),
         Command::Check { data } => {
             let config = Config::load(&data).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let engine = gateway::load_policy(&config, &data)?;
+            let files = gateway::read_policy_files(&config, &data)?;
+            let engine = files.engine()?;
+            let invariants_path = data.join(&config.policy.invariants);
+            let invariants_text = std::fs::read_to_string(&invariants_path)
+                .with_context(|| format!("cannot read {}", invariants_path.display()))?;
+            let invariants = gateway::proof::parse_invariants(&files.schema, &invariants_text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", invariants_path.display()))?;
             println!(
-                "{}: configuration and {} policies are valid (policy set {})",
+                "{}: configuration, {} policies (policy set {}) and {} invariants (invariant set {}) are valid; whether the policies keep the invariants is proven at activation, or now with `sovereign policy prove`",
                 data.join(CONFIG_FILE).display(),
                 engine.policy_ids().len(),
-                engine.policy_set_hash()
+                engine.policy_set_hash(),
+                invariants.len(),
+                invariants.hash()
             );
             Ok(())
         }

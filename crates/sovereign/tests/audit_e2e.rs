@@ -37,6 +37,14 @@ fn curl(method: &str, url: &str, token: &str, purpose: Option<&str>, body: Optio
 }
 
 /// The reference scenario (all of it goes through the log).
+/// Entries a fresh gateway logs before any request: the invariants activated, the first
+/// policy set proposed and activated, the start.
+const START_ENTRIES: u64 = 4;
+/// Entries of the first [`reference_scenario`]: five accesses and two restricted-country
+/// alerts (chen and bob). Later runs within the alert window log the five accesses only.
+const FIRST_SCENARIO_ENTRIES: u64 = 7;
+const LATER_SCENARIO_ENTRIES: u64 = 5;
+
 fn reference_scenario(data: &Path, base: &str, subject: &str) {
     let alice = token(
         data,
@@ -170,7 +178,8 @@ fn audit_verify_accepts_the_live_log_and_a_static_copy_and_rejects_tampering() {
     let served = serve(&data);
     reference_scenario(&data, &served.base, "u-1001");
     let vkey = key(&data);
-    common::wait_for_checkpoint(&served.base, 6);
+    let first_size = START_ENTRIES + FIRST_SCENARIO_ENTRIES;
+    common::wait_for_checkpoint(&served.base, first_size);
     let url = format!("{}/log", served.base);
     let state = dir.path().join("monitor.state");
 
@@ -246,7 +255,7 @@ fn audit_verify_accepts_the_live_log_and_a_static_copy_and_rejects_tampering() {
     reference_scenario(&data, &served.base, "u-1002");
     let grown_state = dir.path().join("grown.state");
     std::fs::copy(&state, &grown_state).unwrap();
-    common::wait_for_checkpoint(&served.base, 11);
+    common::wait_for_checkpoint(&served.base, first_size + LATER_SCENARIO_ENTRIES);
     let output = audit(&[
         "verify",
         "--url",
@@ -306,7 +315,10 @@ fn audit_verify_accepts_the_live_log_and_a_static_copy_and_rejects_tampering() {
     let forked = serve(&fork);
     reference_scenario(&fork, &forked.base, "someone-else");
     reference_scenario(&fork, &forked.base, "and-another");
-    common::wait_for_checkpoint(&forked.base, 11);
+    common::wait_for_checkpoint(
+        &forked.base,
+        START_ENTRIES + FIRST_SCENARIO_ENTRIES + LATER_SCENARIO_ENTRIES,
+    );
     let fork_url = format!("{}/log", forked.base);
     // On its own the fork is a well-formed log...
     let output = audit(&["verify", "--url", &fork_url, "--key", &vkey]);

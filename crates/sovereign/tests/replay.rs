@@ -150,7 +150,8 @@ fn an_honest_log_replays_clean() {
 fn activations_without_passing_proofs_are_reported() {
     let hash = engine().policy_set_hash().to_string();
     // The policy-activated entry is at index 2; the invariants-activated one at 1.
-    let cases: Vec<(fn(&mut Vec<Value>), &str)> = vec![
+    type Change = fn(&mut Vec<Value>);
+    let cases: Vec<(Change, &str)> = vec![
         (
             |e| {
                 e[2]["details"].as_object_mut().unwrap().remove("proofs");
