@@ -293,6 +293,14 @@ impl Custody {
         self.read().invariant_sets.get(hash).cloned()
     }
 
+    /// Every invariant set ever activated, oldest first, and which is in force.
+    pub fn invariant_sets(&self) -> (Option<String>, Vec<InvariantSetRecord>) {
+        let state = self.read();
+        let mut sets: Vec<InvariantSetRecord> = state.invariant_sets.values().cloned().collect();
+        sets.sort_by_key(|s| s.activated_at);
+        (state.active_invariants.clone(), sets)
+    }
+
     /// Makes `set` the active invariant set, if `signed` is an invariant-activation statement
     /// for exactly its hash, signed by as many custodian keys as a policy activation needs.
     /// While a policy set is active, `proofs` must show that it satisfies the new invariants,

@@ -762,6 +762,53 @@ async fn get_policy(
     Ok(Json(body))
 }
 
+fn invariants_summary(set: &custody::InvariantSetRecord, active: Option<&str>) -> Value {
+    json!({
+        "hash": set.hash,
+        "status": if active == Some(set.hash.as_str()) { "active" } else { "retired" },
+        "invariants": set.names,
+        "activated_at": set.activated_at.map(rfc3339),
+        "signers": set.signers,
+    })
+}
+
+/// Every invariant set the custodian activated, and which is in force.
+#[utoipa::path(get, path = "/v1/invariants", tag = "custody",
+    responses((status = 200, description = "the invariant sets")))]
+async fn list_invariants(State(app): Shared) -> Json<Value> {
+    let (active, sets) = app.custody.invariant_sets();
+    let sets: Vec<Value> = sets
+        .iter()
+        .map(|s| invariants_summary(s, active.as_deref()))
+        .collect();
+    Json(json!({ "active": active, "sets": sets }))
+}
+
+/// One invariant set, by hash, with its text, signature and the proofs of the policy set
+/// active when it was activated: monitors fetch the set an activation's proofs name and
+/// prove again (`sovereign audit replay --prove`).
+#[utoipa::path(get, path = "/v1/invariants/{hash}", tag = "custody",
+    params(("hash" = String, Path, description = "the invariant set hash")),
+    responses((status = 200, description = "the invariant set"), (status = 404, description = "no such set", body = ErrorBody)))]
+async fn get_invariants(
+    State(app): Shared,
+    path: Result<Path<String>, PathRejection>,
+) -> AppResult<Json<Value>> {
+    let hash = path_param(path)?;
+    let set = app.custody.invariant_set(&hash).ok_or_else(|| {
+        ApiError::not_found(
+            "unknown_invariant_set",
+            format!("no invariant set with hash `{hash}`"),
+        )
+    })?;
+    let active = app.custody.active_invariants().map(|s| s.hash);
+    let mut body = invariants_summary(&set, active.as_deref());
+    body["text"] = set.text.into();
+    body["signature"] = set.signature.into();
+    body["proofs"] = json!(set.proofs);
+    Ok(Json(body))
+}
+
 /// Activates a proposed policy set. The body is the custodian's signed statement
 /// `activate policy set HASH`, signed by at least the configured number of custodian keys.
 /// The set is proven against the invariants in force first; the proofs go into the log with
@@ -1123,6 +1170,8 @@ pub fn routes() -> utoipa_axum::router::OpenApiRouter<Arc<AppState>> {
         .routes(routes!(propose_policy, list_policies))
         .routes(routes!(get_policy))
         .routes(routes!(activate_policy))
+        .routes(routes!(list_invariants))
+        .routes(routes!(get_invariants))
         .routes(routes!(submit_algorithm))
         .routes(routes!(list_algorithms))
         .routes(routes!(active_algorithms))

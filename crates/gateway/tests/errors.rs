@@ -426,6 +426,8 @@ async fn openapi_covers_every_route() {
         ("post", "/v1/policies"),
         ("get", "/v1/policies"),
         ("get", "/v1/policies/{hash}"),
+        ("get", "/v1/invariants"),
+        ("get", "/v1/invariants/{hash}"),
         ("post", "/v1/policies/{hash}/activate"),
         ("post", "/v1/algorithms/{name}/{version}"),
         ("get", "/v1/algorithms"),

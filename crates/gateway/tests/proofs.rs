@@ -249,3 +249,49 @@ async fn invariants_change_only_signed_and_only_if_the_active_set_satisfies_them
         kept_hash
     );
 }
+
+#[tokio::test]
+async fn monitors_fetch_the_invariants_in_force_by_hash_without_a_token() {
+    let server = Server::start().await;
+    let (status, list) = server
+        .call(Method::GET, "/v1/invariants", None, None, None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let hash = list["active"].as_str().unwrap().to_string();
+    assert_eq!(list["sets"][0]["status"], "active");
+    assert_eq!(list["sets"][0]["invariants"].as_array().unwrap().len(), 5);
+
+    let (status, set) = server
+        .call(
+            Method::GET,
+            &format!("/v1/invariants/{hash}"),
+            None,
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{set}");
+    // The text is the signed one: it hashes to the set's hash, and the signature names it.
+    let text = set["text"].as_str().unwrap();
+    let parsed = prove::Invariants::parse_with_schema(policy::DEFAULT_SCHEMA, text).unwrap();
+    assert_eq!(parsed.hash(), hash);
+    assert!(set["signature"].as_str().unwrap().contains(&hash));
+    assert_eq!(
+        set["proofs"],
+        Value::Null,
+        "no policy set was active before it"
+    );
+
+    let (status, body) = server
+        .call(
+            Method::GET,
+            &format!("/v1/invariants/{}", "0".repeat(64)),
+            None,
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"], "unknown_invariant_set");
+    server.stop().await;
+}
