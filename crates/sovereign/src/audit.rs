@@ -118,6 +118,15 @@ pub enum AuditCommand {
         /// [default: --url with its trailing /log replaced by /v1/policies].
         #[arg(long)]
         policies: Option<String>,
+        /// Also prove every logged policy activation again, here, with cvc5 (`CVC5` names
+        /// it, or `cvc5` on PATH): the policy set against the invariant set its proofs name,
+        /// both fetched by hash and checked against it.
+        #[arg(long)]
+        prove: bool,
+        /// Where the invariant sets are, for --prove: as --policies, for the gateway's
+        /// /v1/invariants [default: --url with its trailing /log replaced by /v1/invariants].
+        #[arg(long)]
+        invariants: Option<String>,
     },
 }
 
@@ -150,8 +159,15 @@ pub fn run_to(command: AuditCommand, out: &mut dyn Write) -> anyhow::Result<()> 
             check_proof(&file, &key, &entry, out)
                 .map_err(|e| anyhow!("audit check-proof: FAILED: {e:#}"))
         }
-        AuditCommand::Replay { url, key, policies } => {
-            replay::replay(&url, &key, policies.as_deref(), out)
+        AuditCommand::Replay {
+            url,
+            key,
+            policies,
+            prove,
+            invariants,
+        } => {
+            let reprove = prove.then_some(invariants);
+            replay::replay(&url, &key, policies.as_deref(), reprove, out)
                 .map_err(|e| anyhow!("audit replay: FAILED: {e:#}"))
         }
     }

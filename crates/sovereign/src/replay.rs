@@ -36,15 +36,26 @@ use super::{
 /// stays bounded however much of a log is wrong.
 const MAX_LINES: usize = 1000;
 
+/// `reprove`: `Some(--invariants)` to prove every logged activation again.
 pub(super) fn replay(
     url: &str,
     key: &str,
     policies: Option<&str>,
+    reprove: Option<Option<String>>,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let verifier = load_verifier(key)?;
     let log = open_log(url)?;
-    let source = PolicySource::open(policies, url)?;
+    let source = Source::open(POLICY_SETS, policies, url)?;
+    // Checked before the log is read, so a missing solver is told at once.
+    let prover = match reprove {
+        Some(invariants) => Some(Prover {
+            invariants: Source::open(INVARIANT_SETS, invariants.as_deref(), url)?,
+            solver: prove::Solver::from_env()
+                .map_err(|e| anyhow::anyhow!("--prove needs the cvc5 solver: {e}"))?,
+        }),
+        None => None,
+    };
     let mut replayer = Replayer::new(source);
 
     let mut progress = Progress::new("audit replay");
@@ -62,6 +73,9 @@ pub(super) fn replay(
     progress.finish();
     // What the entries said counts only once the whole log is verified.
     let checkpoint = result.map_err(plain)?;
+    if let Some(prover) = &prover {
+        replayer.reprove(prover);
+    }
 
     let failures = replayer.failures();
     writeln!(
@@ -82,59 +96,85 @@ pub(super) fn replay(
 // ---------------------------------------------------------------------------
 // Where policy sets come from
 
-/// The policy sets, by hash: `GET <prefix>/<hash>` or the file `<dir>/<hash>`, each
-/// holding the JSON the gateway serves at `/v1/policies/<hash>`.
-enum PolicySource {
+/// What a [`Source`] serves: policy sets or invariant sets, each by hash, as the gateway
+/// serves them at `<route>/<hash>`.
+struct Kind {
+    what: &'static str,
+    route: &'static str,
+    flag: &'static str,
+}
+
+const POLICY_SETS: Kind = Kind {
+    what: "policy sets",
+    route: "/v1/policies",
+    flag: "--policies",
+};
+const INVARIANT_SETS: Kind = Kind {
+    what: "invariant sets",
+    route: "/v1/invariants",
+    flag: "--invariants",
+};
+
+/// Policy or invariant sets, by hash: `GET <prefix>/<hash>` or the file `<dir>/<hash>`, each
+/// holding the JSON the gateway serves at `<route>/<hash>`.
+enum Source {
     Http(HttpFetcher, String),
     Dir(PathBuf),
 }
 
-impl PolicySource {
-    /// `--policies`, or the gateway's `/v1/policies` next to its `/log`.
-    fn open(policies: Option<&str>, log_url: &str) -> anyhow::Result<PolicySource> {
-        let location = match policies {
+impl Source {
+    /// The location given by `kind.flag`, or the gateway's `kind.route` next to its `/log`.
+    fn open(kind: Kind, given: Option<&str>, log_url: &str) -> anyhow::Result<Source> {
+        let Kind { what, route, flag } = kind;
+        let location = match given {
             Some(p) => p.to_string(),
             None => match log_url.trim_end_matches('/').strip_suffix("/log") {
-                Some(base) => format!("{base}/v1/policies"),
+                Some(base) => format!("{base}{route}"),
                 None => bail!(
-                    "cannot tell where the policy sets are from --url {log_url:?} (it does not end in /log): give --policies (a URL serving /v1/policies/<hash>, or a directory of files named <hash>)"
+                    "cannot tell where the {what} are from --url {log_url:?} (it does not end in /log): give {flag} (a URL serving {route}/<hash>, or a directory of files named <hash>)"
                 ),
             },
         };
         match local_dir(&location)? {
-            None => Ok(PolicySource::Http(
+            None => Ok(Source::Http(
                 HttpFetcher::new(&location),
                 location.trim_end_matches('/').to_string(),
             )),
-            Some(dir) if dir.is_dir() => Ok(PolicySource::Dir(dir)),
+            Some(dir) if dir.is_dir() => Ok(Source::Dir(dir)),
             Some(dir) => bail!(
-                "--policies: {} is not a directory of policy sets (files named <hash>)",
+                "{flag}: {} is not a directory of {what} (files named <hash>)",
                 dir.display()
             ),
         }
     }
 
-    /// Where policy set `hash` is read from, for messages.
+    /// Where set `hash` is read from, for messages.
     fn locate(&self, hash: &str) -> String {
         match self {
-            PolicySource::Http(_, base) => format!("{base}/{hash}"),
-            PolicySource::Dir(dir) => dir.join(hash).display().to_string(),
+            Source::Http(_, base) => format!("{base}/{hash}"),
+            Source::Dir(dir) => dir.join(hash).display().to_string(),
         }
     }
 
     fn fetch(&self, hash: &str) -> Result<Vec<u8>, String> {
         match self {
-            PolicySource::Http(fetcher, _) => match fetcher.fetch(hash) {
+            Source::Http(fetcher, _) => match fetcher.fetch(hash) {
                 Ok(Some(data)) => Ok(data),
                 Ok(None) => Err("not found (HTTP 404)".into()),
                 Err(e) => Err(e.to_string()),
             },
-            PolicySource::Dir(dir) => fs::read(dir.join(hash)).map_err(|e| e.to_string()),
+            Source::Dir(dir) => fs::read(dir.join(hash)).map_err(|e| e.to_string()),
         }
     }
 
     /// Fetches policy set `hash`, checks that its text hashes to `hash`, and loads it.
     fn load(&self, hash: &str) -> Result<PolicyEngine, String> {
+        let (schema, policies) = self.policy_texts(hash)?;
+        PolicyEngine::new(&schema, &policies).map_err(|e| format!("it does not load: {e}"))
+    }
+
+    /// Fetches policy set `hash` and checks that its schema and policies hash to `hash`.
+    fn policy_texts(&self, hash: &str) -> Result<(String, String), String> {
         let data = self.fetch(hash)?;
         let set: Value =
             serde_json::from_slice(&data).map_err(|e| format!("not a policy set (JSON): {e}"))?;
@@ -155,8 +195,34 @@ impl PolicySource {
                 "its schema and policies hash to {computed}, not {hash}: it is not the policy set the log names, refusing to replay with it"
             ));
         }
-        PolicyEngine::new(schema, policies).map_err(|e| format!("it does not load: {e}"))
+        Ok((schema.to_string(), policies.to_string()))
     }
+
+    /// Fetches invariant set `hash` and parses it against `schema`, checking that its
+    /// canonical hash is `hash`.
+    fn invariants(&self, hash: &str, schema: &str) -> Result<prove::Invariants, String> {
+        let data = self.fetch(hash)?;
+        let set: Value = serde_json::from_slice(&data)
+            .map_err(|e| format!("not an invariant set (JSON): {e}"))?;
+        let Some(text) = set["text"].as_str() else {
+            return Err("not an invariant set: it needs a string member \"text\"".into());
+        };
+        let invariants = prove::Invariants::parse_with_schema(schema, text)
+            .map_err(|e| format!("it does not parse: {e}"))?;
+        if invariants.hash() != hash {
+            return Err(format!(
+                "its text hashes to {}, not {hash}: it is not the invariant set the log names",
+                invariants.hash()
+            ));
+        }
+        Ok(invariants)
+    }
+}
+
+/// What `--prove` needs: where the invariant sets are, and a solver.
+struct Prover {
+    invariants: Source,
+    solver: prove::Solver,
 }
 
 // ---------------------------------------------------------------------------
@@ -215,7 +281,7 @@ struct PolicySet {
 }
 
 struct Replayer {
-    source: PolicySource,
+    source: Source,
     sets: BTreeMap<String, PolicySet>,
     /// Mismatch lines, at most [`MAX_LINES`].
     lines: Vec<String>,
@@ -240,6 +306,11 @@ struct Activations {
     invariant_set: Option<String>,
     policy_activations: u64,
     invariant_activations: u64,
+    /// Each (policy set, invariant set) pair logged as proven, with the first entry that says
+    /// so: what `--prove` proves again.
+    proven: BTreeMap<(String, String), u64>,
+    /// Pairs proven again by `--prove`, when it ran.
+    reproved: Option<usize>,
     /// One line per activation without passing proofs, at most [`MAX_LINES`].
     lines: Vec<String>,
     unproven: u64,
@@ -262,26 +333,39 @@ impl Activations {
                     None => Err("no invariant set was activated before it".to_string()),
                     Some(invariants) => check_proofs(&d["proofs"], &policy_set, invariants),
                 };
-                if let Err(why) = checked {
-                    self.unproven(format!(
+                match checked {
+                    Ok(()) => self.logged_proven(index, &policy_set),
+                    Err(why) => self.unproven(format!(
                         "entry {index}: policy set {policy_set} activated without passing proofs: {why}"
-                    ));
+                    )),
                 }
                 self.policy_set = Some(policy_set);
             }
             "invariants-activated" => {
                 self.invariant_activations += 1;
                 let invariant_set = named("invariant_set");
-                if let Some(policy_set) = self.policy_set.as_deref()
-                    && let Err(why) = check_proofs(&d["proofs"], policy_set, &invariant_set)
-                {
-                    self.unproven(format!(
-                        "entry {index}: invariant set {invariant_set} activated while policy set {policy_set} was in force, without passing proofs of it: {why}"
-                    ));
+                let policy_set = self.policy_set.clone();
+                self.invariant_set = Some(invariant_set.clone());
+                if let Some(policy_set) = policy_set {
+                    match check_proofs(&d["proofs"], &policy_set, &invariant_set) {
+                        Ok(()) => self.logged_proven(index, &policy_set),
+                        Err(why) => self.unproven(format!(
+                            "entry {index}: invariant set {invariant_set} activated while policy set {policy_set} was in force, without passing proofs of it: {why}"
+                        )),
+                    }
                 }
-                self.invariant_set = Some(invariant_set);
             }
             _ => {}
+        }
+    }
+
+    /// Remembers that entry `index` logs passing proofs of `policy_set` against the
+    /// invariant set in force.
+    fn logged_proven(&mut self, index: u64, policy_set: &str) {
+        if let Some(invariant_set) = &self.invariant_set {
+            self.proven
+                .entry((policy_set.to_string(), invariant_set.clone()))
+                .or_insert(index);
         }
     }
 
@@ -340,7 +424,7 @@ fn check_proofs(proofs: &Value, policy_set: &str, invariant_set: &str) -> Result
 }
 
 impl Replayer {
-    fn new(source: PolicySource) -> Replayer {
+    fn new(source: Source) -> Replayer {
         Replayer {
             source,
             sets: BTreeMap::new(),
@@ -402,6 +486,47 @@ impl Replayer {
                 describe(&access)
             )),
         }
+    }
+
+    /// Proves every (policy set, invariant set) pair the log says was proven again, here:
+    /// both fetched by hash and checked against it, then the same proof the gateway ran.
+    fn reprove(&mut self, prover: &Prover) {
+        let pairs: Vec<((String, String), u64)> = self
+            .activations
+            .proven
+            .iter()
+            .map(|(pair, index)| (pair.clone(), *index))
+            .collect();
+        let mut reproved = 0;
+        for ((policy_set, invariant_set), index) in pairs {
+            let result = self
+                .source
+                .policy_texts(&policy_set)
+                .map_err(|e| format!("policy set {}: {e}", self.source.locate(&policy_set)))
+                .and_then(|(schema, policies)| {
+                    let invariants = prover
+                        .invariants
+                        .invariants(&invariant_set, &schema)
+                        .map_err(|e| {
+                            format!(
+                                "invariant set {}: {e}",
+                                prover.invariants.locate(&invariant_set)
+                            )
+                        })?;
+                    prove::prove(&schema, &policies, &invariants, &prover.solver)
+                        .map_err(|e| e.to_string())
+                });
+            match result {
+                Ok(report) if report.all_proven() => reproved += 1,
+                Ok(report) => self.activations.unproven(format!(
+                    "entry {index}: policy set {policy_set} does not prove against invariant set {invariant_set} here, though the log says it did:\n{report}"
+                )),
+                Err(why) => self.activations.unproven(format!(
+                    "entry {index}: cannot prove policy set {policy_set} against invariant set {invariant_set} again: {why}"
+                )),
+            }
+        }
+        self.activations.reproved = Some(reproved);
     }
 
     fn mismatch(&mut self, line: String) {
@@ -497,6 +622,13 @@ impl Replayer {
             "activations: {} policy set, {} invariant set; {} without passing proofs",
             a.policy_activations, a.invariant_activations, a.unproven
         )?;
+        if let Some(reproved) = a.reproved {
+            writeln!(
+                out,
+                "reproved:   {reproved} of {} (policy set, invariant set) pairs the log says were proven",
+                a.proven.len()
+            )?;
+        }
         if self.v1_access > 0 {
             writeln!(
                 out,

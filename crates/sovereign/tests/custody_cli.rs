@@ -484,10 +484,15 @@ fn a_policy_without_the_restricted_country_forbid_is_refused_with_a_counterexamp
             &format!("{}/log", t.server.base),
             "--key",
             key.trim(),
+            "--prove",
         ],
     );
     assert!(
         replayed.contains("activations: 2 policy set, 1 invariant set; 0 without passing proofs"),
+        "{replayed}"
+    );
+    assert!(
+        replayed.contains("reproved:   2 of 2 (policy set, invariant set) pairs"),
         "{replayed}"
     );
 }

@@ -7,21 +7,6 @@ mod common;
 
 use std::process::Output;
 
-fn cvc5_present() -> bool {
-    let found = std::process::Command::new("cvc5")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var("SOVEREIGN_REQUIRE_CVC5").as_deref() != Ok("1"),
-            "cvc5 is required (SOVEREIGN_REQUIRE_CVC5=1): apt-get install cvc5"
-        );
-        eprintln!("skipping: no cvc5 (apt-get install cvc5)");
-    }
-    found
-}
-
 fn prove(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = common::sovereign();
     command.args(["policy", "prove"]).args(args);
@@ -33,7 +18,7 @@ fn prove(args: &[&str], env: &[(&str, &str)]) -> Output {
 
 #[test]
 fn default_policies_are_proven_and_a_mutant_is_refused() {
-    if !cvc5_present() {
+    if !common::cvc5_present() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

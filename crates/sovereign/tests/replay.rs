@@ -196,6 +196,108 @@ fn activations_without_passing_proofs_are_reported() {
     }
 }
 
+/// `--prove` proves every activation again: a log whose activation entry claims passing
+/// proofs for a set that does not keep the invariants is caught, with the counterexample.
+#[test]
+fn prove_catches_an_activation_whose_logged_proofs_do_not_hold() {
+    if !common::cvc5_present() {
+        return;
+    }
+    let (schema, policies) = v2_log::default_set();
+    let restricted: Vec<String> = ["CN", "RU", "IR", "KP"].map(String::from).to_vec();
+    let invariants_text = prove::default_invariants(&restricted);
+    let invariant_set = prove::Invariants::parse_with_schema(&schema, &invariants_text)
+        .unwrap()
+        .hash()
+        .to_string();
+    let start = policies
+        .find("@id(\"forbid-restricted-location\")")
+        .unwrap();
+    let end = start + policies[start..].find("};").unwrap() + 2;
+    let mutant = format!("{}{}", &policies[..start], &policies[end..]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let honest = v2_log::write_policy_set(&dir.path().join("v1/policies"), &schema, &policies);
+    let lying = v2_log::write_policy_set(&dir.path().join("v1/policies"), &schema, &mutant);
+    let invariants_dir = dir.path().join("v1/invariants");
+    std::fs::create_dir_all(&invariants_dir).unwrap();
+    std::fs::write(
+        invariants_dir.join(&invariant_set),
+        serde_json::to_vec(&json!({"hash": invariant_set, "text": invariants_text})).unwrap(),
+    )
+    .unwrap();
+
+    let with_real_invariants = |mut entry: Value| {
+        if entry["event"] == "invariants-activated" {
+            entry["details"]["invariant_set"] = json!(invariant_set);
+        } else {
+            entry["details"]["invariant_set"] = json!(invariant_set);
+            entry["details"]["proofs"]["invariant_set"] = json!(invariant_set);
+        }
+        entry
+    };
+    let mut entries = vec![
+        with_real_invariants(invariants_entry()),
+        with_real_invariants(custody_entry(&honest)),
+    ];
+    let key = new_key();
+    publish(&dir.path().join("log"), &key, &to_bytes(&entries));
+    let args = |dir: &Path| {
+        vec![
+            "--url".to_string(),
+            dir.join("log").to_str().unwrap().to_string(),
+            "--key".to_string(),
+            key.vkey.clone(),
+            "--prove".to_string(),
+        ]
+    };
+    let run = |args: Vec<String>| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        replay(&args)
+    };
+    let output = run(args(dir.path()));
+    let (out, err) = text(&output);
+    assert!(output.status.success(), "{out}\n{err}");
+    assert!(
+        out.contains("reproved:   1 of 1 (policy set, invariant set) pairs"),
+        "{out}"
+    );
+
+    // The same log with one more activation, of the mutant, claiming passing proofs.
+    entries.push(with_real_invariants(custody_entry(&lying)));
+    let lying_dir = tempfile::tempdir().unwrap();
+    copy_dir(&dir.path().join("v1"), &lying_dir.path().join("v1"));
+    publish(&lying_dir.path().join("log"), &key, &to_bytes(&entries));
+    let output = run(args(lying_dir.path()));
+    let (out, err) = text(&output);
+    assert!(!output.status.success(), "{out}");
+    assert!(
+        out.contains(&format!(
+            "entry 2: policy set {lying} does not prove against invariant set {invariant_set} here, though the log says it did"
+        )),
+        "{out}"
+    );
+    assert!(out.contains("REFUTED"), "{out}");
+    assert!(
+        out.contains("reproved:   1 of 2 (policy set, invariant set) pairs"),
+        "{out}"
+    );
+    assert!(err.contains("1 activation without passing proofs"), "{err}");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_dir(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
+}
+
 #[test]
 fn a_forged_decision_is_reported_at_its_entry() {
     let dir = tempfile::tempdir().unwrap();

@@ -165,3 +165,20 @@ pub fn wait_for_checkpoint(base: &str, size: u64) {
     }
     panic!("the checkpoint did not reach {size} entries");
 }
+
+/// Whether the cvc5 solver is installed; without it, a test that needs it skips with a
+/// message, unless `SOVEREIGN_REQUIRE_CVC5=1` (as in CI), which makes it fail instead.
+pub fn cvc5_present() -> bool {
+    let found = std::process::Command::new("cvc5")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var("SOVEREIGN_REQUIRE_CVC5").as_deref() != Ok("1"),
+            "cvc5 is required (SOVEREIGN_REQUIRE_CVC5=1): apt-get install cvc5"
+        );
+        eprintln!("skipping: no cvc5 (apt-get install cvc5)");
+    }
+    found
+}
