@@ -587,7 +587,6 @@ impl Config {
             ("policy.schema", &self.policy.schema),
             ("policy.policies", &self.policy.policies),
             ("policy.signature", &self.policy.signature),
-            ("policy.invariants", &self.policy.invariants),
         ] {
             let full = data_dir.join(path);
             if !full.is_file() {
@@ -596,6 +595,18 @@ impl Config {
                     format!("file `{}` does not exist", full.display()),
                 ));
             }
+        }
+        let invariants = data_dir.join(&self.policy.invariants);
+        if !invariants.is_file() {
+            // A data folder from before invariants were required lacks it.
+            problems.push((
+                "policy.invariants".into(),
+                format!(
+                    "file `{0}` does not exist: write the default invariants with `sovereign policy invariants > {0}`, and have the custodian sign them with `sovereign policy sign-invariants {0} --key CUSTODIAN_KEY --out {1}`",
+                    invariants.display(),
+                    data_dir.join(&self.policy.invariants_signature).display()
+                ),
+            ));
         }
         if !(1..=600).contains(&self.policy.proof_timeout_seconds) {
             problems.push((
@@ -751,6 +762,21 @@ mod tests {
         let bad = text.replace("body_limit_bytes = 1048576", "body_limit_bytes = \"big\"");
         let (key, _problem) = Config::parse(&bad).unwrap_err();
         assert_eq!(key, "server.body_limit_bytes");
+    }
+
+    #[test]
+    fn a_missing_invariants_file_says_how_to_write_and_sign_one() {
+        let config = Config::parse(&crate::setup::default_config_text()).unwrap();
+        let problems = config.validate(Path::new("/nonexistent"));
+        let problem = problems
+            .iter()
+            .find(|(key, _)| key == "policy.invariants")
+            .unwrap_or_else(|| panic!("{problems:?}"));
+        assert!(
+            problem.1.contains("sovereign policy invariants >")
+                && problem.1.contains("sovereign policy sign-invariants"),
+            "{problem:?}"
+        );
     }
 
     #[test]
