@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{APPROVER_1, APPROVER_2, BREAK_GLASS, OPERATOR, Server, VETTED_US, Who};
+use common::{APPROVER_1, APPROVER_2, BREAK_GLASS, OPERATOR, Server, VETTED_US, Who, signed};
 use custody::statement::{self, KillCommand, Statement};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -96,16 +96,12 @@ async fn decide(server: &Server, who: &Who, id: &str, verb: &str) -> (StatusCode
 }
 
 fn custodian_key(server: &Server) -> tlog::note::Signer {
-    statement::load_signer(&server.data().join(gateway::setup::CUSTODIAN_KEY)).unwrap()
+    common::custodian_key(&server.data())
 }
 
 fn stranger_key() -> tlog::note::Signer {
     let (skey, _) = tlog::note::generate_key("custodian").unwrap();
     tlog::note::Signer::new(&skey).unwrap()
-}
-
-fn signed(statement: &Statement, key: &tlog::note::Signer) -> String {
-    String::from_utf8(statement::sign(statement, key).unwrap()).unwrap()
 }
 
 #[tokio::test]

@@ -6,18 +6,10 @@
 
 mod common;
 
-use common::{OPERATOR, Server};
-use custody::statement::{self, Statement};
+use common::{OPERATOR, Server, custodian_key, signed};
+use custody::statement::Statement;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-
-fn custodian_key(server_data: &std::path::Path) -> tlog::note::Signer {
-    statement::load_signer(&server_data.join(gateway::setup::CUSTODIAN_KEY)).unwrap()
-}
-
-fn signed(statement: &Statement, key: &tlog::note::Signer) -> String {
-    String::from_utf8(statement::sign(statement, key).unwrap()).unwrap()
-}
 
 /// `src` without the policy `@id(id)` (from its `@id` line to its `};`).
 fn drop_policy(src: &str, id: &str) -> String {

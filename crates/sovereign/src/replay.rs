@@ -32,9 +32,40 @@ use super::{
     EntryInfo, HttpFetcher, Progress, check_entry, load_verifier, local_dir, open_log, plain,
 };
 
-/// Mismatch lines kept for the report; beyond this they are only counted, so memory
+/// Problem lines kept for the report; beyond this they are only counted, so memory
 /// stays bounded however much of a log is wrong.
 const MAX_LINES: usize = 1000;
+
+/// Problems of one kind: every one counted, the first [`MAX_LINES`] kept to report.
+#[derive(Default)]
+struct Problems {
+    lines: Vec<String>,
+    count: u64,
+}
+
+impl Problems {
+    fn push(&mut self, line: String) {
+        self.count += 1;
+        if self.lines.len() < MAX_LINES {
+            self.lines.push(line);
+        }
+    }
+
+    /// One line per kept problem, labelled, then how many more were only counted.
+    fn write(&self, out: &mut dyn Write, label: &str) -> std::io::Result<()> {
+        for line in &self.lines {
+            writeln!(out, "{label} {line}")?;
+        }
+        if self.count > self.lines.len() as u64 {
+            writeln!(
+                out,
+                "{label} ... and {} more",
+                self.count - self.lines.len() as u64
+            )?;
+        }
+        Ok(())
+    }
+}
 
 /// `reprove`: `Some(--invariants)` to prove every logged activation again.
 pub(super) fn replay(
@@ -283,10 +314,8 @@ struct PolicySet {
 struct Replayer {
     source: Source,
     sets: BTreeMap<String, PolicySet>,
-    /// Mismatch lines, at most [`MAX_LINES`].
-    lines: Vec<String>,
     /// Entries whose replay differs from what they record.
-    mismatches: u64,
+    mismatches: Problems,
     /// v2 access entries replayed, and their decisions.
     replayed_entries: u64,
     replayed_decisions: u64,
@@ -311,9 +340,8 @@ struct Activations {
     proven: BTreeMap<(String, String), u64>,
     /// Pairs proven again by `--prove`, when it ran.
     reproved: Option<usize>,
-    /// One line per activation without passing proofs, at most [`MAX_LINES`].
-    lines: Vec<String>,
-    unproven: u64,
+    /// Activations without passing proofs.
+    unproven: Problems,
 }
 
 impl Activations {
@@ -370,10 +398,7 @@ impl Activations {
     }
 
     fn unproven(&mut self, line: String) {
-        self.unproven += 1;
-        if self.lines.len() < MAX_LINES {
-            self.lines.push(line);
-        }
+        self.unproven.push(line);
     }
 }
 
@@ -428,8 +453,7 @@ impl Replayer {
         Replayer {
             source,
             sets: BTreeMap::new(),
-            lines: Vec::new(),
-            mismatches: 0,
+            mismatches: Problems::default(),
             replayed_entries: 0,
             replayed_decisions: 0,
             v1_access: 0,
@@ -530,10 +554,7 @@ impl Replayer {
     }
 
     fn mismatch(&mut self, line: String) {
-        self.mismatches += 1;
-        if self.lines.len() < MAX_LINES {
-            self.lines.push(line);
-        }
+        self.mismatches.push(line);
     }
 
     /// Policy sets that could not be used.
@@ -544,16 +565,16 @@ impl Replayer {
     }
 
     fn failures(&self) -> u64 {
-        self.mismatches + self.unusable().count() as u64 + self.activations.unproven
+        self.mismatches.count + self.unusable().count() as u64 + self.activations.unproven.count
     }
 
     fn verdict(&self) -> String {
         let mut problems = Vec::new();
-        if self.mismatches > 0 {
+        let mismatches = self.mismatches.count;
+        if mismatches > 0 {
             problems.push(format!(
-                "{} access {} not match the policy set that decided them",
-                self.mismatches,
-                if self.mismatches == 1 {
+                "{mismatches} access {} not match the policy set that decided them",
+                if mismatches == 1 {
                     "entry does"
                 } else {
                     "entries do"
@@ -567,7 +588,7 @@ impl Replayer {
                 if unusable == 1 { "" } else { "s" }
             ));
         }
-        let unproven = self.activations.unproven;
+        let unproven = self.activations.unproven.count;
         if unproven > 0 {
             problems.push(format!(
                 "{unproven} activation{} without passing proofs",
@@ -578,16 +599,7 @@ impl Replayer {
     }
 
     fn report(&self, out: &mut dyn Write) -> std::io::Result<()> {
-        for line in &self.lines {
-            writeln!(out, "mismatch:   {line}")?;
-        }
-        if self.mismatches > self.lines.len() as u64 {
-            writeln!(
-                out,
-                "mismatch:   ... and {} more",
-                self.mismatches - self.lines.len() as u64
-            )?;
-        }
+        self.mismatches.write(out, "mismatch:  ")?;
         for (hash, set, why) in self.unusable() {
             writeln!(
                 out,
@@ -605,22 +617,13 @@ impl Replayer {
             self.replayed_entries,
             if usable == 1 { "" } else { "s" }
         )?;
-        writeln!(out, "mismatches: {}", self.mismatches)?;
+        writeln!(out, "mismatches: {}", self.mismatches.count)?;
         let a = &self.activations;
-        for line in &a.lines {
-            writeln!(out, "unproven:   {line}")?;
-        }
-        if a.unproven > a.lines.len() as u64 {
-            writeln!(
-                out,
-                "unproven:   ... and {} more",
-                a.unproven - a.lines.len() as u64
-            )?;
-        }
+        a.unproven.write(out, "unproven:  ")?;
         writeln!(
             out,
             "activations: {} policy set, {} invariant set; {} without passing proofs",
-            a.policy_activations, a.invariant_activations, a.unproven
+            a.policy_activations, a.invariant_activations, a.unproven.count
         )?;
         if let Some(reproved) = a.reproved {
             writeln!(

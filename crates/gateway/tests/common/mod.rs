@@ -275,3 +275,13 @@ pub const OPERATOR: Who = Who {
     clearance: &[],
     roles: &["custodian-operator"],
 };
+
+/// The development custodian's signer key that `sovereign init` wrote into `data`.
+pub fn custodian_key(data: &Path) -> tlog::note::Signer {
+    custody::statement::load_signer(&data.join(gateway::setup::CUSTODIAN_KEY)).unwrap()
+}
+
+/// `statement` signed by `key`, as the text a custodian hands to the gateway.
+pub fn signed(statement: &custody::statement::Statement, key: &tlog::note::Signer) -> String {
+    String::from_utf8(custody::statement::sign(statement, key).unwrap()).unwrap()
+}
