@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{APPROVER_1, APPROVER_2, BREAK_GLASS, OPERATOR, Server, VETTED_US, Who, signed};
-use custody::statement::{self, KillCommand, Statement};
+use custody::statement::{KillCommand, Statement};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
