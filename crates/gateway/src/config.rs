@@ -92,6 +92,10 @@ pub struct PolicyFiles {
     /// proven, and the activation is refused.
     #[serde(default = "default_proof_timeout")]
     pub proof_timeout_seconds: u64,
+    /// The cvc5 executable that proves (a path, or a name looked up on PATH); unset: the
+    /// `CVC5` environment variable, else `cvc5` on PATH.
+    #[serde(default)]
+    pub solver: Option<PathBuf>,
 }
 
 fn default_invariants_file() -> PathBuf {

@@ -886,7 +886,7 @@ async fn prove_against_invariants(
         .custody
         .active_invariants()
         .ok_or_else(|| ApiError::internal("no invariant set is active"))?;
-    let timeout = std::time::Duration::from_secs(app.config.policy.proof_timeout_seconds);
+    let settings = proof::Settings::from_config(&app.config.policy);
     let (schema, policies) = (schema.to_string(), policies.to_string());
     tokio::task::spawn_blocking(move || {
         let invariants = proof::parse_invariants(&schema, &active.text).map_err(|e| {
@@ -898,7 +898,7 @@ async fn prove_against_invariants(
                 ),
             )
         })?;
-        proof::prove_policy(&schema, &policies, &invariants, timeout).map_err(ApiError::from)
+        proof::prove_policy(&schema, &policies, &invariants, &settings).map_err(ApiError::from)
     })
     .await
     .map_err(ApiError::internal)?

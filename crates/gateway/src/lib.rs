@@ -315,7 +315,7 @@ fn active_policy(
 ) -> anyhow::Result<policy::PolicyEngine> {
     let files = read_policy_files(config, data_dir)?;
     let file_hash = policy::policy_set_hash(&files.schema, &files.policies);
-    let timeout = Duration::from_secs(config.policy.proof_timeout_seconds);
+    let settings = proof::Settings::from_config(&config.policy);
     let append = |event: custody::Event<'_>| {
         log.append_blocking(entry::custody_entry(&event, None, pseudonyms))
             .map_err(|e| e.to_string())
@@ -334,7 +334,7 @@ fn active_policy(
         }
         if !proven_under(&active, custody.active_invariants().as_ref()) {
             // Activated before proofs were required: serve it only if it proves now.
-            proof::prove_policy(&active.schema, &active.policies, &invariants, timeout).map_err(
+            proof::prove_policy(&active.schema, &active.policies, &invariants, &settings).map_err(
                 |refusal| {
                     anyhow::anyhow!(
                         "the active policy set {} has no proofs against the invariants in force, and does not prove now: {refusal}",
@@ -356,7 +356,7 @@ fn active_policy(
     let signature_path = data_dir.join(&config.policy.signature);
     let signed = std::fs::read(&signature_path)
         .with_context(|| format!("cannot read {}", signature_path.display()))?;
-    let proofs = proof::prove_policy(&files.schema, &files.policies, &invariants, timeout)
+    let proofs = proof::prove_policy(&files.schema, &files.policies, &invariants, &settings)
         .map_err(|refusal| {
             anyhow::anyhow!(
                 "the first policy set ({}): {refusal}",
@@ -463,10 +463,10 @@ fn active_invariants(
             signature_path.display()
         )
     })?;
-    let timeout = Duration::from_secs(config.policy.proof_timeout_seconds);
+    let settings = proof::Settings::from_config(&config.policy);
     let proofs = match active_policy {
         Some(active) => Some(
-            proof::prove_policy(&active.schema, &active.policies, &invariants, timeout).map_err(
+            proof::prove_policy(&active.schema, &active.policies, &invariants, &settings).map_err(
                 |refusal| {
                     anyhow::anyhow!(
                         "{changed}; they are not activated, because the active policy set {} must satisfy them: {refusal}",

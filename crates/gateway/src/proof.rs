@@ -7,6 +7,7 @@
 //! refuses the activation with a message saying how to install one; nothing is ever
 //! activated unproven.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use axum::http::StatusCode;
@@ -61,23 +62,49 @@ impl From<Refusal> for ApiError {
     }
 }
 
+/// Which solver proves, and how long each query may take (`[policy]` in the configuration).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `policy.solver`: a cvc5 executable (a path, or a name looked up on PATH); when unset,
+    /// the `CVC5` environment variable, else `cvc5` on PATH.
+    pub solver: Option<PathBuf>,
+    pub timeout: Duration,
+}
+
+impl Settings {
+    pub fn from_config(policy: &crate::config::PolicyFiles) -> Settings {
+        Settings {
+            solver: policy.solver.clone(),
+            timeout: Duration::from_secs(policy.proof_timeout_seconds),
+        }
+    }
+
+    fn solver(&self) -> Result<prove::Solver, prove::ProveError> {
+        let solver = match &self.solver {
+            Some(path) => prove::Solver::at(path)?,
+            None => prove::Solver::from_env()?,
+        };
+        Ok(solver.with_timeout(self.timeout))
+    }
+}
+
 /// Parses an invariants file against the schema the policies are validated with.
 pub fn parse_invariants(schema: &str, text: &str) -> Result<prove::Invariants, String> {
     prove::Invariants::parse_with_schema(schema, text).map_err(|e| e.to_string())
 }
 
-/// Proves `policies` (under `schema`) against `invariants`, each solver query limited to
-/// `timeout`. Answers the evidence to activate with only when every invariant is proven and
-/// no policy can error. Blocking: it runs the solver.
+/// Proves `policies` (under `schema`) against `invariants` with the solver and per-query
+/// time limit of `settings`. Answers the evidence to activate with only when every invariant
+/// is proven and no policy can error. Blocking: it runs the solver.
 pub fn prove_policy(
     schema: &str,
     policies: &str,
     invariants: &prove::Invariants,
-    timeout: Duration,
+    settings: &Settings,
 ) -> Result<custody::Proofs, Refusal> {
-    let solver = prove::Solver::from_env()
-        .map_err(|e| Refusal::SolverUnavailable(e.to_string()))?
-        .with_timeout(timeout);
+    let solver = settings
+        .solver()
+        .map_err(|e| Refusal::SolverUnavailable(e.to_string()))?;
     let report = prove::prove(schema, policies, invariants, &solver).map_err(|e| match e {
         prove::ProveError::SolverNotFound { .. } | prove::ProveError::SolverUnusable(_) => {
             Refusal::SolverUnavailable(e.to_string())

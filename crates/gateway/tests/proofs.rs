@@ -287,3 +287,50 @@ async fn monitors_fetch_the_invariants_in_force_by_hash_without_a_token() {
     assert_eq!(body["error"], "unknown_invariant_set");
     server.stop().await;
 }
+
+/// A gateway restarted without a usable solver serves its proven set, but proves nothing new:
+/// proposals get 503 `solver_unavailable` saying how to install one, and nothing changes.
+#[tokio::test]
+async fn without_a_solver_nothing_new_is_activated_and_the_answer_says_how_to_install_one() {
+    let server = Server::start().await;
+    let active = server.state.custody.active_policy().unwrap();
+    let dir = server.stop_keep().await;
+    let config = dir.path().join("sovereign.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let missing = dir.path().join("no-such-cvc5");
+    let edited = text.replace(
+        "# solver = \"/usr/bin/cvc5\"",
+        &format!("solver = {:?}", missing.to_str().unwrap()),
+    );
+    assert_ne!(edited, text, "sovereign.toml lacks the solver line");
+    std::fs::write(&config, edited).unwrap();
+
+    let gateway = gateway::Gateway::open(dir.path()).expect("a restart needs no solver");
+    let server = Server::spawn(gateway, dir).await;
+    assert_eq!(server.state.policy().policy_set_hash(), active.hash);
+    let olga = server.token(&OPERATOR);
+    let log_before = server.state.log.size();
+    let (status, body) = server
+        .call(
+            Method::POST,
+            "/v1/policies",
+            Some(&olga),
+            None,
+            Some(&json!({ "policies": format!("{}\n// reviewed\n", active.policies) }).to_string()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"], "solver_unavailable");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("apt-get install cvc5") && message.contains("no-such-cvc5"),
+        "{message}"
+    );
+    assert_eq!(server.state.log.size(), log_before, "nothing logged");
+    assert_eq!(
+        server.state.custody.policy_sets().1.len(),
+        1,
+        "nothing stored"
+    );
+    server.stop().await;
+}
