@@ -759,6 +759,8 @@ async fn get_policy(
     body["schema"] = set.schema.into();
     body["policies"] = set.policies.into();
     body["signature"] = set.signature.into();
+    // The proofs of its last activation (none for a set never activated).
+    body["proofs"] = json!(set.proofs);
     Ok(Json(body))
 }
 

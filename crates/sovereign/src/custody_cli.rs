@@ -292,13 +292,14 @@ pub fn run_policy(server: &ServerArgs, command: PolicyCommand) -> anyhow::Result
             let answer = client.get_json(&format!("/v1/policies/{hash}"))?;
             server.print(&answer, |a| {
                 format!(
-                    "policy set {} ({}), proposed {}, activated {}\npolicies: {}\nsigned:   {}\n--- schema ---\n{}\n--- policies ---\n{}\n",
+                    "policy set {} ({}), proposed {}, activated {}\npolicies: {}\nsigned:   {}\n{}--- schema ---\n{}\n--- policies ---\n{}\n",
                     text(a, "hash"),
                     text(a, "status"),
                     text(a, "proposed_at"),
                     or_never(text(a, "activated_at")),
                     joined(a, "policy_ids", "none"),
                     if a["signature"].is_string() { "yes" } else { "no" },
+                    proofs_summary(&a["proofs"]),
                     text(a, "schema").trim_end(),
                     text(a, "policies").trim_end()
                 )

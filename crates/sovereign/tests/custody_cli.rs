@@ -391,6 +391,7 @@ fn a_policy_set_is_activated_only_with_a_custodian_signature() {
     );
     let shown = t.ok("", &["policy", "show", &hash]);
     assert!(shown.contains("// Reviewed by the custodian."), "{shown}");
+    assert!(shown.contains("proven against invariant set"), "{shown}");
 
     // A note for another policy set is refused before it is sent.
     let other = "0".repeat(64);
