@@ -378,21 +378,23 @@ fn verify(url: &str, key: &str, state: Option<&Path>, out: &mut dyn Write) -> an
         checkpoint: RefCell::new(None),
     };
 
-    let mut stats = Stats::default();
     let mut progress = Progress::new("audit verify");
+    let mut checker = EntryChecker::start();
     let result = verify_log(
         &fetcher,
         &verifier,
         previous.as_ref(),
         &mut |done, total| progress.update(done, total),
-        &mut |_, entry| {
-            let info = check_entry(entry)?;
-            stats.add(info);
-            Ok(())
-        },
+        &mut |index, entry| checker.add(index, entry),
     );
     progress.finish();
-    let checkpoint = result.map_err(plain)?;
+    // A bad entry is reported as the sequential check would have: verification stops at the
+    // first one, whatever the tree checks found after it was handed over.
+    let (stats, checkpoint) = match (checker.finish(), result) {
+        (Err(bad_entry), _) => return Err(plain(bad_entry)),
+        (Ok(_), Err(e)) => return Err(plain(e)),
+        (Ok(stats), Ok(checkpoint)) => (stats, checkpoint),
+    };
 
     if let Some(path) = state {
         let note = fetcher
@@ -563,6 +565,135 @@ impl Stats {
         *self.kinds.entry(info.kind).or_default() += 1;
         if let Some(outcome) = info.outcome {
             *self.outcomes.entry(outcome).or_default() += 1;
+        }
+    }
+
+    fn merge(&mut self, other: Stats) {
+        for (kind, n) in other.kinds {
+            *self.kinds.entry(kind).or_default() += n;
+        }
+        for (outcome, n) in other.outcomes {
+            *self.outcomes.entry(outcome).or_default() += n;
+        }
+    }
+}
+
+/// Entries handed to a checker thread at a time: large enough that the hand-over costs
+/// little, small enough that a bad entry stops the run soon.
+const CHECK_BATCH: usize = 1024;
+
+/// Checks entries against the entry format on worker threads while the calling thread
+/// fetches, hashes and verifies the tree: parsing every entry is most of `audit verify`'s
+/// work. Batches go round-robin to the workers in log order; the first bad entry (the lowest
+/// index any worker rejects) is what [`EntryChecker::finish`] reports, as a sequential check
+/// would.
+struct EntryChecker {
+    batch: Batch,
+    next_worker: usize,
+    workers: Vec<(std::sync::mpsc::SyncSender<Batch>, CheckerThread)>,
+    /// Set by a worker that rejected an entry, so that the run stops early.
+    failed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// A checker thread: the statistics of the entries it checked, or the bad entry it stopped at.
+type CheckerThread = std::thread::JoinHandle<Result<Stats, tlog::VerifyError>>;
+
+/// Entries in one buffer: (index, end offset in `bytes`) per entry.
+#[derive(Default)]
+struct Batch {
+    bytes: Vec<u8>,
+    entries: Vec<(u64, usize)>,
+}
+
+impl EntryChecker {
+    fn start() -> EntryChecker {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 8));
+        let failed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let workers = (0..threads)
+            .map(|_| {
+                // Two batches in flight per worker bound the memory held.
+                let (sender, receiver) = std::sync::mpsc::sync_channel::<Batch>(2);
+                let failed = failed.clone();
+                let worker = std::thread::spawn(move || {
+                    let mut stats = Stats::default();
+                    for batch in receiver {
+                        let mut start = 0;
+                        for (index, end) in batch.entries {
+                            let entry = &batch.bytes[start..end];
+                            start = end;
+                            match check_entry(entry) {
+                                Ok(info) => stats.add(info),
+                                Err(message) => {
+                                    failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                                    return Err(tlog::VerifyError::Entry { index, message });
+                                }
+                            }
+                        }
+                    }
+                    Ok(stats)
+                });
+                (sender, worker)
+            })
+            .collect();
+        EntryChecker {
+            batch: Batch::default(),
+            next_worker: 0,
+            workers,
+            failed,
+        }
+    }
+
+    /// Takes entry `index` for checking. Refuses (stopping the run) once a worker has found
+    /// a bad entry; [`EntryChecker::finish`] then says which.
+    fn add(&mut self, index: u64, entry: &[u8]) -> Result<(), String> {
+        if self.failed.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err("stopped: an earlier entry is not valid".into());
+        }
+        self.batch.bytes.extend_from_slice(entry);
+        self.batch.entries.push((index, self.batch.bytes.len()));
+        if self.batch.entries.len() == CHECK_BATCH {
+            self.send();
+        }
+        Ok(())
+    }
+
+    fn send(&mut self) {
+        let batch = std::mem::take(&mut self.batch);
+        let (sender, _) = &self.workers[self.next_worker];
+        // A worker that stopped on a bad entry has dropped its receiver; its error is kept.
+        let _ = sender.send(batch);
+        self.next_worker = (self.next_worker + 1) % self.workers.len();
+    }
+
+    /// Checks what is left and waits for the workers: the entries' statistics, or the first
+    /// bad entry.
+    fn finish(mut self) -> Result<Stats, tlog::VerifyError> {
+        if !self.batch.entries.is_empty() {
+            self.send();
+        }
+        let mut stats = Stats::default();
+        let mut first_bad: Option<tlog::VerifyError> = None;
+        for (sender, worker) in self.workers {
+            drop(sender);
+            match worker.join().expect("an entry checker thread panicked") {
+                Ok(s) => stats.merge(s),
+                Err(e) => {
+                    let earlier = match (&e, &first_bad) {
+                        (
+                            tlog::VerifyError::Entry { index, .. },
+                            Some(tlog::VerifyError::Entry { index: first, .. }),
+                        ) => index < first,
+                        _ => true,
+                    };
+                    if earlier {
+                        first_bad = Some(e);
+                    }
+                }
+            }
+        }
+        match first_bad {
+            Some(e) => Err(e),
+            None => Ok(stats),
         }
     }
 }

@@ -422,6 +422,35 @@ fn verify_rejects_an_entry_that_is_not_a_valid_v1_entry() {
     assert!(e.contains("entry 599: not a single JSON object"), "{e}");
 }
 
+/// Entries are checked on several threads, a batch each; the first bad entry in the log is
+/// the one named, whichever thread finds a bad one first, and the counts cover every entry.
+#[test]
+fn the_first_bad_entry_is_named_though_entries_are_checked_in_parallel() {
+    let key = new_key();
+    // Several checking batches (1024 entries each, round-robin to the threads): a bad entry
+    // in the second batch and a later one in the third, which another thread checks.
+    let size = 5000u64;
+    let mut log = entries(size);
+    log[2500] = b"allow everything".to_vec();
+    log[1500] = b"{}".to_vec();
+    let dir = tempfile::tempdir().unwrap();
+    publish(dir.path(), &key, &log);
+    let e = verify_err(&url_of(dir.path()), &key.vkey, None);
+    assert!(e.contains("entry 1500: "), "{e}");
+
+    // All good: every entry is counted once.
+    let dir = tempfile::tempdir().unwrap();
+    publish(dir.path(), &key, &entries(size));
+    let out = verify(&url_of(dir.path()), &key.vkey, None).unwrap();
+    let counted: u64 = out
+        .lines()
+        .skip_while(|l| *l != "entries by kind:")
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(counted, size, "{out}");
+}
+
 #[test]
 fn entry_format_v1_is_checked_strictly() {
     let access = entry(1);
