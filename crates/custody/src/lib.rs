@@ -117,6 +117,7 @@ pub enum Event<'a> {
         set: &'a PolicySetRecord,
         previous: Option<&'a str>,
     },
+    InvariantsProposed(&'a InvariantSetRecord),
     InvariantsActivated {
         set: &'a InvariantSetRecord,
         previous: Option<&'a str>,

@@ -41,6 +41,8 @@ pub struct InvariantSetRecord {
     pub text: String,
     /// The invariants' names, in the file's order.
     pub names: Vec<String>,
+    pub proposed_by: Person,
+    pub proposed_at: i64,
     pub activated_at: Option<i64>,
     pub signature: Option<String>,
     pub signers: Vec<String>,
@@ -293,12 +295,34 @@ impl Custody {
         self.read().invariant_sets.get(hash).cloned()
     }
 
-    /// Every invariant set ever activated, oldest first, and which is in force.
+    /// Every invariant set ever proposed, oldest first, and which is in force.
     pub fn invariant_sets(&self) -> (Option<String>, Vec<InvariantSetRecord>) {
         let state = self.read();
         let mut sets: Vec<InvariantSetRecord> = state.invariant_sets.values().cloned().collect();
-        sets.sort_by_key(|s| s.activated_at);
+        sets.sort_by_key(|s| s.proposed_at);
         (state.active_invariants.clone(), sets)
+    }
+
+    /// Stores a proposed invariant set, already parsed by the caller, under its hash.
+    /// Proposing a set that is already known changes nothing and logs nothing.
+    pub fn propose_invariants(
+        &self,
+        set: InvariantSetRecord,
+        log: LogFn<'_>,
+    ) -> Result<(InvariantSetRecord, Option<u64>), CustodyError> {
+        let mut store = self.lock_store();
+        if let Some(existing) = self.invariant_set(&set.hash) {
+            return Ok((existing, None));
+        }
+        let index = store.commit(
+            &[Write::record(INVARIANT_SET, &set.hash, &set)],
+            Event::InvariantsProposed(&set),
+            log,
+        )?;
+        self.update(|s| {
+            s.invariant_sets.insert(set.hash.clone(), set.clone());
+        });
+        Ok((set, Some(index)))
     }
 
     /// Makes `set` the active invariant set, if `signed` is an invariant-activation statement

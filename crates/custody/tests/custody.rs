@@ -250,6 +250,8 @@ fn invariant_set(hash: &str) -> custody::InvariantSetRecord {
         hash: hash.into(),
         text: "invariants".into(),
         names: vec!["no-restricted-access".into()],
+        proposed_by: person("olga", "custodian"),
+        proposed_at: 2,
         activated_at: None,
         signature: None,
         signers: vec![],

@@ -765,13 +765,179 @@ async fn get_policy(
 }
 
 fn invariants_summary(set: &custody::InvariantSetRecord, active: Option<&str>) -> Value {
+    let status = if active == Some(set.hash.as_str()) {
+        "active"
+    } else if set.activated_at.is_some() {
+        "retired"
+    } else {
+        "proposed"
+    };
     json!({
         "hash": set.hash,
-        "status": if active == Some(set.hash.as_str()) { "active" } else { "retired" },
+        "status": status,
         "invariants": set.names,
+        "proposed_by": set.proposed_by,
+        "proposed_at": rfc3339(set.proposed_at),
         "activated_at": set.activated_at.map(rfc3339),
         "signers": set.signers,
     })
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ProposeInvariants {
+    /// The invariants: Cedar policies annotated `@invariant("name")` (see the `prove` crate).
+    text: String,
+}
+
+/// Proposes an invariant set. It is parsed against the active policy set's schema, and the
+/// active policy set is proven to keep it now: a set of invariants the active policies break
+/// is refused with the counterexample. It takes effect only with the custodian's signed
+/// activation statement (and is proven again then).
+#[utoipa::path(post, path = "/v1/invariants", tag = "custody",
+    request_body = ProposeInvariants,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "proposed: its hash, the proofs of the active policy set against it, and the statement to sign"),
+        (status = 200, description = "already known"),
+        (status = 400, description = "the invariants do not parse or validate", body = ErrorBody),
+        (status = 422, description = "the active policy set does not keep them: `proof` holds the report", body = ErrorBody),
+        (status = 503, description = "no SMT solver to prove with", body = ErrorBody),
+    ))]
+async fn propose_invariants(
+    State(app): Shared,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> AppResult<Response> {
+    let who = app.custodian_caller(&headers, peer, &[ROLE_OPERATOR])?;
+    let request: ProposeInvariants = parse_json(body)?;
+    let (invariants, proofs) = prove_active_policy_against(&app, request.text.clone()).await?;
+    let record = custody::InvariantSetRecord {
+        hash: invariants.hash().to_string(),
+        text: request.text,
+        names: invariants.iter().map(|i| i.name().to_string()).collect(),
+        proposed_by: person(&who),
+        proposed_at: now_unix(),
+        activated_at: None,
+        signature: None,
+        signers: Vec::new(),
+        proofs: None,
+    };
+    let (set, index) = run(app, who, move |app, who| {
+        app.custody
+            .propose_invariants(record, &app.log_custody(Some(who)))
+    })
+    .await?;
+    let statement = custody::statement::Statement::InvariantActivation {
+        invariant_set: set.hash.clone(),
+    };
+    let body = json!({
+        "hash": set.hash,
+        "invariants": set.names,
+        "proofs": proofs,
+        "statement": statement.text(),
+    });
+    Ok(match index {
+        Some(index) => logged(index, StatusCode::CREATED, body),
+        None => (StatusCode::OK, Json(body)).into_response(),
+    })
+}
+
+/// Activates a proposed invariant set with the custodian's signed statement `activate
+/// invariant set HASH` (as many signatures as a policy activation needs), once the active
+/// policy set is proven to keep it; the proofs go into the log with the activation.
+#[utoipa::path(post, path = "/v1/invariants/{hash}/activate", tag = "custody",
+    params(("hash" = String, Path, description = "the invariant set hash")),
+    request_body(content = String, content_type = "text/plain", description = "the signed statement (signed note)"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "in force"),
+        (status = 400, description = "not a valid signed statement for this set", body = ErrorBody),
+        (status = 403, description = "not enough custodian signatures", body = ErrorBody),
+        (status = 404, description = "no such set", body = ErrorBody),
+        (status = 422, description = "the active policy set does not keep them", body = ErrorBody),
+        (status = 503, description = "no SMT solver to prove with", body = ErrorBody),
+    ))]
+async fn activate_invariants(
+    State(app): Shared,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> AppResult<Response> {
+    let who = app.custodian_caller(&headers, peer, &[ROLE_OPERATOR])?;
+    let hash = path_param(path)?;
+    let signed = note_body(body)?;
+    let set = app
+        .custody
+        .invariant_set(&hash)
+        .ok_or_else(|| unknown_invariant_set(&hash))?;
+    custody::statement::verify(
+        &signed,
+        &app.custody.keys().verifiers,
+        app.custody.keys().policy_threshold,
+    )
+    .map_err(CustodyError::from)?;
+    let (_, proofs) = prove_active_policy_against(&app, set.text.clone()).await?;
+    let now = now_unix();
+    let (set, index) = run(app, who, move |app, who| {
+        app.custody.activate_invariants(
+            set,
+            &signed,
+            Some(proofs),
+            now,
+            &app.log_custody(Some(who)),
+        )
+    })
+    .await?;
+    tracing::info!(invariant_set = %set.hash, signers = ?set.signers, "invariant set activated");
+    Ok(logged(
+        index,
+        StatusCode::OK,
+        json!({
+            "hash": set.hash,
+            "activated_at": set.activated_at.map(rfc3339),
+            "signers": set.signers,
+            "proofs": set.proofs,
+        }),
+    ))
+}
+
+/// Parses `text` as invariants against the active policy set's schema and proves the active
+/// set keeps them, on a blocking thread.
+async fn prove_active_policy_against(
+    app: &Arc<AppState>,
+    text: String,
+) -> AppResult<(prove::Invariants, custody::Proofs)> {
+    let active = app
+        .custody
+        .active_policy()
+        .ok_or_else(|| ApiError::internal("no policy set is active"))?;
+    let settings = proof::Settings::from_config(&app.config.policy);
+    tokio::task::spawn_blocking(move || {
+        let invariants = proof::parse_invariants(&active.schema, &text)
+            .map_err(|e| ApiError::bad_request("invalid_invariants", e))?;
+        let proofs = proof::prove_policy(&active.schema, &active.policies, &invariants, &settings)
+            .map_err(|refusal| {
+                let mut error = ApiError::from(refusal);
+                error.message = format!(
+                    "the active policy set {} does not keep these invariants, so they are refused: {}",
+                    active.hash, error.message
+                );
+                error
+            })?;
+        Ok((invariants, proofs))
+    })
+    .await
+    .map_err(ApiError::internal)?
+}
+
+fn unknown_invariant_set(hash: &str) -> ApiError {
+    ApiError::not_found(
+        "unknown_invariant_set",
+        format!("no invariant set with hash `{hash}`"),
+    )
 }
 
 /// Every invariant set the custodian activated, and which is in force.
@@ -797,12 +963,10 @@ async fn get_invariants(
     path: Result<Path<String>, PathRejection>,
 ) -> AppResult<Json<Value>> {
     let hash = path_param(path)?;
-    let set = app.custody.invariant_set(&hash).ok_or_else(|| {
-        ApiError::not_found(
-            "unknown_invariant_set",
-            format!("no invariant set with hash `{hash}`"),
-        )
-    })?;
+    let set = app
+        .custody
+        .invariant_set(&hash)
+        .ok_or_else(|| unknown_invariant_set(&hash))?;
     let active = app.custody.active_invariants().map(|s| s.hash);
     let mut body = invariants_summary(&set, active.as_deref());
     body["text"] = set.text.into();
@@ -1172,8 +1336,9 @@ pub fn routes() -> utoipa_axum::router::OpenApiRouter<Arc<AppState>> {
         .routes(routes!(propose_policy, list_policies))
         .routes(routes!(get_policy))
         .routes(routes!(activate_policy))
-        .routes(routes!(list_invariants))
+        .routes(routes!(propose_invariants, list_invariants))
         .routes(routes!(get_invariants))
+        .routes(routes!(activate_invariants))
         .routes(routes!(submit_algorithm))
         .routes(routes!(list_algorithms))
         .routes(routes!(active_algorithms))

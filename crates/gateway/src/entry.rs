@@ -272,6 +272,10 @@ pub fn custody_entry(
                 "proofs": set.proofs,
             }),
         ),
+        E::InvariantsProposed(set) => (
+            "invariants-proposed",
+            json!({"invariant_set": set.hash, "invariants": set.names}),
+        ),
         E::InvariantsActivated { set, previous } => (
             "invariants-activated",
             json!({

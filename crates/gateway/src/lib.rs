@@ -412,9 +412,11 @@ fn proven_under(
         })
 }
 
-/// The invariants in force. They are the configured file's, which takes effect (on the
-/// first start, or after an edit) only with the custodian's signed activation statement,
-/// and, while a policy set is active, only once that set is proven against them.
+/// The invariants in force: the set the custodian last activated. On the first start there
+/// is none (or, for a data folder from before invariants, only a policy set), and the
+/// configured file becomes the first invariant set, but only with the custodian's signed
+/// activation statement beside it and, if a policy set is already active, proofs that the
+/// set keeps the invariants. After that they change through the API, like policies.
 fn active_invariants(
     config: &Config,
     data_dir: &Path,
@@ -428,35 +430,34 @@ fn active_invariants(
         .with_context(|| format!("cannot read the invariants file {}", path.display()))?;
     // Checked against the schema the policies in force (or about to be) are validated with.
     let schema = active_policy.map_or(files.schema.as_str(), |p| p.schema.as_str());
-    let invariants = proof::parse_invariants(schema, &text)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let current = custody.active_invariants();
-    if current
-        .as_ref()
-        .is_some_and(|c| c.hash == invariants.hash())
-    {
-        return Ok(invariants);
+    let parse = |text: &str| proof::parse_invariants(schema, text);
+    if let Some(current) = custody.active_invariants() {
+        if parse(&text).ok().as_ref().map(|i| i.hash()) != Some(current.hash.as_str()) {
+            tracing::warn!(
+                active = current.hash,
+                file = %path.display(),
+                "the invariants file differs from the invariant set in force and is ignored; change invariants with `sovereign policy propose-invariants | sign-invariants | activate-invariants`"
+            );
+        }
+        return parse(&current.text).map_err(|e| {
+            anyhow::anyhow!(
+                "the invariant set in force ({}) no longer parses: {e}",
+                current.hash
+            )
+        });
     }
-
+    let invariants = parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let changed = format!(
+        "the invariants in {} ({})",
+        path.display(),
+        invariants.hash()
+    );
     let signature_path = data_dir.join(&config.policy.invariants_signature);
     let sign_hint = format!(
         "the custodian signs them with `sovereign policy sign-invariants {} --key CUSTODIAN_KEY --out {}`",
         path.display(),
         signature_path.display()
     );
-    let changed = match &current {
-        Some(c) => format!(
-            "the invariants in {} ({}) differ from the invariant set in force ({})",
-            path.display(),
-            invariants.hash(),
-            c.hash
-        ),
-        None => format!(
-            "the invariants in {} ({})",
-            path.display(),
-            invariants.hash()
-        ),
-    };
     let signed = std::fs::read(&signature_path).with_context(|| {
         format!(
             "{changed} and take effect only with the custodian's signature, but {} cannot be read; {sign_hint}",
@@ -481,11 +482,17 @@ fn active_invariants(
         hash: invariants.hash().to_string(),
         text,
         names: invariants.iter().map(|i| i.name().to_string()).collect(),
+        proposed_by: custody::Person {
+            id: "(configuration)".into(),
+            entity: "custodian".into(),
+        },
+        proposed_at: auth::now_unix(),
         activated_at: None,
         signature: None,
         signers: Vec::new(),
         proofs: None,
     };
+    custody.propose_invariants(record.clone(), append)?;
     custody
         .activate_invariants(record, &signed, proofs, auth::now_unix(), append)
         .map_err(|e| {

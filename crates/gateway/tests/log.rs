@@ -202,27 +202,24 @@ async fn every_decision_is_logged_before_its_answer_and_the_log_verifies() {
     assert_eq!(log_index(&response), None);
 
     let entries = verified_entries(&server, indexes.last().unwrap() + 1).await;
-    // On the first start the custodian-signed invariants are activated, then the
-    // custodian-signed policy set is proposed and activated with its proofs against them,
-    // then the start itself is logged.
+    // On the first start the custodian-signed invariants are proposed and activated, then
+    // the custodian-signed policy set is proposed and activated with its proofs against
+    // them, then the start itself is logged.
     let active = server.state.policy().policy_set_hash().to_string();
+    assert_eq!(entries[0]["event"], "invariants-proposed", "{}", entries[0]);
     assert_eq!(
-        entries[0]["event"], "invariants-activated",
+        entries[1]["event"], "invariants-activated",
         "{}",
-        entries[0]
+        entries[1]
     );
-    let invariant_set = entries[0]["details"]["invariant_set"].as_str().unwrap();
-    assert_eq!(entries[0]["details"]["signers"][0], "custodian");
-    assert_eq!(
-        entries[0]["details"]["invariants"]
-            .as_array()
-            .unwrap()
-            .len(),
-        5
-    );
-    assert_eq!(entries[1]["event"], "policy-proposed", "{}", entries[1]);
-    assert_eq!(entries[2]["event"], "policy-activated", "{}", entries[2]);
-    let details = &entries[2]["details"];
+    let invariant_set = entries[1]["details"]["invariant_set"].as_str().unwrap();
+    assert_eq!(entries[0]["details"]["invariant_set"], invariant_set);
+    assert_eq!(entries[1]["details"]["signers"][0], "custodian");
+    let names = entries[1]["details"]["invariants"].as_array().unwrap();
+    assert_eq!(names.len(), 5);
+    assert_eq!(entries[2]["event"], "policy-proposed", "{}", entries[2]);
+    assert_eq!(entries[3]["event"], "policy-activated", "{}", entries[3]);
+    let details = &entries[3]["details"];
     assert_eq!(details["policy_set"], active.as_str());
     assert_eq!(details["signers"][0], "custodian");
     assert_eq!(details["invariant_set"], invariant_set);
@@ -246,8 +243,8 @@ async fn every_decision_is_logged_before_its_answer_and_the_log_verifies() {
         never_errors.iter().all(|r| r["result"] == "never_errors"),
         "{proofs}"
     );
-    assert_eq!(entries[3]["kind"], "config", "then the start");
-    assert_eq!(entries[3]["policy_set"], active.as_str());
+    assert_eq!(entries[4]["kind"], "config", "then the start");
+    assert_eq!(entries[4]["policy_set"], active.as_str());
 
     let expectations = [
         ("register", "allow"),

@@ -171,74 +171,146 @@ async fn activation_proves_again_and_refuses_an_unproven_set() {
     server.stop().await;
 }
 
+/// A sixth invariant the default policies keep: nobody in CN deletes US data (already
+/// implied by the first invariant).
+const KEPT_INVARIANT: &str = "\n@id(\"inv-no-restricted-delete\")\n@invariant(\"no-restricted-delete\")\n@description(\"Nobody in CN deletes US data.\")\nforbid (principal, action == Sovereign::Action::\"delete\", resource is Sovereign::Data)\nwhen { resource.subject_jurisdiction == \"US\" && principal.location == \"CN\" };\n@id(\"inv-no-restricted-delete-permit\")\n@invariant(\"no-restricted-delete\")\npermit (principal, action, resource);\n";
+
+/// An invariant the default policies break: nothing is ever read.
+const BROKEN_INVARIANT: &str = "\n@id(\"inv-no-reads\")\n@invariant(\"no-reads\")\n@description(\"Nothing is read.\")\nforbid (principal, action == Sovereign::Action::\"read\", resource);\n@id(\"inv-no-reads-permit\")\n@invariant(\"no-reads\")\npermit (principal, action, resource);\n";
+
 #[tokio::test]
-async fn invariants_change_only_signed_and_only_if_the_active_set_satisfies_them() {
+async fn invariants_change_only_signed_and_only_if_the_active_set_keeps_them() {
     let server = Server::start().await;
+    let olga = server.token(&OPERATOR);
     let active = server.state.custody.active_policy().unwrap().hash;
     let first = server.state.custody.active_invariants().unwrap();
+    let propose = |text: String| {
+        let server = &server;
+        let olga = olga.clone();
+        async move {
+            server
+                .call(
+                    Method::POST,
+                    "/v1/invariants",
+                    Some(&olga),
+                    None,
+                    Some(&json!({ "text": text }).to_string()),
+                )
+                .await
+        }
+    };
+
+    // Invariants the active set breaks are refused with the counterexample, and not stored.
+    let log_before = server.state.log.size();
+    let (status, body) = propose(format!("{}{BROKEN_INVARIANT}", first.text)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"], "policy_not_proven");
+    assert_eq!(refuted(&body).0, "no-reads");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not keep these invariants")
+    );
+    assert_eq!(server.state.log.size(), log_before);
+    assert_eq!(server.state.custody.invariant_sets().1.len(), 1);
+    let (status, body) = propose("not cedar".into()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"], "invalid_invariants");
+
+    // Invariants it keeps are proposed with the proofs of the active set against them.
+    let kept = format!("{}{KEPT_INVARIANT}", first.text);
+    let (status, proposed) = propose(kept.clone()).await;
+    assert_eq!(status, StatusCode::CREATED, "{proposed}");
+    let hash = proposed["hash"].as_str().unwrap().to_string();
+    assert_eq!(proposed["invariants"].as_array().unwrap().len(), 6);
+    assert_eq!(proposed["proofs"]["policy_set"], active.as_str());
+    assert_eq!(proposed["proofs"]["invariant_set"], hash.as_str());
+    assert_eq!(
+        server.state.custody.active_invariants().unwrap().hash,
+        first.hash,
+        "not yet"
+    );
+
+    // Only the custodian's statement for exactly this set activates it.
+    let activate = format!("/v1/invariants/{hash}/activate");
+    let key = custodian_key(&server.data());
+    let for_first = signed(
+        &Statement::InvariantActivation {
+            invariant_set: first.hash.clone(),
+        },
+        &key,
+    );
+    let (status, body) = server
+        .call(Method::POST, &activate, Some(&olga), None, Some(&for_first))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"], "invalid_signature");
+    let (stranger, _) = tlog::note::generate_key("custodian").unwrap();
+    let by_stranger = signed(
+        &Statement::InvariantActivation {
+            invariant_set: hash.clone(),
+        },
+        &tlog::note::Signer::new(&stranger).unwrap(),
+    );
+    let (status, body) = server
+        .call(
+            Method::POST,
+            &activate,
+            Some(&olga),
+            None,
+            Some(&by_stranger),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error"], "threshold_not_met");
+    assert_eq!(
+        server.state.custody.active_invariants().unwrap().hash,
+        first.hash
+    );
+
+    let note = signed(
+        &Statement::InvariantActivation {
+            invariant_set: hash.clone(),
+        },
+        &key,
+    );
+    let (status, body) = server
+        .call(Method::POST, &activate, Some(&olga), None, Some(&note))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["signers"], json!(["custodian"]));
+    assert_eq!(body["proofs"]["policy_set"], active.as_str());
+    let now = server.state.custody.active_invariants().unwrap();
+    assert_eq!(now.hash, hash);
+    let logged = server.entry(server.state.log.size() - 1);
+    assert_eq!(logged["event"], "invariants-activated", "{logged}");
+    assert_eq!(logged["details"]["previous"], first.hash.as_str());
+    assert_eq!(logged["details"]["proofs"]["invariant_set"], hash.as_str());
+
+    // From now on a policy set is proven against all six.
+    let (status, body) = server
+        .call(
+            Method::POST,
+            "/v1/policies",
+            Some(&olga),
+            None,
+            Some(
+                &json!({ "policies": format!("{}\n// again\n", server.state.custody.active_policy().unwrap().policies) })
+                    .to_string(),
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["proofs"]["invariants"].as_array().unwrap().len(), 6);
+
+    // The activation survives a restart; the invariants file (still the first set) is
+    // ignored, as the policy file is.
     let dir = server.stop_keep().await;
-    let data = dir.path();
-    let file = data.join(gateway::setup::INVARIANTS_FILE);
-    let signature = data.join(gateway::setup::INVARIANTS_SIGNATURE_FILE);
-    let key = custodian_key(data);
-    let sign = |text: &str| {
-        let invariants =
-            prove::Invariants::parse_with_schema(policy::DEFAULT_SCHEMA, text).unwrap();
-        let note = signed(
-            &Statement::InvariantActivation {
-                invariant_set: invariants.hash().to_string(),
-            },
-            &key,
-        );
-        std::fs::write(&signature, note).unwrap();
-        invariants.hash().to_string()
-    };
-    let open_error = || match gateway::Gateway::open(data) {
-        Ok(_) => panic!("the gateway started"),
-        Err(e) => format!("{e:#}"),
-    };
-
-    // A sixth invariant the active set keeps: nobody in CN deletes US data (already implied
-    // by the first invariant).
-    let extra = "\n@id(\"inv-no-restricted-delete\")\n@invariant(\"no-restricted-delete\")\n@description(\"Nobody in CN deletes US data.\")\nforbid (principal, action == Sovereign::Action::\"delete\", resource is Sovereign::Data)\nwhen { resource.subject_jurisdiction == \"US\" && principal.location == \"CN\" };\n@id(\"inv-no-restricted-delete-permit\")\n@invariant(\"no-restricted-delete\")\npermit (principal, action, resource);\n";
-    let kept = format!("{}{extra}", first.text);
-    std::fs::write(&file, &kept).unwrap();
-    // Edited but not signed (the old signature names the old hash): the start refuses.
-    let error = open_error();
-    assert!(
-        error.contains("sovereign policy sign-invariants") && error.contains(&first.hash),
-        "{error}"
-    );
-
-    // Signed: it takes effect, proven against the active policy set.
-    let kept_hash = sign(&kept);
-    let gateway = gateway::Gateway::open(data).unwrap();
-    let now = gateway.state().custody.active_invariants().unwrap();
-    assert_eq!(now.hash, kept_hash);
-    assert_eq!(now.names.len(), 6);
-    let proofs = now.proofs.expect("proofs of the active set");
-    assert_eq!(proofs.policy_set, active);
-    assert!(proofs.all_proven());
-    assert_eq!(gateway.state().policy().policy_set_hash(), active);
-    drop(gateway);
-
-    // Signed, but the active set does not keep it (nobody may read anything): refused, and
-    // the invariants in force stay.
-    let broken = format!(
-        "{kept}\n@id(\"inv-no-reads\")\n@invariant(\"no-reads\")\n@description(\"Nothing is read.\")\nforbid (principal, action == Sovereign::Action::\"read\", resource);\n@id(\"inv-no-reads-permit\")\n@invariant(\"no-reads\")\npermit (principal, action, resource);\n"
-    );
-    std::fs::write(&file, &broken).unwrap();
-    sign(&broken);
-    let error = open_error();
-    assert!(
-        error.contains("must satisfy them") && error.contains("no-reads"),
-        "{error}"
-    );
-    std::fs::write(&file, &kept).unwrap();
-    let gateway = gateway::Gateway::open(data).unwrap();
+    let gateway = gateway::Gateway::open(dir.path()).unwrap();
     assert_eq!(
         gateway.state().custody.active_invariants().unwrap().hash,
-        kept_hash
+        hash
     );
 }
 

@@ -909,6 +909,7 @@ const CUSTODY_EVENTS: &[&str] = &[
     "break-glass-reviewed",
     "policy-proposed",
     "policy-activated",
+    "invariants-proposed",
     "invariants-activated",
     "algorithm-submitted",
     "algorithm-activated",

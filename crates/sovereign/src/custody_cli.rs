@@ -66,6 +66,21 @@ pub enum PolicyCommand {
         #[command(flatten)]
         signing: Signing,
     },
+    /// Propose an invariant set (a file of Cedar policies annotated `@invariant("name")`):
+    /// the gateway proves the active policy set keeps it; prints its hash and the statement
+    /// custodians sign with `sovereign policy sign-invariants FILE`.
+    ProposeInvariants {
+        /// The invariants.
+        file: PathBuf,
+    },
+    /// Put a proposed invariant set in force with its signed activation statement (the
+    /// active policy set is proven to keep it again first).
+    ActivateInvariants {
+        hash: String,
+        /// The signed note (from `policy sign-invariants`).
+        #[arg(long)]
+        signature: PathBuf,
+    },
     /// Print the default invariants (the reference scenario's promises) for the given
     /// restricted countries, to start an invariants file from.
     Invariants {
@@ -253,6 +268,42 @@ pub fn run_policy(server: &ServerArgs, command: PolicyCommand) -> anyhow::Result
         PolicyCommand::Prove { .. }
         | PolicyCommand::SignInvariants { .. }
         | PolicyCommand::Invariants { .. } => unreachable!("handled offline above"),
+        PolicyCommand::ProposeInvariants { file } => {
+            let body = json!({ "text": read_text(&file)? });
+            let answer = client.post("/v1/invariants", Body::Json(&body))?;
+            server.print(&answer, |a| {
+                format!(
+                    "proposed invariant set {} ({})\nthe active policy set keeps them: {}to activate them, custodians sign this statement with `sovereign policy sign-invariants {} --key KEYFILE`:\n{}",
+                    text(a, "hash"),
+                    joined(a, "invariants", "no invariants"),
+                    proofs_summary(&a["proofs"]),
+                    file.display(),
+                    text(a, "statement")
+                )
+            });
+        }
+        PolicyCommand::ActivateInvariants { hash, signature } => {
+            let hash = check_hash(&hash)?;
+            let note = read_note(
+                &signature,
+                &Statement::InvariantActivation {
+                    invariant_set: hash.clone(),
+                },
+            )?;
+            let answer = client.post(
+                &format!("/v1/invariants/{hash}/activate"),
+                Body::Text(&note),
+            )?;
+            server.print(&answer, |a| {
+                format!(
+                    "activated invariant set {} at {}, signed by {}\n{}",
+                    text(a, "hash"),
+                    text(a, "activated_at"),
+                    joined(a, "signers", "nobody"),
+                    proofs_summary(&a["proofs"])
+                )
+            });
+        }
         PolicyCommand::Sign { hash, signing } => sign_policy(&client, &hash, &signing)?,
         PolicyCommand::SignFile {
             file,

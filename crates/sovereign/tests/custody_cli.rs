@@ -473,9 +473,9 @@ fn a_policy_without_the_restricted_country_forbid_is_refused_with_a_counterexamp
     assert!(out.contains("proven against invariant set"), "{out}");
 
     let key = t.ok("", &["audit", "key", "--data", s(&t.data)]);
-    // Logged so far: the invariants, the first set proposed and activated, the start, the
-    // reviewed set proposed and activated (the refused proposal logged nothing).
-    common::wait_for_checkpoint(&t.server.base, 6);
+    // Logged so far: the invariants and the first set, each proposed and activated, the
+    // start, the reviewed set proposed and activated (the refused proposal logged nothing).
+    common::wait_for_checkpoint(&t.server.base, 7);
     let replayed = t.ok(
         "",
         &[
@@ -496,6 +496,61 @@ fn a_policy_without_the_restricted_country_forbid_is_refused_with_a_counterexamp
         replayed.contains("reproved:   2 of 2 (policy set, invariant set) pairs"),
         "{replayed}"
     );
+}
+
+/// Invariants change like policies: proposed (the active set proven to keep them), signed
+/// offline from the reviewed file, activated.
+#[test]
+fn invariants_are_proposed_signed_and_activated_through_the_cli() {
+    let t = Setup::new();
+    let olga = t.token("olga", "custodian", "US", &["custodian-operator"]);
+    let mut text = t.ok("", &["policy", "invariants"]);
+    text.push_str(
+        "\n@id(\"inv-no-restricted-delete\")\n@invariant(\"no-restricted-delete\")\n@description(\"Nobody in CN deletes US data.\")\nforbid (principal, action == Sovereign::Action::\"delete\", resource is Sovereign::Data)\nwhen { resource.subject_jurisdiction == \"US\" && principal.location == \"CN\" };\n@id(\"inv-no-restricted-delete-permit\")\n@invariant(\"no-restricted-delete\")\npermit (principal, action, resource);\n",
+    );
+    let file = t.file("invariants.cedar");
+    std::fs::write(&file, &text).unwrap();
+
+    let out = t.ok(&olga, &["policy", "propose-invariants", s(&file)]);
+    assert!(out.starts_with("proposed invariant set "), "{out}");
+    assert!(out.contains("no-restricted-delete"), "{out}");
+    assert_eq!(out.matches(" proven\n").count(), 6, "{out}");
+    let hash = out.split_whitespace().nth(3).unwrap().to_string();
+
+    let note = t.file("invariants.sig");
+    let signed = t.ok(
+        "",
+        &[
+            "policy",
+            "sign-invariants",
+            s(&file),
+            "--key",
+            s(&t.custodian_key()),
+            "--out",
+            s(&note),
+        ],
+    );
+    assert!(signed.contains(&hash), "the same canonical hash: {signed}");
+    let out = t.ok(
+        &olga,
+        &[
+            "policy",
+            "activate-invariants",
+            &hash,
+            "--signature",
+            s(&note),
+        ],
+    );
+    assert!(
+        out.starts_with(&format!("activated invariant set {hash}")),
+        "{out}"
+    );
+    // A policy statement is not an invariant statement.
+    let err = t.fails(
+        &olga,
+        &["policy", "activate", &hash, "--signature", s(&note)],
+    );
+    assert!(err.contains("activation of invariant set"), "{err}");
 }
 
 /// Without a solver the first start cannot prove the first policy set, so it refuses and
