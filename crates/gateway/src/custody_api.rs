@@ -873,12 +873,13 @@ async fn activate_invariants(
         .custody
         .invariant_set(&hash)
         .ok_or_else(|| unknown_invariant_set(&hash))?;
-    custody::statement::verify(
+    check_statement_first(
+        &app,
         &signed,
-        &app.custody.keys().verifiers,
-        app.custody.keys().policy_threshold,
-    )
-    .map_err(CustodyError::from)?;
+        &custody::statement::Statement::InvariantActivation {
+            invariant_set: hash.clone(),
+        },
+    )?;
     let (_, proofs) = prove_active_policy_against(&app, set.text.clone()).await?;
     let now = now_unix();
     let (set, index) = run(app, who, move |app, who| {
@@ -931,6 +932,26 @@ async fn prove_active_policy_against(
     })
     .await
     .map_err(ApiError::internal)?
+}
+
+/// Checks a signed activation statement before the (slower) proof, so that a wrong or badly
+/// signed one is told at once; custody checks it again, with the proofs, under its lock.
+fn check_statement_first(
+    app: &AppState,
+    signed: &[u8],
+    expected: &custody::statement::Statement,
+) -> AppResult<()> {
+    let keys = app.custody.keys();
+    let verified = custody::statement::verify(signed, &keys.verifiers, keys.policy_threshold)
+        .map_err(CustodyError::from)?;
+    if verified.statement != *expected {
+        return Err(CustodyError::WrongStatement(format!(
+            "it says \"{}\", not \"{expected}\"",
+            verified.statement
+        ))
+        .into());
+    }
+    Ok(())
 }
 
 fn unknown_invariant_set(hash: &str) -> ApiError {
@@ -1007,14 +1028,13 @@ async fn activate_policy(
         .ok_or_else(|| CustodyError::UnknownPolicySet(hash.clone()))?;
     let engine = policy::PolicyEngine::new(&set.schema, &set.policies)
         .map_err(|e| ApiError::bad_request("invalid_policy", e.to_string()))?;
-    // The signature is checked before the (slower) proof, so that a bad statement is told
-    // at once; custody checks it again, with the proofs, under its lock.
-    custody::statement::verify(
+    check_statement_first(
+        &app,
         &signed,
-        &app.custody.keys().verifiers,
-        app.custody.keys().policy_threshold,
-    )
-    .map_err(CustodyError::from)?;
+        &custody::statement::Statement::PolicyActivation {
+            policy_set: hash.clone(),
+        },
+    )?;
     let proofs = prove_against_invariants(&app, &set.schema, &set.policies).await?;
     let now = now_unix();
     let (set, index) = run(app, who, move |app, who| {

@@ -368,10 +368,7 @@ fn active_policy(
         schema: files.schema,
         policies: files.policies,
         policy_ids: engine.policy_ids(),
-        proposed_by: custody::Person {
-            id: "(configuration)".into(),
-            entity: "custodian".into(),
-        },
+        proposed_by: configuration(),
         proposed_at: auth::now_unix(),
         activated_at: None,
         signature: None,
@@ -393,6 +390,14 @@ fn active_policy(
             )
         })?;
     Ok(engine)
+}
+
+/// Who proposes what the configuration's files hold on the first start.
+fn configuration() -> custody::Person {
+    custody::Person {
+        id: "(configuration)".into(),
+        entity: "custodian".into(),
+    }
 }
 
 /// Whether custody holds passing proofs of `active` against the invariants in force: from
@@ -482,10 +487,7 @@ fn active_invariants(
         hash: invariants.hash().to_string(),
         text,
         names: invariants.iter().map(|i| i.name().to_string()).collect(),
-        proposed_by: custody::Person {
-            id: "(configuration)".into(),
-            entity: "custodian".into(),
-        },
+        proposed_by: configuration(),
         proposed_at: auth::now_unix(),
         activated_at: None,
         signature: None,
