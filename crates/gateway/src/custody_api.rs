@@ -916,6 +916,11 @@ async fn prove_active_policy_against(
         .active_policy()
         .ok_or_else(|| ApiError::internal("no policy set is active"))?;
     let settings = proof::Settings::from_config(&app.config.policy);
+    let _slot = app
+        .proof_slots
+        .acquire()
+        .await
+        .map_err(ApiError::internal)?;
     tokio::task::spawn_blocking(move || {
         let invariants = proof::parse_invariants(&active.schema, &text)
             .map_err(|e| ApiError::bad_request("invalid_invariants", e))?;
@@ -1074,6 +1079,11 @@ async fn prove_against_invariants(
         .ok_or_else(|| ApiError::internal("no invariant set is active"))?;
     let settings = proof::Settings::from_config(&app.config.policy);
     let (schema, policies) = (schema.to_string(), policies.to_string());
+    let _slot = app
+        .proof_slots
+        .acquire()
+        .await
+        .map_err(ApiError::internal)?;
     tokio::task::spawn_blocking(move || {
         let invariants = proof::parse_invariants(&schema, &active.text).map_err(|e| {
             ApiError::bad_request(

@@ -58,6 +58,8 @@ pub struct AppState {
     pub openapi: serde_json::Value,
     /// Live counts, metrics and alerts: the dashboard's and Prometheus's view.
     pub analytics: analytics::Analytics,
+    /// Proofs that may run at once (each runs a cvc5 process); others wait their turn.
+    pub proof_slots: tokio::sync::Semaphore,
 }
 
 /// A loaded, ready-to-serve gateway.
@@ -111,6 +113,7 @@ impl Gateway {
             egress_pseudonyms,
             openapi,
             analytics: analytics::Analytics::new(analytics_settings),
+            proof_slots: tokio::sync::Semaphore::new(proof::CONCURRENT_PROOFS),
         });
         let router = api_router
             .fallback(no_route)

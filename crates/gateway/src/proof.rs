@@ -14,6 +14,10 @@ use axum::http::StatusCode;
 
 use crate::error::ApiError;
 
+/// Proofs one gateway runs at once: each takes a core and a cvc5 process for about a tenth
+/// of a second, and only custodian operators ask for them.
+pub const CONCURRENT_PROOFS: usize = 2;
+
 /// Why a policy set was not proven.
 #[derive(Debug)]
 pub enum Refusal {
