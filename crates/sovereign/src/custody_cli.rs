@@ -893,12 +893,12 @@ fn what(s: &Statement) -> String {
 // ---------------------------------------------------------------------------
 // Small helpers
 
-/// A policy set hash as given on the command line: 64 hex digits, lower-cased.
+/// A policy or invariant set hash as given on the command line: 64 hex digits, lower-cased.
 fn check_hash(hash: &str) -> anyhow::Result<String> {
     let hash = hash.trim().to_ascii_lowercase();
     if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
         bail!(
-            "{hash:?} is not a policy set hash (64 hex digits; `sovereign policy list` shows them)"
+            "{hash:?} is not a set hash (64 hex digits; `sovereign policy list` shows policy sets, GET /v1/invariants the invariant sets)"
         );
     }
     Ok(hash)
