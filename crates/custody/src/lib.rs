@@ -155,6 +155,8 @@ pub enum CustodyError {
     Invalid(String),
     #[error("no policy set with hash `{0}`")]
     UnknownPolicySet(String),
+    #[error("no invariant set with hash `{0}`")]
+    UnknownInvariantSet(String),
     #[error("no algorithm `{name}` version `{version}`")]
     UnknownRelease { name: String, version: String },
     #[error(

@@ -119,6 +119,7 @@ impl From<CustodyError> for ApiError {
         let (status, code) = match &e {
             E::UnknownRequest(_) => (StatusCode::NOT_FOUND, "unknown_request"),
             E::UnknownPolicySet(_) => (StatusCode::NOT_FOUND, "unknown_policy_set"),
+            E::UnknownInvariantSet(_) => (StatusCode::NOT_FOUND, "unknown_invariant_set"),
             E::UnknownRelease { .. } => (StatusCode::NOT_FOUND, "unknown_release"),
             E::NotPending { .. } => (StatusCode::CONFLICT, "not_pending"),
             E::NotActive { .. } => (StatusCode::CONFLICT, "not_active"),
@@ -872,7 +873,7 @@ async fn activate_invariants(
     let set = app
         .custody
         .invariant_set(&hash)
-        .ok_or_else(|| unknown_invariant_set(&hash))?;
+        .ok_or_else(|| CustodyError::UnknownInvariantSet(hash.clone()))?;
     check_statement_first(
         &app,
         &signed,
@@ -915,28 +916,36 @@ async fn prove_active_policy_against(
         .custody
         .active_policy()
         .ok_or_else(|| ApiError::internal("no policy set is active"))?;
+    in_proof_slot(app, move |settings| {
+        let invariants = proof::parse_invariants(&active.schema, &text)
+            .map_err(|e| ApiError::bad_request("invalid_invariants", e))?;
+        let proofs = proof::prove_policy(&active.schema, &active.policies, &invariants, settings)
+            .map_err(|refusal| {
+            let mut error = ApiError::from(refusal);
+            error.message = format!(
+                "the active policy set {} does not keep these invariants, so they are refused: {}",
+                active.hash, error.message
+            );
+            error
+        })?;
+        Ok((invariants, proofs))
+    })
+    .await
+}
+
+/// Runs `prove` on a blocking thread (the solver runs for a tenth of a second or more) once
+/// one of the gateway's proof slots is free, with the configured solver settings.
+async fn in_proof_slot<T: Send + 'static>(
+    app: &AppState,
+    prove: impl FnOnce(&proof::Settings) -> AppResult<T> + Send + 'static,
+) -> AppResult<T> {
     let settings = proof::Settings::from_config(&app.config.policy);
     let _slot = app
         .proof_slots
         .acquire()
         .await
         .map_err(ApiError::internal)?;
-    tokio::task::spawn_blocking(move || {
-        let invariants = proof::parse_invariants(&active.schema, &text)
-            .map_err(|e| ApiError::bad_request("invalid_invariants", e))?;
-        let proofs = proof::prove_policy(&active.schema, &active.policies, &invariants, &settings)
-            .map_err(|refusal| {
-                let mut error = ApiError::from(refusal);
-                error.message = format!(
-                    "the active policy set {} does not keep these invariants, so they are refused: {}",
-                    active.hash, error.message
-                );
-                error
-            })?;
-        Ok((invariants, proofs))
-    })
-    .await
-    .map_err(ApiError::internal)?
+    blocking(move || prove(&settings)).await?
 }
 
 /// Checks a signed activation statement before the (slower) proof, so that a wrong or badly
@@ -957,13 +966,6 @@ fn check_statement_first(
         .into());
     }
     Ok(())
-}
-
-fn unknown_invariant_set(hash: &str) -> ApiError {
-    ApiError::not_found(
-        "unknown_invariant_set",
-        format!("no invariant set with hash `{hash}`"),
-    )
 }
 
 /// Every invariant set the custodian activated, and which is in force.
@@ -992,7 +994,7 @@ async fn get_invariants(
     let set = app
         .custody
         .invariant_set(&hash)
-        .ok_or_else(|| unknown_invariant_set(&hash))?;
+        .ok_or_else(|| CustodyError::UnknownInvariantSet(hash.clone()))?;
     let active = app.custody.active_invariants().map(|s| s.hash);
     let mut body = invariants_summary(&set, active.as_deref());
     body["text"] = set.text.into();
@@ -1077,14 +1079,8 @@ async fn prove_against_invariants(
         .custody
         .active_invariants()
         .ok_or_else(|| ApiError::internal("no invariant set is active"))?;
-    let settings = proof::Settings::from_config(&app.config.policy);
     let (schema, policies) = (schema.to_string(), policies.to_string());
-    let _slot = app
-        .proof_slots
-        .acquire()
-        .await
-        .map_err(ApiError::internal)?;
-    tokio::task::spawn_blocking(move || {
+    in_proof_slot(app, move |settings| {
         let invariants = proof::parse_invariants(&schema, &active.text).map_err(|e| {
             ApiError::bad_request(
                 "invalid_policy",
@@ -1094,10 +1090,9 @@ async fn prove_against_invariants(
                 ),
             )
         })?;
-        proof::prove_policy(&schema, &policies, &invariants, &settings).map_err(ApiError::from)
+        proof::prove_policy(&schema, &policies, &invariants, settings).map_err(ApiError::from)
     })
     .await
-    .map_err(ApiError::internal)?
 }
 
 // ---------------------------------------------------------------------------

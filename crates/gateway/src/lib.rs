@@ -324,8 +324,15 @@ fn active_policy(
             .map_err(|e| e.to_string())
     };
     let active = custody.active_policy();
-    let invariants =
-        active_invariants(config, data_dir, custody, active.as_ref(), &files, &append)?;
+    let invariants = active_invariants(
+        config,
+        data_dir,
+        custody,
+        active.as_ref(),
+        &files,
+        &settings,
+        &append,
+    )?;
 
     if let Some(active) = active {
         if active.hash != file_hash {
@@ -431,6 +438,7 @@ fn active_invariants(
     custody: &custody::Custody,
     active_policy: Option<&custody::PolicySetRecord>,
     files: &PolicyFiles,
+    settings: &proof::Settings,
     append: custody::LogFn<'_>,
 ) -> anyhow::Result<prove::Invariants> {
     let path = data_dir.join(&config.policy.invariants);
@@ -472,10 +480,9 @@ fn active_invariants(
             signature_path.display()
         )
     })?;
-    let settings = proof::Settings::from_config(&config.policy);
     let proofs = match active_policy {
         Some(active) => Some(
-            proof::prove_policy(&active.schema, &active.policies, &invariants, &settings).map_err(
+            proof::prove_policy(&active.schema, &active.policies, &invariants, settings).map_err(
                 |refusal| {
                     anyhow::anyhow!(
                         "{changed}; they are not activated, because the active policy set {} must satisfy them: {refusal}",
