@@ -282,28 +282,15 @@ pub fn run_policy(server: &ServerArgs, command: PolicyCommand) -> anyhow::Result
                 )
             });
         }
-        PolicyCommand::ActivateInvariants { hash, signature } => {
-            let hash = check_hash(&hash)?;
-            let note = read_note(
-                &signature,
-                &Statement::InvariantActivation {
-                    invariant_set: hash.clone(),
-                },
-            )?;
-            let answer = client.post(
-                &format!("/v1/invariants/{hash}/activate"),
-                Body::Text(&note),
-            )?;
-            server.print(&answer, |a| {
-                format!(
-                    "activated invariant set {} at {}, signed by {}\n{}",
-                    text(a, "hash"),
-                    text(a, "activated_at"),
-                    joined(a, "signers", "nobody"),
-                    proofs_summary(&a["proofs"])
-                )
-            });
-        }
+        PolicyCommand::ActivateInvariants { hash, signature } => activate_set(
+            server,
+            &client,
+            "invariant set",
+            "/v1/invariants",
+            &hash,
+            &signature,
+            |invariant_set| Statement::InvariantActivation { invariant_set },
+        )?,
         PolicyCommand::Sign { hash, signing } => sign_policy(&client, &hash, &signing)?,
         PolicyCommand::SignFile {
             file,
@@ -314,26 +301,15 @@ pub fn run_policy(server: &ServerArgs, command: PolicyCommand) -> anyhow::Result
             let hash = policy::policy_set_hash(&schema, &policies);
             sign_policy_text(&hash, &schema, &policies, &signing)?;
         }
-        PolicyCommand::Activate { hash, signature } => {
-            let hash = check_hash(&hash)?;
-            let note = read_note(
-                &signature,
-                &Statement::PolicyActivation {
-                    policy_set: hash.clone(),
-                },
-            )?;
-            let answer =
-                client.post(&format!("/v1/policies/{hash}/activate"), Body::Text(&note))?;
-            server.print(&answer, |a| {
-                format!(
-                    "activated policy set {} at {}, signed by {}\n{}",
-                    text(a, "hash"),
-                    text(a, "activated_at"),
-                    joined(a, "signers", "nobody"),
-                    proofs_summary(&a["proofs"])
-                )
-            });
-        }
+        PolicyCommand::Activate { hash, signature } => activate_set(
+            server,
+            &client,
+            "policy set",
+            "/v1/policies",
+            &hash,
+            &signature,
+            |policy_set| Statement::PolicyActivation { policy_set },
+        )?,
         PolicyCommand::List => {
             let answer = client.get_json("/v1/policies")?;
             server.print(&answer, policy_list);
@@ -405,6 +381,33 @@ fn sign_policy_text(
             ids.join(", ")
         ),
     );
+    Ok(())
+}
+
+/// Activates the policy or invariant set `hash` (served under `route`) with the signed note
+/// in `signature`, after checking that the note states `statement(hash)`; prints the answer
+/// with its proofs.
+fn activate_set(
+    server: &ServerArgs,
+    client: &Client,
+    what: &str,
+    route: &str,
+    hash: &str,
+    signature: &Path,
+    statement: impl FnOnce(String) -> Statement,
+) -> anyhow::Result<()> {
+    let hash = check_hash(hash)?;
+    let note = read_note(signature, &statement(hash.clone()))?;
+    let answer = client.post(&format!("{route}/{hash}/activate"), Body::Text(&note))?;
+    server.print(&answer, |a| {
+        format!(
+            "activated {what} {} at {}, signed by {}\n{}",
+            text(a, "hash"),
+            text(a, "activated_at"),
+            joined(a, "signers", "nobody"),
+            proofs_summary(&a["proofs"])
+        )
+    });
     Ok(())
 }
 
