@@ -20,6 +20,7 @@ fn principal(id: &str, location: &str) -> Authenticated {
             roles: vec!["engineer".into()],
         },
         network_zone: String::new(),
+        public_id: id.into(),
     }
 }
 

@@ -282,7 +282,7 @@ impl Analytics {
         live.recent.push_front(FeedItem {
             time: rfc3339_millis(SystemTime::now()),
             log_index: o.log_index,
-            principal: p.id.clone(),
+            principal: o.who.public_id.clone(),
             entity: p.entity.clone(),
             location: p.location.clone(),
             action: o.action,
@@ -303,7 +303,7 @@ impl Analytics {
                 kind: AlertKind::RestrictedCountry,
                 message: format!(
                     "{} ({}) located in {} attempted {} on a {} subject: {}",
-                    p.id, p.entity, p.location, o.action, o.subject_jurisdiction, o.outcome
+                    o.who.public_id, p.entity, p.location, o.action, o.subject_jurisdiction, o.outcome
                 ),
                 details: json!({
                     "action": o.action,
@@ -320,8 +320,11 @@ impl Analytics {
         // older ones each second). The set is capped just above the threshold, so a scraper
         // costs bounded memory.
         let limit = self.settings.bulk_subjects_per_minute;
+        // Bulk actions (egress, scan) concern no one subject and count here as none.
         let touched = live.touched.entry(p.id.clone()).or_default();
-        if touched.len() <= limit || touched.contains_key(o.subject_pseudonym) {
+        if !o.subject_pseudonym.is_empty()
+            && (touched.len() <= limit || touched.contains_key(o.subject_pseudonym))
+        {
             touched.insert(o.subject_pseudonym.to_string(), now);
         }
         if touched.len() > limit {
@@ -329,7 +332,7 @@ impl Analytics {
                 kind: AlertKind::BulkAccess,
                 message: format!(
                     "{} ({}) touched more than {limit} distinct subjects in a minute",
-                    p.id, p.entity
+                    o.who.public_id, p.entity
                 ),
                 details: json!({"distinct_subjects": touched.len(), "limit": limit, "window_seconds": WINDOW.as_secs()}),
             });
@@ -408,7 +411,7 @@ impl Analytics {
             time: rfc3339_millis(SystemTime::now()),
             alert: request.kind.as_str(),
             severity: request.kind.severity(),
-            principal: who.map(|w| w.principal.id.clone()),
+            principal: who.map(|w| w.public_id.clone()),
             entity: who.map(|w| w.principal.entity.clone()),
             location: who.map(|w| w.principal.location.clone()),
             message: request.message.clone(),

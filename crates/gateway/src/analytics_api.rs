@@ -109,7 +109,7 @@ async fn stream(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let who = app.auth.authenticate(&headers, peer.ip())?;
     who.require_role(&[ROLE_MONITOR, ROLE_APPROVER])?;
-    tracing::info!(principal = %who.principal.id, "analytics stream opened");
+    tracing::info!(principal = %who.public_id, "analytics stream opened");
     let first = StreamEvent {
         name: "summary",
         data: app.summary().to_string().into(),

@@ -19,12 +19,11 @@ use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::analytics::Observation;
 use crate::auth::Authenticated;
-use crate::entry::{self, AccessTarget};
 use crate::error::{ApiError, LOG_INDEX_HEADER};
+use crate::pipeline::{self, Ask, Scope};
 use crate::{AppState, analytics_api, custody_api, data_api, log_api};
-use policy::{AccessRequest, Action, Decision, Resource};
+use policy::Action;
 use vault::{FieldClass, SubjectPlacement};
 
 /// The header that states the purpose of an access.
@@ -171,53 +170,33 @@ async fn put_subject(
     let id = path_param(path)?;
     vault::validate_id("subject id", &id)?;
     let request: RegisterSubject = parse_json(body)?;
-    let context = access_context(&headers, &who)?;
+    let ask = app.ask(&who, Action::Register, &headers)?;
 
-    let site = app.vault.placement_site(&request.jurisdiction)?.to_string();
-    let site_jurisdiction = app
-        .vault
-        .site_jurisdiction(&site)
-        .unwrap_or_default()
-        .to_string();
-    let suspended = app.custody.is_suspended(&request.jurisdiction);
-    let resource = Resource::Subject {
-        subject_jurisdiction: request.jurisdiction.clone(),
-        site: site.clone(),
-        site_jurisdiction: site_jurisdiction.clone(),
-        suspended,
+    // Registering an id that names a subject already is decided on that subject as it is
+    // held, so that only someone allowed to see it learns that it exists (and, from the 409
+    // of another jurisdiction, where).
+    let permit = match app.governed.placement(&id).await? {
+        Some(existing) => app.decide(ask, Scope::Subject(&existing)).await?,
+        None => {
+            let site = app.governed.placement_site(&request.jurisdiction)?;
+            let scope = Scope::NewSubject {
+                id: &id,
+                jurisdiction: &request.jurisdiction,
+                site: &site,
+            };
+            app.decide(ask, scope).await?
+        }
     };
-    let target = AccessTarget {
-        subject_pseudonym: app.pseudonyms.pseudonym(&id),
-        subject_jurisdiction: &request.jurisdiction,
-        site: &site,
-        site_jurisdiction: &site_jurisdiction,
-        collection: None,
-        approval_required: false,
-        suspended,
-        fields: &[],
-    };
-    let (index, _) = app
-        .decide_and_log(
-            &who,
-            Action::Register,
-            &id,
-            &target,
-            &[(None, resource)],
-            context,
-            true,
-        )
+    let (placement, created) = app
+        .governed
+        .register(&permit, &id, &request.jurisdiction)
         .await?;
-
-    let vault = app.vault.clone();
-    let (placement, created) = blocking(move || vault.register_subject(&id, &request.jurisdiction))
-        .await?
-        .map_err(|e| ApiError::from(e).logged(index))?;
     let status = if created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok(logged(index, status, SubjectBody::from(placement)))
+    Ok(logged(permit.index(), status, SubjectBody::from(placement)))
 }
 
 /// A subject's jurisdiction and the site holding it.
@@ -238,12 +217,14 @@ async fn get_subject(
 ) -> AppResult<Response> {
     let who = app.auth.authenticate(&headers, peer.ip())?;
     let id = path_param(path)?;
-    let context = access_context(&headers, &who)?;
-    let subject = app.find_subject(&id).await?;
-    let (index, _) = app
-        .log_subject_access(&who, Action::List, &subject, context)
-        .await?;
-    Ok(logged(index, StatusCode::OK, SubjectBody::from(subject)))
+    let ask = app.ask(&who, Action::List, &headers)?;
+    let subject = app.find_subject(&ask, &id, &[]).await?;
+    let permit = app.decide(ask, Scope::Subject(&subject)).await?;
+    Ok(logged(
+        permit.index(),
+        StatusCode::OK,
+        SubjectBody::from(subject),
+    ))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -277,17 +258,10 @@ async fn list_records(
 ) -> AppResult<Response> {
     let who = app.auth.authenticate(&headers, peer.ip())?;
     let id = path_param(path)?;
-    let context = access_context(&headers, &who)?;
-    let subject = app.find_subject(&id).await?;
-    let (index, _) = app
-        .log_subject_access(&who, Action::List, &subject, context)
-        .await?;
-
-    let vault = app.vault.clone();
-    let subject_id = subject.id.clone();
-    let keys = blocking(move || vault.list_records(&subject_id))
-        .await?
-        .map_err(|e| ApiError::from(e).logged(index))?;
+    let ask = app.ask(&who, Action::List, &headers)?;
+    let subject = app.find_subject(&ask, &id, &[]).await?;
+    let permit = app.decide(ask, Scope::Subject(&subject)).await?;
+    let keys = app.governed.list_records(&permit).await?;
     let list = RecordList {
         subject: subject.id,
         site: subject.site,
@@ -299,7 +273,7 @@ async fn list_records(
             })
             .collect(),
     };
-    Ok(logged(index, StatusCode::OK, list))
+    Ok(logged(permit.index(), StatusCode::OK, list))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -349,42 +323,31 @@ async fn put_record(
             "a record must hold at least one field",
         ));
     }
-    let classes = app.vault.validate_fields(&collection, &fields)?;
-    let context = access_context(&headers, &who)?;
-    let subject = app.find_subject(&id).await?;
+    let classes = app.governed.validate_fields(&collection, &fields)?;
+    let ask = app.ask(&who, Action::Write, &headers)?;
+    let subject = app.find_subject(&ask, &id, &[&collection]).await?;
 
     // A write needs every class it touches allowed. It is logged before the store is
     // touched: if the log cannot be written, nothing is changed.
     let names: Vec<String> = fields.keys().cloned().collect();
-    let target = app.data_target(&subject, &collection, &names);
-    let resources: Vec<(Option<FieldClass>, Resource)> = classes
-        .iter()
-        .map(|class| (Some(*class), data_resource(&target, &collection, *class)))
-        .collect();
-    let (index, _) = app
-        .decide_and_log(
-            &who,
-            Action::Write,
-            &subject.id,
-            &target,
-            &resources,
-            context,
-            true,
-        )
+    let scope = Scope::Collection {
+        subject: &subject,
+        collection: &collection,
+        fields: &names,
+        classes,
+    };
+    let permit = app.decide(ask, scope).await?;
+    let site = app
+        .governed
+        .put_record(&permit, &collection, &key, fields)
         .await?;
-
-    let vault = app.vault.clone();
-    let (subject_id, coll, k) = (subject.id.clone(), collection.clone(), key.clone());
-    let site = blocking(move || vault.put_record(&subject_id, &coll, &k, fields))
-        .await?
-        .map_err(|e| ApiError::from(e).logged(index))?;
     let written = RecordWritten {
         subject: subject.id,
         collection,
         key,
         site,
     };
-    Ok(logged(index, StatusCode::OK, written))
+    Ok(logged(permit.index(), StatusCode::OK, written))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -426,80 +389,40 @@ async fn get_record(
     let (id, collection, key) = path_param(path)?;
     vault::validate_id("record key", &key)?;
     let declared = app.require_collection(&collection)?;
-    let context = access_context(&headers, &who)?;
-    let subject = app.find_subject(&id).await?;
+    let ask = app.ask(&who, Action::Read, &headers)?;
+    let subject = app.find_subject(&ask, &id, &[&collection]).await?;
 
-    // One decision per field class the collection declares; the response keeps the fields of
-    // the allowed classes. If no class is allowed, the read is denied. Logged before reading.
+    // One decision per field class the collection declares; the permit keeps the fields of
+    // the allowed classes (and of a field-scoped grant). If no class is allowed, the read is
+    // denied. Logged before reading.
     let names: Vec<String> = declared.keys().cloned().collect();
-    let target = app.data_target(&subject, &collection, &names);
-    let resources = declared_resources(&target, &collection, &declared);
-    let (index, decisions) = app
-        .decide_and_log(
-            &who,
-            Action::Read,
-            &subject.id,
-            &target,
-            &resources,
-            context,
-            false,
-        )
-        .await?;
-    let allowed: Vec<FieldClass> = resources
-        .iter()
-        .zip(&decisions.decisions)
-        .filter(|(_, d)| d.allowed)
-        .filter_map(|((class, _), _)| *class)
-        .collect();
-    // A grant scoped to some fields lets only those protected fields through.
-    let granted_field = |name: &str, class: FieldClass| {
-        class != FieldClass::Protected
-            || !target.approval_required
-            || decisions
-                .grant
-                .as_ref()
-                .is_none_or(|g| g.fields.is_empty() || g.fields.iter().any(|f| f == name))
+    let scope = Scope::Collection {
+        subject: &subject,
+        collection: &collection,
+        fields: &names,
+        classes: pipeline::declared_classes(&declared),
     };
-
-    // The custodian's key is unwrapped only when a protected field will be served.
-    let protected_allowed = allowed.contains(&FieldClass::Protected);
-    let vault = app.vault.clone();
-    let (subject_id, coll, k) = (subject.id.clone(), collection.clone(), key.clone());
-    let record = blocking(move || {
-        if protected_allowed {
-            vault.get_record(&subject_id, &coll, &k, vault::UnwrapReason::Access)
-        } else {
-            vault.get_record_interoperable(&subject_id, &coll, &k)
-        }
-    })
-    .await?
-    .map_err(|e| ApiError::from(e).logged(index))?
-    .ok_or_else(|| {
-        ApiError::not_found(
-            "record_not_found",
-            format!("subject `{id}` has no `{collection}` record `{key}`"),
-        )
-        .logged(index)
-    })?;
-    let mut fields = Map::new();
-    let mut withheld = record.withheld;
-    for (name, value) in record.fields {
-        match declared.get(&name) {
-            Some(class) if allowed.contains(class) && granted_field(&name, *class) => {
-                fields.insert(name, value);
-            }
-            _ => withheld.push(name),
-        }
-    }
+    let permit = app.decide(ask, scope).await?;
+    let record = app
+        .governed
+        .get_record(&permit, &collection, &key)
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(
+                "record_not_found",
+                format!("subject `{id}` has no `{collection}` record `{key}`"),
+            )
+            .logged(permit.index())
+        })?;
     let body = RecordBody {
         subject: subject.id,
         collection,
         key,
         site: record.site,
-        fields,
-        withheld,
+        fields: record.fields,
+        withheld: record.withheld,
     };
-    Ok(logged(index, StatusCode::OK, body))
+    Ok(logged(permit.index(), StatusCode::OK, body))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -536,35 +459,27 @@ async fn delete_record(
     let (id, collection, key) = path_param(path)?;
     vault::validate_id("record key", &key)?;
     let declared = app.require_collection(&collection)?;
-    let context = access_context(&headers, &who)?;
-    let subject = app.find_subject(&id).await?;
+    let ask = app.ask(&who, Action::Delete, &headers)?;
+    let subject = app.find_subject(&ask, &id, &[&collection]).await?;
 
     let names: Vec<String> = declared.keys().cloned().collect();
-    let target = app.data_target(&subject, &collection, &names);
-    let resources = declared_resources(&target, &collection, &declared);
-    let (index, _) = app
-        .decide_and_log(
-            &who,
-            Action::Delete,
-            &subject.id,
-            &target,
-            &resources,
-            context,
-            true,
-        )
+    let scope = Scope::Collection {
+        subject: &subject,
+        collection: &collection,
+        fields: &names,
+        classes: pipeline::declared_classes(&declared),
+    };
+    let permit = app.decide(ask, scope).await?;
+    let deleted = app
+        .governed
+        .delete_record(&permit, &collection, &key)
         .await?;
-
-    let vault = app.vault.clone();
-    let (subject_id, coll, k) = (subject.id.clone(), collection.clone(), key.clone());
-    let deleted = blocking(move || vault.delete_record(&subject_id, &coll, &k))
-        .await?
-        .map_err(|e| ApiError::from(e).logged(index))?;
     if !deleted {
         return Err(ApiError::not_found(
             "record_not_found",
             format!("subject `{id}` has no `{collection}` record `{key}`"),
         )
-        .logged(index));
+        .logged(permit.index()));
     }
     let body = RecordDeleted {
         subject: subject.id,
@@ -572,13 +487,7 @@ async fn delete_record(
         key,
         deleted,
     };
-    Ok(logged(index, StatusCode::OK, body))
-}
-
-/// The decisions on one access, and the custodian grant Cedar saw, if any.
-pub(crate) struct Decided {
-    pub decisions: Vec<Decision>,
-    pub grant: Option<custody::AccessRequest>,
+    Ok(logged(permit.index(), StatusCode::OK, body))
 }
 
 impl AppState {
@@ -586,376 +495,25 @@ impl AppState {
         &self,
         name: &str,
     ) -> AppResult<std::collections::BTreeMap<String, FieldClass>> {
-        self.vault
+        self.governed
             .collection(name)
             .map(|c| c.fields.clone())
             .ok_or_else(|| vault::VaultError::UnknownCollection(name.to_string()).into())
     }
 
-    pub(crate) async fn find_subject(&self, id: &str) -> AppResult<SubjectPlacement> {
-        vault::validate_id("subject id", id)?;
-        let vault = self.vault.clone();
-        let owned = id.to_string();
-        blocking(move || vault.find_subject(&owned))
-            .await??
-            .ok_or_else(|| vault::VaultError::SubjectNotFound(id.to_string()).into())
-    }
-
-    fn decide_each(
+    /// What a request asks: its principal, action and the policy context from its headers.
+    pub(crate) fn ask<'a>(
         &self,
-        engine: &policy::PolicyEngine,
-        who: &Authenticated,
+        who: &'a Authenticated,
         action: Action,
-        resources: &[Resource],
-        context: &policy::Context,
-    ) -> Vec<Decision> {
-        resources
-            .iter()
-            .map(|resource| {
-                engine.decide(&AccessRequest {
-                    principal: who.principal.clone(),
-                    action,
-                    resource: resource.clone(),
-                    context: context.clone(),
-                })
-            })
-            .collect()
-    }
-
-    /// The active custodian grant that covers this access, if any. A grant scoped to some
-    /// fields covers a write only of those fields and never a delete (which touches them all);
-    /// for a read, the handler withholds the protected fields outside its scope.
-    fn grant_for(
-        &self,
-        who: &Authenticated,
-        action: Action,
-        subject_id: &str,
-        target: &AccessTarget<'_>,
-        now: i64,
-    ) -> Option<custody::AccessRequest> {
-        let grant = self.custody.find_grant(
-            &who.principal.id,
-            action.as_str(),
-            subject_id,
-            target.collection,
-            now,
-        )?;
-        let fields_covered = grant.fields.is_empty()
-            || match action {
-                Action::Read => true,
-                Action::Write => target.fields.iter().all(|f| grant.fields.contains(f)),
-                _ => false,
-            };
-        fields_covered.then_some(grant)
-    }
-
-    /// Decides, appends the decision to the log (durably), and answers with the entry's index.
-    /// The custodian's controls come first: a suspended jurisdiction is denied whatever the
-    /// policy says, and an active grant is put in the context for Cedar to see. A denial
-    /// (none allowed, or not all when `need_all`) becomes a 403 that carries the index. If the
-    /// log cannot be written the request fails with 503 and nothing is served or changed.
-    #[allow(clippy::too_many_arguments)]
-    async fn decide_and_log(
-        &self,
-        who: &Authenticated,
-        action: Action,
-        subject_id: &str,
-        target: &AccessTarget<'_>,
-        resources: &[(Option<FieldClass>, Resource)],
-        mut context: policy::Context,
-        need_all: bool,
-    ) -> AppResult<(u64, Decided)> {
-        let grant = self.grant_for(who, action, subject_id, target, context.time);
-        if let Some(grant) = &grant {
-            context.grant = grant_kind(grant).to_string();
-        }
-        let engine = self.policy();
-        let classes: Vec<Option<FieldClass>> = resources.iter().map(|(c, _)| *c).collect();
-        let resources: Vec<Resource> = resources.iter().map(|(_, r)| r.clone()).collect();
-        let decisions = self.decide_each(&engine, who, action, &resources, &context);
-        let used = grant.as_ref().map(|g| entry::GrantUsed {
-            id: &g.id,
-            kind: grant_kind(g),
-        });
-        let entry = entry::access_entry(
+        headers: &HeaderMap,
+    ) -> AppResult<Ask<'a>> {
+        Ok(Ask {
             who,
             action,
-            target,
-            &classes,
-            &decisions,
-            &context,
-            used.as_ref(),
-            engine.policy_set_hash(),
-        );
-        let index = self.append(entry).await?;
-        self.observe(who, action, target, &decisions, index).await?;
-        if target.suspended {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "suspended",
-                format!(
-                    "all access to {} subjects' data is suspended by the custodian's kill switch",
-                    target.subject_jurisdiction
-                ),
-            )
-            .logged(index));
-        }
-        let allowed = decisions.iter().filter(|d| d.allowed).count();
-        if allowed == 0 || (need_all && allowed < decisions.len()) {
-            return Err(self
-                .denial(
-                    &engine, who, action, &resources, &context, &decisions, need_all,
-                )
-                .logged(index));
-        }
-        Ok((index, Decided { decisions, grant }))
-    }
-
-    /// Tells the analytics about a logged decision, and raises the alerts it calls for (a
-    /// restricted-country attempt, bulk access) before the request is answered.
-    async fn observe(
-        &self,
-        who: &Authenticated,
-        action: Action,
-        target: &AccessTarget<'_>,
-        decisions: &[Decision],
-        log_index: u64,
-    ) -> AppResult<()> {
-        let observation = Observation {
-            who,
-            action: action.as_str(),
-            subject_pseudonym: &target.subject_pseudonym,
-            subject_jurisdiction: target.subject_jurisdiction,
-            site: target.site,
-            collection: target.collection,
-            outcome: entry::outcome(decisions, target.suspended),
-            policies: entry::deciding_policies(decisions),
-            log_index,
-        };
-        let restricted = self
-            .config
-            .restricted_countries
-            .contains(&who.principal.location);
-        for alert in self.analytics.observe_access(&observation, restricted) {
-            self.raise_alert(alert, Some(who)).await?;
-        }
-        Ok(())
-    }
-
-    /// Decides `action` on every field class of every collection for one subject (erasure and
-    /// export concern all of a subject's data), logging one entry per collection. All must be
-    /// allowed; the first denial answers.
-    pub(crate) async fn decide_every_collection(
-        &self,
-        who: &Authenticated,
-        action: Action,
-        subject: &SubjectPlacement,
-        context: &policy::Context,
-    ) -> AppResult<()> {
-        for (collection, config) in &self.config.collections {
-            let names: Vec<String> = config.fields.keys().cloned().collect();
-            let target = self.data_target(subject, collection, &names);
-            let resources = declared_resources(&target, collection, &config.fields);
-            self.decide_and_log(
-                who,
-                action,
-                &subject.id,
-                &target,
-                &resources,
-                context.clone(),
-                true,
-            )
-            .await?;
-        }
-        Ok(())
-    }
-
-    /// Decides and logs a subject-level action (`list`, on the subject as held).
-    async fn log_subject_access(
-        &self,
-        who: &Authenticated,
-        action: Action,
-        subject: &SubjectPlacement,
-        context: policy::Context,
-    ) -> AppResult<(u64, Decided)> {
-        let target = AccessTarget {
-            subject_pseudonym: self.pseudonyms.pseudonym(&subject.id),
-            subject_jurisdiction: &subject.jurisdiction,
-            site: &subject.site,
-            site_jurisdiction: &subject.site_jurisdiction,
-            collection: None,
-            approval_required: false,
-            suspended: self.custody.is_suspended(&subject.jurisdiction),
-            fields: &[],
-        };
-        let resource = Resource::Subject {
-            subject_jurisdiction: subject.jurisdiction.clone(),
-            site: subject.site.clone(),
-            site_jurisdiction: subject.site_jurisdiction.clone(),
-            suspended: target.suspended,
-        };
-        self.decide_and_log(
-            who,
-            action,
-            &subject.id,
-            &target,
-            &[(None, resource)],
-            context,
-            true,
-        )
-        .await
-    }
-
-    fn data_target<'a>(
-        &self,
-        subject: &'a SubjectPlacement,
-        collection: &'a str,
-        fields: &'a [String],
-    ) -> AccessTarget<'a> {
-        AccessTarget {
-            subject_pseudonym: self.pseudonyms.pseudonym(&subject.id),
-            subject_jurisdiction: &subject.jurisdiction,
-            site: &subject.site,
-            site_jurisdiction: &subject.site_jurisdiction,
-            collection: Some(collection),
-            approval_required: self
-                .vault
-                .collection(collection)
-                .is_some_and(|c| c.approval),
-            suspended: self.custody.is_suspended(&subject.jurisdiction),
-            fields,
-        }
-    }
-
-    /// Appends an entry; 503 if the log cannot take it.
-    pub async fn append(&self, entry: Vec<u8>) -> AppResult<u64> {
-        let started = std::time::Instant::now();
-        let appended = self.log.append(entry).await;
-        self.analytics.record(|| {
-            metrics::histogram!("sovereign_log_append_duration_seconds")
-                .record(started.elapsed().as_secs_f64());
-        });
-        appended.map_err(|e| {
-            tracing::error!(error = %e, "cannot append to the transparency log");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "log_unavailable",
-                "the transparency log cannot be written; nothing was served or changed",
-            )
+            context: access_context(headers, who)?,
         })
     }
-
-    /// The 403 for a denial: names the determining policies, and says so plainly when the
-    /// only thing missing is a purpose or a custodian grant (the same request with one would
-    /// have been allowed).
-    #[allow(clippy::too_many_arguments)]
-    fn denial(
-        &self,
-        engine: &policy::PolicyEngine,
-        who: &Authenticated,
-        action: Action,
-        resources: &[Resource],
-        context: &policy::Context,
-        decisions: &[Decision],
-        need_all: bool,
-    ) -> ApiError {
-        let mut policies: Vec<String> = decisions
-            .iter()
-            .filter(|d| !d.allowed)
-            .flat_map(|d| d.policies.iter().cloned())
-            .collect();
-        policies.sort();
-        policies.dedup();
-        let had_errors = decisions.iter().any(|d| !d.errors.is_empty());
-        if had_errors {
-            tracing::warn!(principal = %who.principal.id, action = action.as_str(),
-                "policy evaluation error; denied");
-        }
-        // Whether the access would pass with `context` instead.
-        let allowed_with = |context: policy::Context| {
-            let again = self.decide_each(engine, who, action, resources, &context);
-            let allowed = again.iter().filter(|d| d.allowed).count();
-            allowed > 0 && (!need_all || allowed == again.len())
-        };
-        if context.purpose.is_empty() && !had_errors {
-            let with_purpose = policy::Context {
-                purpose: "(any stated purpose)".into(),
-                ..context.clone()
-            };
-            if allowed_with(with_purpose) {
-                return ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "purpose_required",
-                    "this access needs a stated purpose: set the `Sovereign-Purpose` header",
-                )
-                .with("policies", policies);
-            }
-        }
-        if context.grant.is_empty() && !had_errors {
-            let with_grant = policy::Context {
-                grant: policy::GRANT_APPROVED.into(),
-                ..context.clone()
-            };
-            if allowed_with(with_grant) {
-                return ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "approval_required",
-                    "this access needs a custodian grant: file one with `sovereign access request` (POST /v1/access/requests) and wait for approval",
-                )
-                .with("policies", policies);
-            }
-        }
-        let message = if had_errors {
-            format!(
-                "{} denied: a policy could not be evaluated, and errors deny",
-                action.as_str()
-            )
-        } else if policies.is_empty() {
-            format!("{} denied: no policy permits it", action.as_str())
-        } else {
-            format!(
-                "{} denied by policy {}",
-                action.as_str(),
-                policies.join(", ")
-            )
-        };
-        ApiError::denied(message, policies)
-    }
-}
-
-/// The value Cedar sees as `context.grant` for a grant.
-fn grant_kind(grant: &custody::AccessRequest) -> &'static str {
-    match grant.kind {
-        custody::RequestKind::Request => policy::GRANT_APPROVED,
-        custody::RequestKind::BreakGlass => policy::GRANT_BREAK_GLASS,
-    }
-}
-
-fn data_resource(target: &AccessTarget<'_>, collection: &str, class: FieldClass) -> Resource {
-    Resource::Data {
-        subject_jurisdiction: target.subject_jurisdiction.to_string(),
-        collection: collection.to_string(),
-        field_class: class.as_str().to_string(),
-        site: target.site.to_string(),
-        site_jurisdiction: target.site_jurisdiction.to_string(),
-        approval_required: target.approval_required,
-        suspended: target.suspended,
-    }
-}
-
-/// One resource per field class the collection declares (reads and deletes concern them all).
-fn declared_resources(
-    target: &AccessTarget<'_>,
-    collection: &str,
-    declared: &std::collections::BTreeMap<String, FieldClass>,
-) -> Vec<(Option<FieldClass>, Resource)> {
-    let mut classes: Vec<FieldClass> = declared.values().copied().collect();
-    classes.sort();
-    classes.dedup();
-    classes
-        .into_iter()
-        .map(|class| (Some(class), data_resource(target, collection, class)))
-        .collect()
 }
 
 /// The policy context: the stated purpose and reason code (headers a client may set, since
@@ -1000,6 +558,7 @@ pub(crate) fn access_context(
         network_zone: who.network_zone.clone(),
         time: crate::auth::now_unix(),
         grant: String::new(),
+        own_data: false,
     })
 }
 

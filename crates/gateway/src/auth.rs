@@ -51,6 +51,10 @@ pub struct Claims {
 pub struct Authenticated {
     pub principal: policy::Principal,
     pub network_zone: String,
+    /// The id the log, the live feed and the service log show: the token's `sub`, or for a
+    /// data subject (role `data-subject`) `subject:` and its keyed log pseudonym, since a
+    /// data subject's `sub` is their subject id.
+    pub public_id: String,
 }
 
 impl Authenticated {
@@ -89,7 +93,11 @@ pub struct Authenticator {
     entities: BTreeMap<String, EntityConfig>,
     restricted: BTreeSet<String>,
     zones: Vec<NetworkZone>,
+    subject_pseudonyms: Option<crate::entry::Pseudonymizer>,
 }
+
+/// The role a data subject's own token carries.
+pub const ROLE_DATA_SUBJECT: &str = "data-subject";
 
 impl Authenticator {
     /// Loads every issuer's keys. Fails if a key file cannot be read or parsed.
@@ -131,7 +139,14 @@ impl Authenticator {
             entities: config.entities.clone(),
             restricted: config.restricted_countries.clone(),
             zones: config.network_zones.clone(),
+            subject_pseudonyms: None,
         })
+    }
+
+    /// Shows data subjects by their log pseudonym (see [`Authenticated::public_id`]).
+    pub fn with_subject_pseudonyms(mut self, pseudonyms: crate::entry::Pseudonymizer) -> Self {
+        self.subject_pseudonyms = Some(pseudonyms);
+        self
     }
 
     /// Authenticates a request: verifies its bearer token, then derives the principal.
@@ -254,7 +269,14 @@ impl Authenticator {
         {
             location = zone.country.clone();
         }
+        let public_id = match &self.subject_pseudonyms {
+            Some(pseudonyms) if claims.roles.iter().any(|r| r == ROLE_DATA_SUBJECT) => {
+                format!("subject:{}", pseudonyms.pseudonym(&claims.sub))
+            }
+            _ => claims.sub.clone(),
+        };
         Ok(Authenticated {
+            public_id,
             principal: policy::Principal {
                 id: claims.sub.clone(),
                 entity: claims.entity.clone(),

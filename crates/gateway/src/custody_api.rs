@@ -223,7 +223,7 @@ impl AppState {
                 ApiError::bad_request(
                     "invalid_request",
                     format!(
-                        "unknown action `{}`; use register, list, read, write or delete",
+                        "unknown action `{}`; use one of register, list, read, write, delete, export, egress, scan, migrate",
                         body.action
                     ),
                 )
@@ -232,7 +232,7 @@ impl AppState {
             vault::validate_id("subject id", subject)?;
         }
         for collection in &body.collections {
-            if self.vault.collection(collection).is_none() {
+            if self.governed.collection(collection).is_none() {
                 return Err(vault::VaultError::UnknownCollection(collection.clone()).into());
             }
         }
@@ -624,13 +624,14 @@ fn optional_comment(body: Result<Bytes, BytesRejection>) -> AppResult<String> {
     }
 }
 
-/// Runs a custody change on a blocking thread (it waits for the log's fsync).
+/// Runs a custody change on a blocking thread (it waits for the log's fsync), with no
+/// decision in flight across it (`AppState::custody_change`).
 async fn run<T: Send + 'static>(
     app: Arc<AppState>,
     who: Authenticated,
     f: impl FnOnce(&AppState, &Authenticated) -> Result<T, CustodyError> + Send + 'static,
 ) -> AppResult<T> {
-    Ok(blocking(move || f(&app, &who)).await??)
+    Ok(app.custody_change(move |app| f(app, &who)).await??)
 }
 
 // ---------------------------------------------------------------------------

@@ -1,27 +1,32 @@
 //! Data leaving or moving: egress of interoperable fields to the global platform, erasure of a
 //! subject (crypto-shredding), portability exports, and the residency scan and migration.
-//! Each is logged (kinds `egress`, `erasure`, `export`, `migration`) with counts and digests,
-//! never values.
+//! Every one is decided by Cedar and logged through the pipeline (`pipeline.rs`) before the
+//! vault is touched, then logged again as what happened (kinds `egress`, `erasure`,
+//! `export`, `migration`) with counts and digests, never values or raw subject ids.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::AppState;
-use crate::api::{ErrorBody, blocking, logged, parse_json, path_param};
+use crate::api::{ErrorBody, logged, parse_json, path_param};
 use crate::auth::Authenticated;
 use crate::entry::{self, DataEvent};
 use crate::error::{ApiError, LOG_INDEX_HEADER};
+use crate::pipeline::Scope;
 use policy::Action;
 use vault::FieldClass;
 
@@ -31,8 +36,7 @@ type Shared = State<Arc<AppState>>;
 pub const ROLE_EGRESS: &str = "egress";
 /// The header naming the cursor to resume an egress from.
 pub const CURSOR_HEADER: &str = "sovereign-cursor";
-/// The role a subject's own token carries to export its data.
-pub const ROLE_DATA_SUBJECT: &str = "data-subject";
+pub use crate::auth::ROLE_DATA_SUBJECT;
 
 fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
@@ -55,6 +59,62 @@ async fn detached<T: Send + 'static>(
     work: impl std::future::Future<Output = AppResult<T>> + Send + 'static,
 ) -> AppResult<T> {
     tokio::spawn(work).await.map_err(ApiError::internal)?
+}
+
+/// Egress cursors as the platform sees them: the vault's cursor (which names a subject id)
+/// sealed with XChaCha20-Poly1305 under a key derived from the egress pseudonym key, so that
+/// a cursor tells its holder nothing and cannot be forged or altered.
+pub struct CursorSeal {
+    cipher: XChaCha20Poly1305,
+}
+
+const CURSOR_NONCE_BYTES: usize = 24;
+/// Far longer than any sealed cursor; longer text is refused before decoding.
+const MAX_SEALED_CURSOR: usize = 2048;
+
+impl CursorSeal {
+    pub fn new(egress_pseudonyms: &entry::Pseudonymizer) -> CursorSeal {
+        let key = egress_pseudonyms.derive_key(b"sovereign egress cursor v1");
+        CursorSeal {
+            cipher: XChaCha20Poly1305::new((&key).into()),
+        }
+    }
+
+    fn seal(&self, cursor: &vault::Cursor) -> String {
+        let mut nonce = [0u8; CURSOR_NONCE_BYTES];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut nonce);
+        let sealed = self
+            .cipher
+            .encrypt(&XNonce::from(nonce), cursor.to_string().as_bytes())
+            .expect("sealing a short cursor cannot fail");
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&sealed);
+        URL_SAFE_NO_PAD.encode(out)
+    }
+
+    fn open(&self, text: &str) -> AppResult<vault::Cursor> {
+        let invalid = || {
+            ApiError::bad_request(
+                "invalid_cursor",
+                "`since` is not a cursor this gateway issued: pass back exactly the `cursor` of the previous page",
+            )
+        };
+        if text.is_empty() || text.len() > MAX_SEALED_CURSOR {
+            return Err(invalid());
+        }
+        let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| invalid())?;
+        if bytes.len() <= CURSOR_NONCE_BYTES {
+            return Err(invalid());
+        }
+        let (nonce, sealed) = bytes.split_at(CURSOR_NONCE_BYTES);
+        let nonce: [u8; CURSOR_NONCE_BYTES] = nonce.try_into().map_err(|_| invalid())?;
+        let plain = self
+            .cipher
+            .decrypt(&XNonce::from(nonce), sealed)
+            .map_err(|_| invalid())?;
+        let text = String::from_utf8(plain).map_err(|_| invalid())?;
+        vault::Cursor::parse(&text).map_err(|_| invalid())
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -81,7 +141,8 @@ struct EgressQuery {
     responses(
         (status = 200, description = "NDJSON rows; header Sovereign-Cursor resumes after them", content_type = "application/x-ndjson"),
         (status = 400, description = "bad cursor or limit", body = ErrorBody),
-        (status = 403, description = "no `egress` role", body = ErrorBody),
+        (status = 401, description = "no valid token", body = ErrorBody),
+        (status = 403, description = "denied by policy for every jurisdiction (under the default policies: needs role `egress`), or suspended", body = ErrorBody),
         (status = 404, description = "no such collection", body = ErrorBody),
     ))]
 async fn egress(
@@ -92,10 +153,9 @@ async fn egress(
     query: Result<Query<EgressQuery>, QueryRejection>,
 ) -> AppResult<Response> {
     let who = app.auth.authenticate(&headers, peer.ip())?;
-    who.require_role(&[ROLE_EGRESS])?;
     let collection = path_param(path)?;
     let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
-    if app.vault.collection(&collection).is_none() {
+    if app.governed.collection(&collection).is_none() {
         return Err(vault::VaultError::UnknownCollection(collection).into());
     }
     let max = app.config.egress.page_size;
@@ -108,16 +168,22 @@ async fn egress(
     }
     let since = match &query.since {
         None => None,
-        Some(text) => Some(vault::Cursor::parse(text).map_err(|e| {
-            ApiError::bad_request("invalid_cursor", format!("`since` is not a cursor: {e}"))
-        })?),
+        Some(text) => Some(app.cursor_seal.open(text)?),
     };
 
-    let vault = app.vault.clone();
-    let coll = collection.clone();
-    let (rows, next) = blocking(move || vault.records_page(&coll, since.as_ref(), limit)).await??;
+    // Decided per jurisdiction: rows leave only for the jurisdictions allowed now (not
+    // suspended, not to a caller located where the policy forbids).
+    let ask = app.ask(&who, Action::Egress, &headers)?;
+    let scope = Scope::Everywhere {
+        collection: Some(&collection),
+    };
+    let permit = app.decide(ask, scope).await?;
+    let (rows, next) = app
+        .governed
+        .egress_page(&permit, &collection, since, limit)
+        .await?;
     let mut body = Vec::new();
-    for (subject, _site, row) in &rows {
+    for (subject, row) in &rows {
         let line = json!({
             "subject": app.egress_pseudonyms.pseudonym(subject),
             "key": row.key,
@@ -126,18 +192,21 @@ async fn egress(
         serde_json::to_writer(&mut body, &line).expect("JSON to a Vec cannot fail");
         body.push(b'\n');
     }
-    let cursor = next.map(|c| c.to_string());
+    let cursor = next.map(|c| app.cursor_seal.seal(&c));
     let trailer = json!({"cursor": cursor, "rows": rows.len(), "done": cursor.is_none()});
     serde_json::to_writer(&mut body, &trailer).expect("JSON to a Vec cannot fail");
     body.push(b'\n');
 
+    // The cursors are sealed, so logging them reveals nothing; their digests suffice to
+    // follow one walk through the log.
     let details = json!({
         "collection": collection,
         "rows": rows.len(),
         "sha256": sha256_hex(&body),
         "bytes": body.len(),
-        "since": query.since,
-        "cursor": cursor,
+        "since": query.since.as_deref().map(|c| sha256_hex(c.as_bytes())),
+        "cursor": cursor.as_deref().map(|c| sha256_hex(c.as_bytes())),
+        "decision": permit.index(),
     });
     let index = log_event(&app, DataEvent::Egress, Some(&who), details).await?;
     if let Some(alert) = app.analytics.observe_egress(&collection, rows.len() as u64) {
@@ -176,7 +245,9 @@ struct AggregateQuery {
     responses(
         (status = 200, description = "`{collection, group_by, min_group_size, groups: [{value, count}], suppressed_groups, suppressed_rows}`"),
         (status = 400, description = "the field is not an interoperable field of the collection", body = ErrorBody),
-        (status = 403, description = "no `egress` role", body = ErrorBody),
+        (status = 401, description = "no valid token", body = ErrorBody),
+        (status = 403, description = "denied by policy for every jurisdiction (under the default policies: needs role `egress`), or suspended", body = ErrorBody),
+        (status = 404, description = "no such collection", body = ErrorBody),
     ))]
 async fn aggregate(
     State(app): Shared,
@@ -186,11 +257,10 @@ async fn aggregate(
     query: Result<Query<AggregateQuery>, QueryRejection>,
 ) -> AppResult<Response> {
     let who = app.auth.authenticate(&headers, peer.ip())?;
-    who.require_role(&[ROLE_EGRESS])?;
     let collection = path_param(path)?;
     let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let declared = app
-        .vault
+        .governed
         .collection(&collection)
         .ok_or_else(|| vault::VaultError::UnknownCollection(collection.clone()))?;
     if declared.fields.get(&query.group_by) != Some(&FieldClass::Interoperable) {
@@ -203,31 +273,31 @@ async fn aggregate(
         ));
     }
 
-    let vault = app.vault.clone();
-    let (coll, field) = (collection.clone(), query.group_by.clone());
-    let counts = blocking(
-        move || -> Result<BTreeMap<String, u64>, vault::VaultError> {
-            let mut counts = BTreeMap::new();
-            let mut cursor = None;
-            loop {
-                let (rows, next) =
-                    vault.records_page(&coll, cursor.as_ref(), vault::MAX_PAGE_SIZE)?;
-                for (_, _, row) in rows {
-                    let value = match row.fields.get(&field) {
-                        None | Some(Value::Null) => "(none)".to_string(),
-                        Some(Value::String(s)) => s.clone(),
-                        Some(other) => other.to_string(),
-                    };
-                    *counts.entry(value).or_insert(0) += 1;
-                }
-                match next {
-                    Some(next) => cursor = Some(next),
-                    None => return Ok(counts),
-                }
-            }
-        },
-    )
-    .await??;
+    let ask = app.ask(&who, Action::Egress, &headers)?;
+    let scope = Scope::Everywhere {
+        collection: Some(&collection),
+    };
+    let permit = app.decide(ask, scope).await?;
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    let mut cursor = None;
+    loop {
+        let (rows, next) = app
+            .governed
+            .egress_page(&permit, &collection, cursor, vault::MAX_PAGE_SIZE)
+            .await?;
+        for (_, row) in rows {
+            let value = match row.fields.get(&query.group_by) {
+                None | Some(Value::Null) => "(none)".to_string(),
+                Some(Value::String(s)) => s.clone(),
+                Some(other) => other.to_string(),
+            };
+            *counts.entry(value).or_insert(0) += 1;
+        }
+        match next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
 
     let min = app.config.egress.min_group_size;
     let (shown, hidden): (Vec<_>, Vec<_>) = counts.into_iter().partition(|(_, n)| *n >= min);
@@ -246,6 +316,7 @@ async fn aggregate(
         "rows": shown.len(),
         "sha256": sha256_hex(&bytes),
         "bytes": bytes.len(),
+        "decision": permit.index(),
     });
     let index = log_event(&app, DataEvent::Egress, Some(&who), details).await?;
     Ok(logged(index, StatusCode::OK, body))
@@ -273,19 +344,16 @@ pub async fn erase_subject(
 ) -> AppResult<Response> {
     let who = app.auth.authenticate(&headers, peer.ip())?;
     let id = path_param(path)?;
-    let context = crate::api::access_context(&headers, &who)?;
-    let subject = app.find_subject(&id).await?;
-    app.decide_every_collection(&who, Action::Delete, &subject, &context)
-        .await?;
+    let ask = app.ask(&who, Action::Delete, &headers)?;
+    let subject = app.find_subject_any_collection(&ask, &id).await?;
+    let permits = app.decide_every_collection(&ask, &subject).await?;
 
     // The erasure and its entry finish together even if the client goes away meanwhile.
     let (erasure, index) = {
         let app = app.clone();
         let subject = subject.clone();
         detached(async move {
-            let vault = app.vault.clone();
-            let subject_id = subject.id.clone();
-            let erasure = blocking(move || vault.erase_subject(&subject_id)).await??;
+            let erasure = app.governed.erase(&permits).await?;
             let details = json!({
                 "subject": app.pseudonyms.pseudonym(&subject.id),
                 "subject_jurisdiction": subject.jurisdiction,
@@ -312,16 +380,23 @@ pub async fn erase_subject(
     ))
 }
 
-/// All of a subject's data as JSON (portability): to the subject's own token (`sub` equal to
-/// the subject id, role `data-subject`), or to a principal whose `read` of every collection is
-/// allowed by policy (for protected fields under the default policies: a support engineer with
-/// an approved grant).
+/// All of a subject's data as JSON (portability), decided like any access: `export` of every
+/// field class of every collection, one logged decision per collection. Under the default
+/// policies: the subject's own token (`sub` equal to the subject id, role `data-subject`),
+/// or vetted staff, each with a stated purpose; a grant scoped to some fields exports only
+/// those protected fields (the others are named under `withheld`).
 #[utoipa::path(get, path = "/v1/subjects/{id}/export", tag = "subjects",
-    params(("id" = String, Path, description = "subject id")),
+    params(
+        ("id" = String, Path, description = "subject id"),
+        ("Sovereign-Purpose" = Option<String>, Header, description = "why this access is made"),
+        ("Sovereign-Reason-Code" = Option<String>, Header, description = "a reason code"),
+    ),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "`{subject, jurisdiction, site, records: [{collection, key, fields}]}`"),
-        (status = 403, description = "neither the subject nor allowed by policy", body = ErrorBody),
+        (status = 200, description = "`{subject, jurisdiction, site, records: [{collection, key, fields, withheld}]}`"),
+        (status = 400, description = "bad id or header", body = ErrorBody),
+        (status = 401, description = "no valid token", body = ErrorBody),
+        (status = 403, description = "denied by policy, or suspended", body = ErrorBody),
         (status = 404, description = "no such subject", body = ErrorBody),
     ))]
 async fn export_subject(
@@ -332,33 +407,10 @@ async fn export_subject(
 ) -> AppResult<Response> {
     let who = app.auth.authenticate(&headers, peer.ip())?;
     let id = path_param(path)?;
-    let context = crate::api::access_context(&headers, &who)?;
-    let subject = app.find_subject(&id).await?;
-    let is_subject = who.principal.id == subject.id && who.has_role(ROLE_DATA_SUBJECT);
-    if !is_subject {
-        app.decide_every_collection(&who, Action::Read, &subject, &context)
-            .await?;
-    }
-
-    let vault = app.vault.clone();
-    let subject_id = subject.id.clone();
-    let records = blocking(move || -> Result<Vec<Value>, vault::VaultError> {
-        let mut out = Vec::new();
-        for key in vault.list_records(&subject_id)? {
-            if let Some(record) = vault.get_record(
-                &subject_id,
-                &key.collection,
-                &key.key,
-                vault::UnwrapReason::Export,
-            )? {
-                out.push(
-                    json!({"collection": key.collection, "key": key.key, "fields": record.fields}),
-                );
-            }
-        }
-        Ok(out)
-    })
-    .await??;
+    let ask = app.ask(&who, Action::Export, &headers)?;
+    let subject = app.find_subject_any_collection(&ask, &id).await?;
+    let permits = app.decide_every_collection(&ask, &subject).await?;
+    let records = app.governed.export(&permits).await?;
     let body = json!({
         "subject": subject.id,
         "jurisdiction": subject.jurisdiction,
@@ -366,11 +418,13 @@ async fn export_subject(
         "records": records,
     });
     let bytes = serde_json::to_vec(&body).expect("JSON to a Vec cannot fail");
+    let own = who.principal.id == subject.id;
     let details = json!({
         "subject": app.pseudonyms.pseudonym(&subject.id),
-        "basis": if is_subject { "data-subject" } else { "policy" },
+        "basis": if own { "data-subject" } else { "policy" },
         "records": records.len(),
         "sha256": sha256_hex(&bytes),
+        "decisions": permits.iter().map(|p| p.index()).collect::<Vec<_>>(),
     });
     let index = log_event(&app, DataEvent::Export, Some(&who), details).await?;
     Ok(logged(index, StatusCode::OK, body))
@@ -379,33 +433,37 @@ async fn export_subject(
 // ---------------------------------------------------------------------------
 // Residency scan and migration
 
-/// Every subject held at a site its jurisdiction's residency rule does not allow, per site.
+/// Every subject held at a site its jurisdiction's residency rule does not allow, per site,
+/// as log pseudonyms (the ones migration evidence entries carry), for the jurisdictions the
+/// policy lets the caller scan. Decided per jurisdiction and logged.
 #[utoipa::path(get, path = "/v1/residency/scan", tag = "residency",
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "`{ok, misplaced: N, sites: [{site, subjects, records, items: [{subject, jurisdiction, records}]}]}`"),
-        (status = 403, description = "needs role custodian-operator or monitor", body = ErrorBody),
+        (status = 200, description = "`{ok, misplaced: N, sites: [{site, subjects, records, items: [{subject: PSEUDONYM, jurisdiction, records}]}]}`"),
+        (status = 401, description = "no valid token", body = ErrorBody),
+        (status = 403, description = "denied by policy (under the default policies: needs role custodian-operator or monitor)", body = ErrorBody),
     ))]
 async fn residency_scan(
     State(app): Shared,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-) -> AppResult<Json<Value>> {
+) -> AppResult<Response> {
     let who = app.auth.authenticate(&headers, peer.ip())?;
-    who.require_role(&[
-        crate::custody_api::ROLE_OPERATOR,
-        crate::analytics_api::ROLE_MONITOR,
-    ])?;
-    let vault = app.vault.clone();
-    let misplaced = blocking(move || vault.misplaced()).await??;
+    let ask = app.ask(&who, Action::Scan, &headers)?;
+    let permit = app
+        .decide(ask, Scope::Everywhere { collection: None })
+        .await?;
+    let misplaced = app.governed.misplaced(&permit).await?;
     let mut sites: BTreeMap<String, (u64, u64, Vec<Value>)> = BTreeMap::new();
     for m in &misplaced {
         let site = sites.entry(m.site.clone()).or_default();
         site.0 += 1;
         site.1 += m.records;
-        site.2.push(
-            json!({"subject": m.subject, "jurisdiction": m.jurisdiction, "records": m.records}),
-        );
+        site.2.push(json!({
+            "subject": app.pseudonyms.pseudonym(&m.subject),
+            "jurisdiction": m.jurisdiction,
+            "records": m.records,
+        }));
     }
     let sites: Vec<Value> = sites
         .into_iter()
@@ -413,30 +471,43 @@ async fn residency_scan(
             json!({"site": site, "subjects": subjects, "records": records, "items": items})
         })
         .collect();
-    Ok(Json(json!({
-        "ok": misplaced.is_empty(),
-        "misplaced": misplaced.len(),
-        "sites": sites,
-    })))
+    Ok(logged(
+        permit.index(),
+        StatusCode::OK,
+        json!({
+            "ok": misplaced.is_empty(),
+            "misplaced": misplaced.len(),
+            "sites": sites,
+        }),
+    ))
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct MigrateBody {
-    subject: String,
+    /// The subject's id, or
+    #[serde(default)]
+    subject: Option<String>,
+    /// its log pseudonym, as the scan shows it.
+    #[serde(default)]
+    subject_pseudonym: Option<String>,
     from: String,
     #[serde(default)]
     to: Option<String>,
 }
 
 /// Moves one misplaced subject to a site its rule allows: copy, verify by digest, delete the
-/// source, destroy the source's data key. Safe to repeat. Logs one evidence entry.
+/// source, destroy the source's data key. Safe to repeat. Decided (`migrate` on the subject)
+/// and logged, then logs one evidence entry.
 #[utoipa::path(post, path = "/v1/residency/migrate", tag = "residency",
-    request_body(content = Object, description = "`{subject, from, to?}`"),
+    request_body(content = Object, description = "`{subject | subject_pseudonym, from, to?}`: the subject by id, or by the pseudonym the scan shows"),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "the evidence: `{subject, from, to, records, source_digest, destination_digest}`"),
-        (status = 403, description = "needs role custodian-operator", body = ErrorBody),
+        (status = 400, description = "malformed body, unknown site", body = ErrorBody),
+        (status = 401, description = "no valid token", body = ErrorBody),
+        (status = 403, description = "denied by policy (under the default policies: needs role custodian-operator)", body = ErrorBody),
+        (status = 404, description = "no such subject", body = ErrorBody),
         (status = 409, description = "the destination is not allowed by the subject's rule", body = ErrorBody),
     ))]
 async fn residency_migrate(
@@ -446,24 +517,43 @@ async fn residency_migrate(
     body: Result<Bytes, BytesRejection>,
 ) -> AppResult<Response> {
     let who = app.auth.authenticate(&headers, peer.ip())?;
-    who.require_role(&[crate::custody_api::ROLE_OPERATOR])?;
     let request: MigrateBody = parse_json(body)?;
-    vault::validate_id("subject id", &request.subject)?;
     if !app.config.sites.contains_key(&request.from) {
         return Err(ApiError::bad_request(
             "unknown_site",
             format!("there is no site `{}`", request.from),
         ));
     }
+    let (named, id) = match (&request.subject, &request.subject_pseudonym) {
+        (Some(id), None) => (id.clone(), id.clone()),
+        (None, Some(pseudonym)) => {
+            // A pseudonym that names no misplaced subject there is decided as an unknown id.
+            let found = app
+                .governed
+                .misplaced_by_pseudonym(&app.pseudonyms, &request.from, pseudonym)
+                .await?;
+            (pseudonym.clone(), found.unwrap_or_else(|| pseudonym.clone()))
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_body",
+                "give exactly one of `subject` (an id) and `subject_pseudonym` (as the scan shows it)",
+            ));
+        }
+    };
+    let ask = app.ask(&who, Action::Migrate, &headers)?;
+    let subject = app.find_subject(&ask, &id, &[]).await?;
+    let permit = app.decide(ask, Scope::Subject(&subject)).await?;
+
     // The move and its evidence entry finish together even if the client goes away
     // meanwhile (a killed `residency migrate` must not leave a moved subject unlogged).
     let (migration, index) = detached({
         let app = app.clone();
         async move {
-            let vault = app.vault.clone();
-            let (subject, from, to) = (request.subject.clone(), request.from, request.to);
-            let migration =
-                blocking(move || vault.migrate_subject(&subject, &from, to.as_deref())).await??;
+            let migration = app
+                .governed
+                .migrate(&permit, &request.from, request.to.as_deref())
+                .await?;
             let details = json!({
                 "subject": app.pseudonyms.pseudonym(&migration.subject),
                 "from": migration.from,
@@ -471,6 +561,7 @@ async fn residency_migrate(
                 "records": migration.records,
                 "source_digest": migration.source_digest,
                 "destination_digest": migration.destination_digest,
+                "decision": permit.index(),
             });
             let index = log_event(&app, DataEvent::Migration, Some(&who), details).await?;
             Ok((migration, index))
@@ -482,7 +573,7 @@ async fn residency_migrate(
         index,
         StatusCode::OK,
         json!({
-            "subject": migration.subject,
+            "subject": named,
             "from": migration.from,
             "to": migration.to,
             "records": migration.records,

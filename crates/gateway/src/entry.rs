@@ -15,6 +15,7 @@ pub const ENTRY_VERSION: u32 = 2;
 
 /// Replaces subject ids in the log by HMAC-SHA256 pseudonyms under a key that stays with the
 /// gateway: a monitor can follow one subject through the log without learning who it is.
+#[derive(Clone)]
 pub struct Pseudonymizer {
     key: Vec<u8>,
 }
@@ -27,6 +28,13 @@ impl Pseudonymizer {
             anyhow::bail!("the pseudonym key must be at least 32 bytes");
         }
         Ok(Pseudonymizer { key })
+    }
+
+    /// A 256-bit key for another purpose, derived from this one: HMAC-SHA256(key, label).
+    pub fn derive_key(&self, label: &[u8]) -> [u8; 32] {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key size");
+        mac.update(label);
+        mac.finalize().into_bytes().into()
     }
 
     /// 128 bits of HMAC-SHA256(key, subject id), hex.
@@ -51,6 +59,12 @@ pub struct PrincipalRecord<'a> {
 #[derive(Serialize)]
 struct DecisionRecord<'a> {
     field_class: Option<&'static str>,
+    /// On entries about every jurisdiction (`subject_jurisdiction` "*"): the jurisdiction
+    /// this decision was about, and whether the kill switch suspended it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subject_jurisdiction: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    suspended: Option<bool>,
     allowed: bool,
     policies: &'a [String],
 }
@@ -62,7 +76,8 @@ struct AccessRecord<'a> {
     time: String,
     principal: PrincipalRecord<'a>,
     action: &'static str,
-    subject: String,
+    /// The subject's pseudonym; null for bulk actions (egress, scan).
+    subject: Option<&'a str>,
     subject_jurisdiction: &'a str,
     site: &'a str,
     site_jurisdiction: &'a str,
@@ -78,6 +93,7 @@ struct AccessRecord<'a> {
     reason_code: &'a str,
     context_time: i64,
     grant: Option<GrantRecord<'a>>,
+    own_data: bool,
 }
 
 #[derive(Serialize)]
@@ -88,16 +104,32 @@ struct GrantRecord<'a> {
 
 /// What an access concerned, for its log entry.
 pub struct AccessTarget<'a> {
-    pub subject_pseudonym: String,
+    /// None for bulk actions, which concern no one subject.
+    pub subject_pseudonym: Option<String>,
+    /// The subject's jurisdiction, or `*` when each decision names its own.
     pub subject_jurisdiction: &'a str,
     pub site: &'a str,
     pub site_jurisdiction: &'a str,
     pub collection: Option<&'a str>,
     pub approval_required: bool,
-    /// The kill switch suspends the subject's jurisdiction: denied whatever the policy says.
-    pub suspended: bool,
     /// Field names only.
     pub fields: &'a [String],
+}
+
+/// One decision of an access, as the log records it.
+pub struct LoggedDecision<'a> {
+    pub class: Option<FieldClass>,
+    /// Set on entries about every jurisdiction: the one this decision was about.
+    pub jurisdiction: Option<&'a str>,
+    /// The kill switch suspended the jurisdiction: denied whatever the policy says.
+    pub suspended: bool,
+    pub decision: &'a Decision,
+}
+
+impl LoggedDecision<'_> {
+    fn allowed(&self) -> bool {
+        self.decision.allowed && !self.suspended
+    }
 }
 
 /// The custodian grant an access used: its id, and its kind as Cedar saw it (`context.grant`).
@@ -106,14 +138,22 @@ pub struct GrantUsed<'a> {
     pub kind: &'a str,
 }
 
-/// `allow` if every decision allowed, `deny` if none did, `partial` otherwise; always `deny`
-/// while the kill switch suspends the subject's jurisdiction.
-pub fn outcome(decisions: &[Decision], suspended: bool) -> &'static str {
-    if suspended {
-        return "deny";
-    }
-    let allowed = decisions.iter().filter(|d| d.allowed).count();
-    if allowed == decisions.len() {
+/// Everything one access entry records.
+pub struct Access<'a> {
+    pub who: &'a Authenticated,
+    pub action: Action,
+    pub target: &'a AccessTarget<'a>,
+    pub decisions: &'a [LoggedDecision<'a>],
+    pub context: &'a policy::Context,
+    pub grant: Option<&'a GrantUsed<'a>>,
+    pub policy_set: &'a str,
+}
+
+/// `allow` if every decision allowed, `deny` if none did, `partial` otherwise; a decision
+/// on a jurisdiction the kill switch suspends counts as denied.
+pub fn outcome(decisions: &[LoggedDecision<'_>]) -> &'static str {
+    let allowed = decisions.iter().filter(|d| d.allowed()).count();
+    if allowed == decisions.len() && allowed > 0 {
         "allow"
     } else if allowed == 0 {
         "deny"
@@ -133,60 +173,59 @@ pub fn deciding_policies(decisions: &[Decision]) -> Vec<String> {
     policies
 }
 
-/// The entry for one access decision (one decision per field class, or one for subject-level
-/// actions, where `classes` holds `None`).
-#[allow(clippy::too_many_arguments)]
-pub fn access_entry(
-    who: &Authenticated,
-    action: Action,
-    target: &AccessTarget<'_>,
-    classes: &[Option<FieldClass>],
-    decisions: &[Decision],
-    context: &policy::Context,
-    grant: Option<&GrantUsed<'_>>,
-    policy_set: &str,
-) -> Vec<u8> {
-    let policies = deciding_policies(decisions);
+/// The entry for one access decision (one decision per field class and jurisdiction, or one
+/// per jurisdiction for subject-level actions, where the class is `None`).
+pub fn access_entry(a: &Access<'_>) -> Vec<u8> {
+    let plain: Vec<Decision> = a.decisions.iter().map(|d| d.decision.clone()).collect();
+    let target = a.target;
     let record = AccessRecord {
         v: ENTRY_VERSION,
         kind: "access",
         time: now_rfc3339(),
-        principal: principal_record(who),
-        action: action.as_str(),
-        subject: target.subject_pseudonym.clone(),
+        principal: principal_record(a.who),
+        action: a.action.as_str(),
+        subject: target.subject_pseudonym.as_deref(),
         subject_jurisdiction: target.subject_jurisdiction,
         site: target.site,
         site_jurisdiction: target.site_jurisdiction,
         collection: target.collection,
         approval_required: target.approval_required,
-        suspended: target.suspended,
-        fields: target.fields,
-        outcome: outcome(decisions, target.suspended),
-        decisions: classes
+        // One jurisdiction: its suspension. Every jurisdiction: each decision says its own.
+        suspended: a
+            .decisions
             .iter()
-            .zip(decisions)
-            .map(|(class, d)| DecisionRecord {
-                field_class: class.map(|c| c.as_str()),
-                allowed: d.allowed,
-                policies: &d.policies,
+            .all(|d| d.jurisdiction.is_none() && d.suspended)
+            && !a.decisions.is_empty(),
+        fields: target.fields,
+        outcome: outcome(a.decisions),
+        decisions: a
+            .decisions
+            .iter()
+            .map(|d| DecisionRecord {
+                field_class: d.class.map(|c| c.as_str()),
+                subject_jurisdiction: d.jurisdiction,
+                suspended: d.jurisdiction.map(|_| d.suspended),
+                allowed: d.decision.allowed,
+                policies: &d.decision.policies,
             })
             .collect(),
-        policies,
-        policy_set,
-        purpose: &context.purpose,
-        reason_code: &context.reason_code,
-        context_time: context.time,
-        grant: grant.map(|g| GrantRecord {
+        policies: deciding_policies(&plain),
+        policy_set: a.policy_set,
+        purpose: &a.context.purpose,
+        reason_code: &a.context.reason_code,
+        context_time: a.context.time,
+        grant: a.grant.map(|g| GrantRecord {
             id: g.id,
             kind: g.kind,
         }),
+        own_data: a.context.own_data,
     };
     serde_json::to_vec(&record).expect("entries always serialise")
 }
 
 pub fn principal_record(who: &Authenticated) -> PrincipalRecord<'_> {
     PrincipalRecord {
-        id: &who.principal.id,
+        id: &who.public_id,
         entity: &who.principal.entity,
         entity_country: &who.principal.entity_country,
         location: &who.principal.location,
@@ -457,9 +496,17 @@ mod tests {
             policies: vec![],
             errors: vec![],
         };
-        assert_eq!(outcome(&[allow.clone(), allow.clone()], false), "allow");
-        assert_eq!(outcome(std::slice::from_ref(&allow), true), "deny");
-        assert_eq!(outcome(&[allow, deny.clone()], false), "partial");
-        assert_eq!(outcome(&[deny], false), "deny");
+        let d = |decision: &Decision, suspended: bool| LoggedDecision {
+            class: None,
+            jurisdiction: None,
+            suspended,
+            decision,
+        };
+        let allow_ = d(&allow, false);
+        assert_eq!(outcome(&[d(&allow, false), d(&allow, false)]), "allow");
+        assert_eq!(outcome(&[d(&allow, true)]), "deny");
+        assert_eq!(outcome(&[allow_, d(&deny, false)]), "partial");
+        assert_eq!(outcome(&[d(&deny, false)]), "deny");
+        assert_eq!(outcome(&[]), "deny");
     }
 }

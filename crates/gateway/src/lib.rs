@@ -17,6 +17,7 @@ pub mod data_api;
 pub mod entry;
 pub mod error;
 pub mod log_api;
+pub mod pipeline;
 pub mod proof;
 pub mod setup;
 
@@ -46,7 +47,11 @@ pub struct AppState {
     pub auth: Authenticator,
     /// The active policy set; replaced whole when the custodian activates another.
     policy: RwLock<Arc<policy::PolicyEngine>>,
-    pub vault: Arc<vault::Vault>,
+    /// The vault, reachable only through the pipeline's permits.
+    pub governed: pipeline::Governed,
+    /// Decisions hold it shared, custodian changes exclusively: a decision is made against
+    /// the custody state as of its log index (see `pipeline.rs`).
+    custody_gate: Arc<tokio::sync::RwLock<()>>,
     /// Access requests, grants, policy sets, releases and the kill switch.
     pub custody: Arc<custody::Custody>,
     /// The transparency log: every decision is appended before it is answered.
@@ -54,6 +59,8 @@ pub struct AppState {
     pub pseudonyms: entry::Pseudonymizer,
     /// Subject pseudonyms in egress, under a key of their own (never the log's).
     pub egress_pseudonyms: entry::Pseudonymizer,
+    /// Seals egress cursors, which name subject ids, for the platform to hold.
+    pub cursor_seal: data_api::CursorSeal,
     /// The OpenAPI document, generated from the routes at start.
     pub openapi: serde_json::Value,
     /// Live counts, metrics and alerts: the dashboard's and Prometheus's view.
@@ -78,6 +85,7 @@ impl Gateway {
             .with_envelope(open_envelope(&config, data_dir)?);
         let egress_pseudonyms = read_pseudonym_key(data_dir, &config.egress.pseudonym_key)?;
         let (log, pseudonyms) = open_log(&config, data_dir)?;
+        let auth = auth.with_subject_pseudonyms(pseudonyms.clone());
         let custody = open_custody(&config, data_dir)?;
         let policy = active_policy(&config, data_dir, &custody, &log, &pseudonyms)?;
         // The configuration and policies in force are the first thing the log records.
@@ -106,7 +114,9 @@ impl Gateway {
             data_dir: data_dir.to_path_buf(),
             auth,
             policy: RwLock::new(Arc::new(policy)),
-            vault: Arc::new(vault),
+            governed: pipeline::Governed::new(Arc::new(vault)),
+            custody_gate: Arc::default(),
+            cursor_seal: data_api::CursorSeal::new(&egress_pseudonyms),
             custody: Arc::new(custody),
             log: Arc::new(log),
             pseudonyms,
@@ -205,7 +215,7 @@ impl AppState {
         alert: analytics::AlertRequest,
         who: Option<&auth::Authenticated>,
     ) -> Result<Option<u64>, ApiError> {
-        let principal = who.map(|w| w.principal.id.as_str());
+        let principal = who.map(|w| w.public_id.as_str());
         if !self.analytics.should_raise(alert.kind, principal) {
             return Ok(None);
         }
@@ -225,6 +235,24 @@ impl AppState {
         self.analytics
             .publish_alert(&alert, who, index.as_ref().ok().copied());
         index.map(Some)
+    }
+
+    /// Appends an entry; 503 if the log cannot take it.
+    pub async fn append(&self, entry: Vec<u8>) -> Result<u64, ApiError> {
+        let started = Instant::now();
+        let appended = self.log.append(entry).await;
+        self.analytics.record(|| {
+            metrics::histogram!("sovereign_log_append_duration_seconds")
+                .record(started.elapsed().as_secs_f64());
+        });
+        appended.map_err(|e| {
+            tracing::error!(error = %e, "cannot append to the transparency log");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "log_unavailable",
+                "the transparency log cannot be written; nothing was served or changed",
+            )
+        })
     }
 
     /// Puts a newly activated policy set in force.
@@ -605,8 +633,11 @@ async fn analytics_ticker(state: Arc<AppState>) {
             let summary = state.summary();
             state.analytics.publish_summary(&summary);
         }
-        let refreshing = state.clone();
-        let _ = tokio::task::spawn_blocking(move || refreshing.take_up_custody_changes()).await;
+        // Another gateway's custody changes come in like this gateway's own: with no
+        // decision in flight across them.
+        let _ = state
+            .custody_change(|app| app.take_up_custody_changes())
+            .await;
     }
 }
 

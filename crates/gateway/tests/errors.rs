@@ -348,7 +348,7 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
         list["records"],
         json!([{"collection": "profile", "key": "main"}])
     );
-    for (_, store) in server.state.vault.stores() {
+    for (_, store) in server.vault().stores() {
         assert!(store.subjects().unwrap().iter().all(|s| s.id == "u-1"));
     }
     server.stop().await;

@@ -464,8 +464,7 @@ async fn when_the_log_cannot_be_written_nothing_is_served_or_changed() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
 
     let record = server
-        .state
-        .vault
+        .vault()
         .get_record("u-1", "profile", "main", vault::UnwrapReason::Access)
         .unwrap()
         .unwrap();
@@ -473,6 +472,6 @@ async fn when_the_log_cannot_be_written_nothing_is_served_or_changed() {
         record.fields["email"], "a@example.com",
         "the write must not have happened"
     );
-    assert!(server.state.vault.find_subject("u-2").unwrap().is_none());
+    assert!(server.vault().find_subject("u-2").unwrap().is_none());
     server.stop().await;
 }

@@ -260,7 +260,7 @@ async fn reference_scenario() {
     assert_eq!(body["error"], "record_not_found");
 
     // The record really is in us-east's store and nowhere else.
-    for (site, store) in server.state.vault.stores() {
+    for (site, store) in server.vault().stores() {
         let subjects = store.subjects().unwrap();
         let here = subjects.iter().any(|s| s.id == "u-1001");
         assert_eq!(here, site == "us-east", "subject u-1001 at {site}: {here}");
@@ -427,9 +427,8 @@ async fn writes_to_a_subject_held_at_a_non_compliant_site_are_refused() {
     gateway::setup::init(dir.path(), false).unwrap();
     let gateway = gateway::Gateway::open(dir.path()).unwrap();
     // A legacy copy: a US subject held at sg-legacy, put there outside the gateway.
-    let legacy = gateway
-        .state()
-        .vault
+    let own = common::open_vault(dir.path());
+    let legacy = own
         .stores()
         .find(|(name, _)| *name == "sg-legacy")
         .map(|(_, store)| store.clone())

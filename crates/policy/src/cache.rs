@@ -54,8 +54,13 @@ mod field {
     pub const CONTEXT_NETWORK_ZONE: u32 = 1 << 13;
     pub const CONTEXT_TIME: u32 = 1 << 14;
     pub const CONTEXT_GRANT: u32 = 1 << 17;
-    pub const CONTEXT_ALL: u32 =
-        CONTEXT_PURPOSE | CONTEXT_REASON_CODE | CONTEXT_NETWORK_ZONE | CONTEXT_TIME | CONTEXT_GRANT;
+    pub const CONTEXT_OWN_DATA: u32 = 1 << 18;
+    pub const CONTEXT_ALL: u32 = CONTEXT_PURPOSE
+        | CONTEXT_REASON_CODE
+        | CONTEXT_NETWORK_ZONE
+        | CONTEXT_TIME
+        | CONTEXT_GRANT
+        | CONTEXT_OWN_DATA;
 
     pub const ALL: u32 = PRINCIPAL_ALL | RESOURCE_ALL | CONTEXT_ALL;
 }
@@ -157,6 +162,7 @@ fn attr_field(var: &str, attr: &str) -> u32 {
         ("context", "reason_code") => CONTEXT_REASON_CODE,
         ("context", "network_zone") => CONTEXT_NETWORK_ZONE,
         ("context", "time") => CONTEXT_TIME,
+        ("context", "own_data") => CONTEXT_OWN_DATA,
         // An attribute this code does not supply: reading it fails, whatever else is
         // in the request, but stay on the safe side.
         (var, _) => var_fields(var),
@@ -228,6 +234,9 @@ impl DecisionCache {
                 (*suspended, Some(*approval_required))
             }
         };
+        if self.fields & CONTEXT_OWN_DATA != 0 {
+            key.push(u8::from(c.own_data));
+        }
         if self.fields & RESOURCE_SUSPENDED != 0 {
             key.push(u8::from(suspended));
         }

@@ -95,16 +95,44 @@ pub enum Action {
     Read,
     Write,
     Delete,
+    /// Hand a subject's data over (portability): decided per field class of each collection.
+    Export,
+    /// Send interoperable fields of a collection to the global platform: decided per
+    /// jurisdiction of the subjects whose rows would leave.
+    Egress,
+    /// List the subjects held at a site their residency rule does not allow (as pseudonyms):
+    /// decided per jurisdiction.
+    Scan,
+    /// Move a misplaced subject to a site its rule allows.
+    Migrate,
 }
 
 impl Action {
-    pub const ALL: [Action; 5] = [
+    pub const ALL: [Action; 9] = [
         Action::Register,
         Action::List,
         Action::Read,
         Action::Write,
         Action::Delete,
+        Action::Export,
+        Action::Egress,
+        Action::Scan,
+        Action::Migrate,
     ];
+
+    /// Parses a Cedar action id.
+    pub fn parse(name: &str) -> Option<Action> {
+        Action::ALL.into_iter().find(|a| a.as_str() == name)
+    }
+
+    /// Whether the action applies to a whole subject (`Resource::Subject`) rather than to
+    /// one field class of a collection (`Resource::Data`).
+    pub fn on_subject(self) -> bool {
+        matches!(
+            self,
+            Action::Register | Action::List | Action::Scan | Action::Migrate
+        )
+    }
 
     /// The Cedar action id (`Sovereign::Action::"<this>"`).
     pub fn as_str(&self) -> &'static str {
@@ -114,6 +142,10 @@ impl Action {
             Action::Read => "read",
             Action::Write => "write",
             Action::Delete => "delete",
+            Action::Export => "export",
+            Action::Egress => "egress",
+            Action::Scan => "scan",
+            Action::Migrate => "migrate",
         }
     }
 
@@ -157,6 +189,9 @@ pub struct Context {
     /// The kind of custodian grant covering this access: `approved` (N-of-M approval),
     /// `break-glass`, or empty for none.
     pub grant: String,
+    /// The principal is the data subject the access concerns (the token's `sub` is the
+    /// subject's id). Policies pair it with a role, such as `data-subject`.
+    pub own_data: bool,
 }
 
 /// The values of [`Context::grant`].
@@ -220,11 +255,11 @@ pub struct PolicyEngine {
     subject_uid: EntityUid,
     data_uid: EntityUid,
     /// Indexed by [`Action::index`].
-    action_uids: [EntityUid; 5],
+    action_uids: [EntityUid; Action::ALL.len()],
     /// Why the schema refuses an action on a resource kind, by [`Action::index`] and
     /// [`kind_index`]. Whether a request conforms to the schema depends on nothing else (the
     /// context's shape is fixed by this code), so `decide` skips Cedar's per-request check.
-    request_errors: [[Option<String>; 2]; 5],
+    request_errors: [[Option<String>; 2]; Action::ALL.len()],
     /// The schema's action entities when some action belongs to a group; policies such as
     /// `action in Sovereign::Action::"readers"` need them in the store. Empty otherwise.
     action_entities: Vec<Entity>,
@@ -487,6 +522,10 @@ impl PolicyEngine {
             ("network_zone".to_owned(), string(&c.network_zone)),
             ("time".to_owned(), RestrictedExpression::new_long(c.time)),
             ("grant".to_owned(), string(&c.grant)),
+            (
+                "own_data".to_owned(),
+                RestrictedExpression::new_bool(c.own_data),
+            ),
         ])
         .map_err(|e| format!("cannot build request context: {}", chain(&e)))?;
 
@@ -544,14 +583,7 @@ impl PolicyEngine {
                     context: Context::default(),
                 };
                 let outcome = self.build(&probe, Some(schema));
-                let natural = matches!(
-                    (action, resource),
-                    (Action::Register | Action::List, Resource::Subject { .. })
-                        | (
-                            Action::Read | Action::Write | Action::Delete,
-                            Resource::Data { .. }
-                        )
-                );
+                let natural = action.on_subject() == matches!(resource, Resource::Subject { .. });
                 match outcome {
                     Ok(_) => {}
                     Err(e) if natural => {

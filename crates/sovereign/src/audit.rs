@@ -895,7 +895,9 @@ pub struct EntryInfo {
     pub outcome: Option<&'static str>,
 }
 
-const ACTIONS: &[&str] = &["register", "list", "read", "write", "delete"];
+const ACTIONS: &[&str] = &[
+    "register", "list", "read", "write", "delete", "export", "egress", "scan", "migrate",
+];
 const OUTCOMES: &[&str] = &["allow", "deny", "partial"];
 const GRANT_KINDS: &[&str] = &["approved", "break-glass"];
 const SEVERITIES: &[&str] = &["high", "medium"];
@@ -988,7 +990,10 @@ fn check_top(e: &Members<'_, '_>) -> Result<EntryInfo, String> {
 fn check_access(e: &Members<'_, '_>, version: u8) -> Result<&'static str, Bad> {
     e.object("principal")?;
     e.one_of("action", ACTIONS)?;
-    e.hex("subject", 32)?;
+    // null on bulk actions (egress, scan), which concern no one subject.
+    if !matches!(e.get("subject")?, Seen::Null) {
+        e.hex("subject", 32)?;
+    }
     e.string("subject_jurisdiction")?;
     e.string("site")?;
     e.string_or_null("collection")?;
@@ -1005,6 +1010,7 @@ fn check_access(e: &Members<'_, '_>, version: u8) -> Result<&'static str, Bad> {
         e.bool("suspended")?;
         e.integer("context_time")?;
         e.object_or_null("grant")?;
+        e.optional_bool("own_data")?;
     }
     Ok(outcome)
 }
@@ -1084,6 +1090,9 @@ fn check_principal(p: &Members<'_, '_>) -> Result<(), Bad> {
 
 fn check_decision(d: &Members<'_, '_>) -> Result<(), Bad> {
     d.string_or_null("field_class")?;
+    // Only on entries about every jurisdiction.
+    d.optional_string("subject_jurisdiction")?;
+    d.optional_bool("suspended")?;
     d.bool("allowed")?;
     d.strings("policies")?;
     Ok(())
@@ -1186,6 +1195,7 @@ const TOP: Table = &[
     ("details", Shape::Details),
     ("alert", Shape::Any),
     ("severity", Shape::Any),
+    ("own_data", Shape::Any),
 ];
 const PRINCIPAL: Table = &[
     ("id", Shape::Any),
@@ -1198,6 +1208,8 @@ const PRINCIPAL: Table = &[
 ];
 const DECISION: Table = &[
     ("field_class", Shape::Any),
+    ("subject_jurisdiction", Shape::Any),
+    ("suspended", Shape::Any),
     ("allowed", Shape::Any),
     ("policies", Shape::Strings),
 ];
@@ -1208,7 +1220,7 @@ const ACTIVATION_DETAILS: Table = &[
     ("signers", Shape::Strings),
 ];
 /// The most known members of any table.
-const MAX_KNOWN: usize = 28;
+const MAX_KNOWN: usize = 29;
 
 /// What the parser saw of a value, as far as the checks need it.
 enum Seen<'de> {
@@ -1278,6 +1290,30 @@ impl<'s, 'de> Members<'s, 'de> {
             path: self.path(name),
             what: "is missing".into(),
         })
+    }
+
+    /// A member that may be absent (added to format v2 later); if present, of this type.
+    fn optional(&self, name: &str) -> Option<&'s Seen<'de>> {
+        let id = self
+            .table
+            .iter()
+            .position(|(n, _)| *n == name)
+            .expect("checks ask for known members only");
+        self.seen[id].as_ref()
+    }
+
+    fn optional_bool(&self, name: &str) -> Result<(), Bad> {
+        match self.optional(name) {
+            None | Some(Seen::Bool(_)) => Ok(()),
+            Some(other) => Err(self.wrong(name, "true or false", other)),
+        }
+    }
+
+    fn optional_string(&self, name: &str) -> Result<(), Bad> {
+        match self.optional(name) {
+            None | Some(Seen::String(_)) => Ok(()),
+            Some(other) => Err(self.wrong(name, "a string", other)),
+        }
     }
 
     fn wrong(&self, name: &str, want: &str, got: &Seen<'_>) -> Bad {

@@ -58,9 +58,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 
     // Opened outside the async runtime, as `serve` does (PostgreSQL clients block).
     let gateway = gateway::Gateway::open(data)?;
-    let store = gateway
-        .state()
-        .vault
+    // The bare read goes to the same store through a vault of its own: the gateway's vault
+    // is reachable only through its decisions.
+    let config = gateway::config::Config::load(data).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let bare = vault::Vault::open(config.layout(), data, config.server.store_readers)
+        .context("cannot open the site stores")?;
+    let store = bare
         .stores()
         .find(|(name, _)| *name == SITE)
         .map(|(_, store)| store.clone())

@@ -245,7 +245,7 @@ impl Cast {
             parent_cn: token("chen", "parent", "CN", &[], &["engineer"])?,
             travelling: token("bob", "usds", "CN", &["us-data"], &["engineer"])?,
             monitor: token("mona", "monitor", "US", &[], &["monitor"])?,
-            egress: token("globe", "parent", "CN", &[], &["egress"])?,
+            egress: token("globe", "parent", "SG", &[], &["egress"])?,
             approvers: [
                 token("carol", "custodian", "US", &[], &["custodian-approver"])?,
                 token("dave", "custodian", "US", &[], &["custodian-approver"])?,

@@ -278,6 +278,9 @@ struct AccessEntry {
     reason_code: String,
     context_time: i64,
     grant: Option<GrantRecord>,
+    /// Absent from entries written before data subjects' own access was decided by policy.
+    #[serde(default)]
+    own_data: bool,
 }
 
 #[derive(Deserialize)]
@@ -294,6 +297,12 @@ struct PrincipalRecord {
 #[derive(Deserialize)]
 struct DecisionRecord {
     field_class: Option<String>,
+    /// On entries about every jurisdiction (`subject_jurisdiction` "*"): this decision's own
+    /// jurisdiction and suspension.
+    #[serde(default)]
+    subject_jurisdiction: Option<String>,
+    #[serde(default)]
+    suspended: Option<bool>,
     allowed: bool,
     policies: Vec<String>,
 }
@@ -673,71 +682,71 @@ fn replay_entry(engine: &PolicyEngine, e: &AccessEntry) -> Result<Replayed, Stri
         network_zone: e.principal.network_zone.clone(),
         time: e.context_time,
         grant: e.grant.as_ref().map(|g| g.kind.clone()).unwrap_or_default(),
-    };
-    // A subject-level action is one Cedar decision, whatever the entry lists.
-    let subject_decision = match &e.collection {
-        None => Some(engine.decide(&AccessRequest {
-            principal: principal.clone(),
-            action,
-            resource: Resource::Subject {
-                subject_jurisdiction: e.subject_jurisdiction.clone(),
-                site: e.site.clone(),
-                site_jurisdiction: e.site_jurisdiction.clone(),
-                suspended: e.suspended,
-            },
-            context: context.clone(),
-        })),
-        Some(_) => None,
+        own_data: e.own_data,
     };
 
     let mut problems = Vec::new();
     let mut allowed = Vec::with_capacity(e.decisions.len());
     for d in &e.decisions {
-        let decision = match (&e.collection, &subject_decision) {
-            (None, Some(decision)) => decision.clone(),
-            (Some(collection), _) => {
-                let Some(class) = &d.field_class else {
-                    return Err(format!(
-                        "a decision on collection {collection:?} has no field class"
-                    ));
-                };
-                engine.decide(&AccessRequest {
-                    principal: principal.clone(),
-                    action,
-                    resource: Resource::Data {
-                        subject_jurisdiction: e.subject_jurisdiction.clone(),
-                        collection: collection.clone(),
-                        field_class: class.clone(),
-                        site: e.site.clone(),
-                        site_jurisdiction: e.site_jurisdiction.clone(),
-                        approval_required: e.approval_required,
-                        suspended: e.suspended,
-                    },
-                    context: context.clone(),
-                })
+        let jurisdiction = d
+            .subject_jurisdiction
+            .clone()
+            .unwrap_or_else(|| e.subject_jurisdiction.clone());
+        let suspended = d.suspended.unwrap_or(e.suspended);
+        let resource = if action.on_subject() {
+            Resource::Subject {
+                subject_jurisdiction: jurisdiction,
+                site: e.site.clone(),
+                site_jurisdiction: e.site_jurisdiction.clone(),
+                suspended,
             }
-            (None, None) => unreachable!("a subject-level entry was decided above"),
+        } else {
+            let (Some(collection), Some(class)) = (&e.collection, &d.field_class) else {
+                return Err(format!(
+                    "a decision of action {:?} names no collection and field class",
+                    e.action
+                ));
+            };
+            Resource::Data {
+                subject_jurisdiction: jurisdiction,
+                collection: collection.clone(),
+                field_class: class.clone(),
+                site: e.site.clone(),
+                site_jurisdiction: e.site_jurisdiction.clone(),
+                approval_required: e.approval_required,
+                suspended,
+            }
+        };
+        let decision = engine.decide(&AccessRequest {
+            principal: principal.clone(),
+            action,
+            resource,
+            context: context.clone(),
+        });
+        let what = match (&d.subject_jurisdiction, &d.field_class) {
+            (Some(j), Some(c)) => format!("{j} {c}"),
+            (Some(j), None) => j.clone(),
+            (None, Some(c)) => c.clone(),
+            (None, None) => "subject".into(),
         };
         if decision.allowed != d.allowed {
             problems.push(format!(
-                "{}: recorded {}, the policy set {}",
-                d.field_class.as_deref().unwrap_or("subject"),
+                "{what}: recorded {}, the policy set {}",
                 if d.allowed { "allowed" } else { "denied" },
                 gives(&decision)
             ));
         } else if decision.policies != d.policies {
             // The right outcome for the wrong reason is still not what the policies say.
             problems.push(format!(
-                "{}: recorded as decided by [{}], the policy set {}",
-                d.field_class.as_deref().unwrap_or("subject"),
+                "{what}: recorded as decided by [{}], the policy set {}",
                 d.policies.join(", "),
                 gives(&decision)
             ));
         }
-        allowed.push(decision.allowed);
+        allowed.push(decision.allowed && !suspended);
     }
 
-    let expected = expected_outcome(e.suspended, &allowed);
+    let expected = expected_outcome(&allowed);
     if e.outcome != expected {
         let why = if e.suspended {
             " (the subject's jurisdiction was suspended by the kill switch)"
@@ -755,10 +764,10 @@ fn replay_entry(engine: &PolicyEngine, e: &AccessEntry) -> Result<Replayed, Stri
     })
 }
 
-/// The outcome an entry must record: the kill switch denies whatever the policies
-/// say; otherwise all allowed is allow, none is deny, some is partial.
-fn expected_outcome(suspended: bool, allowed: &[bool]) -> &'static str {
-    if suspended || allowed.iter().all(|a| !a) {
+/// The outcome an entry must record: a decision on a suspended jurisdiction counts as
+/// denied whatever the policies say; all allowed is allow, none is deny, some is partial.
+fn expected_outcome(allowed: &[bool]) -> &'static str {
+    if allowed.iter().all(|a| !a) {
         "deny"
     } else if allowed.iter().all(|a| *a) {
         "allow"
@@ -780,10 +789,7 @@ fn gives(d: &Decision) -> String {
 }
 
 fn action(name: &str) -> Result<Action, String> {
-    Action::ALL
-        .into_iter()
-        .find(|a| a.as_str() == name)
-        .ok_or_else(|| format!("unknown action {name:?}"))
+    Action::parse(name).ok_or_else(|| format!("unknown action {name:?}"))
 }
 
 /// Who did what to what, for a mismatch line.

@@ -61,7 +61,8 @@ pub fn run(server: &ServerArgs, command: ResidencyCommand) -> anyhow::Result<()>
             let mut moved = 0u64;
             let mut records = 0u64;
             for (subject, _) in &subjects {
-                let mut body = json!({"subject": subject, "from": from});
+                // The scan shows subjects by their log pseudonym, never their ids.
+                let mut body = json!({"subject_pseudonym": subject, "from": from});
                 if let Some(to) = &to {
                     body["to"] = json!(to);
                 }

@@ -68,6 +68,12 @@ impl Server {
         }
     }
 
+    /// A vault of the test's own on the server's stores (the server's vault is reachable
+    /// only through its decisions), with the custodian's envelope, to check what is stored.
+    pub fn vault(&self) -> vault::Vault {
+        open_vault(&self.data())
+    }
+
     pub fn data(&self) -> PathBuf {
         self.dir.path().to_path_buf()
     }
@@ -284,4 +290,12 @@ pub fn custodian_key(data: &Path) -> tlog::note::Signer {
 /// `statement` signed by `key`, as the text a custodian hands to the gateway.
 pub fn signed(statement: &custody::statement::Statement, key: &tlog::note::Signer) -> String {
     String::from_utf8(custody::statement::sign(statement, key).unwrap()).unwrap()
+}
+
+/// A vault on the stores of the data folder `data`, outside any gateway.
+pub fn open_vault(data: &Path) -> vault::Vault {
+    let config = gateway::config::Config::load(data).unwrap();
+    vault::Vault::open(config.layout(), data, 1)
+        .unwrap()
+        .with_envelope(gateway::open_envelope(&config, data).unwrap())
 }

@@ -1,0 +1,1108 @@
+//! The one path every access to subject data takes, whatever the route (records, subject
+//! lookup and registration, export, erasure, egress and aggregates, the residency scan and
+//! migration):
+//!
+//! ```text
+//! authenticate (auth.rs, in the handler)
+//!   → find the subject (its placement only: jurisdiction and site; nothing else is read)
+//!   → under the custody gate: the kill switch and the grant that covers the access
+//!   → decide with Cedar, one decision per resource (field class, jurisdiction)
+//!   → append the decision to the log (durable), then leave the custody gate
+//!   → analytics and alerts
+//!   → a `Permit` naming exactly what was allowed, or the logged 403/404
+//!   → touch the vault, only through `Governed`, only with that `Permit`
+//! ```
+//!
+//! Only this module holds the vault. [`Governed`]'s data methods take a [`Permit`], which
+//! only [`AppState::decide`] builds, after its decision is in the log; a route that skipped
+//! the decision has no vault to call, so bypassing it does not compile. The permit carries
+//! what the decision allowed (field classes, a grant's field scope, jurisdictions), and the
+//! vault methods here serve no more than that.
+//!
+//! The custody gate keeps one rule: **a decision is made against the custody state as of its
+//! log index.** Decisions hold the gate shared from reading the kill switch and grants until
+//! their entry is appended; custodian changes (`AppState::custody_change`) hold it exclusive
+//! from their entry's append until the change is in memory. So an access logged after a
+//! `grant-revoked` or `jurisdiction-suspended` entry was decided without that grant, or
+//! suspended. (Gateways sharing one custody store take up each other's changes within a
+//! second; the rule holds per gateway.)
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use serde_json::{Map, Value};
+
+use crate::AppState;
+use crate::analytics::Observation;
+use crate::auth::Authenticated;
+use crate::entry::{self, AccessTarget, LoggedDecision};
+use crate::error::ApiError;
+use policy::{AccessRequest, Action, Decision, Resource};
+use vault::{FieldClass, SubjectPlacement};
+
+type AppResult<T> = Result<T, ApiError>;
+
+/// Stands for "every jurisdiction" in the log's `subject_jurisdiction` of an entry whose
+/// decisions each name their own (bulk actions, and ids that name no subject).
+pub const EVERY_JURISDICTION: &str = "*";
+
+/// The vault, reachable only through a [`Permit`] (and, for deciding, placement look-ups).
+pub struct Governed {
+    vault: Arc<vault::Vault>,
+}
+
+/// What one decided and logged access allows. Built only by [`AppState::decide`], after the
+/// decision is durably in the log; its fields are private to this module.
+#[derive(Debug)]
+pub struct Permit {
+    index: u64,
+    action: Action,
+    /// The subject the decision was about (none for bulk actions).
+    subject: Option<String>,
+    /// The collection it was about (none for subject-level and scan decisions).
+    collection: Option<String>,
+    /// The field classes allowed (collection-level actions).
+    classes: Vec<FieldClass>,
+    /// Protected fields a field-scoped grant covers, where protected access needs a grant.
+    field_scope: Option<Vec<String>>,
+    /// The jurisdictions allowed (bulk actions).
+    jurisdictions: Vec<String>,
+}
+
+impl Permit {
+    /// The index of the log entry that records the decision.
+    pub fn index(&self) -> u64 {
+        self.index
+    }
+
+    /// Whether this permit lets `name` (of class `class`) be seen or written.
+    fn allows_field(&self, name: &str, class: FieldClass) -> bool {
+        self.classes.contains(&class)
+            && (class != FieldClass::Protected
+                || self
+                    .field_scope
+                    .as_ref()
+                    .is_none_or(|scope| scope.iter().any(|f| f == name)))
+    }
+
+    fn allows_every_class(&self, declared: &BTreeMap<String, FieldClass>) -> bool {
+        declared.values().all(|c| self.classes.contains(c)) && self.field_scope.is_none()
+    }
+
+    /// Refuses (500: a bug, not a client error) a permit that is not for this use.
+    fn require(
+        &self,
+        action: Action,
+        subject: Option<&str>,
+        collection: Option<&str>,
+    ) -> AppResult<()> {
+        if self.action == action
+            && self.subject.as_deref() == subject
+            && self.collection.as_deref() == collection
+        {
+            return Ok(());
+        }
+        Err(ApiError::internal(format!(
+            "a permit for {} was used for {} (a bug: nothing was read or changed)",
+            self.action.as_str(),
+            action.as_str()
+        ))
+        .logged(self.index))
+    }
+}
+
+/// Who asks to do what, in which circumstances.
+pub struct Ask<'a> {
+    pub who: &'a Authenticated,
+    pub action: Action,
+    pub context: policy::Context,
+}
+
+/// What a decision is about.
+pub enum Scope<'a> {
+    /// A subject as a whole (list, migrate, or register again).
+    Subject(&'a SubjectPlacement),
+    /// An id to register that names no subject yet, at the site its rule gives.
+    NewSubject {
+        id: &'a str,
+        jurisdiction: &'a str,
+        site: &'a str,
+    },
+    /// Field classes of one collection of a subject: the classes the written fields have
+    /// (write), or every class the collection declares.
+    Collection {
+        subject: &'a SubjectPlacement,
+        collection: &'a str,
+        fields: &'a [String],
+        classes: Vec<FieldClass>,
+    },
+    /// The subjects of every jurisdiction (egress with a collection, scan without).
+    Everywhere { collection: Option<&'a str> },
+}
+
+/// How a request's decisions add up.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// About one known subject: allowed as the action needs, or denied.
+    One,
+    /// About the subjects of every jurisdiction (egress, scan): served for the jurisdictions
+    /// allowed, denied only when none is.
+    Bulk,
+    /// About an id that names no subject, decided for every jurisdiction: 404 only if
+    /// allowed as the action needs whatever the jurisdiction, else denied.
+    Unknown,
+}
+
+/// One resource to decide, before the kill switch is read.
+struct Asked {
+    class: Option<FieldClass>,
+    resource: Resource,
+}
+
+/// Whether an action needs every decision of a request allowed, or is served in part (a
+/// read shows the allowed field classes; egress and the scan the allowed jurisdictions).
+fn needs_all(action: Action) -> bool {
+    !matches!(action, Action::Read | Action::Egress | Action::Scan)
+}
+
+fn jurisdiction_of(resource: &Resource) -> &str {
+    match resource {
+        Resource::Subject {
+            subject_jurisdiction,
+            ..
+        }
+        | Resource::Data {
+            subject_jurisdiction,
+            ..
+        } => subject_jurisdiction,
+    }
+}
+
+fn set_suspended(resource: &mut Resource, value: bool) {
+    match resource {
+        Resource::Subject { suspended, .. } | Resource::Data { suspended, .. } => {
+            *suspended = value
+        }
+    }
+}
+
+fn subject_resource(jurisdiction: &str, site: &str, site_jurisdiction: &str) -> Resource {
+    Resource::Subject {
+        subject_jurisdiction: jurisdiction.to_string(),
+        site: site.to_string(),
+        site_jurisdiction: site_jurisdiction.to_string(),
+        suspended: false,
+    }
+}
+
+impl Governed {
+    pub fn new(vault: Arc<vault::Vault>) -> Governed {
+        Governed { vault }
+    }
+
+    /// A collection's declared fields and their classes (configuration, not data).
+    pub fn collection(&self, name: &str) -> Option<&vault::CollectionConfig> {
+        self.vault.collection(name)
+    }
+
+    /// The jurisdictions of the configuration, each deciding bulk access to its subjects.
+    pub fn jurisdictions(&self) -> impl Iterator<Item = &String> {
+        self.vault.layout().jurisdictions.iter()
+    }
+
+    /// Checks a record's fields against the collection; answers their classes.
+    pub fn validate_fields(
+        &self,
+        collection: &str,
+        fields: &Map<String, Value>,
+    ) -> AppResult<Vec<FieldClass>> {
+        Ok(self.vault.validate_fields(collection, fields)?)
+    }
+
+    /// The site a new subject of `jurisdiction` goes to (configuration, not data).
+    pub fn placement_site(&self, jurisdiction: &str) -> AppResult<String> {
+        Ok(self.vault.placement_site(jurisdiction)?.to_string())
+    }
+
+    /// The subject's placement (jurisdiction and site), which a decision needs; `None` when
+    /// the id names no subject. For building a decision's scope only: answer nothing from it
+    /// before the decision allows it.
+    pub async fn placement(&self, id: &str) -> AppResult<Option<SubjectPlacement>> {
+        vault::validate_id("subject id", id)?;
+        let vault = self.vault.clone();
+        let owned = id.to_string();
+        Ok(crate::api::blocking(move || vault.find_subject(&owned)).await??)
+    }
+
+    /// Registers the permitted subject.
+    pub async fn register(
+        &self,
+        permit: &Permit,
+        id: &str,
+        jurisdiction: &str,
+    ) -> AppResult<(SubjectPlacement, bool)> {
+        permit.require(Action::Register, Some(id), None)?;
+        let (vault, id, jurisdiction) = (
+            self.vault.clone(),
+            id.to_string(),
+            jurisdiction.to_string(),
+        );
+        let index = permit.index;
+        crate::api::blocking(move || vault.register_subject(&id, &jurisdiction))
+            .await?
+            .map_err(|e| ApiError::from(e).logged(index))
+    }
+
+    /// The keys of the permitted subject's records.
+    pub async fn list_records(&self, permit: &Permit) -> AppResult<Vec<vault::RecordKey>> {
+        let subject = permit.subject.clone().unwrap_or_default();
+        permit.require(Action::List, Some(&subject), None)?;
+        let vault = self.vault.clone();
+        let index = permit.index;
+        crate::api::blocking(move || vault.list_records(&subject))
+            .await?
+            .map_err(|e| ApiError::from(e).logged(index))
+    }
+
+    /// Writes a record whose every field the permit allows.
+    pub async fn put_record(
+        &self,
+        permit: &Permit,
+        collection: &str,
+        key: &str,
+        fields: Map<String, Value>,
+    ) -> AppResult<String> {
+        let subject = permit.subject.clone().unwrap_or_default();
+        permit.require(Action::Write, Some(&subject), Some(collection))?;
+        let declared = self.declared(collection)?;
+        if let Some(name) = fields
+            .keys()
+            .find(|name| !declared.get(*name).is_some_and(|c| permit.allows_field(name, *c)))
+        {
+            return Err(ApiError::internal(format!(
+                "field `{name}` is not covered by the write's decision (a bug: nothing was written)"
+            ))
+            .logged(permit.index));
+        }
+        let (vault, collection, key) = (self.vault.clone(), collection.to_string(), key.to_string());
+        let index = permit.index;
+        crate::api::blocking(move || vault.put_record(&subject, &collection, &key, fields))
+            .await?
+            .map_err(|e| ApiError::from(e).logged(index))
+    }
+
+    /// Reads a record, keeping only the fields the permit allows; the others are named in
+    /// the record's `withheld`. The custodian's key is unwrapped only when a protected field
+    /// may be served.
+    pub async fn get_record(
+        &self,
+        permit: &Permit,
+        collection: &str,
+        key: &str,
+    ) -> AppResult<Option<vault::StoredRecord>> {
+        let subject = permit.subject.clone().unwrap_or_default();
+        permit.require(Action::Read, Some(&subject), Some(collection))?;
+        let declared = self.declared(collection)?;
+        let protected = permit.classes.contains(&FieldClass::Protected);
+        let (vault, coll, k) = (self.vault.clone(), collection.to_string(), key.to_string());
+        let index = permit.index;
+        let record = crate::api::blocking(move || {
+            if protected {
+                vault.get_record(&subject, &coll, &k, vault::UnwrapReason::Access)
+            } else {
+                vault.get_record_interoperable(&subject, &coll, &k)
+            }
+        })
+        .await?
+        .map_err(|e| ApiError::from(e).logged(index))?;
+        Ok(record.map(|record| filter_record(permit, &declared, record)))
+    }
+
+    /// Deletes a record of a collection whose every field class the permit allows.
+    pub async fn delete_record(
+        &self,
+        permit: &Permit,
+        collection: &str,
+        key: &str,
+    ) -> AppResult<bool> {
+        let subject = permit.subject.clone().unwrap_or_default();
+        permit.require(Action::Delete, Some(&subject), Some(collection))?;
+        self.require_every_class(permit, collection)?;
+        let (vault, coll, k) = (self.vault.clone(), collection.to_string(), key.to_string());
+        let index = permit.index;
+        crate::api::blocking(move || vault.delete_record(&subject, &coll, &k))
+            .await?
+            .map_err(|e| ApiError::from(e).logged(index))
+    }
+
+    /// Erases a subject everywhere, with a delete permit for every field class of every
+    /// collection.
+    pub async fn erase(&self, permits: &[Permit]) -> AppResult<vault::Erasure> {
+        let subject = self.every_collection(permits, Action::Delete)?;
+        let vault = self.vault.clone();
+        Ok(crate::api::blocking(move || vault.erase_subject(&subject)).await??)
+    }
+
+    /// Every record of a subject, each reduced to the fields its collection's export permit
+    /// allows: `[{collection, key, fields}]`.
+    pub async fn export(&self, permits: &[Permit]) -> AppResult<Vec<Value>> {
+        let subject = permits
+            .first()
+            .and_then(|p| p.subject.clone())
+            .unwrap_or_default();
+        let mut by_collection = BTreeMap::new();
+        for permit in permits {
+            let collection = permit.collection.clone().unwrap_or_default();
+            permit.require(Action::Export, Some(&subject), Some(&collection))?;
+            by_collection.insert(collection.clone(), (permit, self.declared(&collection)?));
+        }
+        let vault = self.vault.clone();
+        let records = crate::api::blocking(move || -> Result<_, vault::VaultError> {
+            let mut out = Vec::new();
+            for key in vault.list_records(&subject)? {
+                out.push((
+                    key.clone(),
+                    vault.get_record(
+                        &subject,
+                        &key.collection,
+                        &key.key,
+                        vault::UnwrapReason::Export,
+                    )?,
+                ));
+            }
+            Ok(out)
+        })
+        .await??;
+        let mut out = Vec::new();
+        for (key, record) in records {
+            let Some(record) = record else { continue };
+            // A collection no permit covers is left out (none is: every collection was decided).
+            let Some((permit, declared)) = by_collection.get(&key.collection) else {
+                continue;
+            };
+            let record = filter_record(permit, declared, record);
+            out.push(serde_json::json!({
+                "collection": key.collection,
+                "key": key.key,
+                "fields": record.fields,
+                "withheld": record.withheld,
+            }));
+        }
+        Ok(out)
+    }
+
+    /// One page of interoperable rows of a collection, of the subjects of the jurisdictions
+    /// the egress permit allows. Rows of other jurisdictions are skipped, but the cursor goes
+    /// past them.
+    #[allow(clippy::type_complexity)]
+    pub async fn egress_page(
+        &self,
+        permit: &Permit,
+        collection: &str,
+        since: Option<vault::Cursor>,
+        limit: usize,
+    ) -> AppResult<(Vec<(String, vault::RecordRow)>, Option<vault::Cursor>)> {
+        permit.require(Action::Egress, None, Some(collection))?;
+        if !permit.classes.contains(&FieldClass::Interoperable) {
+            return Err(ApiError::internal("an egress permit without interoperable fields"));
+        }
+        let vault = self.vault.clone();
+        let coll = collection.to_string();
+        let jurisdictions = permit.jurisdictions.clone();
+        let (rows, next) = crate::api::blocking(move || -> Result<_, vault::VaultError> {
+            let (rows, next) = vault.records_page(&coll, since.as_ref(), limit)?;
+            let mut kept = Vec::with_capacity(rows.len());
+            for (subject, _site, row) in rows {
+                let allowed = vault
+                    .find_subject(&subject)?
+                    .is_some_and(|p| jurisdictions.contains(&p.jurisdiction));
+                if allowed {
+                    kept.push((subject, row));
+                }
+            }
+            Ok((kept, next))
+        })
+        .await??;
+        Ok((rows, next))
+    }
+
+    /// Every subject held at a site its rule does not allow, of the jurisdictions the scan
+    /// permit allows.
+    pub async fn misplaced(&self, permit: &Permit) -> AppResult<Vec<vault::Misplaced>> {
+        permit.require(Action::Scan, None, None)?;
+        let vault = self.vault.clone();
+        let all = crate::api::blocking(move || vault.misplaced()).await??;
+        Ok(all
+            .into_iter()
+            .filter(|m| permit.jurisdictions.contains(&m.jurisdiction))
+            .collect())
+    }
+
+    /// Moves the permitted subject from `from` to `to` (or the first site its rule allows).
+    pub async fn migrate(
+        &self,
+        permit: &Permit,
+        from: &str,
+        to: Option<&str>,
+    ) -> AppResult<vault::Migration> {
+        let subject = permit.subject.clone().unwrap_or_default();
+        permit.require(Action::Migrate, Some(&subject), None)?;
+        let (vault, from, to) = (self.vault.clone(), from.to_string(), to.map(str::to_string));
+        Ok(
+            crate::api::blocking(move || vault.migrate_subject(&subject, &from, to.as_deref()))
+                .await??,
+        )
+    }
+
+    /// The misplaced subject at `site` whose log pseudonym is `pseudonym`, as a scan shows it.
+    pub async fn misplaced_by_pseudonym(
+        &self,
+        pseudonyms: &entry::Pseudonymizer,
+        site: &str,
+        pseudonym: &str,
+    ) -> AppResult<Option<String>> {
+        let vault = self.vault.clone();
+        let all = crate::api::blocking(move || vault.misplaced()).await??;
+        Ok(all
+            .into_iter()
+            .find(|m| m.site == site && pseudonyms.pseudonym(&m.subject) == pseudonym)
+            .map(|m| m.subject))
+    }
+
+    fn declared(&self, collection: &str) -> AppResult<BTreeMap<String, FieldClass>> {
+        self.vault
+            .collection(collection)
+            .map(|c| c.fields.clone())
+            .ok_or_else(|| vault::VaultError::UnknownCollection(collection.to_string()).into())
+    }
+
+    fn require_every_class(&self, permit: &Permit, collection: &str) -> AppResult<()> {
+        if permit.allows_every_class(&self.declared(collection)?) {
+            return Ok(());
+        }
+        Err(ApiError::internal(format!(
+            "the {} permit does not cover every field of `{collection}` (a bug: nothing was changed)",
+            permit.action.as_str()
+        ))
+        .logged(permit.index))
+    }
+
+    /// Checks that `permits` are `action` permits on one subject covering every field class
+    /// of every collection; answers the subject's id.
+    fn every_collection(&self, permits: &[Permit], action: Action) -> AppResult<String> {
+        let subject = permits
+            .first()
+            .and_then(|p| p.subject.clone())
+            .unwrap_or_default();
+        for name in self.vault.layout().collections.keys() {
+            let permit = permits
+                .iter()
+                .find(|p| p.collection.as_deref() == Some(name))
+                .ok_or_else(|| {
+                    ApiError::internal(format!("no {} permit for `{name}`", action.as_str()))
+                })?;
+            permit.require(action, Some(&subject), Some(name))?;
+            self.require_every_class(permit, name)?;
+        }
+        Ok(subject)
+    }
+}
+
+/// Keeps the fields `permit` allows; names the others under `withheld`.
+fn filter_record(
+    permit: &Permit,
+    declared: &BTreeMap<String, FieldClass>,
+    record: vault::StoredRecord,
+) -> vault::StoredRecord {
+    let mut fields = Map::new();
+    let mut withheld = record.withheld;
+    for (name, value) in record.fields {
+        match declared.get(&name) {
+            Some(class) if permit.allows_field(&name, *class) => {
+                fields.insert(name, value);
+            }
+            _ => withheld.push(name),
+        }
+    }
+    vault::StoredRecord {
+        fields,
+        withheld,
+        ..record
+    }
+}
+
+impl AppState {
+    /// The subject `id` names, for a decision about it. An id that names no subject is
+    /// decided too, as if it named a subject of every jurisdiction (on each of `collections`,
+    /// one logged entry each, or on the subject itself when there are none): the answer is
+    /// 404 only when the access would be allowed whatever the subject's jurisdiction, and
+    /// otherwise the same 403 a subject of the denying jurisdiction gets. So the answer tells
+    /// nobody whether a subject they may not see exists.
+    pub async fn find_subject(
+        &self,
+        ask: &Ask<'_>,
+        id: &str,
+        collections: &[&str],
+    ) -> AppResult<SubjectPlacement> {
+        if let Some(found) = self.governed.placement(id).await? {
+            return Ok(found);
+        }
+        let scopes: Vec<Option<&str>> = if collections.is_empty() {
+            vec![None]
+        } else {
+            collections.iter().map(|c| Some(*c)).collect()
+        };
+        let mut index = None;
+        for collection in scopes {
+            let classes = match collection {
+                Some(c) => declared_classes(&self.governed.declared(c)?),
+                None => vec![],
+            };
+            let mut asked = Vec::new();
+            for jurisdiction in self.governed.jurisdictions() {
+                asked.extend(self.resources(jurisdiction, "", "", collection, &classes));
+            }
+            let target = AccessTarget {
+                subject_pseudonym: Some(self.pseudonyms.pseudonym(id)),
+                subject_jurisdiction: EVERY_JURISDICTION,
+                site: "",
+                site_jurisdiction: "",
+                collection,
+                approval_required: self.approval_required(collection),
+                fields: &[],
+            };
+            let (logged, _, _) = self
+                .decide_and_log(ask, Mode::Unknown, Some(id), &target, asked)
+                .await?;
+            index = Some(logged);
+        }
+        let error = ApiError::from(vault::VaultError::SubjectNotFound(id.to_string()));
+        Err(match index {
+            Some(index) => error.logged(index),
+            None => error,
+        })
+    }
+
+    /// [`Self::find_subject`] for an access to every collection (export, erasure).
+    pub async fn find_subject_any_collection(
+        &self,
+        ask: &Ask<'_>,
+        id: &str,
+    ) -> AppResult<SubjectPlacement> {
+        let names: Vec<&str> = self.config.collections.keys().map(String::as_str).collect();
+        self.find_subject(ask, id, &names).await
+    }
+
+    /// Decides `ask` on `scope`, logs the decision, and answers with a [`Permit`] for what
+    /// was allowed, or with the logged denial (403 `denied`, `suspended`, `purpose_required`,
+    /// `approval_required`). If the log cannot be written: 503, nothing served or changed.
+    pub async fn decide(&self, ask: Ask<'_>, scope: Scope<'_>) -> AppResult<Permit> {
+        let mode = match scope {
+            Scope::Everywhere { .. } => Mode::Bulk,
+            _ => Mode::One,
+        };
+        let (subject_id, target, asked, collection) = match &scope {
+            Scope::Subject(s) => (
+                Some(s.id.clone()),
+                self.subject_target(s, None, &[]),
+                vec![Asked {
+                    class: None,
+                    resource: subject_resource(&s.jurisdiction, &s.site, &s.site_jurisdiction),
+                }],
+                None,
+            ),
+            Scope::NewSubject {
+                id,
+                jurisdiction,
+                site,
+            } => {
+                let site_jurisdiction = self
+                    .governed
+                    .vault
+                    .site_jurisdiction(site)
+                    .unwrap_or_default();
+                (
+                    Some(id.to_string()),
+                    AccessTarget {
+                        subject_pseudonym: Some(self.pseudonyms.pseudonym(id)),
+                        subject_jurisdiction: jurisdiction,
+                        site,
+                        site_jurisdiction,
+                        collection: None,
+                        approval_required: false,
+                        fields: &[],
+                    },
+                    vec![Asked {
+                        class: None,
+                        resource: subject_resource(jurisdiction, site, site_jurisdiction),
+                    }],
+                    None,
+                )
+            }
+            Scope::Collection {
+                subject,
+                collection,
+                fields,
+                classes,
+            } => (
+                Some(subject.id.clone()),
+                self.subject_target(subject, Some(collection), fields),
+                self.resources(
+                    &subject.jurisdiction,
+                    &subject.site,
+                    &subject.site_jurisdiction,
+                    Some(collection),
+                    classes,
+                ),
+                Some(collection.to_string()),
+            ),
+            Scope::Everywhere { collection } => {
+                let classes = match collection {
+                    Some(_) => vec![FieldClass::Interoperable],
+                    None => vec![],
+                };
+                let mut asked = Vec::new();
+                for jurisdiction in self.governed.jurisdictions() {
+                    asked.extend(self.resources(jurisdiction, "", "", *collection, &classes));
+                }
+                (
+                    None,
+                    AccessTarget {
+                        subject_pseudonym: None,
+                        subject_jurisdiction: EVERY_JURISDICTION,
+                        site: "",
+                        site_jurisdiction: "",
+                        collection: *collection,
+                        approval_required: false,
+                        fields: &[],
+                    },
+                    asked,
+                    collection.map(str::to_string),
+                )
+            }
+        };
+        let (index, decided, grant) = self
+            .decide_and_log(&ask, mode, subject_id.as_deref(), &target, asked)
+            .await?;
+        let field_scope = grant
+            .as_ref()
+            .filter(|g| !g.fields.is_empty() && target.approval_required)
+            .map(|g| g.fields.clone());
+        let mut classes = Vec::new();
+        let mut jurisdictions = Vec::new();
+        for d in &decided {
+            if d.allowed() {
+                if let Some(class) = d.class
+                    && !classes.contains(&class)
+                {
+                    classes.push(class);
+                }
+                if !jurisdictions.contains(&d.jurisdiction) {
+                    jurisdictions.push(d.jurisdiction.clone());
+                }
+            }
+        }
+        Ok(Permit {
+            index,
+            action: ask.action,
+            subject: subject_id,
+            collection,
+            classes,
+            field_scope,
+            jurisdictions,
+        })
+    }
+
+    /// Decides `ask` on every field class of every collection of `subject` (export and
+    /// erasure concern all of a subject's data), one logged entry per collection. All must
+    /// be allowed as the action needs; the first denial answers.
+    pub async fn decide_every_collection(
+        &self,
+        ask: &Ask<'_>,
+        subject: &SubjectPlacement,
+    ) -> AppResult<Vec<Permit>> {
+        let mut permits = Vec::new();
+        for (collection, config) in &self.config.collections {
+            let names: Vec<String> = config.fields.keys().cloned().collect();
+            let scope = Scope::Collection {
+                subject,
+                collection,
+                fields: &names,
+                classes: declared_classes(&config.fields),
+            };
+            let ask = Ask {
+                who: ask.who,
+                action: ask.action,
+                context: ask.context.clone(),
+            };
+            permits.push(self.decide(ask, scope).await?);
+        }
+        Ok(permits)
+    }
+
+    fn subject_target<'a>(
+        &self,
+        subject: &'a SubjectPlacement,
+        collection: Option<&'a str>,
+        fields: &'a [String],
+    ) -> AccessTarget<'a> {
+        AccessTarget {
+            subject_pseudonym: Some(self.pseudonyms.pseudonym(&subject.id)),
+            subject_jurisdiction: &subject.jurisdiction,
+            site: &subject.site,
+            site_jurisdiction: &subject.site_jurisdiction,
+            collection,
+            approval_required: self.approval_required(collection),
+            fields,
+        }
+    }
+
+    fn approval_required(&self, collection: Option<&str>) -> bool {
+        collection
+            .and_then(|c| self.governed.collection(c))
+            .is_some_and(|c| c.approval)
+    }
+
+    /// The resources of one jurisdiction's subject: one per field class of `collection`, or
+    /// the subject itself.
+    fn resources(
+        &self,
+        jurisdiction: &str,
+        site: &str,
+        site_jurisdiction: &str,
+        collection: Option<&str>,
+        classes: &[FieldClass],
+    ) -> Vec<Asked> {
+        let Some(collection) = collection else {
+            return vec![Asked {
+                class: None,
+                resource: subject_resource(jurisdiction, site, site_jurisdiction),
+            }];
+        };
+        let approval_required = self.approval_required(Some(collection));
+        classes
+            .iter()
+            .map(|class| Asked {
+                class: Some(*class),
+                resource: Resource::Data {
+                    subject_jurisdiction: jurisdiction.to_string(),
+                    collection: collection.to_string(),
+                    field_class: class.as_str().to_string(),
+                    site: site.to_string(),
+                    site_jurisdiction: site_jurisdiction.to_string(),
+                    approval_required,
+                    suspended: false,
+                },
+            })
+            .collect()
+    }
+
+    /// The heart of the pipeline. Under the custody gate: reads the kill switch for each
+    /// resource's jurisdiction and the grant covering the access, decides every resource
+    /// with Cedar, appends one entry. Then tells the analytics, and answers the decisions,
+    /// or the logged 403 when the request is not allowed as its action needs (for bulk
+    /// actions: not allowed for any jurisdiction).
+    async fn decide_and_log(
+        &self,
+        ask: &Ask<'_>,
+        mode: Mode,
+        subject_id: Option<&str>,
+        target: &AccessTarget<'_>,
+        asked: Vec<Asked>,
+    ) -> AppResult<(u64, Vec<Decided>, Option<custody::AccessRequest>)> {
+        let who = ask.who;
+        let mut context = ask.context.clone();
+        context.own_data = subject_id.is_some_and(|id| who.principal.id == id);
+        let multi = mode != Mode::One;
+
+        let gate = self.custody_gate.read().await;
+        let grant = subject_id
+            .filter(|_| mode == Mode::One)
+            .and_then(|id| self.grant_for(who, ask.action, id, target, context.time));
+        if let Some(grant) = &grant {
+            context.grant = grant_kind(grant).to_string();
+        }
+        let engine = self.policy();
+        let decided: Vec<Decided> = asked
+            .into_iter()
+            .map(|mut a| {
+                let jurisdiction = jurisdiction_of(&a.resource).to_string();
+                let suspended = self.custody.is_suspended(&jurisdiction);
+                set_suspended(&mut a.resource, suspended);
+                let decision = engine.decide(&AccessRequest {
+                    principal: who.principal.clone(),
+                    action: ask.action,
+                    resource: a.resource.clone(),
+                    context: context.clone(),
+                });
+                Decided {
+                    class: a.class,
+                    jurisdiction,
+                    suspended,
+                    resource: a.resource,
+                    decision,
+                }
+            })
+            .collect();
+        let logged: Vec<LoggedDecision<'_>> = decided
+            .iter()
+            .map(|d| LoggedDecision {
+                class: d.class,
+                jurisdiction: multi.then_some(d.jurisdiction.as_str()),
+                suspended: d.suspended,
+                decision: &d.decision,
+            })
+            .collect();
+        let used = grant.as_ref().map(|g| entry::GrantUsed {
+            id: &g.id,
+            kind: grant_kind(g),
+        });
+        let entry = entry::access_entry(&entry::Access {
+            who,
+            action: ask.action,
+            target,
+            decisions: &logged,
+            context: &context,
+            grant: used.as_ref(),
+            policy_set: engine.policy_set_hash(),
+        });
+        let index = self.append(entry).await?;
+        drop(gate);
+
+        let outcome = entry::outcome(&logged);
+        self.observe(who, ask.action, target, outcome, &logged, index)
+            .await?;
+
+        let all_suspended = !decided.is_empty() && decided.iter().all(|d| d.suspended);
+        let denied = match mode {
+            Mode::One => !allowed_as_needed(ask.action, decided.iter()),
+            Mode::Bulk => !decided.iter().any(Decided::allowed),
+            Mode::Unknown => self.governed.jurisdictions().any(|j| {
+                !allowed_as_needed(
+                    ask.action,
+                    decided.iter().filter(|d| &d.jurisdiction == j),
+                )
+            }),
+        };
+        if denied && all_suspended {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "suspended",
+                format!(
+                    "all access to {} subjects' data is suspended by the custodian's kill switch",
+                    target.subject_jurisdiction
+                ),
+            )
+            .logged(index));
+        }
+        if denied {
+            return Err(self.denial(&engine, ask, &context, &decided).logged(index));
+        }
+        Ok((index, decided, grant))
+    }
+
+    /// Tells the analytics about a logged decision, and raises the alerts it calls for (a
+    /// restricted-country attempt, bulk access) before the request is answered.
+    async fn observe(
+        &self,
+        who: &Authenticated,
+        action: Action,
+        target: &AccessTarget<'_>,
+        outcome: &'static str,
+        decisions: &[LoggedDecision<'_>],
+        log_index: u64,
+    ) -> AppResult<()> {
+        let decisions: Vec<Decision> = decisions.iter().map(|d| d.decision.clone()).collect();
+        let observation = Observation {
+            who,
+            action: action.as_str(),
+            subject_pseudonym: target.subject_pseudonym.as_deref().unwrap_or(""),
+            subject_jurisdiction: target.subject_jurisdiction,
+            site: target.site,
+            collection: target.collection,
+            outcome,
+            policies: entry::deciding_policies(&decisions),
+            log_index,
+        };
+        let restricted = self
+            .config
+            .restricted_countries
+            .contains(&who.principal.location);
+        for alert in self.analytics.observe_access(&observation, restricted) {
+            self.raise_alert(alert, Some(who)).await?;
+        }
+        Ok(())
+    }
+
+    /// The active custodian grant that covers this access, if any. A grant scoped to some
+    /// fields covers a write only of those fields and never a delete (which touches them all);
+    /// for a read or an export, the permit withholds the protected fields outside its scope.
+    fn grant_for(
+        &self,
+        who: &Authenticated,
+        action: Action,
+        subject_id: &str,
+        target: &AccessTarget<'_>,
+        now: i64,
+    ) -> Option<custody::AccessRequest> {
+        let grant = self.custody.find_grant(
+            &who.principal.id,
+            action.as_str(),
+            subject_id,
+            target.collection,
+            now,
+        )?;
+        let fields_covered = grant.fields.is_empty()
+            || match action {
+                Action::Read | Action::Export => true,
+                Action::Write => target.fields.iter().all(|f| grant.fields.contains(f)),
+                _ => false,
+            };
+        fields_covered.then_some(grant)
+    }
+
+    /// The 403 for a denial: names the determining policies of the denied decisions, and
+    /// says so plainly when the only thing missing is a purpose or a custodian grant (the
+    /// same request with one would have been allowed).
+    fn denial(
+        &self,
+        engine: &policy::PolicyEngine,
+        ask: &Ask<'_>,
+        context: &policy::Context,
+        decided: &[Decided],
+    ) -> ApiError {
+        let action = ask.action;
+        let mut policies: Vec<String> = decided
+            .iter()
+            .filter(|d| !d.decision.allowed)
+            .flat_map(|d| d.decision.policies.iter().cloned())
+            .collect();
+        policies.sort();
+        policies.dedup();
+        let had_errors = decided.iter().any(|d| !d.decision.errors.is_empty());
+        if had_errors {
+            tracing::warn!(principal = %ask.who.public_id, action = action.as_str(),
+                "policy evaluation error; denied");
+        }
+        // Whether the access would pass with `context` instead.
+        let allowed_with = |context: policy::Context| {
+            let again: Vec<bool> = decided
+                .iter()
+                .map(|d| {
+                    engine
+                        .decide(&AccessRequest {
+                            principal: ask.who.principal.clone(),
+                            action,
+                            resource: d.resource.clone(),
+                            context: context.clone(),
+                        })
+                        .allowed
+                        && !d.suspended
+                })
+                .collect();
+            let allowed = again.iter().filter(|a| **a).count();
+            allowed > 0 && (!needs_all(action) || allowed == again.len())
+        };
+        if context.purpose.is_empty() && !had_errors {
+            let with_purpose = policy::Context {
+                purpose: "(any stated purpose)".into(),
+                ..context.clone()
+            };
+            if allowed_with(with_purpose) {
+                return ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "purpose_required",
+                    "this access needs a stated purpose: set the `Sovereign-Purpose` header",
+                )
+                .with("policies", policies);
+            }
+        }
+        if context.grant.is_empty() && !had_errors {
+            let with_grant = policy::Context {
+                grant: policy::GRANT_APPROVED.into(),
+                ..context.clone()
+            };
+            if allowed_with(with_grant) {
+                return ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "approval_required",
+                    "this access needs a custodian grant: file one with `sovereign access request` (POST /v1/access/requests) and wait for approval",
+                )
+                .with("policies", policies);
+            }
+        }
+        let message = if had_errors {
+            format!(
+                "{} denied: a policy could not be evaluated, and errors deny",
+                action.as_str()
+            )
+        } else if policies.is_empty() {
+            format!("{} denied: no policy permits it", action.as_str())
+        } else {
+            format!(
+                "{} denied by policy {}",
+                action.as_str(),
+                policies.join(", ")
+            )
+        };
+        ApiError::denied(message, policies)
+    }
+
+    /// Runs a custodian change (`f`, on a blocking thread, appending its entry through the
+    /// custody crate) with the custody gate held exclusively, so that no decision in flight
+    /// straddles it: see the module's rule.
+    pub async fn custody_change<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&AppState) -> T + Send + 'static,
+    ) -> AppResult<T> {
+        let gate = self.custody_gate.clone().write_owned().await;
+        let app = self.clone();
+        let out = crate::api::blocking(move || f(&app)).await;
+        drop(gate);
+        out
+    }
+}
+
+/// One decision of a request, with what it was about.
+struct Decided {
+    class: Option<FieldClass>,
+    jurisdiction: String,
+    suspended: bool,
+    resource: Resource,
+    decision: Decision,
+}
+
+impl Decided {
+    /// Allowed by Cedar, and not suspended by the kill switch.
+    fn allowed(&self) -> bool {
+        self.decision.allowed && !self.suspended
+    }
+}
+
+/// Whether `decided` (one subject's decisions) allow the action as it needs: all of them,
+/// or for a read at least one.
+fn allowed_as_needed<'a>(action: Action, decided: impl Iterator<Item = &'a Decided>) -> bool {
+    let (mut any, mut all, mut some) = (false, true, false);
+    for d in decided {
+        some = true;
+        any |= d.allowed();
+        all &= d.allowed();
+    }
+    some && if needs_all(action) { all } else { any }
+}
+
+pub(crate) fn declared_classes(declared: &BTreeMap<String, FieldClass>) -> Vec<FieldClass> {
+    let mut classes: Vec<FieldClass> = declared.values().copied().collect();
+    classes.sort();
+    classes.dedup();
+    classes
+}
+
+/// The value Cedar sees as `context.grant` for a grant.
+fn grant_kind(grant: &custody::AccessRequest) -> &'static str {
+    match grant.kind {
+        custody::RequestKind::Request => policy::GRANT_APPROVED,
+        custody::RequestKind::BreakGlass => policy::GRANT_BREAK_GLASS,
+    }
+}
