@@ -102,6 +102,12 @@ pub struct AccessRequest {
     pub expires_at: i64,
     pub starts_at: Option<i64>,
     pub ends_at: Option<i64>,
+    /// The transparency-log index of the event that last wrote this record, set by the
+    /// custody store in the same transaction that commits the write. Every stored record
+    /// carries one (a record without is refused on load). In an [`crate::Event`] the record
+    /// still carries the index of the write before (none for a new record).
+    #[serde(default)]
+    pub log_index: Option<u64>,
 }
 
 impl AccessRequest {
@@ -232,9 +238,9 @@ impl Custody {
             expires_at: now + rules.pending_ttl_seconds,
             starts_at: None,
             ends_at: None,
+            log_index: None,
         };
-        let index = self.save(&request, Event::RequestCreated(&request), log)?;
-        Ok((request, index))
+        self.save(&request, Event::RequestCreated(&request), log)
     }
 
     /// Starts a break-glass use: a grant from now for `window_seconds`, to be reviewed later.
@@ -271,9 +277,9 @@ impl Custody {
             expires_at: now,
             starts_at: Some(now),
             ends_at: Some(now + window_seconds),
+            log_index: None,
         };
-        let index = self.save(&request, Event::BreakGlassStarted(&request), log)?;
-        Ok((request, index))
+        self.save(&request, Event::BreakGlassStarted(&request), log)
     }
 
     /// Records one approval. When the approvals reach the threshold the grant starts now and
@@ -302,8 +308,7 @@ impl Custody {
             request: &request,
             granted,
         };
-        let index = self.commit_request(&mut store, &request, event, log)?;
-        Ok((request, index))
+        self.commit_request(&mut store, &request, event, log)
     }
 
     /// Denies a pending request; one denial ends it.
@@ -319,9 +324,7 @@ impl Custody {
         let mut request = self.pending(id, now)?;
         check_independent(&request, by)?;
         request.denial = Some(verdict(by, comment, now)?);
-        let index =
-            self.commit_request(&mut store, &request, Event::RequestDenied(&request), log)?;
-        Ok((request, index))
+        self.commit_request(&mut store, &request, Event::RequestDenied(&request), log)
     }
 
     /// Ends an active grant (approved or break-glass) now.
@@ -343,9 +346,7 @@ impl Custody {
             });
         }
         request.revoked = Some(verdict(by, comment, now)?);
-        let index =
-            self.commit_request(&mut store, &request, Event::GrantRevoked(&request), log)?;
-        Ok((request, index))
+        self.commit_request(&mut store, &request, Event::GrantRevoked(&request), log)
     }
 
     /// A custodian's after-the-fact review of a break-glass use.
@@ -367,13 +368,12 @@ impl Custody {
         }
         check_independent(&request, by)?;
         request.review = Some(verdict(by, comment, now)?);
-        let index = self.commit_request(
+        self.commit_request(
             &mut store,
             &request,
             Event::BreakGlassReviewed(&request),
             log,
-        )?;
-        Ok((request, index))
+        )
     }
 
     pub fn request(&self, id: &str) -> Result<AccessRequest, CustodyError> {
@@ -440,22 +440,27 @@ impl Custody {
         request: &AccessRequest,
         event: Event<'_>,
         log: LogFn<'_>,
-    ) -> Result<u64, CustodyError> {
+    ) -> Result<(AccessRequest, u64), CustodyError> {
         let mut store = self.lock_store();
         self.commit_request(&mut store, request, event, log)
     }
 
     /// Writes `request` and logs `event` in one change (see `Store::commit`), then makes it
-    /// visible. The caller holds `store`, so that what it checked still holds.
+    /// visible, carrying the event's log index as the stored row does. The caller holds
+    /// `store`, so that what it checked still holds.
     fn commit_request(
         &self,
         store: &mut Store,
         request: &AccessRequest,
         event: Event<'_>,
         log: LogFn<'_>,
-    ) -> Result<u64, CustodyError> {
+    ) -> Result<(AccessRequest, u64), CustodyError> {
         let index = store.commit(&[Write::record(REQUEST, &request.id, request)], event, log)?;
-        self.update(|s| s.put_request(request.clone()));
-        Ok(index)
+        let stored = AccessRequest {
+            log_index: Some(index),
+            ..request.clone()
+        };
+        self.update(|s| s.put_request(stored.clone()));
+        Ok((stored, index))
     }
 }

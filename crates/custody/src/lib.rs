@@ -12,16 +12,54 @@
 //!
 //! Every change is appended to the transparency log before it is committed: the caller passes
 //! a `log` function that appends an [`Event`] durably and returns its index; if it fails the
-//! change is rolled back. The crate knows nothing of HTTP, Cedar or the log's format.
+//! change is rolled back. Each record the change writes carries that index (`log_index`), so
+//! that what is in force can be traced to the entry that recorded it. The crate knows nothing
+//! of HTTP, Cedar or the log's format.
 //!
 //! State lives in one SQLite file (one JSON document per record) and is held in memory too:
 //! custodian actions are human-scale, and the request path reads grants and suspensions on
 //! every access without touching the disk.
+//!
+//! # The state verifies itself
+//!
+//! Whoever can write the SQLite file need not hold a custodian key, so the file is not trusted:
+//! [`Custody::open`] and [`Custody::refresh`] check what they read against the configured
+//! [`Keys`] and refuse state that does not verify with [`CustodyError::Unverified`] (`refresh`
+//! keeps the state verified last in force, and checks again at every call until the file
+//! verifies). Checked (`verify.rs`):
+//!
+//! - every record carries a log index, and is stored under its own key;
+//! - the active invariant set and the active policy set: each was activated, is signed as the
+//!   activation of exactly its hash by at least `policy_threshold` distinct configured keys,
+//!   and is the last activated (by log index) of its kind; the policy set has passing proofs of
+//!   exactly its hash against exactly the active invariant set, on its own record or on the
+//!   invariant set's; once a set was activated, one must be in force;
+//! - each kill-switch record: signed (`kill_switch_threshold`) as exactly its command,
+//!   jurisdiction and serial;
+//! - each active release: signed (`release_threshold`) as exactly its name, version and digest;
+//!   at most one active version per name;
+//! - each request that is or was a grant: approved by at least `approvals_required` (at least
+//!   one) distinct approvers, none the requester nor of the requester's entity, for exactly the
+//!   duration asked; a break-glass use needs no approval.
+//!
+//! What is not in force (proposed sets, submitted or retired releases, pending or denied
+//! requests) needs no signature. What the crate cannot check, the caller (the gateway) must:
+//!
+//! - that a policy set's `hash` is the hash of its schema and policies, and an invariant set's
+//!   the prover's canonical hash of its text (the signature names only the hash);
+//! - what is not signed but only logged: approvals are approvers' names, proofs are the
+//!   gateway's own results, and the indices are plain numbers, so a well-formed invented grant,
+//!   fabricated proofs for a signed set, or an index edited to make an older set look newest
+//!   verify here. Comparing a record with the log entry at its `log_index` shows them;
+//! - what is gone: a deleted record (a request, a suspension) or a record replaced whole by an
+//!   older legitimately signed one (an earlier kill-switch command of the same jurisdiction)
+//!   leaves nothing here to check; only the log's history shows it.
 
 mod access;
 mod signed;
 pub mod statement;
 mod store;
+mod verify;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -194,6 +232,10 @@ pub enum CustodyError {
     LogUnavailable(String),
     #[error("custody store {path}: {problem}")]
     Store { path: PathBuf, problem: String },
+    /// The stored state is not what the custodian authorised: a record in force without the
+    /// signature, proofs, approvals or log index it needs (see the crate's documentation).
+    #[error("the custody state does not verify: {what}: {problem}")]
+    Unverified { what: String, problem: String },
 }
 
 /// The in-memory copy of everything committed.
@@ -238,9 +280,15 @@ pub struct Custody {
 impl Custody {
     /// Opens (creating if needed) the custody database at `path`; algorithm artifacts are kept
     /// as files under `artifacts`, named by their SHA-256.
+    ///
+    /// The stored state is verified first (see the crate's documentation); state that does not
+    /// verify is refused with [`CustodyError::Unverified`].
     pub fn open(path: &Path, artifacts: &Path, keys: Keys) -> Result<Custody, CustodyError> {
-        let store = Store::open(path)?;
+        let mut store = Store::open(path)?;
+        let version = store.data_version()?;
         let state = store.load()?;
+        verify::check(&state, &keys)?;
+        store.verified_version = Some(version);
         std::fs::create_dir_all(artifacts).map_err(|e| CustodyError::Store {
             path: artifacts.to_path_buf(),
             problem: e.to_string(),
@@ -260,12 +308,21 @@ impl Custody {
     /// Takes up what another process (a second gateway on the same data folder) committed to
     /// the custody store since this one last looked: grants, policy activations, releases, the
     /// kill switch. Answers whether anything changed. Cheap when nothing did.
+    ///
+    /// What it reads is verified as [`Custody::open`] verifies it. State that does not verify
+    /// is refused with [`CustodyError::Unverified`] and the state verified last stays in force
+    /// (this process's own changes since included). Such state is read and checked again at
+    /// every refresh, so it is reported each time until it is repaired, and taken up then.
     pub fn refresh(&self) -> Result<bool, CustodyError> {
         let mut store = self.lock_store();
-        if !store.changed_elsewhere()? {
+        let version = store.data_version()?;
+        // This process's own commits do not change the version, and are in memory already.
+        if store.verified_version == Some(version) {
             return Ok(false);
         }
         let state = store.load()?;
+        verify::check(&state, &self.keys)?;
+        store.verified_version = Some(version);
         *self.state.write().unwrap_or_else(|p| p.into_inner()) = state;
         Ok(true)
     }

@@ -31,6 +31,12 @@ pub struct PolicySetRecord {
     /// Absent only on sets activated before proofs were required.
     #[serde(default)]
     pub proofs: Option<Proofs>,
+    /// The transparency-log index of the event that last wrote this record, set by the
+    /// custody store in the same transaction that commits the write. Every stored record
+    /// carries one (a record without is refused on load). In an [`crate::Event`] the record
+    /// still carries the index of the write before (none for a new record).
+    #[serde(default)]
+    pub log_index: Option<u64>,
 }
 
 /// The named invariants every active policy set must be proven to imply, as the custodian
@@ -49,6 +55,12 @@ pub struct InvariantSetRecord {
     /// Proofs that the policy set active at the time satisfies these invariants (none when
     /// no policy set was active yet: the first start).
     pub proofs: Option<Proofs>,
+    /// The transparency-log index of the event that last wrote this record, set by the
+    /// custody store in the same transaction that commits the write. Every stored record
+    /// carries one (a record without is refused on load). In an [`crate::Event`] the record
+    /// still carries the index of the write before (none for a new record).
+    #[serde(default)]
+    pub log_index: Option<u64>,
 }
 
 /// What a solver established about one policy set against one invariant set: the evidence
@@ -96,7 +108,11 @@ impl Proofs {
 
     /// Refuses unless these are passing proofs of exactly `policy_set` against exactly
     /// `invariant_set`.
-    fn require(&self, policy_set: &str, invariant_set: &str) -> Result<(), CustodyError> {
+    pub(crate) fn require(
+        &self,
+        policy_set: &str,
+        invariant_set: &str,
+    ) -> Result<(), CustodyError> {
         if self.policy_set != policy_set || self.invariant_set != invariant_set {
             return Err(CustodyError::NotProven(format!(
                 "the proofs given are of policy set {} against invariant set {}, not of {policy_set} against {invariant_set}",
@@ -139,6 +155,12 @@ pub struct Release {
     pub retired_at: Option<i64>,
     pub signature: Option<String>,
     pub signers: Vec<String>,
+    /// The transparency-log index of the event that last wrote this record, set by the
+    /// custody store in the same transaction that commits the write. Every stored record
+    /// carries one (a record without is refused on load). In an [`crate::Event`] the record
+    /// still carries the index of the write before (none for a new record).
+    #[serde(default)]
+    pub log_index: Option<u64>,
 }
 
 impl Release {
@@ -162,6 +184,12 @@ pub struct Suspension {
     pub since: i64,
     pub signature: String,
     pub signers: Vec<String>,
+    /// The transparency-log index of the event that last wrote this record, set by the
+    /// custody store in the same transaction that commits the write. Every stored record
+    /// carries one (a record without is refused on load). In an [`crate::Event`] the record
+    /// still carries the index of the write before (none for a new record).
+    #[serde(default)]
+    pub log_index: Option<u64>,
 }
 
 const MAX_NAME_BYTES: usize = 64;
@@ -220,6 +248,10 @@ impl Custody {
             Event::PolicyProposed(&set),
             log,
         )?;
+        let set = PolicySetRecord {
+            log_index: Some(index),
+            ..set
+        };
         self.update(|s| {
             s.policy_sets.insert(set.hash.clone(), set.clone());
         });
@@ -274,6 +306,7 @@ impl Custody {
             },
         ];
         let index = store.commit(&writes, event, log)?;
+        set.log_index = Some(index);
         self.update(|s| {
             s.policy_sets.insert(set.hash.clone(), set.clone());
             s.active_policy = Some(set.hash.clone());
@@ -319,6 +352,10 @@ impl Custody {
             Event::InvariantsProposed(&set),
             log,
         )?;
+        let set = InvariantSetRecord {
+            log_index: Some(index),
+            ..set
+        };
         self.update(|s| {
             s.invariant_sets.insert(set.hash.clone(), set.clone());
         });
@@ -377,6 +414,7 @@ impl Custody {
             },
         ];
         let index = store.commit(&writes, event, log)?;
+        set.log_index = Some(index);
         self.update(|s| {
             s.invariant_sets.insert(set.hash.clone(), set.clone());
             s.active_invariants = Some(set.hash.clone());
@@ -440,12 +478,17 @@ impl Custody {
             retired_at: None,
             signature: None,
             signers: Vec::new(),
+            log_index: None,
         };
         let index = store.commit(
             &[Write::record(RELEASE, &release_id(name, version), &release)],
             Event::AlgorithmSubmitted(&release),
             log,
         )?;
+        let release = Release {
+            log_index: Some(index),
+            ..release
+        };
         self.update(|s| {
             s.releases
                 .insert((name.to_string(), version.to_string()), release.clone());
@@ -485,7 +528,7 @@ impl Custody {
         release.signature = Some(String::from_utf8_lossy(signed).into_owned());
         release.signers = verified.signers;
         let mut writes = vec![Write::record(RELEASE, &release_id(name, version), &release)];
-        let retired: Vec<Release> = self
+        let mut retired: Vec<Release> = self
             .releases()
             .into_iter()
             .filter(|r| r.name == name && r.version != version && r.status() == "active")
@@ -498,6 +541,11 @@ impl Custody {
             writes.push(Write::record(RELEASE, &release_id(&r.name, &r.version), r));
         }
         let index = store.commit(&writes, Event::AlgorithmActivated(&release), log)?;
+        // Every record the change wrote now carries its index, the retired ones too.
+        release.log_index = Some(index);
+        for r in &mut retired {
+            r.log_index = Some(index);
+        }
         self.update(|s| {
             for r in retired.iter().chain([&release]) {
                 s.releases
@@ -633,12 +681,17 @@ impl Custody {
             since: now,
             signature: String::from_utf8_lossy(signed).into_owned(),
             signers: verified.signers,
+            log_index: None,
         };
         let index = store.commit(
             &[Write::record(SUSPENSION, &jurisdiction, &suspension)],
             Event::KillSwitch(&suspension),
             log,
         )?;
+        let suspension = Suspension {
+            log_index: Some(index),
+            ..suspension
+        };
         self.update(|s| {
             s.suspensions.insert(jurisdiction, suspension.clone());
         });
@@ -646,6 +699,7 @@ impl Custody {
     }
 }
 
-fn release_id(name: &str, version: &str) -> String {
+/// The row id of a release.
+pub(crate) fn release_id(name: &str, version: &str) -> String {
     format!("{name}/{version}")
 }

@@ -1,11 +1,13 @@
 //! The custody database: one JSON document per record, in one SQLite file. Each change is
-//! one transaction that is committed only after its event is in the transparency log.
+//! one transaction that is committed only after its event is in the transparency log, and
+//! each record it writes carries that event's log index.
 
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use crate::{CustodyError, Event, LogFn, State};
 
@@ -36,7 +38,7 @@ pub(crate) enum Write {
     Record {
         kind: &'static str,
         id: String,
-        body: String,
+        body: Value,
     },
     Meta {
         key: &'static str,
@@ -49,7 +51,7 @@ impl Write {
         Write::Record {
             kind,
             id: id.to_string(),
-            body: serde_json::to_string(value).expect("custody records serialise"),
+            body: serde_json::to_value(value).expect("custody records serialise"),
         }
     }
 }
@@ -57,9 +59,11 @@ impl Write {
 pub(crate) struct Store {
     path: PathBuf,
     conn: Connection,
-    /// SQLite's `data_version` when this process last loaded the state: it changes exactly
-    /// when another connection (another gateway on the same data folder) commits.
-    seen_version: i64,
+    /// SQLite's `data_version` when the state in memory was loaded and verified: it changes
+    /// exactly when another connection (another gateway on the same data folder, or anyone
+    /// editing the file) commits. It is not advanced past state that failed verification, so
+    /// that every refresh looks at such state again until it verifies.
+    pub(crate) verified_version: Option<i64>,
 }
 
 impl Store {
@@ -97,21 +101,19 @@ impl Store {
             }
         }
         tx.commit().map_err(|e| fail(&e))?;
-        let seen_version = data_version(&conn).map_err(|e| fail(&e))?;
         Ok(Store {
             path: path.to_path_buf(),
             conn,
-            seen_version,
+            verified_version: None,
         })
     }
 
-    /// Whether another connection committed since the last call (or since open); a cheap
-    /// check, one pragma.
-    pub(crate) fn changed_elsewhere(&mut self) -> Result<bool, CustodyError> {
-        let version = data_version(&self.conn).map_err(|e| self.fail(e))?;
-        let changed = version != self.seen_version;
-        self.seen_version = version;
-        Ok(changed)
+    /// SQLite's `data_version` now: a cheap check, one pragma. Read it before [`Store::load`],
+    /// so that a commit by another connection in between is seen again at the next look.
+    pub(crate) fn data_version(&self) -> Result<i64, CustodyError> {
+        self.conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(|e| self.fail(e))
     }
 
     fn fail(&self, e: impl std::fmt::Display) -> CustodyError {
@@ -121,29 +123,44 @@ impl Store {
         }
     }
 
+    /// Reads every record, as one snapshot: another process's change is seen whole or not
+    /// at all (an activation writes the set and `meta` together, and a half-read one would
+    /// not verify). Each row must be stored under its record's own key, so that no second row
+    /// can stand in for a record depending on the order rows are read in. Whether the state
+    /// is authorised is checked afterwards (`verify.rs`).
     pub(crate) fn load(&self) -> Result<State, CustodyError> {
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .map_err(|e| self.fail(e))?;
         let mut state = State::default();
-        for request in self.all::<crate::AccessRequest>(REQUEST)? {
+        for request in self.all(REQUEST, |r: &crate::AccessRequest| r.id.clone())? {
             state.put_request(request);
         }
-        for set in self.all::<crate::PolicySetRecord>(POLICY_SET)? {
+        for set in self.all(POLICY_SET, |s: &crate::PolicySetRecord| s.hash.clone())? {
             state.policy_sets.insert(set.hash.clone(), set);
         }
-        for release in self.all::<crate::Release>(RELEASE)? {
+        for release in self.all(RELEASE, |r: &crate::Release| {
+            crate::signed::release_id(&r.name, &r.version)
+        })? {
             state
                 .releases
                 .insert((release.name.clone(), release.version.clone()), release);
         }
-        for suspension in self.all::<crate::Suspension>(SUSPENSION)? {
+        for suspension in self.all(SUSPENSION, |s: &crate::Suspension| s.jurisdiction.clone())? {
             state
                 .suspensions
                 .insert(suspension.jurisdiction.clone(), suspension);
         }
-        for set in self.all::<crate::InvariantSetRecord>(INVARIANT_SET)? {
+        for set in self.all(INVARIANT_SET, |s: &crate::InvariantSetRecord| {
+            s.hash.clone()
+        })? {
             state.invariant_sets.insert(set.hash.clone(), set);
         }
         state.active_policy = self.meta(ACTIVE_POLICY)?;
         state.active_invariants = self.meta(ACTIVE_INVARIANTS)?;
+        // Only read: ending the transaction without committing changes nothing.
+        drop(tx);
         Ok(state)
     }
 
@@ -154,7 +171,12 @@ impl Store {
             .map_err(|e| self.fail(e))
     }
 
-    fn all<T: DeserializeOwned>(&self, kind: &str) -> Result<Vec<T>, CustodyError> {
+    /// Every record of `kind`, each checked to be stored under `key` of itself.
+    fn all<T: DeserializeOwned>(
+        &self,
+        kind: &str,
+        key: impl Fn(&T) -> String,
+    ) -> Result<Vec<T>, CustodyError> {
         let mut stmt = self
             .conn
             .prepare("SELECT id, body FROM records WHERE kind = ?1")
@@ -167,15 +189,24 @@ impl Store {
         let mut out = Vec::new();
         for row in rows {
             let (id, body) = row.map_err(|e| self.fail(e))?;
-            let value = serde_json::from_str(&body)
-                .map_err(|e| self.fail(format!("{kind} `{id}` cannot be read: {e}")))?;
+            let unverified = |problem: String| CustodyError::Unverified {
+                what: format!("{kind} row `{id}`"),
+                problem,
+            };
+            let value: T = serde_json::from_str(&body)
+                .map_err(|e| unverified(format!("cannot be read: {e}")))?;
+            let own = key(&value);
+            if own != id {
+                return Err(unverified(format!("it holds the record of `{own}`")));
+            }
             out.push(value);
         }
         Ok(out)
     }
 
-    /// Writes `writes` in one transaction, appends `event` to the log, then commits. If the
-    /// log refuses, nothing is committed. Returns the event's log index.
+    /// Writes `writes` in one transaction, appends `event` to the log, sets the event's log
+    /// index on every record written, then commits. If the log refuses, nothing is committed.
+    /// Returns the event's log index; the caller sets it on its copies of the records.
     pub(crate) fn commit(
         &mut self,
         writes: &[Write],
@@ -195,7 +226,7 @@ impl Store {
             match write {
                 Write::Record { kind, id, body } => tx.execute(
                     "INSERT OR REPLACE INTO records (kind, id, body) VALUES (?1, ?2, ?3)",
-                    params![kind, id, body],
+                    params![kind, id, body.to_string()],
                 ),
                 Write::Meta { key, value } => tx.execute(
                     "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
@@ -205,11 +236,23 @@ impl Store {
             .map_err(fail)?;
         }
         let index = log(event).map_err(CustodyError::LogUnavailable)?;
+        // The rows were written before the log was, so that a write that fails is never
+        // logged; now that the index is known, each record carries it.
+        for write in writes {
+            if let Write::Record { kind, id, body } = write {
+                let mut body = body.clone();
+                let Value::Object(fields) = &mut body else {
+                    unreachable!("custody records are JSON objects");
+                };
+                fields.insert("log_index".into(), index.into());
+                tx.execute(
+                    "UPDATE records SET body = ?3 WHERE kind = ?1 AND id = ?2",
+                    params![kind, id, body.to_string()],
+                )
+                .map_err(fail)?;
+            }
+        }
         tx.commit().map_err(fail)?;
         Ok(index)
     }
-}
-
-fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.query_row("PRAGMA data_version", [], |r| r.get(0))
 }

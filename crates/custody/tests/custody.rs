@@ -1,96 +1,11 @@
 //! The custody store on its own: changes survive a reopen, a change the log refuses is not
 //! committed, and the rules hold without the gateway around them.
 
-use std::sync::Mutex;
+mod common;
 
-use custody::statement::{self, Statement};
-use custody::{Custody, CustodyError, Event, Keys, NewRequest, Person, RequestRules, Status};
-
-struct Fixture {
-    dir: tempfile::TempDir,
-    signer: tlog::note::Signer,
-    verifier: tlog::note::Verifier,
-}
-
-impl Fixture {
-    fn new() -> Fixture {
-        let (skey, vkey) = tlog::note::generate_key("custodian").unwrap();
-        Fixture {
-            dir: tempfile::tempdir().unwrap(),
-            signer: tlog::note::Signer::new(&skey).unwrap(),
-            verifier: tlog::note::Verifier::new(&vkey).unwrap(),
-        }
-    }
-
-    fn open(&self) -> Custody {
-        Custody::open(
-            &self.dir.path().join("custody.sqlite"),
-            &self.dir.path().join("artifacts"),
-            Keys {
-                verifiers: vec![self.verifier.clone()],
-                policy_threshold: 1,
-                release_threshold: 1,
-                kill_switch_threshold: 1,
-            },
-        )
-        .unwrap()
-    }
-}
-
-/// A log that records event names, or refuses every append.
-struct Log {
-    events: Mutex<Vec<String>>,
-    refuse: bool,
-}
-
-impl Log {
-    fn new(refuse: bool) -> Log {
-        Log {
-            events: Mutex::new(Vec::new()),
-            refuse,
-        }
-    }
-
-    fn append(&self, event: Event<'_>) -> Result<u64, String> {
-        if self.refuse {
-            return Err("disk full".into());
-        }
-        let mut events = self.events.lock().unwrap();
-        events.push(
-            format!("{event:?}")
-                .split(['(', ' '])
-                .next()
-                .unwrap()
-                .to_string(),
-        );
-        Ok(events.len() as u64 - 1)
-    }
-}
-
-fn person(id: &str, entity: &str) -> Person {
-    Person {
-        id: id.into(),
-        entity: entity.into(),
-    }
-}
-
-fn new_request() -> NewRequest {
-    NewRequest {
-        action: "read".into(),
-        subjects: vec!["u-1".into()],
-        collections: vec!["activity".into()],
-        fields: vec![],
-        purpose: "ticket 9".into(),
-        reason_code: "customer-initiated-support".into(),
-        duration_seconds: 600,
-    }
-}
-
-const RULES: RequestRules = RequestRules {
-    approvals_required: 2,
-    pending_ttl_seconds: 100,
-    max_duration_seconds: 3600,
-};
+use common::*;
+use custody::statement::Statement;
+use custody::{CustodyError, Event, Status};
 
 #[test]
 fn approvals_survive_a_reopen_and_grants_follow_the_clock() {
@@ -228,76 +143,6 @@ fn pending_requests_expire_and_decided_ones_stay_decided() {
             ..
         }
     ));
-}
-
-fn policy_set(hash: &str) -> custody::PolicySetRecord {
-    custody::PolicySetRecord {
-        hash: hash.into(),
-        schema: "schema".into(),
-        policies: "policies".into(),
-        policy_ids: vec![],
-        proposed_by: person("olga", "custodian"),
-        proposed_at: 1,
-        activated_at: None,
-        signature: None,
-        signers: vec![],
-        proofs: None,
-    }
-}
-
-fn invariant_set(hash: &str) -> custody::InvariantSetRecord {
-    custody::InvariantSetRecord {
-        hash: hash.into(),
-        text: "invariants".into(),
-        names: vec!["no-restricted-access".into()],
-        proposed_by: person("olga", "custodian"),
-        proposed_at: 2,
-        activated_at: None,
-        signature: None,
-        signers: vec![],
-        proofs: None,
-    }
-}
-
-/// Passing proofs of `policy_set` against `invariant_set`.
-fn proofs(policy_set: &str, invariant_set: &str) -> custody::Proofs {
-    let result = |name: &str, result: &str| custody::ProofResult {
-        name: name.into(),
-        result: result.into(),
-        duration_ms: 1.0,
-    };
-    custody::Proofs {
-        policy_set: policy_set.into(),
-        invariant_set: invariant_set.into(),
-        solver: "cvc5".into(),
-        solver_version: "1.0.3".into(),
-        timeout_ms: 1000,
-        environments: 5,
-        invariants: vec![result("no-restricted-access", custody::Proofs::PROVEN)],
-        never_errors: vec![result("permit-read", custody::Proofs::NEVER_ERRORS)],
-        duration_ms: 2.0,
-    }
-}
-
-impl Fixture {
-    fn sign(&self, statement: Statement) -> Vec<u8> {
-        statement::sign(&statement, &self.signer).unwrap()
-    }
-
-    fn activate_invariants(
-        &self,
-        custody: &Custody,
-        hash: &str,
-        proofs: Option<custody::Proofs>,
-        append: custody::LogFn<'_>,
-    ) -> Result<(), CustodyError> {
-        let signed = self.sign(Statement::InvariantActivation {
-            invariant_set: hash.into(),
-        });
-        custody
-            .activate_invariants(invariant_set(hash), &signed, proofs, 3, append)
-            .map(|_| ())
-    }
 }
 
 #[test]
