@@ -48,15 +48,20 @@ pub enum AlertKind {
     EgressSpike,
     /// New entries went uncovered by a signed checkpoint for longer than the deadline.
     CheckpointLate,
+    /// The custody store holds state that does not verify (signatures, thresholds, proofs,
+    /// log indices): someone changed it around the custodian. The last verified state stays
+    /// in force.
+    CustodyUnverified,
 }
 
 impl AlertKind {
-    pub const ALL: [AlertKind; 5] = [
+    pub const ALL: [AlertKind; 6] = [
         AlertKind::RestrictedCountry,
         AlertKind::BulkAccess,
         AlertKind::BreakGlass,
         AlertKind::EgressSpike,
         AlertKind::CheckpointLate,
+        AlertKind::CustodyUnverified,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -66,12 +71,16 @@ impl AlertKind {
             AlertKind::BreakGlass => "break-glass",
             AlertKind::EgressSpike => "egress-spike",
             AlertKind::CheckpointLate => "checkpoint-late",
+            AlertKind::CustodyUnverified => "custody-unverified",
         }
     }
 
     pub fn severity(self) -> &'static str {
         match self {
-            AlertKind::RestrictedCountry | AlertKind::BulkAccess | AlertKind::BreakGlass => "high",
+            AlertKind::RestrictedCountry
+            | AlertKind::BulkAccess
+            | AlertKind::BreakGlass
+            | AlertKind::CustodyUnverified => "high",
             // The monitor's reading of the entry format knows `high` and `medium`.
             AlertKind::EgressSpike | AlertKind::CheckpointLate => "medium",
         }

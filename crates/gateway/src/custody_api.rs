@@ -140,6 +140,8 @@ impl From<CustodyError> for ApiError {
             E::StaleSerial { .. } => (StatusCode::CONFLICT, "stale_serial"),
             E::LogUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "log_unavailable"),
             E::Store { .. } => return ApiError::internal(message),
+            // The stored custody state failed its own checks: nothing can be decided on it.
+            E::Unverified { .. } => (StatusCode::SERVICE_UNAVAILABLE, "custody_unverified"),
         };
         ApiError::new(status, code, message)
     }
@@ -709,6 +711,7 @@ async fn propose_policy(
         signature: None,
         signers: Vec::new(),
         proofs: None,
+        log_index: None,
     };
     let (set, index) = run(app, who, move |app, who| {
         app.custody
@@ -825,6 +828,7 @@ async fn propose_invariants(
         signature: None,
         signers: Vec::new(),
         proofs: None,
+        log_index: None,
     };
     let (set, index) = run(app, who, move |app, who| {
         app.custody

@@ -496,12 +496,14 @@ mod tests {
             policies: vec![],
             errors: vec![],
         };
-        let d = |decision: &Decision, suspended: bool| LoggedDecision {
-            class: None,
-            jurisdiction: None,
-            suspended,
-            decision,
-        };
+        fn d(decision: &Decision, suspended: bool) -> LoggedDecision<'_> {
+            LoggedDecision {
+                class: None,
+                jurisdiction: None,
+                suspended,
+                decision,
+            }
+        }
         let allow_ = d(&allow, false);
         assert_eq!(outcome(&[d(&allow, false), d(&allow, false)]), "allow");
         assert_eq!(outcome(&[d(&allow, true)]), "deny");

@@ -255,31 +255,40 @@ impl AppState {
         })
     }
 
-    /// Puts a newly activated policy set in force.
     /// Takes up custody changes that another gateway on the same data folder committed (a
     /// policy activation, the kill switch, grants), so that every gateway decides alike within
-    /// about a second. A failure keeps the state it had and is logged.
-    pub fn take_up_custody_changes(&self) {
+    /// about a second. State that does not verify (the custody crate checks signatures,
+    /// thresholds, proofs and log indices; this checks that the active policy set's text
+    /// hashes to the hash the custodian signed) is refused: the last verified state stays in
+    /// force, and the problem is answered for an alert. Other failures keep the state too and
+    /// are logged.
+    pub fn take_up_custody_changes(&self) -> Option<String> {
         match self.custody.refresh() {
-            Ok(false) => {}
+            Ok(false) => None,
             Ok(true) => {
-                let Some(active) = self.custody.active_policy() else {
-                    return;
-                };
+                let active = self.custody.active_policy()?;
                 if active.hash == self.policy().policy_set_hash() {
-                    return;
+                    return None;
                 }
-                match policy::PolicyEngine::new(&active.schema, &active.policies) {
-                    Ok(engine) => {
-                        tracing::info!(policy_set = %active.hash, "policy set activated by another gateway, now in force here");
-                        self.set_policy(engine);
+                let engine = match verified_engine(&active) {
+                    Ok(engine) => engine,
+                    Err(problem) => {
+                        tracing::error!(policy_set = %active.hash, "{problem}; the policy set in force stays");
+                        return Some(problem);
                     }
-                    Err(e) => {
-                        tracing::error!(policy_set = %active.hash, error = %e, "the policy set another gateway activated does not load here")
-                    }
-                }
+                };
+                tracing::info!(policy_set = %active.hash, "policy set activated by another gateway, now in force here");
+                self.set_policy(engine);
+                None
             }
-            Err(e) => tracing::error!(error = %e, "cannot read the custody store for changes"),
+            Err(e @ custody::CustodyError::Unverified { .. }) => {
+                tracing::error!(error = %e, "refused the custody store's state; the last verified state stays in force");
+                Some(e.to_string())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the custody store for changes");
+                None
+            }
         }
     }
 
@@ -385,9 +394,7 @@ fn active_policy(
                 "the active policy set was activated without proofs (before they were required); it proves now, but its activation in the log carries none"
             );
         }
-        return policy::PolicyEngine::new(&active.schema, &active.policies).map_err(|e| {
-            anyhow::anyhow!("the active policy set {} no longer loads: {e}", active.hash)
-        });
+        return verified_engine(&active).map_err(|problem| anyhow::anyhow!("{problem}"));
     }
 
     let engine = files.engine()?;
@@ -412,6 +419,7 @@ fn active_policy(
         signature: None,
         signers: Vec::new(),
         proofs: None,
+        log_index: None,
     };
     custody.propose_policy(record, &append)?;
     custody
@@ -428,6 +436,21 @@ fn active_policy(
             )
         })?;
     Ok(engine)
+}
+
+/// Loads a policy set from custody after checking that its text is what its hash (the one
+/// the custodian signed) names: the custody crate checks the signature over the hash, but
+/// cannot compute Cedar's hash itself.
+fn verified_engine(set: &custody::PolicySetRecord) -> Result<policy::PolicyEngine, String> {
+    let hash = policy::policy_set_hash(&set.schema, &set.policies);
+    if hash != set.hash {
+        return Err(format!(
+            "the custody store's policy set {} holds a text that hashes to {hash}: it was changed after the custodian signed it",
+            set.hash
+        ));
+    }
+    policy::PolicyEngine::new(&set.schema, &set.policies)
+        .map_err(|e| format!("the policy set {} does not load here: {e}", set.hash))
 }
 
 /// Who proposes what the configuration's files hold on the first start.
@@ -531,6 +554,7 @@ fn active_invariants(
         signature: None,
         signers: Vec::new(),
         proofs: None,
+        log_index: None,
     };
     custody.propose_invariants(record.clone(), append)?;
     custody
@@ -635,9 +659,17 @@ async fn analytics_ticker(state: Arc<AppState>) {
         }
         // Another gateway's custody changes come in like this gateway's own: with no
         // decision in flight across them.
-        let _ = state
+        if let Ok(Some(problem)) = state
             .custody_change(|app| app.take_up_custody_changes())
-            .await;
+            .await
+        {
+            let alert = analytics::AlertRequest {
+                kind: analytics::AlertKind::CustodyUnverified,
+                message: format!("the custody store's state does not verify: {problem}"),
+                details: serde_json::json!({"problem": problem}),
+            };
+            let _ = state.raise_alert(alert, None).await;
+        }
     }
 }
 

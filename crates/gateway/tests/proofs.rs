@@ -123,6 +123,7 @@ async fn activation_proves_again_and_refuses_an_unproven_set() {
         signature: None,
         signers: vec![],
         proofs: None,
+        log_index: None,
     };
     let state = server.state.clone();
     tokio::task::spawn_blocking(move || {

@@ -32,6 +32,7 @@ fn read_us_protected(principal: Principal) -> AccessRequest {
             network_zone: String::new(),
             time: 1_750_000_000,
             grant: String::new(),
+            own_data: false,
         },
     }
 }

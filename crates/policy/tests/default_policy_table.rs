@@ -355,6 +355,7 @@ fn default_policy_table() {
                 network_zone: String::new(),
                 time: 1_750_000_000,
                 grant: String::new(),
+                own_data: false,
             },
         };
         let expected_allowed = match outcome {
@@ -415,6 +416,7 @@ fn kill_switch_and_grants() {
             context: Context {
                 purpose: "support-ticket".into(),
                 grant: grant.into(),
+                own_data: false,
                 ..Context::default()
             },
         })
@@ -456,6 +458,7 @@ fn kill_switch_and_grants() {
         context: Context {
             purpose: "support-ticket".into(),
             grant: "approved".into(),
+            own_data: false,
             ..Context::default()
         },
     });

@@ -98,6 +98,7 @@ pub fn access_entry(engine: &PolicyEngine, i: u64, access: &Access) -> Value {
         network_zone: String::new(),
         time: TIME + i as i64,
         grant: String::new(),
+        own_data: false,
     };
     let resources: Vec<(Value, Resource)> = match access.collection {
         None => vec![(
