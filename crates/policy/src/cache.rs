@@ -316,6 +316,7 @@ mod tests {
                 | RESOURCE_SUSPENDED
                 | CONTEXT_PURPOSE
                 | CONTEXT_GRANT
+                | CONTEXT_OWN_DATA
         );
     }
 
