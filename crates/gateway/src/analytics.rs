@@ -312,7 +312,12 @@ impl Analytics {
                 kind: AlertKind::RestrictedCountry,
                 message: format!(
                     "{} ({}) located in {} attempted {} on a {} subject: {}",
-                    o.who.public_id, p.entity, p.location, o.action, o.subject_jurisdiction, o.outcome
+                    o.who.public_id,
+                    p.entity,
+                    p.location,
+                    o.action,
+                    o.subject_jurisdiction,
+                    o.outcome
                 ),
                 details: json!({
                     "action": o.action,

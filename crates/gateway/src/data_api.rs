@@ -532,7 +532,10 @@ async fn residency_migrate(
                 .governed
                 .misplaced_by_pseudonym(&app.pseudonyms, &request.from, pseudonym)
                 .await?;
-            (pseudonym.clone(), found.unwrap_or_else(|| pseudonym.clone()))
+            (
+                pseudonym.clone(),
+                found.unwrap_or_else(|| pseudonym.clone()),
+            )
         }
         _ => {
             return Err(ApiError::bad_request(

@@ -211,6 +211,12 @@ impl Governed {
         self.vault.layout().jurisdictions.iter()
     }
 
+    /// The jurisdictions subjects can be registered in (those with a residency rule): an id
+    /// that names no subject could name one of these.
+    fn registrable(&self) -> impl Iterator<Item = &String> {
+        self.vault.layout().residency.keys()
+    }
+
     /// Checks a record's fields against the collection; answers their classes.
     pub fn validate_fields(
         &self,
@@ -243,11 +249,8 @@ impl Governed {
         jurisdiction: &str,
     ) -> AppResult<(SubjectPlacement, bool)> {
         permit.require(Action::Register, Some(id), None)?;
-        let (vault, id, jurisdiction) = (
-            self.vault.clone(),
-            id.to_string(),
-            jurisdiction.to_string(),
-        );
+        let (vault, id, jurisdiction) =
+            (self.vault.clone(), id.to_string(), jurisdiction.to_string());
         let index = permit.index;
         crate::api::blocking(move || vault.register_subject(&id, &jurisdiction))
             .await?
@@ -276,16 +279,18 @@ impl Governed {
         let subject = permit.subject.clone().unwrap_or_default();
         permit.require(Action::Write, Some(&subject), Some(collection))?;
         let declared = self.declared(collection)?;
-        if let Some(name) = fields
-            .keys()
-            .find(|name| !declared.get(*name).is_some_and(|c| permit.allows_field(name, *c)))
-        {
+        if let Some(name) = fields.keys().find(|name| {
+            !declared
+                .get(*name)
+                .is_some_and(|c| permit.allows_field(name, *c))
+        }) {
             return Err(ApiError::internal(format!(
                 "field `{name}` is not covered by the write's decision (a bug: nothing was written)"
             ))
             .logged(permit.index));
         }
-        let (vault, collection, key) = (self.vault.clone(), collection.to_string(), key.to_string());
+        let (vault, collection, key) =
+            (self.vault.clone(), collection.to_string(), key.to_string());
         let index = permit.index;
         crate::api::blocking(move || vault.put_record(&subject, &collection, &key, fields))
             .await?
@@ -405,7 +410,9 @@ impl Governed {
     ) -> AppResult<(Vec<(String, vault::RecordRow)>, Option<vault::Cursor>)> {
         permit.require(Action::Egress, None, Some(collection))?;
         if !permit.classes.contains(&FieldClass::Interoperable) {
-            return Err(ApiError::internal("an egress permit without interoperable fields"));
+            return Err(ApiError::internal(
+                "an egress permit without interoperable fields",
+            ));
         }
         let vault = self.vault.clone();
         let coll = collection.to_string();
@@ -534,7 +541,8 @@ fn filter_record(
 
 impl AppState {
     /// The subject `id` names, for a decision about it. An id that names no subject is
-    /// decided too, as if it named a subject of every jurisdiction (on each of `collections`,
+    /// decided too, as if it named a subject of every jurisdiction that has a residency rule
+    /// (on each of `collections`,
     /// one logged entry each, or on the subject itself when there are none): the answer is
     /// 404 only when the access would be allowed whatever the subject's jurisdiction, and
     /// otherwise the same 403 a subject of the denying jurisdiction gets. So the answer tells
@@ -560,7 +568,7 @@ impl AppState {
                 None => vec![],
             };
             let mut asked = Vec::new();
-            for jurisdiction in self.governed.jurisdictions() {
+            for jurisdiction in self.governed.registrable() {
                 asked.extend(self.resources(jurisdiction, "", "", collection, &classes));
             }
             let target = AccessTarget {
@@ -874,30 +882,38 @@ impl AppState {
         self.observe(who, ask.action, target, outcome, &logged, index)
             .await?;
 
-        let all_suspended = !decided.is_empty() && decided.iter().all(|d| d.suspended);
-        let denied = match mode {
-            Mode::One => !allowed_as_needed(ask.action, decided.iter()),
-            Mode::Bulk => !decided.iter().any(Decided::allowed),
-            Mode::Unknown => self.governed.jurisdictions().any(|j| {
-                !allowed_as_needed(
-                    ask.action,
-                    decided.iter().filter(|d| &d.jurisdiction == j),
-                )
-            }),
+        // The decisions that deny the request as its mode needs, if any: for an unknown
+        // subject, those of the first jurisdiction that denies (so that the 403 is the very
+        // one a subject of that jurisdiction gets).
+        let denying: Vec<&Decided> = match mode {
+            Mode::One if !allowed_as_needed(ask.action, decided.iter()) => decided.iter().collect(),
+            Mode::Bulk if !decided.iter().any(Decided::allowed) => decided.iter().collect(),
+            Mode::Unknown => self
+                .governed
+                .registrable()
+                .map(|j| {
+                    decided
+                        .iter()
+                        .filter(|d| &d.jurisdiction == j)
+                        .collect::<Vec<_>>()
+                })
+                .find(|of| !allowed_as_needed(ask.action, of.iter().copied()))
+                .unwrap_or_default(),
+            _ => Vec::new(),
         };
-        if denied && all_suspended {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "suspended",
-                format!(
-                    "all access to {} subjects' data is suspended by the custodian's kill switch",
-                    target.subject_jurisdiction
-                ),
-            )
-            .logged(index));
-        }
-        if denied {
-            return Err(self.denial(&engine, ask, &context, &decided).logged(index));
+        if !denying.is_empty() {
+            if denying.iter().all(|d| d.suspended) {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "suspended",
+                    format!(
+                        "all access to {} subjects' data is suspended by the custodian's kill switch",
+                        denying[0].jurisdiction
+                    ),
+                )
+                .logged(index));
+            }
+            return Err(self.denial(&engine, ask, &context, &denying).logged(index));
         }
         Ok((index, decided, grant))
     }
@@ -946,13 +962,20 @@ impl AppState {
         target: &AccessTarget<'_>,
         now: i64,
     ) -> Option<custody::AccessRequest> {
-        let grant = self.custody.find_grant(
-            &who.principal.id,
-            action.as_str(),
-            subject_id,
-            target.collection,
-            now,
-        )?;
+        let find = |action: Action| {
+            self.custody.find_grant(
+                &who.principal.id,
+                action.as_str(),
+                subject_id,
+                target.collection,
+                now,
+            )
+        };
+        // An export hands over what a read shows: a read grant covers it too, scoped alike.
+        let grant = match action {
+            Action::Export => find(Action::Export).or_else(|| find(Action::Read)),
+            _ => find(action),
+        }?;
         let fields_covered = grant.fields.is_empty()
             || match action {
                 Action::Read | Action::Export => true,
@@ -970,7 +993,7 @@ impl AppState {
         engine: &policy::PolicyEngine,
         ask: &Ask<'_>,
         context: &policy::Context,
-        decided: &[Decided],
+        decided: &[&Decided],
     ) -> ApiError {
         let action = ask.action;
         let mut policies: Vec<String> = decided

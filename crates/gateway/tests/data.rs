@@ -334,10 +334,25 @@ async fn erasure_shreds_the_keys_so_old_copies_are_unreadable() {
         erasure["details"]["subject"],
         server.state.pseudonyms.pseudonym("u-0")
     );
-    let (status, _) = server
+    // An id that names no subject is answered as one of a jurisdiction the caller may not
+    // see would be: vetted US staff may not list SG subjects, so 403, logged.
+    let (status, body) = server
         .call(Method::GET, "/v1/subjects/u-0", Some(&alice), None, None)
         .await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    // Parent staff in SG may read interoperable fields of every jurisdiction's subjects, so
+    // to them the erased subject is simply not found.
+    let (status, body) = server
+        .call(
+            Method::GET,
+            "/v1/subjects/u-0/records/profile/main",
+            Some(&server.token(&common::PARENT_SG)),
+            Some("support"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(body["error"], "subject_not_found");
     // The other subject is untouched.
     let (status, _) = server
         .call(
@@ -378,7 +393,7 @@ async fn a_subject_exports_its_own_data() {
     populate(&server, 2, |i| format!("name-{i}")).await;
     let me = Who {
         sub: "u-0",
-        entity: "usds",
+        entity: "public",
         location: "SG",
         clearance: &[],
         roles: &["data-subject"],
@@ -388,7 +403,7 @@ async fn a_subject_exports_its_own_data() {
             Method::GET,
             "/v1/subjects/u-0/export",
             Some(&server.token(&me)),
-            None,
+            Some("my own copy"),
             None,
         )
         .await;

@@ -267,13 +267,16 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
             StatusCode::BAD_REQUEST,
             "invalid_id",
         ),
+        // An id that names no subject is answered as a subject of a jurisdiction the caller
+        // may not read would be (vetted US staff may not read SG subjects); see below for a
+        // caller who may read every jurisdiction's subjects.
         (
             "unknown subject",
             Method::GET,
             "/v1/subjects/nobody/records/profile/main".into(),
             None,
-            StatusCode::NOT_FOUND,
-            "subject_not_found",
+            StatusCode::FORBIDDEN,
+            "denied",
         ),
         (
             "extra member in subject body",
@@ -317,6 +320,18 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
             "{name}"
         );
     }
+    let siew = server.token(&common::PARENT_SG);
+    let (status, answer) = server
+        .call(
+            Method::GET,
+            "/v1/subjects/nobody/records/profile/main",
+            Some(&siew),
+            Some("testing"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
+    assert_eq!(answer["error"], "subject_not_found");
     // The undeclared field is named.
     let (_, answer) = server
         .call(

@@ -95,7 +95,7 @@ async fn a_set_without_the_restricted_country_forbid_is_refused_with_a_confirmed
         .await;
     assert_eq!(status, StatusCode::OK, "already known: {body}");
     assert_eq!(body["proofs"]["policy_set"], active.hash.as_str());
-    assert_eq!(body["proofs"]["invariants"].as_array().unwrap().len(), 5);
+    assert_eq!(body["proofs"]["invariants"].as_array().unwrap().len(), 6);
     server.stop().await;
 }
 
@@ -224,7 +224,7 @@ async fn invariants_change_only_signed_and_only_if_the_active_set_keeps_them() {
     let (status, proposed) = propose(kept.clone()).await;
     assert_eq!(status, StatusCode::CREATED, "{proposed}");
     let hash = proposed["hash"].as_str().unwrap().to_string();
-    assert_eq!(proposed["invariants"].as_array().unwrap().len(), 6);
+    assert_eq!(proposed["invariants"].as_array().unwrap().len(), 7);
     assert_eq!(proposed["proofs"]["policy_set"], active.as_str());
     assert_eq!(proposed["proofs"]["invariant_set"], hash.as_str());
     assert_eq!(
@@ -303,7 +303,7 @@ async fn invariants_change_only_signed_and_only_if_the_active_set_keeps_them() {
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    assert_eq!(body["proofs"]["invariants"].as_array().unwrap().len(), 6);
+    assert_eq!(body["proofs"]["invariants"].as_array().unwrap().len(), 7);
 
     // The activation survives a restart; the invariants file (still the first set) is
     // ignored, as the policy file is.
@@ -324,7 +324,7 @@ async fn monitors_fetch_the_invariants_in_force_by_hash_without_a_token() {
     assert_eq!(status, StatusCode::OK, "{list}");
     let hash = list["active"].as_str().unwrap().to_string();
     assert_eq!(list["sets"][0]["status"], "active");
-    assert_eq!(list["sets"][0]["invariants"].as_array().unwrap().len(), 5);
+    assert_eq!(list["sets"][0]["invariants"].as_array().unwrap().len(), 6);
 
     let (status, set) = server
         .call(

@@ -239,11 +239,12 @@ pub const MONITOR: Who = Who {
     roles: &["monitor"],
 };
 
-/// The global platform's egress consumer: it takes interoperable data out of the jurisdiction.
+/// The global platform's egress consumer: it takes interoperable data out of the jurisdiction
+/// (to Singapore; one located in a restricted country gets no US rows).
 pub const EGRESS: Who = Who {
     sub: "globe",
     entity: "parent",
-    location: "CN",
+    location: "SG",
     clearance: &[],
     roles: &["egress"],
 };
