@@ -14,6 +14,7 @@
 //! | handling a request | never here: the router's `request_timeout_seconds` answers 503 |
 //! | sending the response | the client takes nothing for `idle_timeout` (an event stream writes a keep-alive comment more often) |
 //!
+//! Each connection buffers at most 64 KiB, so that memory is bounded by `max_connections`.
 //! The accept loop takes a slot of a semaphore before it accepts: when all are taken it stops
 //! accepting (new connections wait in the kernel's listen queue) until one closes. On shutdown
 //! it stops accepting, ends the analytics' event streams, lets every connection finish the
@@ -46,6 +47,10 @@ use crate::config::ServerConfig;
 /// File descriptors kept for everything but client connections (stores, the log, the
 /// solver's pipes, the listener): `max_connections` is lowered to leave them free.
 const RESERVED_FILES: usize = 256;
+
+/// The most one connection buffers (hyper's minimum is 8 KiB); a request header larger than
+/// this is refused (431).
+const MAX_CONNECTION_BUFFER: usize = 64 * 1024;
 
 /// The connection limits, from `[server]`.
 #[derive(Debug, Clone, Copy)]
@@ -257,6 +262,10 @@ async fn connection(
     // The watchdog times the header (hyper's own timer would also cut kept-alive connections
     // waiting for their next request at the header timeout).
     builder.header_read_timeout(None::<Duration>);
+    // What one connection may make the server buffer (a request header must fit; bodies and
+    // responses stream through it): with `max_connections`, a bound on memory that no client
+    // can raise. hyper's default is about 400 KiB.
+    builder.max_buf_size(MAX_CONNECTION_BUFFER);
     let mut conn = pin!(builder.serve_connection(io, service));
     let mut watchdog = pin!(clock.watch(limits));
     let mut draining = false;

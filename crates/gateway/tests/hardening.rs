@@ -73,9 +73,15 @@ async fn metric_series_do_not_grow_with_the_methods_and_paths_clients_send() {
     odd_requests(&server, 100..400).await;
     let text = metrics_text(&server).await;
     let after_400 = http_series(&text);
-    assert_eq!(
-        after_100, after_400,
-        "300 more method names and paths added series"
+    let added: Vec<&String> = after_400
+        .iter()
+        .filter(|s| !after_100.contains(s))
+        .collect();
+    assert!(
+        added.is_empty() && after_100.len() == after_400.len(),
+        "300 more method names and paths added {} series, like {:?}",
+        added.len(),
+        &added[..added.len().min(3)]
     );
     assert!(
         !text.contains("XMETHOD"),
@@ -278,6 +284,28 @@ async fn connections_beyond_the_limit_wait_for_a_free_slot() {
     assert_eq!(status, StatusCode::OK);
     let text = metrics_text(&server).await;
     assert!(closed_by_watchdog(&text, "header_timeout") >= 4.0, "{text}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_header_larger_than_the_connection_buffer_is_refused() {
+    let server = Server::start().await;
+    let mut stream = connect(&server).await;
+    // 200 KiB of header: within hyper's default buffer (about 400 KiB), beyond the 64 KiB
+    // one connection may make the gateway hold.
+    let big = "a".repeat(200 * 1024);
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n");
+    // The server may stop reading (and close) before all of it is written.
+    let _ = stream.write_all(request.as_bytes()).await;
+    let answer = tokio::time::timeout(Duration::from_secs(10), read_response(&mut stream))
+        .await
+        .expect("answered or closed");
+    assert!(
+        matches!(answer, None | Some((431, _))),
+        "an oversized header was served: {answer:?}"
+    );
+    let (status, _) = server.call(Method::GET, "/healthz", None, None, None).await;
+    assert_eq!(status, StatusCode::OK);
     server.stop().await;
 }
 
