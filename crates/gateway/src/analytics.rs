@@ -188,6 +188,9 @@ struct Live {
     egress: VecDeque<(Instant, u64)>,
     /// (alert, principal) → when last raised, for `alert_repeat_seconds`.
     raised: HashMap<(AlertKind, String), Instant>,
+    /// The oldest entry the latest checkpoint does not cover, as last read: its index and
+    /// the time it records (None if it could not be read), so that it is read once.
+    oldest_uncovered: Option<(u64, Option<SystemTime>)>,
 }
 
 /// The gateway's live view of itself. See the module documentation.
@@ -239,6 +242,7 @@ impl Analytics {
                 touched: HashMap::new(),
                 egress: VecDeque::new(),
                 raised: HashMap::new(),
+                oldest_uncovered: None,
             }),
             events: broadcast::channel(256).0,
             closing: watch::channel(false).0,
@@ -445,26 +449,59 @@ impl Analytics {
         alert
     }
 
-    /// Whether new entries have waited longer than the deadline for a checkpoint.
+    /// Whether an entry has waited longer than the deadline for a signed checkpoint. What
+    /// counts is the age of the oldest entry the latest checkpoint does not cover, not the
+    /// checkpoint's own age: on an idle log the checkpoint grows old legitimately, and the
+    /// first entry after a quiet spell has waited no time at all. May read that one entry
+    /// from the log (once per entry): call it off the async threads.
     pub fn checkpoint_late(&self, log: &logstore::Log) -> Option<AlertRequest> {
         let state = LogState::read(log);
-        let age = state.age;
         let deadline = Duration::from_secs(self.settings.checkpoint_deadline_seconds);
         let uncovered = state.uncovered();
-        (uncovered > 0 && age > deadline).then(|| AlertRequest {
+        // An entry the checkpoint does not cover was added after it was signed, so it cannot
+        // have waited longer than the checkpoint's age: a young checkpoint needs no read.
+        if uncovered == 0 || state.age <= deadline {
+            return None;
+        }
+        let oldest = state.checkpoint_size;
+        // If the entry's time cannot be read, the checkpoint's age stands in for it: an
+        // alert too many rather than a late checkpoint unreported.
+        let waited = self.entry_time(log, oldest).map_or(state.age, |at| {
+            SystemTime::now().duration_since(at).unwrap_or_default()
+        });
+        (waited > deadline).then(|| AlertRequest {
             kind: AlertKind::CheckpointLate,
             message: format!(
-                "{uncovered} log entries have waited {}s for a signed checkpoint (deadline {}s)",
-                age.as_secs(),
+                "{uncovered} log entries wait for a signed checkpoint, the oldest for {}s (deadline {}s)",
+                waited.as_secs(),
                 deadline.as_secs()
             ),
             details: json!({
                 "log_size": state.size,
                 "checkpoint_size": state.checkpoint_size,
-                "checkpoint_age_seconds": age.as_secs(),
+                "checkpoint_age_seconds": state.age.as_secs(),
+                "oldest_uncovered_index": oldest,
+                "oldest_uncovered_wait_seconds": waited.as_secs(),
                 "deadline_seconds": deadline.as_secs(),
             }),
         })
+    }
+
+    /// The time log entry `index` records (every entry format has `time`), read from the log
+    /// once per index.
+    fn entry_time(&self, log: &logstore::Log, index: u64) -> Option<SystemTime> {
+        if let Some((cached, time)) = self.live().oldest_uncovered
+            && cached == index
+        {
+            return time;
+        }
+        let time = log
+            .entry(index)
+            .ok()
+            .flatten()
+            .and_then(|bytes| entry_time(&bytes));
+        self.live().oldest_uncovered = Some((index, time));
+        time
     }
 
     /// Ends the current second: moves its counts into the history.
@@ -617,11 +654,53 @@ impl LogState {
     }
 }
 
+/// The `time` an entry records.
+fn entry_time(entry: &[u8]) -> Option<SystemTime> {
+    #[derive(serde::Deserialize)]
+    struct Timed {
+        time: String,
+    }
+    let timed: Timed = serde_json::from_slice(entry).ok()?;
+    humantime::parse_rfc3339(&timed.time).ok()
+}
+
+/// The HTTP methods that get a label of their own in the metrics; any other method (a client
+/// may send any token as a method) counts as `other`, so that clients cannot add series.
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "PATCH" => "PATCH",
+        "OPTIONS" => "OPTIONS",
+        "CONNECT" => "CONNECT",
+        "TRACE" => "TRACE",
+        _ => "other",
+    }
+}
+
+/// The route label of a request that matched no route: one label for every such path.
+pub const NO_ROUTE_LABEL: &str = "(no route)";
+
 fn describe_metrics() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_counter!(
         "sovereign_http_requests_total",
-        "HTTP requests by route template, method and status"
+        "HTTP requests by route template (`(no route)` for any unmatched path), method (`other` for any non-standard one) and status"
+    );
+    describe_gauge!(
+        "sovereign_http_connections_open",
+        "HTTP connections open now"
+    );
+    describe_gauge!(
+        "sovereign_http_connections_max",
+        "HTTP connections served at once at most (server.max_connections, or less if the open-file limit is lower)"
+    );
+    describe_counter!(
+        "sovereign_http_connections_closed_total",
+        "HTTP connections the server closed for lack of progress, by reason (header_timeout, idle_timeout, stalled)"
     );
     describe_histogram!(
         "sovereign_http_request_duration_seconds",

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
@@ -94,21 +94,21 @@ async fn metrics(State(app): Shared) -> Response {
 /// Server-Sent Events: a `summary` on connect and every second after (decisions per second
 /// over the last minute, counts by location and entity, the latest decisions with
 /// pseudonymised subjects, alerts, pending approvals, the checkpoint), and each `alert` the
-/// moment it is raised. For principals with role `monitor` or `custodian-approver`.
+/// moment it is raised. For principals with role `monitor` or `custodian-approver`, not
+/// located in a restricted country.
 #[utoipa::path(get, path = "/v1/analytics/stream", tag = "analytics",
     security(("bearer" = [])),
     responses(
         (status = 200, description = "the event stream", content_type = "text/event-stream"),
         (status = 401, description = "no valid token", body = ErrorBody),
-        (status = 403, description = "neither role `monitor` nor `custodian-approver`", body = ErrorBody),
+        (status = 403, description = "neither role `monitor` nor `custodian-approver` (`role_required`), or located in a restricted country (`restricted_location`)", body = ErrorBody),
     ))]
 async fn stream(
     State(app): Shared,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let who = app.auth.authenticate(&headers, peer.ip())?;
-    who.require_role(&[ROLE_MONITOR, ROLE_APPROVER])?;
+    let who = watcher(&app, &headers, peer)?;
     tracing::info!(principal = %who.public_id, "analytics stream opened");
     let first = StreamEvent {
         name: "summary",
@@ -124,7 +124,38 @@ async fn stream(
         let event = Event::default().event(next.name).data(&*next.data);
         Some((Ok(event), events))
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(keep_alive_interval(&app))))
+}
+
+/// Who may watch the live analytics (the stream, and so the dashboard's data): a principal
+/// with role `monitor` or `custodian-approver`, not located in a restricted country (by its
+/// signed location or its network zone): the feed shows who accessed what, and from where.
+fn watcher(
+    app: &AppState,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+) -> Result<crate::auth::Authenticated, ApiError> {
+    let who = app.auth.authenticate(headers, peer.ip())?;
+    who.require_role(&[ROLE_MONITOR, ROLE_APPROVER])?;
+    let location = &who.principal.location;
+    if app.config.restricted_countries.contains(location) {
+        tracing::warn!(principal = %who.principal.id, location = %location, "analytics stream refused: restricted location");
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "restricted_location",
+            format!(
+                "principals located in a restricted country ({location}) may not watch the live analytics"
+            ),
+        ));
+    }
+    Ok(who)
+}
+
+/// How often an idle stream sends a keep-alive comment: often enough that the connection
+/// never counts as stalled (`server.idle_timeout_seconds`), and at most every 15 s.
+fn keep_alive_interval(app: &AppState) -> Duration {
+    let idle = Duration::from_secs(app.config.server.idle_timeout_seconds);
+    (idle / 3).clamp(Duration::from_millis(200), Duration::from_secs(15))
 }
 
 /// One client's view of the broadcast: its first summary, then whatever is published,

@@ -89,6 +89,8 @@ struct Issuer {
 pub struct Authenticator {
     issuers: HashMap<String, Issuer>,
     leeway: u64,
+    /// `auth.max_token_lifetime`, in seconds: how far ahead `exp` may be.
+    max_lifetime: u64,
     cache: TokenCache,
     entities: BTreeMap<String, EntityConfig>,
     restricted: BTreeSet<String>,
@@ -135,6 +137,7 @@ impl Authenticator {
         Ok(Authenticator {
             issuers,
             leeway: config.auth.leeway_seconds,
+            max_lifetime: config.auth.max_token_lifetime.as_secs(),
             cache: TokenCache::new(config.auth.token_cache_entries),
             entities: config.entities.clone(),
             restricted: config.restricted_countries.clone(),
@@ -235,6 +238,17 @@ impl Authenticator {
             match jsonwebtoken::decode::<Claims>(token, &candidate.key, &validation) {
                 Ok(data) => {
                     check_claims(&data.claims)?;
+                    // Without a configured audience the token must name none: one that names
+                    // an audience was made for some other service.
+                    if issuer.audience.is_none() && payload.get("aud").is_some() {
+                        return Err(unauthenticated(
+                            "unexpected_audience",
+                            format!(
+                                "the token names an audience (`aud`), but issuer `{iss}` has no audience configured here: it was made for another service"
+                            ),
+                        ));
+                    }
+                    self.check_lifetime(&data.claims, now)?;
                     let claims = Arc::new(data.claims);
                     self.cache.insert(cache_key, claims.clone());
                     return Ok(claims);
@@ -245,6 +259,24 @@ impl Authenticator {
         Err(map_jwt_error(
             last_error.expect("at least one candidate key"),
         ))
+    }
+
+    /// Refuses a token whose `exp` is further ahead than `auth.max_token_lifetime` (plus the
+    /// leeway): such a token, once leaked, could not be taken back.
+    fn check_lifetime(&self, claims: &Claims, now: i64) -> Result<(), ApiError> {
+        let remaining = claims.exp.saturating_sub(now);
+        let allowed =
+            i64::try_from(self.max_lifetime.saturating_add(self.leeway)).unwrap_or(i64::MAX);
+        if remaining > allowed {
+            return Err(unauthenticated(
+                "lifetime_too_long",
+                format!(
+                    "the token expires more than {} from now, longer than `auth.max_token_lifetime` allows; ask its issuer for a shorter-lived token",
+                    humantime::format_duration(std::time::Duration::from_secs(self.max_lifetime))
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Turns verified claims into a policy principal. The location is the signed claim,
@@ -491,8 +523,24 @@ impl TokenCache {
     }
 }
 
-/// Development tokens: signed with the issuer key that `sovereign init` wrote.
+/// Development tokens: signed with the issuer key that `sovereign init` wrote. Refuses a
+/// token the gateway would refuse for living too long (`auth.max_token_lifetime` of the data
+/// folder's configuration, or its default if that cannot be read).
 pub fn mint_dev_token(data_dir: &Path, claims: &Claims) -> anyhow::Result<String> {
+    let max_lifetime = std::fs::read_to_string(data_dir.join(crate::config::CONFIG_FILE))
+        .ok()
+        .and_then(|text| Config::parse(&text).ok())
+        .map_or(crate::config::DEFAULT_MAX_TOKEN_LIFETIME, |c| {
+            c.auth.max_token_lifetime
+        });
+    let lifetime = claims.exp.saturating_sub(now_unix());
+    if lifetime > i64::try_from(max_lifetime.as_secs()).unwrap_or(i64::MAX) {
+        anyhow::bail!(
+            "the token would live {}s, longer than `auth.max_token_lifetime` ({}) allows, so the gateway would refuse it: ask for a shorter lifetime",
+            lifetime,
+            humantime::format_duration(max_lifetime)
+        );
+    }
     let path = data_dir.join(crate::setup::DEV_ISSUER_KEY);
     let pem = std::fs::read(&path).with_context(|| {
         format!(

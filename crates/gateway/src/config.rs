@@ -58,7 +58,19 @@ pub struct ServerConfig {
     pub request_timeout_seconds: u64,
     /// Reader connections per embedded site store.
     pub store_readers: usize,
+    /// A request's header must arrive whole within this many seconds of its first byte (or,
+    /// on a new connection, of the connection); otherwise the connection is closed.
+    pub header_read_timeout_seconds: u64,
+    /// A kept-alive connection waiting for its next request, or a response the client stops
+    /// reading, is closed after this many seconds without progress.
+    pub idle_timeout_seconds: u64,
+    /// Connections served at once; when all are taken, new ones wait in the listen queue
+    /// until one closes. Lowered at start to what the open-file limit allows.
+    pub max_connections: usize,
 }
+
+/// The most `server.max_connections` may be.
+pub const MAX_CONNECTIONS_LIMIT: usize = 1_000_000;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -66,6 +78,9 @@ impl Default for ServerConfig {
             body_limit_bytes: DEFAULT_BODY_LIMIT,
             request_timeout_seconds: 30,
             store_readers: 4,
+            header_read_timeout_seconds: 10,
+            idle_timeout_seconds: 60,
+            max_connections: 10_000,
         }
     }
 }
@@ -290,7 +305,22 @@ pub struct AuthConfig {
     /// Verified tokens kept until they expire, at most this many.
     #[serde(default = "default_token_cache")]
     pub token_cache_entries: usize,
+    /// Tokens whose `exp` is further ahead than this (like `24h`) are refused: a token that
+    /// never expires cannot be taken back.
+    #[serde(
+        default = "default_max_token_lifetime",
+        with = "humantime_serde_compat"
+    )]
+    pub max_token_lifetime: std::time::Duration,
     pub issuers: Vec<IssuerConfig>,
+}
+
+/// The longest token lifetime accepted unless configured: a day.
+pub const DEFAULT_MAX_TOKEN_LIFETIME: std::time::Duration =
+    std::time::Duration::from_secs(24 * 3600);
+
+fn default_max_token_lifetime() -> std::time::Duration {
+    DEFAULT_MAX_TOKEN_LIFETIME
 }
 
 fn default_leeway() -> u64 {
@@ -312,7 +342,8 @@ pub struct IssuerConfig {
     /// A JWKS file (RFC 7517); keys are chosen by the token's `kid`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks: Option<PathBuf>,
-    /// If set, tokens must carry this `aud`.
+    /// If set, tokens must carry this `aud`; if not, tokens that carry any `aud` are refused
+    /// (they were made for another service).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audience: Option<String>,
 }
@@ -492,6 +523,26 @@ impl Config {
         if self.server.store_readers == 0 {
             problems.push(("server.store_readers".into(), "must be above 0".into()));
         }
+        for (key, value) in [
+            (
+                "server.header_read_timeout_seconds",
+                self.server.header_read_timeout_seconds,
+            ),
+            (
+                "server.idle_timeout_seconds",
+                self.server.idle_timeout_seconds,
+            ),
+        ] {
+            if !(1..=3600).contains(&value) {
+                problems.push((key.into(), "must be between 1 and 3600".into()));
+            }
+        }
+        if !(1..=MAX_CONNECTIONS_LIMIT).contains(&self.server.max_connections) {
+            problems.push((
+                "server.max_connections".into(),
+                format!("must be between 1 and {MAX_CONNECTIONS_LIMIT}"),
+            ));
+        }
         let store = &self.log.store;
         let postgres = store.starts_with("postgres://") || store.starts_with("postgresql://");
         if store.starts_with("redb:") {
@@ -539,6 +590,13 @@ impl Config {
                     format!("file `{}` does not exist", full.display()),
                 ));
             }
+        }
+        let lifetime = self.auth.max_token_lifetime.as_secs();
+        if lifetime == 0 || lifetime > 366 * 24 * 3600 {
+            problems.push((
+                "auth.max_token_lifetime".into(),
+                "must be between 1s and 366 days".into(),
+            ));
         }
         if self.auth.token_cache_entries > 10_000_000 {
             problems.push(("auth.token_cache_entries".into(), "at most 10000000".into()));
@@ -794,6 +852,46 @@ mod tests {
             .find(|(key, _)| key == "log.store")
             .unwrap_or_else(|| panic!("{problems:?}"));
         assert!(problem.1.contains("not implemented"), "{problem:?}");
+    }
+
+    #[test]
+    fn connection_limits_and_token_lifetime_are_checked() {
+        let mut config = Config::parse(&crate::setup::default_config_text()).unwrap();
+        // The commented reference says what the defaults are.
+        let defaults = ServerConfig::default();
+        assert_eq!(
+            config.server.header_read_timeout_seconds,
+            defaults.header_read_timeout_seconds
+        );
+        assert_eq!(
+            config.server.idle_timeout_seconds,
+            defaults.idle_timeout_seconds
+        );
+        assert_eq!(config.server.max_connections, defaults.max_connections);
+        assert_eq!(config.auth.max_token_lifetime, DEFAULT_MAX_TOKEN_LIFETIME);
+
+        config.server.header_read_timeout_seconds = 0;
+        config.server.idle_timeout_seconds = 3601;
+        config.server.max_connections = 0;
+        config.auth.max_token_lifetime = std::time::Duration::ZERO;
+        let problems = config.validate(Path::new("/nonexistent"));
+        for key in [
+            "server.header_read_timeout_seconds",
+            "server.idle_timeout_seconds",
+            "server.max_connections",
+            "auth.max_token_lifetime",
+        ] {
+            assert!(
+                problems.iter().any(|(k, _)| k == key),
+                "{key} not refused: {problems:?}"
+            );
+        }
+        let text = crate::setup::default_config_text().replace(
+            "max_token_lifetime = \"24h\"",
+            "max_token_lifetime = \"forever\"",
+        );
+        let (key, _) = Config::parse(&text).unwrap_err();
+        assert_eq!(key, "auth.max_token_lifetime");
     }
 
     #[test]

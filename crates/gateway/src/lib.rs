@@ -19,10 +19,10 @@ pub mod error;
 pub mod log_api;
 pub mod pipeline;
 pub mod proof;
+pub mod serve;
 pub mod setup;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -146,35 +146,23 @@ impl Gateway {
         self.router.clone()
     }
 
-    /// Serves until `shutdown` completes, then finishes the requests in flight.
+    /// Serves until `shutdown` completes, then finishes the requests in flight (open event
+    /// streams are ended first). Connections are limited as `[server]` says (`serve.rs`).
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let ticker = tokio::spawn(analytics_ticker(self.state.clone()));
-        let state = self.state.clone();
-        let shutdown = async move {
-            shutdown.await;
-            // Open analytics streams never end by themselves; the graceful shutdown would
-            // wait for them forever.
-            state.analytics.close();
-        };
-        let served = axum::serve(
-            listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("server failed");
+        let limits = serve::Limits::from_config(&self.state.config.server);
+        serve::serve(listener, self.router, self.state.clone(), limits, shutdown).await;
         ticker.abort();
         let _ = ticker.await;
         // The state may hold the last handles on PostgreSQL clients, whose synchronous
         // driver blocks on its own runtime when they close: never on an async thread.
         let state = self.state;
         let _ = tokio::task::spawn_blocking(move || drop(state)).await;
-        served
+        Ok(())
     }
 }
 
@@ -645,7 +633,14 @@ async fn analytics_ticker(state: Arc<AppState>) {
     loop {
         interval.tick().await;
         state.analytics.tick();
-        if let Some(alert) = state.analytics.checkpoint_late(&state.log) {
+        // Off the async threads: it may read an entry from the log.
+        let checking = state.clone();
+        let late =
+            tokio::task::spawn_blocking(move || checking.analytics.checkpoint_late(&checking.log))
+                .await
+                .ok()
+                .flatten();
+        if let Some(alert) = late {
             // On its own task: a log that does not checkpoint may not take appends either,
             // and the ticker must go on.
             let state = state.clone();
@@ -687,34 +682,35 @@ async fn method_not_allowed() -> ApiError {
 
 /// One line per request in the service log, and the request metrics: the route template
 /// (not the concrete path, so that ids stay out of the log), the status and the time taken.
+/// Every label comes from a known set (route templates, standard methods, statuses), never
+/// from what a client sent: one label for every unmatched path, one for every other method.
 async fn log_request(
     axum::extract::State(state): axum::extract::State<Arc<AppState>>,
     request: Request,
     next: Next,
 ) -> Response {
-    let method = request.method().clone();
+    let method = analytics::method_label(request.method());
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "(no route)".into());
+        .unwrap_or_else(|| analytics::NO_ROUTE_LABEL.into());
     let started = Instant::now();
     let response = next.run(request).await.into_response();
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     tracing::info!(
-        %method,
+        method,
         route,
         status,
         micros = elapsed.as_micros() as u64,
         "request"
     );
     state.analytics.record(|| {
-        let method = method.to_string();
         metrics::counter!(
             "sovereign_http_requests_total",
             "route" => route.clone(),
-            "method" => method.clone(),
+            "method" => method,
             "status" => status.to_string(),
         )
         .increment(1);

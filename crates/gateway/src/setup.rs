@@ -1,6 +1,12 @@
 //! `sovereign init`: writes a complete default setup modelling the reference scenario
 //! (configuration, Cedar schema and policies, the development token issuer's keys, one
 //! embedded store per site) into a data folder.
+//!
+//! A data folder is private to the gateway's user: the folder and every folder in it 0700,
+//! every file 0600. Site stores hold interoperable values in plaintext, and the custody and
+//! key stores raw subject ids. `init` writes its own files with those modes whatever the
+//! umask; the SQLite files the stores create (with their `-wal` and `-shm`) follow the
+//! process's umask, which `sovereign` sets to [`PRIVATE_UMASK`] before anything else.
 
 use std::fs;
 use std::io::Write;
@@ -37,6 +43,61 @@ pub const EGRESS_PSEUDONYM_KEY: &str = "keys/egress-pseudonym.key";
 pub const LEGACY_SITE: &str = "sg-legacy";
 pub const LEGACY_JURISDICTION: &str = "US";
 
+/// The file-creation mask of every `sovereign` command: files 0600, folders 0700.
+pub const PRIVATE_UMASK: u32 = 0o077;
+
+/// Sets the process's umask to [`PRIVATE_UMASK`], so that whatever the gateway and its stores
+/// create (SQLite databases with their `-wal` and `-shm` files, algorithm artifacts, folders)
+/// is private to its user. Process-wide: call it at start.
+pub fn private_umask() {
+    #[cfg(unix)]
+    // SAFETY: umask only sets the process's file-creation mask; it touches no memory.
+    unsafe {
+        libc::umask(PRIVATE_UMASK as libc::mode_t);
+    }
+}
+
+/// Makes the data folder itself private (0700) if others may enter or read it; returns the
+/// mode it had if it changed. Files inside a private folder are out of others' reach, even
+/// those written by an older version with looser modes.
+pub fn secure_data_dir(data_dir: &Path) -> anyhow::Result<Option<u32>> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(data_dir)
+            .with_context(|| format!("cannot read the data folder {}", data_dir.display()))?
+            .permissions()
+            .mode()
+            & 0o7777;
+        if mode & 0o077 != 0 {
+            fs::set_permissions(data_dir, fs::Permissions::from_mode(0o700)).with_context(
+                || {
+                    format!(
+                        "cannot make the data folder {} private (mode 0700)",
+                        data_dir.display()
+                    )
+                },
+            )?;
+            return Ok(Some(mode));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = data_dir;
+    Ok(None)
+}
+
+/// Creates `dir` and its missing parents, each private (0700).
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
+
 /// The default `sovereign.toml`, with comments: it doubles as the configuration reference.
 pub fn default_config_text() -> String {
     include_str!("../defaults/sovereign.toml").to_string()
@@ -60,8 +121,9 @@ pub fn init(data_dir: &Path, force: bool) -> anyhow::Result<InitReport> {
             config_path.display()
         );
     }
-    fs::create_dir_all(data_dir)
+    create_private_dir(data_dir)
         .with_context(|| format!("cannot create data folder {}", data_dir.display()))?;
+    secure_data_dir(data_dir)?;
     let mut files = Vec::new();
 
     let restricted: Vec<String> = DEFAULT_RESTRICTED.iter().map(|s| s.to_string()).collect();
@@ -69,7 +131,7 @@ pub fn init(data_dir: &Path, force: bool) -> anyhow::Result<InitReport> {
         data_dir,
         SCHEMA_FILE,
         policy::DEFAULT_SCHEMA.as_bytes(),
-        0o644,
+        0o600,
         &mut files,
     )?;
     let policies = policy::default_policies(&restricted);
@@ -77,7 +139,7 @@ pub fn init(data_dir: &Path, force: bool) -> anyhow::Result<InitReport> {
         data_dir,
         POLICIES_FILE,
         policies.as_bytes(),
-        0o644,
+        0o600,
         &mut files,
     )?;
 
@@ -96,7 +158,7 @@ pub fn init(data_dir: &Path, force: bool) -> anyhow::Result<InitReport> {
         data_dir,
         CUSTODIAN_VKEY,
         format!("{custodian_vkey}\n").as_bytes(),
-        0o644,
+        0o600,
         &mut files,
     )?;
     let signer = tlog::note::Signer::new(&custodian_skey)
@@ -106,7 +168,7 @@ pub fn init(data_dir: &Path, force: bool) -> anyhow::Result<InitReport> {
     };
     let signed = custody::statement::sign(&activation, &signer)
         .map_err(|e| anyhow::anyhow!("cannot sign the first policy set: {e}"))?;
-    write_file(data_dir, POLICY_SIGNATURE_FILE, &signed, 0o644, &mut files)?;
+    write_file(data_dir, POLICY_SIGNATURE_FILE, &signed, 0o600, &mut files)?;
 
     // The reference scenario's promises, which every policy set must be proven to keep; the
     // custodian signs them as well.
@@ -115,7 +177,7 @@ pub fn init(data_dir: &Path, force: bool) -> anyhow::Result<InitReport> {
         data_dir,
         INVARIANTS_FILE,
         invariants.as_bytes(),
-        0o644,
+        0o600,
         &mut files,
     )?;
     let invariant_set = prove::Invariants::parse_with_schema(policy::DEFAULT_SCHEMA, &invariants)
@@ -129,7 +191,7 @@ pub fn init(data_dir: &Path, force: bool) -> anyhow::Result<InitReport> {
         data_dir,
         INVARIANTS_SIGNATURE_FILE,
         &signed,
-        0o644,
+        0o600,
         &mut files,
     )?;
 
@@ -191,7 +253,7 @@ pub fn init(data_dir: &Path, force: bool) -> anyhow::Result<InitReport> {
         data_dir,
         CONFIG_FILE,
         default_config_text().as_bytes(),
-        0o644,
+        0o600,
         &mut files,
     )?;
 
@@ -259,7 +321,8 @@ fn legacy_records(id: &str) -> Vec<(String, String, serde_json::Map<String, serd
     ]
 }
 
-/// Writes a file atomically (temporary file, fsync, rename) with the given mode.
+/// Writes a file atomically (temporary file, fsync, rename) with the given mode (0600 for
+/// every file `init` writes), in private folders.
 fn write_file(
     data_dir: &Path,
     relative: &str,
@@ -269,7 +332,7 @@ fn write_file(
 ) -> anyhow::Result<()> {
     let path = data_dir.join(relative);
     let parent = path.parent().expect("relative paths have a parent");
-    fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    create_private_dir(parent).with_context(|| format!("cannot create {}", parent.display()))?;
     let tmp = path.with_extension("tmp");
     let mut options = fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);

@@ -138,6 +138,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Whatever a command creates (a data folder, its stores and keys, their SQLite -wal and
+    // -shm files) is private to its user: files 0600, folders 0700.
+    gateway::setup::private_umask();
+    // Each client connection takes a file descriptor; the usual soft limit (1024) is far
+    // below `server.max_connections`.
+    gateway::serve::raise_open_file_limit();
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Serve { .. }) {
         stop_quietly_on_closed_pipe();
@@ -262,6 +268,12 @@ fn serve(listen: SocketAddr, data: &Path) -> anyhow::Result<()> {
     if !data.join(CONFIG_FILE).exists() {
         gateway::setup::init(data, false)?;
         tracing::info!(data = %data.display(), "initialised a default setup");
+    }
+    if let Some(mode) = gateway::setup::secure_data_dir(data)? {
+        tracing::warn!(
+            data = %data.display(),
+            "the data folder was open to other users (mode {mode:04o}); it is now private (0700)"
+        );
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
