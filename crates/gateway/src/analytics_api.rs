@@ -139,7 +139,7 @@ fn watcher(
     who.require_role(&[ROLE_MONITOR, ROLE_APPROVER])?;
     let location = &who.principal.location;
     if app.config.restricted_countries.contains(location) {
-        tracing::warn!(principal = %who.principal.id, location = %location, "analytics stream refused: restricted location");
+        tracing::warn!(principal = %who.public_id, location = %location, "analytics stream refused: restricted location");
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "restricted_location",

@@ -545,8 +545,9 @@ impl AppState {
     /// (on each of `collections`,
     /// one logged entry each, or on the subject itself when there are none): the answer is
     /// 404 only when the access would be allowed whatever the subject's jurisdiction, and
-    /// otherwise the same 403 a subject of the denying jurisdiction gets. So the answer tells
-    /// nobody whether a subject they may not see exists.
+    /// otherwise the same 403 a subject of a denying jurisdiction gets (of those, the one
+    /// with the most determining policies: the jurisdiction a policy protects from this
+    /// caller). So nobody learns that a subject a policy protects from them exists.
     pub async fn find_subject(
         &self,
         ask: &Ask<'_>,
@@ -888,6 +889,9 @@ impl AppState {
         let denying: Vec<&Decided> = match mode {
             Mode::One if !allowed_as_needed(ask.action, decided.iter()) => decided.iter().collect(),
             Mode::Bulk if !decided.iter().any(Decided::allowed) => decided.iter().collect(),
+            // Of the jurisdictions that deny, the one a policy forbids most explicitly
+            // (most determining policies), so that the subjects a policy protects from this
+            // caller are the ones an unknown id cannot be told apart from.
             Mode::Unknown => self
                 .governed
                 .registrable()
@@ -897,7 +901,8 @@ impl AppState {
                         .filter(|d| &d.jurisdiction == j)
                         .collect::<Vec<_>>()
                 })
-                .find(|of| !allowed_as_needed(ask.action, of.iter().copied()))
+                .filter(|of| !allowed_as_needed(ask.action, of.iter().copied()))
+                .max_by_key(|of| of.iter().map(|d| d.decision.policies.len()).sum::<usize>())
                 .unwrap_or_default(),
             _ => Vec::new(),
         };

@@ -564,7 +564,7 @@ fn a_report_of_real_traffic_counts_what_happened() {
         "US",
         &["--clearance", "us-data", "--role", "break-glass"],
     );
-    let ada = person("u-1001", "usds", "US", &["--role", "data-subject"]);
+    let ada = person("u-1001", "public", "US", &["--role", "data-subject"]);
     let globe = person("globe", "parent", "SG", &["--role", "egress"]);
 
     let call =
@@ -679,7 +679,14 @@ fn a_report_of_real_traffic_counts_what_happened() {
 
     // The subject exports its data; the platform takes one egress page.
     assert_eq!(
-        call(Method::GET, "/v1/subjects/u-1001/export", &ada, "", None).0,
+        call(
+            Method::GET,
+            "/v1/subjects/u-1001/export",
+            &ada,
+            "my own copy",
+            None
+        )
+        .0,
         200
     );
     let (status, last) = call(Method::GET, "/v1/egress/profile?limit=10", &globe, "", None);
