@@ -63,7 +63,7 @@ mod verify;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
 use serde::{Deserialize, Serialize};
 use tlog::note::Verifier;
@@ -275,6 +275,37 @@ pub struct Custody {
     state: RwLock<State>,
     keys: Keys,
     artifacts: PathBuf,
+    ledger: Arc<dyn Ledger>,
+}
+
+/// A change in force, as the custody store holds it, for a [`Ledger`] to compare with the
+/// log entry at its `log_index`.
+#[derive(Debug, Clone, Copy)]
+pub enum InForce<'a> {
+    /// The active policy set.
+    PolicySet(&'a PolicySetRecord),
+    /// The active invariant set.
+    InvariantSet(&'a InvariantSetRecord),
+    /// A jurisdiction's kill-switch state (suspended or lifted).
+    Suspension(&'a Suspension),
+    /// An active algorithm release.
+    Release(&'a Release),
+    /// An access request that is or was granted (or a break-glass use).
+    Grant(&'a AccessRequest),
+}
+
+/// What the transparency log says: whether the entry at a record's log index is the event
+/// that put it in force. The custody store cannot sign approvals, proofs or indices, and can
+/// hold whatever someone with write access put there; the log is append-only and monitored.
+/// The gateway supplies this (it knows the entry format); [`Ledger`] for `()` trusts the store.
+pub trait Ledger: Send + Sync {
+    fn check(&self, change: InForce<'_>) -> Result<(), String>;
+}
+
+impl Ledger for () {
+    fn check(&self, _change: InForce<'_>) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 impl Custody {
@@ -284,10 +315,21 @@ impl Custody {
     /// The stored state is verified first (see the crate's documentation); state that does not
     /// verify is refused with [`CustodyError::Unverified`].
     pub fn open(path: &Path, artifacts: &Path, keys: Keys) -> Result<Custody, CustodyError> {
+        Custody::open_with_ledger(path, artifacts, keys, Arc::new(()))
+    }
+
+    /// [`Custody::open`], comparing every change in force with the log through `ledger`, at
+    /// open and at every refresh.
+    pub fn open_with_ledger(
+        path: &Path,
+        artifacts: &Path,
+        keys: Keys,
+        ledger: Arc<dyn Ledger>,
+    ) -> Result<Custody, CustodyError> {
         let mut store = Store::open(path)?;
         let version = store.data_version()?;
         let state = store.load()?;
-        verify::check(&state, &keys)?;
+        verify::check(&state, &keys, ledger.as_ref())?;
         store.verified_version = Some(version);
         std::fs::create_dir_all(artifacts).map_err(|e| CustodyError::Store {
             path: artifacts.to_path_buf(),
@@ -298,6 +340,7 @@ impl Custody {
             state: RwLock::new(state),
             keys,
             artifacts: artifacts.to_path_buf(),
+            ledger,
         })
     }
 
@@ -321,7 +364,7 @@ impl Custody {
             return Ok(false);
         }
         let state = store.load()?;
-        verify::check(&state, &self.keys)?;
+        verify::check(&state, &self.keys, self.ledger.as_ref())?;
         store.verified_version = Some(version);
         *self.state.write().unwrap_or_else(|p| p.into_inner()) = state;
         Ok(true)

@@ -12,11 +12,12 @@ use std::collections::BTreeMap;
 
 use crate::statement::{self, KillCommand, Statement};
 use crate::{
-    AccessRequest, CustodyError, InvariantSetRecord, Keys, PolicySetRecord, RequestKind, State,
+    AccessRequest, CustodyError, InForce, InvariantSetRecord, Keys, Ledger, PolicySetRecord,
+    RequestKind, State,
 };
 
 /// Refuses `state` with [`CustodyError::Unverified`] naming the first record that fails.
-pub(crate) fn check(state: &State, keys: &Keys) -> Result<(), CustodyError> {
+pub(crate) fn check(state: &State, keys: &Keys, ledger: &dyn Ledger) -> Result<(), CustodyError> {
     logged(state)?;
     let invariants = active_invariants(state, keys)?;
     active_policy(state, invariants, keys)?;
@@ -48,6 +49,54 @@ pub(crate) fn check(state: &State, keys: &Keys) -> Result<(), CustodyError> {
     for request in state.requests.values() {
         grant(request)
             .map_err(|problem| unverified(format!("access request {}", request.id), problem))?;
+    }
+    in_the_log(state, ledger)
+}
+
+/// Each change in force is the one the log recorded at its index (see [`Ledger`]).
+fn in_the_log(state: &State, ledger: &dyn Ledger) -> Result<(), CustodyError> {
+    let check = |what: String, change: InForce<'_>| {
+        ledger
+            .check(change)
+            .map_err(|problem| unverified(what, format!("the log does not bear it out: {problem}")))
+    };
+    if let Some(set) = state
+        .active_policy
+        .as_ref()
+        .and_then(|h| state.policy_sets.get(h))
+    {
+        check(
+            format!("active policy set {}", set.hash),
+            InForce::PolicySet(set),
+        )?;
+    }
+    if let Some(set) = state
+        .active_invariants
+        .as_ref()
+        .and_then(|h| state.invariant_sets.get(h))
+    {
+        check(
+            format!("active invariant set {}", set.hash),
+            InForce::InvariantSet(set),
+        )?;
+    }
+    for suspension in state.suspensions.values() {
+        check(
+            format!("kill switch for {}", suspension.jurisdiction),
+            InForce::Suspension(suspension),
+        )?;
+    }
+    for release in state.releases.values().filter(|r| r.status() == "active") {
+        check(
+            format!("release {} {}", release.name, release.version),
+            InForce::Release(release),
+        )?;
+    }
+    for request in state.requests.values().filter(|r| r.starts_at.is_some()) {
+        check(
+            format!("access request {}", request.id),
+            InForce::Grant(request),
+        )?;
     }
     Ok(())
 }

@@ -13,6 +13,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod custody_api;
+pub mod custody_log;
 pub mod data_api;
 pub mod entry;
 pub mod error;
@@ -85,8 +86,9 @@ impl Gateway {
             .with_envelope(open_envelope(&config, data_dir)?);
         let egress_pseudonyms = read_pseudonym_key(data_dir, &config.egress.pseudonym_key)?;
         let (log, pseudonyms) = open_log(&config, data_dir)?;
+        let log = Arc::new(log);
         let auth = auth.with_subject_pseudonyms(pseudonyms.clone());
-        let custody = open_custody(&config, data_dir)?;
+        let custody = open_custody(&config, data_dir, log.clone())?;
         let policy = active_policy(&config, data_dir, &custody, &log, &pseudonyms)?;
         // The configuration and policies in force are the first thing the log records.
         log.append_blocking(entry::config_entry(
@@ -118,7 +120,7 @@ impl Gateway {
             custody_gate: Arc::default(),
             cursor_seal: data_api::CursorSeal::new(&egress_pseudonyms),
             custody: Arc::new(custody),
-            log: Arc::new(log),
+            log,
             pseudonyms,
             egress_pseudonyms,
             openapi,
@@ -312,8 +314,13 @@ fn read_pseudonym_key(data_dir: &Path, path: &Path) -> anyhow::Result<entry::Pse
     .with_context(|| format!("{}", full.display()))
 }
 
-/// Opens the custody database with the custodian's verifier keys.
-pub fn open_custody(config: &Config, data_dir: &Path) -> anyhow::Result<custody::Custody> {
+/// Opens the custody database with the custodian's verifier keys; what is in force must be
+/// what the log recorded (`custody_log.rs`).
+pub fn open_custody(
+    config: &Config,
+    data_dir: &Path,
+    log: Arc<logstore::Log>,
+) -> anyhow::Result<custody::Custody> {
     let c = &config.custody;
     let verifiers = c
         .signers
@@ -326,8 +333,13 @@ pub fn open_custody(config: &Config, data_dir: &Path) -> anyhow::Result<custody:
         release_threshold: c.release_threshold,
         kill_switch_threshold: c.kill_switch_threshold,
     };
-    custody::Custody::open(&data_dir.join(&c.store), &data_dir.join(&c.artifacts), keys)
-        .context("cannot open the custody store")
+    custody::Custody::open_with_ledger(
+        &data_dir.join(&c.store),
+        &data_dir.join(&c.artifacts),
+        keys,
+        Arc::new(custody_log::LogLedger::new(log)),
+    )
+    .context("cannot open the custody store")
 }
 
 /// The policy set to serve: the one the custodian last activated. On the very first start

@@ -346,12 +346,24 @@ async fn non_us_subjects_follow_their_own_rules() {
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"], "unknown_jurisdiction");
-    // Re-registering with another jurisdiction is a conflict.
+    // Re-registering with another jurisdiction is decided on the subject as it is: US staff,
+    // who may not see SG subjects, are denied (and learn nothing); parent staff, who may,
+    // get the conflict.
     let (status, body) = server
         .call(
             Method::PUT,
             "/v1/subjects/s-1",
             Some(&alice),
+            None,
+            Some(r#"{"jurisdiction":"US"}"#),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, body) = server
+        .call(
+            Method::PUT,
+            "/v1/subjects/s-1",
+            Some(&siew),
             None,
             Some(r#"{"jurisdiction":"US"}"#),
         )

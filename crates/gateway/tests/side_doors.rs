@@ -824,3 +824,104 @@ async fn no_decision_logged_after_a_revocation_or_suspension_uses_what_it_ended(
     }
     assert_eq!(checked, answers.len());
 }
+
+/// Rewrites the access request `id` in the custody store, as an insider with write access to
+/// the data folder (but no custodian key) would.
+fn tamper_request(data: &std::path::Path, id: &str, edit: impl FnOnce(&mut Value)) {
+    let conn = rusqlite::Connection::open(data.join("custody/custody.sqlite")).unwrap();
+    let body: String = conn
+        .query_row(
+            "SELECT body FROM records WHERE kind = 'request' AND id = ?1",
+            [id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let mut request: Value = serde_json::from_str(&body).unwrap();
+    edit(&mut request);
+    conn.execute(
+        "UPDATE records SET body = ?1 WHERE kind = 'request' AND id = ?2",
+        rusqlite::params![request.to_string(), id],
+    )
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_grant_forged_in_the_custody_store_is_refused_by_the_log() {
+    let server = Server::start().await;
+    us_subject(&server, "u-1").await;
+    let alice = server.token(&VETTED_US);
+    let request = json!({"action": "read", "subjects": ["u-1"], "collections": ["activity"],
+        "purpose": "ticket 5", "reason_code": "customer-initiated-support", "duration": "1h"});
+    let (status, request) = server
+        .call(
+            Method::POST,
+            "/v1/access/requests",
+            Some(&alice),
+            None,
+            Some(&request.to_string()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{request}");
+    let id = request["id"].as_str().unwrap().to_string();
+
+    // Two invented approvers of another entity, the grant started now: well formed, so the
+    // custody store's own checks pass; but the log at its index holds the request's creation,
+    // not the approval that granted it.
+    let now = common::now();
+    tamper_request(&server.data(), &id, |r| {
+        r["approvals"] = json!([
+            {"by": "mallory", "entity": "custodian", "at": now, "comment": ""},
+            {"by": "trent", "entity": "custodian", "at": now, "comment": ""},
+        ]);
+        r["starts_at"] = json!(now);
+        r["ends_at"] = json!(now + r["duration_seconds"].as_i64().unwrap());
+    });
+    let before = server.state.log.size();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let alert = loop {
+        let found = entries_from(&server, before)
+            .into_iter()
+            .find(|(_, e)| e["kind"] == "alert" && e["alert"] == "custody-unverified");
+        if let Some((_, alert)) = found {
+            break alert;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no custody-unverified alert"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(
+        alert["details"]["problem"].as_str().unwrap().contains(&id),
+        "{alert}"
+    );
+    // The forged grant is not in force: the request is still pending to the gateway.
+    assert!(
+        server
+            .state
+            .custody
+            .find_grant("alice", "read", "u-1", Some("activity"), now)
+            .is_none()
+    );
+    let (status, body) = server
+        .call(
+            Method::GET,
+            &format!("/v1/access/requests/{id}"),
+            Some(&alice),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "pending", "{body}");
+
+    // And a gateway does not start on it.
+    let dir = server.stop_keep().await;
+    let refused = gateway::Gateway::open(dir.path()).err().expect("refused");
+    let message = format!("{refused:#}");
+    assert!(message.contains("does not verify"), "{message}");
+    assert!(
+        message.contains("the log does not bear it out"),
+        "{message}"
+    );
+}
