@@ -666,6 +666,33 @@ fn the_log_of_a_real_gateway_replays_clean() {
     assert_eq!(call(Method::GET, &record, &bob, "on call", None).0, 403);
     let (status, _) = call(Method::GET, &record, &siew, "", None);
     assert_eq!(status, 200);
+    // Every other route is decided and logged too, and replays: egress to a consumer in CN
+    // (US denied, the others allowed), a read of an id that names no subject, the subject's
+    // own export, the residency scan.
+    let globe = token(&[
+        "--sub", "globe", "--entity", "parent", "--location", "CN", "--role", "egress",
+    ]);
+    let ada = token(&[
+        "--sub",
+        "u-1001",
+        "--entity",
+        "public",
+        "--location",
+        "US",
+        "--role",
+        "data-subject",
+    ]);
+    let mona = token(&[
+        "--sub", "mona", "--entity", "monitor", "--location", "US", "--role", "monitor",
+    ]);
+    let egress = format!("{base}/v1/egress/profile");
+    assert_eq!(call(Method::GET, &egress, &globe, "", None).0, 200);
+    let nobody = format!("{base}/v1/subjects/nobody/records/profile/main");
+    assert_eq!(call(Method::GET, &nobody, &chen, "debug", None).0, 403);
+    let export = format!("{base}/v1/subjects/u-1001/export");
+    assert_eq!(call(Method::GET, &export, &ada, "my own copy", None).0, 200);
+    let scan = format!("{base}/v1/residency/scan");
+    assert_eq!(call(Method::GET, &scan, &mona, "", None).0, 200);
 
     // The custodian's controls leave their marks on decisions too: a write under a
     // break-glass grant, a read while the kill switch suspends US, and a read under a
@@ -784,10 +811,12 @@ fn the_log_of_a_real_gateway_replays_clean() {
     assert!(output.status.success(), "{out}\n{err}");
     assert!(out.starts_with("audit replay: OK\n"), "{out}");
     assert!(out.contains("mismatches: 0\n"), "{out}");
-    // register 1, write 2 (both classes written), 4 reads of 2 classes each; then a
-    // granted write of 1 class and 2 more reads of 2, the last under the second set.
+    // register 1, write 2 (both classes written), 4 reads of 2 classes each; egress 3 (one
+    // per jurisdiction), the unknown id 4 (2 jurisdictions with a residency rule, 2 classes),
+    // the export 4 (2 entries, one per collection), the scan 3; then a granted write of 1
+    // class and 2 more reads of 2, the last under the second set.
     assert!(
-        out.contains("replayed:   16 decisions of 9 access entries, under 2 policy sets\n"),
+        out.contains("replayed:   30 decisions of 14 access entries, under 2 policy sets\n"),
         "{out}"
     );
     assert!(!out.contains("not replayable"), "{out}");
