@@ -542,12 +542,12 @@ fn filter_record(
 impl AppState {
     /// The subject `id` names, for a decision about it. An id that names no subject is
     /// decided too, as if it named a subject of every jurisdiction that has a residency rule
-    /// (on each of `collections`,
-    /// one logged entry each, or on the subject itself when there are none): the answer is
-    /// 404 only when the access would be allowed whatever the subject's jurisdiction, and
-    /// otherwise the same 403 a subject of a denying jurisdiction gets (of those, the one
-    /// with the most determining policies: the jurisdiction a policy protects from this
-    /// caller). So nobody learns that a subject a policy protects from them exists.
+    /// (on each of `collections`, one logged entry each, or on the subject itself when there
+    /// are none): the answer is 404 only when the access would be allowed whatever the
+    /// subject's jurisdiction, and otherwise the same 403 a subject of a denying jurisdiction
+    /// gets (of those, the one with the most determining policies: the jurisdiction a policy
+    /// protects from this caller). So nobody learns that a subject a policy protects from
+    /// them exists.
     pub async fn find_subject(
         &self,
         ask: &Ask<'_>,

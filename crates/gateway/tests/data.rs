@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{APPROVER_1, APPROVER_2, BREAK_GLASS, EGRESS, OPERATOR, Server, VETTED_US, Who};
+use common::{BREAK_GLASS, EGRESS, OPERATOR, Server, VETTED_US, Who};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sha2::Digest;
@@ -444,29 +444,7 @@ async fn a_subject_exports_its_own_data() {
     let alice = server.token(&VETTED_US);
     let request = json!({"action": "read", "subjects": ["u-1"], "purpose": "portability request 3",
         "reason_code": "data-subject-request", "duration": "1h"});
-    let (status, request) = server
-        .call(
-            Method::POST,
-            "/v1/access/requests",
-            Some(&alice),
-            None,
-            Some(&request.to_string()),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{request}");
-    let id = request["id"].as_str().unwrap();
-    for who in [APPROVER_1, APPROVER_2] {
-        let (status, body) = server
-            .call(
-                Method::POST,
-                &format!("/v1/access/requests/{id}/approve"),
-                Some(&server.token(&who)),
-                None,
-                None,
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-    }
+    server.approved_request(&VETTED_US, &request).await;
     let (status, body) = server
         .call(
             Method::GET,

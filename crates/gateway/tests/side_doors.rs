@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use common::{
-    APPROVER_1, APPROVER_2, BREAK_GLASS, EGRESS, MONITOR, OPERATOR, PARENT_CN, PARENT_SG, Server,
-    USDS_TRAVELLING_CN, VETTED_US, Who,
+    APPROVER_1, EGRESS, MONITOR, OPERATOR, PARENT_CN, PARENT_SG, Server, USDS_TRAVELLING_CN,
+    VETTED_US, Who,
 };
 use custody::statement::{KillCommand, Statement};
 use reqwest::{Method, StatusCode};
@@ -214,58 +214,15 @@ async fn an_export_keeps_to_a_grants_field_scope() {
     let server = Server::start().await;
     us_subject(&server, "u-7").await;
     // Activity with both protected fields, written under a break-glass grant.
-    let frank = server.token(&BREAK_GLASS);
-    let grant = json!({"action": "write", "collections": ["activity"], "purpose": "seed", "reason_code": "service-maintenance"});
-    let (status, body) = server
-        .call(
-            Method::POST,
-            "/v1/access/break-glass",
-            Some(&frank),
-            None,
-            Some(&grant.to_string()),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
     let activity = json!({"watch_history": format!("{MARK}-watch"), "location": format!("{MARK}-location"), "public_video_count": 3});
-    let (status, body) = server
-        .call(
-            Method::PUT,
-            "/v1/subjects/u-7/records/activity/main",
-            Some(&frank),
-            Some("seed"),
-            Some(&activity.to_string()),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    server.write_activity_under_break_glass("u-7", &activity).await;
 
     // A read grant for `watch_history` only.
     let alice = server.token(&VETTED_US);
     let request = json!({"action": "read", "subjects": ["u-7"], "collections": ["activity"],
         "fields": ["watch_history"], "purpose": "ticket 9", "reason_code": "customer-initiated-support",
         "duration": "1h"});
-    let (status, request) = server
-        .call(
-            Method::POST,
-            "/v1/access/requests",
-            Some(&alice),
-            None,
-            Some(&request.to_string()),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{request}");
-    let id = request["id"].as_str().unwrap();
-    for who in [APPROVER_1, APPROVER_2] {
-        let (status, body) = server
-            .call(
-                Method::POST,
-                &format!("/v1/access/requests/{id}/approve"),
-                Some(&server.token(&who)),
-                None,
-                None,
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-    }
+    server.approved_request(&VETTED_US, &request).await;
     let (status, read) = server
         .call(
             Method::GET,
@@ -684,57 +641,15 @@ async fn read_until(
 async fn no_decision_logged_after_a_revocation_or_suspension_uses_what_it_ended() {
     let server = Server::start().await;
     us_subject(&server, "u-1").await;
-    let frank = server.token(&BREAK_GLASS);
-    let grant = json!({"action": "write", "collections": ["activity"], "purpose": "seed", "reason_code": "service-maintenance"});
-    let (status, _) = server
-        .call(
-            Method::POST,
-            "/v1/access/break-glass",
-            Some(&frank),
-            None,
-            Some(&grant.to_string()),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED);
     let activity = json!({"watch_history": "w", "location": "l", "public_video_count": 1});
-    let (status, _) = server
-        .call(
-            Method::PUT,
-            "/v1/subjects/u-1/records/activity/main",
-            Some(&frank),
-            Some("seed"),
-            Some(&activity.to_string()),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    server.write_activity_under_break_glass("u-1", &activity).await;
 
     // Alice holds an approved read grant on activity; readers hammer it while it is revoked,
     // then while US is suspended.
     let alice = server.token(&VETTED_US);
     let request = json!({"action": "read", "subjects": ["u-1"], "collections": ["activity"],
         "purpose": "ticket 5", "reason_code": "customer-initiated-support", "duration": "1h"});
-    let (_, request) = server
-        .call(
-            Method::POST,
-            "/v1/access/requests",
-            Some(&alice),
-            None,
-            Some(&request.to_string()),
-        )
-        .await;
-    let id = request["id"].as_str().unwrap().to_string();
-    for who in [APPROVER_1, APPROVER_2] {
-        let (status, body) = server
-            .call(
-                Method::POST,
-                &format!("/v1/access/requests/{id}/approve"),
-                Some(&server.token(&who)),
-                None,
-                None,
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-    }
+    let id = server.approved_request(&VETTED_US, &request).await;
     let server = Arc::new(server);
     let readers = |stop: &Arc<std::sync::atomic::AtomicBool>| {
         (0..8)

@@ -147,7 +147,63 @@ impl Server {
         assert_eq!(status, StatusCode::CREATED, "register {id}: {body}");
     }
 
-    /// Stops the server and hands back its data folder, to open it again.
+    /// Files the access request `body` as `requester` and has both custodian approvers
+    /// approve it; answers its id.
+    pub async fn approved_request(&self, requester: &Who, body: &Value) -> String {
+        let (status, request) = self
+            .call(
+                Method::POST,
+                "/v1/access/requests",
+                Some(&self.token(requester)),
+                None,
+                Some(&body.to_string()),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{request}");
+        let id = request["id"].as_str().unwrap().to_string();
+        for who in [APPROVER_1, APPROVER_2] {
+            let (status, answer) = self
+                .call(
+                    Method::POST,
+                    &format!("/v1/access/requests/{id}/approve"),
+                    Some(&self.token(&who)),
+                    None,
+                    None,
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{answer}");
+        }
+        id
+    }
+
+    /// Writes `subject`'s `activity` record under a break-glass write grant (its protected
+    /// fields need one).
+    pub async fn write_activity_under_break_glass(&self, subject: &str, record: &Value) {
+        let frank = self.token(&BREAK_GLASS);
+        let grant = serde_json::json!({"action": "write", "collections": ["activity"],
+            "purpose": "seed", "reason_code": "service-maintenance"});
+        let (status, body) = self
+            .call(
+                Method::POST,
+                "/v1/access/break-glass",
+                Some(&frank),
+                None,
+                Some(&grant.to_string()),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let (status, body) = self
+            .call(
+                Method::PUT,
+                &format!("/v1/subjects/{subject}/records/activity/main"),
+                Some(&frank),
+                Some("seed"),
+                Some(&record.to_string()),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+
     /// The log entry at `index`, parsed.
     pub fn entry(&self, index: u64) -> Value {
         let bytes = self.state.log.entry(index).unwrap().expect("entry exists");
