@@ -215,7 +215,9 @@ async fn an_export_keeps_to_a_grants_field_scope() {
     us_subject(&server, "u-7").await;
     // Activity with both protected fields, written under a break-glass grant.
     let activity = json!({"watch_history": format!("{MARK}-watch"), "location": format!("{MARK}-location"), "public_video_count": 3});
-    server.write_activity_under_break_glass("u-7", &activity).await;
+    server
+        .write_activity_under_break_glass("u-7", &activity)
+        .await;
 
     // A read grant for `watch_history` only.
     let alice = server.token(&VETTED_US);
@@ -642,7 +644,9 @@ async fn no_decision_logged_after_a_revocation_or_suspension_uses_what_it_ended(
     let server = Server::start().await;
     us_subject(&server, "u-1").await;
     let activity = json!({"watch_history": "w", "location": "l", "public_video_count": 1});
-    server.write_activity_under_break_glass("u-1", &activity).await;
+    server
+        .write_activity_under_break_glass("u-1", &activity)
+        .await;
 
     // Alice holds an approved read grant on activity; readers hammer it while it is revoked,
     // then while US is suspended.

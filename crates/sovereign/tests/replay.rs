@@ -670,7 +670,14 @@ fn the_log_of_a_real_gateway_replays_clean() {
     // (US denied, the others allowed), a read of an id that names no subject, the subject's
     // own export, the residency scan.
     let globe = token(&[
-        "--sub", "globe", "--entity", "parent", "--location", "CN", "--role", "egress",
+        "--sub",
+        "globe",
+        "--entity",
+        "parent",
+        "--location",
+        "CN",
+        "--role",
+        "egress",
     ]);
     let ada = token(&[
         "--sub",
@@ -683,7 +690,14 @@ fn the_log_of_a_real_gateway_replays_clean() {
         "data-subject",
     ]);
     let mona = token(&[
-        "--sub", "mona", "--entity", "monitor", "--location", "US", "--role", "monitor",
+        "--sub",
+        "mona",
+        "--entity",
+        "monitor",
+        "--location",
+        "US",
+        "--role",
+        "monitor",
     ]);
     let egress = format!("{base}/v1/egress/profile");
     assert_eq!(call(Method::GET, &egress, &globe, "", None).0, 200);
