@@ -4,7 +4,8 @@
 //! approvers, or take the `revoked` mark off one. The log cannot be rewritten unnoticed, so
 //! each change in force must be the very event the log recorded at the record's `log_index`:
 //! an activation of exactly that set, a kill-switch command of exactly that jurisdiction and
-//! serial, an approval that granted exactly that request.
+//! serial, an approval that granted exactly that request. A set's text must also hash to the
+//! hash the custodian signed (hashes the custody crate cannot compute itself).
 
 use std::sync::Arc;
 
@@ -39,8 +40,36 @@ impl LogLedger {
     }
 }
 
+/// The custody crate verifies signatures over a set's hash but cannot compute Cedar's or the
+/// prover's hash of its text: a set whose text was changed after the custodian signed it.
+fn text_matches_hash(change: InForce<'_>) -> Result<(), String> {
+    let (what, stored, computed) = match change {
+        InForce::PolicySet(set) => (
+            "policy set",
+            &set.hash,
+            policy::policy_set_hash(&set.schema, &set.policies),
+        ),
+        InForce::InvariantSet(set) => (
+            "invariant set",
+            &set.hash,
+            prove::Invariants::parse(&set.text)
+                .map_err(|e| format!("its text does not parse: {e}"))?
+                .hash()
+                .to_string(),
+        ),
+        _ => return Ok(()),
+    };
+    if *stored != computed {
+        return Err(format!(
+            "the {what}'s text hashes to {computed}: it was changed after the custodian signed it"
+        ));
+    }
+    Ok(())
+}
+
 impl custody::Ledger for LogLedger {
     fn check(&self, change: InForce<'_>) -> Result<(), String> {
+        text_matches_hash(change)?;
         let (index, expected, (event, details)) = match change {
             InForce::PolicySet(set) => (
                 set.log_index,

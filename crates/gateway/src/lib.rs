@@ -248,8 +248,8 @@ impl AppState {
     /// Takes up custody changes that another gateway on the same data folder committed (a
     /// policy activation, the kill switch, grants), so that every gateway decides alike within
     /// about a second. State that does not verify (the custody crate checks signatures,
-    /// thresholds, proofs and log indices; this checks that the active policy set's text
-    /// hashes to the hash the custodian signed) is refused: the last verified state stays in
+    /// thresholds, proofs and log indices, and through `custody_log.rs` the log entries and
+    /// the sets' text hashes) is refused: the last verified state stays in
     /// force, and the problem is answered for an alert. Other failures keep the state too and
     /// are logged.
     pub fn take_up_custody_changes(&self) -> Option<String> {
@@ -438,17 +438,9 @@ fn active_policy(
     Ok(engine)
 }
 
-/// Loads a policy set from custody after checking that its text is what its hash (the one
-/// the custodian signed) names: the custody crate checks the signature over the hash, but
-/// cannot compute Cedar's hash itself.
+/// Loads a policy set from custody (whose text the custody store's ledger has checked
+/// against the signed hash, `custody_log.rs`).
 fn verified_engine(set: &custody::PolicySetRecord) -> Result<policy::PolicyEngine, String> {
-    let hash = policy::policy_set_hash(&set.schema, &set.policies);
-    if hash != set.hash {
-        return Err(format!(
-            "the custody store's policy set {} holds a text that hashes to {hash}: it was changed after the custodian signed it",
-            set.hash
-        ));
-    }
     policy::PolicyEngine::new(&set.schema, &set.policies)
         .map_err(|e| format!("the policy set {} does not load here: {e}", set.hash))
 }

@@ -844,3 +844,37 @@ async fn a_grant_forged_in_the_custody_store_is_refused_by_the_log() {
         "{message}"
     );
 }
+
+#[tokio::test]
+async fn a_policy_text_changed_in_the_custody_store_is_refused() {
+    let server = Server::start().await;
+    let active = server.state.policy().policy_set_hash().to_string();
+    let dir = server.stop_keep().await;
+    // The active set's record keeps its hash and signature, but loses the restricted-country
+    // forbid from its text.
+    let conn = rusqlite::Connection::open(dir.path().join("custody/custody.sqlite")).unwrap();
+    let body: String = conn
+        .query_row(
+            "SELECT body FROM records WHERE kind = 'policy-set' AND id = ?1",
+            [&active],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let mut set: Value = serde_json::from_str(&body).unwrap();
+    let text = set["policies"].as_str().unwrap().to_string();
+    let start = text.find("@id(\"forbid-restricted-location\")").unwrap();
+    let end = start + text[start..].find("};").unwrap() + 2;
+    set["policies"] = json!(format!("{}{}", &text[..start], &text[end..]));
+    conn.execute(
+        "UPDATE records SET body = ?1 WHERE kind = 'policy-set' AND id = ?2",
+        rusqlite::params![set.to_string(), active],
+    )
+    .unwrap();
+    drop(conn);
+    let refused = gateway::Gateway::open(dir.path()).err().expect("refused");
+    let message = format!("{refused:#}");
+    assert!(
+        message.contains("changed after the custodian signed it"),
+        "{message}"
+    );
+}
