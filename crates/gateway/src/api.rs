@@ -567,11 +567,10 @@ pub(crate) fn path_param<T>(path: Result<Path<T>, PathRejection>) -> AppResult<T
         .map_err(|e| ApiError::bad_request("invalid_path", e.body_text()))
 }
 
-/// Parses a JSON body strictly, with errors that name what is wrong.
-pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
-    body: Result<Bytes, BytesRejection>,
-) -> AppResult<T> {
-    let bytes = body.map_err(|e| {
+/// A request body, or the error for one that could not be read: 413 `body_too_large` over
+/// the limit.
+pub(crate) fn body_bytes(body: Result<Bytes, BytesRejection>) -> AppResult<Bytes> {
+    body.map_err(|e| {
         let status = e.status();
         if status == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
@@ -582,7 +581,14 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
         } else {
             ApiError::new(status, "invalid_body", e.body_text())
         }
-    })?;
+    })
+}
+
+/// Parses a JSON body strictly, with errors that name what is wrong.
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+) -> AppResult<T> {
+    let bytes = body_bytes(body)?;
     serde_json::from_slice(&bytes).map_err(|e| {
         let code = if e.is_data() {
             "invalid_body"

@@ -149,7 +149,7 @@ impl From<CustodyError> for ApiError {
 
 /// A signed statement sent as the request body.
 fn note_body(body: Result<Bytes, BytesRejection>) -> AppResult<Vec<u8>> {
-    let bytes = body.map_err(|e| ApiError::new(e.status(), "invalid_body", e.body_text()))?;
+    let bytes = crate::api::body_bytes(body)?;
     if bytes.is_empty() {
         return Err(ApiError::bad_request(
             "invalid_signature",

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -48,7 +48,11 @@ pub async fn key(State(app): Shared) -> Response {
         (status = 400, description = "not a tile path", body = crate::api::ErrorBody),
         (status = 404, description = "not in the log (yet)", body = crate::api::ErrorBody),
     ))]
-pub async fn tile(State(app): Shared, Path(path): Path<String>) -> Result<Response, ApiError> {
+pub async fn tile(
+    State(app): Shared,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let path = crate::api::path_param(path)?;
     let full_path = format!("tile/{path}");
     let (kind, tile) = tlog::parse_tile_path(&full_path).map_err(|_| {
         ApiError::bad_request(
@@ -153,6 +157,14 @@ pub async fn consistency(
     let to = query.to.unwrap_or_else(|| app.log.checkpoint().size);
     let log = app.log.clone();
     let from = query.from;
+    // An empty tree has no consistency proof (RFC 6962 proves from a size of at least 1);
+    // the log store reports it as a storage failure, which it is not.
+    if from == 0 {
+        return Err(ApiError::bad_request(
+            "out_of_range",
+            "no consistency proof from an empty tree: `from` must be at least 1",
+        ));
+    }
     let proof = tokio::task::spawn_blocking(move || log.consistency_proof(from, to))
         .await
         .map_err(ApiError::internal)?
