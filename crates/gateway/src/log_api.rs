@@ -23,7 +23,7 @@ const REVALIDATE: &str = "no-cache";
 
 /// The latest signed checkpoint (C2SP tlog-checkpoint, as a signed note).
 #[utoipa::path(get, path = "/log/checkpoint", tag = "log",
-    responses((status = 200, description = "the signed checkpoint note", content_type = "text/plain")))]
+    responses((status = 200, description = "the signed checkpoint note", content_type = "text/plain", body = String)))]
 pub async fn checkpoint(State(app): Shared) -> Response {
     let published = app.log.checkpoint();
     text(published.note.clone(), REVALIDATE)
@@ -31,7 +31,7 @@ pub async fn checkpoint(State(app): Shared) -> Response {
 
 /// The log's verifier key in signed-note form (`origin+keyhash+base64`).
 #[utoipa::path(get, path = "/log/key", tag = "log",
-    responses((status = 200, description = "the verifier key", content_type = "text/plain")))]
+    responses((status = 200, description = "the verifier key", content_type = "text/plain", body = String)))]
 pub async fn key(State(app): Shared) -> Response {
     text(
         format!("{}\n", app.log.verifier_key()).into_bytes(),
@@ -42,11 +42,12 @@ pub async fn key(State(app): Shared) -> Response {
 /// A hash tile or entry bundle (C2SP tlog-tiles). Full tiles never change and are served with
 /// long cache lifetimes; partial tiles (`.p/<W>`) are revalidated.
 #[utoipa::path(get, path = "/log/tile/{path}", tag = "log",
-    params(("path" = String, Path, description = "`<L>/<N>[.p/<W>]` or `entries/<N>[.p/<W>]`, N as x001/x234/067")),
+    params(("path" = String, Path, description = "`<L>/<N>[.p/<W>]` or `entries/<N>[.p/<W>]`, N as x001/x234/067 (each `/` may be sent as `%2F`)",
+        pattern = r"^(entries|[0-9]|[1-5][0-9]|6[0-3])/(x[0-9]{3}/)*[0-9]{3}(\.p/([1-9]|[1-9][0-9]|1[0-9]{2}|2[0-4][0-9]|25[0-5]))?$", example = "0/000.p/3")),
     responses(
         (status = 200, description = "the tile or bundle", content_type = "application/octet-stream"),
-        (status = 400, description = "not a tile path", body = crate::api::ErrorBody),
-        (status = 404, description = "not in the log (yet)", body = crate::api::ErrorBody),
+        (status = 400, description = "`invalid_tile_path`: not a C2SP tlog-tiles path", body = crate::api::ErrorBody),
+        (status = 404, description = "`tile_not_found`: not in the log (yet)", body = crate::api::ErrorBody),
     ))]
 pub async fn tile(
     State(app): Shared,
@@ -80,10 +81,12 @@ pub async fn tile(
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct InclusionQuery {
     /// The entry's index.
     index: u64,
     /// The tree size to prove against; the latest checkpoint's by default.
+    #[param(value_type = u64, required = false)]
     size: Option<u64>,
 }
 
@@ -101,7 +104,7 @@ pub struct InclusionProof {
 #[utoipa::path(get, path = "/log/proof/inclusion", tag = "log", params(InclusionQuery),
     responses(
         (status = 200, description = "the proof", body = InclusionProof),
-        (status = 400, description = "bad query or out of range", body = crate::api::ErrorBody),
+        (status = 400, description = "`invalid_query` (no `index`, not a number, an unknown parameter), `out_of_range` (`index` not below `size`, or `size` beyond the tree)", body = crate::api::ErrorBody),
     ))]
 pub async fn inclusion(
     State(app): Shared,
@@ -128,10 +131,13 @@ pub async fn inclusion(
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ConsistencyQuery {
-    /// The older tree size.
+    /// The older tree size, at least 1.
+    #[param(minimum = 1)]
     from: u64,
     /// The newer tree size; the latest checkpoint's by default.
+    #[param(value_type = u64, required = false)]
     to: Option<u64>,
 }
 
@@ -147,7 +153,7 @@ pub struct ConsistencyProof {
 #[utoipa::path(get, path = "/log/proof/consistency", tag = "log", params(ConsistencyQuery),
     responses(
         (status = 200, description = "the proof", body = ConsistencyProof),
-        (status = 400, description = "bad query or out of range", body = crate::api::ErrorBody),
+        (status = 400, description = "`invalid_query` (no `from`, not a number, an unknown parameter), `out_of_range` (`from` 0 or above `to`, or `to` beyond the tree)", body = crate::api::ErrorBody),
     ))]
 pub async fn consistency(
     State(app): Shared,
