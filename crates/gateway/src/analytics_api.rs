@@ -54,21 +54,21 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 /// The live dashboard. The page holds no data: it reads `/v1/analytics/stream` with the
 /// token given in its address (`#token=...`, never sent to the server) or pasted in.
 #[utoipa::path(get, path = "/", tag = "analytics",
-    responses((status = 200, description = "the dashboard page", content_type = "text/html")))]
+    responses((status = 200, description = "the dashboard page", content_type = "text/html", body = String)))]
 async fn dashboard() -> Response {
     asset("text/html; charset=utf-8", DASHBOARD_HTML)
 }
 
 /// The dashboard's script.
 #[utoipa::path(get, path = "/dashboard/app.js", tag = "analytics",
-    responses((status = 200, description = "JavaScript", content_type = "text/javascript")))]
+    responses((status = 200, description = "JavaScript", content_type = "text/javascript", body = String)))]
 async fn dashboard_js() -> Response {
     asset("text/javascript; charset=utf-8", DASHBOARD_JS)
 }
 
 /// The dashboard's style sheet.
 #[utoipa::path(get, path = "/dashboard/style.css", tag = "analytics",
-    responses((status = 200, description = "CSS", content_type = "text/css")))]
+    responses((status = 200, description = "CSS", content_type = "text/css", body = String)))]
 async fn dashboard_css() -> Response {
     asset("text/css; charset=utf-8", DASHBOARD_CSS)
 }
@@ -78,7 +78,7 @@ async fn dashboard_css() -> Response {
 /// jurisdiction, site, collection and action; log size, checkpoint age and append latency;
 /// pending approvals; egress rows; alerts. Counts only, no subject and no value.
 #[utoipa::path(get, path = "/metrics", tag = "analytics",
-    responses((status = 200, description = "the metrics", content_type = "text/plain")))]
+    responses((status = 200, description = "the metrics", content_type = "text/plain", body = String)))]
 async fn metrics(State(app): Shared) -> Response {
     let pending = app.pending_requests().len();
     (
@@ -99,9 +99,8 @@ async fn metrics(State(app): Shared) -> Response {
 #[utoipa::path(get, path = "/v1/analytics/stream", tag = "analytics",
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "the event stream", content_type = "text/event-stream"),
-        (status = 401, description = "no valid token", body = ErrorBody),
-        (status = 403, description = "neither role `monitor` nor `custodian-approver` (`role_required`), or located in a restricted country (`restricted_location`)", body = ErrorBody),
+        (status = 200, description = "the event stream", content_type = "text/event-stream", body = String),
+        (status = 403, description = "`role_required`: neither role `monitor` nor `custodian-approver`; `restricted_location`: located in a restricted country", body = ErrorBody),
     ))]
 async fn stream(
     State(app): Shared,

@@ -23,7 +23,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::analytics::{AlertKind, AlertRequest};
@@ -149,7 +149,7 @@ impl From<CustodyError> for ApiError {
 
 /// A signed statement sent as the request body.
 fn note_body(body: Result<Bytes, BytesRejection>) -> AppResult<Vec<u8>> {
-    let bytes = body.map_err(|e| ApiError::new(e.status(), "invalid_body", e.body_text()))?;
+    let bytes = crate::api::body_bytes(body)?;
     if bytes.is_empty() {
         return Err(ApiError::bad_request(
             "invalid_signature",
@@ -157,6 +157,360 @@ fn note_body(body: Result<Bytes, BytesRejection>) -> AppResult<Vec<u8>> {
         ));
     }
     Ok(bytes.to_vec())
+}
+
+// ---------------------------------------------------------------------------
+// Parameters and answers, for the OpenAPI document only: the handlers take their paths
+// themselves and build their bodies with `json!`; the property-based API test
+// (`tests/openapi_property.rs`) checks that what they send conforms.
+
+/// An access request's or break-glass use's id.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct RequestPath {
+    /// `ar-` (a request) or `bg-` (a break-glass use) and 16 hex digits.
+    #[param(pattern = "^(ar|bg)-[0-9a-f]{16}$", example = "ar-63ff84b1c51d2cdb")]
+    id: String,
+}
+
+/// A policy set, by hash.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct PolicyHashPath {
+    /// The policy set's SHA-256, hex.
+    #[param(pattern = "^[0-9a-f]{64}$")]
+    hash: String,
+}
+
+/// An invariant set, by hash.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct InvariantHashPath {
+    /// The invariant set's SHA-256, hex.
+    #[param(pattern = "^[0-9a-f]{64}$")]
+    hash: String,
+}
+
+/// An algorithm release.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct ReleasePath {
+    /// The algorithm's name: 1-64 of `A-Z a-z 0-9 . _ -`.
+    #[param(
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[A-Za-z0-9._-]+$",
+        example = "ranker"
+    )]
+    name: String,
+    /// Its version: 1-64 of `A-Z a-z 0-9 . _ -`.
+    #[param(
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[A-Za-z0-9._-]+$",
+        example = "1.0.0"
+    )]
+    version: String,
+}
+
+/// An action a grant can allow (`policy::Action`).
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+enum ActionName {
+    Register,
+    List,
+    Read,
+    Write,
+    Delete,
+    Export,
+    Egress,
+    Scan,
+    Migrate,
+}
+
+/// A reason code (`custody::REASON_CODES`, served at GET /v1/access/reason-codes).
+#[derive(ToSchema)]
+#[schema(rename_all = "kebab-case")]
+#[allow(dead_code)]
+enum ReasonCodeName {
+    CustomerInitiatedSupport,
+    LegalRequest,
+    IncidentResponse,
+    FraudAbuseInvestigation,
+    DataSubjectRequest,
+    ServiceMaintenance,
+    SecurityAudit,
+}
+
+/// An access request's status, as of now (`custody::Status`).
+#[derive(ToSchema)]
+#[schema(rename_all = "kebab-case")]
+#[allow(dead_code)]
+enum RequestStatus {
+    Pending,
+    Approved,
+    Denied,
+    Expired,
+    Revoked,
+    Ended,
+}
+
+/// A request or a break-glass use (`custody::RequestKind`).
+#[derive(ToSchema)]
+#[schema(rename_all = "kebab-case")]
+#[allow(dead_code)]
+enum RequestKindName {
+    Request,
+    BreakGlass,
+}
+
+/// Someone acting: a principal's id and employer entity.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct PersonBody {
+    id: String,
+    entity: String,
+}
+
+/// A custodian's decision on a request: who, when, why.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct VerdictBody {
+    by: String,
+    entity: String,
+    /// RFC 3339.
+    at: String,
+    comment: String,
+}
+
+/// One approval of a request.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct ApprovalBody {
+    approver: String,
+    entity: String,
+    /// RFC 3339.
+    at: String,
+    comment: String,
+}
+
+/// An access request or break-glass use, its status as of now; times in RFC 3339.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct AccessRequestBody {
+    id: String,
+    kind: RequestKindName,
+    requester: PersonBody,
+    action: ActionName,
+    subjects: Vec<String>,
+    collections: Vec<String>,
+    fields: Vec<String>,
+    purpose: String,
+    reason_code: String,
+    duration_seconds: i64,
+    status: RequestStatus,
+    approvals_required: u32,
+    approvals: Vec<ApprovalBody>,
+    denial: Option<VerdictBody>,
+    revoked: Option<VerdictBody>,
+    review: Option<VerdictBody>,
+    created_at: String,
+    expires_at: String,
+    starts_at: Option<String>,
+    ends_at: Option<String>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct AccessRequests {
+    requests: Vec<AccessRequestBody>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct BreakGlassUses {
+    uses: Vec<AccessRequestBody>,
+}
+
+/// Whether a policy or invariant set is the one in force, was, or never was.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+enum SetStatus {
+    Active,
+    Retired,
+    Proposed,
+}
+
+/// A policy set, without its text.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct PolicySummary {
+    hash: String,
+    status: SetStatus,
+    policy_ids: Vec<String>,
+    proposed_by: PersonBody,
+    proposed_at: String,
+    activated_at: Option<String>,
+    signers: Vec<String>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct PolicySets {
+    /// The hash of the active set.
+    active: Option<String>,
+    sets: Vec<PolicySummary>,
+}
+
+/// A policy set with its text, signature and the proofs of its last activation.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct PolicySetBody {
+    hash: String,
+    status: SetStatus,
+    policy_ids: Vec<String>,
+    proposed_by: PersonBody,
+    proposed_at: String,
+    activated_at: Option<String>,
+    signers: Vec<String>,
+    schema: String,
+    policies: String,
+    signature: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    proofs: Option<Value>,
+}
+
+/// A proposed policy set: its hash, its proofs and the statement custodians sign.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct PolicyProposed {
+    hash: String,
+    policy_ids: Vec<String>,
+    #[schema(value_type = Object)]
+    proofs: Value,
+    statement: String,
+}
+
+/// An activated policy or invariant set.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct Activated {
+    hash: String,
+    activated_at: Option<String>,
+    signers: Vec<String>,
+    #[schema(value_type = Option<Object>)]
+    proofs: Option<Value>,
+}
+
+/// An invariant set, without its text.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct InvariantSummary {
+    hash: String,
+    status: SetStatus,
+    /// The invariants' names.
+    invariants: Vec<String>,
+    proposed_by: PersonBody,
+    proposed_at: String,
+    activated_at: Option<String>,
+    signers: Vec<String>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct InvariantSets {
+    /// The hash of the set in force.
+    active: Option<String>,
+    sets: Vec<InvariantSummary>,
+}
+
+/// An invariant set with its text, signature and proofs.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct InvariantSetBody {
+    hash: String,
+    status: SetStatus,
+    invariants: Vec<String>,
+    proposed_by: PersonBody,
+    proposed_at: String,
+    activated_at: Option<String>,
+    signers: Vec<String>,
+    text: String,
+    signature: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    proofs: Option<Value>,
+}
+
+/// A proposed invariant set: its hash, the active policy set's proofs against it, and the
+/// statement custodians sign.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct InvariantsProposed {
+    hash: String,
+    invariants: Vec<String>,
+    #[schema(value_type = Object)]
+    proofs: Value,
+    statement: String,
+}
+
+/// A release's state.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+enum ReleaseStatus {
+    Submitted,
+    Active,
+    Retired,
+}
+
+/// An algorithm release.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct ReleaseBody {
+    name: String,
+    version: String,
+    sha256: String,
+    size: u64,
+    status: ReleaseStatus,
+    submitted_by: PersonBody,
+    submitted_at: String,
+    activated_at: Option<String>,
+    signers: Vec<String>,
+    /// The signed release statement (active releases, and activation's answer).
+    signature: Option<String>,
+    /// The statement to sign (submission's answer).
+    statement: Option<String>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct Releases {
+    releases: Vec<ReleaseBody>,
+}
+
+/// The kill switch's state for one jurisdiction.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct JurisdictionState {
+    jurisdiction: String,
+    suspended: bool,
+    /// The serial of the last command applied (0: none).
+    serial: u64,
+    /// When it was applied, RFC 3339.
+    since: Option<String>,
+    signers: Vec<String>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct KillSwitchState {
+    jurisdictions: Vec<JurisdictionState>,
 }
 
 // ---------------------------------------------------------------------------
@@ -188,10 +542,12 @@ async fn reason_codes() -> Json<ReasonCodes> {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewAccessRequest {
-    /// register, list, read, write or delete.
+    /// The action the grant allows.
+    #[schema(value_type = ActionName)]
     action: String,
     /// Subject ids the grant covers (empty: any).
     #[serde(default)]
+    #[schema(schema_with = subject_ids)]
     subjects: Vec<String>,
     /// Collections the grant covers (empty: any).
     #[serde(default)]
@@ -199,18 +555,40 @@ struct NewAccessRequest {
     /// Fields the grant covers (empty: all of the collections').
     #[serde(default)]
     fields: Vec<String>,
+    /// Why: 1 to 256 bytes, not blank.
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"\S",
+        example = "ticket 42"
+    )]
     purpose: String,
     /// One of GET /v1/access/reason-codes.
+    #[schema(value_type = ReasonCodeName)]
     reason_code: String,
-    /// How long the grant lasts once approved, like `2h`. Ignored for break-glass.
+    /// How long the grant lasts once approved, like `2h` (default 1h, at most
+    /// `custody.max_grant_duration`). Ignored for break-glass.
     #[serde(default)]
+    #[schema(example = "2h")]
     duration: Option<String>,
+}
+
+/// A list of subject ids, each as `vault::validate_id` wants it (400 `invalid_id`).
+fn subject_ids() -> utoipa::openapi::Array {
+    let id = utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .min_length(Some(1))
+        .max_length(Some(128))
+        .pattern(Some(crate::api::ID_PATTERN));
+    utoipa::openapi::ArrayBuilder::new().items(id).build()
 }
 
 #[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CommentBody {
+    /// At most 1024 bytes.
     #[serde(default)]
+    #[schema(max_length = 1024)]
     comment: String,
 }
 
@@ -333,9 +711,9 @@ fn request_json(r: &AccessRequest, now: i64) -> Value {
     request_body = NewAccessRequest,
     security(("bearer" = [])),
     responses(
-        (status = 201, description = "the request, pending approval"),
-        (status = 400, description = "bad scope, reason code, purpose or duration", body = ErrorBody),
-        (status = 401, description = "no valid token", body = ErrorBody),
+        (status = 201, description = "the request, pending approval", body = AccessRequestBody),
+        (status = 400, description = "`invalid_json`, `invalid_body`, `invalid_request` (action, reason code, purpose, duration, a field outside the collections, too large a scope), `invalid_id` (a subject id)", body = ErrorBody),
+        (status = 404, description = "`unknown_collection`", body = ErrorBody),
     ))]
 async fn create_request(
     State(app): Shared,
@@ -359,17 +737,23 @@ async fn create_request(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
+    /// Only the requests with this status now.
+    #[param(value_type = RequestStatus, required = false)]
     status: Option<String>,
 }
 
 /// Access requests: all of them for approvers and operators, one's own for anyone else.
 #[utoipa::path(get, path = "/v1/access/requests", tag = "custody",
-    params(("status" = Option<String>, Query, description = "pending, approved, denied, expired, revoked or ended")),
+    params(ListQuery),
     security(("bearer" = [])),
-    responses((status = 200, description = "the requests"), (status = 401, description = "no valid token", body = ErrorBody)))]
+    responses(
+        (status = 200, description = "the requests", body = AccessRequests),
+        (status = 400, description = "`invalid_query`: an unknown status or parameter", body = ErrorBody),
+    ))]
 async fn list_requests(
     State(app): Shared,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -405,9 +789,12 @@ async fn list_requests(
 
 /// One access request or break-glass use.
 #[utoipa::path(get, path = "/v1/access/requests/{id}", tag = "custody",
-    params(("id" = String, Path, description = "request id")),
+    params(RequestPath),
     security(("bearer" = [])),
-    responses((status = 200, description = "the request"), (status = 404, description = "no such request", body = ErrorBody)))]
+    responses(
+        (status = 200, description = "the request", body = AccessRequestBody),
+        (status = 404, description = "`unknown_request` (also for another's request, unless the caller is an approver or operator)", body = ErrorBody),
+    ))]
 async fn get_request(
     State(app): Shared,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -426,13 +813,15 @@ async fn get_request(
 
 /// Approves a pending request. Nobody approves their own request or one from their entity.
 #[utoipa::path(post, path = "/v1/access/requests/{id}/approve", tag = "custody",
-    params(("id" = String, Path, description = "request id")),
-    request_body(content = CommentBody, description = "optional comment"),
+    params(RequestPath),
+    request_body(content = Option<CommentBody>, description = "optional comment (an empty body is none)"),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "approved (a grant once the threshold is met)"),
-        (status = 403, description = "self-approval, same entity, or not an approver", body = ErrorBody),
-        (status = 409, description = "not pending, or already approved by this approver", body = ErrorBody),
+        (status = 200, description = "approved (a grant once the threshold is met)", body = AccessRequestBody),
+        (status = 400, description = "`invalid_json`, `invalid_body`, `invalid_request` (a comment over 1024 bytes)", body = ErrorBody),
+        (status = 403, description = "`role_required` (custodian-approver), `restricted_location`, `self_approval`, `same_entity`", body = ErrorBody),
+        (status = 404, description = "`unknown_request`", body = ErrorBody),
+        (status = 409, description = "`not_pending`, `already_approved` by this approver, `wrong_kind` (a break-glass use)", body = ErrorBody),
     ))]
 async fn approve_request(
     State(app): Shared,
@@ -449,10 +838,16 @@ async fn approve_request(
 
 /// Denies a pending request.
 #[utoipa::path(post, path = "/v1/access/requests/{id}/deny", tag = "custody",
-    params(("id" = String, Path, description = "request id")),
-    request_body(content = CommentBody, description = "why"),
+    params(RequestPath),
+    request_body(content = Option<CommentBody>, description = "why (an empty body gives no reason)"),
     security(("bearer" = [])),
-    responses((status = 200, description = "denied"), (status = 409, description = "not pending", body = ErrorBody)))]
+    responses(
+        (status = 200, description = "denied", body = AccessRequestBody),
+        (status = 400, description = "`invalid_json`, `invalid_body`, `invalid_request` (a comment over 1024 bytes)", body = ErrorBody),
+        (status = 403, description = "`role_required` (custodian-approver), `restricted_location`, `self_approval`, `same_entity`", body = ErrorBody),
+        (status = 404, description = "`unknown_request`", body = ErrorBody),
+        (status = 409, description = "`not_pending`, `wrong_kind` (a break-glass use)", body = ErrorBody),
+    ))]
 async fn deny_request(
     State(app): Shared,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -468,10 +863,16 @@ async fn deny_request(
 
 /// Ends an active grant at once: by a custodian approver, or by its holder.
 #[utoipa::path(post, path = "/v1/access/requests/{id}/revoke", tag = "custody",
-    params(("id" = String, Path, description = "request id")),
-    request_body(content = CommentBody, description = "why"),
+    params(RequestPath),
+    request_body(content = Option<CommentBody>, description = "why (an empty body gives no reason)"),
     security(("bearer" = [])),
-    responses((status = 200, description = "revoked"), (status = 409, description = "not an active grant", body = ErrorBody)))]
+    responses(
+        (status = 200, description = "revoked", body = AccessRequestBody),
+        (status = 400, description = "`invalid_json`, `invalid_body`, `invalid_request` (a comment over 1024 bytes)", body = ErrorBody),
+        (status = 403, description = "`role_required` (neither a custodian-approver nor the grant's holder), `restricted_location`", body = ErrorBody),
+        (status = 404, description = "`unknown_request`", body = ErrorBody),
+        (status = 409, description = "`not_active`: not an active grant", body = ErrorBody),
+    ))]
 async fn revoke_request(
     State(app): Shared,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -498,8 +899,10 @@ async fn revoke_request(
     request_body = NewAccessRequest,
     security(("bearer" = [])),
     responses(
-        (status = 201, description = "the break-glass grant"),
-        (status = 403, description = "no `break-glass` role", body = ErrorBody),
+        (status = 201, description = "the break-glass grant", body = AccessRequestBody),
+        (status = 400, description = "`invalid_json`, `invalid_body`, `invalid_request`, `invalid_id`", body = ErrorBody),
+        (status = 403, description = "`role_required` (break-glass), `restricted_location`", body = ErrorBody),
+        (status = 404, description = "`unknown_collection`", body = ErrorBody),
     ))]
 async fn start_break_glass(
     State(app): Shared,
@@ -532,18 +935,23 @@ async fn start_break_glass(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct BreakGlassQuery {
+    /// Only the uses not yet reviewed.
     #[serde(default)]
     unreviewed: bool,
 }
 
 /// Break-glass uses; `?unreviewed=true` lists those still waiting for a custodian's review.
 #[utoipa::path(get, path = "/v1/access/break-glass", tag = "custody",
-    params(("unreviewed" = Option<bool>, Query, description = "only those not yet reviewed")),
+    params(BreakGlassQuery),
     security(("bearer" = [])),
-    responses((status = 200, description = "the uses")))]
+    responses(
+        (status = 200, description = "the uses: all of them for approvers and operators, one's own for anyone else", body = BreakGlassUses),
+        (status = 400, description = "`invalid_query`: `unreviewed` is not a boolean, or an unknown parameter", body = ErrorBody),
+    ))]
 async fn list_break_glass(
     State(app): Shared,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -568,10 +976,16 @@ async fn list_break_glass(
 
 /// A custodian's review of a break-glass use.
 #[utoipa::path(post, path = "/v1/access/break-glass/{id}/review", tag = "custody",
-    params(("id" = String, Path, description = "break-glass use id")),
-    request_body(content = CommentBody, description = "the review"),
+    params(RequestPath),
+    request_body(content = Option<CommentBody>, description = "the review (an empty body is none)"),
     security(("bearer" = [])),
-    responses((status = 200, description = "reviewed"), (status = 409, description = "already reviewed", body = ErrorBody)))]
+    responses(
+        (status = 200, description = "reviewed", body = AccessRequestBody),
+        (status = 400, description = "`invalid_json`, `invalid_body`, `invalid_request` (a comment over 1024 bytes)", body = ErrorBody),
+        (status = 403, description = "`role_required` (custodian-approver), `restricted_location`, `self_approval`, `same_entity`", body = ErrorBody),
+        (status = 404, description = "`unknown_request`", body = ErrorBody),
+        (status = 409, description = "`already_reviewed`, `wrong_kind` (not a break-glass use)", body = ErrorBody),
+    ))]
 async fn review_break_glass(
     State(app): Shared,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -675,11 +1089,12 @@ fn policy_summary(set: &custody::PolicySetRecord, active: Option<&str>) -> Value
     request_body = ProposePolicy,
     security(("bearer" = [])),
     responses(
-        (status = 201, description = "proposed: its hash, its proofs and the statement to sign"),
-        (status = 200, description = "already known"),
-        (status = 400, description = "the set does not parse or validate", body = ErrorBody),
-        (status = 422, description = "not proven to satisfy every invariant: `proof` holds the report with its counterexamples", body = ErrorBody),
-        (status = 503, description = "no SMT solver to prove it with", body = ErrorBody),
+        (status = 201, description = "proposed: its hash, its proofs and the statement to sign", body = PolicyProposed),
+        (status = 200, description = "already known", body = PolicyProposed),
+        (status = 400, description = "`invalid_json`, `invalid_body`, `invalid_policy` (the set does not parse or validate)", body = ErrorBody),
+        (status = 403, description = "`role_required` (custodian-operator), `restricted_location`", body = ErrorBody),
+        (status = 422, description = "`policy_not_proven`: not proven to satisfy every invariant; `proof` holds the report with its counterexamples", body = ErrorBody),
+        (status = 503, description = "`solver_unavailable`: no SMT solver to prove it with", body = ErrorBody),
     ))]
 async fn propose_policy(
     State(app): Shared,
@@ -735,7 +1150,7 @@ async fn propose_policy(
 
 /// Every policy set proposed, and which is active.
 #[utoipa::path(get, path = "/v1/policies", tag = "custody",
-    responses((status = 200, description = "the policy sets")))]
+    responses((status = 200, description = "the policy sets", body = PolicySets)))]
 async fn list_policies(State(app): Shared) -> Json<Value> {
     let (active, sets) = app.custody.policy_sets();
     let sets: Vec<Value> = sets
@@ -748,8 +1163,11 @@ async fn list_policies(State(app): Shared) -> Json<Value> {
 /// One policy set, by hash, with its full text: monitors fetch the set a log entry names and
 /// check it against the hash.
 #[utoipa::path(get, path = "/v1/policies/{hash}", tag = "custody",
-    params(("hash" = String, Path, description = "the policy set hash")),
-    responses((status = 200, description = "the policy set"), (status = 404, description = "no such set", body = ErrorBody)))]
+    params(PolicyHashPath),
+    responses(
+        (status = 200, description = "the policy set", body = PolicySetBody),
+        (status = 404, description = "`unknown_policy_set`", body = ErrorBody),
+    ))]
 async fn get_policy(
     State(app): Shared,
     path: Result<Path<String>, PathRejection>,
@@ -803,11 +1221,12 @@ struct ProposeInvariants {
     request_body = ProposeInvariants,
     security(("bearer" = [])),
     responses(
-        (status = 201, description = "proposed: its hash, the proofs of the active policy set against it, and the statement to sign"),
-        (status = 200, description = "already known"),
-        (status = 400, description = "the invariants do not parse or validate", body = ErrorBody),
-        (status = 422, description = "the active policy set does not keep them: `proof` holds the report", body = ErrorBody),
-        (status = 503, description = "no SMT solver to prove with", body = ErrorBody),
+        (status = 201, description = "proposed: its hash, the proofs of the active policy set against it, and the statement to sign", body = InvariantsProposed),
+        (status = 200, description = "already known", body = InvariantsProposed),
+        (status = 400, description = "`invalid_json`, `invalid_body`, `invalid_invariants` (they do not parse or validate)", body = ErrorBody),
+        (status = 403, description = "`role_required` (custodian-operator), `restricted_location`", body = ErrorBody),
+        (status = 422, description = "`policy_not_proven`: the active policy set does not keep them; `proof` holds the report", body = ErrorBody),
+        (status = 503, description = "`solver_unavailable`: no SMT solver to prove with", body = ErrorBody),
     ))]
 async fn propose_invariants(
     State(app): Shared,
@@ -854,16 +1273,16 @@ async fn propose_invariants(
 /// invariant set HASH` (as many signatures as a policy activation needs), once the active
 /// policy set is proven to keep it; the proofs go into the log with the activation.
 #[utoipa::path(post, path = "/v1/invariants/{hash}/activate", tag = "custody",
-    params(("hash" = String, Path, description = "the invariant set hash")),
+    params(InvariantHashPath),
     request_body(content = String, content_type = "text/plain", description = "the signed statement (signed note)"),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "in force"),
-        (status = 400, description = "not a valid signed statement for this set", body = ErrorBody),
-        (status = 403, description = "not enough custodian signatures", body = ErrorBody),
-        (status = 404, description = "no such set", body = ErrorBody),
-        (status = 422, description = "the active policy set does not keep them", body = ErrorBody),
-        (status = 503, description = "no SMT solver to prove with", body = ErrorBody),
+        (status = 200, description = "in force", body = Activated),
+        (status = 400, description = "`invalid_signature` (not a valid signed statement for this set, or an empty body), `invalid_invariants`, `invalid_body`", body = ErrorBody),
+        (status = 403, description = "`role_required` (custodian-operator), `restricted_location`, `threshold_not_met` (not enough custodian signatures)", body = ErrorBody),
+        (status = 404, description = "`unknown_invariant_set`", body = ErrorBody),
+        (status = 422, description = "`policy_not_proven`: the active policy set does not keep them", body = ErrorBody),
+        (status = 503, description = "`solver_unavailable`: no SMT solver to prove with", body = ErrorBody),
     ))]
 async fn activate_invariants(
     State(app): Shared,
@@ -975,7 +1394,7 @@ fn check_statement_first(
 
 /// Every invariant set the custodian activated, and which is in force.
 #[utoipa::path(get, path = "/v1/invariants", tag = "custody",
-    responses((status = 200, description = "the invariant sets")))]
+    responses((status = 200, description = "the invariant sets", body = InvariantSets)))]
 async fn list_invariants(State(app): Shared) -> Json<Value> {
     let (active, sets) = app.custody.invariant_sets();
     let sets: Vec<Value> = sets
@@ -989,8 +1408,11 @@ async fn list_invariants(State(app): Shared) -> Json<Value> {
 /// active when it was activated: monitors fetch the set an activation's proofs name and
 /// prove again (`sovereign audit replay --prove`).
 #[utoipa::path(get, path = "/v1/invariants/{hash}", tag = "custody",
-    params(("hash" = String, Path, description = "the invariant set hash")),
-    responses((status = 200, description = "the invariant set"), (status = 404, description = "no such set", body = ErrorBody)))]
+    params(InvariantHashPath),
+    responses(
+        (status = 200, description = "the invariant set", body = InvariantSetBody),
+        (status = 404, description = "`unknown_invariant_set`", body = ErrorBody),
+    ))]
 async fn get_invariants(
     State(app): Shared,
     path: Result<Path<String>, PathRejection>,
@@ -1013,16 +1435,16 @@ async fn get_invariants(
 /// The set is proven against the invariants in force first; the proofs go into the log with
 /// the activation.
 #[utoipa::path(post, path = "/v1/policies/{hash}/activate", tag = "custody",
-    params(("hash" = String, Path, description = "the policy set hash")),
+    params(PolicyHashPath),
     request_body(content = String, content_type = "text/plain", description = "the signed statement (signed note)"),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "active"),
-        (status = 400, description = "not a valid signed statement for this set", body = ErrorBody),
-        (status = 403, description = "not enough custodian signatures", body = ErrorBody),
-        (status = 404, description = "no such set", body = ErrorBody),
-        (status = 422, description = "not proven to satisfy every invariant: `proof` holds the report with its counterexamples", body = ErrorBody),
-        (status = 503, description = "no SMT solver to prove it with", body = ErrorBody),
+        (status = 200, description = "active", body = Activated),
+        (status = 400, description = "`invalid_signature` (not a valid signed statement for this set, or an empty body), `invalid_policy`, `invalid_body`", body = ErrorBody),
+        (status = 403, description = "`role_required` (custodian-operator), `restricted_location`, `threshold_not_met` (not enough custodian signatures)", body = ErrorBody),
+        (status = 404, description = "`unknown_policy_set`", body = ErrorBody),
+        (status = 422, description = "`policy_not_proven`: not proven to satisfy every invariant; `proof` holds the report with its counterexamples", body = ErrorBody),
+        (status = 503, description = "`solver_unavailable`: no SMT solver to prove it with", body = ErrorBody),
     ))]
 async fn activate_policy(
     State(app): Shared,
@@ -1124,14 +1546,16 @@ fn release_json(r: &custody::Release, with_signature: bool) -> Value {
 /// Submits an algorithm artifact (the raw bytes). It is stored under its SHA-256 and runs
 /// nowhere until the custodian signs its release.
 #[utoipa::path(post, path = "/v1/algorithms/{name}/{version}", tag = "custody",
-    params(("name" = String, Path, description = "algorithm name"), ("version" = String, Path, description = "version")),
+    params(ReleasePath),
     request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "the artifact"),
     security(("bearer" = [])),
     responses(
-        (status = 201, description = "stored: its digest and the statement to sign"),
-        (status = 200, description = "the identical artifact was already stored"),
-        (status = 409, description = "this version exists with other bytes", body = ErrorBody),
-        (status = 413, description = "larger than custody.max_artifact_bytes", body = ErrorBody),
+        (status = 201, description = "stored: its digest and the statement to sign", body = ReleaseBody),
+        (status = 200, description = "the identical artifact was already stored", body = ReleaseBody),
+        (status = 400, description = "`invalid_request`: the name or version is not 1-64 of `A-Z a-z 0-9 . _ -`", body = ErrorBody),
+        (status = 403, description = "`role_required` (algorithm-author or custodian-operator), `restricted_location`", body = ErrorBody),
+        (status = 409, description = "`version_exists` with other bytes", body = ErrorBody),
+        (status = 413, description = "`body_too_large`: larger than custody.max_artifact_bytes", body = ErrorBody),
     ))]
 async fn submit_algorithm(
     State(app): Shared,
@@ -1180,7 +1604,7 @@ async fn submit_algorithm(
 
 /// Every algorithm version submitted.
 #[utoipa::path(get, path = "/v1/algorithms", tag = "custody",
-    responses((status = 200, description = "the releases")))]
+    responses((status = 200, description = "the releases", body = Releases)))]
 async fn list_algorithms(State(app): Shared) -> Json<Value> {
     let releases: Vec<Value> = app
         .custody
@@ -1193,7 +1617,7 @@ async fn list_algorithms(State(app): Shared) -> Json<Value> {
 
 /// The active releases with the custodian's signed statements, for monitors.
 #[utoipa::path(get, path = "/v1/algorithms/active", tag = "custody",
-    responses((status = 200, description = "the active releases")))]
+    responses((status = 200, description = "the active releases, with their signed statements", body = Releases)))]
 async fn active_algorithms(State(app): Shared) -> Json<Value> {
     let releases: Vec<Value> = app
         .custody
@@ -1207,14 +1631,15 @@ async fn active_algorithms(State(app): Shared) -> Json<Value> {
 /// Activates a release. The body is the custodian's signed statement naming exactly this
 /// name, version and digest; the stored artifact is re-hashed first.
 #[utoipa::path(post, path = "/v1/algorithms/{name}/{version}/activate", tag = "custody",
-    params(("name" = String, Path, description = "algorithm name"), ("version" = String, Path, description = "version")),
+    params(ReleasePath),
     request_body(content = String, content_type = "text/plain", description = "the signed statement (signed note)"),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "active"),
-        (status = 400, description = "not a valid signed statement for this release", body = ErrorBody),
-        (status = 403, description = "not enough custodian signatures", body = ErrorBody),
-        (status = 409, description = "the stored artifact no longer matches its digest", body = ErrorBody),
+        (status = 200, description = "active", body = ReleaseBody),
+        (status = 400, description = "`invalid_signature` (not a valid signed statement for this release, or an empty body), `invalid_body`", body = ErrorBody),
+        (status = 403, description = "`role_required` (custodian-operator), `restricted_location`, `threshold_not_met` (not enough custodian signatures)", body = ErrorBody),
+        (status = 404, description = "`unknown_release`", body = ErrorBody),
+        (status = 409, description = "`digest_mismatch`: the stored artifact no longer matches its digest", body = ErrorBody),
     ))]
 async fn activate_algorithm(
     State(app): Shared,
@@ -1237,12 +1662,13 @@ async fn activate_algorithm(
 
 /// An artifact's bytes, served only after they are checked against the recorded digest.
 #[utoipa::path(get, path = "/v1/algorithms/{name}/{version}/artifact", tag = "custody",
-    params(("name" = String, Path, description = "algorithm name"), ("version" = String, Path, description = "version")),
+    params(ReleasePath),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "the artifact; header Sovereign-Sha256 gives its digest"),
-        (status = 404, description = "no such release", body = ErrorBody),
-        (status = 500, description = "the stored artifact does not match its digest", body = ErrorBody),
+        (status = 200, description = "the artifact; header Sovereign-Sha256 gives its digest", content_type = "application/octet-stream"),
+        (status = 403, description = "`restricted_location`", body = ErrorBody),
+        (status = 404, description = "`unknown_release`", body = ErrorBody),
+        (status = 500, description = "`artifact_corrupt`: the stored artifact does not match its digest, so it is not served", body = ErrorBody),
     ))]
 async fn fetch_algorithm(
     State(app): Shared,
@@ -1308,7 +1734,7 @@ fn kill_switch_json(app: &AppState) -> Value {
 
 /// The kill switch's state for every jurisdiction.
 #[utoipa::path(get, path = "/v1/kill-switch", tag = "custody",
-    responses((status = 200, description = "per jurisdiction: suspended or not, the last serial")))]
+    responses((status = 200, description = "per jurisdiction: suspended or not, the last serial", body = KillSwitchState)))]
 async fn kill_switch_status(State(app): Shared) -> Json<Value> {
     Json(kill_switch_json(&app))
 }
@@ -1319,10 +1745,10 @@ async fn kill_switch_status(State(app): Shared) -> Json<Value> {
     request_body(content = String, content_type = "text/plain", description = "the signed statement (signed note)"),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "applied; the new state"),
-        (status = 400, description = "not a valid signed kill-switch command", body = ErrorBody),
-        (status = 403, description = "not enough custodian signatures", body = ErrorBody),
-        (status = 409, description = "stale serial", body = ErrorBody),
+        (status = 200, description = "applied; the new state", body = KillSwitchState),
+        (status = 400, description = "`invalid_signature` (not a valid signed kill-switch command for a configured jurisdiction, or an empty body), `invalid_body`", body = ErrorBody),
+        (status = 403, description = "`role_required` (custodian-operator), `restricted_location`, `threshold_not_met` (not enough custodian signatures)", body = ErrorBody),
+        (status = 409, description = "`stale_serial`: not above the last serial applied", body = ErrorBody),
     ))]
 async fn apply_kill_switch(
     State(app): Shared,

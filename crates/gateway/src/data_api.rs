@@ -20,9 +20,12 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
-use crate::api::{ErrorBody, logged, parse_json, path_param};
+use crate::api::{
+    AccessHeaders, CollectionPath, ErrorBody, SubjectPath, logged, parse_json, path_param,
+};
 use crate::auth::Authenticated;
 use crate::entry::{self, DataEvent};
 use crate::error::{ApiError, LOG_INDEX_HEADER};
@@ -118,12 +121,129 @@ impl CursorSeal {
 }
 
 // ---------------------------------------------------------------------------
+// The answers' shapes, for the OpenAPI document only: the handlers build these bodies with
+// `json!`, and the property-based API test (`tests/openapi_property.rs`) checks that what
+// they send conforms.
+
+/// A group of an aggregate: the field's value and how many records have it.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct AggregateGroup {
+    /// The value (`(none)` for records without it; non-strings as JSON text).
+    value: String,
+    count: u64,
+}
+
+/// Counts of a collection's records by one interoperable field.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct Aggregate {
+    collection: String,
+    group_by: String,
+    min_group_size: u64,
+    /// The groups of at least `min_group_size` records.
+    groups: Vec<AggregateGroup>,
+    /// How many groups were too small to show, and their records.
+    suppressed_groups: u64,
+    suppressed_rows: u64,
+}
+
+/// What an erasure did.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct Erased {
+    subject: String,
+    erased: bool,
+    /// The sites that held the subject or its records.
+    sites: Vec<String>,
+    /// Records deleted over all sites.
+    records: u64,
+    /// Data keys destroyed.
+    keys_destroyed: u64,
+}
+
+/// One record of an export.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct ExportedRecord {
+    collection: String,
+    key: String,
+    /// The fields this principal may take.
+    #[schema(value_type = Object)]
+    fields: Value,
+    /// Fields the record holds that were not allowed (values withheld).
+    withheld: Vec<String>,
+}
+
+/// All of a subject's data.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct Export {
+    subject: String,
+    jurisdiction: String,
+    site: String,
+    records: Vec<ExportedRecord>,
+}
+
+/// A misplaced subject, by its log pseudonym.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct ScanItem {
+    subject: String,
+    jurisdiction: String,
+    records: u64,
+}
+
+/// The misplaced subjects of one site.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct ScanSite {
+    site: String,
+    subjects: u64,
+    records: u64,
+    items: Vec<ScanItem>,
+}
+
+/// The residency scan: whether every subject is at a site its rule allows.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct Scan {
+    ok: bool,
+    /// How many subjects are not.
+    misplaced: u64,
+    sites: Vec<ScanSite>,
+}
+
+/// The evidence of a migration.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct Migrated {
+    /// As the request named it: the id, or the pseudonym.
+    subject: String,
+    from: String,
+    to: String,
+    /// Records copied by this run (0 when an earlier run moved them).
+    records: u64,
+    /// SHA-256 (hex) of the records as read at the source and, after the copy, at the
+    /// destination.
+    source_digest: String,
+    destination_digest: String,
+}
+
+// ---------------------------------------------------------------------------
 // Egress
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct EgressQuery {
+    /// The `cursor` of the previous page, exactly as it was given (400 `invalid_cursor`
+    /// otherwise).
+    #[param(value_type = String, required = false, min_length = 1, max_length = 2048, pattern = "^[A-Za-z0-9_-]+$")]
     since: Option<String>,
+    /// Rows in this page: 1 to `egress.page_size` (1000 by default; 400 `invalid_query`
+    /// above it).
+    #[param(value_type = u64, required = false, minimum = 1)]
     limit: Option<usize>,
 }
 
@@ -132,18 +252,13 @@ struct EgressQuery {
 /// Subject ids are HMAC-SHA256 pseudonyms under a key that stays in the jurisdiction; no
 /// protected field ever appears. Resume with `?since=CURSOR`.
 #[utoipa::path(get, path = "/v1/egress/{collection}", tag = "egress",
-    params(
-        ("collection" = String, Path, description = "a configured collection"),
-        ("since" = Option<String>, Query, description = "the cursor of the previous page"),
-        ("limit" = Option<usize>, Query, description = "rows in this page (at most egress.page_size)"),
-    ),
+    params(CollectionPath, EgressQuery, AccessHeaders),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "NDJSON rows; header Sovereign-Cursor resumes after them", content_type = "application/x-ndjson"),
-        (status = 400, description = "bad cursor or limit", body = ErrorBody),
-        (status = 401, description = "no valid token", body = ErrorBody),
-        (status = 403, description = "denied by policy for every jurisdiction (under the default policies: needs role `egress`), or suspended", body = ErrorBody),
-        (status = 404, description = "no such collection", body = ErrorBody),
+        (status = 400, description = "`invalid_query` (unknown parameter, or `limit` out of range), `invalid_cursor`, `invalid_header`", body = ErrorBody),
+        (status = 403, description = "`denied` by policy for every jurisdiction (with `policies`; under the default policies: needs role `egress`), `suspended`", body = ErrorBody),
+        (status = 404, description = "`unknown_collection`", body = ErrorBody),
     ))]
 async fn egress(
     State(app): Shared,
@@ -227,9 +342,12 @@ async fn egress(
     Ok(response)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct AggregateQuery {
+    /// An interoperable field of the collection (400 `not_interoperable` otherwise).
+    #[param(min_length = 1, example = "display_name")]
     group_by: String,
 }
 
@@ -237,17 +355,13 @@ struct AggregateQuery {
 /// than `egress.min_group_size` are suppressed (only their number is given), so that a count
 /// cannot single anyone out.
 #[utoipa::path(get, path = "/v1/egress/{collection}/aggregate", tag = "egress",
-    params(
-        ("collection" = String, Path, description = "a configured collection"),
-        ("group_by" = String, Query, description = "an interoperable field of the collection"),
-    ),
+    params(CollectionPath, AggregateQuery, AccessHeaders),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "`{collection, group_by, min_group_size, groups: [{value, count}], suppressed_groups, suppressed_rows}`"),
-        (status = 400, description = "the field is not an interoperable field of the collection", body = ErrorBody),
-        (status = 401, description = "no valid token", body = ErrorBody),
-        (status = 403, description = "denied by policy for every jurisdiction (under the default policies: needs role `egress`), or suspended", body = ErrorBody),
-        (status = 404, description = "no such collection", body = ErrorBody),
+        (status = 200, description = "the counts by value, small groups suppressed", body = Aggregate),
+        (status = 400, description = "`invalid_query` (no `group_by`, or an unknown parameter), `not_interoperable` (the field is not an interoperable field of the collection), `invalid_header`", body = ErrorBody),
+        (status = 403, description = "`denied` by policy for every jurisdiction (with `policies`; under the default policies: needs role `egress`), `suspended`", body = ErrorBody),
+        (status = 404, description = "`unknown_collection`", body = ErrorBody),
     ))]
 async fn aggregate(
     State(app): Shared,
@@ -329,12 +443,13 @@ async fn aggregate(
 /// and backups of the stores can no longer be decrypted). Needs a `delete` decision for every
 /// field class of every collection, each logged like any delete, then the erasure is logged.
 #[utoipa::path(delete, path = "/v1/subjects/{id}", tag = "subjects",
-    params(("id" = String, Path, description = "subject id")),
+    params(SubjectPath, AccessHeaders),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "erased: sites, records deleted, keys destroyed"),
-        (status = 403, description = "denied by policy", body = ErrorBody),
-        (status = 404, description = "no such subject", body = ErrorBody),
+        (status = 200, description = "erased: sites, records deleted, keys destroyed", body = Erased),
+        (status = 400, description = "`invalid_id`, `invalid_header`", body = ErrorBody),
+        (status = 403, description = "`denied` by policy for some collection (with `policies`), `purpose_required`, `approval_required`, `suspended`", body = ErrorBody),
+        (status = 404, description = "`subject_not_found`", body = ErrorBody),
     ))]
 pub async fn erase_subject(
     State(app): Shared,
@@ -386,18 +501,14 @@ pub async fn erase_subject(
 /// or vetted staff, each with a stated purpose; a grant scoped to some fields exports only
 /// those protected fields (the others are named under `withheld`).
 #[utoipa::path(get, path = "/v1/subjects/{id}/export", tag = "subjects",
-    params(
-        ("id" = String, Path, description = "subject id"),
-        ("Sovereign-Purpose" = Option<String>, Header, description = "why this access is made"),
-        ("Sovereign-Reason-Code" = Option<String>, Header, description = "a reason code"),
-    ),
+    params(SubjectPath, AccessHeaders),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "`{subject, jurisdiction, site, records: [{collection, key, fields, withheld}]}`"),
-        (status = 400, description = "bad id or header", body = ErrorBody),
-        (status = 401, description = "no valid token", body = ErrorBody),
-        (status = 403, description = "denied by policy, or suspended", body = ErrorBody),
-        (status = 404, description = "no such subject", body = ErrorBody),
+        (status = 200, description = "every record of the subject, each reduced to the fields allowed", body = Export),
+        (status = 400, description = "`invalid_id`, `invalid_header`", body = ErrorBody),
+        (status = 403, description = "`denied` by policy for some collection (with `policies`), `purpose_required`, `approval_required`, `suspended`, `key_policy`", body = ErrorBody),
+        (status = 404, description = "`subject_not_found`", body = ErrorBody),
+        (status = 410, description = "`key_destroyed`: a data key of the subject was destroyed", body = ErrorBody),
     ))]
 async fn export_subject(
     State(app): Shared,
@@ -437,11 +548,12 @@ async fn export_subject(
 /// as log pseudonyms (the ones migration evidence entries carry), for the jurisdictions the
 /// policy lets the caller scan. Decided per jurisdiction and logged.
 #[utoipa::path(get, path = "/v1/residency/scan", tag = "residency",
+    params(AccessHeaders),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "`{ok, misplaced: N, sites: [{site, subjects, records, items: [{subject: PSEUDONYM, jurisdiction, records}]}]}`"),
-        (status = 401, description = "no valid token", body = ErrorBody),
-        (status = 403, description = "denied by policy (under the default policies: needs role custodian-operator or monitor)", body = ErrorBody),
+        (status = 200, description = "the misplaced subjects, per site", body = Scan),
+        (status = 400, description = "`invalid_header`", body = ErrorBody),
+        (status = 403, description = "`denied` by policy for every jurisdiction (with `policies`; under the default policies: needs role custodian-operator or monitor), `purpose_required`, `suspended`", body = ErrorBody),
     ))]
 async fn residency_scan(
     State(app): Shared,
@@ -482,17 +594,27 @@ async fn residency_scan(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct MigrateBody {
     /// The subject's id, or
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[A-Za-z0-9_:-][A-Za-z0-9._:-]{0,127}$"
+    )]
     subject: Option<String>,
-    /// its log pseudonym, as the scan shows it.
+    /// its log pseudonym, as the scan shows it (exactly one of the two).
     #[serde(default)]
+    #[schema(pattern = "^[0-9a-f]{32}$")]
     subject_pseudonym: Option<String>,
+    /// The site that holds the subject now (400 `unknown_site` if not configured).
+    #[schema(pattern = "^[a-z][a-z0-9_-]{0,63}$", example = "sg-legacy")]
     from: String,
+    /// The site to move it to; the first its rule allows by default.
     #[serde(default)]
+    #[schema(pattern = "^[a-z][a-z0-9_-]{0,63}$")]
     to: Option<String>,
 }
 
@@ -500,15 +622,16 @@ struct MigrateBody {
 /// source, destroy the source's data key. Safe to repeat. Decided (`migrate` on the subject)
 /// and logged, then logs one evidence entry.
 #[utoipa::path(post, path = "/v1/residency/migrate", tag = "residency",
-    request_body(content = Object, description = "`{subject | subject_pseudonym, from, to?}`: the subject by id, or by the pseudonym the scan shows"),
+    params(AccessHeaders),
+    request_body(content = MigrateBody, description = "the subject by id, or by the pseudonym the scan shows; the site it is at; optionally where to"),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "the evidence: `{subject, from, to, records, source_digest, destination_digest}`"),
-        (status = 400, description = "malformed body, unknown site", body = ErrorBody),
-        (status = 401, description = "no valid token", body = ErrorBody),
-        (status = 403, description = "denied by policy (under the default policies: needs role custodian-operator)", body = ErrorBody),
-        (status = 404, description = "no such subject", body = ErrorBody),
-        (status = 409, description = "the destination is not allowed by the subject's rule", body = ErrorBody),
+        (status = 200, description = "the evidence", body = Migrated),
+        (status = 400, description = "`invalid_json`, `invalid_body` (also: not exactly one of `subject` and `subject_pseudonym`), `invalid_id`, `unknown_site`, `invalid_site` (an unknown destination, or the site it is at), `invalid_header`", body = ErrorBody),
+        (status = 403, description = "`denied` by policy (with `policies`; under the default policies: needs role custodian-operator), `purpose_required`, `suspended`, `key_policy`", body = ErrorBody),
+        (status = 404, description = "`subject_not_found`", body = ErrorBody),
+        (status = 409, description = "`residency_violation`: the destination is not allowed by the subject's rule", body = ErrorBody),
+        (status = 410, description = "`key_destroyed`: the subject's data key at the source was destroyed", body = ErrorBody),
     ))]
 async fn residency_migrate(
     State(app): Shared,

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -23,7 +23,7 @@ const REVALIDATE: &str = "no-cache";
 
 /// The latest signed checkpoint (C2SP tlog-checkpoint, as a signed note).
 #[utoipa::path(get, path = "/log/checkpoint", tag = "log",
-    responses((status = 200, description = "the signed checkpoint note", content_type = "text/plain")))]
+    responses((status = 200, description = "the signed checkpoint note", content_type = "text/plain", body = String)))]
 pub async fn checkpoint(State(app): Shared) -> Response {
     let published = app.log.checkpoint();
     text(published.note.clone(), REVALIDATE)
@@ -31,7 +31,7 @@ pub async fn checkpoint(State(app): Shared) -> Response {
 
 /// The log's verifier key in signed-note form (`origin+keyhash+base64`).
 #[utoipa::path(get, path = "/log/key", tag = "log",
-    responses((status = 200, description = "the verifier key", content_type = "text/plain")))]
+    responses((status = 200, description = "the verifier key", content_type = "text/plain", body = String)))]
 pub async fn key(State(app): Shared) -> Response {
     text(
         format!("{}\n", app.log.verifier_key()).into_bytes(),
@@ -42,13 +42,18 @@ pub async fn key(State(app): Shared) -> Response {
 /// A hash tile or entry bundle (C2SP tlog-tiles). Full tiles never change and are served with
 /// long cache lifetimes; partial tiles (`.p/<W>`) are revalidated.
 #[utoipa::path(get, path = "/log/tile/{path}", tag = "log",
-    params(("path" = String, Path, description = "`<L>/<N>[.p/<W>]` or `entries/<N>[.p/<W>]`, N as x001/x234/067")),
+    params(("path" = String, Path, description = "`<L>/<N>[.p/<W>]` or `entries/<N>[.p/<W>]`, N as x001/x234/067 (each `/` may be sent as `%2F`)",
+        pattern = r"^(entries|[0-9]|[1-5][0-9]|6[0-3])/(x[0-9]{3}/)*[0-9]{3}(\.p/([1-9]|[1-9][0-9]|1[0-9]{2}|2[0-4][0-9]|25[0-5]))?$", example = "0/000.p/3")),
     responses(
         (status = 200, description = "the tile or bundle", content_type = "application/octet-stream"),
-        (status = 400, description = "not a tile path", body = crate::api::ErrorBody),
-        (status = 404, description = "not in the log (yet)", body = crate::api::ErrorBody),
+        (status = 400, description = "`invalid_tile_path`: not a C2SP tlog-tiles path", body = crate::api::ErrorBody),
+        (status = 404, description = "`tile_not_found`: not in the log (yet)", body = crate::api::ErrorBody),
     ))]
-pub async fn tile(State(app): Shared, Path(path): Path<String>) -> Result<Response, ApiError> {
+pub async fn tile(
+    State(app): Shared,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let path = crate::api::path_param(path)?;
     let full_path = format!("tile/{path}");
     let (kind, tile) = tlog::parse_tile_path(&full_path).map_err(|_| {
         ApiError::bad_request(
@@ -76,10 +81,12 @@ pub async fn tile(State(app): Shared, Path(path): Path<String>) -> Result<Respon
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct InclusionQuery {
     /// The entry's index.
     index: u64,
     /// The tree size to prove against; the latest checkpoint's by default.
+    #[param(value_type = u64, required = false)]
     size: Option<u64>,
 }
 
@@ -97,7 +104,7 @@ pub struct InclusionProof {
 #[utoipa::path(get, path = "/log/proof/inclusion", tag = "log", params(InclusionQuery),
     responses(
         (status = 200, description = "the proof", body = InclusionProof),
-        (status = 400, description = "bad query or out of range", body = crate::api::ErrorBody),
+        (status = 400, description = "`invalid_query` (no `index`, not a number, an unknown parameter), `out_of_range` (`index` not below `size`, or `size` beyond the tree)", body = crate::api::ErrorBody),
     ))]
 pub async fn inclusion(
     State(app): Shared,
@@ -124,10 +131,13 @@ pub async fn inclusion(
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ConsistencyQuery {
-    /// The older tree size.
+    /// The older tree size, at least 1.
+    #[param(minimum = 1)]
     from: u64,
     /// The newer tree size; the latest checkpoint's by default.
+    #[param(value_type = u64, required = false)]
     to: Option<u64>,
 }
 
@@ -143,7 +153,7 @@ pub struct ConsistencyProof {
 #[utoipa::path(get, path = "/log/proof/consistency", tag = "log", params(ConsistencyQuery),
     responses(
         (status = 200, description = "the proof", body = ConsistencyProof),
-        (status = 400, description = "bad query or out of range", body = crate::api::ErrorBody),
+        (status = 400, description = "`invalid_query` (no `from`, not a number, an unknown parameter), `out_of_range` (`from` 0 or above `to`, or `to` beyond the tree)", body = crate::api::ErrorBody),
     ))]
 pub async fn consistency(
     State(app): Shared,
@@ -153,6 +163,14 @@ pub async fn consistency(
     let to = query.to.unwrap_or_else(|| app.log.checkpoint().size);
     let log = app.log.clone();
     let from = query.from;
+    // An empty tree has no consistency proof (RFC 6962 proves from a size of at least 1);
+    // the log store reports it as a storage failure, which it is not.
+    if from == 0 {
+        return Err(ApiError::bad_request(
+            "out_of_range",
+            "no consistency proof from an empty tree: `from` must be at least 1",
+        ));
+    }
     let proof = tokio::task::spawn_blocking(move || log.consistency_proof(from, to))
         .await
         .map_err(ApiError::internal)?
