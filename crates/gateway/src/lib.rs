@@ -35,7 +35,6 @@ use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
-use tower_http::timeout::TimeoutLayer;
 
 use crate::auth::Authenticator;
 use crate::config::Config;
@@ -131,10 +130,7 @@ impl Gateway {
             .fallback(no_route)
             .method_not_allowed_fallback(method_not_allowed)
             .layer(DefaultBodyLimit::max(body_limit))
-            .layer(TimeoutLayer::with_status_code(
-                StatusCode::SERVICE_UNAVAILABLE,
-                timeout,
-            ))
+            .layer(middleware::from_fn_with_state(timeout, request_timeout))
             .layer(middleware::from_fn_with_state(state.clone(), log_request))
             .with_state(state.clone());
         Ok(Gateway { state, router })
@@ -688,6 +684,28 @@ async fn method_not_allowed() -> ApiError {
 /// (not the concrete path, so that ids stay out of the log), the status and the time taken.
 /// Every label comes from a known set (route templates, standard methods, statuses), never
 /// from what a client sent: one label for every unmatched path, one for every other method.
+/// Answers 503 `timeout` (JSON, like every error) when a request takes longer than
+/// `server.request_timeout_seconds`; the handler is dropped, as a disconnect drops it (work
+/// that must finish with its log entry runs on its own task).
+async fn request_timeout(
+    axum::extract::State(limit): axum::extract::State<Duration>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            format!(
+                "the request took longer than {} s (server.request_timeout_seconds)",
+                limit.as_secs()
+            ),
+        )
+        .into_response(),
+    }
+}
+
 async fn log_request(
     axum::extract::State(state): axum::extract::State<Arc<AppState>>,
     request: Request,
@@ -726,4 +744,44 @@ async fn log_request(
         .record(elapsed.as_secs_f64());
     });
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn a_slow_request_gets_a_json_503() {
+        let router = Router::new()
+            .route(
+                "/slow",
+                axum::routing::get(|| async {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    "late"
+                }),
+            )
+            .route("/fast", axum::routing::get(|| async { "on time" }))
+            .layer(middleware::from_fn_with_state(
+                Duration::from_millis(50),
+                request_timeout,
+            ));
+        let call = |path: &'static str| {
+            let router = router.clone();
+            async move {
+                let request = Request::get(path).body(axum::body::Body::empty()).unwrap();
+                let response = router.oneshot(request).await.unwrap();
+                let status = response.status();
+                let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+                    .await
+                    .unwrap();
+                (status, String::from_utf8(bytes.to_vec()).unwrap())
+            }
+        };
+        let (status, body) = call("/slow").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["error"], "timeout");
+        assert_eq!(call("/fast").await, (StatusCode::OK, "on time".to_string()));
+    }
 }
