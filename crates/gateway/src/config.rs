@@ -67,6 +67,9 @@ pub struct ServerConfig {
     /// Connections served at once; when all are taken, new ones wait in the listen queue
     /// until one closes. Lowered at start to what the open-file limit allows.
     pub max_connections: usize,
+    /// Connections one client address may hold open at once; more are closed at once, so that
+    /// one client cannot take every connection.
+    pub max_connections_per_client: usize,
 }
 
 /// The most `server.max_connections` may be.
@@ -81,6 +84,7 @@ impl Default for ServerConfig {
             header_read_timeout_seconds: 10,
             idle_timeout_seconds: 60,
             max_connections: 10_000,
+            max_connections_per_client: 1_000,
         }
     }
 }
@@ -540,6 +544,12 @@ impl Config {
         if !(1..=MAX_CONNECTIONS_LIMIT).contains(&self.server.max_connections) {
             problems.push((
                 "server.max_connections".into(),
+                format!("must be between 1 and {MAX_CONNECTIONS_LIMIT}"),
+            ));
+        }
+        if !(1..=MAX_CONNECTIONS_LIMIT).contains(&self.server.max_connections_per_client) {
+            problems.push((
+                "server.max_connections_per_client".into(),
                 format!("must be between 1 and {MAX_CONNECTIONS_LIMIT}"),
             ));
         }

@@ -58,6 +58,7 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_connections: usize,
+    pub max_connections_per_client: usize,
 }
 
 impl Limits {
@@ -66,6 +67,7 @@ impl Limits {
             header_read_timeout: Duration::from_secs(server.header_read_timeout_seconds),
             idle_timeout: Duration::from_secs(server.idle_timeout_seconds),
             max_connections: server.max_connections,
+            max_connections_per_client: server.max_connections_per_client,
         }
     }
 }
@@ -84,6 +86,7 @@ pub async fn serve(
         metrics::gauge!("sovereign_http_connections_max").set(capacity as f64);
     });
     let slots = Arc::new(Semaphore::new(capacity));
+    let clients: Clients = Arc::default();
     let (stop, stopping) = watch::channel(false);
     let mut shutdown = pin!(shutdown);
     let mut warned_full: Option<Instant> = None;
@@ -122,7 +125,19 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        // One client may not take every slot: past its share, its new connections are
+        // closed at once (the map holds only addresses with open connections).
+        let Some(share) = ClientShare::take(&clients, peer.ip(), limits.max_connections_per_client)
+        else {
+            state.analytics.record(|| {
+                metrics::counter!("sovereign_http_connections_closed_total", "reason" => "per_client_limit")
+                    .increment(1);
+            });
+            drop(stream);
+            continue;
+        };
         tokio::spawn(connection(
+            share,
             stream,
             peer,
             router.clone(),
@@ -223,6 +238,7 @@ fn is_connection_error(e: &io::Error) -> bool {
 /// Serves one connection until it ends, the watchdog closes it, or, after shutdown began,
 /// it has finished its request in flight. Holds `slot` until then.
 async fn connection(
+    _share: ClientShare,
     stream: TcpStream,
     peer: SocketAddr,
     router: Router,
@@ -296,6 +312,43 @@ async fn connection(
 }
 
 /// Counts an open connection in the metrics, and frees its slot when dropped.
+/// Open connections per client address.
+type Clients = Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>;
+
+/// One connection's place in its client's count, given back when the connection ends.
+struct ClientShare {
+    clients: Clients,
+    ip: std::net::IpAddr,
+}
+
+impl ClientShare {
+    /// Counts a new connection from `ip`, unless it holds `limit` already.
+    fn take(clients: &Clients, ip: std::net::IpAddr, limit: usize) -> Option<ClientShare> {
+        let mut open = clients.lock().unwrap_or_else(|p| p.into_inner());
+        let count = open.entry(ip).or_insert(0);
+        if *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(ClientShare {
+            clients: clients.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for ClientShare {
+    fn drop(&mut self) {
+        let mut open = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
 struct OpenConnection {
     state: Arc<AppState>,
     _slot: OwnedSemaphorePermit,

@@ -288,6 +288,42 @@ async fn connections_beyond_the_limit_wait_for_a_free_slot() {
 }
 
 #[tokio::test]
+async fn one_client_may_not_hold_more_than_its_share_of_connections() {
+    let server = Server::start_with_config(&[(
+        "max_connections_per_client = 1000",
+        "max_connections_per_client = 3",
+    )])
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(half_open(&server).await);
+    }
+    // A fourth from the same address is closed as soon as it is accepted...
+    let mut fourth = connect(&server).await;
+    closed_within(&mut fourth, Duration::from_secs(5), "a fourth connection").await;
+    // ...while the three it holds stay open, and one freed makes room again.
+    drop(held.pop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut again = connect(&server).await;
+    again
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let (status, body) = tokio::time::timeout(Duration::from_secs(5), read_response(&mut again))
+        .await
+        .expect("served")
+        .expect("answered");
+    assert_eq!(status, 200, "{body}");
+    drop(held);
+    let text = metrics_text(&server).await;
+    assert!(
+        closed_by_watchdog(&text, "per_client_limit") >= 1.0,
+        "{text}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn a_request_header_larger_than_the_connection_buffer_is_refused() {
     let server = Server::start().await;
     let mut stream = connect(&server).await;
