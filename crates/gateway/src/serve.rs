@@ -137,14 +137,16 @@ pub async fn serve(
             continue;
         };
         tokio::spawn(connection(
-            share,
             stream,
             peer,
             router.clone(),
             state.clone(),
             limits,
             stopping.clone(),
-            slot,
+            Place {
+                _slot: slot,
+                _share: share,
+            },
         ));
     }
     drop(listener);
@@ -238,16 +240,15 @@ fn is_connection_error(e: &io::Error) -> bool {
 /// Serves one connection until it ends, the watchdog closes it, or, after shutdown began,
 /// it has finished its request in flight. Holds `slot` until then.
 async fn connection(
-    _share: ClientShare,
     stream: TcpStream,
     peer: SocketAddr,
     router: Router,
     state: Arc<AppState>,
     limits: Limits,
     mut stopping: watch::Receiver<bool>,
-    slot: OwnedSemaphorePermit,
+    place: Place,
 ) {
-    let _open = OpenConnection::new(state.clone(), slot);
+    let _open = OpenConnection::new(state.clone(), place);
     let clock = Arc::new(Clock::new());
     let io = TokioIo::new(Watched {
         inner: stream,
@@ -349,17 +350,27 @@ impl Drop for ClientShare {
     }
 }
 
+/// What an open connection holds until it closes: one of the server's slots and one of its
+/// client's.
+struct Place {
+    _slot: OwnedSemaphorePermit,
+    _share: ClientShare,
+}
+
 struct OpenConnection {
     state: Arc<AppState>,
-    _slot: OwnedSemaphorePermit,
+    _place: Place,
 }
 
 impl OpenConnection {
-    fn new(state: Arc<AppState>, slot: OwnedSemaphorePermit) -> OpenConnection {
+    fn new(state: Arc<AppState>, place: Place) -> OpenConnection {
         state.analytics.record(|| {
             metrics::gauge!("sovereign_http_connections_open").increment(1.0);
         });
-        OpenConnection { state, _slot: slot }
+        OpenConnection {
+            state,
+            _place: place,
+        }
     }
 }
 
