@@ -73,7 +73,7 @@ struct CommonResponses;
 
 impl CommonResponses {
     /// Every operation: the request timeout, and the log on routes that write it.
-    const UNAVAILABLE: &str = "`log_unavailable`: the transparency log cannot be written, so nothing was served or changed (routes that log); `custody_unverified`: the custody state failed its checks (custodian routes).; `timeout`: the request took longer than `server.request_timeout_seconds`";
+    const UNAVAILABLE: &str = "`log_unavailable`: the transparency log cannot be written, so nothing was served or changed (routes that log); `custody_unverified`: the custody state failed its checks (custodian routes); `timeout`: the request took longer than `server.request_timeout_seconds`";
     /// Operations that need a bearer token.
     const UNAUTHENTICATED: &str = "`unauthenticated`: no valid bearer token; `reason` says why (`missing`, `malformed`, `expired`, `not_yet_valid`, `unknown_issuer`, `unknown_key`, `unsupported_algorithm`, `bad_signature`, `invalid_claims`)";
     const UNKNOWN_ENTITY: &str =
