@@ -1,4 +1,4 @@
-//! The reference scenario of PRODUCT.md, end to end against a real server (all but the log).
+//! The reference scenario (README, "Try the reference scenario"), end to end against a real server (all but the log).
 
 mod common;
 

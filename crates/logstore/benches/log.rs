@@ -1,4 +1,4 @@
-//! Log benchmarks against PRODUCT.md's bars:
+//! Log benchmarks against the product's quality bars (BENCHMARKS.md):
 //! - durable append throughput with group commit (≥ 100,000 entries/s sustained),
 //! - checkpoint lag: time from an append's return to a signed checkpoint covering it (≤ 1 s),
 //! - start-up time of a large log (≤ 1 s at 10^7 entries; `LOG_BENCH_STARTUP_ENTRIES` sets the

@@ -1,4 +1,4 @@
-//! `sovereign audit verify` throughput (PRODUCT.md: monitor verification ≥ 500,000 entries/s):
+//! `sovereign audit verify` throughput (quality bar: monitor verification ≥ 500,000 entries/s):
 //! the whole check a monitor runs (signature, every tile, every entry bundle, and the parsing
 //! of every entry as a v1 entry) over a static copy on disk.
 //!

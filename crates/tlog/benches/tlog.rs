@@ -1,4 +1,4 @@
-//! Benchmarks for the quality bars of PRODUCT.md that this crate carries:
+//! Benchmarks for the product quality bars (BENCHMARKS.md) that this crate carries:
 //!
 //! * inclusion proof at 10^8 entries: <= 100 µs (proof generation and check, on a
 //!   synthetic tree whose stored hashes are made up on demand, so nothing is stored);
