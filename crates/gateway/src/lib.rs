@@ -375,21 +375,8 @@ fn active_policy(
                 "the policy files differ from the active policy set and are ignored; change policies with `sovereign policy propose | sign | activate`"
             );
         }
-        if !proven_under(&active, custody.active_invariants().as_ref()) {
-            // Activated before proofs were required: serve it only if it proves now.
-            proof::prove_policy(&active.schema, &active.policies, &invariants, &settings).map_err(
-                |refusal| {
-                    anyhow::anyhow!(
-                        "the active policy set {} has no proofs against the invariants in force, and does not prove now: {refusal}",
-                        active.hash
-                    )
-                },
-            )?;
-            tracing::warn!(
-                policy_set = active.hash,
-                "the active policy set was activated without proofs (before they were required); it proves now, but its activation in the log carries none"
-            );
-        }
+        // Custody opened only if this set carries passing proofs against the invariants in
+        // force (its own, or its invariant set's): nothing to prove again here.
         return verified_engine(&active).map_err(|problem| anyhow::anyhow!("{problem}"));
     }
 
@@ -447,23 +434,6 @@ fn configuration() -> custody::Person {
         id: "(configuration)".into(),
         entity: "custodian".into(),
     }
-}
-
-/// Whether custody holds passing proofs of `active` against the invariants in force: from
-/// its own activation, or from the activation of those invariants.
-fn proven_under(
-    active: &custody::PolicySetRecord,
-    invariants: Option<&custody::InvariantSetRecord>,
-) -> bool {
-    let Some(invariants) = invariants else {
-        return false;
-    };
-    [active.proofs.as_ref(), invariants.proofs.as_ref()]
-        .into_iter()
-        .flatten()
-        .any(|p| {
-            p.policy_set == active.hash && p.invariant_set == invariants.hash && p.all_proven()
-        })
 }
 
 /// The invariants in force: the set the custodian last activated. On the first start there

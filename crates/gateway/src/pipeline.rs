@@ -334,7 +334,7 @@ impl Governed {
         })
         .await?
         .map_err(|e| ApiError::from(e).logged(index))?;
-        Ok(record.map(|record| filter_record(permit, &declared, record)))
+        Ok(record.map(|record| filter_record(permit, declared, record)))
     }
 
     /// Deletes a record of a collection whose every field class the permit allows.
@@ -493,15 +493,15 @@ impl Governed {
             .map(|m| m.subject))
     }
 
-    fn declared(&self, collection: &str) -> AppResult<BTreeMap<String, FieldClass>> {
+    fn declared(&self, collection: &str) -> AppResult<&BTreeMap<String, FieldClass>> {
         self.vault
             .collection(collection)
-            .map(|c| c.fields.clone())
+            .map(|c| &c.fields)
             .ok_or_else(|| vault::VaultError::UnknownCollection(collection.to_string()).into())
     }
 
     fn require_every_class(&self, permit: &Permit, collection: &str) -> AppResult<()> {
-        if permit.allows_every_class(&self.declared(collection)?) {
+        if permit.allows_every_class(self.declared(collection)?) {
             return Ok(());
         }
         Err(ApiError::internal(format!(
@@ -581,13 +581,10 @@ impl AppState {
         let mut index = None;
         for collection in scopes {
             let classes = match collection {
-                Some(c) => declared_classes(&self.governed.declared(c)?),
+                Some(c) => declared_classes(self.governed.declared(c)?),
                 None => vec![],
             };
-            let mut asked = Vec::new();
-            for jurisdiction in self.governed.registrable() {
-                asked.extend(self.resources(jurisdiction, "", "", collection, &classes));
-            }
+            let asked = self.everywhere(self.governed.registrable(), collection, &classes);
             let target = AccessTarget {
                 subject_pseudonym: Some(self.pseudonyms.pseudonym(id)),
                 subject_jurisdiction: EVERY_JURISDICTION,
@@ -687,10 +684,7 @@ impl AppState {
                     Some(_) => vec![FieldClass::Interoperable],
                     None => vec![],
                 };
-                let mut asked = Vec::new();
-                for jurisdiction in self.governed.jurisdictions() {
-                    asked.extend(self.resources(jurisdiction, "", "", *collection, &classes));
-                }
+                let asked = self.everywhere(self.governed.jurisdictions(), *collection, &classes);
                 (
                     None,
                     AccessTarget {
@@ -787,6 +781,18 @@ impl AppState {
         collection
             .and_then(|c| self.governed.collection(c))
             .is_some_and(|c| c.approval)
+    }
+
+    /// The resources of the subjects of each of `jurisdictions`, held anywhere.
+    fn everywhere<'j>(
+        &self,
+        jurisdictions: impl Iterator<Item = &'j String>,
+        collection: Option<&str>,
+        classes: &[FieldClass],
+    ) -> Vec<Asked> {
+        jurisdictions
+            .flat_map(|j| self.resources(j, "", "", collection, classes))
+            .collect()
     }
 
     /// The resources of one jurisdiction's subject: one per field class of `collection`, or
