@@ -19,9 +19,11 @@ const PROFILE: &str = r#"{"email":"ada@example.com","birthdate":"1990-01-02","ph
 
 /// What the test reads from the page on each poll.
 const PAGE_STATE: &str = r#"(() => {
+  // The page may still be parsing: the charts can exist before the feed below them does.
+  if (document.readyState === 'loading') return null;
   const rate = document.getElementById('rate-chart');
   const locations = document.getElementById('location-chart');
-  if (!rate || !locations) return null; // Not loaded yet.
+  if (!rate || !locations) return null; // Not drawn yet.
   return {
     status: document.getElementById('status').dataset.state,
     statusText: document.getElementById('status').textContent,
