@@ -19,7 +19,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::{Config, EntityConfig, NetworkZone, find_zone, is_country_code};
-use crate::error::ApiError;
+use crate::http::error::ApiError;
+use crate::http::vocab::ROLE_DATA_SUBJECT;
+use crate::pseudonym::Pseudonymizer;
 
 /// Longest accepted token; anything longer is not a token we issued.
 const MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -95,11 +97,8 @@ pub struct Authenticator {
     entities: BTreeMap<String, EntityConfig>,
     restricted: BTreeSet<String>,
     zones: Vec<NetworkZone>,
-    subject_pseudonyms: Option<crate::entry::Pseudonymizer>,
+    subject_pseudonyms: Option<Pseudonymizer>,
 }
-
-/// The role a data subject's own token carries.
-pub const ROLE_DATA_SUBJECT: &str = "data-subject";
 
 impl Authenticator {
     /// Loads every issuer's keys. Fails if a key file cannot be read or parsed.
@@ -147,7 +146,7 @@ impl Authenticator {
     }
 
     /// Shows data subjects by their log pseudonym (see [`Authenticated::public_id`]).
-    pub fn with_subject_pseudonyms(mut self, pseudonyms: crate::entry::Pseudonymizer) -> Self {
+    pub fn with_subject_pseudonyms(mut self, pseudonyms: Pseudonymizer) -> Self {
         self.subject_pseudonyms = Some(pseudonyms);
         self
     }

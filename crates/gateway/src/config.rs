@@ -117,12 +117,17 @@ pub struct PolicyFiles {
     pub solver: Option<PathBuf>,
 }
 
+/// Where `sovereign init` writes the invariants, and where they are read by default.
+pub const INVARIANTS_FILE: &str = "policy/invariants.cedar";
+/// The custodian's signed activation of the invariants file.
+pub const INVARIANTS_SIGNATURE_FILE: &str = "policy/invariants.sig";
+
 fn default_invariants_file() -> PathBuf {
-    crate::setup::INVARIANTS_FILE.into()
+    INVARIANTS_FILE.into()
 }
 
 fn default_invariants_signature() -> PathBuf {
-    crate::setup::INVARIANTS_SIGNATURE_FILE.into()
+    INVARIANTS_SIGNATURE_FILE.into()
 }
 
 fn default_proof_timeout() -> u64 {

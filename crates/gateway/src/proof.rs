@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 
 /// Proofs one gateway runs at once: each takes a core and a cvc5 process for about a tenth
 /// of a second, and only custodian operators ask for them.

@@ -41,8 +41,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tower::ServiceExt as _;
 
-use crate::AppState;
 use crate::config::ServerConfig;
+use crate::state::AppState;
 
 /// File descriptors kept for everything but client connections (stores, the log, the
 /// solver's pipes, the listener): `max_connections` is lowered to leave them free.

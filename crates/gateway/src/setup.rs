@@ -30,8 +30,7 @@ pub const LOG_PSEUDONYM_KEY: &str = "keys/log-pseudonym.key";
 pub const SCHEMA_FILE: &str = "policy/sovereign.cedarschema";
 pub const POLICIES_FILE: &str = "policy/policies.cedar";
 pub const POLICY_SIGNATURE_FILE: &str = "policy/policies.sig";
-pub const INVARIANTS_FILE: &str = "policy/invariants.cedar";
-pub const INVARIANTS_SIGNATURE_FILE: &str = "policy/invariants.sig";
+pub use crate::config::{INVARIANTS_FILE, INVARIANTS_SIGNATURE_FILE};
 /// The development custodian's signer key: it signs policy activations, algorithm releases
 /// and kill-switch commands. A real custodian keeps this key offline.
 pub const CUSTODIAN_KEY: &str = "keys/custodian.key";

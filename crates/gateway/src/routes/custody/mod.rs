@@ -12,38 +12,37 @@
 //!
 //! Nobody located in a restricted country may act on any of them.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::AppState;
 use crate::analytics::{AlertKind, AlertRequest};
-use crate::api::{ErrorBody, blocking, logged, parse_json, path_param};
 use crate::auth::{Authenticated, now_unix};
 use crate::entry;
-use crate::error::ApiError;
+use crate::http::error::{ApiError, AppResult, ErrorBody};
+use crate::http::extract::{ApiJson, ApiPath, ApiQuery, Caller, RawBody, parse_json};
+use crate::http::response::Logged;
+use crate::http::tasks::blocking;
+use crate::http::vocab::{
+    LOG_INDEX_HEADER, ROLE_ALGORITHM_AUTHOR, ROLE_APPROVER, ROLE_BREAK_GLASS, ROLE_OPERATOR,
+    SHA256_HEADER,
+};
 use crate::proof;
+use crate::state::AppState;
 use custody::{AccessRequest, Custody, CustodyError, Event, Person, Status};
 
-type AppResult<T> = Result<T, ApiError>;
 type Shared = State<Arc<AppState>>;
 
-pub const ROLE_APPROVER: &str = "custodian-approver";
-pub const ROLE_BREAK_GLASS: &str = "break-glass";
-pub const ROLE_OPERATOR: &str = "custodian-operator";
-pub const ROLE_ALGORITHM_AUTHOR: &str = "algorithm-author";
-
 /// The response header that carries an artifact's digest.
-pub const SHA256_HEADER: &str = "sovereign-sha256";
 
 // ---------------------------------------------------------------------------
 // Shared helpers
@@ -62,18 +61,12 @@ impl AppState {
     }
 
     /// The caller, after checking it holds one of `roles` and is not in a restricted country.
-    fn custodian_caller(
-        &self,
-        headers: &HeaderMap,
-        peer: SocketAddr,
-        roles: &[&str],
-    ) -> AppResult<Authenticated> {
-        let who = self.auth.authenticate(headers, peer.ip())?;
-        self.not_restricted(&who)?;
+    fn custodian(&self, who: &Authenticated, roles: &[&str]) -> AppResult<()> {
+        self.not_restricted(who)?;
         if !roles.is_empty() {
             who.require_role(roles)?;
         }
-        Ok(who)
+        Ok(())
     }
 
     fn not_restricted(&self, who: &Authenticated) -> AppResult<()> {
@@ -148,8 +141,7 @@ impl From<CustodyError> for ApiError {
 }
 
 /// A signed statement sent as the request body.
-fn note_body(body: Result<Bytes, BytesRejection>) -> AppResult<Vec<u8>> {
-    let bytes = crate::api::body_bytes(body)?;
+fn note_body(bytes: Bytes) -> AppResult<Vec<u8>> {
     if bytes.is_empty() {
         return Err(ApiError::bad_request(
             "invalid_signature",
@@ -579,7 +571,7 @@ fn subject_ids() -> utoipa::openapi::Array {
         .schema_type(utoipa::openapi::schema::Type::String)
         .min_length(Some(1))
         .max_length(Some(128))
-        .pattern(Some(crate::api::ID_PATTERN));
+        .pattern(Some(crate::http::openapi::ID_PATTERN));
     utoipa::openapi::ArrayBuilder::new().items(id).build()
 }
 
@@ -717,12 +709,10 @@ fn request_json(r: &AccessRequest, now: i64) -> Value {
     ))]
 async fn create_request(
     State(app): Shared,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> AppResult<Response> {
-    let who = app.auth.authenticate(&headers, peer.ip())?;
-    let new = app.new_request(parse_json(body)?)?;
+    Caller(who): Caller,
+    RawBody(body): RawBody,
+) -> AppResult<Logged<Value>> {
+    let new = app.new_request(parse_json(&body)?)?;
     let rules = app.request_rules(&new.collections);
     let now = now_unix();
     let (request, index) = run(app, who, move |app, who| {
@@ -730,7 +720,7 @@ async fn create_request(
             .create_request(new, &person(who), rules, now, &app.log_custody(Some(who)))
     })
     .await?;
-    Ok(logged(
+    Ok(Logged::with_status(
         index,
         StatusCode::CREATED,
         request_json(&request, now),
@@ -756,12 +746,9 @@ struct ListQuery {
     ))]
 async fn list_requests(
     State(app): Shared,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    Caller(who): Caller,
+    ApiQuery(query): ApiQuery<ListQuery>,
 ) -> AppResult<Json<Value>> {
-    let who = app.auth.authenticate(&headers, peer.ip())?;
-    let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let status = match &query.status {
         None => None,
         Some(s) => Some(Status::parse(s).ok_or_else(|| {
@@ -797,12 +784,9 @@ async fn list_requests(
     ))]
 async fn get_request(
     State(app): Shared,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    path: Result<Path<String>, PathRejection>,
+    Caller(who): Caller,
+    ApiPath(id): ApiPath<String>,
 ) -> AppResult<Json<Value>> {
-    let who = app.auth.authenticate(&headers, peer.ip())?;
-    let id = path_param(path)?;
     let request = app.custody.request(&id)?;
     let sees_all = sees_all_requests(&who);
     if !sees_all && request.requester.id != who.principal.id {
@@ -825,13 +809,11 @@ async fn get_request(
     ))]
 async fn approve_request(
     State(app): Shared,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    path: Result<Path<String>, PathRejection>,
-    body: Result<Bytes, BytesRejection>,
-) -> AppResult<Response> {
-    let who = app.custodian_caller(&headers, peer, &[ROLE_APPROVER])?;
-    let id = path_param(path)?;
+    Caller(who): Caller,
+    ApiPath(id): ApiPath<String>,
+    RawBody(body): RawBody,
+) -> AppResult<Logged<Value>> {
+    app.custodian(&who, &[ROLE_APPROVER])?;
     let comment = optional_comment(body)?;
     decide_on_request(app, who, id, comment, Custody::approve).await
 }
@@ -850,13 +832,11 @@ async fn approve_request(
     ))]
 async fn deny_request(
     State(app): Shared,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    path: Result<Path<String>, PathRejection>,
-    body: Result<Bytes, BytesRejection>,
-) -> AppResult<Response> {
-    let who = app.custodian_caller(&headers, peer, &[ROLE_APPROVER])?;
-    let id = path_param(path)?;
+    Caller(who): Caller,
+    ApiPath(id): ApiPath<String>,
+    RawBody(body): RawBody,
+) -> AppResult<Logged<Value>> {
+    app.custodian(&who, &[ROLE_APPROVER])?;
     let comment = optional_comment(body)?;
     decide_on_request(app, who, id, comment, Custody::deny).await
 }
@@ -875,13 +855,11 @@ async fn deny_request(
     ))]
 async fn revoke_request(
     State(app): Shared,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    path: Result<Path<String>, PathRejection>,
-    body: Result<Bytes, BytesRejection>,
-) -> AppResult<Response> {
-    let who = app.custodian_caller(&headers, peer, &[])?;
-    let id = path_param(path)?;
+    Caller(who): Caller,
+    ApiPath(id): ApiPath<String>,
+    RawBody(body): RawBody,
+) -> AppResult<Logged<Value>> {
+    app.custodian(&who, &[])?;
     let comment = optional_comment(body)?;
     let request = app.custody.request(&id)?;
     if !who.has_role(ROLE_APPROVER) && request.requester.id != who.principal.id {
@@ -906,12 +884,11 @@ async fn revoke_request(
     ))]
 async fn start_break_glass(
     State(app): Shared,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> AppResult<Response> {
-    let who = app.custodian_caller(&headers, peer, &[ROLE_BREAK_GLASS])?;
-    let new = app.new_request(parse_json(body)?)?;
+    Caller(who): Caller,
+    RawBody(body): RawBody,
+) -> AppResult<Logged<Value>> {
+    app.custodian(&who, &[ROLE_BREAK_GLASS])?;
+    let new = app.new_request(parse_json(&body)?)?;
     let window = app.config.custody.break_glass_window.as_secs() as i64;
     let now = now_unix();
     let (request, index) = run(app.clone(), who.clone(), move |app, who| {
@@ -928,7 +905,7 @@ async fn start_break_glass(
         details: json!({"id": request.id, "reason_code": request.reason_code, "window_seconds": window}),
     };
     app.raise_alert(alert, Some(&who)).await?;
-    Ok(logged(
+    Ok(Logged::with_status(
         index,
         StatusCode::CREATED,
         request_json(&request, now),
@@ -954,12 +931,9 @@ struct BreakGlassQuery {
     ))]
 async fn list_break_glass(
     State(app): Shared,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    query: Result<Query<BreakGlassQuery>, axum::extract::rejection::QueryRejection>,
+    Caller(who): Caller,
+    ApiQuery(query): ApiQuery<BreakGlassQuery>,
 ) -> AppResult<Json<Value>> {
-    let who = app.auth.authenticate(&headers, peer.ip())?;
-    let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let sees_all = sees_all_requests(&who);
     let now = now_unix();
     let uses: Vec<Value> = app
@@ -988,13 +962,11 @@ async fn list_break_glass(
     ))]
 async fn review_break_glass(
     State(app): Shared,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    path: Result<Path<String>, PathRejection>,
-    body: Result<Bytes, BytesRejection>,
-) -> AppResult<Response> {
-    let who = app.custodian_caller(&headers, peer, &[ROLE_APPROVER])?;
-    let id = path_param(path)?;
+    Caller(who): Caller,
+    ApiPath(id): ApiPath<String>,
+    RawBody(body): RawBody,
+) -> AppResult<Logged<Value>> {
+    app.custodian(&who, &[ROLE_APPROVER])?;
     let comment = optional_comment(body)?;
     decide_on_request(app, who, id, comment, Custody::review).await
 }
@@ -1017,7 +989,7 @@ async fn decide_on_request(
     id: String,
     comment: String,
     decision: RequestDecision,
-) -> AppResult<Response> {
+) -> AppResult<Logged<Value>> {
     let now = now_unix();
     let (request, index) = run(app, who, move |app, who| {
         decision(
@@ -1030,14 +1002,14 @@ async fn decide_on_request(
         )
     })
     .await?;
-    Ok(logged(index, StatusCode::OK, request_json(&request, now)))
+    Ok(Logged::ok(index, request_json(&request, now)))
 }
 
-fn optional_comment(body: Result<Bytes, BytesRejection>) -> AppResult<String> {
-    match &body {
-        Ok(bytes) if bytes.is_empty() => Ok(String::new()),
-        _ => Ok(parse_json::<CommentBody>(body)?.comment),
+fn optional_comment(body: Bytes) -> AppResult<String> {
+    if body.is_empty() {
+        return Ok(String::new());
     }
+    Ok(parse_json::<CommentBody>(&body)?.comment)
 }
 
 /// Runs a custody change on a blocking thread (it waits for the log's fsync), with no
@@ -1098,12 +1070,10 @@ fn policy_summary(set: &custody::PolicySetRecord, active: Option<&str>) -> Value
     ))]
 async fn propose_policy(
     State(app): Shared,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    Caller(who): Caller,
+    ApiJson(request): ApiJson<ProposePolicy>,
 ) -> AppResult<Response> {
-    let who = app.custodian_caller(&headers, peer, &[ROLE_OPERATOR])?;
-    let request: ProposePolicy = parse_json(body)?;
+    app.custodian(&who, &[ROLE_OPERATOR])?;
     let schema = match request.schema {
         Some(schema) => schema,
         None => app
@@ -1143,7 +1113,7 @@ async fn propose_policy(
         "statement": statement.text(),
     });
     Ok(match index {
-        Some(index) => logged(index, StatusCode::CREATED, body),
+        Some(index) => Logged::with_status(index, StatusCode::CREATED, body).into_response(),
         None => (StatusCode::OK, Json(body)).into_response(),
     })
 }
@@ -1168,11 +1138,7 @@ async fn list_policies(State(app): Shared) -> Json<Value> {
         (status = 200, description = "the policy set", body = PolicySetBody),
         (status = 404, description = "`unknown_policy_set`", body = ErrorBody),
     ))]
-async fn get_policy(
-    State(app): Shared,
-    path: Result<Path<String>, PathRejection>,
-) -> AppResult<Json<Value>> {
-    let hash = path_param(path)?;
+async fn get_policy(State(app): Shared, ApiPath(hash): ApiPath<String>) -> AppResult<Json<Value>> {
     let set = app
         .custody
         .policy_set(&hash)
@@ -1230,12 +1196,10 @@ struct ProposeInvariants {
     ))]
 async fn propose_invariants(
     State(app): Shared,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    Caller(who): Caller,
+    ApiJson(request): ApiJson<ProposeInvariants>,
 ) -> AppResult<Response> {
-    let who = app.custodian_caller(&headers, peer, &[ROLE_OPERATOR])?;
-    let request: ProposeInvariants = parse_json(body)?;
+    app.custodian(&who, &[ROLE_OPERATOR])?;
     let (invariants, proofs) = prove_active_policy_against(&app, request.text.clone()).await?;
     let record = custody::InvariantSetRecord {
         hash: invariants.hash().to_string(),
@@ -1264,7 +1228,7 @@ async fn propose_invariants(
         "statement": statement.text(),
     });
     Ok(match index {
-        Some(index) => logged(index, StatusCode::CREATED, body),
+        Some(index) => Logged::with_status(index, StatusCode::CREATED, body).into_response(),
         None => (StatusCode::OK, Json(body)).into_response(),
     })
 }
@@ -1286,13 +1250,11 @@ async fn propose_invariants(
     ))]
 async fn activate_invariants(
     State(app): Shared,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    path: Result<Path<String>, PathRejection>,
-    body: Result<Bytes, BytesRejection>,
-) -> AppResult<Response> {
-    let who = app.custodian_caller(&headers, peer, &[ROLE_OPERATOR])?;
-    let hash = path_param(path)?;
+    Caller(who): Caller,
+    ApiPath(hash): ApiPath<String>,
+    RawBody(body): RawBody,
+) -> AppResult<Logged<Value>> {
+    app.custodian(&who, &[ROLE_OPERATOR])?;
     let signed = note_body(body)?;
     let set = app
         .custody
@@ -1318,9 +1280,8 @@ async fn activate_invariants(
     })
     .await?;
     tracing::info!(invariant_set = %set.hash, signers = ?set.signers, "invariant set activated");
-    Ok(logged(
+    Ok(Logged::ok(
         index,
-        StatusCode::OK,
         json!({
             "hash": set.hash,
             "activated_at": set.activated_at.map(rfc3339),
@@ -1415,9 +1376,8 @@ async fn list_invariants(State(app): Shared) -> Json<Value> {
     ))]
 async fn get_invariants(
     State(app): Shared,
-    path: Result<Path<String>, PathRejection>,
+    ApiPath(hash): ApiPath<String>,
 ) -> AppResult<Json<Value>> {
-    let hash = path_param(path)?;
     let set = app
         .custody
         .invariant_set(&hash)
@@ -1448,13 +1408,11 @@ async fn get_invariants(
     ))]
 async fn activate_policy(
     State(app): Shared,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    path: Result<Path<String>, PathRejection>,
-    body: Result<Bytes, BytesRejection>,
-) -> AppResult<Response> {
-    let who = app.custodian_caller(&headers, peer, &[ROLE_OPERATOR])?;
-    let hash = path_param(path)?;
+    Caller(who): Caller,
+    ApiPath(hash): ApiPath<String>,
+    RawBody(body): RawBody,
+) -> AppResult<Logged<Value>> {
+    app.custodian(&who, &[ROLE_OPERATOR])?;
     let signed = note_body(body)?;
     let set = app
         .custody
@@ -1483,9 +1441,8 @@ async fn activate_policy(
     })
     .await?;
     tracing::info!(policy_set = %set.hash, signers = ?set.signers, "policy set activated");
-    Ok(logged(
+    Ok(Logged::ok(
         index,
-        StatusCode::OK,
         json!({
             "hash": set.hash,
             "activated_at": set.activated_at.map(rfc3339),
@@ -1559,13 +1516,11 @@ fn release_json(r: &custody::Release, with_signature: bool) -> Value {
     ))]
 async fn submit_algorithm(
     State(app): Shared,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    path: Result<Path<(String, String)>, PathRejection>,
+    Caller(who): Caller,
+    ApiPath((name, version)): ApiPath<(String, String)>,
     body: Body,
 ) -> AppResult<Response> {
-    let who = app.custodian_caller(&headers, peer, &[ROLE_ALGORITHM_AUTHOR, ROLE_OPERATOR])?;
-    let (name, version) = path_param(path)?;
+    app.custodian(&who, &[ROLE_ALGORITHM_AUTHOR, ROLE_OPERATOR])?;
     custody::check_release_name("name", &name)?;
     custody::check_release_name("version", &version)?;
     // Artifacts have their own limit, larger than the API's body limit.
@@ -1597,7 +1552,7 @@ async fn submit_algorithm(
     let mut body = release_json(&release, false);
     body["statement"] = statement.text().into();
     Ok(match index {
-        Some(index) => logged(index, StatusCode::CREATED, body),
+        Some(index) => Logged::with_status(index, StatusCode::CREATED, body).into_response(),
         None => (StatusCode::OK, Json(body)).into_response(),
     })
 }
@@ -1643,13 +1598,11 @@ async fn active_algorithms(State(app): Shared) -> Json<Value> {
     ))]
 async fn activate_algorithm(
     State(app): Shared,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    path: Result<Path<(String, String)>, PathRejection>,
-    body: Result<Bytes, BytesRejection>,
-) -> AppResult<Response> {
-    let who = app.custodian_caller(&headers, peer, &[ROLE_OPERATOR])?;
-    let (name, version) = path_param(path)?;
+    Caller(who): Caller,
+    ApiPath((name, version)): ApiPath<(String, String)>,
+    RawBody(body): RawBody,
+) -> AppResult<Logged<Value>> {
+    app.custodian(&who, &[ROLE_OPERATOR])?;
     let signed = note_body(body)?;
     let now = now_unix();
     let (release, index) = run(app, who, move |app, who| {
@@ -1657,7 +1610,7 @@ async fn activate_algorithm(
             .activate_algorithm(&name, &version, &signed, now, &app.log_custody(Some(who)))
     })
     .await?;
-    Ok(logged(index, StatusCode::OK, release_json(&release, true)))
+    Ok(Logged::ok(index, release_json(&release, true)))
 }
 
 /// An artifact's bytes, served only after they are checked against the recorded digest.
@@ -1672,12 +1625,10 @@ async fn activate_algorithm(
     ))]
 async fn fetch_algorithm(
     State(app): Shared,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    path: Result<Path<(String, String)>, PathRejection>,
+    Caller(who): Caller,
+    ApiPath((name, version)): ApiPath<(String, String)>,
 ) -> AppResult<Response> {
-    let who = app.custodian_caller(&headers, peer, &[])?;
-    let (name, version) = path_param(path)?;
+    app.custodian(&who, &[])?;
     let (release, bytes, index) = run(app, who, move |app, who| {
         app.custody
             .fetch_algorithm(&name, &version, &app.log_custody(Some(who)))
@@ -1705,7 +1656,7 @@ async fn fetch_algorithm(
         SHA256_HEADER,
         HeaderValue::from_str(&release.sha256).expect("hex is a valid header value"),
     );
-    headers.insert(crate::error::LOG_INDEX_HEADER, HeaderValue::from(index));
+    headers.insert(LOG_INDEX_HEADER, HeaderValue::from(index));
     Ok(response)
 }
 
@@ -1752,11 +1703,10 @@ async fn kill_switch_status(State(app): Shared) -> Json<Value> {
     ))]
 async fn apply_kill_switch(
     State(app): Shared,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> AppResult<Response> {
-    let who = app.custodian_caller(&headers, peer, &[ROLE_OPERATOR])?;
+    Caller(who): Caller,
+    RawBody(body): RawBody,
+) -> AppResult<Logged<Value>> {
+    app.custodian(&who, &[ROLE_OPERATOR])?;
     let signed = note_body(body)?;
     let now = now_unix();
     let (suspension, index) = run(app.clone(), who, move |app, who| {
@@ -1774,13 +1724,13 @@ async fn apply_kill_switch(
         serial = suspension.serial,
         "kill switch applied"
     );
-    Ok(logged(index, StatusCode::OK, kill_switch_json(&app)))
+    Ok(Logged::ok(index, kill_switch_json(&app)))
 }
 
 /// The custody routes, for `api::routes`.
-pub fn routes() -> utoipa_axum::router::OpenApiRouter<Arc<AppState>> {
-    use utoipa_axum::routes;
-    utoipa_axum::router::OpenApiRouter::new()
+/// The custodian's routes.
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
         .routes(routes!(reason_codes))
         .routes(routes!(create_request, list_requests))
         .routes(routes!(get_request))

@@ -6,17 +6,33 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::AppState;
-use crate::error::ApiError;
+use crate::http::error::{ApiError, ErrorBody};
+use crate::http::extract::{ApiPath, ApiQuery};
+use crate::http::openapi::route_documented;
+use crate::http::tasks::blocking;
+use crate::state::AppState;
 
 type Shared = State<Arc<AppState>>;
+
+/// The routes of the log. Tile paths have several segments, which the documented
+/// `/log/tile/{path}` cannot route: that route is registered as a wildcard, with the
+/// operation its annotation describes.
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    let router = OpenApiRouter::new()
+        .routes(routes!(checkpoint))
+        .routes(routes!(key))
+        .routes(routes!(inclusion))
+        .routes(routes!(consistency));
+    route_documented::<__path_tile, _>(router, "/log/tile/{*path}", axum::routing::get(tile))
+}
 
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 const REVALIDATE: &str = "no-cache";
@@ -46,14 +62,13 @@ pub async fn key(State(app): Shared) -> Response {
         pattern = r"^(entries|[0-9]|[1-5][0-9]|6[0-3])/(x[0-9]{3}/)*[0-9]{3}(\.p/([1-9]|[1-9][0-9]|1[0-9]{2}|2[0-4][0-9]|25[0-5]))?$", example = "0/000.p/3")),
     responses(
         (status = 200, description = "the tile or bundle", content_type = "application/octet-stream"),
-        (status = 400, description = "`invalid_tile_path`: not a C2SP tlog-tiles path", body = crate::api::ErrorBody),
-        (status = 404, description = "`tile_not_found`: not in the log (yet)", body = crate::api::ErrorBody),
+        (status = 400, description = "`invalid_tile_path`: not a C2SP tlog-tiles path", body = ErrorBody),
+        (status = 404, description = "`tile_not_found`: not in the log (yet)", body = ErrorBody),
     ))]
 pub async fn tile(
     State(app): Shared,
-    path: Result<Path<String>, PathRejection>,
+    ApiPath(path): ApiPath<String>,
 ) -> Result<Response, ApiError> {
-    let path = crate::api::path_param(path)?;
     let full_path = format!("tile/{path}");
     let (kind, tile) = tlog::parse_tile_path(&full_path).map_err(|_| {
         ApiError::bad_request(
@@ -62,9 +77,8 @@ pub async fn tile(
         )
     })?;
     let log = app.log.clone();
-    let data = tokio::task::spawn_blocking(move || log.tile(kind, &tile))
-        .await
-        .map_err(ApiError::internal)?
+    let data = blocking(move || log.tile(kind, &tile))
+        .await?
         .map_err(ApiError::internal)?
         .ok_or_else(|| {
             ApiError::not_found(
@@ -104,13 +118,12 @@ pub struct InclusionProof {
 #[utoipa::path(get, path = "/log/proof/inclusion", tag = "log", params(InclusionQuery),
     responses(
         (status = 200, description = "the proof", body = InclusionProof),
-        (status = 400, description = "`invalid_query` (no `index`, not a number, an unknown parameter), `out_of_range` (`index` not below `size`, or `size` beyond the tree)", body = crate::api::ErrorBody),
+        (status = 400, description = "`invalid_query` (no `index`, not a number, an unknown parameter), `out_of_range` (`index` not below `size`, or `size` beyond the tree)", body = ErrorBody),
     ))]
 pub async fn inclusion(
     State(app): Shared,
-    query: Result<Query<InclusionQuery>, QueryRejection>,
+    ApiQuery(query): ApiQuery<InclusionQuery>,
 ) -> Result<Json<InclusionProof>, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let size = query.size.unwrap_or_else(|| app.log.checkpoint().size);
     let log = app.log.clone();
     let (root, proof) = tokio::task::spawn_blocking(move || {
@@ -153,13 +166,12 @@ pub struct ConsistencyProof {
 #[utoipa::path(get, path = "/log/proof/consistency", tag = "log", params(ConsistencyQuery),
     responses(
         (status = 200, description = "the proof", body = ConsistencyProof),
-        (status = 400, description = "`invalid_query` (no `from`, not a number, an unknown parameter), `out_of_range` (`from` 0 or above `to`, or `to` beyond the tree)", body = crate::api::ErrorBody),
+        (status = 400, description = "`invalid_query` (no `from`, not a number, an unknown parameter), `out_of_range` (`from` 0 or above `to`, or `to` beyond the tree)", body = ErrorBody),
     ))]
 pub async fn consistency(
     State(app): Shared,
-    query: Result<Query<ConsistencyQuery>, QueryRejection>,
+    ApiQuery(query): ApiQuery<ConsistencyQuery>,
 ) -> Result<Json<ConsistencyProof>, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let to = query.to.unwrap_or_else(|| app.log.checkpoint().size);
     let log = app.log.clone();
     let from = query.from;

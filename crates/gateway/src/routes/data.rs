@@ -5,41 +5,32 @@
 //! `export`, `migration`) with counts and digests, never values or raw subject ids.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chacha20poly1305::aead::{Aead, KeyInit};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::AppState;
-use crate::api::{
-    AccessHeaders, CollectionPath, ErrorBody, SubjectPath, logged, parse_json, path_param,
-};
 use crate::auth::Authenticated;
 use crate::entry::{self, DataEvent};
-use crate::error::{ApiError, LOG_INDEX_HEADER};
+use crate::http::error::{ApiError, AppResult, ErrorBody};
+use crate::http::extract::{ApiJson, ApiPath, ApiQuery, Caller};
+use crate::http::openapi::{AccessHeaders, CollectionPath, SubjectPath};
+use crate::http::response::Logged;
+use crate::http::tasks::detached;
+use crate::http::vocab::{CURSOR_HEADER, LOG_INDEX_HEADER};
 use crate::pipeline::Scope;
+use crate::state::AppState;
 use policy::Action;
 use vault::FieldClass;
 
-type AppResult<T> = Result<T, ApiError>;
 type Shared = State<Arc<AppState>>;
-
-pub const ROLE_EGRESS: &str = "egress";
-/// The header naming the cursor to resume an egress from.
-pub const CURSOR_HEADER: &str = "sovereign-cursor";
-pub use crate::auth::ROLE_DATA_SUBJECT;
 
 fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
@@ -54,70 +45,6 @@ async fn log_event(
 ) -> AppResult<u64> {
     app.append(entry::data_event_entry(event, who, details))
         .await
-}
-
-/// Runs `work` to completion on its own task: axum drops a request's future when its client
-/// disconnects, and work that changes data must not stop between the change and its entry.
-async fn detached<T: Send + 'static>(
-    work: impl std::future::Future<Output = AppResult<T>> + Send + 'static,
-) -> AppResult<T> {
-    tokio::spawn(work).await.map_err(ApiError::internal)?
-}
-
-/// Egress cursors as the platform sees them: the vault's cursor (which names a subject id)
-/// sealed with XChaCha20-Poly1305 under a key derived from the egress pseudonym key, so that
-/// a cursor tells its holder nothing and cannot be forged or altered.
-pub struct CursorSeal {
-    cipher: XChaCha20Poly1305,
-}
-
-const CURSOR_NONCE_BYTES: usize = 24;
-/// Far longer than any sealed cursor; longer text is refused before decoding.
-const MAX_SEALED_CURSOR: usize = 2048;
-
-impl CursorSeal {
-    pub fn new(egress_pseudonyms: &entry::Pseudonymizer) -> CursorSeal {
-        let key = egress_pseudonyms.derive_key(b"sovereign egress cursor v1");
-        CursorSeal {
-            cipher: XChaCha20Poly1305::new((&key).into()),
-        }
-    }
-
-    fn seal(&self, cursor: &vault::Cursor) -> String {
-        let mut nonce = [0u8; CURSOR_NONCE_BYTES];
-        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut nonce);
-        let sealed = self
-            .cipher
-            .encrypt(&XNonce::from(nonce), cursor.to_string().as_bytes())
-            .expect("sealing a short cursor cannot fail");
-        let mut out = nonce.to_vec();
-        out.extend_from_slice(&sealed);
-        URL_SAFE_NO_PAD.encode(out)
-    }
-
-    fn open(&self, text: &str) -> AppResult<vault::Cursor> {
-        let invalid = || {
-            ApiError::bad_request(
-                "invalid_cursor",
-                "`since` is not a cursor this gateway issued: pass back exactly the `cursor` of the previous page",
-            )
-        };
-        if text.is_empty() || text.len() > MAX_SEALED_CURSOR {
-            return Err(invalid());
-        }
-        let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| invalid())?;
-        if bytes.len() <= CURSOR_NONCE_BYTES {
-            return Err(invalid());
-        }
-        let (nonce, sealed) = bytes.split_at(CURSOR_NONCE_BYTES);
-        let nonce: [u8; CURSOR_NONCE_BYTES] = nonce.try_into().map_err(|_| invalid())?;
-        let plain = self
-            .cipher
-            .decrypt(&XNonce::from(nonce), sealed)
-            .map_err(|_| invalid())?;
-        let text = String::from_utf8(plain).map_err(|_| invalid())?;
-        vault::Cursor::parse(&text).map_err(|_| invalid())
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -262,14 +189,11 @@ struct EgressQuery {
     ))]
 async fn egress(
     State(app): Shared,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Caller(who): Caller,
     headers: HeaderMap,
-    path: Result<Path<String>, PathRejection>,
-    query: Result<Query<EgressQuery>, QueryRejection>,
+    ApiPath(collection): ApiPath<String>,
+    ApiQuery(query): ApiQuery<EgressQuery>,
 ) -> AppResult<Response> {
-    let who = app.auth.authenticate(&headers, peer.ip())?;
-    let collection = path_param(path)?;
-    let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     if app.governed.collection(&collection).is_none() {
         return Err(vault::VaultError::UnknownCollection(collection).into());
     }
@@ -365,14 +289,11 @@ struct AggregateQuery {
     ))]
 async fn aggregate(
     State(app): Shared,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Caller(who): Caller,
     headers: HeaderMap,
-    path: Result<Path<String>, PathRejection>,
-    query: Result<Query<AggregateQuery>, QueryRejection>,
-) -> AppResult<Response> {
-    let who = app.auth.authenticate(&headers, peer.ip())?;
-    let collection = path_param(path)?;
-    let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    ApiPath(collection): ApiPath<String>,
+    ApiQuery(query): ApiQuery<AggregateQuery>,
+) -> AppResult<Logged<Value>> {
     let declared = app
         .governed
         .collection(&collection)
@@ -433,7 +354,7 @@ async fn aggregate(
         "decision": permit.index(),
     });
     let index = log_event(&app, DataEvent::Egress, Some(&who), details).await?;
-    Ok(logged(index, StatusCode::OK, body))
+    Ok(Logged::ok(index, body))
 }
 
 // ---------------------------------------------------------------------------
@@ -453,12 +374,10 @@ async fn aggregate(
     ))]
 pub async fn erase_subject(
     State(app): Shared,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Caller(who): Caller,
     headers: HeaderMap,
-    path: Result<Path<String>, PathRejection>,
-) -> AppResult<Response> {
-    let who = app.auth.authenticate(&headers, peer.ip())?;
-    let id = path_param(path)?;
+    ApiPath(id): ApiPath<String>,
+) -> AppResult<Logged<Value>> {
     let ask = app.ask(&who, Action::Delete, &headers)?;
     let subject = app.find_subject_any_collection(&ask, &id).await?;
     let permits = app.decide_every_collection(&ask, &subject).await?;
@@ -482,9 +401,8 @@ pub async fn erase_subject(
         .await?
     };
     tracing::info!(sites = ?erasure.sites, records = erasure.records, "subject erased");
-    Ok(logged(
+    Ok(Logged::ok(
         index,
-        StatusCode::OK,
         json!({
             "subject": subject.id,
             "erased": true,
@@ -512,12 +430,10 @@ pub async fn erase_subject(
     ))]
 async fn export_subject(
     State(app): Shared,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Caller(who): Caller,
     headers: HeaderMap,
-    path: Result<Path<String>, PathRejection>,
-) -> AppResult<Response> {
-    let who = app.auth.authenticate(&headers, peer.ip())?;
-    let id = path_param(path)?;
+    ApiPath(id): ApiPath<String>,
+) -> AppResult<Logged<Value>> {
     let ask = app.ask(&who, Action::Export, &headers)?;
     let subject = app.find_subject_any_collection(&ask, &id).await?;
     let permits = app.decide_every_collection(&ask, &subject).await?;
@@ -538,7 +454,7 @@ async fn export_subject(
         "decisions": permits.iter().map(|p| p.index()).collect::<Vec<_>>(),
     });
     let index = log_event(&app, DataEvent::Export, Some(&who), details).await?;
-    Ok(logged(index, StatusCode::OK, body))
+    Ok(Logged::ok(index, body))
 }
 
 // ---------------------------------------------------------------------------
@@ -557,10 +473,9 @@ async fn export_subject(
     ))]
 async fn residency_scan(
     State(app): Shared,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Caller(who): Caller,
     headers: HeaderMap,
-) -> AppResult<Response> {
-    let who = app.auth.authenticate(&headers, peer.ip())?;
+) -> AppResult<Logged<Value>> {
     let ask = app.ask(&who, Action::Scan, &headers)?;
     let permit = app
         .decide(ask, Scope::Everywhere { collection: None })
@@ -583,9 +498,8 @@ async fn residency_scan(
             json!({"site": site, "subjects": subjects, "records": records, "items": items})
         })
         .collect();
-    Ok(logged(
+    Ok(Logged::ok(
         permit.index(),
-        StatusCode::OK,
         json!({
             "ok": misplaced.is_empty(),
             "misplaced": misplaced.len(),
@@ -635,12 +549,10 @@ struct MigrateBody {
     ))]
 async fn residency_migrate(
     State(app): Shared,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Caller(who): Caller,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> AppResult<Response> {
-    let who = app.auth.authenticate(&headers, peer.ip())?;
-    let request: MigrateBody = parse_json(body)?;
+    ApiJson(request): ApiJson<MigrateBody>,
+) -> AppResult<Logged<Value>> {
     if !app.config.sites.contains_key(&request.from) {
         return Err(ApiError::bad_request(
             "unknown_site",
@@ -695,9 +607,8 @@ async fn residency_migrate(
     })
     .await?;
     tracing::info!(from = %migration.from, to = %migration.to, records = migration.records, "subject migrated");
-    Ok(logged(
+    Ok(Logged::ok(
         index,
-        StatusCode::OK,
         json!({
             "subject": named,
             "from": migration.from,
@@ -710,9 +621,9 @@ async fn residency_migrate(
 }
 
 /// The data-movement routes, for `api::routes`.
-pub fn routes() -> utoipa_axum::router::OpenApiRouter<Arc<AppState>> {
-    use utoipa_axum::routes;
-    utoipa_axum::router::OpenApiRouter::new()
+/// The routes of data leaving and moving (erasure is registered with the subject routes).
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
         .routes(routes!(egress))
         .routes(routes!(aggregate))
         .routes(routes!(export_subject))

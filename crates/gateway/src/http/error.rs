@@ -4,10 +4,61 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use serde_json::{Map, Value, json};
+use utoipa::ToSchema;
 
-/// The header that names the log entry of a logged response.
-pub const LOG_INDEX_HEADER: &str = "sovereign-log-index";
+use crate::http::vocab::LOG_INDEX_HEADER;
+
+/// What handlers and the pipeline return.
+pub type AppResult<T> = Result<T, ApiError>;
+
+/// The error body every failing route answers with. Besides `error` and `message`, some
+/// errors carry members of their own, listed here.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// A stable code, such as `denied`, `undeclared_field` or `unauthenticated`.
+    error: String,
+    /// What went wrong, for people.
+    message: String,
+    /// On a denial (403 `denied`, `purpose_required`, `approval_required`): the ids of the
+    /// policies that decided it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policies: Option<Vec<String>>,
+    /// On 401 `unauthenticated`: why the token was refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<UnauthenticatedReason>)]
+    reason: Option<String>,
+    /// On 400 `undeclared_field`: the field the collection does not declare.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<String>,
+    /// On 404 `unknown_collection`: the collection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    collection: Option<String>,
+    /// On 409 `residency_violation`: the site that holds the subject.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    site: Option<String>,
+    /// On 422 `policy_not_proven`: the proof report, counterexamples included.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    proof: Option<Value>,
+}
+
+/// Why a bearer token was refused (`ErrorBody.reason` of a 401).
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)] // documentation only: `auth.rs` writes these as strings
+pub enum UnauthenticatedReason {
+    Missing,
+    Malformed,
+    Expired,
+    NotYetValid,
+    UnknownIssuer,
+    UnknownKey,
+    UnsupportedAlgorithm,
+    BadSignature,
+    InvalidClaims,
+}
 
 #[derive(Debug, Clone)]
 pub struct ApiError {

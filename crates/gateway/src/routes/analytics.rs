@@ -2,32 +2,30 @@
 //! binary), the Server-Sent Events stream it reads, and the Prometheus metrics.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
 use tokio::sync::broadcast::error::RecvError;
+use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::AppState;
 use crate::analytics::StreamEvent;
-use crate::api::ErrorBody;
-use crate::custody_api::ROLE_APPROVER;
-use crate::error::ApiError;
-
-/// The role of outside monitors: they read the log and the live analytics, never user data.
-pub const ROLE_MONITOR: &str = "monitor";
+use crate::auth::Authenticated;
+use crate::http::error::{ApiError, AppResult, ErrorBody};
+use crate::http::extract::Caller;
+use crate::http::vocab::{ROLE_APPROVER, ROLE_MONITOR};
+use crate::state::AppState;
 
 type Shared = State<Arc<AppState>>;
 
-const DASHBOARD_HTML: &str = include_str!("../assets/dashboard/index.html");
-const DASHBOARD_JS: &str = include_str!("../assets/dashboard/app.js");
-const DASHBOARD_CSS: &str = include_str!("../assets/dashboard/style.css");
+const DASHBOARD_HTML: &str = include_str!("../../assets/dashboard/index.html");
+const DASHBOARD_JS: &str = include_str!("../../assets/dashboard/app.js");
+const DASHBOARD_CSS: &str = include_str!("../../assets/dashboard/style.css");
 
 /// The page loads nothing from anywhere but this gateway, and runs no inline script.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'";
@@ -104,10 +102,9 @@ async fn metrics(State(app): Shared) -> Response {
     ))]
 async fn stream(
     State(app): Shared,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Caller(who): Caller,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let who = watcher(&app, &headers, peer)?;
+    watcher(&app, &who)?;
     tracing::info!(principal = %who.public_id, "analytics stream opened");
     let first = StreamEvent {
         name: "summary",
@@ -129,12 +126,7 @@ async fn stream(
 /// Who may watch the live analytics (the stream, and so the dashboard's data): a principal
 /// with role `monitor` or `custodian-approver`, not located in a restricted country (by its
 /// signed location or its network zone): the feed shows who accessed what, and from where.
-fn watcher(
-    app: &AppState,
-    headers: &HeaderMap,
-    peer: SocketAddr,
-) -> Result<crate::auth::Authenticated, ApiError> {
-    let who = app.auth.authenticate(headers, peer.ip())?;
+fn watcher(app: &AppState, who: &Authenticated) -> AppResult<()> {
     who.require_role(&[ROLE_MONITOR, ROLE_APPROVER])?;
     let location = &who.principal.location;
     if app.config.restricted_countries.contains(location) {
@@ -147,7 +139,7 @@ fn watcher(
             ),
         ));
     }
-    Ok(who)
+    Ok(())
 }
 
 /// How often an idle stream sends a keep-alive comment: often enough that the connection
@@ -184,8 +176,9 @@ impl Events {
     }
 }
 
-pub fn routes() -> utoipa_axum::router::OpenApiRouter<Arc<AppState>> {
-    utoipa_axum::router::OpenApiRouter::new()
+/// The dashboard, metrics and the live stream.
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
         .routes(routes!(dashboard))
         .routes(routes!(dashboard_js))
         .routes(routes!(dashboard_css))

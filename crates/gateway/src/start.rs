@@ -1,0 +1,472 @@
+//! Start-up: loads and checks everything a gateway needs (configuration, keys, the log, custody
+//! and the policy set in force, proven on the very first start), builds the router with its
+//! limits, and serves. Once a second the analytics ticker ends the current second, checks
+//! that the log keeps checkpointing, and takes up custody changes other gateways made.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
+use tokio::net::TcpListener;
+
+use crate::auth::{self, Authenticator};
+use crate::config::Config;
+use crate::cursor::CursorSeal;
+use crate::pipeline::governed::Governed;
+use crate::pseudonym::Pseudonymizer;
+use crate::state::{AppState, verified_engine};
+use crate::{analytics, custody_log, entry, http, proof, routes, serve};
+
+/// A loaded, ready-to-serve gateway.
+pub struct Gateway {
+    state: Arc<AppState>,
+    router: Router,
+}
+
+impl Gateway {
+    /// Loads and checks everything (configuration, keys, policies, stores) before serving.
+    pub fn open(data_dir: &Path) -> anyhow::Result<Gateway> {
+        let config = Config::load(data_dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let auth = Authenticator::new(&config, data_dir)?;
+        let vault = vault::Vault::open(config.layout(), data_dir, config.server.store_readers)
+            .context("cannot open the site stores")?
+            .with_envelope(open_envelope(&config, data_dir)?);
+        let egress_pseudonyms = read_pseudonym_key(data_dir, &config.egress.pseudonym_key)?;
+        let (log, pseudonyms) = open_log(&config, data_dir)?;
+        let log = Arc::new(log);
+        let auth = auth.with_subject_pseudonyms(pseudonyms.clone());
+        let custody = open_custody(&config, data_dir, log.clone())?;
+        let policy = active_policy(&config, data_dir, &custody, &log, &pseudonyms)?;
+        // The configuration and policies in force are the first thing the log records.
+        log.append_blocking(entry::config_entry(
+            "start",
+            policy.policy_set_hash(),
+            &policy.policy_ids(),
+            &config.source_sha256,
+        ))
+        .context("cannot write the start entry to the transparency log")?;
+        tracing::info!(
+            policy_set = policy.policy_set_hash(),
+            policies = policy.policy_ids().len(),
+            sites = config.sites.len(),
+            "loaded"
+        );
+
+        let (api_router, openapi) = routes::router().split_for_parts();
+        let openapi =
+            serde_json::to_value(&openapi).context("cannot render the OpenAPI document")?;
+        let body_limit = config.server.body_limit_bytes;
+        let analytics_settings = config.analytics.clone();
+        let timeout = Duration::from_secs(config.server.request_timeout_seconds);
+        let state = Arc::new(AppState {
+            config,
+            data_dir: data_dir.to_path_buf(),
+            auth,
+            policy: RwLock::new(Arc::new(policy)),
+            governed: Governed::new(Arc::new(vault)),
+            custody_gate: Arc::default(),
+            cursor_seal: CursorSeal::new(&egress_pseudonyms),
+            custody: Arc::new(custody),
+            log,
+            pseudonyms,
+            egress_pseudonyms,
+            openapi,
+            analytics: analytics::Analytics::new(analytics_settings),
+            proof_slots: tokio::sync::Semaphore::new(proof::CONCURRENT_PROOFS),
+        });
+        let router = api_router
+            .fallback(http::middleware::no_route)
+            .method_not_allowed_fallback(http::middleware::method_not_allowed)
+            .layer(DefaultBodyLimit::max(body_limit))
+            .layer(middleware::from_fn_with_state(
+                timeout,
+                http::middleware::request_timeout,
+            ))
+            .layer(middleware::from_fn_with_state(
+                state.clone(),
+                http::middleware::log_request,
+            ))
+            .with_state(state.clone());
+        Ok(Gateway { state, router })
+    }
+
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    pub fn router(&self) -> Router {
+        self.router.clone()
+    }
+
+    /// Serves until `shutdown` completes, then finishes the requests in flight (open event
+    /// streams are ended first). Connections are limited as `[server]` says (`serve.rs`).
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let ticker = tokio::spawn(analytics_ticker(self.state.clone()));
+        let limits = serve::Limits::from_config(&self.state.config.server);
+        serve::serve(listener, self.router, self.state.clone(), limits, shutdown).await;
+        ticker.abort();
+        let _ = ticker.await;
+        // The state may hold the last handles on PostgreSQL clients, whose synchronous
+        // driver blocks on its own runtime when they close: never on an async thread.
+        let state = self.state;
+        let _ = tokio::task::spawn_blocking(move || drop(state)).await;
+        Ok(())
+    }
+}
+
+/// The custodian's envelope: the key-encryption key (with the reasons it may unwrap for) and
+/// the key store of wrapped data keys.
+pub fn open_envelope(config: &Config, data_dir: &Path) -> anyhow::Result<vault::Envelope> {
+    let reasons = config
+        .keys
+        .allowed_reasons
+        .iter()
+        .filter_map(|r| vault::UnwrapReason::parse(r).ok())
+        .collect();
+    let kek_path = data_dir.join(&config.keys.kek);
+    let manager = vault::LocalKeyManager::from_file(&kek_path, reasons)
+        .with_context(|| format!("cannot load the key-encryption key {}", kek_path.display()))?;
+    let store_path = data_dir.join(&config.keys.store);
+    let store = vault::DataKeyStore::open(&store_path)
+        .with_context(|| format!("cannot open the key store {}", store_path.display()))?;
+    Ok(vault::Envelope::new(Arc::new(manager), store))
+}
+
+fn read_pseudonym_key(data_dir: &Path, path: &Path) -> anyhow::Result<Pseudonymizer> {
+    let full = data_dir.join(path);
+    Pseudonymizer::from_hex(
+        &std::fs::read_to_string(&full)
+            .with_context(|| format!("cannot read {}", full.display()))?,
+    )
+    .with_context(|| format!("{}", full.display()))
+}
+
+/// Opens the custody database with the custodian's verifier keys; what is in force must be
+/// what the log recorded (`custody_log.rs`).
+pub fn open_custody(
+    config: &Config,
+    data_dir: &Path,
+    log: Arc<logstore::Log>,
+) -> anyhow::Result<custody::Custody> {
+    let c = &config.custody;
+    let verifiers = c
+        .signers
+        .iter()
+        .map(|path| custody::statement::load_verifier(&data_dir.join(path)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let keys = custody::Keys {
+        verifiers,
+        policy_threshold: c.policy_threshold,
+        release_threshold: c.release_threshold,
+        kill_switch_threshold: c.kill_switch_threshold,
+    };
+    custody::Custody::open_with_ledger(
+        &data_dir.join(&c.store),
+        &data_dir.join(&c.artifacts),
+        keys,
+        Arc::new(custody_log::LogLedger::new(log)),
+    )
+    .context("cannot open the custody store")
+}
+
+/// The policy set to serve: the one the custodian last activated. On the very first start
+/// there is none, and the configured files become the first active set, but only with the
+/// custodian's signed activation statement beside them and proofs that they satisfy the
+/// invariants. Whatever set is served has passing proofs against the invariants in force.
+fn active_policy(
+    config: &Config,
+    data_dir: &Path,
+    custody: &custody::Custody,
+    log: &logstore::Log,
+    pseudonyms: &Pseudonymizer,
+) -> anyhow::Result<policy::PolicyEngine> {
+    let files = read_policy_files(config, data_dir)?;
+    let file_hash = policy::policy_set_hash(&files.schema, &files.policies);
+    let settings = proof::Settings::from_config(&config.policy);
+    let append = |event: custody::Event<'_>| {
+        log.append_blocking(entry::custody_entry(&event, None, pseudonyms))
+            .map_err(|e| e.to_string())
+    };
+    let active = custody.active_policy();
+    let invariants = active_invariants(
+        config,
+        data_dir,
+        custody,
+        active.as_ref(),
+        &files,
+        &settings,
+        &append,
+    )?;
+
+    if let Some(active) = active {
+        if active.hash != file_hash {
+            tracing::warn!(
+                active = active.hash,
+                file = file_hash,
+                "the policy files differ from the active policy set and are ignored; change policies with `sovereign policy propose | sign | activate`"
+            );
+        }
+        // Custody opened only if this set carries passing proofs against the invariants in
+        // force (its own, or its invariant set's): nothing to prove again here.
+        return verified_engine(&active).map_err(|problem| anyhow::anyhow!("{problem}"));
+    }
+
+    let engine = files.engine()?;
+    let signature_path = data_dir.join(&config.policy.signature);
+    let signed = std::fs::read(&signature_path)
+        .with_context(|| format!("cannot read {}", signature_path.display()))?;
+    let proofs = proof::prove_policy(&files.schema, &files.policies, &invariants, &settings)
+        .map_err(|refusal| {
+            anyhow::anyhow!(
+                "the first policy set ({}): {refusal}",
+                files.policies_path.display()
+            )
+        })?;
+    let record = custody::PolicySetRecord {
+        hash: file_hash.clone(),
+        schema: files.schema,
+        policies: files.policies,
+        policy_ids: engine.policy_ids(),
+        proposed_by: configuration(),
+        proposed_at: auth::now_unix(),
+        activated_at: None,
+        signature: None,
+        signers: Vec::new(),
+        proofs: None,
+        log_index: None,
+    };
+    custody.propose_policy(record, &append)?;
+    custody
+        .activate_policy(&file_hash, &signed, proofs, auth::now_unix(), &append, |_| {})
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "the first policy set ({}) is not activated by a valid custodian signature in {}: {e}\n\
+                 the custodian signs it with `sovereign policy sign-file {} --schema {} --key CUSTODIAN_KEY --out {}`",
+                data_dir.join(&config.policy.policies).display(),
+                signature_path.display(),
+                data_dir.join(&config.policy.policies).display(),
+                data_dir.join(&config.policy.schema).display(),
+                signature_path.display(),
+            )
+        })?;
+    Ok(engine)
+}
+
+/// Who proposes what the configuration's files hold on the first start.
+fn configuration() -> custody::Person {
+    custody::Person {
+        id: "(configuration)".into(),
+        entity: "custodian".into(),
+    }
+}
+
+/// The invariants in force: the set the custodian last activated. On the first start there
+/// is none (or, for a data folder from before invariants, only a policy set), and the
+/// configured file becomes the first invariant set, but only with the custodian's signed
+/// activation statement beside it and, if a policy set is already active, proofs that the
+/// set keeps the invariants. After that they change through the API, like policies.
+fn active_invariants(
+    config: &Config,
+    data_dir: &Path,
+    custody: &custody::Custody,
+    active_policy: Option<&custody::PolicySetRecord>,
+    files: &PolicyFiles,
+    settings: &proof::Settings,
+    append: custody::LogFn<'_>,
+) -> anyhow::Result<prove::Invariants> {
+    let path = data_dir.join(&config.policy.invariants);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read the invariants file {}", path.display()))?;
+    // Checked against the schema the policies in force (or about to be) are validated with.
+    let schema = active_policy.map_or(files.schema.as_str(), |p| p.schema.as_str());
+    let parse = |text: &str| proof::parse_invariants(schema, text);
+    if let Some(current) = custody.active_invariants() {
+        if parse(&text).ok().as_ref().map(|i| i.hash()) != Some(current.hash.as_str()) {
+            tracing::warn!(
+                active = current.hash,
+                file = %path.display(),
+                "the invariants file differs from the invariant set in force and is ignored; change invariants with `sovereign policy propose-invariants | sign-invariants | activate-invariants`"
+            );
+        }
+        return parse(&current.text).map_err(|e| {
+            anyhow::anyhow!(
+                "the invariant set in force ({}) no longer parses: {e}",
+                current.hash
+            )
+        });
+    }
+    let invariants = parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let changed = format!(
+        "the invariants in {} ({})",
+        path.display(),
+        invariants.hash()
+    );
+    let signature_path = data_dir.join(&config.policy.invariants_signature);
+    let sign_hint = format!(
+        "the custodian signs them with `sovereign policy sign-invariants {} --key CUSTODIAN_KEY --out {}`",
+        path.display(),
+        signature_path.display()
+    );
+    let signed = std::fs::read(&signature_path).with_context(|| {
+        format!(
+            "{changed} and take effect only with the custodian's signature, but {} cannot be read; {sign_hint}",
+            signature_path.display()
+        )
+    })?;
+    let proofs = match active_policy {
+        Some(active) => Some(
+            proof::prove_policy(&active.schema, &active.policies, &invariants, settings).map_err(
+                |refusal| {
+                    anyhow::anyhow!(
+                        "{changed}; they are not activated, because the active policy set {} must satisfy them: {refusal}",
+                        active.hash
+                    )
+                },
+            )?,
+        ),
+        None => None,
+    };
+    let record = custody::InvariantSetRecord {
+        hash: invariants.hash().to_string(),
+        text,
+        names: invariants.iter().map(|i| i.name().to_string()).collect(),
+        proposed_by: configuration(),
+        proposed_at: auth::now_unix(),
+        activated_at: None,
+        signature: None,
+        signers: Vec::new(),
+        proofs: None,
+        log_index: None,
+    };
+    custody.propose_invariants(record.clone(), append)?;
+    custody
+        .activate_invariants(record, &signed, proofs, auth::now_unix(), append)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{changed} and are not activated by the custodian's signature in {}: {e}\n{sign_hint}",
+                signature_path.display()
+            )
+        })?;
+    tracing::info!(
+        invariant_set = invariants.hash(),
+        invariants = invariants.len(),
+        "invariants activated"
+    );
+    Ok(invariants)
+}
+
+/// The policy texts named by the configuration.
+pub struct PolicyFiles {
+    pub schema_path: PathBuf,
+    pub policies_path: PathBuf,
+    pub schema: String,
+    pub policies: String,
+}
+
+impl PolicyFiles {
+    /// Validates every policy against the schema.
+    pub fn engine(&self) -> anyhow::Result<policy::PolicyEngine> {
+        policy::PolicyEngine::new(&self.schema, &self.policies).map_err(|e| {
+            anyhow::anyhow!(
+                "policies refused ({} against {}):\n{e}",
+                self.policies_path.display(),
+                self.schema_path.display()
+            )
+        })
+    }
+}
+
+pub fn read_policy_files(config: &Config, data_dir: &Path) -> anyhow::Result<PolicyFiles> {
+    let schema_path = data_dir.join(&config.policy.schema);
+    let policies_path = data_dir.join(&config.policy.policies);
+    let schema = std::fs::read_to_string(&schema_path)
+        .with_context(|| format!("cannot read {}", schema_path.display()))?;
+    let policies = std::fs::read_to_string(&policies_path)
+        .with_context(|| format!("cannot read {}", policies_path.display()))?;
+    Ok(PolicyFiles {
+        schema_path,
+        policies_path,
+        schema,
+        policies,
+    })
+}
+
+/// Opens the transparency log with its signing key, and the subject pseudonym key.
+pub fn open_log(
+    config: &Config,
+    data_dir: &Path,
+) -> anyhow::Result<(logstore::Log, Pseudonymizer)> {
+    let key_path = data_dir.join(&config.log.signer_key);
+    let skey = std::fs::read_to_string(&key_path)
+        .with_context(|| format!("cannot read the log key {}", key_path.display()))?;
+    let signer = tlog::note::Signer::new(skey.trim()).map_err(|e| {
+        anyhow::anyhow!(
+            "{} is not a signed-note signer key: {e}",
+            key_path.display()
+        )
+    })?;
+    let pseudonyms = read_pseudonym_key(data_dir, &config.log.pseudonym_key)?;
+    let options = logstore::LogOptions {
+        checkpoint_interval: Duration::from_millis(config.log.checkpoint_interval_ms),
+        max_batch: config.log.max_batch,
+        readers: config.log.readers,
+        integration_deadline: Duration::from_secs(config.log.integration_deadline_seconds),
+        ..logstore::LogOptions::default()
+    };
+    let log = logstore::Log::open_url(&config.log.store, data_dir, signer, options)
+        .context("cannot open the transparency log")?;
+    Ok((log, pseudonyms))
+}
+
+/// Once a second: ends the analytics' current second, checks that the log keeps checkpointing,
+/// and sends the summary to the stream's clients (if any).
+async fn analytics_ticker(state: Arc<AppState>) {
+    let mut interval = tokio::time::interval(Duration::from_secs(1));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    interval.tick().await;
+    loop {
+        interval.tick().await;
+        state.analytics.tick();
+        // Off the async threads: it may read an entry from the log.
+        let checking = state.clone();
+        let late =
+            tokio::task::spawn_blocking(move || checking.analytics.checkpoint_late(&checking.log))
+                .await
+                .ok()
+                .flatten();
+        if let Some(alert) = late {
+            // On its own task: a log that does not checkpoint may not take appends either,
+            // and the ticker must go on.
+            let state = state.clone();
+            tokio::spawn(async move {
+                let _ = state.raise_alert(alert, None).await;
+            });
+        }
+        if state.analytics.has_watchers() {
+            let summary = state.summary();
+            state.analytics.publish_summary(&summary);
+        }
+        // Another gateway's custody changes come in like this gateway's own: with no
+        // decision in flight across them.
+        if let Ok(Some(problem)) = state
+            .custody_change(|app| app.take_up_custody_changes())
+            .await
+        {
+            let alert = analytics::AlertRequest {
+                kind: analytics::AlertKind::CustodyUnverified,
+                message: format!("the custody store's state does not verify: {problem}"),
+                details: serde_json::json!({"problem": problem}),
+            };
+            let _ = state.raise_alert(alert, None).await;
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! What every request handler shares: the loaded configuration, the authenticator, the policy
+//! set in force, the vault behind the pipeline, custody, the log and the analytics.
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use axum::http::StatusCode;
+
+use crate::auth::{self, Authenticator};
+use crate::config::Config;
+use crate::cursor::CursorSeal;
+use crate::http::error::ApiError;
+use crate::pipeline::governed::Governed;
+use crate::pseudonym::Pseudonymizer;
+use crate::{analytics, entry};
+
+/// What every request handler shares.
+pub struct AppState {
+    pub config: Config,
+    pub data_dir: PathBuf,
+    pub auth: Authenticator,
+    /// The active policy set; replaced whole when the custodian activates another.
+    pub(crate) policy: RwLock<Arc<policy::PolicyEngine>>,
+    /// The vault, reachable only through the pipeline's permits.
+    pub governed: Governed,
+    /// Decisions hold it shared, custodian changes exclusively: a decision is made against
+    /// the custody state as of its log index (see `pipeline/mod.rs`).
+    pub(crate) custody_gate: Arc<tokio::sync::RwLock<()>>,
+    /// Access requests, grants, policy sets, releases and the kill switch.
+    pub custody: Arc<custody::Custody>,
+    /// The transparency log: every decision is appended before it is answered.
+    pub log: Arc<logstore::Log>,
+    pub pseudonyms: Pseudonymizer,
+    /// Subject pseudonyms in egress, under a key of their own (never the log's).
+    pub egress_pseudonyms: Pseudonymizer,
+    /// Seals egress cursors, which name subject ids, for the platform to hold.
+    pub cursor_seal: CursorSeal,
+    /// The OpenAPI document, generated from the routes at start.
+    pub openapi: serde_json::Value,
+    /// Live counts, metrics and alerts: the dashboard's and Prometheus's view.
+    pub analytics: analytics::Analytics,
+    /// Proofs that may run at once (each runs a cvc5 process); others wait their turn.
+    pub proof_slots: tokio::sync::Semaphore,
+}
+
+impl AppState {
+    /// The policy set in force now.
+    pub fn policy(&self) -> Arc<policy::PolicyEngine> {
+        self.policy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Access requests waiting for approval now.
+    pub fn pending_requests(&self) -> Vec<custody::AccessRequest> {
+        let now = auth::now_unix();
+        self.custody
+            .requests()
+            .into_iter()
+            .filter(|r| r.status(now) == custody::Status::Pending)
+            .collect()
+    }
+
+    /// The analytics summary the stream sends.
+    pub fn summary(&self) -> serde_json::Value {
+        self.analytics.summary(
+            &self.log,
+            &self.pending_requests(),
+            &self.config.restricted_countries,
+        )
+    }
+
+    /// Raises an alert: logs it as an `alert` entry, then publishes it to the dashboard and
+    /// the stream. A repeat within `analytics.alert_repeat_seconds` of the same alert about
+    /// the same principal is only counted. Fails (503) if the log cannot take it, so that
+    /// an access that should have raised an alert is not served without one.
+    pub async fn raise_alert(
+        &self,
+        alert: analytics::AlertRequest,
+        who: Option<&auth::Authenticated>,
+    ) -> Result<Option<u64>, ApiError> {
+        let principal = who.map(|w| w.public_id.as_str());
+        if !self.analytics.should_raise(alert.kind, principal) {
+            return Ok(None);
+        }
+        tracing::warn!(
+            alert = alert.kind.as_str(),
+            principal = principal.unwrap_or(""),
+            "ALERT {}",
+            alert.message
+        );
+        let entry = entry::alert_entry(
+            alert.kind.as_str(),
+            alert.kind.severity(),
+            who,
+            alert.details.clone(),
+        );
+        let index = self.append(entry).await;
+        self.analytics
+            .publish_alert(&alert, who, index.as_ref().ok().copied());
+        index.map(Some)
+    }
+
+    /// Appends an entry; 503 if the log cannot take it.
+    pub async fn append(&self, entry: Vec<u8>) -> Result<u64, ApiError> {
+        let started = Instant::now();
+        let appended = self.log.append(entry).await;
+        self.analytics.record(|| {
+            metrics::histogram!("sovereign_log_append_duration_seconds")
+                .record(started.elapsed().as_secs_f64());
+        });
+        appended.map_err(|e| {
+            tracing::error!(error = %e, "cannot append to the transparency log");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "log_unavailable",
+                "the transparency log cannot be written; nothing was served or changed",
+            )
+        })
+    }
+
+    /// Takes up custody changes that another gateway on the same data folder committed (a
+    /// policy activation, the kill switch, grants), so that every gateway decides alike within
+    /// about a second. State that does not verify (the custody crate checks signatures,
+    /// thresholds, proofs and log indices, and through `custody_log.rs` the log entries and
+    /// the sets' text hashes) is refused: the last verified state stays in
+    /// force, and the problem is answered for an alert. Other failures keep the state too and
+    /// are logged.
+    pub fn take_up_custody_changes(&self) -> Option<String> {
+        match self.custody.refresh() {
+            Ok(false) => None,
+            Ok(true) => {
+                let active = self.custody.active_policy()?;
+                if active.hash == self.policy().policy_set_hash() {
+                    return None;
+                }
+                let engine = match verified_engine(&active) {
+                    Ok(engine) => engine,
+                    Err(problem) => {
+                        tracing::error!(policy_set = %active.hash, "{problem}; the policy set in force stays");
+                        return Some(problem);
+                    }
+                };
+                tracing::info!(policy_set = %active.hash, "policy set activated by another gateway, now in force here");
+                self.set_policy(engine);
+                None
+            }
+            Err(e @ custody::CustodyError::Unverified { .. }) => {
+                tracing::error!(error = %e, "refused the custody store's state; the last verified state stays in force");
+                Some(e.to_string())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the custody store for changes");
+                None
+            }
+        }
+    }
+
+    pub fn set_policy(&self, engine: policy::PolicyEngine) {
+        *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(engine);
+    }
+}
+
+/// Loads a policy set from custody (whose text the custody store's ledger has checked
+/// against the signed hash, `custody_log.rs`).
+pub(crate) fn verified_engine(
+    set: &custody::PolicySetRecord,
+) -> Result<policy::PolicyEngine, String> {
+    policy::PolicyEngine::new(&set.schema, &set.policies)
+        .map_err(|e| format!("the policy set {} does not load here: {e}", set.hash))
+}
