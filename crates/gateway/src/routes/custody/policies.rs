@@ -1,0 +1,289 @@
+//! Policy sets: proposal, listing, and activation with the custodian's signed statement and
+//! passing proofs against the invariants in force.
+
+use super::*;
+
+/// The routes of this module.
+pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(propose_policy, list_policies))
+        .routes(routes!(get_policy))
+        .routes(routes!(activate_policy))
+}
+
+/// A policy set, by hash.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct PolicyHashPath {
+    /// The policy set's SHA-256, hex.
+    #[param(pattern = "^[0-9a-f]{64}$")]
+    hash: String,
+}
+
+/// A policy set, without its text.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct PolicySummary {
+    hash: String,
+    status: SetStatus,
+    policy_ids: Vec<String>,
+    proposed_by: PersonBody,
+    proposed_at: String,
+    activated_at: Option<String>,
+    signers: Vec<String>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct PolicySets {
+    /// The hash of the active set.
+    active: Option<String>,
+    sets: Vec<PolicySummary>,
+}
+
+/// A policy set with its text, signature and the proofs of its last activation.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct PolicySetBody {
+    hash: String,
+    status: SetStatus,
+    policy_ids: Vec<String>,
+    proposed_by: PersonBody,
+    proposed_at: String,
+    activated_at: Option<String>,
+    signers: Vec<String>,
+    schema: String,
+    policies: String,
+    signature: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    proofs: Option<Value>,
+}
+
+/// A proposed policy set: its hash, its proofs and the statement custodians sign.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct PolicyProposed {
+    hash: String,
+    policy_ids: Vec<String>,
+    #[schema(value_type = Object)]
+    proofs: Value,
+    statement: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ProposePolicy {
+    /// The Cedar policy set.
+    policies: String,
+    /// The Cedar schema; the active set's when absent.
+    #[serde(default)]
+    schema: Option<String>,
+}
+
+fn policy_summary(set: &custody::PolicySetRecord, active: Option<&str>) -> Value {
+    let status = if active == Some(set.hash.as_str()) {
+        "active"
+    } else if set.activated_at.is_some() {
+        "retired"
+    } else {
+        "proposed"
+    };
+    json!({
+        "hash": set.hash,
+        "status": status,
+        "policy_ids": set.policy_ids,
+        "proposed_by": set.proposed_by,
+        "proposed_at": rfc3339(set.proposed_at),
+        "activated_at": set.activated_at.map(rfc3339),
+        "signers": set.signers,
+    })
+}
+
+/// Proposes a policy set. It is validated against the schema and proven against the
+/// invariants in force now; it becomes active only with the custodian's signed activation
+/// statement (and is proven again then).
+#[utoipa::path(post, path = "/v1/policies", tag = "custody",
+    request_body = ProposePolicy,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "proposed: its hash, its proofs and the statement to sign", body = PolicyProposed),
+        (status = 200, description = "already known", body = PolicyProposed),
+        (status = 400, description = "`invalid_json`, `invalid_body`, `invalid_policy` (the set does not parse or validate)", body = ErrorBody),
+        (status = 403, description = "`role_required` (custodian-operator), `restricted_location`", body = ErrorBody),
+        (status = 422, description = "`policy_not_proven`: not proven to satisfy every invariant; `proof` holds the report with its counterexamples", body = ErrorBody),
+        (status = 503, description = "`solver_unavailable`: no SMT solver to prove it with", body = ErrorBody),
+    ))]
+async fn propose_policy(
+    State(app): Shared,
+    Caller(who): Caller,
+    ApiJson(request): ApiJson<ProposePolicy>,
+) -> AppResult<Response> {
+    app.custodian(&who, &[ROLE_OPERATOR])?;
+    let schema = match request.schema {
+        Some(schema) => schema,
+        None => app
+            .custody
+            .active_policy()
+            .map(|set| set.schema)
+            .unwrap_or_else(|| policy::DEFAULT_SCHEMA.to_string()),
+    };
+    let engine = policy::PolicyEngine::new(&schema, &request.policies)
+        .map_err(|e| ApiError::bad_request("invalid_policy", e.to_string()))?;
+    let proofs = prove_against_invariants(&app, &schema, &request.policies).await?;
+    let record = custody::PolicySetRecord {
+        hash: engine.policy_set_hash().to_string(),
+        schema,
+        policies: request.policies,
+        policy_ids: engine.policy_ids(),
+        proposed_by: person(&who),
+        proposed_at: now_unix(),
+        activated_at: None,
+        signature: None,
+        signers: Vec::new(),
+        proofs: None,
+        log_index: None,
+    };
+    let (set, index) = run(app, who, move |app, who| {
+        app.custody
+            .propose_policy(record, &app.log_custody(Some(who)))
+    })
+    .await?;
+    let statement = custody::statement::Statement::PolicyActivation {
+        policy_set: set.hash.clone(),
+    };
+    let body = json!({
+        "hash": set.hash,
+        "policy_ids": set.policy_ids,
+        "proofs": proofs,
+        "statement": statement.text(),
+    });
+    Ok(match index {
+        Some(index) => Logged::with_status(index, StatusCode::CREATED, body).into_response(),
+        None => (StatusCode::OK, Json(body)).into_response(),
+    })
+}
+
+/// Every policy set proposed, and which is active.
+#[utoipa::path(get, path = "/v1/policies", tag = "custody",
+    responses((status = 200, description = "the policy sets", body = PolicySets)))]
+async fn list_policies(State(app): Shared) -> Json<Value> {
+    let (active, sets) = app.custody.policy_sets();
+    let sets: Vec<Value> = sets
+        .iter()
+        .map(|s| policy_summary(s, active.as_deref()))
+        .collect();
+    Json(json!({ "active": active, "sets": sets }))
+}
+
+/// One policy set, by hash, with its full text: monitors fetch the set a log entry names and
+/// check it against the hash.
+#[utoipa::path(get, path = "/v1/policies/{hash}", tag = "custody",
+    params(PolicyHashPath),
+    responses(
+        (status = 200, description = "the policy set", body = PolicySetBody),
+        (status = 404, description = "`unknown_policy_set`", body = ErrorBody),
+    ))]
+async fn get_policy(State(app): Shared, ApiPath(hash): ApiPath<String>) -> AppResult<Json<Value>> {
+    let set = app
+        .custody
+        .policy_set(&hash)
+        .ok_or(CustodyError::UnknownPolicySet(hash))?;
+    let active = app.custody.active_policy().map(|s| s.hash);
+    let mut body = policy_summary(&set, active.as_deref());
+    body["schema"] = set.schema.into();
+    body["policies"] = set.policies.into();
+    body["signature"] = set.signature.into();
+    // The proofs of its last activation (none for a set never activated).
+    body["proofs"] = json!(set.proofs);
+    Ok(Json(body))
+}
+
+/// Activates a proposed policy set. The body is the custodian's signed statement
+/// `activate policy set HASH`, signed by at least the configured number of custodian keys.
+/// The set is proven against the invariants in force first; the proofs go into the log with
+/// the activation.
+#[utoipa::path(post, path = "/v1/policies/{hash}/activate", tag = "custody",
+    params(PolicyHashPath),
+    request_body(content = String, content_type = "text/plain", description = "the signed statement (signed note)"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "active", body = Activated),
+        (status = 400, description = "`invalid_signature` (not a valid signed statement for this set, or an empty body), `invalid_policy`, `invalid_body`", body = ErrorBody),
+        (status = 403, description = "`role_required` (custodian-operator), `restricted_location`, `threshold_not_met` (not enough custodian signatures)", body = ErrorBody),
+        (status = 404, description = "`unknown_policy_set`", body = ErrorBody),
+        (status = 422, description = "`policy_not_proven`: not proven to satisfy every invariant; `proof` holds the report with its counterexamples", body = ErrorBody),
+        (status = 503, description = "`solver_unavailable`: no SMT solver to prove it with", body = ErrorBody),
+    ))]
+async fn activate_policy(
+    State(app): Shared,
+    Caller(who): Caller,
+    ApiPath(hash): ApiPath<String>,
+    RawBody(body): RawBody,
+) -> AppResult<Logged<Value>> {
+    app.custodian(&who, &[ROLE_OPERATOR])?;
+    let signed = note_body(body)?;
+    let set = app
+        .custody
+        .policy_set(&hash)
+        .ok_or_else(|| CustodyError::UnknownPolicySet(hash.clone()))?;
+    let engine = policy::PolicyEngine::new(&set.schema, &set.policies)
+        .map_err(|e| ApiError::bad_request("invalid_policy", e.to_string()))?;
+    check_statement_first(
+        &app,
+        &signed,
+        &custody::statement::Statement::PolicyActivation {
+            policy_set: hash.clone(),
+        },
+    )?;
+    let proofs = prove_against_invariants(&app, &set.schema, &set.policies).await?;
+    let now = now_unix();
+    let (set, index) = run(app, who, move |app, who| {
+        app.custody.activate_policy(
+            &hash,
+            &signed,
+            proofs,
+            now,
+            &app.log_custody(Some(who)),
+            |_| app.set_policy(engine),
+        )
+    })
+    .await?;
+    tracing::info!(policy_set = %set.hash, signers = ?set.signers, "policy set activated");
+    Ok(Logged::ok(
+        index,
+        json!({
+            "hash": set.hash,
+            "activated_at": set.activated_at.map(rfc3339),
+            "signers": set.signers,
+            "proofs": set.proofs,
+        }),
+    ))
+}
+
+/// Proves a policy set against the invariants in force, on a blocking thread (the solver
+/// runs for a tenth of a second or more). Refuses unless everything is proven.
+async fn prove_against_invariants(
+    app: &Arc<AppState>,
+    schema: &str,
+    policies: &str,
+) -> AppResult<custody::Proofs> {
+    let active = app
+        .custody
+        .active_invariants()
+        .ok_or_else(|| ApiError::internal("no invariant set is active"))?;
+    let (schema, policies) = (schema.to_string(), policies.to_string());
+    in_proof_slot(app, move |settings| {
+        let invariants = proof::parse_invariants(&schema, &active.text).map_err(|e| {
+            ApiError::bad_request(
+                "invalid_policy",
+                format!(
+                    "the invariants in force ({}) do not validate against this schema: {e}",
+                    active.hash
+                ),
+            )
+        })?;
+        proof::prove_policy(&schema, &policies, &invariants, settings).map_err(ApiError::from)
+    })
+    .await
+}
