@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::{Config, EntityConfig, NetworkZone, find_zone, is_country_code};
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ErrorCode};
 use crate::http::vocab::ROLE_DATA_SUBJECT;
 use crate::pseudonym::Pseudonymizer;
 
@@ -71,7 +71,7 @@ impl Authenticated {
         }
         Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            "role_required",
+            ErrorCode::RoleRequired,
             format!("this needs one of the roles: {}", roles.join(", ")),
         ))
     }
@@ -285,7 +285,7 @@ impl Authenticator {
         let entity = self.entities.get(&claims.entity).ok_or_else(|| {
             ApiError::new(
                 StatusCode::FORBIDDEN,
-                "unknown_entity",
+                ErrorCode::UnknownEntity,
                 format!(
                     "entity `{}` is not declared in the configuration",
                     claims.entity
@@ -472,7 +472,12 @@ fn map_jwt_error(e: jsonwebtoken::errors::Error) -> ApiError {
 }
 
 fn unauthenticated(reason: &'static str, message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", message).with("reason", reason)
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        ErrorCode::Unauthenticated,
+        message,
+    )
+    .with("reason", reason)
 }
 
 pub fn now_unix() -> i64 {

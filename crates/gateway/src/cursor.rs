@@ -5,7 +5,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 
-use crate::http::error::{ApiError, AppResult};
+use crate::http::error::{ApiError, AppResult, ErrorCode};
 use crate::pseudonym::Pseudonymizer;
 
 /// Egress cursors as the platform sees them: the vault's cursor (which names a subject id)
@@ -42,7 +42,7 @@ impl CursorSeal {
     pub fn open(&self, text: &str) -> AppResult<vault::Cursor> {
         let invalid = || {
             ApiError::bad_request(
-                "invalid_cursor",
+                ErrorCode::InvalidCursor,
                 "`since` is not a cursor this gateway issued: pass back exactly the `cursor` of the previous page",
             )
         };

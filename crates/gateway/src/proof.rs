@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ErrorCode};
 
 /// Proofs one gateway runs at once: each takes a core and a cvc5 process for about a tenth
 /// of a second, and only custodian operators ask for them.
@@ -52,16 +52,16 @@ impl From<Refusal> for ApiError {
         match refusal {
             Refusal::SolverUnavailable(_) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "solver_unavailable",
+                ErrorCode::SolverUnavailable,
                 message,
             ),
             Refusal::NotProven(report) => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                "policy_not_proven",
+                ErrorCode::PolicyNotProven,
                 message,
             )
             .with("proof", report.to_json()),
-            Refusal::Invalid(_) => ApiError::bad_request("invalid_policy", message),
+            Refusal::Invalid(_) => ApiError::bad_request(ErrorCode::InvalidPolicy, message),
         }
     }
 }

@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use crate::auth::{self, Authenticator};
 use crate::config::Config;
 use crate::cursor::CursorSeal;
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ErrorCode};
 use crate::pipeline::governed::Governed;
 use crate::pseudonym::Pseudonymizer;
 use crate::{analytics, entry};
@@ -115,7 +115,7 @@ impl AppState {
             tracing::error!(error = %e, "cannot append to the transparency log");
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "log_unavailable",
+                ErrorCode::LogUnavailable,
                 "the transparency log cannot be written; nothing was served or changed",
             )
         })

@@ -3,7 +3,7 @@
 use axum::http::HeaderMap;
 
 use crate::auth::{Authenticated, now_unix};
-use crate::http::error::{ApiError, AppResult};
+use crate::http::error::{ApiError, AppResult, ErrorCode};
 use crate::http::vocab::{PURPOSE_HEADER, REASON_HEADER};
 
 const MAX_PURPOSE_BYTES: usize = 256;
@@ -19,14 +19,14 @@ pub fn access_context(headers: &HeaderMap, who: &Authenticated) -> AppResult<pol
         };
         let text = value.to_str().map_err(|_| {
             ApiError::bad_request(
-                "invalid_header",
+                ErrorCode::InvalidHeader,
                 format!("`{name}` must be printable ASCII"),
             )
         })?;
         let text = text.trim();
         if text.len() > max {
             return Err(ApiError::bad_request(
-                "invalid_header",
+                ErrorCode::InvalidHeader,
                 format!("`{name}` is longer than {max} bytes"),
             ));
         }
@@ -39,7 +39,7 @@ pub fn access_context(headers: &HeaderMap, who: &Authenticated) -> AppResult<pol
         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
     {
         return Err(ApiError::bad_request(
-            "invalid_header",
+            ErrorCode::InvalidHeader,
             "`Sovereign-Reason-Code` must be lower-case letters, digits, `_` and `-`",
         ));
     }

@@ -15,7 +15,7 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use crate::auth::Authenticated;
-use crate::http::error::{ApiError, AppResult};
+use crate::http::error::{ApiError, AppResult, ErrorCode};
 use crate::state::AppState;
 
 /// The authenticated caller: a verified bearer token turned into a principal (located by its
@@ -46,7 +46,7 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath
         Path::<T>::from_request_parts(parts, state)
             .await
             .map(|Path(value)| ApiPath(value))
-            .map_err(|e| ApiError::bad_request("invalid_path", e.body_text()))
+            .map_err(|e| ApiError::bad_request(ErrorCode::InvalidPath, e.body_text()))
     }
 }
 
@@ -61,7 +61,7 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiQuer
         Query::<T>::from_request_parts(parts, state)
             .await
             .map(|Query(value)| ApiQuery(value))
-            .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
+            .map_err(|e| ApiError::bad_request(ErrorCode::InvalidQuery, e.body_text()))
     }
 }
 
@@ -93,9 +93,9 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> AppResult<T> {
     serde_json::from_slice(bytes).map_err(|e| {
         let code = if e.is_data() {
-            "invalid_body"
+            ErrorCode::InvalidBody
         } else {
-            "invalid_json"
+            ErrorCode::InvalidJson
         };
         ApiError::bad_request(code, format!("request body: {e}"))
     })
@@ -109,11 +109,11 @@ fn body_bytes(body: Result<Bytes, BytesRejection>) -> AppResult<Bytes> {
         if status == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
                 status,
-                "body_too_large",
+                ErrorCode::BodyTooLarge,
                 "the request body is larger than the limit",
             )
         } else {
-            ApiError::new(status, "invalid_body", e.body_text())
+            ApiError::new(status, ErrorCode::InvalidBody, e.body_text())
         }
     })
 }

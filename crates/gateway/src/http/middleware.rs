@@ -10,17 +10,17 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::analytics;
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ErrorCode};
 use crate::state::AppState;
 
 pub async fn no_route() -> ApiError {
-    ApiError::not_found("no_route", "no such route; see /openapi.json")
+    ApiError::not_found(ErrorCode::NoRoute, "no such route; see /openapi.json")
 }
 
 pub async fn method_not_allowed() -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+        ErrorCode::MethodNotAllowed,
         "this route does not accept that method; see /openapi.json",
     )
 }
@@ -41,7 +41,7 @@ pub async fn request_timeout(
         Ok(response) => response,
         Err(_) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "timeout",
+            ErrorCode::Timeout,
             format!(
                 "the request took longer than {} s (server.request_timeout_seconds)",
                 limit.as_secs()

@@ -36,7 +36,7 @@ use crate::analytics::Observation;
 use crate::auth::Authenticated;
 use crate::entry::{self, AccessTarget, LoggedDecision};
 use crate::http::context::access_context;
-use crate::http::error::{ApiError, AppResult};
+use crate::http::error::{ApiError, AppResult, ErrorCode};
 use crate::http::tasks::blocking;
 use crate::state::AppState;
 use policy::{AccessRequest, Action, Decision, Resource};
@@ -522,7 +522,7 @@ impl AppState {
             if denying.iter().all(|d| d.suspended) {
                 return Err(ApiError::new(
                     StatusCode::FORBIDDEN,
-                    "suspended",
+                    ErrorCode::Suspended,
                     format!(
                         "all access to {} subjects' data is suspended by the custodian's kill switch",
                         denying[0].jurisdiction
@@ -652,7 +652,7 @@ impl AppState {
             if allowed_with(with_purpose) {
                 return ApiError::new(
                     StatusCode::FORBIDDEN,
-                    "purpose_required",
+                    ErrorCode::PurposeRequired,
                     "this access needs a stated purpose: set the `Sovereign-Purpose` header",
                 )
                 .with("policies", policies);
@@ -666,7 +666,7 @@ impl AppState {
             if allowed_with(with_grant) {
                 return ApiError::new(
                     StatusCode::FORBIDDEN,
-                    "approval_required",
+                    ErrorCode::ApprovalRequired,
                     "this access needs a custodian grant: file one with `sovereign access request` (POST /v1/access/requests) and wait for approval",
                 )
                 .with("policies", policies);

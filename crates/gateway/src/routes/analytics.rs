@@ -16,7 +16,7 @@ use utoipa_axum::routes;
 
 use crate::analytics::StreamEvent;
 use crate::auth::Authenticated;
-use crate::http::error::{ApiError, AppResult, ErrorBody};
+use crate::http::error::{ApiError, AppResult, ErrorBody, ErrorCode};
 use crate::http::extract::Caller;
 use crate::http::vocab::{ROLE_APPROVER, ROLE_MONITOR};
 use crate::state::AppState;
@@ -133,7 +133,7 @@ fn watcher(app: &AppState, who: &Authenticated) -> AppResult<()> {
         tracing::warn!(principal = %who.public_id, location = %location, "analytics stream refused: restricted location");
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            "restricted_location",
+            ErrorCode::RestrictedLocation,
             format!(
                 "principals located in a restricted country ({location}) may not watch the live analytics"
             ),

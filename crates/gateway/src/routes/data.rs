@@ -10,7 +10,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
@@ -19,7 +19,7 @@ use utoipa_axum::routes;
 
 use crate::auth::Authenticated;
 use crate::entry::{self, DataEvent};
-use crate::http::error::{ApiError, AppResult, ErrorBody};
+use crate::http::error::{ApiError, AppResult, ErrorBody, ErrorCode};
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery, Caller};
 use crate::http::openapi::{AccessHeaders, CollectionPath, SubjectPath};
 use crate::http::response::Logged;
@@ -48,13 +48,11 @@ async fn log_event(
 }
 
 // ---------------------------------------------------------------------------
-// The answers' shapes, for the OpenAPI document only: the handlers build these bodies with
-// `json!`, and the property-based API test (`tests/openapi_property.rs`) checks that what
-// they send conforms.
+// The answers: each handler builds one of these, so `/openapi.json` documents exactly what
+// is sent (and the property-based API test, `tests/openapi_property.rs`, checks it).
 
 /// A group of an aggregate: the field's value and how many records have it.
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
 struct AggregateGroup {
     /// The value (`(none)` for records without it; non-strings as JSON text).
     value: String,
@@ -62,8 +60,7 @@ struct AggregateGroup {
 }
 
 /// Counts of a collection's records by one interoperable field.
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
 struct Aggregate {
     collection: String,
     group_by: String,
@@ -76,9 +73,8 @@ struct Aggregate {
 }
 
 /// What an erasure did.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-struct Erased {
+#[derive(Serialize, ToSchema)]
+pub struct Erased {
     subject: String,
     erased: bool,
     /// The sites that held the subject or its records.
@@ -90,8 +86,7 @@ struct Erased {
 }
 
 /// One record of an export.
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
 struct ExportedRecord {
     collection: String,
     key: String,
@@ -103,18 +98,18 @@ struct ExportedRecord {
 }
 
 /// All of a subject's data.
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
 struct Export {
     subject: String,
     jurisdiction: String,
     site: String,
-    records: Vec<ExportedRecord>,
+    /// The records as `ExportedRecord`s (built by the pipeline's `Governed::export`).
+    #[schema(value_type = Vec<ExportedRecord>)]
+    records: Vec<Value>,
 }
 
 /// A misplaced subject, by its log pseudonym.
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
 struct ScanItem {
     subject: String,
     jurisdiction: String,
@@ -122,8 +117,7 @@ struct ScanItem {
 }
 
 /// The misplaced subjects of one site.
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
 struct ScanSite {
     site: String,
     subjects: u64,
@@ -132,8 +126,7 @@ struct ScanSite {
 }
 
 /// The residency scan: whether every subject is at a site its rule allows.
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
 struct Scan {
     ok: bool,
     /// How many subjects are not.
@@ -142,8 +135,7 @@ struct Scan {
 }
 
 /// The evidence of a migration.
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
 struct Migrated {
     /// As the request named it: the id, or the pseudonym.
     subject: String,
@@ -201,7 +193,7 @@ async fn egress(
     let limit = query.limit.unwrap_or(max);
     if limit == 0 || limit > max {
         return Err(ApiError::bad_request(
-            "invalid_query",
+            ErrorCode::InvalidQuery,
             format!("`limit` must be between 1 and {max} (egress.page_size)"),
         ));
     }
@@ -293,14 +285,14 @@ async fn aggregate(
     headers: HeaderMap,
     ApiPath(collection): ApiPath<String>,
     ApiQuery(query): ApiQuery<AggregateQuery>,
-) -> AppResult<Logged<Value>> {
+) -> AppResult<Logged<Aggregate>> {
     let declared = app
         .governed
         .collection(&collection)
         .ok_or_else(|| vault::VaultError::UnknownCollection(collection.clone()))?;
     if declared.fields.get(&query.group_by) != Some(&FieldClass::Interoperable) {
         return Err(ApiError::bad_request(
-            "not_interoperable",
+            ErrorCode::NotInteroperable,
             format!(
                 "`{}` is not an interoperable field of `{collection}`; only interoperable fields may be grouped by",
                 query.group_by
@@ -336,14 +328,20 @@ async fn aggregate(
 
     let min = app.config.egress.min_group_size;
     let (shown, hidden): (Vec<_>, Vec<_>) = counts.into_iter().partition(|(_, n)| *n >= min);
-    let body = json!({
-        "collection": collection,
-        "group_by": query.group_by,
-        "min_group_size": min,
-        "groups": shown.iter().map(|(value, count)| json!({"value": value, "count": count})).collect::<Vec<_>>(),
-        "suppressed_groups": hidden.len(),
-        "suppressed_rows": hidden.iter().map(|(_, n)| n).sum::<u64>(),
-    });
+    let body = Aggregate {
+        collection: collection.clone(),
+        group_by: query.group_by.clone(),
+        min_group_size: min,
+        groups: shown
+            .iter()
+            .map(|(value, count)| AggregateGroup {
+                value: value.clone(),
+                count: *count,
+            })
+            .collect(),
+        suppressed_groups: hidden.len() as u64,
+        suppressed_rows: hidden.iter().map(|(_, n)| n).sum(),
+    };
     let bytes = serde_json::to_vec(&body).expect("JSON to a Vec cannot fail");
     let details = json!({
         "collection": collection,
@@ -377,7 +375,7 @@ pub async fn erase_subject(
     Caller(who): Caller,
     headers: HeaderMap,
     ApiPath(id): ApiPath<String>,
-) -> AppResult<Logged<Value>> {
+) -> AppResult<Logged<Erased>> {
     let ask = app.ask(&who, Action::Delete, &headers)?;
     let subject = app.find_subject_any_collection(&ask, &id).await?;
     let permits = app.decide_every_collection(&ask, &subject).await?;
@@ -403,13 +401,13 @@ pub async fn erase_subject(
     tracing::info!(sites = ?erasure.sites, records = erasure.records, "subject erased");
     Ok(Logged::ok(
         index,
-        json!({
-            "subject": subject.id,
-            "erased": true,
-            "sites": erasure.sites,
-            "records": erasure.records,
-            "keys_destroyed": erasure.keys_destroyed,
-        }),
+        Erased {
+            subject: subject.id,
+            erased: true,
+            sites: erasure.sites,
+            records: erasure.records,
+            keys_destroyed: erasure.keys_destroyed,
+        },
     ))
 }
 
@@ -433,23 +431,23 @@ async fn export_subject(
     Caller(who): Caller,
     headers: HeaderMap,
     ApiPath(id): ApiPath<String>,
-) -> AppResult<Logged<Value>> {
+) -> AppResult<Logged<Export>> {
     let ask = app.ask(&who, Action::Export, &headers)?;
     let subject = app.find_subject_any_collection(&ask, &id).await?;
     let permits = app.decide_every_collection(&ask, &subject).await?;
     let records = app.governed.export(&permits).await?;
-    let body = json!({
-        "subject": subject.id,
-        "jurisdiction": subject.jurisdiction,
-        "site": subject.site,
-        "records": records,
-    });
+    let body = Export {
+        subject: subject.id.clone(),
+        jurisdiction: subject.jurisdiction.clone(),
+        site: subject.site.clone(),
+        records,
+    };
     let bytes = serde_json::to_vec(&body).expect("JSON to a Vec cannot fail");
     let own = who.principal.id == subject.id;
     let details = json!({
         "subject": app.pseudonyms.pseudonym(&subject.id),
         "basis": if own { "data-subject" } else { "policy" },
-        "records": records.len(),
+        "records": body.records.len(),
         "sha256": sha256_hex(&bytes),
         "decisions": permits.iter().map(|p| p.index()).collect::<Vec<_>>(),
     });
@@ -475,36 +473,35 @@ async fn residency_scan(
     State(app): Shared,
     Caller(who): Caller,
     headers: HeaderMap,
-) -> AppResult<Logged<Value>> {
+) -> AppResult<Logged<Scan>> {
     let ask = app.ask(&who, Action::Scan, &headers)?;
     let permit = app
         .decide(ask, Scope::Everywhere { collection: None })
         .await?;
     let misplaced = app.governed.misplaced(&permit).await?;
-    let mut sites: BTreeMap<String, (u64, u64, Vec<Value>)> = BTreeMap::new();
+    let mut sites: BTreeMap<String, ScanSite> = BTreeMap::new();
     for m in &misplaced {
-        let site = sites.entry(m.site.clone()).or_default();
-        site.0 += 1;
-        site.1 += m.records;
-        site.2.push(json!({
-            "subject": app.pseudonyms.pseudonym(&m.subject),
-            "jurisdiction": m.jurisdiction,
-            "records": m.records,
-        }));
+        let site = sites.entry(m.site.clone()).or_insert_with(|| ScanSite {
+            site: m.site.clone(),
+            subjects: 0,
+            records: 0,
+            items: Vec::new(),
+        });
+        site.subjects += 1;
+        site.records += m.records;
+        site.items.push(ScanItem {
+            subject: app.pseudonyms.pseudonym(&m.subject),
+            jurisdiction: m.jurisdiction.clone(),
+            records: m.records,
+        });
     }
-    let sites: Vec<Value> = sites
-        .into_iter()
-        .map(|(site, (subjects, records, items))| {
-            json!({"site": site, "subjects": subjects, "records": records, "items": items})
-        })
-        .collect();
     Ok(Logged::ok(
         permit.index(),
-        json!({
-            "ok": misplaced.is_empty(),
-            "misplaced": misplaced.len(),
-            "sites": sites,
-        }),
+        Scan {
+            ok: misplaced.is_empty(),
+            misplaced: misplaced.len() as u64,
+            sites: sites.into_values().collect(),
+        },
     ))
 }
 
@@ -552,10 +549,10 @@ async fn residency_migrate(
     Caller(who): Caller,
     headers: HeaderMap,
     ApiJson(request): ApiJson<MigrateBody>,
-) -> AppResult<Logged<Value>> {
+) -> AppResult<Logged<Migrated>> {
     if !app.config.sites.contains_key(&request.from) {
         return Err(ApiError::bad_request(
-            "unknown_site",
+            ErrorCode::UnknownSite,
             format!("there is no site `{}`", request.from),
         ));
     }
@@ -574,7 +571,7 @@ async fn residency_migrate(
         }
         _ => {
             return Err(ApiError::bad_request(
-                "invalid_body",
+                ErrorCode::InvalidBody,
                 "give exactly one of `subject` (an id) and `subject_pseudonym` (as the scan shows it)",
             ));
         }
@@ -609,18 +606,17 @@ async fn residency_migrate(
     tracing::info!(from = %migration.from, to = %migration.to, records = migration.records, "subject migrated");
     Ok(Logged::ok(
         index,
-        json!({
-            "subject": named,
-            "from": migration.from,
-            "to": migration.to,
-            "records": migration.records,
-            "source_digest": migration.source_digest,
-            "destination_digest": migration.destination_digest,
-        }),
+        Migrated {
+            subject: named,
+            from: migration.from,
+            to: migration.to,
+            records: migration.records,
+            source_digest: migration.source_digest,
+            destination_digest: migration.destination_digest,
+        },
     ))
 }
 
-/// The data-movement routes, for `api::routes`.
 /// The routes of data leaving and moving (erasure is registered with the subject routes).
 pub fn routes() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()

@@ -14,7 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::http::error::{ApiError, ErrorBody};
+use crate::http::error::{ApiError, ErrorBody, ErrorCode};
 use crate::http::extract::{ApiPath, ApiQuery};
 use crate::http::openapi::route_documented;
 use crate::http::tasks::blocking;
@@ -72,7 +72,7 @@ pub async fn tile(
     let full_path = format!("tile/{path}");
     let (kind, tile) = tlog::parse_tile_path(&full_path).map_err(|_| {
         ApiError::bad_request(
-            "invalid_tile_path",
+            ErrorCode::InvalidTilePath,
             format!("`{full_path}` is not a C2SP tlog-tiles path"),
         )
     })?;
@@ -82,7 +82,7 @@ pub async fn tile(
         .map_err(ApiError::internal)?
         .ok_or_else(|| {
             ApiError::not_found(
-                "tile_not_found",
+                ErrorCode::TileNotFound,
                 format!("the log holds no `{full_path}` yet"),
             )
         })?;
@@ -179,7 +179,7 @@ pub async fn consistency(
     // the log store reports it as a storage failure, which it is not.
     if from == 0 {
         return Err(ApiError::bad_request(
-            "out_of_range",
+            ErrorCode::OutOfRange,
             "no consistency proof from an empty tree: `from` must be at least 1",
         ));
     }
@@ -196,7 +196,9 @@ pub async fn consistency(
 
 fn proof_error(e: logstore::LogError) -> ApiError {
     match e {
-        logstore::LogError::OutOfRange(message) => ApiError::bad_request("out_of_range", message),
+        logstore::LogError::OutOfRange(message) => {
+            ApiError::bad_request(ErrorCode::OutOfRange, message)
+        }
         other => ApiError::internal(other),
     }
 }

@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::http::error::{ApiError, AppResult, ErrorBody};
+use crate::http::error::{ApiError, AppResult, ErrorBody, ErrorCode};
 use crate::http::extract::{ApiJson, ApiPath, Caller};
 use crate::http::openapi::{AccessHeaders, RecordFields, RecordPath, SubjectPath};
 use crate::http::response::Logged;
@@ -222,7 +222,7 @@ async fn put_record(
     app.governed.declared(&collection)?;
     if fields.is_empty() {
         return Err(ApiError::bad_request(
-            "empty_record",
+            ErrorCode::EmptyRecord,
             "a record must hold at least one field",
         ));
     }
@@ -296,7 +296,7 @@ async fn get_record(
         subject: &subject,
         collection: &collection,
         fields: &names,
-        classes: pipeline::declared_classes(&declared),
+        classes: pipeline::declared_classes(declared),
     };
     let permit = app.decide(ask, scope).await?;
     let record = app
@@ -305,7 +305,7 @@ async fn get_record(
         .await?
         .ok_or_else(|| {
             ApiError::not_found(
-                "record_not_found",
+                ErrorCode::RecordNotFound,
                 format!("subject `{id}` has no `{collection}` record `{key}`"),
             )
             .logged(permit.index())
@@ -355,7 +355,7 @@ async fn delete_record(
         subject: &subject,
         collection: &collection,
         fields: &names,
-        classes: pipeline::declared_classes(&declared),
+        classes: pipeline::declared_classes(declared),
     };
     let permit = app.decide(ask, scope).await?;
     let deleted = app
@@ -364,7 +364,7 @@ async fn delete_record(
         .await?;
     if !deleted {
         return Err(ApiError::not_found(
-            "record_not_found",
+            ErrorCode::RecordNotFound,
             format!("subject `{id}` has no `{collection}` record `{key}`"),
         )
         .logged(permit.index()));

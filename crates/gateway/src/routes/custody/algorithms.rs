@@ -47,46 +47,52 @@ enum ReleaseStatus {
 }
 
 /// An algorithm release.
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
 struct ReleaseBody {
     name: String,
     version: String,
     sha256: String,
     size: u64,
-    status: ReleaseStatus,
+    #[schema(value_type = ReleaseStatus)]
+    status: &'static str,
     submitted_by: PersonBody,
     submitted_at: String,
     activated_at: Option<String>,
     signers: Vec<String>,
     /// The signed release statement (active releases, and activation's answer).
+    #[serde(skip_serializing_if = "Option::is_none")]
     signature: Option<String>,
     /// The statement to sign (submission's answer).
+    #[serde(skip_serializing_if = "Option::is_none")]
     statement: Option<String>,
 }
 
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
 struct Releases {
     releases: Vec<ReleaseBody>,
 }
 
-fn release_json(r: &custody::Release, with_signature: bool) -> Value {
-    let mut body = json!({
-        "name": r.name,
-        "version": r.version,
-        "sha256": r.sha256,
-        "size": r.size,
-        "status": r.status(),
-        "submitted_by": r.submitted_by,
-        "submitted_at": rfc3339(r.submitted_at),
-        "activated_at": r.activated_at.map(rfc3339),
-        "signers": r.signers,
-    });
-    if with_signature {
-        body["signature"] = r.signature.clone().into();
+impl ReleaseBody {
+    /// A release as listed; `with_signature` adds the custodian's signed statement.
+    fn new(r: &custody::Release, with_signature: bool) -> Self {
+        ReleaseBody {
+            name: r.name.clone(),
+            version: r.version.clone(),
+            sha256: r.sha256.clone(),
+            size: r.size,
+            status: r.status(),
+            submitted_by: PersonBody::new(&r.submitted_by),
+            submitted_at: rfc3339(r.submitted_at),
+            activated_at: r.activated_at.map(rfc3339),
+            signers: r.signers.clone(),
+            signature: if with_signature {
+                r.signature.clone()
+            } else {
+                None
+            },
+            statement: None,
+        }
     }
-    body
 }
 
 /// Submits an algorithm artifact (the raw bytes). It is stored under its SHA-256 and runs
@@ -117,7 +123,7 @@ async fn submit_algorithm(
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
+            ErrorCode::BodyTooLarge,
             format!("the artifact is larger than custody.max_artifact_bytes ({limit} bytes), or the upload broke off"),
         )
     })?;
@@ -138,8 +144,10 @@ async fn submit_algorithm(
         version: release.version.clone(),
         sha256: release.sha256.clone(),
     };
-    let mut body = release_json(&release, false);
-    body["statement"] = statement.text().into();
+    let body = ReleaseBody {
+        statement: Some(statement.text()),
+        ..ReleaseBody::new(&release, false)
+    };
     Ok(match index {
         Some(index) => Logged::with_status(index, StatusCode::CREATED, body).into_response(),
         None => (StatusCode::OK, Json(body)).into_response(),
@@ -149,27 +157,27 @@ async fn submit_algorithm(
 /// Every algorithm version submitted.
 #[utoipa::path(get, path = "/v1/algorithms", tag = "custody",
     responses((status = 200, description = "the releases", body = Releases)))]
-async fn list_algorithms(State(app): Shared) -> Json<Value> {
-    let releases: Vec<Value> = app
+async fn list_algorithms(State(app): Shared) -> Json<Releases> {
+    let releases = app
         .custody
         .releases()
         .iter()
-        .map(|r| release_json(r, false))
+        .map(|r| ReleaseBody::new(r, false))
         .collect();
-    Json(json!({ "releases": releases }))
+    Json(Releases { releases })
 }
 
 /// The active releases with the custodian's signed statements, for monitors.
 #[utoipa::path(get, path = "/v1/algorithms/active", tag = "custody",
     responses((status = 200, description = "the active releases, with their signed statements", body = Releases)))]
-async fn active_algorithms(State(app): Shared) -> Json<Value> {
-    let releases: Vec<Value> = app
+async fn active_algorithms(State(app): Shared) -> Json<Releases> {
+    let releases = app
         .custody
         .active_releases()
         .iter()
-        .map(|r| release_json(r, true))
+        .map(|r| ReleaseBody::new(r, true))
         .collect();
-    Json(json!({ "releases": releases }))
+    Json(Releases { releases })
 }
 
 /// Activates a release. The body is the custodian's signed statement naming exactly this
@@ -190,7 +198,7 @@ async fn activate_algorithm(
     Caller(who): Caller,
     ApiPath((name, version)): ApiPath<(String, String)>,
     RawBody(body): RawBody,
-) -> AppResult<Logged<Value>> {
+) -> AppResult<Logged<ReleaseBody>> {
     app.custodian(&who, &[ROLE_OPERATOR])?;
     let signed = note_body(body)?;
     let now = now_unix();
@@ -199,7 +207,7 @@ async fn activate_algorithm(
             .activate_algorithm(&name, &version, &signed, now, &app.log_custody(Some(who)))
     })
     .await?;
-    Ok(Logged::ok(index, release_json(&release, true)))
+    Ok(Logged::ok(index, ReleaseBody::new(&release, true)))
 }
 
 /// An artifact's bytes, served only after they are checked against the recorded digest.
@@ -224,11 +232,11 @@ async fn fetch_algorithm(
     })
     .await
     .map_err(|e| {
-        if e.code == "digest_mismatch" {
+        if e.code == ErrorCode::DigestMismatch {
             tracing::error!("an algorithm artifact does not match its digest; not served");
             ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "artifact_corrupt",
+                ErrorCode::ArtifactCorrupt,
                 e.message,
             )
         } else {

@@ -22,8 +22,7 @@ struct InvariantHashPath {
 }
 
 /// An invariant set, without its text.
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
 struct InvariantSummary {
     hash: String,
     status: SetStatus,
@@ -35,8 +34,7 @@ struct InvariantSummary {
     signers: Vec<String>,
 }
 
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
 struct InvariantSets {
     /// The hash of the set in force.
     active: Option<String>,
@@ -44,51 +42,40 @@ struct InvariantSets {
 }
 
 /// An invariant set with its text, signature and proofs.
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
 struct InvariantSetBody {
-    hash: String,
-    status: SetStatus,
-    invariants: Vec<String>,
-    proposed_by: PersonBody,
-    proposed_at: String,
-    activated_at: Option<String>,
-    signers: Vec<String>,
+    #[serde(flatten)]
+    summary: InvariantSummary,
     text: String,
     signature: Option<String>,
+    /// The proofs of the policy set active when it was activated.
     #[schema(value_type = Option<Object>)]
-    proofs: Option<Value>,
+    proofs: Option<custody::Proofs>,
 }
 
 /// A proposed invariant set: its hash, the active policy set's proofs against it, and the
 /// statement custodians sign.
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
 struct InvariantsProposed {
     hash: String,
     invariants: Vec<String>,
     #[schema(value_type = Object)]
-    proofs: Value,
+    proofs: custody::Proofs,
     statement: String,
 }
 
-fn invariants_summary(set: &custody::InvariantSetRecord, active: Option<&str>) -> Value {
-    let status = if active == Some(set.hash.as_str()) {
-        "active"
-    } else if set.activated_at.is_some() {
-        "retired"
-    } else {
-        "proposed"
-    };
-    json!({
-        "hash": set.hash,
-        "status": status,
-        "invariants": set.names,
-        "proposed_by": set.proposed_by,
-        "proposed_at": rfc3339(set.proposed_at),
-        "activated_at": set.activated_at.map(rfc3339),
-        "signers": set.signers,
-    })
+impl InvariantSummary {
+    fn new(set: &custody::InvariantSetRecord, active: Option<&str>) -> Self {
+        InvariantSummary {
+            hash: set.hash.clone(),
+            status: SetStatus::of(&set.hash, set.activated_at, active),
+            invariants: set.names.clone(),
+            proposed_by: PersonBody::new(&set.proposed_by),
+            proposed_at: rfc3339(set.proposed_at),
+            activated_at: set.activated_at.map(rfc3339),
+            signers: set.signers.clone(),
+        }
+    }
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -140,12 +127,12 @@ async fn propose_invariants(
     let statement = custody::statement::Statement::InvariantActivation {
         invariant_set: set.hash.clone(),
     };
-    let body = json!({
-        "hash": set.hash,
-        "invariants": set.names,
-        "proofs": proofs,
-        "statement": statement.text(),
-    });
+    let body = InvariantsProposed {
+        hash: set.hash,
+        invariants: set.names,
+        proofs,
+        statement: statement.text(),
+    };
     Ok(match index {
         Some(index) => Logged::with_status(index, StatusCode::CREATED, body).into_response(),
         None => (StatusCode::OK, Json(body)).into_response(),
@@ -172,7 +159,7 @@ async fn activate_invariants(
     Caller(who): Caller,
     ApiPath(hash): ApiPath<String>,
     RawBody(body): RawBody,
-) -> AppResult<Logged<Value>> {
+) -> AppResult<Logged<Activated>> {
     app.custodian(&who, &[ROLE_OPERATOR])?;
     let signed = note_body(body)?;
     let set = app
@@ -201,12 +188,12 @@ async fn activate_invariants(
     tracing::info!(invariant_set = %set.hash, signers = ?set.signers, "invariant set activated");
     Ok(Logged::ok(
         index,
-        json!({
-            "hash": set.hash,
-            "activated_at": set.activated_at.map(rfc3339),
-            "signers": set.signers,
-            "proofs": set.proofs,
-        }),
+        Activated {
+            hash: set.hash,
+            activated_at: set.activated_at.map(rfc3339),
+            signers: set.signers,
+            proofs: set.proofs,
+        },
     ))
 }
 
@@ -222,7 +209,7 @@ async fn prove_active_policy_against(
         .ok_or_else(|| ApiError::internal("no policy set is active"))?;
     in_proof_slot(app, move |settings| {
         let invariants = proof::parse_invariants(&active.schema, &text)
-            .map_err(|e| ApiError::bad_request("invalid_invariants", e))?;
+            .map_err(|e| ApiError::bad_request(ErrorCode::InvalidInvariants, e))?;
         let proofs = proof::prove_policy(&active.schema, &active.policies, &invariants, settings)
             .map_err(|refusal| {
             let mut error = ApiError::from(refusal);
@@ -240,13 +227,13 @@ async fn prove_active_policy_against(
 /// Every invariant set the custodian activated, and which is in force.
 #[utoipa::path(get, path = "/v1/invariants", tag = "custody",
     responses((status = 200, description = "the invariant sets", body = InvariantSets)))]
-async fn list_invariants(State(app): Shared) -> Json<Value> {
+async fn list_invariants(State(app): Shared) -> Json<InvariantSets> {
     let (active, sets) = app.custody.invariant_sets();
-    let sets: Vec<Value> = sets
+    let sets = sets
         .iter()
-        .map(|s| invariants_summary(s, active.as_deref()))
+        .map(|s| InvariantSummary::new(s, active.as_deref()))
         .collect();
-    Json(json!({ "active": active, "sets": sets }))
+    Json(InvariantSets { active, sets })
 }
 
 /// One invariant set, by hash, with its text, signature and the proofs of the policy set
@@ -261,15 +248,16 @@ async fn list_invariants(State(app): Shared) -> Json<Value> {
 async fn get_invariants(
     State(app): Shared,
     ApiPath(hash): ApiPath<String>,
-) -> AppResult<Json<Value>> {
+) -> AppResult<Json<InvariantSetBody>> {
     let set = app
         .custody
         .invariant_set(&hash)
         .ok_or_else(|| CustodyError::UnknownInvariantSet(hash.clone()))?;
     let active = app.custody.active_invariants().map(|s| s.hash);
-    let mut body = invariants_summary(&set, active.as_deref());
-    body["text"] = set.text.into();
-    body["signature"] = set.signature.into();
-    body["proofs"] = json!(set.proofs);
-    Ok(Json(body))
+    Ok(Json(InvariantSetBody {
+        summary: InvariantSummary::new(&set, active.as_deref()),
+        text: set.text,
+        signature: set.signature,
+        proofs: set.proofs,
+    }))
 }

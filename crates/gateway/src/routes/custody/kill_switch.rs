@@ -8,8 +8,7 @@ pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
 }
 
 /// The kill switch's state for one jurisdiction.
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
 struct JurisdictionState {
     jurisdiction: String,
     suspended: bool,
@@ -20,37 +19,47 @@ struct JurisdictionState {
     signers: Vec<String>,
 }
 
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
 struct KillSwitchState {
     jurisdictions: Vec<JurisdictionState>,
 }
 
-fn kill_switch_json(app: &AppState) -> Value {
-    let suspensions = app.custody.suspensions();
-    let jurisdictions: Vec<Value> = app
-        .config
-        .jurisdictions
-        .iter()
-        .map(|j| match suspensions.iter().find(|s| &s.jurisdiction == j) {
-            Some(s) => json!({
-                "jurisdiction": j,
-                "suspended": s.suspended,
-                "serial": s.serial,
-                "since": rfc3339(s.since),
-                "signers": s.signers,
-            }),
-            None => json!({"jurisdiction": j, "suspended": false, "serial": 0, "since": null, "signers": []}),
-        })
-        .collect();
-    json!({ "jurisdictions": jurisdictions })
+impl KillSwitchState {
+    /// The state now, for every configured jurisdiction.
+    fn now(app: &AppState) -> Self {
+        let suspensions = app.custody.suspensions();
+        let jurisdictions = app
+            .config
+            .jurisdictions
+            .iter()
+            .map(
+                |j| match suspensions.iter().find(|s| &s.jurisdiction == j) {
+                    Some(s) => JurisdictionState {
+                        jurisdiction: j.clone(),
+                        suspended: s.suspended,
+                        serial: s.serial,
+                        since: Some(rfc3339(s.since)),
+                        signers: s.signers.clone(),
+                    },
+                    None => JurisdictionState {
+                        jurisdiction: j.clone(),
+                        suspended: false,
+                        serial: 0,
+                        since: None,
+                        signers: Vec::new(),
+                    },
+                },
+            )
+            .collect();
+        KillSwitchState { jurisdictions }
+    }
 }
 
 /// The kill switch's state for every jurisdiction.
 #[utoipa::path(get, path = "/v1/kill-switch", tag = "custody",
     responses((status = 200, description = "per jurisdiction: suspended or not, the last serial", body = KillSwitchState)))]
-async fn kill_switch_status(State(app): Shared) -> Json<Value> {
-    Json(kill_switch_json(&app))
+async fn kill_switch_status(State(app): Shared) -> Json<KillSwitchState> {
+    Json(KillSwitchState::now(&app))
 }
 
 /// Applies a signed kill-switch command: suspend or lift all access to one jurisdiction's
@@ -68,7 +77,7 @@ async fn apply_kill_switch(
     State(app): Shared,
     Caller(who): Caller,
     RawBody(body): RawBody,
-) -> AppResult<Logged<Value>> {
+) -> AppResult<Logged<KillSwitchState>> {
     app.custodian(&who, &[ROLE_OPERATOR])?;
     let signed = note_body(body)?;
     let now = now_unix();
@@ -87,5 +96,5 @@ async fn apply_kill_switch(
         serial = suspension.serial,
         "kill switch applied"
     );
-    Ok(Logged::ok(index, kill_switch_json(&app)))
+    Ok(Logged::ok(index, KillSwitchState::now(&app)))
 }

@@ -15,7 +15,7 @@
 use crate::analytics::{AlertKind, AlertRequest};
 use crate::auth::{Authenticated, now_unix};
 use crate::entry;
-use crate::http::error::{ApiError, AppResult, ErrorBody};
+use crate::http::error::{ApiError, AppResult, ErrorBody, ErrorCode};
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery, Caller, RawBody, parse_json};
 use crate::http::response::Logged;
 use crate::http::tasks::blocking;
@@ -32,7 +32,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use custody::{AccessRequest, Custody, CustodyError, Event, Person, Status};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 use std::sync::Arc;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -89,7 +89,7 @@ impl AppState {
         {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
-                "restricted_location",
+                ErrorCode::RestrictedLocation,
                 format!(
                     "custodian controls are not available from {}, a restricted country",
                     who.principal.location
@@ -112,46 +112,11 @@ fn rfc3339(unix: i64) -> String {
     humantime::format_rfc3339_seconds(time).to_string()
 }
 
-impl From<CustodyError> for ApiError {
-    fn from(e: CustodyError) -> ApiError {
-        use CustodyError as E;
-        let message = e.to_string();
-        let (status, code) = match &e {
-            E::UnknownRequest(_) => (StatusCode::NOT_FOUND, "unknown_request"),
-            E::UnknownPolicySet(_) => (StatusCode::NOT_FOUND, "unknown_policy_set"),
-            E::UnknownInvariantSet(_) => (StatusCode::NOT_FOUND, "unknown_invariant_set"),
-            E::UnknownRelease { .. } => (StatusCode::NOT_FOUND, "unknown_release"),
-            E::NotPending { .. } => (StatusCode::CONFLICT, "not_pending"),
-            E::NotActive { .. } => (StatusCode::CONFLICT, "not_active"),
-            E::NotARequest(_) | E::NotBreakGlass(_) => (StatusCode::CONFLICT, "wrong_kind"),
-            E::AlreadyReviewed(_) => (StatusCode::CONFLICT, "already_reviewed"),
-            E::AlreadyApproved(_) => (StatusCode::CONFLICT, "already_approved"),
-            E::SelfApproval => (StatusCode::FORBIDDEN, "self_approval"),
-            E::SameEntity(_) => (StatusCode::FORBIDDEN, "same_entity"),
-            E::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
-            E::VersionExists { .. } => (StatusCode::CONFLICT, "version_exists"),
-            E::DigestMismatch { .. } => (StatusCode::CONFLICT, "digest_mismatch"),
-            E::WrongStatement(_) => (StatusCode::BAD_REQUEST, "invalid_signature"),
-            E::NotProven(_) => (StatusCode::UNPROCESSABLE_ENTITY, "policy_not_proven"),
-            E::Statement(custody::statement::StatementError::ThresholdNotMet { .. }) => {
-                (StatusCode::FORBIDDEN, "threshold_not_met")
-            }
-            E::Statement(_) => (StatusCode::BAD_REQUEST, "invalid_signature"),
-            E::StaleSerial { .. } => (StatusCode::CONFLICT, "stale_serial"),
-            E::LogUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "log_unavailable"),
-            E::Store { .. } => return ApiError::internal(message),
-            // The stored custody state failed its own checks: nothing can be decided on it.
-            E::Unverified { .. } => (StatusCode::SERVICE_UNAVAILABLE, "custody_unverified"),
-        };
-        ApiError::new(status, code, message)
-    }
-}
-
 /// A signed statement sent as the request body.
 fn note_body(bytes: Bytes) -> AppResult<Vec<u8>> {
     if bytes.is_empty() {
         return Err(ApiError::bad_request(
-            "invalid_signature",
+            ErrorCode::InvalidSignature,
             "the body must be the signed statement (a signed note); it is empty",
         ));
     }
@@ -159,24 +124,36 @@ fn note_body(bytes: Bytes) -> AppResult<Vec<u8>> {
 }
 
 /// Whether a policy or invariant set is the one in force, was, or never was.
-#[derive(ToSchema)]
-#[schema(rename_all = "snake_case")]
-#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
 enum SetStatus {
     Active,
     Retired,
     Proposed,
 }
 
+impl SetStatus {
+    /// The status of the set `hash`, activated at `activated_at` if ever, when `active` is
+    /// the set in force.
+    fn of(hash: &str, activated_at: Option<i64>, active: Option<&str>) -> SetStatus {
+        if active == Some(hash) {
+            SetStatus::Active
+        } else if activated_at.is_some() {
+            SetStatus::Retired
+        } else {
+            SetStatus::Proposed
+        }
+    }
+}
+
 /// An activated policy or invariant set.
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
 struct Activated {
     hash: String,
     activated_at: Option<String>,
     signers: Vec<String>,
     #[schema(value_type = Option<Object>)]
-    proofs: Option<Value>,
+    proofs: Option<custody::Proofs>,
 }
 
 /// Runs a custody change on a blocking thread (it waits for the log's fsync), with no
@@ -225,9 +202,17 @@ fn check_statement_first(
 }
 
 /// Someone acting: a principal's id and employer entity.
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
 struct PersonBody {
     id: String,
     entity: String,
+}
+
+impl PersonBody {
+    fn new(p: &Person) -> Self {
+        PersonBody {
+            id: p.id.clone(),
+            entity: p.entity.clone(),
+        }
+    }
 }

@@ -22,8 +22,7 @@ struct PolicyHashPath {
 }
 
 /// A policy set, without its text.
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
 struct PolicySummary {
     hash: String,
     status: SetStatus,
@@ -34,8 +33,7 @@ struct PolicySummary {
     signers: Vec<String>,
 }
 
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
 struct PolicySets {
     /// The hash of the active set.
     active: Option<String>,
@@ -43,31 +41,25 @@ struct PolicySets {
 }
 
 /// A policy set with its text, signature and the proofs of its last activation.
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
 struct PolicySetBody {
-    hash: String,
-    status: SetStatus,
-    policy_ids: Vec<String>,
-    proposed_by: PersonBody,
-    proposed_at: String,
-    activated_at: Option<String>,
-    signers: Vec<String>,
+    #[serde(flatten)]
+    summary: PolicySummary,
     schema: String,
     policies: String,
     signature: Option<String>,
+    /// The proofs of its last activation (none for a set never activated).
     #[schema(value_type = Option<Object>)]
-    proofs: Option<Value>,
+    proofs: Option<custody::Proofs>,
 }
 
 /// A proposed policy set: its hash, its proofs and the statement custodians sign.
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
 struct PolicyProposed {
     hash: String,
     policy_ids: Vec<String>,
     #[schema(value_type = Object)]
-    proofs: Value,
+    proofs: custody::Proofs,
     statement: String,
 }
 
@@ -81,23 +73,18 @@ struct ProposePolicy {
     schema: Option<String>,
 }
 
-fn policy_summary(set: &custody::PolicySetRecord, active: Option<&str>) -> Value {
-    let status = if active == Some(set.hash.as_str()) {
-        "active"
-    } else if set.activated_at.is_some() {
-        "retired"
-    } else {
-        "proposed"
-    };
-    json!({
-        "hash": set.hash,
-        "status": status,
-        "policy_ids": set.policy_ids,
-        "proposed_by": set.proposed_by,
-        "proposed_at": rfc3339(set.proposed_at),
-        "activated_at": set.activated_at.map(rfc3339),
-        "signers": set.signers,
-    })
+impl PolicySummary {
+    fn new(set: &custody::PolicySetRecord, active: Option<&str>) -> Self {
+        PolicySummary {
+            hash: set.hash.clone(),
+            status: SetStatus::of(&set.hash, set.activated_at, active),
+            policy_ids: set.policy_ids.clone(),
+            proposed_by: PersonBody::new(&set.proposed_by),
+            proposed_at: rfc3339(set.proposed_at),
+            activated_at: set.activated_at.map(rfc3339),
+            signers: set.signers.clone(),
+        }
+    }
 }
 
 /// Proposes a policy set. It is validated against the schema and proven against the
@@ -129,7 +116,7 @@ async fn propose_policy(
             .unwrap_or_else(|| policy::DEFAULT_SCHEMA.to_string()),
     };
     let engine = policy::PolicyEngine::new(&schema, &request.policies)
-        .map_err(|e| ApiError::bad_request("invalid_policy", e.to_string()))?;
+        .map_err(|e| ApiError::bad_request(ErrorCode::InvalidPolicy, e.to_string()))?;
     let proofs = prove_against_invariants(&app, &schema, &request.policies).await?;
     let record = custody::PolicySetRecord {
         hash: engine.policy_set_hash().to_string(),
@@ -152,12 +139,12 @@ async fn propose_policy(
     let statement = custody::statement::Statement::PolicyActivation {
         policy_set: set.hash.clone(),
     };
-    let body = json!({
-        "hash": set.hash,
-        "policy_ids": set.policy_ids,
-        "proofs": proofs,
-        "statement": statement.text(),
-    });
+    let body = PolicyProposed {
+        hash: set.hash,
+        policy_ids: set.policy_ids,
+        proofs,
+        statement: statement.text(),
+    };
     Ok(match index {
         Some(index) => Logged::with_status(index, StatusCode::CREATED, body).into_response(),
         None => (StatusCode::OK, Json(body)).into_response(),
@@ -167,13 +154,13 @@ async fn propose_policy(
 /// Every policy set proposed, and which is active.
 #[utoipa::path(get, path = "/v1/policies", tag = "custody",
     responses((status = 200, description = "the policy sets", body = PolicySets)))]
-async fn list_policies(State(app): Shared) -> Json<Value> {
+async fn list_policies(State(app): Shared) -> Json<PolicySets> {
     let (active, sets) = app.custody.policy_sets();
-    let sets: Vec<Value> = sets
+    let sets = sets
         .iter()
-        .map(|s| policy_summary(s, active.as_deref()))
+        .map(|s| PolicySummary::new(s, active.as_deref()))
         .collect();
-    Json(json!({ "active": active, "sets": sets }))
+    Json(PolicySets { active, sets })
 }
 
 /// One policy set, by hash, with its full text: monitors fetch the set a log entry names and
@@ -184,19 +171,22 @@ async fn list_policies(State(app): Shared) -> Json<Value> {
         (status = 200, description = "the policy set", body = PolicySetBody),
         (status = 404, description = "`unknown_policy_set`", body = ErrorBody),
     ))]
-async fn get_policy(State(app): Shared, ApiPath(hash): ApiPath<String>) -> AppResult<Json<Value>> {
+async fn get_policy(
+    State(app): Shared,
+    ApiPath(hash): ApiPath<String>,
+) -> AppResult<Json<PolicySetBody>> {
     let set = app
         .custody
         .policy_set(&hash)
         .ok_or(CustodyError::UnknownPolicySet(hash))?;
     let active = app.custody.active_policy().map(|s| s.hash);
-    let mut body = policy_summary(&set, active.as_deref());
-    body["schema"] = set.schema.into();
-    body["policies"] = set.policies.into();
-    body["signature"] = set.signature.into();
-    // The proofs of its last activation (none for a set never activated).
-    body["proofs"] = json!(set.proofs);
-    Ok(Json(body))
+    Ok(Json(PolicySetBody {
+        summary: PolicySummary::new(&set, active.as_deref()),
+        schema: set.schema,
+        policies: set.policies,
+        signature: set.signature,
+        proofs: set.proofs,
+    }))
 }
 
 /// Activates a proposed policy set. The body is the custodian's signed statement
@@ -220,7 +210,7 @@ async fn activate_policy(
     Caller(who): Caller,
     ApiPath(hash): ApiPath<String>,
     RawBody(body): RawBody,
-) -> AppResult<Logged<Value>> {
+) -> AppResult<Logged<Activated>> {
     app.custodian(&who, &[ROLE_OPERATOR])?;
     let signed = note_body(body)?;
     let set = app
@@ -228,7 +218,7 @@ async fn activate_policy(
         .policy_set(&hash)
         .ok_or_else(|| CustodyError::UnknownPolicySet(hash.clone()))?;
     let engine = policy::PolicyEngine::new(&set.schema, &set.policies)
-        .map_err(|e| ApiError::bad_request("invalid_policy", e.to_string()))?;
+        .map_err(|e| ApiError::bad_request(ErrorCode::InvalidPolicy, e.to_string()))?;
     check_statement_first(
         &app,
         &signed,
@@ -252,12 +242,12 @@ async fn activate_policy(
     tracing::info!(policy_set = %set.hash, signers = ?set.signers, "policy set activated");
     Ok(Logged::ok(
         index,
-        json!({
-            "hash": set.hash,
-            "activated_at": set.activated_at.map(rfc3339),
-            "signers": set.signers,
-            "proofs": set.proofs,
-        }),
+        Activated {
+            hash: set.hash,
+            activated_at: set.activated_at.map(rfc3339),
+            signers: set.signers,
+            proofs: set.proofs,
+        },
     ))
 }
 
@@ -276,7 +266,7 @@ async fn prove_against_invariants(
     in_proof_slot(app, move |settings| {
         let invariants = proof::parse_invariants(&schema, &active.text).map_err(|e| {
             ApiError::bad_request(
-                "invalid_policy",
+                ErrorCode::InvalidPolicy,
                 format!(
                     "the invariants in force ({}) do not validate against this schema: {e}",
                     active.hash

@@ -84,8 +84,7 @@ enum RequestKindName {
 }
 
 /// A custodian's decision on a request: who, when, why.
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
 struct VerdictBody {
     by: String,
     entity: String,
@@ -95,8 +94,7 @@ struct VerdictBody {
 }
 
 /// One approval of a request.
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
 struct ApprovalBody {
     approver: String,
     entity: String,
@@ -106,20 +104,22 @@ struct ApprovalBody {
 }
 
 /// An access request or break-glass use, its status as of now; times in RFC 3339.
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
 struct AccessRequestBody {
     id: String,
-    kind: RequestKindName,
+    #[schema(value_type = RequestKindName)]
+    kind: custody::RequestKind,
     requester: PersonBody,
-    action: ActionName,
+    #[schema(value_type = ActionName)]
+    action: String,
     subjects: Vec<String>,
     collections: Vec<String>,
     fields: Vec<String>,
     purpose: String,
     reason_code: String,
     duration_seconds: i64,
-    status: RequestStatus,
+    #[schema(value_type = RequestStatus)]
+    status: Status,
     approvals_required: u32,
     approvals: Vec<ApprovalBody>,
     denial: Option<VerdictBody>,
@@ -131,14 +131,12 @@ struct AccessRequestBody {
     ends_at: Option<String>,
 }
 
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
 struct AccessRequests {
     requests: Vec<AccessRequestBody>,
 }
 
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
 struct BreakGlassUses {
     uses: Vec<AccessRequestBody>,
 }
@@ -228,7 +226,7 @@ impl AppState {
             .find(|a| a.as_str() == body.action)
             .ok_or_else(|| {
                 ApiError::bad_request(
-                    "invalid_request",
+                    ErrorCode::InvalidRequest,
                     format!(
                         "unknown action `{}`; use one of register, list, read, write, delete, export, egress, scan, migrate",
                         body.action
@@ -252,7 +250,7 @@ impl AppState {
         };
         if let Some(field) = body.fields.iter().find(|f| !in_scope(f)) {
             return Err(ApiError::bad_request(
-                "invalid_request",
+                ErrorCode::InvalidRequest,
                 format!("field `{field}` is not declared in the collections of this request"),
             ));
         }
@@ -261,7 +259,7 @@ impl AppState {
             Some(text) => humantime::parse_duration(text)
                 .map_err(|e| {
                     ApiError::bad_request(
-                        "invalid_request",
+                        ErrorCode::InvalidRequest,
                         format!("`duration` must be like 30m or 2h: {e}"),
                     )
                 })?
@@ -301,36 +299,52 @@ impl AppState {
 }
 
 /// An access request as answered: times in RFC 3339, the status as of now.
-fn request_json(r: &AccessRequest, now: i64) -> Value {
-    let verdict = |v: &Option<custody::Verdict>| {
-        v.as_ref().map(
-            |v| json!({"by": v.by, "entity": v.entity, "at": rfc3339(v.at), "comment": v.comment}),
-        )
-    };
-    json!({
-        "id": r.id,
-        "kind": r.kind,
-        "requester": r.requester,
-        "action": r.action,
-        "subjects": r.subjects,
-        "collections": r.collections,
-        "fields": r.fields,
-        "purpose": r.purpose,
-        "reason_code": r.reason_code,
-        "duration_seconds": r.duration_seconds,
-        "status": r.status(now),
-        "approvals_required": r.approvals_required,
-        "approvals": r.approvals.iter().map(|a| json!({
-            "approver": a.by, "entity": a.entity, "at": rfc3339(a.at), "comment": a.comment,
-        })).collect::<Vec<_>>(),
-        "denial": verdict(&r.denial),
-        "revoked": verdict(&r.revoked),
-        "review": verdict(&r.review),
-        "created_at": rfc3339(r.created_at),
-        "expires_at": rfc3339(r.expires_at),
-        "starts_at": r.starts_at.map(rfc3339),
-        "ends_at": r.ends_at.map(rfc3339),
-    })
+impl VerdictBody {
+    fn new(v: &custody::Verdict) -> Self {
+        VerdictBody {
+            by: v.by.clone(),
+            entity: v.entity.clone(),
+            at: rfc3339(v.at),
+            comment: v.comment.clone(),
+        }
+    }
+}
+
+impl AccessRequestBody {
+    /// The request as its status is at `now`.
+    fn new(r: &AccessRequest, now: i64) -> Self {
+        AccessRequestBody {
+            id: r.id.clone(),
+            kind: r.kind,
+            requester: PersonBody::new(&r.requester),
+            action: r.action.clone(),
+            subjects: r.subjects.clone(),
+            collections: r.collections.clone(),
+            fields: r.fields.clone(),
+            purpose: r.purpose.clone(),
+            reason_code: r.reason_code.clone(),
+            duration_seconds: r.duration_seconds,
+            status: r.status(now),
+            approvals_required: r.approvals_required,
+            approvals: r
+                .approvals
+                .iter()
+                .map(|a| ApprovalBody {
+                    approver: a.by.clone(),
+                    entity: a.entity.clone(),
+                    at: rfc3339(a.at),
+                    comment: a.comment.clone(),
+                })
+                .collect(),
+            denial: r.denial.as_ref().map(VerdictBody::new),
+            revoked: r.revoked.as_ref().map(VerdictBody::new),
+            review: r.review.as_ref().map(VerdictBody::new),
+            created_at: rfc3339(r.created_at),
+            expires_at: rfc3339(r.expires_at),
+            starts_at: r.starts_at.map(rfc3339),
+            ends_at: r.ends_at.map(rfc3339),
+        }
+    }
 }
 
 /// Files an access request; it becomes a grant when enough custodian approvers approve it.
@@ -346,7 +360,7 @@ async fn create_request(
     State(app): Shared,
     Caller(who): Caller,
     RawBody(body): RawBody,
-) -> AppResult<Logged<Value>> {
+) -> AppResult<Logged<AccessRequestBody>> {
     let new = app.new_request(parse_json(&body)?)?;
     let rules = app.request_rules(&new.collections);
     let now = now_unix();
@@ -358,7 +372,7 @@ async fn create_request(
     Ok(Logged::with_status(
         index,
         StatusCode::CREATED,
-        request_json(&request, now),
+        AccessRequestBody::new(&request, now),
     ))
 }
 
@@ -383,12 +397,12 @@ async fn list_requests(
     State(app): Shared,
     Caller(who): Caller,
     ApiQuery(query): ApiQuery<ListQuery>,
-) -> AppResult<Json<Value>> {
+) -> AppResult<Json<AccessRequests>> {
     let status = match &query.status {
         None => None,
         Some(s) => Some(Status::parse(s).ok_or_else(|| {
             ApiError::bad_request(
-                "invalid_query",
+                ErrorCode::InvalidQuery,
                 format!(
                     "unknown status `{s}`: use pending, approved, denied, expired, revoked or ended"
                 ),
@@ -397,16 +411,16 @@ async fn list_requests(
     };
     let sees_all = sees_all_requests(&who);
     let now = now_unix();
-    let requests: Vec<Value> = app
+    let requests = app
         .custody
         .requests()
         .iter()
         .filter(|r| r.kind == custody::RequestKind::Request)
         .filter(|r| sees_all || r.requester.id == who.principal.id)
         .filter(|r| status.is_none_or(|s| r.status(now) == s))
-        .map(|r| request_json(r, now))
+        .map(|r| AccessRequestBody::new(r, now))
         .collect();
-    Ok(Json(json!({ "requests": requests })))
+    Ok(Json(AccessRequests { requests }))
 }
 
 /// One access request or break-glass use.
@@ -421,13 +435,13 @@ async fn get_request(
     State(app): Shared,
     Caller(who): Caller,
     ApiPath(id): ApiPath<String>,
-) -> AppResult<Json<Value>> {
+) -> AppResult<Json<AccessRequestBody>> {
     let request = app.custody.request(&id)?;
     let sees_all = sees_all_requests(&who);
     if !sees_all && request.requester.id != who.principal.id {
         return Err(CustodyError::UnknownRequest(id).into());
     }
-    Ok(Json(request_json(&request, now_unix())))
+    Ok(Json(AccessRequestBody::new(&request, now_unix())))
 }
 
 /// Approves a pending request. Nobody approves their own request or one from their entity.
@@ -447,7 +461,7 @@ async fn approve_request(
     Caller(who): Caller,
     ApiPath(id): ApiPath<String>,
     RawBody(body): RawBody,
-) -> AppResult<Logged<Value>> {
+) -> AppResult<Logged<AccessRequestBody>> {
     app.custodian(&who, &[ROLE_APPROVER])?;
     let comment = optional_comment(body)?;
     decide_on_request(app, who, id, comment, Custody::approve).await
@@ -470,7 +484,7 @@ async fn deny_request(
     Caller(who): Caller,
     ApiPath(id): ApiPath<String>,
     RawBody(body): RawBody,
-) -> AppResult<Logged<Value>> {
+) -> AppResult<Logged<AccessRequestBody>> {
     app.custodian(&who, &[ROLE_APPROVER])?;
     let comment = optional_comment(body)?;
     decide_on_request(app, who, id, comment, Custody::deny).await
@@ -493,14 +507,14 @@ async fn revoke_request(
     Caller(who): Caller,
     ApiPath(id): ApiPath<String>,
     RawBody(body): RawBody,
-) -> AppResult<Logged<Value>> {
+) -> AppResult<Logged<AccessRequestBody>> {
     app.custodian(&who, &[])?;
     let comment = optional_comment(body)?;
     let request = app.custody.request(&id)?;
     if !who.has_role(ROLE_APPROVER) && request.requester.id != who.principal.id {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            "role_required",
+            ErrorCode::RoleRequired,
             format!("only a {ROLE_APPROVER} or the grant's holder may revoke it"),
         ));
     }
@@ -521,7 +535,7 @@ async fn start_break_glass(
     State(app): Shared,
     Caller(who): Caller,
     RawBody(body): RawBody,
-) -> AppResult<Logged<Value>> {
+) -> AppResult<Logged<AccessRequestBody>> {
     app.custodian(&who, &[ROLE_BREAK_GLASS])?;
     let new = app.new_request(parse_json(&body)?)?;
     let window = app.config.custody.break_glass_window.as_secs() as i64;
@@ -543,7 +557,7 @@ async fn start_break_glass(
     Ok(Logged::with_status(
         index,
         StatusCode::CREATED,
-        request_json(&request, now),
+        AccessRequestBody::new(&request, now),
     ))
 }
 
@@ -568,19 +582,19 @@ async fn list_break_glass(
     State(app): Shared,
     Caller(who): Caller,
     ApiQuery(query): ApiQuery<BreakGlassQuery>,
-) -> AppResult<Json<Value>> {
+) -> AppResult<Json<BreakGlassUses>> {
     let sees_all = sees_all_requests(&who);
     let now = now_unix();
-    let uses: Vec<Value> = app
+    let uses = app
         .custody
         .requests()
         .iter()
         .filter(|r| r.kind == custody::RequestKind::BreakGlass)
         .filter(|r| sees_all || r.requester.id == who.principal.id)
         .filter(|r| !query.unreviewed || r.review.is_none())
-        .map(|r| request_json(r, now))
+        .map(|r| AccessRequestBody::new(r, now))
         .collect();
-    Ok(Json(json!({ "uses": uses })))
+    Ok(Json(BreakGlassUses { uses }))
 }
 
 /// A custodian's review of a break-glass use.
@@ -600,7 +614,7 @@ async fn review_break_glass(
     Caller(who): Caller,
     ApiPath(id): ApiPath<String>,
     RawBody(body): RawBody,
-) -> AppResult<Logged<Value>> {
+) -> AppResult<Logged<AccessRequestBody>> {
     app.custodian(&who, &[ROLE_APPROVER])?;
     let comment = optional_comment(body)?;
     decide_on_request(app, who, id, comment, Custody::review).await
@@ -624,7 +638,7 @@ async fn decide_on_request(
     id: String,
     comment: String,
     decision: RequestDecision,
-) -> AppResult<Logged<Value>> {
+) -> AppResult<Logged<AccessRequestBody>> {
     let now = now_unix();
     let (request, index) = run(app, who, move |app, who| {
         decision(
@@ -637,7 +651,7 @@ async fn decide_on_request(
         )
     })
     .await?;
-    Ok(Logged::ok(index, request_json(&request, now)))
+    Ok(Logged::ok(index, AccessRequestBody::new(&request, now)))
 }
 
 fn optional_comment(body: Bytes) -> AppResult<String> {
