@@ -1,6 +1,6 @@
 //! Data leaving or moving: egress of interoperable fields to the global platform, erasure of a
 //! subject (crypto-shredding), portability exports, and the residency scan and migration.
-//! Every one is decided by Cedar and logged through the pipeline (`pipeline.rs`) before the
+//! Every one is decided by Cedar and logged through the pipeline (`pipeline/`) before the
 //! vault is touched, then logged again as what happened (kinds `egress`, `erasure`,
 //! `export`, `migration`) with counts and digests, never values or raw subject ids.
 

@@ -128,7 +128,7 @@ async fn submit_algorithm(
         )
     })?;
     let now = now_unix();
-    let (release, index) = run(app, who, move |app, who| {
+    let (release, index) = change(app, who, move |app, who| {
         app.custody.submit_algorithm(
             &name,
             &version,
@@ -202,7 +202,7 @@ async fn activate_algorithm(
     app.custodian(&who, &[ROLE_OPERATOR])?;
     let signed = note_body(body)?;
     let now = now_unix();
-    let (release, index) = run(app, who, move |app, who| {
+    let (release, index) = change(app, who, move |app, who| {
         app.custody
             .activate_algorithm(&name, &version, &signed, now, &app.log_custody(Some(who)))
     })
@@ -226,7 +226,7 @@ async fn fetch_algorithm(
     ApiPath((name, version)): ApiPath<(String, String)>,
 ) -> AppResult<Response> {
     app.custodian(&who, &[])?;
-    let (release, bytes, index) = run(app, who, move |app, who| {
+    let (release, bytes, index) = change(app, who, move |app, who| {
         app.custody
             .fetch_algorithm(&name, &version, &app.log_custody(Some(who)))
     })

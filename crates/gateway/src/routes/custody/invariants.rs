@@ -119,7 +119,7 @@ async fn propose_invariants(
         proofs: None,
         log_index: None,
     };
-    let (set, index) = run(app, who, move |app, who| {
+    let (set, index) = change(app, who, move |app, who| {
         app.custody
             .propose_invariants(record, &app.log_custody(Some(who)))
     })
@@ -175,7 +175,7 @@ async fn activate_invariants(
     )?;
     let (_, proofs) = prove_active_policy_against(&app, set.text.clone()).await?;
     let now = now_unix();
-    let (set, index) = run(app, who, move |app, who| {
+    let (set, index) = change(app, who, move |app, who| {
         app.custody.activate_invariants(
             set,
             &signed,

@@ -81,7 +81,7 @@ async fn apply_kill_switch(
     app.custodian(&who, &[ROLE_OPERATOR])?;
     let signed = note_body(body)?;
     let now = now_unix();
-    let (suspension, index) = run(app.clone(), who, move |app, who| {
+    let (suspension, index) = change(app.clone(), who, move |app, who| {
         app.custody.apply_kill_switch(
             &signed,
             |j| app.config.jurisdictions.contains(j),

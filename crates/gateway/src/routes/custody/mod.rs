@@ -158,7 +158,7 @@ struct Activated {
 
 /// Runs a custody change on a blocking thread (it waits for the log's fsync), with no
 /// decision in flight across it (`AppState::custody_change`).
-async fn run<T: Send + 'static>(
+async fn change<T: Send + 'static>(
     app: Arc<AppState>,
     who: Authenticated,
     f: impl FnOnce(&AppState, &Authenticated) -> Result<T, CustodyError> + Send + 'static,

@@ -131,7 +131,7 @@ async fn propose_policy(
         proofs: None,
         log_index: None,
     };
-    let (set, index) = run(app, who, move |app, who| {
+    let (set, index) = change(app, who, move |app, who| {
         app.custody
             .propose_policy(record, &app.log_custody(Some(who)))
     })
@@ -228,7 +228,7 @@ async fn activate_policy(
     )?;
     let proofs = prove_against_invariants(&app, &set.schema, &set.policies).await?;
     let now = now_unix();
-    let (set, index) = run(app, who, move |app, who| {
+    let (set, index) = change(app, who, move |app, who| {
         app.custody.activate_policy(
             &hash,
             &signed,

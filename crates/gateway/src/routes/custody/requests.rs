@@ -364,7 +364,7 @@ async fn create_request(
     let new = app.new_request(parse_json(&body)?)?;
     let rules = app.request_rules(&new.collections);
     let now = now_unix();
-    let (request, index) = run(app, who, move |app, who| {
+    let (request, index) = change(app, who, move |app, who| {
         app.custody
             .create_request(new, &person(who), rules, now, &app.log_custody(Some(who)))
     })
@@ -540,7 +540,7 @@ async fn start_break_glass(
     let new = app.new_request(parse_json(&body)?)?;
     let window = app.config.custody.break_glass_window.as_secs() as i64;
     let now = now_unix();
-    let (request, index) = run(app.clone(), who.clone(), move |app, who| {
+    let (request, index) = change(app.clone(), who.clone(), move |app, who| {
         app.custody
             .break_glass(new, &person(who), window, now, &app.log_custody(Some(who)))
     })
@@ -640,7 +640,7 @@ async fn decide_on_request(
     decision: RequestDecision,
 ) -> AppResult<Logged<AccessRequestBody>> {
     let now = now_unix();
-    let (request, index) = run(app, who, move |app, who| {
+    let (request, index) = change(app, who, move |app, who| {
         decision(
             &app.custody,
             &id,
