@@ -174,37 +174,6 @@ pub(crate) struct SubjectPath {
     id: String,
 }
 
-/// The path of a record: subject, collection and key.
-#[derive(IntoParams)]
-#[into_params(parameter_in = Path)]
-#[allow(dead_code)] // documentation only: the handlers take the path themselves
-pub(crate) struct RecordPath {
-    /// Subject id: 1-128 of `A-Z a-z 0-9 . _ : -`, not starting with `.`.
-    #[param(
-        min_length = 1,
-        max_length = 128,
-        pattern = r"^[A-Za-z0-9_:-][A-Za-z0-9._:-]{0,127}$",
-        example = "u-1001"
-    )]
-    id: String,
-    /// A configured collection (404 `unknown_collection` otherwise).
-    #[param(
-        min_length = 1,
-        max_length = 64,
-        pattern = r"^[a-z][a-z0-9_-]{0,63}$",
-        example = "profile"
-    )]
-    collection: String,
-    /// Record key: 1-128 of `A-Z a-z 0-9 . _ : -`, not starting with `.`.
-    #[param(
-        min_length = 1,
-        max_length = 128,
-        pattern = r"^[A-Za-z0-9_:-][A-Za-z0-9._:-]{0,127}$",
-        example = "main"
-    )]
-    key: String,
-}
-
 /// The collection of a collection-wide route.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Path)]
@@ -218,6 +187,21 @@ pub(crate) struct CollectionPath {
         example = "profile"
     )]
     collection: String,
+}
+
+/// The key of a record (with [`SubjectPath`] and [`CollectionPath`], a record's path).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // documentation only: the handlers take the path themselves
+pub(crate) struct KeyPath {
+    /// Record key: 1-128 of `A-Z a-z 0-9 . _ : -`, not starting with `.`.
+    #[param(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[A-Za-z0-9_:-][A-Za-z0-9._:-]{0,127}$",
+        example = "main"
+    )]
+    key: String,
 }
 
 /// The headers a data access may carry: claims about the request that the policy reads

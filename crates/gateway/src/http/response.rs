@@ -44,3 +44,13 @@ impl<T: Serialize> IntoResponse for Logged<T> {
         response
     }
 }
+
+/// The answer to a submission stored once (a policy or invariant set, an artifact): 201 with
+/// the index of the entry that logged it, or 200 when the same was stored already and
+/// nothing was logged.
+pub fn created_or_known<T: Serialize>(index: Option<u64>, body: T) -> Response {
+    match index {
+        Some(index) => Logged::with_status(index, StatusCode::CREATED, body).into_response(),
+        None => (StatusCode::OK, Json(body)).into_response(),
+    }
+}

@@ -67,8 +67,13 @@ pub enum Scope<'a> {
         jurisdiction: &'a str,
         site: &'a str,
     },
-    /// Field classes of one collection of a subject: the classes the written fields have
-    /// (write), or every class the collection declares.
+    /// Every field class one collection of a subject declares (read, delete, export,
+    /// erasure): the permit keeps the fields of the classes allowed.
+    Declared {
+        subject: &'a SubjectPlacement,
+        collection: &'a str,
+    },
+    /// The field classes of the fields written to one collection of a subject.
     Collection {
         subject: &'a SubjectPlacement,
         collection: &'a str,
@@ -214,11 +219,33 @@ impl AppState {
     /// was allowed, or with the logged denial (403 `denied`, `suspended`, `purpose_required`,
     /// `approval_required`). If the log cannot be written: 503, nothing served or changed.
     pub async fn decide(&self, ask: Ask<'_>, scope: Scope<'_>) -> AppResult<Permit> {
+        let names: Vec<String>;
+        let scope = match scope {
+            Scope::Declared {
+                subject,
+                collection,
+            } => {
+                let declared = self.governed.declared(collection)?;
+                names = declared.keys().cloned().collect();
+                Scope::Collection {
+                    subject,
+                    collection,
+                    fields: &names,
+                    classes: declared_classes(declared),
+                }
+            }
+            other => other,
+        };
         let mode = match scope {
             Scope::Everywhere { .. } => Mode::Bulk,
             _ => Mode::One,
         };
         let (subject_id, target, asked, collection) = match &scope {
+            Scope::Declared { .. } => {
+                return Err(ApiError::internal(
+                    "a collection's classes were not resolved",
+                ));
+            }
             Scope::Subject(s) => (
                 Some(s.id.clone()),
                 self.subject_target(s, None, &[]),
@@ -332,13 +359,10 @@ impl AppState {
         subject: &SubjectPlacement,
     ) -> AppResult<Vec<Permit>> {
         let mut permits = Vec::new();
-        for (collection, config) in &self.config.collections {
-            let names: Vec<String> = config.fields.keys().cloned().collect();
-            let scope = Scope::Collection {
+        for collection in self.config.collections.keys() {
+            let scope = Scope::Declared {
                 subject,
                 collection,
-                fields: &names,
-                classes: declared_classes(&config.fields),
             };
             let ask = Ask {
                 who: ask.who,

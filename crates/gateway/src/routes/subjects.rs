@@ -14,11 +14,12 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::auth::Authenticated;
 use crate::http::error::{ApiError, AppResult, ErrorBody, ErrorCode};
 use crate::http::extract::{ApiJson, ApiPath, Caller};
-use crate::http::openapi::{AccessHeaders, RecordFields, RecordPath, SubjectPath};
+use crate::http::openapi::{AccessHeaders, CollectionPath, KeyPath, RecordFields, SubjectPath};
 use crate::http::response::Logged;
-use crate::pipeline::{self, Scope};
+use crate::pipeline::{Permit, Scope};
 use crate::routes::data;
 use crate::state::AppState;
 use policy::Action;
@@ -201,7 +202,7 @@ struct RecordWritten {
 
 /// Writes (creates or replaces) a record: a JSON object of the collection's declared fields.
 #[utoipa::path(put, path = "/v1/subjects/{id}/records/{collection}/{key}", tag = "records",
-    params(RecordPath, AccessHeaders),
+    params(SubjectPath, CollectionPath, KeyPath, AccessHeaders),
     request_body(content = RecordFields, description = "the record's fields"),
     security(("bearer" = [])),
     responses(
@@ -268,7 +269,7 @@ struct RecordBody {
 
 /// Reads a record. The response holds only the fields whose class the decision allows.
 #[utoipa::path(get, path = "/v1/subjects/{id}/records/{collection}/{key}", tag = "records",
-    params(RecordPath, AccessHeaders),
+    params(SubjectPath, CollectionPath, KeyPath, AccessHeaders),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "the record, reduced to the allowed fields", body = RecordBody),
@@ -283,22 +284,10 @@ async fn get_record(
     headers: HeaderMap,
     ApiPath((id, collection, key)): ApiPath<(String, String, String)>,
 ) -> AppResult<Logged<RecordBody>> {
-    vault::validate_id("record key", &key)?;
-    let declared = app.governed.declared(&collection)?;
-    let ask = app.ask(&who, Action::Read, &headers)?;
-    let subject = app.find_subject(&ask, &id, &[&collection]).await?;
-
-    // One decision per field class the collection declares; the permit keeps the fields of
-    // the allowed classes (and of a field-scoped grant). If no class is allowed, the read is
-    // denied. Logged before reading.
-    let names: Vec<String> = declared.keys().cloned().collect();
-    let scope = Scope::Collection {
-        subject: &subject,
-        collection: &collection,
-        fields: &names,
-        classes: pipeline::declared_classes(declared),
-    };
-    let permit = app.decide(ask, scope).await?;
+    // The permit keeps the fields of the allowed classes (and of a field-scoped grant). If
+    // no class is allowed, the read is denied. Logged before reading.
+    let (subject, permit) =
+        decide_on_record(&app, &who, &headers, Action::Read, (&id, &collection, &key)).await?;
     let record = app
         .governed
         .get_record(&permit, &collection, &key)
@@ -331,7 +320,7 @@ struct RecordDeleted {
 
 /// Deletes a record. Needs a delete decision for every field class of the collection.
 #[utoipa::path(delete, path = "/v1/subjects/{id}/records/{collection}/{key}", tag = "records",
-    params(RecordPath, AccessHeaders),
+    params(SubjectPath, CollectionPath, KeyPath, AccessHeaders),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "deleted", body = RecordDeleted),
@@ -345,19 +334,14 @@ async fn delete_record(
     headers: HeaderMap,
     ApiPath((id, collection, key)): ApiPath<(String, String, String)>,
 ) -> AppResult<Logged<RecordDeleted>> {
-    vault::validate_id("record key", &key)?;
-    let declared = app.governed.declared(&collection)?;
-    let ask = app.ask(&who, Action::Delete, &headers)?;
-    let subject = app.find_subject(&ask, &id, &[&collection]).await?;
-
-    let names: Vec<String> = declared.keys().cloned().collect();
-    let scope = Scope::Collection {
-        subject: &subject,
-        collection: &collection,
-        fields: &names,
-        classes: pipeline::declared_classes(declared),
-    };
-    let permit = app.decide(ask, scope).await?;
+    let (subject, permit) = decide_on_record(
+        &app,
+        &who,
+        &headers,
+        Action::Delete,
+        (&id, &collection, &key),
+    )
+    .await?;
     let deleted = app
         .governed
         .delete_record(&permit, &collection, &key)
@@ -376,4 +360,25 @@ async fn delete_record(
         deleted,
     };
     Ok(Logged::ok(permit.index(), body))
+}
+
+/// Decides `action` on every field class `collection` declares, for the subject `id`'s record
+/// `key`: one decision per class, logged before the record is touched.
+async fn decide_on_record(
+    app: &AppState,
+    who: &Authenticated,
+    headers: &HeaderMap,
+    action: Action,
+    (id, collection, key): (&str, &str, &str),
+) -> AppResult<(SubjectPlacement, Permit)> {
+    vault::validate_id("record key", key)?;
+    app.governed.declared(collection)?;
+    let ask = app.ask(who, action, headers)?;
+    let subject = app.find_subject(&ask, id, &[collection]).await?;
+    let scope = Scope::Declared {
+        subject: &subject,
+        collection,
+    };
+    let permit = app.decide(ask, scope).await?;
+    Ok((subject, permit))
 }

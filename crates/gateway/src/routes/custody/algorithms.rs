@@ -148,10 +148,7 @@ async fn submit_algorithm(
         statement: Some(statement.text()),
         ..ReleaseBody::new(&release, false)
     };
-    Ok(match index {
-        Some(index) => Logged::with_status(index, StatusCode::CREATED, body).into_response(),
-        None => (StatusCode::OK, Json(body)).into_response(),
-    })
+    Ok(created_or_known(index, body))
 }
 
 /// Every algorithm version submitted.

@@ -133,10 +133,7 @@ async fn propose_invariants(
         proofs,
         statement: statement.text(),
     };
-    Ok(match index {
-        Some(index) => Logged::with_status(index, StatusCode::CREATED, body).into_response(),
-        None => (StatusCode::OK, Json(body)).into_response(),
-    })
+    Ok(created_or_known(index, body))
 }
 
 /// Activates a proposed invariant set with the custodian's signed statement `activate

@@ -17,7 +17,7 @@ use crate::auth::{Authenticated, now_unix};
 use crate::entry;
 use crate::http::error::{ApiError, AppResult, ErrorBody, ErrorCode};
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery, Caller, RawBody, parse_json};
-use crate::http::response::Logged;
+use crate::http::response::{Logged, created_or_known};
 use crate::http::tasks::blocking;
 use crate::http::vocab::{
     LOG_INDEX_HEADER, ROLE_ALGORITHM_AUTHOR, ROLE_APPROVER, ROLE_BREAK_GLASS, ROLE_OPERATOR,

@@ -145,10 +145,7 @@ async fn propose_policy(
         proofs,
         statement: statement.text(),
     };
-    Ok(match index {
-        Some(index) => Logged::with_status(index, StatusCode::CREATED, body).into_response(),
-        None => (StatusCode::OK, Json(body)).into_response(),
-    })
+    Ok(created_or_known(index, body))
 }
 
 /// Every policy set proposed, and which is active.

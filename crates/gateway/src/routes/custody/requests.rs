@@ -1,6 +1,8 @@
 //! Access requests and break-glass: filing a request, N-of-M approval, denial and revocation,
 //! emergency access and its review, and the reason codes a request may give.
 
+use axum::extract::FromRequest;
+
 use super::*;
 
 /// The routes of this module.
@@ -460,10 +462,9 @@ async fn approve_request(
     State(app): Shared,
     Caller(who): Caller,
     ApiPath(id): ApiPath<String>,
-    RawBody(body): RawBody,
+    Comment(comment): Comment,
 ) -> AppResult<Logged<AccessRequestBody>> {
     app.custodian(&who, &[ROLE_APPROVER])?;
-    let comment = optional_comment(body)?;
     decide_on_request(app, who, id, comment, Custody::approve).await
 }
 
@@ -483,10 +484,9 @@ async fn deny_request(
     State(app): Shared,
     Caller(who): Caller,
     ApiPath(id): ApiPath<String>,
-    RawBody(body): RawBody,
+    Comment(comment): Comment,
 ) -> AppResult<Logged<AccessRequestBody>> {
     app.custodian(&who, &[ROLE_APPROVER])?;
-    let comment = optional_comment(body)?;
     decide_on_request(app, who, id, comment, Custody::deny).await
 }
 
@@ -506,10 +506,9 @@ async fn revoke_request(
     State(app): Shared,
     Caller(who): Caller,
     ApiPath(id): ApiPath<String>,
-    RawBody(body): RawBody,
+    Comment(comment): Comment,
 ) -> AppResult<Logged<AccessRequestBody>> {
     app.custodian(&who, &[])?;
-    let comment = optional_comment(body)?;
     let request = app.custody.request(&id)?;
     if !who.has_role(ROLE_APPROVER) && request.requester.id != who.principal.id {
         return Err(ApiError::new(
@@ -613,10 +612,9 @@ async fn review_break_glass(
     State(app): Shared,
     Caller(who): Caller,
     ApiPath(id): ApiPath<String>,
-    RawBody(body): RawBody,
+    Comment(comment): Comment,
 ) -> AppResult<Logged<AccessRequestBody>> {
     app.custodian(&who, &[ROLE_APPROVER])?;
-    let comment = optional_comment(body)?;
     decide_on_request(app, who, id, comment, Custody::review).await
 }
 
@@ -654,9 +652,18 @@ async fn decide_on_request(
     Ok(Logged::ok(index, AccessRequestBody::new(&request, now)))
 }
 
-fn optional_comment(body: Bytes) -> AppResult<String> {
-    if body.is_empty() {
-        return Ok(String::new());
+/// An optional comment on a custodian's decision: an empty body is none, else a JSON
+/// `CommentBody`.
+struct Comment(String);
+
+impl<S: Send + Sync> FromRequest<S> for Comment {
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> AppResult<Self> {
+        let RawBody(body) = RawBody::from_request(request, state).await?;
+        if body.is_empty() {
+            return Ok(Comment(String::new()));
+        }
+        Ok(Comment(parse_json::<CommentBody>(&body)?.comment))
     }
-    Ok(parse_json::<CommentBody>(&body)?.comment)
 }
