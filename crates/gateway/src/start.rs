@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use crate::auth::{self, Authenticator};
 use crate::config::Config;
 use crate::cursor::CursorSeal;
+use crate::http::tasks::blocking;
 use crate::pipeline::governed::Governed;
 use crate::pseudonym::Pseudonymizer;
 use crate::state::{AppState, verified_engine};
@@ -118,7 +119,7 @@ impl Gateway {
         // The state may hold the last handles on PostgreSQL clients, whose synchronous
         // driver blocks on its own runtime when they close: never on an async thread.
         let state = self.state;
-        let _ = tokio::task::spawn_blocking(move || drop(state)).await;
+        let _ = blocking(move || drop(state)).await;
         Ok(())
     }
 }
@@ -438,11 +439,10 @@ async fn analytics_ticker(state: Arc<AppState>) {
         state.analytics.tick();
         // Off the async threads: it may read an entry from the log.
         let checking = state.clone();
-        let late =
-            tokio::task::spawn_blocking(move || checking.analytics.checkpoint_late(&checking.log))
-                .await
-                .ok()
-                .flatten();
+        let late = blocking(move || checking.analytics.checkpoint_late(&checking.log))
+            .await
+            .ok()
+            .flatten();
         if let Some(alert) = late {
             // On its own task: a log that does not checkpoint may not take appends either,
             // and the ticker must go on.

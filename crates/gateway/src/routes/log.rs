@@ -126,14 +126,13 @@ pub async fn inclusion(
 ) -> Result<Json<InclusionProof>, ApiError> {
     let size = query.size.unwrap_or_else(|| app.log.checkpoint().size);
     let log = app.log.clone();
-    let (root, proof) = tokio::task::spawn_blocking(move || {
+    let (root, proof) = blocking(move || {
         Ok::<_, logstore::LogError>((
             log.tree_hash(size)?,
             log.inclusion_proof(query.index, size)?,
         ))
     })
-    .await
-    .map_err(ApiError::internal)?
+    .await?
     .map_err(proof_error)?;
     Ok(Json(InclusionProof {
         index: query.index,
@@ -183,9 +182,8 @@ pub async fn consistency(
             "no consistency proof from an empty tree: `from` must be at least 1",
         ));
     }
-    let proof = tokio::task::spawn_blocking(move || log.consistency_proof(from, to))
-        .await
-        .map_err(ApiError::internal)?
+    let proof = blocking(move || log.consistency_proof(from, to))
+        .await?
         .map_err(proof_error)?;
     Ok(Json(ConsistencyProof {
         from,
