@@ -11,8 +11,8 @@ use serde_json::Value;
 
 use crate::{CustodyError, Event, LogFn, State};
 
-const SCHEMA_VERSION: i64 = 1;
-const SCHEMA: &str = "
+/// The schema, one step a version (`sqlitedb::migrate`): version 1 is the first step.
+const SCHEMA: &[&str] = &["
 CREATE TABLE records (
     kind TEXT NOT NULL,
     id   TEXT NOT NULL,
@@ -23,7 +23,7 @@ CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 ) WITHOUT ROWID;
-";
+"];
 
 pub(crate) const REQUEST: &str = "request";
 pub(crate) const POLICY_SET: &str = "policy-set";
@@ -67,40 +67,15 @@ pub(crate) struct Store {
 }
 
 impl Store {
+    /// Opens (or creates) the custody file through `sqlitedb`: durable, with a busy timeout
+    /// because two gateways on one data folder share it.
     pub(crate) fn open(path: &Path) -> Result<Store, CustodyError> {
-        let fail = |e: &dyn std::fmt::Display| CustodyError::Store {
+        let fail = |e: sqlitedb::Error| CustodyError::Store {
             path: path.to_path_buf(),
             problem: e.to_string(),
         };
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| fail(&e))?;
-        }
-        let mut conn = Connection::open(path).map_err(|e| fail(&e))?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(|e| fail(&e))?;
-        // Every committed change is synced: an answered custodian action is never lost.
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(|e| fail(&e))?;
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| fail(&e))?;
-        let version: i64 = tx
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(|e| fail(&e))?;
-        match version {
-            0 => {
-                tx.execute_batch(SCHEMA).map_err(|e| fail(&e))?;
-                tx.pragma_update(None, "user_version", SCHEMA_VERSION)
-                    .map_err(|e| fail(&e))?;
-            }
-            SCHEMA_VERSION => {}
-            other => {
-                return Err(fail(&format!(
-                    "schema version {other} is newer than this build understands ({SCHEMA_VERSION})"
-                )));
-            }
-        }
-        tx.commit().map_err(|e| fail(&e))?;
+        let mut conn = sqlitedb::open_durable(path, &sqlitedb::Options::default()).map_err(fail)?;
+        sqlitedb::migrate(&mut conn, SCHEMA).map_err(fail)?;
         Ok(Store {
             path: path.to_path_buf(),
             conn,
