@@ -23,9 +23,6 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
-/// How long a connection waits for a lock held elsewhere unless told otherwise.
-pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// How a durable file is opened beyond what every one gets (WAL, `synchronous=FULL`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Options {
@@ -39,13 +36,19 @@ pub struct Options {
     pub private_file: bool,
 }
 
+impl Options {
+    /// A 10 s busy timeout and no extras. A constant, so that stores can name their options
+    /// as constants too (`Options { secure_delete: true, ..Options::DEFAULT }`).
+    pub const DEFAULT: Options = Options {
+        busy_timeout: Duration::from_secs(10),
+        secure_delete: false,
+        private_file: false,
+    };
+}
+
 impl Default for Options {
     fn default() -> Self {
-        Options {
-            busy_timeout: DEFAULT_BUSY_TIMEOUT,
-            secure_delete: false,
-            private_file: false,
-        }
+        Options::DEFAULT
     }
 }
 
@@ -159,23 +162,35 @@ mod tests {
             .unwrap()
     }
 
+    /// A durable connection to `path` with default options, brought to `steps`.
+    fn opened(path: &Path, steps: &[&str]) -> Connection {
+        let mut conn = open_durable(path, &Options::default()).unwrap();
+        migrate(&mut conn, steps).unwrap();
+        conn
+    }
+
+    fn count(conn: &Connection, sql: &str) -> i64 {
+        conn.query_row(sql, [], |row| row.get(0)).unwrap()
+    }
+
     fn index_count(conn: &Connection) -> i64 {
-        conn.query_row(
+        count(
+            conn,
             "SELECT count(*) FROM sqlite_master WHERE name = 'items_by_name'",
-            [],
-            |row| row.get(0),
         )
-        .unwrap()
     }
 
     #[test]
     fn a_fresh_file_is_durable_and_current() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("nested/folder/a.db");
-        let mut conn = open_durable(&path, &Options::default()).unwrap();
-        migrate(&mut conn, &[V1, V2]).unwrap();
+        let conn = opened(&path, &[V1, V2]);
         assert_eq!(pragma::<String>(&conn, "journal_mode"), "wal");
-        assert_eq!(pragma::<i64>(&conn, "synchronous"), 2, "synchronous must be FULL");
+        assert_eq!(
+            pragma::<i64>(&conn, "synchronous"),
+            2,
+            "synchronous must be FULL"
+        );
         assert_eq!(pragma::<i64>(&conn, "secure_delete"), 0);
         assert_eq!(schema_version(&conn).unwrap(), 2);
         assert_eq!(index_count(&conn), 1);
@@ -203,14 +218,10 @@ mod tests {
     fn reopening_keeps_data_and_version() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.db");
-        {
-            let mut conn = open_durable(&path, &Options::default()).unwrap();
-            migrate(&mut conn, &[V1, V2]).unwrap();
-            conn.execute("INSERT INTO items (name) VALUES ('kept')", [])
-                .unwrap();
-        }
-        let mut conn = open_durable(&path, &Options::default()).unwrap();
-        migrate(&mut conn, &[V1, V2]).unwrap();
+        opened(&path, &[V1, V2])
+            .execute("INSERT INTO items (name) VALUES ('kept')", [])
+            .unwrap();
+        let conn = opened(&path, &[V1, V2]);
         let name: String = conn
             .query_row("SELECT name FROM items", [], |row| row.get(0))
             .unwrap();
@@ -222,22 +233,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.db");
         {
-            let mut conn = open_durable(&path, &Options::default()).unwrap();
-            migrate(&mut conn, &[V1]).unwrap();
+            let conn = opened(&path, &[V1]);
             conn.execute("INSERT INTO items (name) VALUES ('old')", [])
                 .unwrap();
             assert_eq!(schema_version(&conn).unwrap(), 1);
             assert_eq!(index_count(&conn), 0);
         }
-        let mut conn = open_durable(&path, &Options::default()).unwrap();
         // Step 1 has no `IF NOT EXISTS`: running it again would fail.
-        migrate(&mut conn, &[V1, V2]).unwrap();
+        let conn = opened(&path, &[V1, V2]);
         assert_eq!(schema_version(&conn).unwrap(), 2);
         assert_eq!(index_count(&conn), 1);
-        let rows: i64 = conn
-            .query_row("SELECT count(*) FROM items", [], |row| row.get(0))
-            .unwrap();
-        assert_eq!(rows, 1);
+        assert_eq!(count(&conn, "SELECT count(*) FROM items"), 1);
     }
 
     #[test]
@@ -248,20 +254,14 @@ mod tests {
         let err = migrate(&mut conn, &[V1, "NOT SQL"]).unwrap_err();
         assert!(matches!(err, Error::Sqlite(_)), "{err:?}");
         assert_eq!(schema_version(&conn).unwrap(), 0);
-        let tables: i64 = conn
-            .query_row("SELECT count(*) FROM sqlite_master", [], |row| row.get(0))
-            .unwrap();
-        assert_eq!(tables, 0);
+        assert_eq!(count(&conn, "SELECT count(*) FROM sqlite_master"), 0);
     }
 
     #[test]
     fn a_newer_file_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.db");
-        {
-            let mut conn = open_durable(&path, &Options::default()).unwrap();
-            migrate(&mut conn, &[V1, V2]).unwrap();
-        }
+        drop(opened(&path, &[V1, V2]));
         let mut conn = open_durable(&path, &Options::default()).unwrap();
         let err = migrate(&mut conn, &[V1]).unwrap_err();
         assert!(
@@ -279,7 +279,11 @@ mod tests {
             "schema version 2 is newer than this build supports (1): open it with a newer \
              Sovereign"
         );
-        assert_eq!(schema_version(&conn).unwrap(), 2, "a refused file is not changed");
+        assert_eq!(
+            schema_version(&conn).unwrap(),
+            2,
+            "a refused file is not changed"
+        );
     }
 
     #[test]
