@@ -231,3 +231,57 @@ impl Store {
         Ok(index)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pragma(conn: &Connection, name: &str) -> i64 {
+        conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
+            .unwrap()
+    }
+
+    /// Two gateways on one data folder share the file: a busy one is waited for.
+    #[test]
+    fn the_file_is_durable_and_waits_for_locks() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("nested/custody.db")).unwrap();
+        let mode: String = store
+            .conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        assert_eq!(pragma(&store.conn, "synchronous"), 2);
+        assert!(pragma(&store.conn, "busy_timeout") > 0);
+        assert_eq!(pragma(&store.conn, "user_version"), 1);
+    }
+
+    /// A file written before `sqlitedb` (its tables, version 1) opens unchanged; one from a
+    /// newer build is refused.
+    #[test]
+    fn schema_versions_are_kept_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("custody.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(SCHEMA[0]).unwrap();
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('active-policy', 'p1')",
+                [],
+            )
+            .unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.meta(ACTIVE_POLICY).unwrap().as_deref(), Some("p1"));
+        store.conn.pragma_update(None, "user_version", 2).unwrap();
+        drop(store);
+        let Err(err) = Store::open(&path) else {
+            panic!("a newer file must be refused");
+        };
+        assert!(
+            err.to_string().contains("schema version 2 is newer"),
+            "{err}"
+        );
+    }
+}
