@@ -223,4 +223,47 @@ mod tests {
             .unwrap();
         assert_eq!((secure, mode.as_str(), sync), (1, "wal", 2));
     }
+
+    /// A key store written before `sqlitedb` (its table, version 1) opens with its keys; one
+    /// from a newer build is refused, naming the file.
+    #[test]
+    fn schema_versions_are_kept_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(SCHEMA[0]).unwrap();
+            conn.execute(
+                "INSERT INTO data_keys VALUES ('alice', 'us', 'local:k', x'01')",
+                [],
+            )
+            .unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+        }
+        let store = DataKeyStore::open(&path).unwrap();
+        assert_eq!(
+            store.get("alice", "us").unwrap(),
+            Some(WrappedKey {
+                key_id: "local:k".into(),
+                wrapped: vec![1],
+            })
+        );
+        store
+            .with_conn(|conn| conn.pragma_update(None, "user_version", 2))
+            .unwrap();
+        drop(store);
+        let err = DataKeyStore::open(&path).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                KeyError::UnsupportedSchema {
+                    found: 2,
+                    supported: 1,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("keys.db"), "{err}");
+    }
 }
