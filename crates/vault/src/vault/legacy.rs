@@ -6,7 +6,7 @@ use crate::domain::{Misplaced, PlainRecord};
 use crate::error::{VaultError, validate_id};
 use crate::keys::UnwrapReason;
 use crate::store::{RecordRow, SubjectRow};
-use crate::vault::{RECORD_KEY, SUBJECT_ID, Vault};
+use crate::vault::{FieldCrypt, RECORD_KEY, SUBJECT_ID, Vault};
 
 impl Vault {
     /// Every subject held at a site its jurisdiction's residency rule does not allow (legacy
@@ -84,8 +84,14 @@ impl Vault {
                 jurisdiction: jurisdiction.into(),
             })?;
             for (collection, key, fields) in subject_records {
-                let fields =
-                    self.seal_fields(id, site, &collection, &key, fields, UnwrapReason::Access)?;
+                let fields = self.crypt_fields(
+                    FieldCrypt::Seal(UnwrapReason::Access),
+                    id,
+                    site,
+                    &collection,
+                    &key,
+                    fields,
+                )?;
                 legacy.put_record(&RecordRow {
                     subject: id.clone(),
                     collection,

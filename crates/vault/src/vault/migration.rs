@@ -9,7 +9,7 @@ use crate::domain::{Migration, PlainRecord};
 use crate::error::{VaultError, validate_id};
 use crate::keys::UnwrapReason;
 use crate::placement::Pinned;
-use crate::vault::{SUBJECT_ID, Vault};
+use crate::vault::{FieldCrypt, SUBJECT_ID, Vault};
 
 /// The steps of a migration, in order; see [`Vault::migrate_subject`].
 const MIGRATION_STEPS: u8 = 5;
@@ -86,13 +86,13 @@ impl Vault {
             let Some(stored) = source.get_record(id, &name.collection, &name.key)? else {
                 continue;
             };
-            let fields = self.open_fields(
+            let fields = self.crypt_fields(
+                FieldCrypt::Open(UnwrapReason::Migration),
                 id,
                 from_site,
                 &name.collection,
                 &name.key,
                 stored,
-                UnwrapReason::Migration,
             )?;
             copied.push((name.collection, name.key, fields));
         }
@@ -113,13 +113,13 @@ impl Vault {
             // Step 2: written at the destination, sealed for it.
             pinned.put_subject()?;
             for (collection, key, fields) in &copied {
-                let sealed = self.seal_fields(
+                let sealed = self.crypt_fields(
+                    FieldCrypt::Seal(UnwrapReason::Migration),
                     id,
                     to,
                     collection,
                     key,
                     fields.clone(),
-                    UnwrapReason::Migration,
                 )?;
                 pinned.put_record(collection, key, sealed)?;
             }
@@ -135,8 +135,14 @@ impl Vault {
             let mut read_back = Vec::new();
             for (collection, key, _) in &copied {
                 if let Some(stored) = destination.get_record(id, collection, key)? {
-                    let fields =
-                        self.open_fields(id, to, collection, key, stored, UnwrapReason::Migration)?;
+                    let fields = self.crypt_fields(
+                        FieldCrypt::Open(UnwrapReason::Migration),
+                        id,
+                        to,
+                        collection,
+                        key,
+                        stored,
+                    )?;
                     read_back.push((collection.clone(), key.clone(), fields));
                 }
             }

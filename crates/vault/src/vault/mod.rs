@@ -51,6 +51,14 @@ impl std::fmt::Debug for Vault {
     }
 }
 
+/// What `Vault::crypt_fields` does to a record's protected fields, and the reason an
+/// existing data key is unwrapped for (sealing makes the key on first use, unwrapping nothing).
+#[derive(Debug, Clone, Copy)]
+enum FieldCrypt {
+    Seal(UnwrapReason),
+    Open(UnwrapReason),
+}
+
 /// How ids are named in errors.
 const SUBJECT_ID: &str = "subject id";
 const RECORD_KEY: &str = "record key";
@@ -271,13 +279,13 @@ impl Vault {
             .ok_or_else(|| VaultError::SubjectNotFound(subject.to_string()))?;
         let pinned = Pinned::existing(&self.layout, &self.stores, &placement)?;
         // Sealed for the pinned site: the key and the associated data name where it is stored.
-        let sealed = self.seal_fields(
+        let sealed = self.crypt_fields(
+            FieldCrypt::Seal(UnwrapReason::Access),
             subject,
             pinned.site(),
             collection,
             key,
             fields,
-            UnwrapReason::Access,
         )?;
         pinned.put_record(collection, key, sealed)?;
         Ok(pinned.site().to_string())
@@ -300,7 +308,14 @@ impl Vault {
         else {
             return Ok(None);
         };
-        let fields = self.open_fields(subject, &site, collection, key, fields, reason)?;
+        let fields = self.crypt_fields(
+            FieldCrypt::Open(reason),
+            subject,
+            &site,
+            collection,
+            key,
+            fields,
+        )?;
         Ok(Some(StoredRecord {
             site,
             fields,
@@ -443,59 +458,26 @@ impl Vault {
         self.envelope.as_ref().ok_or(VaultError::NoKeys)
     }
 
-    /// Encrypts the protected fields of a record to be stored at `site`. No key is touched
-    /// (or made) for a record without protected fields.
-    fn seal_fields(
+    /// Seals the protected fields of a record to be stored at `site`, or opens those of a
+    /// record read from it, each bound to its place; interoperable fields pass unchanged. No
+    /// key is touched (made or unwrapped) for a record without protected fields.
+    fn crypt_fields(
         &self,
+        crypt: FieldCrypt,
         subject: &str,
         site: &str,
         collection: &str,
         key: &str,
         fields: Map<String, Value>,
-        reason: UnwrapReason,
     ) -> Result<Map<String, Value>, VaultError> {
         if !self.has_protected(collection, &fields) {
             return Ok(fields);
         }
         let envelope = self.keys()?;
-        let data_key = envelope.data_key_or_create(subject, site, reason)?;
-        self.map_protected(subject, site, collection, key, fields, |place, value| {
-            Ok(envelope.seal_field(&data_key, place, &value)?)
-        })
-    }
-
-    /// Decrypts the protected fields of a record stored at `site`. No key is unwrapped for a
-    /// record without protected fields.
-    fn open_fields(
-        &self,
-        subject: &str,
-        site: &str,
-        collection: &str,
-        key: &str,
-        stored: Map<String, Value>,
-        reason: UnwrapReason,
-    ) -> Result<Map<String, Value>, VaultError> {
-        if !self.has_protected(collection, &stored) {
-            return Ok(stored);
-        }
-        let envelope = self.keys()?;
-        let data_key = envelope.data_key(subject, site, reason)?;
-        self.map_protected(subject, site, collection, key, stored, |place, value| {
-            Ok(envelope.open_field(&data_key, place, &value)?)
-        })
-    }
-
-    /// Passes each protected field of a record at `site` through `change` (sealing or
-    /// opening it, bound to its place); interoperable fields pass unchanged.
-    fn map_protected(
-        &self,
-        subject: &str,
-        site: &str,
-        collection: &str,
-        key: &str,
-        fields: Map<String, Value>,
-        mut change: impl FnMut(&Place<'_>, Value) -> Result<Value, VaultError>,
-    ) -> Result<Map<String, Value>, VaultError> {
+        let data_key = match crypt {
+            FieldCrypt::Seal(reason) => envelope.data_key_or_create(subject, site, reason)?,
+            FieldCrypt::Open(reason) => envelope.data_key(subject, site, reason)?,
+        };
         let mut changed = Map::new();
         for (field, value) in fields {
             let value = match self.class_of(collection, &field) {
@@ -508,7 +490,10 @@ impl Vault {
                         key,
                         field: &field,
                     };
-                    change(&place, value)?
+                    match crypt {
+                        FieldCrypt::Seal(_) => envelope.seal_field(&data_key, &place, &value)?,
+                        FieldCrypt::Open(_) => envelope.open_field(&data_key, &place, &value)?,
+                    }
                 }
             };
             changed.insert(field, value);
