@@ -239,17 +239,17 @@ const SCHEMA: &[&str] = &["
     CREATE TABLE IF NOT EXISTS checkpoints (size INTEGER PRIMARY KEY, note BLOB NOT NULL);
 "];
 
-/// How long a connection waits for a lock held by another connection.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How the log's file is opened: durable (`sqlitedb`), waiting up to 5 s for a lock held by
+/// another connection.
+const OPTIONS: sqlitedb::Options = sqlitedb::Options {
+    busy_timeout: Duration::from_secs(5),
+    ..sqlitedb::Options::DEFAULT
+};
 
 /// Opens a durable connection (`sqlitedb`) with the log's cache settings: a large page cache
 /// and rare automatic checkpoints, as appends are sequential and batched.
 fn open_connection(path: &Path) -> Result<Connection, LogError> {
-    let options = sqlitedb::Options {
-        busy_timeout: BUSY_TIMEOUT,
-        ..sqlitedb::Options::default()
-    };
-    let conn = sqlitedb::open_durable(path, &options).map_err(|e| storage(path, e))?;
+    let conn = sqlitedb::open_durable(path, &OPTIONS).map_err(|e| storage(path, e))?;
     conn.execute_batch(
         "PRAGMA cache_size = -65536;
          PRAGMA wal_autocheckpoint = 16384;",

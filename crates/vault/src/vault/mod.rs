@@ -21,9 +21,9 @@ use crate::placement::{self, Pinned};
 use crate::store::open::{open_store, resolve_sqlite_path};
 use crate::store::{RecordKey, SiteStore};
 
-pub(crate) mod erasure;
-pub(crate) mod legacy;
-pub(crate) mod migration;
+mod erasure;
+mod legacy;
+mod migration;
 pub(crate) mod paging;
 
 /// Subjects and records across all sites, placed by the residency rules.
