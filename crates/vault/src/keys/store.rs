@@ -230,16 +230,15 @@ mod tests {
     fn schema_versions_are_kept_and_checked() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("keys.db");
-        {
-            let conn = Connection::open(&path).unwrap();
-            conn.execute_batch(SCHEMA[0]).unwrap();
-            conn.execute(
-                "INSERT INTO data_keys VALUES ('alice', 'us', 'local:k', x'01')",
-                [],
-            )
+        let old_file = format!(
+            "{} INSERT INTO data_keys VALUES ('alice', 'us', 'local:k', x'01');
+             PRAGMA user_version = 1;",
+            SCHEMA[0]
+        );
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(&old_file)
             .unwrap();
-            conn.pragma_update(None, "user_version", 1).unwrap();
-        }
         let store = DataKeyStore::open(&path).unwrap();
         assert_eq!(
             store.get("alice", "us").unwrap(),
@@ -253,17 +252,8 @@ mod tests {
             .unwrap();
         drop(store);
         let err = DataKeyStore::open(&path).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                KeyError::UnsupportedSchema {
-                    found: 2,
-                    supported: 1,
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
+        let refused = matches!(err, KeyError::UnsupportedSchema { found: 2, .. });
+        assert!(refused, "{err:?}");
         assert!(err.to_string().contains("keys.db"), "{err}");
     }
 }
