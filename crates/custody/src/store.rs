@@ -11,8 +11,8 @@ use serde_json::Value;
 
 use crate::{CustodyError, Event, LogFn, State};
 
-const SCHEMA_VERSION: i64 = 1;
-const SCHEMA: &str = "
+/// The schema, one step a version (`sqlitedb::migrate`): version 1 is the first step.
+const SCHEMA: &[&str] = &["
 CREATE TABLE records (
     kind TEXT NOT NULL,
     id   TEXT NOT NULL,
@@ -23,7 +23,7 @@ CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 ) WITHOUT ROWID;
-";
+"];
 
 pub(crate) const REQUEST: &str = "request";
 pub(crate) const POLICY_SET: &str = "policy-set";
@@ -67,40 +67,15 @@ pub(crate) struct Store {
 }
 
 impl Store {
+    /// Opens (or creates) the custody file through `sqlitedb`: durable, with a busy timeout
+    /// because two gateways on one data folder share it.
     pub(crate) fn open(path: &Path) -> Result<Store, CustodyError> {
-        let fail = |e: &dyn std::fmt::Display| CustodyError::Store {
+        let fail = |e: sqlitedb::Error| CustodyError::Store {
             path: path.to_path_buf(),
             problem: e.to_string(),
         };
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| fail(&e))?;
-        }
-        let mut conn = Connection::open(path).map_err(|e| fail(&e))?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(|e| fail(&e))?;
-        // Every committed change is synced: an answered custodian action is never lost.
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(|e| fail(&e))?;
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| fail(&e))?;
-        let version: i64 = tx
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(|e| fail(&e))?;
-        match version {
-            0 => {
-                tx.execute_batch(SCHEMA).map_err(|e| fail(&e))?;
-                tx.pragma_update(None, "user_version", SCHEMA_VERSION)
-                    .map_err(|e| fail(&e))?;
-            }
-            SCHEMA_VERSION => {}
-            other => {
-                return Err(fail(&format!(
-                    "schema version {other} is newer than this build understands ({SCHEMA_VERSION})"
-                )));
-            }
-        }
-        tx.commit().map_err(|e| fail(&e))?;
+        let mut conn = sqlitedb::open_durable(path, &sqlitedb::Options::default()).map_err(fail)?;
+        sqlitedb::migrate(&mut conn, SCHEMA).map_err(fail)?;
         Ok(Store {
             path: path.to_path_buf(),
             conn,
@@ -254,5 +229,59 @@ impl Store {
         }
         tx.commit().map_err(fail)?;
         Ok(index)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pragma(conn: &Connection, name: &str) -> i64 {
+        conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
+            .unwrap()
+    }
+
+    /// Two gateways on one data folder share the file: a busy one is waited for.
+    #[test]
+    fn the_file_is_durable_and_waits_for_locks() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("nested/custody.db")).unwrap();
+        let mode: String = store
+            .conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        assert_eq!(pragma(&store.conn, "synchronous"), 2);
+        assert!(pragma(&store.conn, "busy_timeout") > 0);
+        assert_eq!(pragma(&store.conn, "user_version"), 1);
+    }
+
+    /// A file written before `sqlitedb` (its tables, version 1) opens unchanged; one from a
+    /// newer build is refused.
+    #[test]
+    fn schema_versions_are_kept_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("custody.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(SCHEMA[0]).unwrap();
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('active-policy', 'p1')",
+                [],
+            )
+            .unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.meta(ACTIVE_POLICY).unwrap().as_deref(), Some("p1"));
+        store.conn.pragma_update(None, "user_version", 2).unwrap();
+        drop(store);
+        let Err(err) = Store::open(&path) else {
+            panic!("a newer file must be refused");
+        };
+        assert!(
+            err.to_string().contains("schema version 2 is newer"),
+            "{err}"
+        );
     }
 }

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, sync_channel};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use tlog::Hash;
@@ -21,8 +21,6 @@ use crate::tree::{
     CheckpointProblem, Store, StoredHashes, append_hashes, check_checkpoint, read_frontier,
 };
 use crate::{Log, LogError, LogOptions, Message, Published, Reply, Shared, next_batch, storage};
-
-const SCHEMA_VERSION: i64 = 1;
 
 /// Reads, on their own connection so they never wait for the writer's transaction.
 struct SqliteStore(Mutex<Connection>);
@@ -72,10 +70,9 @@ fn hash_rows(conn: &Connection, rows: &[u64]) -> Result<Vec<Vec<u8>>, String> {
 }
 
 pub(crate) fn open(path: &Path, signer: Signer, options: LogOptions) -> Result<Log, LogError> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| storage(path, e))?;
-    }
-    let conn = open_connection(path)?;
+    let mut conn = open_connection(path)?;
+    sqlitedb::migrate(&mut conn, SCHEMA).map_err(|e| storage(path, e))?;
+    // Opened after the schema is in place, which it reads.
     let reader = open_connection(path)?;
 
     let size: u64 = conn
@@ -234,35 +231,29 @@ impl Writer {
     }
 }
 
+/// The schema, one step a version (`sqlitedb::migrate`). Files written before `sqlitedb`
+/// recorded version 1 with these tables, so they open unchanged.
+const SCHEMA: &[&str] = &["
+    CREATE TABLE IF NOT EXISTS entries (
+        idx INTEGER PRIMARY KEY, data BLOB NOT NULL, hashes BLOB NOT NULL);
+    CREATE TABLE IF NOT EXISTS checkpoints (size INTEGER PRIMARY KEY, note BLOB NOT NULL);
+"];
+
+/// How the log's file is opened: durable (`sqlitedb`), waiting up to 5 s for a lock held by
+/// another connection.
+const OPTIONS: sqlitedb::Options = sqlitedb::Options {
+    busy_timeout: Duration::from_secs(5),
+    ..sqlitedb::Options::DEFAULT
+};
+
+/// Opens a durable connection (`sqlitedb`) with the log's cache settings: a large page cache
+/// and rare automatic checkpoints, as appends are sequential and batched.
 fn open_connection(path: &Path) -> Result<Connection, LogError> {
-    let conn = Connection::open(path).map_err(|e| storage(path, e))?;
+    let conn = sqlitedb::open_durable(path, &OPTIONS).map_err(|e| storage(path, e))?;
     conn.execute_batch(
-        "PRAGMA journal_mode = WAL;
-         PRAGMA synchronous = FULL;
-         PRAGMA busy_timeout = 5000;
-         PRAGMA cache_size = -65536;
-         PRAGMA wal_autocheckpoint = 16384;
-         CREATE TABLE IF NOT EXISTS entries (
-             idx INTEGER PRIMARY KEY, data BLOB NOT NULL, hashes BLOB NOT NULL);
-         CREATE TABLE IF NOT EXISTS checkpoints (size INTEGER PRIMARY KEY, note BLOB NOT NULL);",
+        "PRAGMA cache_size = -65536;
+         PRAGMA wal_autocheckpoint = 16384;",
     )
     .map_err(|e| storage(path, e))?;
-    let version: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(|e| storage(path, e))?;
-    match version {
-        0 => conn
-            .execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
-            .map_err(|e| storage(path, e))?,
-        SCHEMA_VERSION => {}
-        other => {
-            return Err(storage(
-                path,
-                format!(
-                    "schema version {other} is newer than this build supports ({SCHEMA_VERSION})"
-                ),
-            ));
-        }
-    }
     Ok(conn)
 }

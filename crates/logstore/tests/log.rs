@@ -137,3 +137,37 @@ fn oversized_entries_are_refused() {
     );
     assert_eq!(log.size(), 0);
 }
+
+/// The file's schema goes through `sqlitedb`: a file as builds before it wrote (the tables,
+/// version 1) opens as it is, and one from a newer build is refused, saying why.
+#[test]
+fn schema_versions_are_kept_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.sqlite");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE entries (idx INTEGER PRIMARY KEY, data BLOB NOT NULL, hashes BLOB NOT NULL);
+             CREATE TABLE checkpoints (size INTEGER PRIMARY KEY, note BLOB NOT NULL);
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+    }
+    let log = Log::open(&path, signer(), options()).unwrap();
+    assert_eq!(log.size(), 0);
+    drop(log);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 1);
+    conn.pragma_update(None, "user_version", 2).unwrap();
+    drop(conn);
+    let error = Log::open(&path, signer(), options())
+        .err()
+        .expect("must refuse");
+    assert!(
+        error.to_string().contains("schema version 2 is newer"),
+        "{error}"
+    );
+}

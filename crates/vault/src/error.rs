@@ -3,10 +3,10 @@
 //! Every message is a sentence a user can act on. None carries a record's field values: they
 //! are protected personal data. Ids and names are fine.
 
+use crate::domain::Migration;
 use crate::keys::KeyError;
 use crate::layout::LayoutProblem;
 use crate::store::StoreError;
-use crate::vault::Migration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VaultError {

@@ -31,29 +31,36 @@
 //! The crate knows nothing of policy, HTTP or the transparency log. Its errors never carry a
 //! record's field values, which are protected personal data.
 
+//!
+//! Modules, each using only those listed before it (no module uses one that uses it back):
+//! `domain` (the values the vault answers with), `layout` (configuration), `store` (the
+//! `SiteStore` trait and rows; its backends `store::sqlite`, `store::postgres`, and
+//! `store::open`, which picks one from a `store` setting), `keys` (envelope encryption),
+//! `error`, `placement` (the residency check) and `vault` (the `Vault` type and its jobs).
+
+mod domain;
 mod error;
 mod keys;
 mod layout;
 mod placement;
-mod postgres;
-mod sqlite;
 mod store;
 mod vault;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 
-pub use crate::postgres::PostgresStore;
+pub use domain::{Erasure, Migration, Misplaced, StoredRecord, SubjectPlacement};
 pub use error::{VaultError, validate_id};
 pub use keys::{
     DataKeyStore, Envelope, FieldPlace, KeyError, KeyManager, LocalKeyManager, UnwrapReason,
     WrappedKey,
 };
 pub use layout::{CollectionConfig, FieldClass, Layout, LayoutProblem, SiteConfig};
-pub use sqlite::SqliteStore;
-pub use store::{RecordKey, RecordRow, SiteStore, StoreError, SubjectRow, open_store};
-pub use vault::{
-    Cursor, Erasure, MAX_PAGE_SIZE, Migration, Misplaced, StoredRecord, SubjectPlacement, Vault,
-};
+pub use store::open::open_store;
+pub use store::postgres::PostgresStore;
+pub use store::sqlite::SqliteStore;
+pub use store::{RecordKey, RecordRow, SiteStore, StoreError, SubjectRow};
+pub use vault::Vault;
+pub use vault::paging::{Cursor, MAX_PAGE_SIZE};
 /// The type a [`KeyManager`] returns unwrapped data keys in (zeroed when dropped).
 pub use zeroize::Zeroizing;

@@ -3,7 +3,7 @@
 //! A [`Pinned`] is a subject bound to a site that its jurisdiction's residency rule allows.
 //! It can only be made by the three constructors below, and all end in the same check,
 //! [`Layout::allows`]. The vault writes subjects and records only through a `Pinned`, so no
-//! write can land at a site the rule does not allow. (A unit test in `vault.rs` checks that the
+//! write can land at a site the rule does not allow. (A unit test in `vault/mod.rs` checks that the
 //! vault calls no store write method directly, except `seed_legacy`, which plants legacy data.)
 
 use std::collections::BTreeMap;
@@ -11,10 +11,10 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use crate::domain::SubjectPlacement;
 use crate::error::VaultError;
 use crate::layout::{Layout, LayoutProblem};
 use crate::store::{RecordRow, SiteStore, StoreError, SubjectRow};
-use crate::vault::SubjectPlacement;
 
 /// The site where new subjects of `jurisdiction` go: the first of its residency rule.
 pub(crate) fn placement_site<'l>(

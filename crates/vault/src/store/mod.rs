@@ -3,15 +3,17 @@
 //! A store is deliberately dumb: it keeps what it is given and knows nothing of residency.
 //! Deciding *where* a subject or record may go is the vault's job alone (see `placement`),
 //! so a new backend cannot weaken the residency promise.
+//!
+//! The backends live beside the trait (`sqlite.rs`, `postgres.rs`); choosing one from a
+//! site's `store` setting is `open.rs`'s job, so this module needs neither backend.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 
 use serde_json::{Map, Value};
 
-use crate::layout::{StoreUrl, parse_store_url};
-use crate::postgres::PostgresStore;
-use crate::sqlite::SqliteStore;
+pub(crate) mod open;
+pub(crate) mod postgres;
+pub(crate) mod sqlite;
 
 /// A data subject as one site holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,7 +92,7 @@ pub enum StoreError {
     },
 
     /// A PostgreSQL store failed. `target` is the store's URL without password or parameters
-    /// ([`PostgresStore::target`]); the message never holds the password.
+    /// (`PostgresStore::target`); the message never holds the password.
     #[error("PostgreSQL store `{target}`: {}", pgconn::chain(.source.as_ref()))]
     Postgres {
         target: String,
@@ -98,7 +100,7 @@ pub enum StoreError {
         source: Box<dyn std::error::Error + Send + Sync + 'static>,
     },
 
-    /// `path` is the file, or for a PostgreSQL store its [`PostgresStore::target`].
+    /// `path` is the file, or for a PostgreSQL store its `PostgresStore::target`.
     #[error(
         "store `{}` has schema version {found}, but this build only knows versions up to \
          {supported}: open it with a newer Sovereign",
@@ -122,37 +124,4 @@ pub enum StoreError {
     /// the whole setting: a store URL may carry credentials.
     #[error("{0}")]
     InvalidUrl(String),
-}
-
-/// Opens the store a site's `store` setting names. `sqlite:PATH` opens (or creates) a SQLite
-/// file, relative paths being relative to `base_dir`; `postgres://…` or `postgresql://…`
-/// opens a PostgreSQL database ([`PostgresStore`], which must be called from blocking threads).
-/// `readers` sizes the read connections of either.
-pub fn open_store(
-    url: &str,
-    base_dir: &Path,
-    readers: usize,
-) -> Result<Arc<dyn SiteStore>, StoreError> {
-    match parse_store_url(url) {
-        StoreUrl::Sqlite(path) if path.trim().is_empty() => Err(StoreError::InvalidUrl(
-            "the SQLite store has no path: use `sqlite:PATH`".into(),
-        )),
-        StoreUrl::Sqlite(path) => Ok(Arc::new(SqliteStore::open(
-            &resolve_sqlite_path(path, base_dir),
-            readers,
-        )?)),
-        StoreUrl::Postgres(url) => Ok(Arc::new(PostgresStore::open(url, readers + 1)?)),
-        StoreUrl::Other => {
-            let scheme = url.split(':').next().unwrap_or_default();
-            let scheme: String = scheme.chars().take(32).collect();
-            Err(StoreError::InvalidUrl(format!(
-                "unsupported store scheme `{scheme}`: use `sqlite:PATH` or `postgres://…`"
-            )))
-        }
-    }
-}
-
-pub(crate) fn resolve_sqlite_path(path: &str, base_dir: &Path) -> PathBuf {
-    // `Path::join` keeps an absolute path as it is.
-    base_dir.join(path)
 }

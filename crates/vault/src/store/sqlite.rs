@@ -5,29 +5,26 @@
 //! - One writer connection behind a mutex (SQLite admits one writer at a time anyway) and a
 //!   small fixed pool of read-only connections, so concurrent reads run in parallel.
 //! - Statements are prepared once per connection (`prepare_cached`).
-//! - The schema version lives in `PRAGMA user_version`; a file from a newer build is refused
-//!   rather than misread, an older one is brought up to date.
+//! - Opening, the durable settings and the versioned schema (in `PRAGMA user_version`: a file
+//!   from a newer build is refused rather than misread, an older one is brought up to date) are
+//!   `sqlitedb`'s, shared with every SQLite file of the gateway.
 //! - `secure_delete`: deleted rows are overwritten in the file, so an erased subject's
 //!   interoperable values do not linger in free pages (its protected values are ciphertext
 //!   whose key is destroyed anyway).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_json::{Map, Value};
 
 use crate::store::{RecordKey, RecordRow, SiteStore, StoreError, SubjectRow};
 
-/// The schema this build writes and reads. Version 2 added the index that pages through one
-/// collection.
-pub(crate) const SCHEMA_VERSION: i64 = 2;
+/// The schema this build writes and reads, one step a version (`sqlitedb::migrate`): version 1
+/// the tables, version 2 the index that pages through one collection.
+const SCHEMA: &[&str] = &[SCHEMA_V1, SCHEMA_V2];
 
-/// How long a connection waits for a lock held by another connection or process.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-
-const SCHEMA: &str = "
+const SCHEMA_V1: &str = "
     CREATE TABLE IF NOT EXISTS subjects (
         id           TEXT NOT NULL PRIMARY KEY,
         jurisdiction TEXT NOT NULL
@@ -61,70 +58,41 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
-/// Why [`open_durable`] failed.
-pub(crate) enum DurableOpenError {
-    Io(std::io::Error),
-    Sqlite(rusqlite::Error),
-    /// The journal could not be switched to WAL; says what it stays.
-    NotWal(String),
-}
+/// How the site files are opened: durable (`sqlitedb`), and deleted rows overwritten.
+const OPTIONS: sqlitedb::Options = sqlitedb::Options {
+    secure_delete: true,
+    ..sqlitedb::Options::DEFAULT
+};
 
-/// Opens (creating the file and its folders) a SQLite connection for durable writes: WAL
-/// journal, every commit synced (`synchronous=FULL`, so an acknowledged write is on disk),
-/// deleted content overwritten (`secure_delete`), and a busy timeout. The site stores and the
-/// custodian's key store both open their writer this way.
-pub(crate) fn open_durable(path: &Path) -> Result<Connection, DurableOpenError> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(DurableOpenError::Io)?;
+/// A `sqlitedb` failure as the error of the store at `path`.
+fn open_error(path: &Path, error: sqlitedb::Error) -> StoreError {
+    let path = path.to_path_buf();
+    match error {
+        sqlitedb::Error::Io(source) => StoreError::Io { path, source },
+        sqlitedb::Error::Sqlite(source) => StoreError::Sqlite { path, source },
+        sqlitedb::Error::NewerSchema { found, supported } => StoreError::UnsupportedSchema {
+            path,
+            found,
+            supported,
+        },
+        not_wal @ sqlitedb::Error::NotWal(_) => StoreError::Corrupt {
+            path,
+            detail: not_wal.to_string(),
+        },
     }
-    let conn = Connection::open(path).map_err(DurableOpenError::Sqlite)?;
-    conn.busy_timeout(BUSY_TIMEOUT)
-        .map_err(DurableOpenError::Sqlite)?;
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
-        .map_err(DurableOpenError::Sqlite)?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        return Err(DurableOpenError::NotWal(format!(
-            "cannot switch the journal to WAL mode (it stays `{mode}`)"
-        )));
-    }
-    for (pragma, value) in [("synchronous", "FULL"), ("secure_delete", "ON")] {
-        conn.pragma_update(None, pragma, value)
-            .map_err(DurableOpenError::Sqlite)?;
-    }
-    Ok(conn)
 }
 
 impl SqliteStore {
     /// Opens the store at `path`, creating the file and its parent folders if needed, with
     /// `readers` read connections (at least one).
     pub fn open(path: &Path, readers: usize) -> Result<Self, StoreError> {
-        let sql_error = |source| StoreError::Sqlite {
-            path: path.to_path_buf(),
-            source,
-        };
-        let mut writer = open_durable(path).map_err(|e| match e {
-            DurableOpenError::Io(source) => StoreError::Io {
-                path: path.to_path_buf(),
-                source,
-            },
-            DurableOpenError::Sqlite(source) => sql_error(source),
-            DurableOpenError::NotWal(detail) => StoreError::Corrupt {
-                path: path.to_path_buf(),
-                detail,
-            },
-        })?;
-        Self::migrate(path, &mut writer)?;
+        let mut writer = sqlitedb::open_durable(path, &OPTIONS).map_err(|e| open_error(path, e))?;
+        sqlitedb::migrate(&mut writer, SCHEMA).map_err(|e| open_error(path, e))?;
 
         // Readers open after the writer so the WAL files they need already exist.
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX
-            | OpenFlags::SQLITE_OPEN_URI;
         let mut idle = Vec::with_capacity(readers.max(1));
         for _ in 0..readers.max(1) {
-            let reader = Connection::open_with_flags(path, flags).map_err(sql_error)?;
-            reader.busy_timeout(BUSY_TIMEOUT).map_err(sql_error)?;
-            idle.push(reader);
+            idle.push(sqlitedb::open_reader(path, &OPTIONS).map_err(|e| open_error(path, e))?);
         }
 
         Ok(SqliteStore {
@@ -140,40 +108,6 @@ impl SqliteStore {
     /// The file this store lives in.
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    /// Brings a new file to the current schema, accepts a current one, refuses a newer one.
-    /// An immediate transaction keeps two processes opening the same new file from racing.
-    fn migrate(path: &Path, conn: &mut Connection) -> Result<(), StoreError> {
-        let sql_error = |source| StoreError::Sqlite {
-            path: path.to_path_buf(),
-            source,
-        };
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sql_error)?;
-        let version: i64 = tx
-            .query_row("PRAGMA user_version", [], |row| row.get(0))
-            .map_err(sql_error)?;
-        match version {
-            0 | 1 => {
-                if version == 0 {
-                    tx.execute_batch(SCHEMA).map_err(sql_error)?;
-                }
-                tx.execute_batch(SCHEMA_V2).map_err(sql_error)?;
-                tx.pragma_update(None, "user_version", SCHEMA_VERSION)
-                    .map_err(sql_error)?;
-            }
-            SCHEMA_VERSION => {}
-            found => {
-                return Err(StoreError::UnsupportedSchema {
-                    path: path.to_path_buf(),
-                    found,
-                    supported: SCHEMA_VERSION,
-                });
-            }
-        }
-        tx.commit().map_err(sql_error)
     }
 
     fn sql_error(&self, source: rusqlite::Error) -> StoreError {
@@ -471,6 +405,8 @@ mod tests {
     use super::*;
     use crate::conformance;
 
+    const SCHEMA_VERSION: i64 = SCHEMA.len() as i64;
+
     #[test]
     fn conforms() {
         let dir = tempfile::tempdir().unwrap();
@@ -517,7 +453,7 @@ mod tests {
         let path = dir.path().join("site.db");
         {
             let conn = Connection::open(&path).unwrap();
-            conn.execute_batch(SCHEMA).unwrap();
+            conn.execute_batch(SCHEMA_V1).unwrap();
             conn.execute(
                 "INSERT INTO records VALUES ('s', 'profile', 'k', '{\"n\":1}')",
                 [],
