@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 use crate::statement::{self, KillCommand, Statement};
 use crate::store::{
     ACTIVE_INVARIANTS, ACTIVE_POLICY, INVARIANT_SET, POLICY_SET, RELEASE, SUSPENSION, Write,
+    release_id,
 };
 use crate::{Custody, CustodyError, Event, LogFn, Person};
 
@@ -697,9 +698,4 @@ impl Custody {
         });
         Ok((suspension, index))
     }
-}
-
-/// The row id of a release.
-pub(crate) fn release_id(name: &str, version: &str) -> String {
-    format!("{name}/{version}")
 }

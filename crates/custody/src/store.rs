@@ -116,7 +116,7 @@ impl Store {
             state.policy_sets.insert(set.hash.clone(), set);
         }
         for release in self.all(RELEASE, |r: &crate::Release| {
-            crate::signed::release_id(&r.name, &r.version)
+            release_id(&r.name, &r.version)
         })? {
             state
                 .releases
@@ -230,6 +230,11 @@ impl Store {
         tx.commit().map_err(fail)?;
         Ok(index)
     }
+}
+
+/// The row id of a release: releases are stored by name and version.
+pub(crate) fn release_id(name: &str, version: &str) -> String {
+    format!("{name}/{version}")
 }
 
 #[cfg(test)]
