@@ -357,3 +357,18 @@ fn check_proof(file: &Path, key: &str, entry: &Path, out: &mut dyn Write) -> any
     Ok(())
 }
 
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_progress_bar_draws() {
+        // Only a terminal gets the bar, so check its template here.
+        let bar = indicatif::ProgressBar::with_draw_target(
+            Some(1000),
+            indicatif::ProgressDrawTarget::hidden(),
+        )
+        .with_style(super::progress_style());
+        bar.set_position(500);
+        bar.finish_and_clear();
+    }
+}

@@ -3,14 +3,12 @@
 //! downloads, and rejects a copy with a flipped byte in an entry bundle or a hash tile, a
 //! truncated log, and a second log under the same key that forks history.
 
-mod common;
-
-use common::{sovereign, token};
+use crate::support::{sovereign, token};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn serve(data: &Path) -> common::Server {
-    let mut server = common::serve(data, "warn,sovereign=info");
+fn serve(data: &Path) -> crate::support::Server {
+    let mut server = crate::support::serve(data, "warn,sovereign=info");
     server.drain();
     server
 }
@@ -179,7 +177,7 @@ fn audit_verify_accepts_the_live_log_and_a_static_copy_and_rejects_tampering() {
     reference_scenario(&data, &served.base, "u-1001");
     let vkey = key(&data);
     let first_size = START_ENTRIES + FIRST_SCENARIO_ENTRIES;
-    common::wait_for_checkpoint(&served.base, first_size);
+    crate::support::wait_for_checkpoint(&served.base, first_size);
     let url = format!("{}/log", served.base);
     let state = dir.path().join("monitor.state");
 
@@ -255,7 +253,7 @@ fn audit_verify_accepts_the_live_log_and_a_static_copy_and_rejects_tampering() {
     reference_scenario(&data, &served.base, "u-1002");
     let grown_state = dir.path().join("grown.state");
     std::fs::copy(&state, &grown_state).unwrap();
-    common::wait_for_checkpoint(&served.base, first_size + LATER_SCENARIO_ENTRIES);
+    crate::support::wait_for_checkpoint(&served.base, first_size + LATER_SCENARIO_ENTRIES);
     let output = audit(&[
         "verify",
         "--url",
@@ -315,7 +313,7 @@ fn audit_verify_accepts_the_live_log_and_a_static_copy_and_rejects_tampering() {
     let forked = serve(&fork);
     reference_scenario(&fork, &forked.base, "someone-else");
     reference_scenario(&fork, &forked.base, "and-another");
-    common::wait_for_checkpoint(
+    crate::support::wait_for_checkpoint(
         &forked.base,
         START_ENTRIES + FIRST_SCENARIO_ENTRIES + LATER_SCENARIO_ENTRIES,
     );

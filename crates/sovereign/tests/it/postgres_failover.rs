@@ -4,11 +4,9 @@
 //! readable, and `sovereign audit verify` accepts the log, consistent with the checkpoint
 //! served before the kill. Skips without PostgreSQL binaries unless `SOVEREIGN_REQUIRE_PG=1`.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::load::{Load, check_nothing_lost, writer_token};
+use crate::support::load::{Load, check_nothing_lost, writer_token};
 
 #[test]
 fn the_integrating_gateway_dies_and_the_other_takes_over() {
@@ -19,7 +17,7 @@ fn the_integrating_gateway_dies_and_the_other_takes_over() {
     let site_url = pg.create_database("us_east");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
-    common::init_with_stores(
+    crate::support::init_with_stores(
         data,
         &[
             (r#"store = "sqlite:log/log.sqlite""#, &log_url),
@@ -28,10 +26,10 @@ fn the_integrating_gateway_dies_and_the_other_takes_over() {
     );
 
     // The first gateway is alone when it starts, so it takes the integrator's lock.
-    let mut integrator = common::serve(data, "warn,sovereign=info,logstore=info");
+    let mut integrator = crate::support::serve(data, "warn,sovereign=info,logstore=info");
     integrator.drain();
-    common::wait_for_checkpoint(&integrator.base, 1);
-    let mut other = common::serve(data, "warn,sovereign=info,logstore=info");
+    crate::support::wait_for_checkpoint(&integrator.base, 1);
+    let mut other = crate::support::serve(data, "warn,sovereign=info,logstore=info");
     let token = writer_token(data);
     let client = reqwest::blocking::Client::new();
     let status = client
@@ -110,7 +108,7 @@ fn the_integrating_gateway_dies_and_the_other_takes_over() {
     assert!(checkpoint.size > before.size);
 
     // The monitor's own tool accepts the log.
-    let output = common::sovereign()
+    let output = crate::support::sovereign()
         .args([
             "audit",
             "verify",
@@ -139,14 +137,14 @@ fn a_kill_switch_applied_through_one_gateway_holds_on_the_other() {
     let log_url = pg.create_database("log");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
-    common::init_with_stores(data, &[(r#"store = "sqlite:log/log.sqlite""#, &log_url)]);
-    let mut first = common::serve(data, "warn,sovereign=info");
+    crate::support::init_with_stores(data, &[(r#"store = "sqlite:log/log.sqlite""#, &log_url)]);
+    let mut first = crate::support::serve(data, "warn,sovereign=info");
     first.drain();
-    common::wait_for_checkpoint(&first.base, 1);
-    let mut second = common::serve(data, "warn,sovereign=info");
+    crate::support::wait_for_checkpoint(&first.base, 1);
+    let mut second = crate::support::serve(data, "warn,sovereign=info");
     second.drain();
 
-    let alice = common::token(
+    let alice = crate::support::token(
         data,
         &[
             "--sub",
@@ -171,7 +169,7 @@ fn a_kill_switch_applied_through_one_gateway_holds_on_the_other() {
     };
     assert_eq!(register(&second.base, "u-1").0, 201);
 
-    let olga = common::token(
+    let olga = crate::support::token(
         data,
         &[
             "--sub",
@@ -185,7 +183,7 @@ fn a_kill_switch_applied_through_one_gateway_holds_on_the_other() {
         ],
     );
     let key = data.join("keys/custodian.key");
-    let output = common::sovereign()
+    let output = crate::support::sovereign()
         .args([
             "kill-switch",
             "suspend",

@@ -2,14 +2,12 @@
 //! happens live behind it (visible in the metrics while it runs), and at the end the monitor's
 //! verification passes and the temporary data folder is gone.
 
-mod common;
-
 use std::io::{BufRead as _, BufReader};
 use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::sovereign;
+use crate::support::sovereign;
 
 #[test]
 fn the_demo_runs_the_scenario_live_and_verifies_the_log_at_the_end() {

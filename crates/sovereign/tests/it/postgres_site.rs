@@ -3,9 +3,7 @@
 //! database (protected fields as ciphertext), and a denied read changes nothing there.
 //! Skips without PostgreSQL binaries unless `SOVEREIGN_REQUIRE_PG=1`.
 
-mod common;
-
-use common::{serve, token};
+use crate::support::{serve, token};
 
 #[test]
 fn serve_keeps_a_site_in_postgresql() {
@@ -15,7 +13,7 @@ fn serve_keeps_a_site_in_postgresql() {
     let url = pg.create_database("us_east");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
-    common::init_with_stores(
+    crate::support::init_with_stores(
         data,
         &[(r#"store = "sqlite:sites/us-east/store.sqlite""#, &url)],
     );

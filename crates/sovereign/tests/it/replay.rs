@@ -5,24 +5,16 @@
 //! log of a real gateway after the reference scenario replays clean. Also the entry format
 //! v2 as `check_entry` reads it.
 
-mod common;
-
-#[allow(dead_code)]
-#[path = "../src/audit.rs"]
-mod audit;
-#[path = "support/static_log.rs"]
-mod static_log;
-#[path = "support/v2_log.rs"]
-mod v2_log;
 
 use std::path::Path;
 use std::process::Output;
 
-use audit::check_entry;
+use monitor::check_entry;
 use policy::PolicyEngine;
 use serde_json::{Value, json};
-use static_log::{Key, new_key, publish};
-use v2_log::{
+use testkit::static_log::{Key, new_key, publish};
+use testkit::{static_log, v2_log};
+use testkit::v2_log::{
     access_entry, alert_entry, config_entry, custody_entry, forge_allowed, invariants_entry,
     scenario,
 };
@@ -85,7 +77,7 @@ fn mirror(dir: &Path, entries: &[Vec<u8>]) -> Key {
 }
 
 fn replay(args: &[&str]) -> Output {
-    common::sovereign()
+    crate::support::sovereign()
         .args(["audit", "replay"])
         .args(args)
         .output()
@@ -200,7 +192,7 @@ fn activations_without_passing_proofs_are_reported() {
 /// proofs for a set that does not keep the invariants is caught, with the counterexample.
 #[test]
 fn prove_catches_an_activation_whose_logged_proofs_do_not_hold() {
-    if !common::cvc5_present() {
+    if !crate::support::cvc5_present() {
         return;
     }
     let (schema, policies) = v2_log::default_set();
@@ -593,11 +585,11 @@ fn entry_format_v2_is_checked() {
 fn the_log_of_a_real_gateway_replays_clean() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let mut server = common::serve(&data, "warn,sovereign=info");
+    let mut server = crate::support::serve(&data, "warn,sovereign=info");
     server.drain();
     let base = server.base.clone();
     let http = reqwest::blocking::Client::new();
-    let token = |args: &[&str]| common::token(&data, args);
+    let token = |args: &[&str]| crate::support::token(&data, args);
     let alice = token(&[
         "--sub",
         "alice",
@@ -712,7 +704,7 @@ fn the_log_of_a_real_gateway_replays_clean() {
     // break-glass grant, a read while the kill switch suspends US, and a read under a
     // second policy set.
     let cli = |args: &[&str]| {
-        let output = common::sovereign()
+        let output = crate::support::sovereign()
             .args(args)
             .args(["--url", &base])
             .output()
@@ -813,7 +805,7 @@ fn the_log_of_a_real_gateway_replays_clean() {
     let (status, last) = call(Method::GET, &record, &alice, "support", None);
     assert_eq!(status, 200);
 
-    common::wait_for_checkpoint(&base, last + 1);
+    crate::support::wait_for_checkpoint(&base, last + 1);
     let vkey = http
         .get(format!("{base}/log/key"))
         .send()

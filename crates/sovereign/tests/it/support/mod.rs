@@ -1,15 +1,13 @@
 //! The `sovereign` binary as the tests run it: a server on a free port, killed however the
 //! test ends, and development tokens.
 
-#![allow(dead_code)]
-
 use std::io::{BufRead, BufReader, Lines};
 use std::path::Path;
 use std::process::{Child, ChildStderr, Command, Stdio};
 
-use tlog::{FetchError, TileFetcher};
-
 pub mod load;
+
+pub use testkit::served::{ServedLog, wait_for_checkpoint};
 
 pub fn sovereign() -> Command {
     Command::new(env!("CARGO_BIN_EXE_sovereign"))
@@ -112,58 +110,6 @@ pub fn token(data: &Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8(output.stdout).unwrap().trim().to_string()
-}
-
-/// A served log, fetched over HTTP for `tlog::verify_log` (from a thread outside any runtime).
-pub struct ServedLog {
-    pub base: String,
-    pub client: reqwest::blocking::Client,
-}
-
-impl ServedLog {
-    pub fn new(base: &str) -> ServedLog {
-        ServedLog {
-            base: base.to_string(),
-            client: reqwest::blocking::Client::new(),
-        }
-    }
-}
-
-impl TileFetcher for ServedLog {
-    fn fetch(&self, path: &str) -> Result<Option<Vec<u8>>, FetchError> {
-        let response = self
-            .client
-            .get(format!("{}/log/{path}", self.base))
-            .send()
-            .map_err(FetchError::new)?;
-        if response.status() == reqwest::StatusCode::NOT_FOUND {
-            return Ok(None);
-        }
-        if !response.status().is_success() {
-            return Err(FetchError::new(format!("{path}: {}", response.status())));
-        }
-        Ok(Some(response.bytes().map_err(FetchError::new)?.to_vec()))
-    }
-}
-
-/// Waits until the checkpoint served under `base` (`{base}/log/checkpoint`) covers at least
-/// `size` entries.
-pub fn wait_for_checkpoint(base: &str, size: u64) {
-    for _ in 0..100 {
-        let checkpoint = reqwest::blocking::get(format!("{base}/log/checkpoint"))
-            .and_then(|r| r.text())
-            .unwrap_or_default();
-        if checkpoint
-            .lines()
-            .nth(1)
-            .and_then(|l| l.parse::<u64>().ok())
-            .is_some_and(|n| n >= size)
-        {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    panic!("the checkpoint did not reach {size} entries");
 }
 
 /// Whether the cvc5 solver is installed; without it, a test that needs it skips with a

@@ -2,8 +2,6 @@
 //! their approvals, break-glass, signed policy activation, signed algorithm releases and the
 //! kill switch.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -14,7 +12,7 @@ struct Setup {
     _dir: tempfile::TempDir,
     data: PathBuf,
     work: PathBuf,
-    server: common::Server,
+    server: crate::support::Server,
 }
 
 impl Setup {
@@ -23,7 +21,7 @@ impl Setup {
         let data = dir.path().join("data");
         let work = dir.path().join("work");
         std::fs::create_dir_all(&work).unwrap();
-        let mut server = common::serve(&data, "warn,sovereign=info");
+        let mut server = crate::support::serve(&data, "warn,sovereign=info");
         server.drain();
         Setup {
             _dir: dir,
@@ -39,12 +37,12 @@ impl Setup {
         for role in roles {
             args.extend(["--role", *role]);
         }
-        common::token(&self.data, &args)
+        crate::support::token(&self.data, &args)
     }
 
     /// `sovereign ARGS...` against this gateway (through SOVEREIGN_URL) as `token`.
     fn run(&self, token: &str, args: &[&str]) -> Output {
-        let mut command = common::sovereign();
+        let mut command = crate::support::sovereign();
         command.args(args).env("SOVEREIGN_URL", &self.server.base);
         if token.is_empty() {
             command.env_remove("SOVEREIGN_TOKEN");
@@ -475,7 +473,7 @@ fn a_policy_without_the_restricted_country_forbid_is_refused_with_a_counterexamp
     let key = t.ok("", &["audit", "key", "--data", s(&t.data)]);
     // Logged so far: the invariants and the first set, each proposed and activated, the
     // start, the reviewed set proposed and activated (the refused proposal logged nothing).
-    common::wait_for_checkpoint(&t.server.base, 7);
+    crate::support::wait_for_checkpoint(&t.server.base, 7);
     let replayed = t.ok(
         "",
         &[
@@ -559,12 +557,12 @@ fn invariants_are_proposed_signed_and_activated_through_the_cli() {
 fn without_a_solver_the_first_start_refuses_and_says_how_to_install_one() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let init = common::sovereign()
+    let init = crate::support::sovereign()
         .args(["init", "--data", s(&data)])
         .output()
         .unwrap();
     assert!(init.status.success());
-    let output = common::sovereign()
+    let output = crate::support::sovereign()
         .args(["serve", "--listen", "127.0.0.1:0", "--data", s(&data)])
         .env("CVC5", dir.path().join("no-such-cvc5"))
         .output()
@@ -699,7 +697,7 @@ fn the_kill_switch_suspends_and_lifts_a_jurisdiction() {
     assert!(status.contains("US  SUSPENDED since "), "{status}");
 
     // While suspended, data about US subjects is refused.
-    let alice = common::token(
+    let alice = crate::support::token(
         &t.data,
         &[
             "--sub",

@@ -8,21 +8,18 @@
 //! signed, a log rewritten since. Also the arguments: dates, and a period that ends before
 //! it starts.
 
-mod common;
-#[path = "support/static_log.rs"]
-mod static_log;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
-use static_log::{Key, entries, entry, new_key, outcome_of, publish};
+use testkit::sha256_hex;
+use testkit::static_log::{Key, entries, entry, new_key, outcome_of, publish};
 use tlog::note::{Signer, generate_key};
 
 fn sovereign(dir: &Path, args: &[&str]) -> Output {
-    common::sovereign()
+    crate::support::sovereign()
         .args(args)
         .current_dir(dir)
         .output()
@@ -66,9 +63,6 @@ fn read_json(path: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
 
-fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
-}
 
 /// A report signer's key files: `NAME.key` (signer) and `NAME.vkey` (verifier).
 fn signer_files(dir: &Path, name: &str) -> (PathBuf, PathBuf, Signer) {
@@ -537,11 +531,11 @@ fn a_report_of_real_traffic_counts_what_happened() {
     let data = dir.path().join("data");
     let work = dir.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
-    let mut server = common::serve(&data, "warn,sovereign=info");
+    let mut server = crate::support::serve(&data, "warn,sovereign=info");
     server.drain();
     let base = server.base.clone();
     let http = reqwest::blocking::Client::new();
-    let token = |args: &[&str]| common::token(&data, args);
+    let token = |args: &[&str]| crate::support::token(&data, args);
     let person = |sub: &str, entity: &str, location: &str, extra: &[&str]| {
         let mut args = vec!["--sub", sub, "--entity", entity, "--location", location];
         args.extend(extra);
@@ -586,7 +580,7 @@ fn a_report_of_real_traffic_counts_what_happened() {
             (response.status().as_u16(), index)
         };
     let cli = |who: &str, args: &[&str]| {
-        let output = common::sovereign()
+        let output = crate::support::sovereign()
             .args(args)
             .args(["--url", &base, "--token", who, "--json"])
             .output()
@@ -691,7 +685,7 @@ fn a_report_of_real_traffic_counts_what_happened() {
     );
     let (status, last) = call(Method::GET, "/v1/egress/profile?limit=10", &globe, "", None);
     assert_eq!(status, 200);
-    common::wait_for_checkpoint(&base, last.unwrap() + 1);
+    crate::support::wait_for_checkpoint(&base, last.unwrap() + 1);
 
     // No --key: the key the log serves is used, with a warning. No --out: the default
     // name, in the current directory.

@@ -3,11 +3,9 @@
 //! allowed, partially allowed and denied principals, listed and deleted; then every log entry
 //! and every line the service printed (at its most verbose level) is scanned for them.
 
-mod common;
-
 use std::process::Command;
 
-use common::token;
+use crate::support::token;
 use std::sync::{Arc, Mutex};
 
 struct Http {
@@ -56,7 +54,7 @@ fn markers_in_protected_fields_never_reach_any_log() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     // At its most verbose level, to catch any leak.
-    let mut server = common::serve(&data, "trace");
+    let mut server = crate::support::serve(&data, "trace");
     let lines = server.lines.take().unwrap();
     let base = server.base.clone();
     let service_output = Arc::new(Mutex::new(Vec::<String>::new()));
@@ -171,7 +169,7 @@ fn markers_in_protected_fields_never_reach_any_log() {
     std::thread::sleep(std::time::Duration::from_millis(800)); // a checkpoint covering it all
     let mut entries = Vec::new();
     let checkpoint = tlog::verify_log(
-        &common::ServedLog::new(&http.base),
+        &crate::support::ServedLog::new(&http.base),
         &verifier,
         None,
         &mut |_, _| {},

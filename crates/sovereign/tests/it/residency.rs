@@ -2,12 +2,10 @@
 //! migration killed midway and run again, a scan that passes, and a log that verifies with
 //! exactly one evidence entry per moved subject.
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{sovereign, token};
+use crate::support::{sovereign, token};
 
 const SUBJECTS: usize = 120;
 
@@ -47,7 +45,7 @@ fn a_killed_migration_finishes_when_run_again_with_nothing_lost_or_duplicated() 
             .contains(&format!("placed {SUBJECTS} legacy US subject(s)"))
     );
 
-    let mut server = common::serve(&data, "warn,sovereign=info");
+    let mut server = crate::support::serve(&data, "warn,sovereign=info");
     server.drain();
     let base = server.base.clone();
     let olga = token(
@@ -208,7 +206,7 @@ fn a_killed_migration_finishes_when_run_again_with_nothing_lost_or_duplicated() 
     let verifier = tlog::note::Verifier::new(key.trim()).unwrap();
     let mut moved = std::collections::BTreeMap::new();
     tlog::verify_log(
-        &common::ServedLog::new(&base),
+        &crate::support::ServedLog::new(&base),
         &verifier,
         None,
         &mut |_, _| {},

@@ -2,9 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-mod common;
-
-use common::sovereign;
+use crate::support::sovereign;
 
 fn run_ok(args: &[&str]) -> String {
     let output = sovereign().args(args).output().unwrap();
@@ -131,7 +129,7 @@ fn token_prints_a_signed_jwt_with_the_claims_given() {
 fn serve_initialises_answers_and_shuts_down_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("fresh");
-    let mut server = common::serve(&data, "info");
+    let mut server = crate::support::serve(&data, "info");
     assert!(
         data.join("sovereign.toml").is_file(),
         "serve must initialise the data folder"
@@ -198,7 +196,7 @@ fn the_first_policy_set_starts_only_when_signed() {
         "--out",
         signature.to_str().unwrap(),
     ]);
-    let mut server = common::serve(&data, "info");
+    let mut server = crate::support::serve(&data, "info");
     let health = reqwest::blocking::get(format!("{}/healthz", server.base)).unwrap();
     assert_eq!(health.status(), 200);
     server.drain();

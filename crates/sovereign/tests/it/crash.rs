@@ -2,15 +2,13 @@
 //! an answered request, and after a restart its log verifies and is consistent with the last
 //! checkpoint it served before the kill.
 
-mod common;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::load::{Load, check_nothing_lost, writer_token};
+use crate::support::load::{Load, check_nothing_lost, writer_token};
 
-fn serve(data: &std::path::Path) -> common::Server {
-    let mut server = common::serve(data, "warn,sovereign=info");
+fn serve(data: &std::path::Path) -> crate::support::Server {
+    let mut server = crate::support::serve(data, "warn,sovereign=info");
     server.drain();
     server
 }

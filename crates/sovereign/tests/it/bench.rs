@@ -1,10 +1,8 @@
 //! `sovereign bench` runs both phases and reports figures it measured (not how fast they are:
 //! speed is never asserted by tests), on embedded stores and with the site on PostgreSQL.
 
-mod common;
-
 fn bench(extra: &[&str]) -> serde_json::Value {
-    let output = common::sovereign()
+    let output = crate::support::sovereign()
         .args([
             "bench",
             "--seconds",
@@ -65,12 +63,12 @@ fn bench_reads_a_postgresql_site_through_its_pool() {
 
 #[test]
 fn bench_refuses_bad_arguments() {
-    let output = common::sovereign()
+    let output = crate::support::sovereign()
         .args(["bench", "--clients", "0"])
         .output()
         .unwrap();
     assert!(!output.status.success());
-    let output = common::sovereign()
+    let output = crate::support::sovereign()
         .args([
             "bench",
             "--seconds",
