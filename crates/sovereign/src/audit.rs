@@ -216,7 +216,6 @@ fn replay(
     Ok(())
 }
 
-
 /// Progress of `audit verify` on standard error: a bar on a terminal, otherwise a
 /// line every few seconds.
 pub(crate) struct Progress {
@@ -237,7 +236,6 @@ impl Progress {
             label,
         }
     }
-
 }
 
 impl monitor::Progress for Progress {
@@ -356,7 +354,6 @@ fn check_proof(file: &Path, key: &str, entry: &Path, out: &mut dyn Write) -> any
     }
     Ok(())
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -119,7 +119,6 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
     }
 }
 
-
 // ---------------------------------------------------------------------------
 // sovereign report
 

@@ -57,3 +57,18 @@ pub fn wait_for_checkpoint(base: &str, size: u64) {
     }
     panic!("the checkpoint did not reach {size} entries");
 }
+
+/// The body of `GET url`, as text.
+pub fn get_text(url: &str) -> String {
+    reqwest::blocking::get(url).unwrap().text().unwrap()
+}
+
+/// The log's verifier key as the gateway at `base` serves it (`{base}/log/key`), trimmed.
+pub fn log_key(base: &str) -> String {
+    get_text(&format!("{base}/log/key")).trim().to_string()
+}
+
+/// The log's verifier, from the key the gateway at `base` serves.
+pub fn log_verifier(base: &str) -> tlog::note::Verifier {
+    tlog::note::Verifier::new(&log_key(base)).unwrap()
+}

@@ -5,7 +5,6 @@
 //! The commands run as a monitor runs them, with the binary; the entry format is checked
 //! with the `monitor` crate directly.
 
-
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -15,9 +14,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-
-use monitor::check_entry;
 use crate::support::sovereign;
+use monitor::check_entry;
 use serde_json::{Value, json};
 use testkit::static_log::{Key, ORIGIN, entries, entry, new_key, outcome_of, publish, write_file};
 use tlog::checkpoint::{Checkpoint, open_checkpoint};

@@ -3,9 +3,10 @@
 //! downloads, and rejects a copy with a flipped byte in an entry bundle or a hash tile, a
 //! truncated log, and a second log under the same key that forks history.
 
-use crate::support::{sovereign, token};
+use crate::support::{sovereign, token_of};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use testkit::cast::{PARENT_CN, USDS_TRAVELLING_CN, VETTED_US};
 
 fn serve(data: &Path) -> crate::support::Server {
     let mut server = crate::support::serve(data, "warn,sovereign=info");
@@ -44,36 +45,9 @@ const FIRST_SCENARIO_ENTRIES: u64 = 7;
 const LATER_SCENARIO_ENTRIES: u64 = 5;
 
 fn reference_scenario(data: &Path, base: &str, subject: &str) {
-    let alice = token(
-        data,
-        &[
-            "--sub",
-            "alice",
-            "--entity",
-            "usds",
-            "--location",
-            "US",
-            "--clearance",
-            "us-data",
-        ],
-    );
-    let chen = token(
-        data,
-        &["--sub", "chen", "--entity", "parent", "--location", "CN"],
-    );
-    let bob = token(
-        data,
-        &[
-            "--sub",
-            "bob",
-            "--entity",
-            "usds",
-            "--location",
-            "CN",
-            "--clearance",
-            "us-data",
-        ],
-    );
+    let alice = token_of(data, &VETTED_US);
+    let chen = token_of(data, &PARENT_CN);
+    let bob = token_of(data, &USDS_TRAVELLING_CN);
     let record = format!("{base}/v1/subjects/{subject}/records/profile/main");
     curl(
         "PUT",
@@ -98,13 +72,27 @@ fn audit(args: &[&str]) -> Output {
     sovereign().arg("audit").args(args).output().unwrap()
 }
 
-fn key(data: &Path) -> String {
-    let output = audit(&["key", "--data", data.to_str().unwrap()]);
+/// `sovereign audit verify` of the log at `url`, with the state file `state` if any.
+fn verify(url: &str, vkey: &str, state: Option<&Path>) -> Output {
+    let mut args = vec!["verify", "--url", url, "--key", vkey];
+    if let Some(state) = state {
+        args.extend(["--state", state.to_str().unwrap()]);
+    }
+    audit(&args)
+}
+
+/// Asserts that a verification passed; `what` names the log in the message if not.
+fn assert_verified(output: Output, what: &str) {
     assert!(
         output.status.success(),
-        "{}",
+        "{what}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+fn key(data: &Path) -> String {
+    let output = audit(&["key", "--data", data.to_str().unwrap()]);
+    crate::support::assert_success(&output);
     String::from_utf8(output.stdout).unwrap().trim().to_string()
 }
 
@@ -182,38 +170,15 @@ fn audit_verify_accepts_the_live_log_and_a_static_copy_and_rejects_tampering() {
     let state = dir.path().join("monitor.state");
 
     // The live log verifies, and the state remembers its checkpoint.
-    let output = audit(&[
-        "verify",
-        "--url",
-        &url,
-        "--key",
-        &vkey,
-        "--state",
-        state.to_str().unwrap(),
-    ]);
-    assert!(
-        output.status.success(),
-        "live: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_verified(verify(&url, &vkey, Some(&state)), "live");
     assert!(state.is_file());
 
     // A static copy made with plain HTTP downloads verifies too (and is consistent with the state).
     let copy = dir.path().join("mirror");
     mirror(&served.base, &copy);
-    let output = audit(&[
-        "verify",
-        "--url",
-        copy.to_str().unwrap(),
-        "--key",
-        &vkey,
-        "--state",
-        state.to_str().unwrap(),
-    ]);
-    assert!(
-        output.status.success(),
-        "mirror: {}",
-        String::from_utf8_lossy(&output.stderr)
+    assert_verified(
+        verify(&copy.to_string_lossy(), &vkey, Some(&state)),
+        "mirror",
     );
 
     // One flipped byte in the entry bundle.
@@ -222,13 +187,7 @@ fn audit_verify_accepts_the_live_log_and_a_static_copy_and_rejects_tampering() {
     let bundle = walk(&bundle_copy.join("tile/entries"))[0].clone();
     flip_byte(&bundle, 60);
     expect_failure(
-        audit(&[
-            "verify",
-            "--url",
-            bundle_copy.to_str().unwrap(),
-            "--key",
-            &vkey,
-        ]),
+        verify(&bundle_copy.to_string_lossy(), &vkey, None),
         "flipped bundle byte",
     );
 
@@ -238,13 +197,7 @@ fn audit_verify_accepts_the_live_log_and_a_static_copy_and_rejects_tampering() {
     let tile = walk(&tile_copy.join("tile/0"))[0].clone();
     flip_byte(&tile, 40);
     expect_failure(
-        audit(&[
-            "verify",
-            "--url",
-            tile_copy.to_str().unwrap(),
-            "--key",
-            &vkey,
-        ]),
+        verify(&tile_copy.to_string_lossy(), &vkey, None),
         "flipped tile byte",
     );
 
@@ -254,30 +207,9 @@ fn audit_verify_accepts_the_live_log_and_a_static_copy_and_rejects_tampering() {
     let grown_state = dir.path().join("grown.state");
     std::fs::copy(&state, &grown_state).unwrap();
     crate::support::wait_for_checkpoint(&served.base, first_size + LATER_SCENARIO_ENTRIES);
-    let output = audit(&[
-        "verify",
-        "--url",
-        &url,
-        "--key",
-        &vkey,
-        "--state",
-        grown_state.to_str().unwrap(),
-    ]);
-    assert!(
-        output.status.success(),
-        "grown: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_verified(verify(&url, &vkey, Some(&grown_state)), "grown");
     expect_failure(
-        audit(&[
-            "verify",
-            "--url",
-            copy.to_str().unwrap(),
-            "--key",
-            &vkey,
-            "--state",
-            grown_state.to_str().unwrap(),
-        ]),
+        verify(&copy.to_string_lossy(), &vkey, Some(&grown_state)),
         "truncated log",
     );
     // Missing files are caught too.
@@ -285,13 +217,7 @@ fn audit_verify_accepts_the_live_log_and_a_static_copy_and_rejects_tampering() {
     copy_dir(&copy, &missing_copy);
     std::fs::remove_file(walk(&missing_copy.join("tile/entries"))[0].clone()).unwrap();
     expect_failure(
-        audit(&[
-            "verify",
-            "--url",
-            missing_copy.to_str().unwrap(),
-            "--key",
-            &vkey,
-        ]),
+        verify(&missing_copy.to_string_lossy(), &vkey, None),
         "missing bundle",
     );
 
@@ -319,23 +245,10 @@ fn audit_verify_accepts_the_live_log_and_a_static_copy_and_rejects_tampering() {
     );
     let fork_url = format!("{}/log", forked.base);
     // On its own the fork is a well-formed log...
-    let output = audit(&["verify", "--url", &fork_url, "--key", &vkey]);
-    assert!(
-        output.status.success(),
-        "fork alone: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_verified(verify(&fork_url, &vkey, None), "fork alone");
     // ...but a monitor that remembers the real history catches it.
     expect_failure(
-        audit(&[
-            "verify",
-            "--url",
-            &fork_url,
-            "--key",
-            &vkey,
-            "--state",
-            grown_state.to_str().unwrap(),
-        ]),
+        verify(&fork_url, &vkey, Some(&grown_state)),
         "forked history",
     );
 }

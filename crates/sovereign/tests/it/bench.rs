@@ -16,11 +16,7 @@ fn bench(extra: &[&str]) -> serde_json::Value {
         .args(extra)
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    crate::support::assert_success(&output);
     serde_json::from_slice(&output.stdout).unwrap()
 }
 

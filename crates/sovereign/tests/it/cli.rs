@@ -1,6 +1,7 @@
 //! The binary as a user runs it: init, token, check, serve and a clean shutdown.
 
 use std::time::{Duration, Instant};
+use testkit::cast::VETTED_US;
 
 use crate::support::sovereign;
 
@@ -72,25 +73,10 @@ fn token_prints_a_signed_jwt_with_the_claims_given() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap();
     run_ok(&["init", "--data", data]);
-    let token = run_ok(&[
-        "token",
-        "--data",
-        data,
-        "--sub",
-        "alice",
-        "--entity",
-        "usds",
-        "--location",
-        "US",
-        "--clearance",
-        "us-data",
-        "--role",
-        "engineer",
-        "--role",
-        "oncall",
-        "--ttl",
-        "15m",
-    ]);
+    let mut args = vec!["token".to_string(), "--data".to_string(), data.to_string()];
+    args.extend(VETTED_US.token_args());
+    args.extend(["--role", "oncall", "--ttl", "15m"].map(String::from));
+    let token = run_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let token = token.trim();
     let parts: Vec<&str> = token.split('.').collect();
     assert_eq!(parts.len(), 3, "{token}");

@@ -4,6 +4,7 @@
 
 use std::process::Command;
 use std::time::{Duration, Instant};
+use testkit::served::log_verifier;
 
 use crate::support::load::{Load, check_nothing_lost, writer_token};
 
@@ -57,13 +58,7 @@ fn sigkill_under_load_loses_nothing_acknowledged() {
     // Restart on the same data and check everything.
     let restarted = serve(&data);
     let base = restarted.base.clone();
-    let key = client
-        .get(format!("{base}/log/key"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    let verifier = tlog::note::Verifier::new(key.trim()).unwrap();
+    let verifier = log_verifier(&base);
     let before = last_checkpoint.expect("a checkpoint was served");
     let before = tlog::open_checkpoint(&before, &verifier).unwrap();
     // The restarted gateway logs its start; the check waits until a checkpoint covers it.

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
+use testkit::cast::VETTED_US;
 
 use serde_json::Value;
 
@@ -697,19 +698,7 @@ fn the_kill_switch_suspends_and_lifts_a_jurisdiction() {
     assert!(status.contains("US  SUSPENDED since "), "{status}");
 
     // While suspended, data about US subjects is refused.
-    let alice = crate::support::token(
-        &t.data,
-        &[
-            "--sub",
-            "alice",
-            "--entity",
-            "usds",
-            "--location",
-            "US",
-            "--clearance",
-            "us-data",
-        ],
-    );
+    let alice = crate::support::token_of(&t.data, &VETTED_US);
     let answer = reqwest::blocking::Client::new()
         .put(format!("{}/v1/subjects/u-1", t.server.base))
         .bearer_auth(&alice)

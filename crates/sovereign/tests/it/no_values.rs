@@ -4,8 +4,9 @@
 //! and every line the service printed (at its most verbose level) is scanned for them.
 
 use std::process::Command;
+use testkit::cast::{PARENT_CN, PARENT_SG, VETTED_US, Who};
 
-use crate::support::token;
+use crate::support::token_of;
 use std::sync::{Arc, Mutex};
 
 struct Http {
@@ -75,29 +76,16 @@ fn markers_in_protected_fields_never_reach_any_log() {
             .unwrap(),
         client: reqwest::Client::new(),
     };
-    let alice = token(
+    // Vetted US staff who may start break-glass.
+    let alice = token_of(
         &data,
-        &[
-            "--sub",
-            "alice",
-            "--entity",
-            "usds",
-            "--location",
-            "US",
-            "--clearance",
-            "us-data",
-            "--role",
-            "break-glass",
-        ],
+        &Who {
+            roles: &["break-glass"],
+            ..VETTED_US
+        },
     );
-    let siew = token(
-        &data,
-        &["--sub", "siew", "--entity", "parent", "--location", "SG"],
-    );
-    let chen = token(
-        &data,
-        &["--sub", "chen", "--entity", "parent", "--location", "CN"],
-    );
+    let siew = token_of(&data, &PARENT_SG);
+    let chen = token_of(&data, &PARENT_CN);
 
     // Every protected field of the default collections, each with its own marker.
     let protected = [

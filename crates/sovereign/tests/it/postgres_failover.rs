@@ -5,6 +5,8 @@
 //! served before the kill. Skips without PostgreSQL binaries unless `SOVEREIGN_REQUIRE_PG=1`.
 
 use std::time::{Duration, Instant};
+use testkit::cast::{OPERATOR, VETTED_US};
+use testkit::served::log_key;
 
 use crate::support::load::{Load, check_nothing_lost, writer_token};
 
@@ -89,13 +91,8 @@ fn the_integrating_gateway_dies_and_the_other_takes_over() {
         "takeover took {takeover:?}"
     );
 
-    let key = client
-        .get(format!("{}/log/key", other.base))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    let verifier = tlog::note::Verifier::new(key.trim()).unwrap();
+    let key = log_key(&other.base);
+    let verifier = tlog::note::Verifier::new(&key).unwrap();
     let before =
         tlog::open_checkpoint(&before.expect("a checkpoint was served"), &verifier).unwrap();
     let checkpoint = check_nothing_lost(
@@ -144,19 +141,7 @@ fn a_kill_switch_applied_through_one_gateway_holds_on_the_other() {
     let mut second = crate::support::serve(data, "warn,sovereign=info");
     second.drain();
 
-    let alice = crate::support::token(
-        data,
-        &[
-            "--sub",
-            "alice",
-            "--entity",
-            "usds",
-            "--location",
-            "US",
-            "--clearance",
-            "us-data",
-        ],
-    );
+    let alice = crate::support::token_of(data, &VETTED_US);
     let register = |base: &str, id: &str| {
         let response = reqwest::blocking::Client::new()
             .put(format!("{base}/v1/subjects/{id}"))
@@ -169,19 +154,7 @@ fn a_kill_switch_applied_through_one_gateway_holds_on_the_other() {
     };
     assert_eq!(register(&second.base, "u-1").0, 201);
 
-    let olga = crate::support::token(
-        data,
-        &[
-            "--sub",
-            "olga",
-            "--entity",
-            "custodian",
-            "--location",
-            "US",
-            "--role",
-            "custodian-operator",
-        ],
-    );
+    let olga = crate::support::token_of(data, &OPERATOR);
     let key = data.join("keys/custodian.key");
     let output = crate::support::sovereign()
         .args([
@@ -195,11 +168,7 @@ fn a_kill_switch_applied_through_one_gateway_holds_on_the_other() {
         .env("SOVEREIGN_URL", &first.base)
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    crate::support::assert_success(&output);
 
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut n = 2;

@@ -5,19 +5,23 @@
 //! log of a real gateway after the reference scenario replays clean. Also the entry format
 //! v2 as `check_entry` reads it.
 
-
 use std::path::Path;
 use std::process::Output;
+use testkit::cast::{
+    BREAK_GLASS, DATA_SUBJECT, EGRESS_CN, MONITOR, OPERATOR, PARENT_CN, PARENT_SG,
+    USDS_TRAVELLING_CN, VETTED_US, Who,
+};
+use testkit::served::log_key;
 
 use monitor::check_entry;
 use policy::PolicyEngine;
 use serde_json::{Value, json};
 use testkit::static_log::{Key, new_key, publish};
-use testkit::{static_log, v2_log};
 use testkit::v2_log::{
     access_entry, alert_entry, config_entry, custody_entry, forge_allowed, invariants_entry,
     scenario,
 };
+use testkit::{static_log, v2_log};
 
 /// Index in [`log`] of the read by parent staff located in CN (scenario step 3).
 const CHEN_READ: u64 = 5 + 3;
@@ -589,29 +593,11 @@ fn the_log_of_a_real_gateway_replays_clean() {
     server.drain();
     let base = server.base.clone();
     let http = reqwest::blocking::Client::new();
-    let token = |args: &[&str]| crate::support::token(&data, args);
-    let alice = token(&[
-        "--sub",
-        "alice",
-        "--entity",
-        "usds",
-        "--location",
-        "US",
-        "--clearance",
-        "us-data",
-    ]);
-    let chen = token(&["--sub", "chen", "--entity", "parent", "--location", "CN"]);
-    let bob = token(&[
-        "--sub",
-        "bob",
-        "--entity",
-        "usds",
-        "--location",
-        "CN",
-        "--clearance",
-        "us-data",
-    ]);
-    let siew = token(&["--sub", "siew", "--entity", "parent", "--location", "SG"]);
+    let token = |who: &Who| crate::support::token_of(&data, who);
+    let alice = token(&VETTED_US);
+    let chen = token(&PARENT_CN);
+    let bob = token(&USDS_TRAVELLING_CN);
+    let siew = token(&PARENT_SG);
 
     let record = format!("{base}/v1/subjects/u-1001/records/profile/main");
     let call =
@@ -661,36 +647,9 @@ fn the_log_of_a_real_gateway_replays_clean() {
     // Every other route is decided and logged too, and replays: egress to a consumer in CN
     // (US denied, the others allowed), a read of an id that names no subject, the subject's
     // own export, the residency scan.
-    let globe = token(&[
-        "--sub",
-        "globe",
-        "--entity",
-        "parent",
-        "--location",
-        "CN",
-        "--role",
-        "egress",
-    ]);
-    let ada = token(&[
-        "--sub",
-        "u-1001",
-        "--entity",
-        "public",
-        "--location",
-        "US",
-        "--role",
-        "data-subject",
-    ]);
-    let mona = token(&[
-        "--sub",
-        "mona",
-        "--entity",
-        "monitor",
-        "--location",
-        "US",
-        "--role",
-        "monitor",
-    ]);
+    let globe = token(&EGRESS_CN);
+    let ada = token(&DATA_SUBJECT);
+    let mona = token(&MONITOR);
     let egress = format!("{base}/v1/egress/profile");
     assert_eq!(call(Method::GET, &egress, &globe, "", None).0, 200);
     let nobody = format!("{base}/v1/subjects/nobody/records/profile/main");
@@ -716,28 +675,8 @@ fn the_log_of_a_real_gateway_replays_clean() {
         );
         String::from_utf8(output.stdout).unwrap()
     };
-    let frank = token(&[
-        "--sub",
-        "frank",
-        "--entity",
-        "usds",
-        "--location",
-        "US",
-        "--clearance",
-        "us-data",
-        "--role",
-        "break-glass",
-    ]);
-    let olga = token(&[
-        "--sub",
-        "olga",
-        "--entity",
-        "custodian",
-        "--location",
-        "US",
-        "--role",
-        "custodian-operator",
-    ]);
+    let frank = token(&BREAK_GLASS);
+    let olga = token(&OPERATOR);
     cli(&[
         "access",
         "break-glass",
@@ -806,12 +745,7 @@ fn the_log_of_a_real_gateway_replays_clean() {
     assert_eq!(status, 200);
 
     crate::support::wait_for_checkpoint(&base, last + 1);
-    let vkey = http
-        .get(format!("{base}/log/key"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let vkey = log_key(&base);
     let output = replay(&["--url", &format!("{base}/log"), "--key", vkey.trim()]);
     let (out, err) = text(&output);
     assert!(output.status.success(), "{out}\n{err}");

@@ -8,7 +8,6 @@
 //! signed, a log rewritten since. Also the arguments: dates, and a period that ends before
 //! it starts.
 
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -62,7 +61,6 @@ fn s(p: &Path) -> &str {
 fn read_json(path: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
-
 
 /// A report signer's key files: `NAME.key` (signer) and `NAME.vkey` (verifier).
 fn signer_files(dir: &Path, name: &str) -> (PathBuf, PathBuf, Signer) {

@@ -3,9 +3,11 @@
 
 use std::io::{BufRead, BufReader, Lines};
 use std::path::Path;
-use std::process::{Child, ChildStderr, Command, Stdio};
+use std::process::{Child, ChildStderr, Command, Output, Stdio};
 
 pub mod load;
+
+use testkit::cast::Who;
 
 pub use testkit::served::{ServedLog, wait_for_checkpoint};
 
@@ -83,11 +85,7 @@ pub fn init_with_stores(data: &Path, stores: &[(&str, &str)]) {
         .args(["init", "--data", data.to_str().unwrap()])
         .output()
         .unwrap();
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
+    assert_success(&init);
     let config = data.join("sovereign.toml");
     let mut text = std::fs::read_to_string(&config).unwrap();
     for (line, url) in stores {
@@ -97,6 +95,21 @@ pub fn init_with_stores(data: &Path, stores: &[(&str, &str)]) {
     std::fs::write(&config, text).unwrap();
 }
 
+/// Asserts that a command exited with success, showing its standard error if not.
+pub fn assert_success(output: &Output) {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A development token for `who` of the reference cast, from `sovereign token`.
+pub fn token_of(data: &Path, who: &Who) -> String {
+    let args = who.token_args();
+    token(data, &args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
 /// A development token from `sovereign token --data DIR ARGS...`.
 pub fn token(data: &Path, args: &[&str]) -> String {
     let output = sovereign()
@@ -104,11 +117,7 @@ pub fn token(data: &Path, args: &[&str]) -> String {
         .args(args)
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_success(&output);
     String::from_utf8(output.stdout).unwrap().trim().to_string()
 }
 
