@@ -8,7 +8,9 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow, bail};
 use tlog::checkpoint::Checkpoint;
 use tlog::note::{NoteError, Verifier};
-use tlog::{DirFetcher, FULL_TILE_WIDTH, FetchError, TILE_HEIGHT, Tile, TileFetcher, decode_bundle};
+use tlog::{
+    DirFetcher, FULL_TILE_WIDTH, FetchError, TILE_HEIGHT, Tile, TileFetcher, decode_bundle,
+};
 
 use crate::plain;
 
@@ -144,7 +146,6 @@ impl TileFetcher for Recording<'_> {
     }
 }
 
-
 /// The checkpoint of a signed note, without checking any signature.
 pub fn unverified_checkpoint(note: &[u8]) -> anyhow::Result<Checkpoint> {
     let text = match tlog::note::open(note, std::iter::empty::<&Verifier>()) {
@@ -182,7 +183,6 @@ pub fn fetch_entry(log: &dyn TileFetcher, size: u64, index: u64) -> anyhow::Resu
         [] => unreachable!("at least one bundle path"),
     }
 }
-
 
 /// Serves a fixed checkpoint note and passes every other fetch through: the note kept in a
 /// report must be the one verified, whatever the log publishes meanwhile.

@@ -5,7 +5,9 @@ use anyhow::{Context as _, anyhow, bail};
 use tlog::checkpoint::{Checkpoint, open_checkpoint};
 use tlog::note::Verifier;
 use tlog::proof::TlogProof;
-use tlog::{FetcherTileReader, TileFetcher, check_record, leaf_hash, prove_record, tile_hash_reader};
+use tlog::{
+    FetcherTileReader, TileFetcher, check_record, leaf_hash, prove_record, tile_hash_reader,
+};
 
 use crate::fetch::{fetch_entry, unverified_checkpoint};
 use crate::plain;

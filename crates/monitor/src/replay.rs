@@ -25,9 +25,9 @@ use std::path::PathBuf;
 use anyhow::bail;
 use policy::{AccessRequest, Action, Context, Decision, PolicyEngine, Principal, Resource};
 use serde_json::Value;
+use tlog::TileFetcher;
 use tlog::checkpoint::Checkpoint;
 use tlog::note::Verifier;
-use tlog::TileFetcher;
 
 use crate::entry::{AccessV2, EntryInfo, Event};
 use crate::fetch::{HttpFetcher, local_dir, open_log};
@@ -120,10 +120,16 @@ pub fn replay(
     };
     let mut replayer = Replayer::new(source);
     // What the entries said counts only once the whole log is verified.
-    let checkpoint = verify_entries(&*log, verifier, None, progress, &mut |index, info, entry| {
-        replayer.add(index, info, entry);
-        Ok(())
-    })?;
+    let checkpoint = verify_entries(
+        &*log,
+        verifier,
+        None,
+        progress,
+        &mut |index, info, entry| {
+            replayer.add(index, info, entry);
+            Ok(())
+        },
+    )?;
     if let Some(prover) = &prover {
         replayer.reprove(prover);
     }

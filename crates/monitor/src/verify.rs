@@ -17,9 +17,9 @@ use tlog::{TileFetcher, hash_to_base64, verify_log};
 
 use crate::entry::{EntryInfo, check_entry};
 use crate::fetch::Recording;
+use crate::plain;
 use crate::progress::Progress;
 use crate::state::{read_state, write_atomically};
-use crate::plain;
 
 /// A log verified by [`verify`]: what it is, what it was checked against, what it holds.
 pub struct Verified {
@@ -152,7 +152,6 @@ impl fmt::Display for Verified {
     }
 }
 
-
 /// Entry counts of a verified log.
 #[derive(Default)]
 pub struct Stats {
@@ -279,7 +278,8 @@ impl EntryChecker {
             drop(sender);
             match worker
                 .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)) {
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            {
                 Ok(s) => stats.merge(s),
                 Err(e) => {
                     let earlier = match (&e, &first_bad) {
@@ -323,4 +323,3 @@ impl fmt::Display for Stats {
         Ok(())
     }
 }
-

@@ -1,7 +1,6 @@
 //! End-to-end: a log published as C2SP tiles, verified by `verify_log`, and every
 //! kind of tampering a monitor must catch.
 
-
 use std::collections::HashMap;
 
 use testkit::log_writer::{LogWriter, entry};

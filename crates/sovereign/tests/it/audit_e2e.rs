@@ -129,6 +129,14 @@ fn flip_byte(path: &Path, at: usize) {
     std::fs::write(path, bytes).unwrap();
 }
 
+/// A copy of the static log `log` at `into`, with byte `at` of the first file below `below`
+/// flipped; the copy's path, as `--url` takes it.
+fn tampered_copy(log: &Path, into: &Path, below: &str, at: usize) -> String {
+    copy_dir(log, into);
+    flip_byte(&walk(&into.join(below))[0], at);
+    into.to_str().unwrap().to_string()
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     for entry in walk(from) {
         let target = to.join(entry.strip_prefix(from).unwrap());
@@ -182,24 +190,17 @@ fn audit_verify_accepts_the_live_log_and_a_static_copy_and_rejects_tampering() {
     );
 
     // One flipped byte in the entry bundle.
-    let bundle_copy = dir.path().join("tampered-bundle");
-    copy_dir(&copy, &bundle_copy);
-    let bundle = walk(&bundle_copy.join("tile/entries"))[0].clone();
-    flip_byte(&bundle, 60);
-    expect_failure(
-        verify(&bundle_copy.to_string_lossy(), &vkey, None),
-        "flipped bundle byte",
+    let bundle_copy = tampered_copy(
+        &copy,
+        &dir.path().join("tampered-bundle"),
+        "tile/entries",
+        60,
     );
+    expect_failure(verify(&bundle_copy, &vkey, None), "flipped bundle byte");
 
     // One flipped byte in the hash tile.
-    let tile_copy = dir.path().join("tampered-tile");
-    copy_dir(&copy, &tile_copy);
-    let tile = walk(&tile_copy.join("tile/0"))[0].clone();
-    flip_byte(&tile, 40);
-    expect_failure(
-        verify(&tile_copy.to_string_lossy(), &vkey, None),
-        "flipped tile byte",
-    );
+    let tile_copy = tampered_copy(&copy, &dir.path().join("tampered-tile"), "tile/0", 40);
+    expect_failure(verify(&tile_copy, &vkey, None), "flipped tile byte");
 
     // A truncated log: the remembered checkpoint is larger than what the copy shows. Make the
     // live log grow, remember it, then check the older copy against that state.

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 use testkit::served::log_verifier;
 
-use crate::support::load::{Load, check_nothing_lost, writer_token};
+use crate::support::load::{Load, check_nothing_lost, register_subject, writer_token};
 
 fn serve(data: &std::path::Path) -> crate::support::Server {
     let mut server = crate::support::serve(data, "warn,sovereign=info");
@@ -22,14 +22,7 @@ fn sigkill_under_load_loses_nothing_acknowledged() {
     let base = server.base.clone();
     let token = writer_token(&data);
     let client = reqwest::blocking::Client::new();
-    let status = client
-        .put(format!("{base}/v1/subjects/crash-subject"))
-        .bearer_auth(&token)
-        .body(r#"{"jurisdiction":"US"}"#)
-        .send()
-        .unwrap()
-        .status();
-    assert_eq!(status, 201);
+    register_subject(&base, &token, "crash-subject");
 
     let mut last_checkpoint: Option<Vec<u8>> = None;
     let load = Load::start(std::slice::from_ref(&base), &token, "crash-subject", 6);

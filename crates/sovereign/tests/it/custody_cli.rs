@@ -2,6 +2,7 @@
 //! their approvals, break-glass, signed policy activation, signed algorithm releases and the
 //! kill switch.
 
+use crate::support::s;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use testkit::cast::VETTED_US;
@@ -65,6 +66,25 @@ impl Setup {
         String::from_utf8(output.stdout).unwrap()
     }
 
+    /// `sovereign policy sign HASH --key KEY --out NOTE`, expecting success.
+    fn sign_policy(&self, hash: &str, key: &Path, note: &Path) -> String {
+        self.ok(
+            "",
+            &["policy", "sign", hash, "--key", s(key), "--out", s(note)],
+        )
+    }
+
+    /// `sovereign policy activate HASH --signature NOTE` as `token`, expecting the set
+    /// activated; returns standard output.
+    fn activate_policy(&self, token: &str, hash: &str, note: &Path) -> String {
+        let out = self.ok(token, &["policy", "activate", hash, "--signature", s(note)]);
+        assert!(
+            out.contains(&format!("activated policy set {hash}")),
+            "{out}"
+        );
+        out
+    }
+
     /// Runs with `--json`, expecting success; returns the gateway's answer.
     fn json(&self, token: &str, args: &[&str]) -> Value {
         let mut args = args.to_vec();
@@ -97,10 +117,6 @@ impl Setup {
     fn file(&self, name: &str) -> PathBuf {
         self.work.join(name)
     }
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 // ---------------------------------------------------------------------------
@@ -280,18 +296,7 @@ fn a_policy_set_is_activated_only_with_a_custodian_signature() {
     let rogue = t.file("rogue.key");
     std::fs::write(&rogue, rogue_skey).unwrap();
     let forged = t.file("forged.note");
-    t.ok(
-        "",
-        &[
-            "policy",
-            "sign",
-            &hash,
-            "--key",
-            s(&rogue),
-            "--out",
-            s(&forged),
-        ],
-    );
+    t.sign_policy(&hash, &rogue, &forged);
     let err = t.fails(
         &olga,
         &["policy", "activate", &hash, "--signature", s(&forged)],
@@ -306,10 +311,7 @@ fn a_policy_set_is_activated_only_with_a_custodian_signature() {
 
     // Signed with keys/custodian.key, it activates.
     let note = t.file("activation.note");
-    let out = t.ok(
-        "",
-        &["policy", "sign", &hash, "--key", s(&key), "--out", s(&note)],
-    );
+    let out = t.sign_policy(&hash, &key, &note);
     assert!(
         out.contains(&format!(
             "signed the activation of policy set {hash} as custodian"
@@ -335,14 +337,7 @@ fn a_policy_set_is_activated_only_with_a_custodian_signature() {
         to_stdout.starts_with("sovereign/custody/v1\n"),
         "{to_stdout}"
     );
-    let out = t.ok(
-        &olga,
-        &["policy", "activate", &hash, "--signature", s(&note)],
-    );
-    assert!(
-        out.contains(&format!("activated policy set {hash}")),
-        "{out}"
-    );
+    let out = t.activate_policy(&olga, &hash, &note);
     assert!(out.contains("signed by custodian"), "{out}");
 
     // Another custodian adds their signature to the note; it is refused for another set.
@@ -449,26 +444,8 @@ fn a_policy_without_the_restricted_country_forbid_is_refused_with_a_counterexamp
     assert_eq!(out.matches(" proven\n").count(), 6, "{out}");
     let hash = out.split_whitespace().nth(3).unwrap().to_string();
     let note = t.file("reviewed.note");
-    t.ok(
-        "",
-        &[
-            "policy",
-            "sign",
-            &hash,
-            "--key",
-            s(&t.custodian_key()),
-            "--out",
-            s(&note),
-        ],
-    );
-    let out = t.ok(
-        &olga,
-        &["policy", "activate", &hash, "--signature", s(&note)],
-    );
-    assert!(
-        out.contains(&format!("activated policy set {hash}")),
-        "{out}"
-    );
+    t.sign_policy(&hash, &t.custodian_key(), &note);
+    let out = t.activate_policy(&olga, &hash, &note);
     assert!(out.contains("proven against invariant set"), "{out}");
 
     let key = t.ok("", &["audit", "key", "--data", s(&t.data)]);

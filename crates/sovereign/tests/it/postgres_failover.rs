@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use testkit::cast::{OPERATOR, VETTED_US};
 use testkit::served::log_key;
 
-use crate::support::load::{Load, check_nothing_lost, writer_token};
+use crate::support::load::{Load, check_nothing_lost, register_subject, writer_token};
 
 #[test]
 fn the_integrating_gateway_dies_and_the_other_takes_over() {
@@ -34,14 +34,7 @@ fn the_integrating_gateway_dies_and_the_other_takes_over() {
     let mut other = crate::support::serve(data, "warn,sovereign=info,logstore=info");
     let token = writer_token(data);
     let client = reqwest::blocking::Client::new();
-    let status = client
-        .put(format!("{}/v1/subjects/failover-subject", other.base))
-        .bearer_auth(&token)
-        .body(r#"{"jurisdiction":"US"}"#)
-        .send()
-        .unwrap()
-        .status();
-    assert_eq!(status, 201);
+    register_subject(&other.base, &token, "failover-subject");
 
     let bases = [integrator.base.clone(), other.base.clone()];
     let load = Load::start(&bases, &token, "failover-subject", 6);

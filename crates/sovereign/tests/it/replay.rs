@@ -5,6 +5,7 @@
 //! log of a real gateway after the reference scenario replays clean. Also the entry format
 //! v2 as `check_entry` reads it.
 
+use crate::support::{s, text};
 use std::path::Path;
 use std::process::Output;
 use testkit::cast::{
@@ -88,17 +89,6 @@ fn replay(args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn text(output: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 // ---------------------------------------------------------------------------
 // Static logs
 
@@ -108,11 +98,11 @@ fn an_honest_log_replays_clean() {
     let key = mirror(dir.path(), &log(false));
     let output = replay(&[
         "--url",
-        path(&dir.path().join("log")),
+        s(&dir.path().join("log")),
         "--key",
         &key.vkey,
         "--policies",
-        path(&dir.path().join("v1/policies")),
+        s(&dir.path().join("v1/policies")),
     ]);
     let (out, err) = text(&output);
     assert!(output.status.success(), "{out}\n{err}");
@@ -136,7 +126,7 @@ fn an_honest_log_replays_clean() {
     );
 
     // Without --policies, a log at .../log finds its policy sets at .../v1/policies.
-    let output = replay(&["--url", path(&dir.path().join("log")), "--key", &key.vkey]);
+    let output = replay(&["--url", s(&dir.path().join("log")), "--key", &key.vkey]);
     let (out, err) = text(&output);
     assert!(output.status.success(), "{out}\n{err}");
     assert!(out.contains("mismatches: 0\n"), "{out}");
@@ -178,7 +168,7 @@ fn activations_without_passing_proofs_are_reported() {
         change(&mut entries);
         let dir = tempfile::tempdir().unwrap();
         let key = mirror(dir.path(), &to_bytes(&entries));
-        let output = replay(&["--url", path(&dir.path().join("log")), "--key", &key.vkey]);
+        let output = replay(&["--url", s(&dir.path().join("log")), "--key", &key.vkey]);
         let (out, err) = text(&output);
         assert!(!output.status.success(), "{wanted}: {out}");
         assert!(out.starts_with("audit replay: FAILED\n"), "{out}");
@@ -300,11 +290,11 @@ fn a_forged_decision_is_reported_at_its_entry() {
     let key = mirror(dir.path(), &log(true));
     let output = replay(&[
         "--url",
-        path(&dir.path().join("log")),
+        s(&dir.path().join("log")),
         "--key",
         &key.vkey,
         "--policies",
-        path(&dir.path().join("v1/policies")),
+        s(&dir.path().join("v1/policies")),
     ]);
     let (out, err) = text(&output);
     assert!(
@@ -350,7 +340,7 @@ fn a_decision_credited_to_the_wrong_policy_is_reported() {
     }
     entries[CHEN_READ as usize] = serde_json::to_vec(&chen).unwrap();
     let key = mirror(dir.path(), &entries);
-    let output = replay(&["--url", path(&dir.path().join("log")), "--key", &key.vkey]);
+    let output = replay(&["--url", s(&dir.path().join("log")), "--key", &key.vkey]);
     let (out, _) = text(&output);
     assert!(!output.status.success(), "{out}");
     assert!(
@@ -376,11 +366,11 @@ fn a_policy_set_that_does_not_match_its_hash_is_refused() {
     std::fs::write(tampered.join(&hash), body.to_string()).unwrap();
     let output = replay(&[
         "--url",
-        path(&url),
+        s(&url),
         "--key",
         &key.vkey,
         "--policies",
-        path(&tampered),
+        s(&tampered),
     ]);
     let (out, err) = text(&output);
     assert!(!output.status.success(), "{out}");
@@ -403,18 +393,18 @@ fn a_policy_set_that_does_not_match_its_hash_is_refused() {
     let empty = tempfile::tempdir().unwrap();
     let output = replay(&[
         "--url",
-        path(&url),
+        s(&url),
         "--key",
         &key.vkey,
         "--policies",
-        &format!("file://{}", path(empty.path())),
+        &format!("file://{}", s(empty.path())),
     ]);
     let (out, _) = text(&output);
     assert!(!output.status.success(), "{out}");
     assert!(out.contains(&format!("policy set: {hash} (")), "{out}");
     let elsewhere = tempfile::tempdir().unwrap();
     publish(elsewhere.path(), &key, &log(false));
-    let output = replay(&["--url", path(elsewhere.path()), "--key", &key.vkey]);
+    let output = replay(&["--url", s(elsewhere.path()), "--key", &key.vkey]);
     let (_, err) = text(&output);
     assert!(!output.status.success());
     assert!(err.contains("give --policies"), "{err}");
@@ -425,7 +415,7 @@ fn replay_verifies_the_log_first() {
     let dir = tempfile::tempdir().unwrap();
     let _key = mirror(dir.path(), &log(false));
     let other = new_key();
-    let output = replay(&["--url", path(&dir.path().join("log")), "--key", &other.vkey]);
+    let output = replay(&["--url", s(&dir.path().join("log")), "--key", &other.vkey]);
     let (out, err) = text(&output);
     assert!(!output.status.success(), "{out}");
     assert!(err.starts_with("error: audit replay: FAILED: "), "{err}");

@@ -8,6 +8,7 @@
 //! signed, a log rewritten since. Also the arguments: dates, and a period that ends before
 //! it starts.
 
+use crate::support::{s, text};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -45,17 +46,6 @@ fn fails(dir: &Path, args: &[&str]) -> String {
         "sovereign {args:?} succeeded:\n{out}"
     );
     err
-}
-
-fn text(output: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 fn read_json(path: &Path) -> Value {

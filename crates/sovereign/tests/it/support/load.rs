@@ -15,6 +15,18 @@ const WRITER: Who = Who {
     ..VETTED_US
 };
 
+/// Registers `subject` (a US subject) through the gateway at `base`, as the load's writer.
+pub fn register_subject(base: &str, token: &str, subject: &str) {
+    let status = reqwest::blocking::Client::new()
+        .put(format!("{base}/v1/subjects/{subject}"))
+        .bearer_auth(token)
+        .body(r#"{"jurisdiction":"US"}"#)
+        .send()
+        .unwrap()
+        .status();
+    assert_eq!(status, 201);
+}
+
 /// A token for the load's writer.
 pub fn writer_token(data: &std::path::Path) -> String {
     super::token_of(data, &WRITER)

@@ -104,6 +104,19 @@ pub fn assert_success(output: &Output) {
     );
 }
 
+/// A command's standard output and standard error, as text.
+pub fn text(output: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// A path as a command-line argument.
+pub fn s(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
 /// A development token for `who` of the reference cast, from `sovereign token`.
 pub fn token_of(data: &Path, who: &Who) -> String {
     let args = who.token_args();
