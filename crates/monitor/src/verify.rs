@@ -85,6 +85,10 @@ pub fn verify(
     })
 }
 
+/// Sees each entry of [`verify_entries`]: its index, what the format check found, its bytes;
+/// an error stops the run, naming the entry.
+pub type EntryVisitor<'a> = dyn FnMut(u64, EntryInfo, &[u8]) -> Result<(), String> + 'a;
+
 /// Verifies the log as [`verify`] does (and, with `previous`, its consistency with that
 /// checkpoint), checking every entry against the format and then handing it to `visit`, in
 /// log order. What `visit` saw counts only once the whole log is verified: the caller
@@ -94,7 +98,7 @@ pub fn verify_entries(
     verifier: &Verifier,
     previous: Option<&Checkpoint>,
     progress: &mut dyn Progress,
-    visit: &mut dyn FnMut(u64, EntryInfo, &[u8]) -> Result<(), String>,
+    visit: &mut EntryVisitor<'_>,
 ) -> anyhow::Result<Checkpoint> {
     let result = verify_log(
         log,

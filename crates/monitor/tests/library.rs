@@ -7,7 +7,11 @@ use testkit::static_log::{ORIGIN, entries, new_key, outcome_of, publish};
 const SIZE: u64 = 600;
 
 /// A static log of [`SIZE`] entries in a temporary folder, and how to reach it.
-fn static_log() -> (tempfile::TempDir, tlog::note::Verifier, Box<dyn tlog::TileFetcher>) {
+fn static_log() -> (
+    tempfile::TempDir,
+    tlog::note::Verifier,
+    Box<dyn tlog::TileFetcher>,
+) {
     let dir = tempfile::tempdir().unwrap();
     let key = new_key();
     publish(dir.path(), &key, &entries(SIZE));

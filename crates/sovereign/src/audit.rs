@@ -179,8 +179,6 @@ fn key(data: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// An error of the `tlog` crate as one message. Its `Display` already includes
-
 // ---------------------------------------------------------------------------
 // audit verify and replay
 
@@ -216,7 +214,8 @@ fn replay(
     Ok(())
 }
 
-/// Progress of `audit verify` on standard error: a bar on a terminal, otherwise a
+/// Progress of a whole-log check (`audit verify`, `audit replay`, `report`) on standard
+/// error, as the monitor library reports it: a bar on a terminal, otherwise a
 /// line every few seconds.
 pub(crate) struct Progress {
     bar: Option<indicatif::ProgressBar>,
