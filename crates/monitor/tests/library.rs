@@ -20,6 +20,15 @@ fn static_log() -> (
     (dir, verifier, log)
 }
 
+/// Verifies the log, handing every entry to `visit`.
+fn visit_all(
+    log: &dyn tlog::TileFetcher,
+    verifier: &tlog::note::Verifier,
+    visit: &mut monitor::verify::EntryVisitor<'_>,
+) -> anyhow::Result<tlog::checkpoint::Checkpoint> {
+    monitor::verify_entries(log, verifier, None, &mut monitor::Silent, visit)
+}
+
 #[test]
 fn verify_reports_progress_counts_entries_and_keeps_the_checkpoint() {
     let (dir, verifier, log) = static_log();
@@ -46,24 +55,18 @@ fn verify_reports_progress_counts_entries_and_keeps_the_checkpoint() {
 fn verify_entries_hands_over_every_entry_in_order_with_its_kind_and_typed_members() {
     let (_dir, verifier, log) = static_log();
     let mut seen = 0;
-    let checkpoint = monitor::verify_entries(
-        &*log,
-        &verifier,
-        None,
-        &mut monitor::Silent,
-        &mut |index, info, entry| {
-            assert_eq!(index, seen);
-            seen += 1;
-            let head: Head = serde_json::from_slice(entry).map_err(|e| e.to_string())?;
-            assert_eq!(head.kind, info.kind);
-            if info.kind == "access" {
-                let access: Access = serde_json::from_slice(entry).map_err(|e| e.to_string())?;
-                assert_eq!(access.outcome, outcome_of(index));
-                assert_eq!(info.outcome, Some(outcome_of(index)));
-            }
-            Ok(())
-        },
-    )
+    let checkpoint = visit_all(&*log, &verifier, &mut |index, info, entry| {
+        assert_eq!(index, seen);
+        seen += 1;
+        let head: Head = serde_json::from_slice(entry).map_err(|e| e.to_string())?;
+        assert_eq!(head.kind, info.kind);
+        if info.kind == "access" {
+            let access: Access = serde_json::from_slice(entry).map_err(|e| e.to_string())?;
+            assert_eq!(access.outcome, outcome_of(index));
+            assert_eq!(info.outcome, Some(outcome_of(index)));
+        }
+        Ok(())
+    })
     .unwrap();
     assert_eq!(seen, SIZE);
     assert_eq!(checkpoint.size, SIZE);
@@ -72,19 +75,13 @@ fn verify_entries_hands_over_every_entry_in_order_with_its_kind_and_typed_member
 #[test]
 fn a_visitor_that_refuses_an_entry_stops_the_run_naming_it() {
     let (_dir, verifier, log) = static_log();
-    let err = monitor::verify_entries(
-        &*log,
-        &verifier,
-        None,
-        &mut monitor::Silent,
-        &mut |index, _, _| {
-            if index == 7 {
-                Err("not wanted".into())
-            } else {
-                Ok(())
-            }
-        },
-    )
+    let err = visit_all(&*log, &verifier, &mut |index, _, _| {
+        if index == 7 {
+            Err("not wanted".into())
+        } else {
+            Ok(())
+        }
+    })
     .unwrap_err()
     .to_string();
     assert!(err.contains("7") && err.contains("not wanted"), "{err}");
