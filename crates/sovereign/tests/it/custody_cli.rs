@@ -2,7 +2,7 @@
 //! their approvals, break-glass, signed policy activation, signed algorithm releases and the
 //! kill switch.
 
-use crate::support::s;
+use crate::support::{INCIDENT, SUPPORT_TICKET, s};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use testkit::cast::VETTED_US;
@@ -19,12 +19,12 @@ struct Setup {
 
 impl Setup {
     fn new() -> Setup {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        let work = dir.path().join("work");
-        std::fs::create_dir_all(&work).unwrap();
-        let mut server = crate::support::serve(&data, "warn,sovereign=info");
-        server.drain();
+        let crate::support::Fresh {
+            dir,
+            data,
+            work,
+            server,
+        } = crate::support::Fresh::start();
         Setup {
             _dir: dir,
             data,
@@ -133,22 +133,8 @@ fn access_requests_need_two_independent_approvals() {
     let codes = t.ok("", &["access", "reason-codes"]);
     assert!(codes.contains("customer-initiated-support"), "{codes}");
 
-    let request = [
-        "access",
-        "request",
-        "--action",
-        "read",
-        "--subject",
-        "u-1",
-        "--collection",
-        "activity",
-        "--purpose",
-        "ticket 42",
-        "--reason",
-        "customer-initiated-support",
-        "--duration",
-        "2h",
-    ];
+    let mut request = vec!["access", "request", "--action", "read", "--subject", "u-1"];
+    request.extend(SUPPORT_TICKET);
     let created = t.json(&bob, &request);
     let id = created["id"].as_str().unwrap().to_string();
     assert_eq!(created["status"], "pending");
@@ -238,19 +224,7 @@ fn break_glass_is_open_at_once_and_reviewed_afterwards() {
     let t = Setup::new();
     let erin = t.token("erin", "usds", "US", &["break-glass"]);
     let carol = t.token("carol", "custodian", "US", &["custodian-approver"]);
-    let used = t.json(
-        &erin,
-        &[
-            "access",
-            "break-glass",
-            "--collection",
-            "activity",
-            "--purpose",
-            "incident 7",
-            "--reason",
-            "incident-response",
-        ],
-    );
+    let used = t.json(&erin, &[&["access", "break-glass"][..], &INCIDENT].concat());
     let id = used["id"].as_str().unwrap();
     assert_eq!(used["kind"], "break-glass");
     assert_eq!(used["status"], "approved");

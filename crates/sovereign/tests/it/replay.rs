@@ -5,7 +5,7 @@
 //! log of a real gateway after the reference scenario replays clean. Also the entry format
 //! v2 as `check_entry` reads it.
 
-use crate::support::{s, text};
+use crate::support::{INCIDENT, s, text};
 use std::path::Path;
 use std::process::Output;
 use testkit::cast::{
@@ -577,10 +577,12 @@ fn entry_format_v2_is_checked() {
 /// The reference scenario against a real gateway, then `audit replay` of its log.
 #[test]
 fn the_log_of_a_real_gateway_replays_clean() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let mut server = crate::support::serve(&data, "warn,sovereign=info");
-    server.drain();
+    let crate::support::Fresh {
+        dir: _dir,
+        data,
+        work,
+        server,
+    } = crate::support::Fresh::start();
     let base = server.base.clone();
     let http = reqwest::blocking::Client::new();
     let token = |who: &Who| crate::support::token_of(&data, who);
@@ -668,19 +670,17 @@ fn the_log_of_a_real_gateway_replays_clean() {
     let frank = token(&BREAK_GLASS);
     let olga = token(&OPERATOR);
     cli(&[
-        "access",
-        "break-glass",
-        "--token",
-        &frank,
-        "--action",
-        "write",
-        "--collection",
-        "activity",
-        "--purpose",
-        "incident 7",
-        "--reason",
-        "incident-response",
-    ]);
+        &[
+            "access",
+            "break-glass",
+            "--token",
+            &frank,
+            "--action",
+            "write",
+        ][..],
+        &INCIDENT,
+    ]
+    .concat());
     let activity = format!("{base}/v1/subjects/u-1001/records/activity/main");
     let granted = Some(r#"{"watch_history":"v1"}"#);
     assert_eq!(
@@ -700,7 +700,7 @@ fn the_log_of_a_real_gateway_replays_clean() {
     ]);
     assert_eq!(call(Method::GET, &record, &alice, "support", None).0, 403);
     cli(&["kill-switch", "lift", "US", "--key", key, "--token", &olga]);
-    let new_set = dir.path().join("new.cedar");
+    let new_set = work.join("new.cedar");
     let mut policies = std::fs::read_to_string(data.join("policy/policies.cedar")).unwrap();
     policies.push_str("\n@id(\"permit-custodian-list\")\npermit (principal, action == Sovereign::Action::\"list\", resource is Sovereign::Subject) when { principal.entity == \"custodian\" };\n");
     std::fs::write(&new_set, policies).unwrap();
@@ -712,7 +712,7 @@ fn the_log_of_a_real_gateway_replays_clean() {
         &olga,
     ]);
     let hash = proposal.split_whitespace().nth(3).unwrap().to_string();
-    let signature = dir.path().join("activate.sig");
+    let signature = work.join("activate.sig");
     cli(&[
         "policy",
         "sign",

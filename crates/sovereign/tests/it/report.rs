@@ -8,7 +8,7 @@
 //! signed, a log rewritten since. Also the arguments: dates, and a period that ends before
 //! it starts.
 
-use crate::support::{s, text};
+use crate::support::{INCIDENT, SUPPORT_TICKET, s, text};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -515,12 +515,12 @@ fn dates_are_checked_before_the_log_is_read() {
 
 #[test]
 fn a_report_of_real_traffic_counts_what_happened() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let work = dir.path().join("work");
-    std::fs::create_dir_all(&work).unwrap();
-    let mut server = crate::support::serve(&data, "warn,sovereign=info");
-    server.drain();
+    let crate::support::Fresh {
+        dir: _dir,
+        data,
+        work,
+        server,
+    } = crate::support::Fresh::start();
     let base = server.base.clone();
     let http = reqwest::blocking::Client::new();
     let token = |args: &[&str]| crate::support::token(&data, args);
@@ -612,21 +612,17 @@ fn a_report_of_real_traffic_counts_what_happened() {
     let request = cli(
         &alice,
         &[
-            "access",
-            "request",
-            "--action",
-            "write",
-            "--subject",
-            "u-1001",
-            "--collection",
-            "activity",
-            "--purpose",
-            "ticket 42",
-            "--reason",
-            "customer-initiated-support",
-            "--duration",
-            "2h",
-        ],
+            &[
+                "access",
+                "request",
+                "--action",
+                "write",
+                "--subject",
+                "u-1001",
+            ][..],
+            &SUPPORT_TICKET,
+        ]
+        .concat(),
     );
     let id = request["id"].as_str().unwrap();
     cli(&carol, &["access", "approve", id]);
@@ -641,17 +637,10 @@ fn a_report_of_real_traffic_counts_what_happened() {
     let glass = cli(
         &frank,
         &[
-            "access",
-            "break-glass",
-            "--action",
-            "write",
-            "--collection",
-            "activity",
-            "--purpose",
-            "incident 7",
-            "--reason",
-            "incident-response",
-        ],
+            &["access", "break-glass", "--action", "write"][..],
+            &INCIDENT,
+        ]
+        .concat(),
     );
     assert_eq!(
         call(Method::PUT, activity, &frank, "incident 7", watched).0,

@@ -2,7 +2,7 @@
 //! test ends, and development tokens.
 
 use std::io::{BufRead, BufReader, Lines};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, Command, Output, Stdio};
 
 pub mod load;
@@ -44,6 +44,33 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A gateway on a fresh setup in a temporary folder (`data`), with a `work` folder next to it
+/// for the files a test writes; served with info logging, its output drained. All of it is
+/// removed on drop.
+pub struct Fresh {
+    pub dir: tempfile::TempDir,
+    pub data: PathBuf,
+    pub work: PathBuf,
+    pub server: Server,
+}
+
+impl Fresh {
+    pub fn start() -> Fresh {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(&work).unwrap();
+        let mut server = serve(&data, "warn,sovereign=info");
+        server.drain();
+        Fresh {
+            dir,
+            data,
+            work,
+            server,
+        }
     }
 }
 
@@ -103,6 +130,30 @@ pub fn assert_success(output: &Output) {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// The flags of `sovereign access request` that justify the scenarios' support access: the
+/// `activity` collection, for ticket 42, customer-initiated, for two hours.
+pub const SUPPORT_TICKET: [&str; 8] = [
+    "--collection",
+    "activity",
+    "--purpose",
+    "ticket 42",
+    "--reason",
+    "customer-initiated-support",
+    "--duration",
+    "2h",
+];
+
+/// The flags of `sovereign access break-glass` of the scenarios' incident: the `activity`
+/// collection, for incident 7.
+pub const INCIDENT: [&str; 6] = [
+    "--collection",
+    "activity",
+    "--purpose",
+    "incident 7",
+    "--reason",
+    "incident-response",
+];
 
 /// A command's standard output and standard error, as text.
 pub fn text(output: &Output) -> (String, String) {
