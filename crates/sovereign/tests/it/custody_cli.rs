@@ -6,6 +6,7 @@ use crate::support::{INCIDENT, SUPPORT_TICKET, s};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use testkit::cast::VETTED_US;
+use testkit::cast::{APPROVER_1, APPROVER_2, OPERATOR, Who};
 
 use serde_json::Value;
 
@@ -40,6 +41,11 @@ impl Setup {
             args.extend(["--role", *role]);
         }
         crate::support::token(&self.data, &args)
+    }
+
+    /// A token for `who` of the reference cast.
+    fn cast(&self, who: &Who) -> String {
+        crate::support::token_of(&self.data, who)
     }
 
     /// `sovereign ARGS...` against this gateway (through SOVEREIGN_URL) as `token`.
@@ -126,8 +132,8 @@ impl Setup {
 fn access_requests_need_two_independent_approvals() {
     let t = Setup::new();
     let bob = t.token("bob", "usds", "US", &[]);
-    let carol = t.token("carol", "custodian", "US", &["custodian-approver"]);
-    let dave = t.token("dave", "custodian", "US", &["custodian-approver"]);
+    let carol = t.cast(&APPROVER_1);
+    let dave = t.cast(&APPROVER_2);
     let uma = t.token("uma", "usds", "US", &["custodian-approver"]);
 
     let codes = t.ok("", &["access", "reason-codes"]);
@@ -223,7 +229,7 @@ fn access_requests_need_two_independent_approvals() {
 fn break_glass_is_open_at_once_and_reviewed_afterwards() {
     let t = Setup::new();
     let erin = t.token("erin", "usds", "US", &["break-glass"]);
-    let carol = t.token("carol", "custodian", "US", &["custodian-approver"]);
+    let carol = t.cast(&APPROVER_1);
     let used = t.json(&erin, &[&["access", "break-glass"][..], &INCIDENT].concat());
     let id = used["id"].as_str().unwrap();
     assert_eq!(used["kind"], "break-glass");
@@ -242,7 +248,7 @@ fn break_glass_is_open_at_once_and_reviewed_afterwards() {
 #[test]
 fn a_policy_set_is_activated_only_with_a_custodian_signature() {
     let t = Setup::new();
-    let olga = t.token("olga", "custodian", "US", &["custodian-operator"]);
+    let olga = t.cast(&OPERATOR);
     let key = t.custodian_key();
     let initial = t.json(&olga, &["policy", "list"])["active"]
         .as_str()
@@ -384,7 +390,7 @@ fn a_policy_set_is_activated_only_with_a_custodian_signature() {
 #[test]
 fn a_policy_without_the_restricted_country_forbid_is_refused_with_a_counterexample() {
     let t = Setup::new();
-    let olga = t.token("olga", "custodian", "US", &["custodian-operator"]);
+    let olga = t.cast(&OPERATOR);
     let text = std::fs::read_to_string(t.data.join("policy/policies.cedar")).unwrap();
     let start = text.find("@id(\"forbid-restricted-location\")").unwrap();
     let end = start + text[start..].find("};").unwrap() + 2;
@@ -453,7 +459,7 @@ fn a_policy_without_the_restricted_country_forbid_is_refused_with_a_counterexamp
 #[test]
 fn invariants_are_proposed_signed_and_activated_through_the_cli() {
     let t = Setup::new();
-    let olga = t.token("olga", "custodian", "US", &["custodian-operator"]);
+    let olga = t.cast(&OPERATOR);
     let mut text = t.ok("", &["policy", "invariants"]);
     text.push_str(
         "\n@id(\"inv-no-restricted-delete\")\n@invariant(\"no-restricted-delete\")\n@description(\"Nobody in CN deletes US data.\")\nforbid (principal, action == Sovereign::Action::\"delete\", resource is Sovereign::Data)\nwhen { resource.subject_jurisdiction == \"US\" && principal.location == \"CN\" };\n@id(\"inv-no-restricted-delete-permit\")\n@invariant(\"no-restricted-delete\")\npermit (principal, action, resource);\n",
@@ -545,7 +551,7 @@ fn alter_signature(note: &str) -> String {
 #[test]
 fn an_algorithm_release_is_signed_activated_and_fetched() {
     let t = Setup::new();
-    let olga = t.token("olga", "custodian", "US", &["custodian-operator"]);
+    let olga = t.cast(&OPERATOR);
     let key = t.custodian_key();
     let artifact = t.file("scorer.wasm");
     std::fs::write(&artifact, b"\0asm fake scorer, version 1").unwrap();
@@ -638,7 +644,7 @@ fn an_algorithm_release_is_signed_activated_and_fetched() {
 #[test]
 fn the_kill_switch_suspends_and_lifts_a_jurisdiction() {
     let t = Setup::new();
-    let olga = t.token("olga", "custodian", "US", &["custodian-operator"]);
+    let olga = t.cast(&OPERATOR);
     let key = t.custodian_key();
     let status = t.ok("", &["kill-switch", "status"]);
     assert!(status.contains("US  active"), "{status}");

@@ -12,6 +12,10 @@ use crate::support::{INCIDENT, SUPPORT_TICKET, s, text};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
+use testkit::cast::{
+    APPROVER_1, APPROVER_2, BREAK_GLASS, DATA_SUBJECT, EGRESS, PARENT_CN, PARENT_SG,
+    USDS_TRAVELLING_CN, VETTED_US, Who,
+};
 
 use serde_json::Value;
 use testkit::sha256_hex;
@@ -523,31 +527,16 @@ fn a_report_of_real_traffic_counts_what_happened() {
     } = crate::support::Fresh::start();
     let base = server.base.clone();
     let http = reqwest::blocking::Client::new();
-    let token = |args: &[&str]| crate::support::token(&data, args);
-    let person = |sub: &str, entity: &str, location: &str, extra: &[&str]| {
-        let mut args = vec!["--sub", sub, "--entity", entity, "--location", location];
-        args.extend(extra);
-        token(&args)
-    };
-    let alice = person("alice", "usds", "US", &["--clearance", "us-data"]);
-    let chen = person("chen", "parent", "CN", &[]);
-    let bob = person("bob", "usds", "CN", &["--clearance", "us-data"]);
-    let siew = person("siew", "parent", "SG", &[]);
-    let carol = person(
-        "carol",
-        "custodian",
-        "US",
-        &["--role", "custodian-approver"],
-    );
-    let dave = person("dave", "custodian", "US", &["--role", "custodian-approver"]);
-    let frank = person(
-        "frank",
-        "usds",
-        "US",
-        &["--clearance", "us-data", "--role", "break-glass"],
-    );
-    let ada = person("u-1001", "public", "US", &["--role", "data-subject"]);
-    let globe = person("globe", "parent", "SG", &["--role", "egress"]);
+    let token = |who: &Who| crate::support::token_of(&data, who);
+    let alice = token(&VETTED_US);
+    let chen = token(&PARENT_CN);
+    let bob = token(&USDS_TRAVELLING_CN);
+    let siew = token(&PARENT_SG);
+    let carol = token(&APPROVER_1);
+    let dave = token(&APPROVER_2);
+    let frank = token(&BREAK_GLASS);
+    let ada = token(&DATA_SUBJECT);
+    let globe = token(&EGRESS);
 
     let call =
         |method: reqwest::Method, path: &str, who: &str, purpose: &str, body: Option<&str>| {
