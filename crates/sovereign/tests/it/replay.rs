@@ -592,22 +592,11 @@ fn the_log_of_a_real_gateway_replays_clean() {
     let siew = token(&PARENT_SG);
 
     let record = format!("{base}/v1/subjects/u-1001/records/profile/main");
+    // Every answer here names its log entry.
     let call =
         |method: reqwest::Method, url: &str, who: &str, purpose: &str, body: Option<&str>| {
-            let mut request = http.request(method, url).bearer_auth(who);
-            if !purpose.is_empty() {
-                request = request.header("Sovereign-Purpose", purpose);
-            }
-            if let Some(body) = body {
-                request = request.body(body.to_string());
-            }
-            let response = request.send().unwrap();
-            let index: u64 = response.headers()["Sovereign-Log-Index"]
-                .to_str()
-                .unwrap()
-                .parse()
-                .unwrap();
-            (response.status().as_u16(), index)
+            let (status, index) = crate::support::governed(&http, method, url, who, purpose, body);
+            (status, index.unwrap())
         };
     use reqwest::Method;
     let (status, _) = call(

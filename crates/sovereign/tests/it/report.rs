@@ -540,21 +540,7 @@ fn a_report_of_real_traffic_counts_what_happened() {
 
     let call =
         |method: reqwest::Method, path: &str, who: &str, purpose: &str, body: Option<&str>| {
-            let mut request = http
-                .request(method, format!("{base}{path}"))
-                .bearer_auth(who);
-            if !purpose.is_empty() {
-                request = request.header("Sovereign-Purpose", purpose);
-            }
-            if let Some(body) = body {
-                request = request.body(body.to_string());
-            }
-            let response = request.send().unwrap();
-            let index: Option<u64> = response
-                .headers()
-                .get("Sovereign-Log-Index")
-                .map(|i| i.to_str().unwrap().parse().unwrap());
-            (response.status().as_u16(), index)
+            crate::support::governed(&http, method, &format!("{base}{path}"), who, purpose, body)
         };
     let cli = |who: &str, args: &[&str]| {
         let output = crate::support::sovereign()

@@ -155,6 +155,31 @@ pub const INCIDENT: [&str; 6] = [
     "incident-response",
 ];
 
+/// A request to a gateway as `token`, with `Sovereign-Purpose: purpose` (unless empty) and
+/// `body` (if any): the answer's status, and the log entry it names (`Sovereign-Log-Index`).
+pub fn governed(
+    http: &reqwest::blocking::Client,
+    method: reqwest::Method,
+    url: &str,
+    token: &str,
+    purpose: &str,
+    body: Option<&str>,
+) -> (u16, Option<u64>) {
+    let mut request = http.request(method, url).bearer_auth(token);
+    if !purpose.is_empty() {
+        request = request.header("Sovereign-Purpose", purpose);
+    }
+    if let Some(body) = body {
+        request = request.body(body.to_string());
+    }
+    let response = request.send().unwrap();
+    let index = response
+        .headers()
+        .get("Sovereign-Log-Index")
+        .map(|i| i.to_str().unwrap().parse().unwrap());
+    (response.status().as_u16(), index)
+}
+
 /// A command's standard output and standard error, as text.
 pub fn text(output: &Output) -> (String, String) {
     (
