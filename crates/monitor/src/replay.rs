@@ -95,28 +95,38 @@ impl fmt::Display for Replay {
     }
 }
 
+/// Whether [`replay`] proves every logged activation again, here, with cvc5.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Reprove<'a> {
+    /// Check that every activation logs passing proofs, without proving again.
+    #[default]
+    No,
+    /// Prove each (policy set, invariant set) pair the log says was proven again, with the
+    /// invariant sets from `invariants` (default: the gateway's `/v1/invariants` next to its
+    /// `/log`); `CVC5` names the solver, else `cvc5` on PATH.
+    Yes { invariants: Option<&'a str> },
+}
+
 /// Verifies the log at `url` (signed by `verifier`) as `verify` does, then decides every v2
 /// access entry again with the policy set it names, fetched from `policies` (default: the
-/// gateway's `/v1/policies` next to its `/log`). `reprove`: `Some(invariants)` to prove
-/// every logged activation again (invariant sets from `invariants`, default the gateway's
-/// `/v1/invariants`), with cvc5.
+/// gateway's `/v1/policies` next to its `/log`), and checks every activation's proofs.
 pub fn replay(
     url: &str,
     verifier: &Verifier,
     policies: Option<&str>,
-    reprove: Option<Option<String>>,
+    reprove: Reprove<'_>,
     progress: &mut dyn Progress,
 ) -> anyhow::Result<Replay> {
     let log = open_log(url)?;
     let source = Source::open(POLICY_SETS, policies, url)?;
     // Checked before the log is read, so a missing solver is told at once.
     let prover = match reprove {
-        Some(invariants) => Some(Prover {
-            invariants: Source::open(INVARIANT_SETS, invariants.as_deref(), url)?,
+        Reprove::Yes { invariants } => Some(Prover {
+            invariants: Source::open(INVARIANT_SETS, invariants, url)?,
             solver: prove::Solver::from_env()
                 .map_err(|e| anyhow::anyhow!("--prove needs the cvc5 solver: {e}"))?,
         }),
-        None => None,
+        Reprove::No => None,
     };
     let mut replayer = Replayer::new(source);
     // What the entries said counts only once the whole log is verified.

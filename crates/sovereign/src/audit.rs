@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
+use monitor::replay::Reprove;
 use monitor::state::{with_suffix, write_atomically};
 use monitor::{CheckpointLines, EntryInfo, check_entry, load_verifier, open_log};
 use tlog::hash_to_base64;
@@ -148,7 +149,13 @@ pub fn run_to(command: AuditCommand, out: &mut dyn Write) -> anyhow::Result<()> 
             prove,
             invariants,
         } => {
-            let reprove = prove.then_some(invariants);
+            let reprove = if prove {
+                Reprove::Yes {
+                    invariants: invariants.as_deref(),
+                }
+            } else {
+                Reprove::No
+            };
             replay(&url, &key, policies.as_deref(), reprove, out)
                 .map_err(|e| anyhow!("audit replay: FAILED: {e:#}"))
         }
@@ -190,12 +197,11 @@ fn verify(url: &str, key: &str, state: Option<&Path>, out: &mut dyn Write) -> an
     Ok(())
 }
 
-/// `reprove`: `Some(--invariants)` to prove every logged activation again.
 fn replay(
     url: &str,
     key: &str,
     policies: Option<&str>,
-    reprove: Option<Option<String>>,
+    reprove: Reprove<'_>,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let verifier = load_verifier(key)?;
