@@ -7,6 +7,14 @@
 //!   pass of the JSON parser (every entry of the log goes through it), and says its kind;
 //! - the typed kinds below ([`Access`], [`AccessV2`], [`Event`]) give the members of an entry
 //!   that passed the check the types replay and the report's tally read them with.
+//!
+//! | `kind` | since | what it records | typed as |
+//! |---|---|---|---|
+//! | `access` | v1 | one decided access: who, what, which subject (a pseudonym), the decisions, the policy set | [`Access`]; v2 also [`AccessV2`] |
+//! | `config` | v1 | the gateway's start with a configuration and policy set | [`Head`] |
+//! | `custody` | v2 | a custodian's control (`event`: access requests, grants, break-glass, activations, kill switch) | [`Event`] |
+//! | `alert` | v2 | an alert the gateway raised, with its severity | [`Event`] |
+//! | `egress`, `erasure`, `export`, `migration` | v2 | data leaving or moving: counts, digests, pseudonyms | [`Event`] |
 
 mod check;
 
