@@ -1,17 +1,13 @@
-//! `sovereign audit verify` throughput (quality bar: monitor verification ≥ 500,000 entries/s):
+//! `sovereign audit verify` throughput (the `monitor` crate's `verify`) (quality bar: monitor verification ≥ 500,000 entries/s):
 //! the whole check a monitor runs (signature, every tile, every entry bundle, and the parsing
 //! of every entry as a v1 entry) over a static copy on disk.
 //!
 //! Run: `cargo bench -p sovereign --bench audit_verify`; `AUDIT_BENCH_ENTRIES` sets the log
 //! size (default 200,000).
 
-#[allow(dead_code)]
-#[path = "../src/audit.rs"]
-mod audit;
-#[path = "../tests/support/static_log.rs"]
-mod static_log;
-
 use std::time::Instant;
+
+use testkit::static_log;
 
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` does not: keep that run tiny.
@@ -30,16 +26,9 @@ fn main() {
     let mut best = f64::MAX;
     for _ in 0..3 {
         let started = Instant::now();
-        let mut out = Vec::new();
-        audit::run_to(
-            audit::AuditCommand::Verify {
-                url: dir.path().to_str().unwrap().to_string(),
-                key: key.vkey.clone(),
-                state: None,
-            },
-            &mut out,
-        )
-        .unwrap();
+        let verifier = monitor::load_verifier(&key.vkey).unwrap();
+        let log = monitor::open_log(dir.path().to_str().unwrap()).unwrap();
+        monitor::verify(&*log, &verifier, None, &mut monitor::Silent).unwrap();
         best = best.min(started.elapsed().as_secs_f64());
     }
     println!();

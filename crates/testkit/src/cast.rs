@@ -77,6 +77,21 @@ pub const EGRESS: Who = Who {
     roles: &["egress"],
 };
 
+/// The egress consumer located in a restricted country: it gets no US rows.
+pub const EGRESS_CN: Who = Who {
+    location: "CN",
+    ..EGRESS
+};
+
+/// A data subject (`u-1001`, the subject the scenarios register) asking for their own data.
+pub const DATA_SUBJECT: Who = Who {
+    sub: "u-1001",
+    entity: "public",
+    location: "US",
+    clearance: &[],
+    roles: &["data-subject"],
+};
+
 // The custodian's cast.
 pub const APPROVER_1: Who = Who {
     sub: "carol",

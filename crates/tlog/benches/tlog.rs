@@ -7,8 +7,7 @@
 //!
 //! Run with `cargo bench -p tlog`.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+use testkit::log_writer;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -121,9 +120,9 @@ fn inclusion(c: &mut Criterion) {
 
 fn monitor(c: &mut Criterion) {
     const ENTRIES: u64 = 1_000_000;
-    let mut log = common::LogWriter::new("bench.example/log", 1);
+    let mut log = log_writer::LogWriter::new("bench.example/log", 1);
     for i in 0..ENTRIES {
-        log.append(common::entry(i));
+        log.append(log_writer::entry(i));
     }
     log.publish();
     let verifier = log.signer.verifier();
@@ -148,7 +147,7 @@ fn monitor(c: &mut Criterion) {
     g.finish();
 
     // For scale: the bare cost of leaf-hashing the same entries.
-    let entries: Vec<Vec<u8>> = (0..ENTRIES).map(common::entry).collect();
+    let entries: Vec<Vec<u8>> = (0..ENTRIES).map(log_writer::entry).collect();
     let mut g = c.benchmark_group("leaf_hash");
     g.throughput(Throughput::Elements(ENTRIES));
     g.sample_size(10);

@@ -1,8 +1,6 @@
 //! Builds a static log the way a tile server publishes it (hash tiles, entry bundles and a
 //! signed checkpoint at their C2SP paths), filled with valid v1 entries. Shared by the audit
-//! tests and the audit benchmark.
-
-#![allow(dead_code)]
+//! tests, the monitor's tests and the audit benchmark.
 
 use std::path::Path;
 

@@ -3,9 +3,8 @@
 //! database (protected fields as ciphertext), and a denied read changes nothing there.
 //! Skips without PostgreSQL binaries unless `SOVEREIGN_REQUIRE_PG=1`.
 
-mod common;
-
-use common::{serve, token};
+use crate::support::{serve, token_of};
+use testkit::cast::{PARENT_CN, VETTED_US};
 
 #[test]
 fn serve_keeps_a_site_in_postgresql() {
@@ -15,29 +14,14 @@ fn serve_keeps_a_site_in_postgresql() {
     let url = pg.create_database("us_east");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
-    common::init_with_stores(
+    crate::support::init_with_stores(
         data,
         &[(r#"store = "sqlite:sites/us-east/store.sqlite""#, &url)],
     );
 
     let server = serve(data, "warn,sovereign=info");
-    let alice = token(
-        data,
-        &[
-            "--sub",
-            "alice",
-            "--entity",
-            "usds",
-            "--location",
-            "US",
-            "--clearance",
-            "us-data",
-        ],
-    );
-    let chen = token(
-        data,
-        &["--sub", "chen", "--entity", "parent", "--location", "CN"],
-    );
+    let alice = token_of(data, &VETTED_US);
+    let chen = token_of(data, &PARENT_CN);
     let http = reqwest::blocking::Client::new();
     let send = |method: reqwest::Method, path: &str, token: &str, body: Option<&str>| {
         let mut request = http

@@ -2,12 +2,12 @@
 //! migration killed midway and run again, a scan that passes, and a log that verifies with
 //! exactly one evidence entry per moved subject.
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use testkit::cast::{OPERATOR, VETTED_US};
+use testkit::served::{get_text, log_key};
 
-use common::{sovereign, token};
+use crate::support::{sovereign, token_of};
 
 const SUBJECTS: usize = 120;
 
@@ -37,45 +37,17 @@ fn a_killed_migration_finishes_when_run_again_with_nothing_lost_or_duplicated() 
         ])
         .output()
         .unwrap();
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
+    crate::support::assert_success(&init);
     assert!(
         String::from_utf8_lossy(&init.stdout)
             .contains(&format!("placed {SUBJECTS} legacy US subject(s)"))
     );
 
-    let mut server = common::serve(&data, "warn,sovereign=info");
+    let mut server = crate::support::serve(&data, "warn,sovereign=info");
     server.drain();
     let base = server.base.clone();
-    let olga = token(
-        &data,
-        &[
-            "--sub",
-            "olga",
-            "--entity",
-            "custodian",
-            "--location",
-            "US",
-            "--role",
-            "custodian-operator",
-        ],
-    );
-    let alice = token(
-        &data,
-        &[
-            "--sub",
-            "alice",
-            "--entity",
-            "usds",
-            "--location",
-            "US",
-            "--clearance",
-            "us-data",
-        ],
-    );
+    let olga = token_of(&data, &OPERATOR);
+    let alice = token_of(&data, &VETTED_US);
     let http = reqwest::blocking::Client::new();
     let cli = |args: &[&str]| {
         sovereign()
@@ -145,11 +117,7 @@ fn a_killed_migration_finishes_when_run_again_with_nothing_lost_or_duplicated() 
 
     // ...finishes when run again.
     let again = cli(&["residency", "migrate", "--from", "sg-legacy"]);
-    assert!(
-        again.status.success(),
-        "{}",
-        String::from_utf8_lossy(&again.stderr)
-    );
+    crate::support::assert_success(&again);
     let scan = cli(&["residency", "scan"]);
     assert!(
         scan.status.success(),
@@ -163,21 +131,11 @@ fn a_killed_migration_finishes_when_run_again_with_nothing_lost_or_duplicated() 
     assert_eq!(after["fields"], before["fields"], "nothing lost");
 
     // The log verifies, with exactly one evidence entry per subject.
-    let key = http
-        .get(format!("{base}/log/key"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let key = log_key(&base);
     // Nothing else is logged from here on: wait until a checkpoint covers it all (the size
     // stays put for more than two checkpoint intervals).
     let size = || {
-        let note = http
-            .get(format!("{base}/log/checkpoint"))
-            .send()
-            .unwrap()
-            .text()
-            .unwrap();
+        let note = get_text(&format!("{base}/log/checkpoint"));
         note.lines().nth(1).unwrap().parse::<u64>().unwrap()
     };
     let mut last = size();
@@ -200,15 +158,11 @@ fn a_killed_migration_finishes_when_run_again_with_nothing_lost_or_duplicated() 
         ])
         .output()
         .unwrap();
-    assert!(
-        verify.status.success(),
-        "{}",
-        String::from_utf8_lossy(&verify.stderr)
-    );
+    crate::support::assert_success(&verify);
     let verifier = tlog::note::Verifier::new(key.trim()).unwrap();
     let mut moved = std::collections::BTreeMap::new();
     tlog::verify_log(
-        &common::ServedLog::new(&base),
+        &crate::support::ServedLog::new(&base),
         &verifier,
         None,
         &mut |_, _| {},

@@ -2,12 +2,8 @@
 //! the `tlog` crate (a directory, a file:// URL and a small HTTP server), with
 //! every kind of tampering a monitor must catch.
 //!
-//! The module is compiled into this test crate directly, so these tests do not
-//! depend on the binary's `main.rs`.
-
-#[allow(dead_code)]
-#[path = "../src/audit.rs"]
-mod audit;
+//! The commands run as a monitor runs them, with the binary; the entry format is checked
+//! with the `monitor` crate directly.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -18,12 +14,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-#[path = "support/static_log.rs"]
-mod static_log;
-
-use audit::{AuditCommand, check_entry, run, run_to};
+use crate::support::sovereign;
+use monitor::check_entry;
 use serde_json::{Value, json};
-use static_log::{Key, ORIGIN, entries, entry, new_key, outcome_of, publish, write_file};
+use testkit::static_log::{Key, ORIGIN, entries, entry, new_key, outcome_of, publish, write_file};
 use tlog::checkpoint::{Checkpoint, open_checkpoint};
 use tlog::note::generate_key;
 
@@ -50,18 +44,27 @@ fn entry_offset(bundle: &[u8], k: usize) -> usize {
 // ---------------------------------------------------------------------------
 // Running the tool
 
+/// Runs `sovereign audit ARGS...`: its report, or its error message (`{e:#}`, as `main`
+/// prints it after `error: `).
+fn audit(args: &[&str]) -> Result<String, String> {
+    let output = sovereign().arg("audit").args(args).output().unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    if output.status.success() {
+        return Ok(stdout);
+    }
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    match stderr.find("error: ") {
+        Some(at) => Err(stderr[at + "error: ".len()..].trim_end().to_string()),
+        None => panic!("audit {args:?} failed without an error message:\n{stderr}"),
+    }
+}
+
 fn verify(url: &str, key: &str, state: Option<&Path>) -> Result<String, String> {
-    let mut out = Vec::new();
-    run_to(
-        AuditCommand::Verify {
-            url: url.to_string(),
-            key: key.to_string(),
-            state: state.map(Path::to_path_buf),
-        },
-        &mut out,
-    )
-    .map(|()| String::from_utf8(out).unwrap())
-    .map_err(|e| format!("{e:#}"))
+    let mut args = vec!["verify", "--url", url, "--key", key];
+    if let Some(state) = state {
+        args.extend(["--state", state.to_str().unwrap()]);
+    }
+    audit(&args)
 }
 
 fn verify_err(url: &str, key: &str, state: Option<&Path>) -> String {
@@ -75,32 +78,21 @@ fn verify_err(url: &str, key: &str, state: Option<&Path>) -> String {
 }
 
 fn prove(url: &str, index: u64, out: &Path, key: Option<&str>) -> Result<String, String> {
-    let mut buf = Vec::new();
-    run_to(
-        AuditCommand::Prove {
-            url: url.to_string(),
-            index,
-            out: Some(out.to_path_buf()),
-            key: key.map(str::to_string),
-        },
-        &mut buf,
-    )
-    .map(|()| String::from_utf8(buf).unwrap())
-    .map_err(|e| format!("{e:#}"))
+    let index = index.to_string();
+    let mut args = vec!["prove", "--url", url, "--index", &index];
+    args.extend(["--out", out.to_str().unwrap()]);
+    if let Some(key) = key {
+        args.extend(["--key", key]);
+    }
+    audit(&args)
 }
 
 fn check_proof(file: &Path, key: &str, entry: Option<&Path>) -> Result<String, String> {
-    let mut buf = Vec::new();
-    run_to(
-        AuditCommand::CheckProof {
-            file: file.to_path_buf(),
-            key: key.to_string(),
-            entry: entry.map(Path::to_path_buf),
-        },
-        &mut buf,
-    )
-    .map(|()| String::from_utf8(buf).unwrap())
-    .map_err(|e| format!("{e:#}"))
+    let mut args = vec!["check-proof", file.to_str().unwrap(), "--key", key];
+    if let Some(entry) = entry {
+        args.extend(["--entry", entry.to_str().unwrap()]);
+    }
+    audit(&args)
 }
 
 fn url_of(dir: &Path) -> String {
@@ -127,31 +119,18 @@ fn key_prints_the_verifier_key_of_the_data_folders_signer() {
         "keys/log-signer.key",
         format!("{skey}\n").as_bytes(),
     );
-    let mut out = Vec::new();
-    run_to(
-        AuditCommand::Key {
-            data: data.path().to_path_buf(),
-        },
-        &mut out,
-    )
-    .unwrap();
-    assert_eq!(String::from_utf8(out).unwrap(), format!("{vkey}\n"));
+    let data_arg = data.path().to_str().unwrap();
+    let out = audit(&["key", "--data", data_arg]).unwrap();
+    assert_eq!(out, format!("{vkey}\n"));
 
     let empty = tempfile::tempdir().unwrap();
-    let err = run(AuditCommand::Key {
-        data: empty.path().to_path_buf(),
-    })
-    .unwrap_err()
-    .to_string();
+    let empty_arg = empty.path().to_str().unwrap();
+    let err = audit(&["key", "--data", empty_arg]).unwrap_err();
     assert!(err.contains("keys/log-signer.key"), "{err}");
     assert!(err.contains("sovereign init"), "{err}");
 
     write_file(empty.path(), "keys/log-signer.key", vkey.as_bytes());
-    let err = run(AuditCommand::Key {
-        data: empty.path().to_path_buf(),
-    })
-    .unwrap_err()
-    .to_string();
+    let err = audit(&["key", "--data", empty_arg]).unwrap_err();
     assert!(
         err.contains("does not hold a signed-note signer key"),
         "{err}"
@@ -233,18 +212,6 @@ fn verify_accepts_a_valid_log_and_keeps_its_checkpoint() {
     let out = verify(&file_url, &format!("@{}", key_file.display()), None).unwrap();
     assert!(out.contains("size:       600 entries\n"), "{out}");
     assert!(out.contains("history:    not checked"), "{out}");
-}
-
-#[test]
-fn the_progress_bar_draws() {
-    // Only a terminal gets the bar, so check its template here.
-    let bar = indicatif::ProgressBar::with_draw_target(
-        Some(1000),
-        indicatif::ProgressDrawTarget::hidden(),
-    )
-    .with_style(audit::progress_style());
-    bar.set_position(500);
-    bar.finish_and_clear();
 }
 
 #[test]

@@ -3,14 +3,13 @@
 //! downloads, and rejects a copy with a flipped byte in an entry bundle or a hash tile, a
 //! truncated log, and a second log under the same key that forks history.
 
-mod common;
-
-use common::{sovereign, token};
+use crate::support::{sovereign, token_of};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use testkit::cast::{PARENT_CN, USDS_TRAVELLING_CN, VETTED_US};
 
-fn serve(data: &Path) -> common::Server {
-    let mut server = common::serve(data, "warn,sovereign=info");
+fn serve(data: &Path) -> crate::support::Server {
+    let mut server = crate::support::serve(data, "warn,sovereign=info");
     server.drain();
     server
 }
@@ -46,36 +45,9 @@ const FIRST_SCENARIO_ENTRIES: u64 = 7;
 const LATER_SCENARIO_ENTRIES: u64 = 5;
 
 fn reference_scenario(data: &Path, base: &str, subject: &str) {
-    let alice = token(
-        data,
-        &[
-            "--sub",
-            "alice",
-            "--entity",
-            "usds",
-            "--location",
-            "US",
-            "--clearance",
-            "us-data",
-        ],
-    );
-    let chen = token(
-        data,
-        &["--sub", "chen", "--entity", "parent", "--location", "CN"],
-    );
-    let bob = token(
-        data,
-        &[
-            "--sub",
-            "bob",
-            "--entity",
-            "usds",
-            "--location",
-            "CN",
-            "--clearance",
-            "us-data",
-        ],
-    );
+    let alice = token_of(data, &VETTED_US);
+    let chen = token_of(data, &PARENT_CN);
+    let bob = token_of(data, &USDS_TRAVELLING_CN);
     let record = format!("{base}/v1/subjects/{subject}/records/profile/main");
     curl(
         "PUT",
@@ -100,13 +72,27 @@ fn audit(args: &[&str]) -> Output {
     sovereign().arg("audit").args(args).output().unwrap()
 }
 
-fn key(data: &Path) -> String {
-    let output = audit(&["key", "--data", data.to_str().unwrap()]);
+/// `sovereign audit verify` of the log at `url`, with the state file `state` if any.
+fn verify(url: &str, vkey: &str, state: Option<&Path>) -> Output {
+    let mut args = vec!["verify", "--url", url, "--key", vkey];
+    if let Some(state) = state {
+        args.extend(["--state", state.to_str().unwrap()]);
+    }
+    audit(&args)
+}
+
+/// Asserts that a verification passed; `what` names the log in the message if not.
+fn assert_verified(output: Output, what: &str) {
     assert!(
         output.status.success(),
-        "{}",
+        "{what}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+fn key(data: &Path) -> String {
+    let output = audit(&["key", "--data", data.to_str().unwrap()]);
+    crate::support::assert_success(&output);
     String::from_utf8(output.stdout).unwrap().trim().to_string()
 }
 
@@ -141,6 +127,14 @@ fn flip_byte(path: &Path, at: usize) {
     let mut bytes = std::fs::read(path).unwrap();
     bytes[at] ^= 0x01;
     std::fs::write(path, bytes).unwrap();
+}
+
+/// A copy of the static log `log` at `into`, with byte `at` of the first file below `below`
+/// flipped; the copy's path, as `--url` takes it.
+fn tampered_copy(log: &Path, into: &Path, below: &str, at: usize) -> String {
+    copy_dir(log, into);
+    flip_byte(&walk(&into.join(below))[0], at);
+    into.to_str().unwrap().to_string()
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -179,107 +173,44 @@ fn audit_verify_accepts_the_live_log_and_a_static_copy_and_rejects_tampering() {
     reference_scenario(&data, &served.base, "u-1001");
     let vkey = key(&data);
     let first_size = START_ENTRIES + FIRST_SCENARIO_ENTRIES;
-    common::wait_for_checkpoint(&served.base, first_size);
+    crate::support::wait_for_checkpoint(&served.base, first_size);
     let url = format!("{}/log", served.base);
     let state = dir.path().join("monitor.state");
 
     // The live log verifies, and the state remembers its checkpoint.
-    let output = audit(&[
-        "verify",
-        "--url",
-        &url,
-        "--key",
-        &vkey,
-        "--state",
-        state.to_str().unwrap(),
-    ]);
-    assert!(
-        output.status.success(),
-        "live: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_verified(verify(&url, &vkey, Some(&state)), "live");
     assert!(state.is_file());
 
     // A static copy made with plain HTTP downloads verifies too (and is consistent with the state).
     let copy = dir.path().join("mirror");
     mirror(&served.base, &copy);
-    let output = audit(&[
-        "verify",
-        "--url",
-        copy.to_str().unwrap(),
-        "--key",
-        &vkey,
-        "--state",
-        state.to_str().unwrap(),
-    ]);
-    assert!(
-        output.status.success(),
-        "mirror: {}",
-        String::from_utf8_lossy(&output.stderr)
+    assert_verified(
+        verify(&copy.to_string_lossy(), &vkey, Some(&state)),
+        "mirror",
     );
 
     // One flipped byte in the entry bundle.
-    let bundle_copy = dir.path().join("tampered-bundle");
-    copy_dir(&copy, &bundle_copy);
-    let bundle = walk(&bundle_copy.join("tile/entries"))[0].clone();
-    flip_byte(&bundle, 60);
-    expect_failure(
-        audit(&[
-            "verify",
-            "--url",
-            bundle_copy.to_str().unwrap(),
-            "--key",
-            &vkey,
-        ]),
-        "flipped bundle byte",
+    let bundle_copy = tampered_copy(
+        &copy,
+        &dir.path().join("tampered-bundle"),
+        "tile/entries",
+        60,
     );
+    expect_failure(verify(&bundle_copy, &vkey, None), "flipped bundle byte");
 
     // One flipped byte in the hash tile.
-    let tile_copy = dir.path().join("tampered-tile");
-    copy_dir(&copy, &tile_copy);
-    let tile = walk(&tile_copy.join("tile/0"))[0].clone();
-    flip_byte(&tile, 40);
-    expect_failure(
-        audit(&[
-            "verify",
-            "--url",
-            tile_copy.to_str().unwrap(),
-            "--key",
-            &vkey,
-        ]),
-        "flipped tile byte",
-    );
+    let tile_copy = tampered_copy(&copy, &dir.path().join("tampered-tile"), "tile/0", 40);
+    expect_failure(verify(&tile_copy, &vkey, None), "flipped tile byte");
 
     // A truncated log: the remembered checkpoint is larger than what the copy shows. Make the
     // live log grow, remember it, then check the older copy against that state.
     reference_scenario(&data, &served.base, "u-1002");
     let grown_state = dir.path().join("grown.state");
     std::fs::copy(&state, &grown_state).unwrap();
-    common::wait_for_checkpoint(&served.base, first_size + LATER_SCENARIO_ENTRIES);
-    let output = audit(&[
-        "verify",
-        "--url",
-        &url,
-        "--key",
-        &vkey,
-        "--state",
-        grown_state.to_str().unwrap(),
-    ]);
-    assert!(
-        output.status.success(),
-        "grown: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    crate::support::wait_for_checkpoint(&served.base, first_size + LATER_SCENARIO_ENTRIES);
+    assert_verified(verify(&url, &vkey, Some(&grown_state)), "grown");
     expect_failure(
-        audit(&[
-            "verify",
-            "--url",
-            copy.to_str().unwrap(),
-            "--key",
-            &vkey,
-            "--state",
-            grown_state.to_str().unwrap(),
-        ]),
+        verify(&copy.to_string_lossy(), &vkey, Some(&grown_state)),
         "truncated log",
     );
     // Missing files are caught too.
@@ -287,13 +218,7 @@ fn audit_verify_accepts_the_live_log_and_a_static_copy_and_rejects_tampering() {
     copy_dir(&copy, &missing_copy);
     std::fs::remove_file(walk(&missing_copy.join("tile/entries"))[0].clone()).unwrap();
     expect_failure(
-        audit(&[
-            "verify",
-            "--url",
-            missing_copy.to_str().unwrap(),
-            "--key",
-            &vkey,
-        ]),
+        verify(&missing_copy.to_string_lossy(), &vkey, None),
         "missing bundle",
     );
 
@@ -315,29 +240,16 @@ fn audit_verify_accepts_the_live_log_and_a_static_copy_and_rejects_tampering() {
     let forked = serve(&fork);
     reference_scenario(&fork, &forked.base, "someone-else");
     reference_scenario(&fork, &forked.base, "and-another");
-    common::wait_for_checkpoint(
+    crate::support::wait_for_checkpoint(
         &forked.base,
         START_ENTRIES + FIRST_SCENARIO_ENTRIES + LATER_SCENARIO_ENTRIES,
     );
     let fork_url = format!("{}/log", forked.base);
     // On its own the fork is a well-formed log...
-    let output = audit(&["verify", "--url", &fork_url, "--key", &vkey]);
-    assert!(
-        output.status.success(),
-        "fork alone: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_verified(verify(&fork_url, &vkey, None), "fork alone");
     // ...but a monitor that remembers the real history catches it.
     expect_failure(
-        audit(&[
-            "verify",
-            "--url",
-            &fork_url,
-            "--key",
-            &vkey,
-            "--state",
-            grown_state.to_str().unwrap(),
-        ]),
+        verify(&fork_url, &vkey, Some(&grown_state)),
         "forked history",
     );
 }

@@ -1,15 +1,15 @@
 //! The `sovereign` binary as the tests run it: a server on a free port, killed however the
 //! test ends, and development tokens.
 
-#![allow(dead_code)]
-
 use std::io::{BufRead, BufReader, Lines};
-use std::path::Path;
-use std::process::{Child, ChildStderr, Command, Stdio};
-
-use tlog::{FetchError, TileFetcher};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStderr, Command, Output, Stdio};
 
 pub mod load;
+
+use testkit::cast::Who;
+
+pub use testkit::served::{ServedLog, wait_for_checkpoint};
 
 pub fn sovereign() -> Command {
     Command::new(env!("CARGO_BIN_EXE_sovereign"))
@@ -44,6 +44,33 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A gateway on a fresh setup in a temporary folder (`data`), with a `work` folder next to it
+/// for the files a test writes; served with info logging, its output drained. All of it is
+/// removed on drop.
+pub struct Fresh {
+    pub dir: tempfile::TempDir,
+    pub data: PathBuf,
+    pub work: PathBuf,
+    pub server: Server,
+}
+
+impl Fresh {
+    pub fn start() -> Fresh {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(&work).unwrap();
+        let mut server = serve(&data, "warn,sovereign=info");
+        server.drain();
+        Fresh {
+            dir,
+            data,
+            work,
+            server,
+        }
     }
 }
 
@@ -85,11 +112,7 @@ pub fn init_with_stores(data: &Path, stores: &[(&str, &str)]) {
         .args(["init", "--data", data.to_str().unwrap()])
         .output()
         .unwrap();
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
+    assert_success(&init);
     let config = data.join("sovereign.toml");
     let mut text = std::fs::read_to_string(&config).unwrap();
     for (line, url) in stores {
@@ -99,6 +122,83 @@ pub fn init_with_stores(data: &Path, stores: &[(&str, &str)]) {
     std::fs::write(&config, text).unwrap();
 }
 
+/// Asserts that a command exited with success, showing its standard error if not.
+pub fn assert_success(output: &Output) {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The flags of `sovereign access request` that justify the scenarios' support access: the
+/// `activity` collection, for ticket 42, customer-initiated, for two hours.
+pub const SUPPORT_TICKET: [&str; 8] = [
+    "--collection",
+    "activity",
+    "--purpose",
+    "ticket 42",
+    "--reason",
+    "customer-initiated-support",
+    "--duration",
+    "2h",
+];
+
+/// The flags of `sovereign access break-glass` of the scenarios' incident: the `activity`
+/// collection, for incident 7.
+pub const INCIDENT: [&str; 6] = [
+    "--collection",
+    "activity",
+    "--purpose",
+    "incident 7",
+    "--reason",
+    "incident-response",
+];
+
+/// A request to a gateway as `token`, with `Sovereign-Purpose: purpose` (unless empty) and
+/// `body` (if any): the answer's status, and the log entry it names (`Sovereign-Log-Index`).
+pub fn governed(
+    http: &reqwest::blocking::Client,
+    method: reqwest::Method,
+    url: &str,
+    token: &str,
+    purpose: &str,
+    body: Option<&str>,
+) -> (u16, Option<u64>) {
+    let mut request = http.request(method, url).bearer_auth(token);
+    if !purpose.is_empty() {
+        request = request.header("Sovereign-Purpose", purpose);
+    }
+    if let Some(body) = body {
+        request = request.body(body.to_string());
+    }
+    let response = request.send().unwrap();
+    let index = response
+        .headers()
+        .get("Sovereign-Log-Index")
+        .map(|i| i.to_str().unwrap().parse().unwrap());
+    (response.status().as_u16(), index)
+}
+
+/// A command's standard output and standard error, as text.
+pub fn text(output: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// A path as a command-line argument.
+pub fn s(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// A development token for `who` of the reference cast, from `sovereign token`.
+pub fn token_of(data: &Path, who: &Who) -> String {
+    let args = who.token_args();
+    token(data, &args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
 /// A development token from `sovereign token --data DIR ARGS...`.
 pub fn token(data: &Path, args: &[&str]) -> String {
     let output = sovereign()
@@ -106,64 +206,8 @@ pub fn token(data: &Path, args: &[&str]) -> String {
         .args(args)
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_success(&output);
     String::from_utf8(output.stdout).unwrap().trim().to_string()
-}
-
-/// A served log, fetched over HTTP for `tlog::verify_log` (from a thread outside any runtime).
-pub struct ServedLog {
-    pub base: String,
-    pub client: reqwest::blocking::Client,
-}
-
-impl ServedLog {
-    pub fn new(base: &str) -> ServedLog {
-        ServedLog {
-            base: base.to_string(),
-            client: reqwest::blocking::Client::new(),
-        }
-    }
-}
-
-impl TileFetcher for ServedLog {
-    fn fetch(&self, path: &str) -> Result<Option<Vec<u8>>, FetchError> {
-        let response = self
-            .client
-            .get(format!("{}/log/{path}", self.base))
-            .send()
-            .map_err(FetchError::new)?;
-        if response.status() == reqwest::StatusCode::NOT_FOUND {
-            return Ok(None);
-        }
-        if !response.status().is_success() {
-            return Err(FetchError::new(format!("{path}: {}", response.status())));
-        }
-        Ok(Some(response.bytes().map_err(FetchError::new)?.to_vec()))
-    }
-}
-
-/// Waits until the checkpoint served under `base` (`{base}/log/checkpoint`) covers at least
-/// `size` entries.
-pub fn wait_for_checkpoint(base: &str, size: u64) {
-    for _ in 0..100 {
-        let checkpoint = reqwest::blocking::get(format!("{base}/log/checkpoint"))
-            .and_then(|r| r.text())
-            .unwrap_or_default();
-        if checkpoint
-            .lines()
-            .nth(1)
-            .and_then(|l| l.parse::<u64>().ok())
-            .is_some_and(|n| n >= size)
-        {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    panic!("the checkpoint did not reach {size} entries");
 }
 
 /// Whether the cvc5 solver is installed; without it, a test that needs it skips with a

@@ -3,11 +3,10 @@
 //! allowed, partially allowed and denied principals, listed and deleted; then every log entry
 //! and every line the service printed (at its most verbose level) is scanned for them.
 
-mod common;
-
 use std::process::Command;
+use testkit::cast::{PARENT_CN, PARENT_SG, VETTED_US, Who};
 
-use common::token;
+use crate::support::token_of;
 use std::sync::{Arc, Mutex};
 
 struct Http {
@@ -56,7 +55,7 @@ fn markers_in_protected_fields_never_reach_any_log() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     // At its most verbose level, to catch any leak.
-    let mut server = common::serve(&data, "trace");
+    let mut server = crate::support::serve(&data, "trace");
     let lines = server.lines.take().unwrap();
     let base = server.base.clone();
     let service_output = Arc::new(Mutex::new(Vec::<String>::new()));
@@ -77,29 +76,16 @@ fn markers_in_protected_fields_never_reach_any_log() {
             .unwrap(),
         client: reqwest::Client::new(),
     };
-    let alice = token(
+    // Vetted US staff who may start break-glass.
+    let alice = token_of(
         &data,
-        &[
-            "--sub",
-            "alice",
-            "--entity",
-            "usds",
-            "--location",
-            "US",
-            "--clearance",
-            "us-data",
-            "--role",
-            "break-glass",
-        ],
+        &Who {
+            roles: &["break-glass"],
+            ..VETTED_US
+        },
     );
-    let siew = token(
-        &data,
-        &["--sub", "siew", "--entity", "parent", "--location", "SG"],
-    );
-    let chen = token(
-        &data,
-        &["--sub", "chen", "--entity", "parent", "--location", "CN"],
-    );
+    let siew = token_of(&data, &PARENT_SG);
+    let chen = token_of(&data, &PARENT_CN);
 
     // Every protected field of the default collections, each with its own marker.
     let protected = [
@@ -171,7 +157,7 @@ fn markers_in_protected_fields_never_reach_any_log() {
     std::thread::sleep(std::time::Duration::from_millis(800)); // a checkpoint covering it all
     let mut entries = Vec::new();
     let checkpoint = tlog::verify_log(
-        &common::ServedLog::new(&http.base),
+        &crate::support::ServedLog::new(&http.base),
         &verifier,
         None,
         &mut |_, _| {},

@@ -2,14 +2,13 @@
 //! happens live behind it (visible in the metrics while it runs), and at the end the monitor's
 //! verification passes and the temporary data folder is gone.
 
-mod common;
-
 use std::io::{BufRead as _, BufReader};
 use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::Duration;
+use testkit::served::get_text;
 
-use common::sovereign;
+use crate::support::sovereign;
 
 #[test]
 fn the_demo_runs_the_scenario_live_and_verifies_the_log_at_the_end() {
@@ -80,12 +79,7 @@ fn the_demo_runs_the_scenario_live_and_verifies_the_log_at_the_end() {
     // While it runs, the metrics show the cast at work: vetted staff allowed, CN denied.
     let mut seen = false;
     for _ in 0..50 {
-        let metrics = http
-            .get(format!("{base}/metrics"))
-            .send()
-            .unwrap()
-            .text()
-            .unwrap();
+        let metrics = get_text(&format!("{base}/metrics"));
         let has = |want: &[&str]| {
             metrics.lines().any(|l| {
                 l.starts_with("sovereign_decisions_total{") && want.iter().all(|w| l.contains(w))

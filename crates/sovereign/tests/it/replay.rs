@@ -5,27 +5,24 @@
 //! log of a real gateway after the reference scenario replays clean. Also the entry format
 //! v2 as `check_entry` reads it.
 
-mod common;
-
-#[allow(dead_code)]
-#[path = "../src/audit.rs"]
-mod audit;
-#[path = "support/static_log.rs"]
-mod static_log;
-#[path = "support/v2_log.rs"]
-mod v2_log;
-
+use crate::support::{INCIDENT, s, text};
 use std::path::Path;
 use std::process::Output;
+use testkit::cast::{
+    BREAK_GLASS, DATA_SUBJECT, EGRESS_CN, MONITOR, OPERATOR, PARENT_CN, PARENT_SG,
+    USDS_TRAVELLING_CN, VETTED_US, Who,
+};
+use testkit::served::log_key;
 
-use audit::check_entry;
+use monitor::check_entry;
 use policy::PolicyEngine;
 use serde_json::{Value, json};
-use static_log::{Key, new_key, publish};
-use v2_log::{
+use testkit::static_log::{Key, new_key, publish};
+use testkit::v2_log::{
     access_entry, alert_entry, config_entry, custody_entry, forge_allowed, invariants_entry,
     scenario,
 };
+use testkit::{static_log, v2_log};
 
 /// Index in [`log`] of the read by parent staff located in CN (scenario step 3).
 const CHEN_READ: u64 = 5 + 3;
@@ -85,22 +82,11 @@ fn mirror(dir: &Path, entries: &[Vec<u8>]) -> Key {
 }
 
 fn replay(args: &[&str]) -> Output {
-    common::sovereign()
+    crate::support::sovereign()
         .args(["audit", "replay"])
         .args(args)
         .output()
         .unwrap()
-}
-
-fn text(output: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 // ---------------------------------------------------------------------------
@@ -112,11 +98,11 @@ fn an_honest_log_replays_clean() {
     let key = mirror(dir.path(), &log(false));
     let output = replay(&[
         "--url",
-        path(&dir.path().join("log")),
+        s(&dir.path().join("log")),
         "--key",
         &key.vkey,
         "--policies",
-        path(&dir.path().join("v1/policies")),
+        s(&dir.path().join("v1/policies")),
     ]);
     let (out, err) = text(&output);
     assert!(output.status.success(), "{out}\n{err}");
@@ -140,7 +126,7 @@ fn an_honest_log_replays_clean() {
     );
 
     // Without --policies, a log at .../log finds its policy sets at .../v1/policies.
-    let output = replay(&["--url", path(&dir.path().join("log")), "--key", &key.vkey]);
+    let output = replay(&["--url", s(&dir.path().join("log")), "--key", &key.vkey]);
     let (out, err) = text(&output);
     assert!(output.status.success(), "{out}\n{err}");
     assert!(out.contains("mismatches: 0\n"), "{out}");
@@ -182,7 +168,7 @@ fn activations_without_passing_proofs_are_reported() {
         change(&mut entries);
         let dir = tempfile::tempdir().unwrap();
         let key = mirror(dir.path(), &to_bytes(&entries));
-        let output = replay(&["--url", path(&dir.path().join("log")), "--key", &key.vkey]);
+        let output = replay(&["--url", s(&dir.path().join("log")), "--key", &key.vkey]);
         let (out, err) = text(&output);
         assert!(!output.status.success(), "{wanted}: {out}");
         assert!(out.starts_with("audit replay: FAILED\n"), "{out}");
@@ -200,7 +186,7 @@ fn activations_without_passing_proofs_are_reported() {
 /// proofs for a set that does not keep the invariants is caught, with the counterexample.
 #[test]
 fn prove_catches_an_activation_whose_logged_proofs_do_not_hold() {
-    if !common::cvc5_present() {
+    if !crate::support::cvc5_present() {
         return;
     }
     let (schema, policies) = v2_log::default_set();
@@ -304,11 +290,11 @@ fn a_forged_decision_is_reported_at_its_entry() {
     let key = mirror(dir.path(), &log(true));
     let output = replay(&[
         "--url",
-        path(&dir.path().join("log")),
+        s(&dir.path().join("log")),
         "--key",
         &key.vkey,
         "--policies",
-        path(&dir.path().join("v1/policies")),
+        s(&dir.path().join("v1/policies")),
     ]);
     let (out, err) = text(&output);
     assert!(
@@ -354,7 +340,7 @@ fn a_decision_credited_to_the_wrong_policy_is_reported() {
     }
     entries[CHEN_READ as usize] = serde_json::to_vec(&chen).unwrap();
     let key = mirror(dir.path(), &entries);
-    let output = replay(&["--url", path(&dir.path().join("log")), "--key", &key.vkey]);
+    let output = replay(&["--url", s(&dir.path().join("log")), "--key", &key.vkey]);
     let (out, _) = text(&output);
     assert!(!output.status.success(), "{out}");
     assert!(
@@ -380,11 +366,11 @@ fn a_policy_set_that_does_not_match_its_hash_is_refused() {
     std::fs::write(tampered.join(&hash), body.to_string()).unwrap();
     let output = replay(&[
         "--url",
-        path(&url),
+        s(&url),
         "--key",
         &key.vkey,
         "--policies",
-        path(&tampered),
+        s(&tampered),
     ]);
     let (out, err) = text(&output);
     assert!(!output.status.success(), "{out}");
@@ -407,18 +393,18 @@ fn a_policy_set_that_does_not_match_its_hash_is_refused() {
     let empty = tempfile::tempdir().unwrap();
     let output = replay(&[
         "--url",
-        path(&url),
+        s(&url),
         "--key",
         &key.vkey,
         "--policies",
-        &format!("file://{}", path(empty.path())),
+        &format!("file://{}", s(empty.path())),
     ]);
     let (out, _) = text(&output);
     assert!(!output.status.success(), "{out}");
     assert!(out.contains(&format!("policy set: {hash} (")), "{out}");
     let elsewhere = tempfile::tempdir().unwrap();
     publish(elsewhere.path(), &key, &log(false));
-    let output = replay(&["--url", path(elsewhere.path()), "--key", &key.vkey]);
+    let output = replay(&["--url", s(elsewhere.path()), "--key", &key.vkey]);
     let (_, err) = text(&output);
     assert!(!output.status.success());
     assert!(err.contains("give --policies"), "{err}");
@@ -429,7 +415,7 @@ fn replay_verifies_the_log_first() {
     let dir = tempfile::tempdir().unwrap();
     let _key = mirror(dir.path(), &log(false));
     let other = new_key();
-    let output = replay(&["--url", path(&dir.path().join("log")), "--key", &other.vkey]);
+    let output = replay(&["--url", s(&dir.path().join("log")), "--key", &other.vkey]);
     let (out, err) = text(&output);
     assert!(!output.status.success(), "{out}");
     assert!(err.starts_with("error: audit replay: FAILED: "), "{err}");
@@ -591,53 +577,26 @@ fn entry_format_v2_is_checked() {
 /// The reference scenario against a real gateway, then `audit replay` of its log.
 #[test]
 fn the_log_of_a_real_gateway_replays_clean() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let mut server = common::serve(&data, "warn,sovereign=info");
-    server.drain();
+    let crate::support::Fresh {
+        dir: _dir,
+        data,
+        work,
+        server,
+    } = crate::support::Fresh::start();
     let base = server.base.clone();
     let http = reqwest::blocking::Client::new();
-    let token = |args: &[&str]| common::token(&data, args);
-    let alice = token(&[
-        "--sub",
-        "alice",
-        "--entity",
-        "usds",
-        "--location",
-        "US",
-        "--clearance",
-        "us-data",
-    ]);
-    let chen = token(&["--sub", "chen", "--entity", "parent", "--location", "CN"]);
-    let bob = token(&[
-        "--sub",
-        "bob",
-        "--entity",
-        "usds",
-        "--location",
-        "CN",
-        "--clearance",
-        "us-data",
-    ]);
-    let siew = token(&["--sub", "siew", "--entity", "parent", "--location", "SG"]);
+    let token = |who: &Who| crate::support::token_of(&data, who);
+    let alice = token(&VETTED_US);
+    let chen = token(&PARENT_CN);
+    let bob = token(&USDS_TRAVELLING_CN);
+    let siew = token(&PARENT_SG);
 
     let record = format!("{base}/v1/subjects/u-1001/records/profile/main");
+    // Every answer here names its log entry.
     let call =
         |method: reqwest::Method, url: &str, who: &str, purpose: &str, body: Option<&str>| {
-            let mut request = http.request(method, url).bearer_auth(who);
-            if !purpose.is_empty() {
-                request = request.header("Sovereign-Purpose", purpose);
-            }
-            if let Some(body) = body {
-                request = request.body(body.to_string());
-            }
-            let response = request.send().unwrap();
-            let index: u64 = response.headers()["Sovereign-Log-Index"]
-                .to_str()
-                .unwrap()
-                .parse()
-                .unwrap();
-            (response.status().as_u16(), index)
+            let (status, index) = crate::support::governed(&http, method, url, who, purpose, body);
+            (status, index.unwrap())
         };
     use reqwest::Method;
     let (status, _) = call(
@@ -669,36 +628,9 @@ fn the_log_of_a_real_gateway_replays_clean() {
     // Every other route is decided and logged too, and replays: egress to a consumer in CN
     // (US denied, the others allowed), a read of an id that names no subject, the subject's
     // own export, the residency scan.
-    let globe = token(&[
-        "--sub",
-        "globe",
-        "--entity",
-        "parent",
-        "--location",
-        "CN",
-        "--role",
-        "egress",
-    ]);
-    let ada = token(&[
-        "--sub",
-        "u-1001",
-        "--entity",
-        "public",
-        "--location",
-        "US",
-        "--role",
-        "data-subject",
-    ]);
-    let mona = token(&[
-        "--sub",
-        "mona",
-        "--entity",
-        "monitor",
-        "--location",
-        "US",
-        "--role",
-        "monitor",
-    ]);
+    let globe = token(&EGRESS_CN);
+    let ada = token(&DATA_SUBJECT);
+    let mona = token(&MONITOR);
     let egress = format!("{base}/v1/egress/profile");
     assert_eq!(call(Method::GET, &egress, &globe, "", None).0, 200);
     let nobody = format!("{base}/v1/subjects/nobody/records/profile/main");
@@ -712,7 +644,7 @@ fn the_log_of_a_real_gateway_replays_clean() {
     // break-glass grant, a read while the kill switch suspends US, and a read under a
     // second policy set.
     let cli = |args: &[&str]| {
-        let output = common::sovereign()
+        let output = crate::support::sovereign()
             .args(args)
             .args(["--url", &base])
             .output()
@@ -724,42 +656,20 @@ fn the_log_of_a_real_gateway_replays_clean() {
         );
         String::from_utf8(output.stdout).unwrap()
     };
-    let frank = token(&[
-        "--sub",
-        "frank",
-        "--entity",
-        "usds",
-        "--location",
-        "US",
-        "--clearance",
-        "us-data",
-        "--role",
-        "break-glass",
-    ]);
-    let olga = token(&[
-        "--sub",
-        "olga",
-        "--entity",
-        "custodian",
-        "--location",
-        "US",
-        "--role",
-        "custodian-operator",
-    ]);
+    let frank = token(&BREAK_GLASS);
+    let olga = token(&OPERATOR);
     cli(&[
-        "access",
-        "break-glass",
-        "--token",
-        &frank,
-        "--action",
-        "write",
-        "--collection",
-        "activity",
-        "--purpose",
-        "incident 7",
-        "--reason",
-        "incident-response",
-    ]);
+        &[
+            "access",
+            "break-glass",
+            "--token",
+            &frank,
+            "--action",
+            "write",
+        ][..],
+        &INCIDENT,
+    ]
+    .concat());
     let activity = format!("{base}/v1/subjects/u-1001/records/activity/main");
     let granted = Some(r#"{"watch_history":"v1"}"#);
     assert_eq!(
@@ -779,7 +689,7 @@ fn the_log_of_a_real_gateway_replays_clean() {
     ]);
     assert_eq!(call(Method::GET, &record, &alice, "support", None).0, 403);
     cli(&["kill-switch", "lift", "US", "--key", key, "--token", &olga]);
-    let new_set = dir.path().join("new.cedar");
+    let new_set = work.join("new.cedar");
     let mut policies = std::fs::read_to_string(data.join("policy/policies.cedar")).unwrap();
     policies.push_str("\n@id(\"permit-custodian-list\")\npermit (principal, action == Sovereign::Action::\"list\", resource is Sovereign::Subject) when { principal.entity == \"custodian\" };\n");
     std::fs::write(&new_set, policies).unwrap();
@@ -791,7 +701,7 @@ fn the_log_of_a_real_gateway_replays_clean() {
         &olga,
     ]);
     let hash = proposal.split_whitespace().nth(3).unwrap().to_string();
-    let signature = dir.path().join("activate.sig");
+    let signature = work.join("activate.sig");
     cli(&[
         "policy",
         "sign",
@@ -813,13 +723,8 @@ fn the_log_of_a_real_gateway_replays_clean() {
     let (status, last) = call(Method::GET, &record, &alice, "support", None);
     assert_eq!(status, 200);
 
-    common::wait_for_checkpoint(&base, last + 1);
-    let vkey = http
-        .get(format!("{base}/log/key"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    crate::support::wait_for_checkpoint(&base, last + 1);
+    let vkey = log_key(&base);
     let output = replay(&["--url", &format!("{base}/log"), "--key", vkey.trim()]);
     let (out, err) = text(&output);
     assert!(output.status.success(), "{out}\n{err}");

@@ -2,8 +2,6 @@
 //! set, for the replay tests; and a directory of policy sets as `audit replay --policies`
 //! reads it.
 
-#![allow(dead_code)]
-
 use std::path::Path;
 
 use policy::{AccessRequest, Action, Context, PolicyEngine, Principal, Resource};

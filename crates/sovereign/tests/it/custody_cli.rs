@@ -2,10 +2,11 @@
 //! their approvals, break-glass, signed policy activation, signed algorithm releases and the
 //! kill switch.
 
-mod common;
-
+use crate::support::{INCIDENT, SUPPORT_TICKET, s};
 use std::path::{Path, PathBuf};
 use std::process::Output;
+use testkit::cast::VETTED_US;
+use testkit::cast::{APPROVER_1, APPROVER_2, OPERATOR, Who};
 
 use serde_json::Value;
 
@@ -14,17 +15,17 @@ struct Setup {
     _dir: tempfile::TempDir,
     data: PathBuf,
     work: PathBuf,
-    server: common::Server,
+    server: crate::support::Server,
 }
 
 impl Setup {
     fn new() -> Setup {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        let work = dir.path().join("work");
-        std::fs::create_dir_all(&work).unwrap();
-        let mut server = common::serve(&data, "warn,sovereign=info");
-        server.drain();
+        let crate::support::Fresh {
+            dir,
+            data,
+            work,
+            server,
+        } = crate::support::Fresh::start();
         Setup {
             _dir: dir,
             data,
@@ -39,12 +40,17 @@ impl Setup {
         for role in roles {
             args.extend(["--role", *role]);
         }
-        common::token(&self.data, &args)
+        crate::support::token(&self.data, &args)
+    }
+
+    /// A token for `who` of the reference cast.
+    fn cast(&self, who: &Who) -> String {
+        crate::support::token_of(&self.data, who)
     }
 
     /// `sovereign ARGS...` against this gateway (through SOVEREIGN_URL) as `token`.
     fn run(&self, token: &str, args: &[&str]) -> Output {
-        let mut command = common::sovereign();
+        let mut command = crate::support::sovereign();
         command.args(args).env("SOVEREIGN_URL", &self.server.base);
         if token.is_empty() {
             command.env_remove("SOVEREIGN_TOKEN");
@@ -64,6 +70,25 @@ impl Setup {
             String::from_utf8_lossy(&output.stderr)
         );
         String::from_utf8(output.stdout).unwrap()
+    }
+
+    /// `sovereign policy sign HASH --key KEY --out NOTE`, expecting success.
+    fn sign_policy(&self, hash: &str, key: &Path, note: &Path) -> String {
+        self.ok(
+            "",
+            &["policy", "sign", hash, "--key", s(key), "--out", s(note)],
+        )
+    }
+
+    /// `sovereign policy activate HASH --signature NOTE` as `token`, expecting the set
+    /// activated; returns standard output.
+    fn activate_policy(&self, token: &str, hash: &str, note: &Path) -> String {
+        let out = self.ok(token, &["policy", "activate", hash, "--signature", s(note)]);
+        assert!(
+            out.contains(&format!("activated policy set {hash}")),
+            "{out}"
+        );
+        out
     }
 
     /// Runs with `--json`, expecting success; returns the gateway's answer.
@@ -100,10 +125,6 @@ impl Setup {
     }
 }
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 // ---------------------------------------------------------------------------
 // Access requests
 
@@ -111,29 +132,15 @@ fn s(p: &Path) -> &str {
 fn access_requests_need_two_independent_approvals() {
     let t = Setup::new();
     let bob = t.token("bob", "usds", "US", &[]);
-    let carol = t.token("carol", "custodian", "US", &["custodian-approver"]);
-    let dave = t.token("dave", "custodian", "US", &["custodian-approver"]);
+    let carol = t.cast(&APPROVER_1);
+    let dave = t.cast(&APPROVER_2);
     let uma = t.token("uma", "usds", "US", &["custodian-approver"]);
 
     let codes = t.ok("", &["access", "reason-codes"]);
     assert!(codes.contains("customer-initiated-support"), "{codes}");
 
-    let request = [
-        "access",
-        "request",
-        "--action",
-        "read",
-        "--subject",
-        "u-1",
-        "--collection",
-        "activity",
-        "--purpose",
-        "ticket 42",
-        "--reason",
-        "customer-initiated-support",
-        "--duration",
-        "2h",
-    ];
+    let mut request = vec!["access", "request", "--action", "read", "--subject", "u-1"];
+    request.extend(SUPPORT_TICKET);
     let created = t.json(&bob, &request);
     let id = created["id"].as_str().unwrap().to_string();
     assert_eq!(created["status"], "pending");
@@ -222,20 +229,8 @@ fn access_requests_need_two_independent_approvals() {
 fn break_glass_is_open_at_once_and_reviewed_afterwards() {
     let t = Setup::new();
     let erin = t.token("erin", "usds", "US", &["break-glass"]);
-    let carol = t.token("carol", "custodian", "US", &["custodian-approver"]);
-    let used = t.json(
-        &erin,
-        &[
-            "access",
-            "break-glass",
-            "--collection",
-            "activity",
-            "--purpose",
-            "incident 7",
-            "--reason",
-            "incident-response",
-        ],
-    );
+    let carol = t.cast(&APPROVER_1);
+    let used = t.json(&erin, &[&["access", "break-glass"][..], &INCIDENT].concat());
     let id = used["id"].as_str().unwrap();
     assert_eq!(used["kind"], "break-glass");
     assert_eq!(used["status"], "approved");
@@ -253,7 +248,7 @@ fn break_glass_is_open_at_once_and_reviewed_afterwards() {
 #[test]
 fn a_policy_set_is_activated_only_with_a_custodian_signature() {
     let t = Setup::new();
-    let olga = t.token("olga", "custodian", "US", &["custodian-operator"]);
+    let olga = t.cast(&OPERATOR);
     let key = t.custodian_key();
     let initial = t.json(&olga, &["policy", "list"])["active"]
         .as_str()
@@ -281,18 +276,7 @@ fn a_policy_set_is_activated_only_with_a_custodian_signature() {
     let rogue = t.file("rogue.key");
     std::fs::write(&rogue, rogue_skey).unwrap();
     let forged = t.file("forged.note");
-    t.ok(
-        "",
-        &[
-            "policy",
-            "sign",
-            &hash,
-            "--key",
-            s(&rogue),
-            "--out",
-            s(&forged),
-        ],
-    );
+    t.sign_policy(&hash, &rogue, &forged);
     let err = t.fails(
         &olga,
         &["policy", "activate", &hash, "--signature", s(&forged)],
@@ -307,10 +291,7 @@ fn a_policy_set_is_activated_only_with_a_custodian_signature() {
 
     // Signed with keys/custodian.key, it activates.
     let note = t.file("activation.note");
-    let out = t.ok(
-        "",
-        &["policy", "sign", &hash, "--key", s(&key), "--out", s(&note)],
-    );
+    let out = t.sign_policy(&hash, &key, &note);
     assert!(
         out.contains(&format!(
             "signed the activation of policy set {hash} as custodian"
@@ -336,14 +317,7 @@ fn a_policy_set_is_activated_only_with_a_custodian_signature() {
         to_stdout.starts_with("sovereign/custody/v1\n"),
         "{to_stdout}"
     );
-    let out = t.ok(
-        &olga,
-        &["policy", "activate", &hash, "--signature", s(&note)],
-    );
-    assert!(
-        out.contains(&format!("activated policy set {hash}")),
-        "{out}"
-    );
+    let out = t.activate_policy(&olga, &hash, &note);
     assert!(out.contains("signed by custodian"), "{out}");
 
     // Another custodian adds their signature to the note; it is refused for another set.
@@ -416,7 +390,7 @@ fn a_policy_set_is_activated_only_with_a_custodian_signature() {
 #[test]
 fn a_policy_without_the_restricted_country_forbid_is_refused_with_a_counterexample() {
     let t = Setup::new();
-    let olga = t.token("olga", "custodian", "US", &["custodian-operator"]);
+    let olga = t.cast(&OPERATOR);
     let text = std::fs::read_to_string(t.data.join("policy/policies.cedar")).unwrap();
     let start = text.find("@id(\"forbid-restricted-location\")").unwrap();
     let end = start + text[start..].find("};").unwrap() + 2;
@@ -450,32 +424,14 @@ fn a_policy_without_the_restricted_country_forbid_is_refused_with_a_counterexamp
     assert_eq!(out.matches(" proven\n").count(), 6, "{out}");
     let hash = out.split_whitespace().nth(3).unwrap().to_string();
     let note = t.file("reviewed.note");
-    t.ok(
-        "",
-        &[
-            "policy",
-            "sign",
-            &hash,
-            "--key",
-            s(&t.custodian_key()),
-            "--out",
-            s(&note),
-        ],
-    );
-    let out = t.ok(
-        &olga,
-        &["policy", "activate", &hash, "--signature", s(&note)],
-    );
-    assert!(
-        out.contains(&format!("activated policy set {hash}")),
-        "{out}"
-    );
+    t.sign_policy(&hash, &t.custodian_key(), &note);
+    let out = t.activate_policy(&olga, &hash, &note);
     assert!(out.contains("proven against invariant set"), "{out}");
 
     let key = t.ok("", &["audit", "key", "--data", s(&t.data)]);
     // Logged so far: the invariants and the first set, each proposed and activated, the
     // start, the reviewed set proposed and activated (the refused proposal logged nothing).
-    common::wait_for_checkpoint(&t.server.base, 7);
+    crate::support::wait_for_checkpoint(&t.server.base, 7);
     let replayed = t.ok(
         "",
         &[
@@ -503,7 +459,7 @@ fn a_policy_without_the_restricted_country_forbid_is_refused_with_a_counterexamp
 #[test]
 fn invariants_are_proposed_signed_and_activated_through_the_cli() {
     let t = Setup::new();
-    let olga = t.token("olga", "custodian", "US", &["custodian-operator"]);
+    let olga = t.cast(&OPERATOR);
     let mut text = t.ok("", &["policy", "invariants"]);
     text.push_str(
         "\n@id(\"inv-no-restricted-delete\")\n@invariant(\"no-restricted-delete\")\n@description(\"Nobody in CN deletes US data.\")\nforbid (principal, action == Sovereign::Action::\"delete\", resource is Sovereign::Data)\nwhen { resource.subject_jurisdiction == \"US\" && principal.location == \"CN\" };\n@id(\"inv-no-restricted-delete-permit\")\n@invariant(\"no-restricted-delete\")\npermit (principal, action, resource);\n",
@@ -559,12 +515,12 @@ fn invariants_are_proposed_signed_and_activated_through_the_cli() {
 fn without_a_solver_the_first_start_refuses_and_says_how_to_install_one() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let init = common::sovereign()
+    let init = crate::support::sovereign()
         .args(["init", "--data", s(&data)])
         .output()
         .unwrap();
     assert!(init.status.success());
-    let output = common::sovereign()
+    let output = crate::support::sovereign()
         .args(["serve", "--listen", "127.0.0.1:0", "--data", s(&data)])
         .env("CVC5", dir.path().join("no-such-cvc5"))
         .output()
@@ -595,7 +551,7 @@ fn alter_signature(note: &str) -> String {
 #[test]
 fn an_algorithm_release_is_signed_activated_and_fetched() {
     let t = Setup::new();
-    let olga = t.token("olga", "custodian", "US", &["custodian-operator"]);
+    let olga = t.cast(&OPERATOR);
     let key = t.custodian_key();
     let artifact = t.file("scorer.wasm");
     std::fs::write(&artifact, b"\0asm fake scorer, version 1").unwrap();
@@ -688,7 +644,7 @@ fn an_algorithm_release_is_signed_activated_and_fetched() {
 #[test]
 fn the_kill_switch_suspends_and_lifts_a_jurisdiction() {
     let t = Setup::new();
-    let olga = t.token("olga", "custodian", "US", &["custodian-operator"]);
+    let olga = t.cast(&OPERATOR);
     let key = t.custodian_key();
     let status = t.ok("", &["kill-switch", "status"]);
     assert!(status.contains("US  active"), "{status}");
@@ -699,19 +655,7 @@ fn the_kill_switch_suspends_and_lifts_a_jurisdiction() {
     assert!(status.contains("US  SUSPENDED since "), "{status}");
 
     // While suspended, data about US subjects is refused.
-    let alice = common::token(
-        &t.data,
-        &[
-            "--sub",
-            "alice",
-            "--entity",
-            "usds",
-            "--location",
-            "US",
-            "--clearance",
-            "us-data",
-        ],
-    );
+    let alice = crate::support::token_of(&t.data, &VETTED_US);
     let answer = reqwest::blocking::Client::new()
         .put(format!("{}/v1/subjects/u-1", t.server.base))
         .bearer_auth(&alice)

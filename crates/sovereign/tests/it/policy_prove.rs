@@ -3,12 +3,10 @@
 //! Cedar's own authorizer confirms; without a solver it says how to install one. Skips without
 //! cvc5 unless `SOVEREIGN_REQUIRE_CVC5=1`.
 
-mod common;
-
 use std::process::Output;
 
 fn prove(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = common::sovereign();
+    let mut command = crate::support::sovereign();
     command.args(["policy", "prove"]).args(args);
     for (key, value) in env {
         command.env(key, value);
@@ -18,12 +16,12 @@ fn prove(args: &[&str], env: &[(&str, &str)]) -> Output {
 
 #[test]
 fn default_policies_are_proven_and_a_mutant_is_refused() {
-    if !common::cvc5_present() {
+    if !crate::support::cvc5_present() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let init = common::sovereign()
+    let init = crate::support::sovereign()
         .args(["init", "--data", data.to_str().unwrap()])
         .output()
         .unwrap();

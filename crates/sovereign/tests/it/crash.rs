@@ -2,15 +2,14 @@
 //! an answered request, and after a restart its log verifies and is consistent with the last
 //! checkpoint it served before the kill.
 
-mod common;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
+use testkit::served::log_verifier;
 
-use common::load::{Load, check_nothing_lost, writer_token};
+use crate::support::load::{Load, check_nothing_lost, register_subject, writer_token};
 
-fn serve(data: &std::path::Path) -> common::Server {
-    let mut server = common::serve(data, "warn,sovereign=info");
+fn serve(data: &std::path::Path) -> crate::support::Server {
+    let mut server = crate::support::serve(data, "warn,sovereign=info");
     server.drain();
     server
 }
@@ -23,14 +22,7 @@ fn sigkill_under_load_loses_nothing_acknowledged() {
     let base = server.base.clone();
     let token = writer_token(&data);
     let client = reqwest::blocking::Client::new();
-    let status = client
-        .put(format!("{base}/v1/subjects/crash-subject"))
-        .bearer_auth(&token)
-        .body(r#"{"jurisdiction":"US"}"#)
-        .send()
-        .unwrap()
-        .status();
-    assert_eq!(status, 201);
+    register_subject(&base, &token, "crash-subject");
 
     let mut last_checkpoint: Option<Vec<u8>> = None;
     let load = Load::start(std::slice::from_ref(&base), &token, "crash-subject", 6);
@@ -59,13 +51,7 @@ fn sigkill_under_load_loses_nothing_acknowledged() {
     // Restart on the same data and check everything.
     let restarted = serve(&data);
     let base = restarted.base.clone();
-    let key = client
-        .get(format!("{base}/log/key"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    let verifier = tlog::note::Verifier::new(key.trim()).unwrap();
+    let verifier = log_verifier(&base);
     let before = last_checkpoint.expect("a checkpoint was served");
     let before = tlog::open_checkpoint(&before, &verifier).unwrap();
     // The restarted gateway logs its start; the check waits until a checkpoint covers it.

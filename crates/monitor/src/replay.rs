@@ -1,4 +1,4 @@
-//! `sovereign audit replay`: decides every logged access again and compares.
+//! Replay: decides every logged access again and compares (`sovereign audit replay`).
 //!
 //! `audit verify` proves that the log is complete and unaltered; it cannot tell
 //! whether the decisions it holds are the ones the policies give. A v2 access entry
@@ -18,19 +18,21 @@
 //! proofs of that set. An activation without them is reported and fails the replay.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt;
 use std::fs;
-use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::bail;
 use policy::{AccessRequest, Action, Context, Decision, PolicyEngine, Principal, Resource};
-use serde::Deserialize;
 use serde_json::Value;
-use tlog::{TileFetcher, hash_to_base64, verify_log};
+use tlog::TileFetcher;
+use tlog::checkpoint::Checkpoint;
+use tlog::note::Verifier;
 
-use super::{
-    EntryInfo, HttpFetcher, Progress, check_entry, load_verifier, local_dir, open_log, plain,
-};
+use crate::entry::{AccessV2, EntryInfo, Event};
+use crate::fetch::{HttpFetcher, local_dir, open_log};
+use crate::progress::Progress;
+use crate::verify::verify_entries;
 
 /// Problem lines kept for the report; beyond this they are only counted, so memory
 /// stays bounded however much of a log is wrong.
@@ -52,7 +54,7 @@ impl Problems {
     }
 
     /// One line per kept problem, labelled, then how many more were only counted.
-    fn write(&self, out: &mut dyn Write, label: &str) -> std::io::Result<()> {
+    fn write(&self, out: &mut fmt::Formatter<'_>, label: &str) -> fmt::Result {
         for line in &self.lines {
             writeln!(out, "{label} {line}")?;
         }
@@ -67,61 +69,84 @@ impl Problems {
     }
 }
 
-/// `reprove`: `Some(--invariants)` to prove every logged activation again.
-pub(super) fn replay(
+/// A replayed log: its checkpoint, and what deciding its entries again found.
+pub struct Replay {
+    pub checkpoint: Checkpoint,
+    replayer: Replayer,
+}
+
+impl Replay {
+    /// Mismatches, unusable policy sets and activations without passing proofs: the replay
+    /// passes only with none.
+    pub fn failures(&self) -> u64 {
+        self.replayer.failures()
+    }
+
+    /// What failed, in one sentence (empty when nothing did).
+    pub fn verdict(&self) -> String {
+        self.replayer.verdict()
+    }
+}
+
+/// The replay's findings, one line each (after the checkpoint's lines).
+impl fmt::Display for Replay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.replayer.report(f)
+    }
+}
+
+/// Whether [`replay`] proves every logged activation again, here, with cvc5.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Reprove<'a> {
+    /// Check that every activation logs passing proofs, without proving again.
+    #[default]
+    No,
+    /// Prove each (policy set, invariant set) pair the log says was proven again, with the
+    /// invariant sets from `invariants` (default: the gateway's `/v1/invariants` next to its
+    /// `/log`); `CVC5` names the solver, else `cvc5` on PATH.
+    Yes { invariants: Option<&'a str> },
+}
+
+/// Verifies the log at `url` (signed by `verifier`) as `verify` does, then decides every v2
+/// access entry again with the policy set it names, fetched from `policies` (default: the
+/// gateway's `/v1/policies` next to its `/log`), and checks every activation's proofs.
+pub fn replay(
     url: &str,
-    key: &str,
+    verifier: &Verifier,
     policies: Option<&str>,
-    reprove: Option<Option<String>>,
-    out: &mut dyn Write,
-) -> anyhow::Result<()> {
-    let verifier = load_verifier(key)?;
+    reprove: Reprove<'_>,
+    progress: &mut dyn Progress,
+) -> anyhow::Result<Replay> {
     let log = open_log(url)?;
     let source = Source::open(POLICY_SETS, policies, url)?;
     // Checked before the log is read, so a missing solver is told at once.
     let prover = match reprove {
-        Some(invariants) => Some(Prover {
-            invariants: Source::open(INVARIANT_SETS, invariants.as_deref(), url)?,
+        Reprove::Yes { invariants } => Some(Prover {
+            invariants: Source::open(INVARIANT_SETS, invariants, url)?,
             solver: prove::Solver::from_env()
                 .map_err(|e| anyhow::anyhow!("--prove needs the cvc5 solver: {e}"))?,
         }),
-        None => None,
+        Reprove::No => None,
     };
     let mut replayer = Replayer::new(source);
-
-    let mut progress = Progress::new("audit replay");
-    let result = verify_log(
+    // What the entries said counts only once the whole log is verified.
+    let checkpoint = verify_entries(
         &*log,
-        &verifier,
+        verifier,
         None,
-        &mut |done, total| progress.update(done, total),
-        &mut |index, entry| {
-            let info = check_entry(entry)?;
+        progress,
+        &mut |index, info, entry| {
             replayer.add(index, info, entry);
             Ok(())
         },
-    );
-    progress.finish();
-    // What the entries said counts only once the whole log is verified.
-    let checkpoint = result.map_err(plain)?;
+    )?;
     if let Some(prover) = &prover {
         replayer.reprove(prover);
     }
-
-    let failures = replayer.failures();
-    writeln!(
-        out,
-        "audit replay: {}",
-        if failures == 0 { "OK" } else { "FAILED" }
-    )?;
-    writeln!(out, "origin:     {}", checkpoint.origin)?;
-    writeln!(out, "size:       {} entries", checkpoint.size)?;
-    writeln!(out, "root hash:  {}", hash_to_base64(&checkpoint.hash))?;
-    replayer.report(out)?;
-    if failures > 0 {
-        bail!("{}", replayer.verdict());
-    }
-    Ok(())
+    Ok(Replay {
+        checkpoint,
+        replayer,
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -259,59 +284,6 @@ struct Prover {
 // ---------------------------------------------------------------------------
 // Replaying
 
-/// A v2 access entry, as far as replay reads it. `check_entry` has checked the form
-/// already; this only gives the members types.
-#[derive(Deserialize)]
-struct AccessEntry {
-    principal: PrincipalRecord,
-    action: String,
-    subject_jurisdiction: String,
-    site: String,
-    site_jurisdiction: String,
-    collection: Option<String>,
-    approval_required: bool,
-    suspended: bool,
-    outcome: String,
-    decisions: Vec<DecisionRecord>,
-    policy_set: String,
-    purpose: String,
-    reason_code: String,
-    context_time: i64,
-    grant: Option<GrantRecord>,
-    /// Absent from entries written before data subjects' own access was decided by policy.
-    #[serde(default)]
-    own_data: bool,
-}
-
-#[derive(Deserialize)]
-struct PrincipalRecord {
-    id: String,
-    entity: String,
-    entity_country: String,
-    location: String,
-    clearance: Vec<String>,
-    roles: Vec<String>,
-    network_zone: String,
-}
-
-#[derive(Deserialize)]
-struct DecisionRecord {
-    field_class: Option<String>,
-    /// On entries about every jurisdiction (`subject_jurisdiction` "*"): this decision's own
-    /// jurisdiction and suspension.
-    #[serde(default)]
-    subject_jurisdiction: Option<String>,
-    #[serde(default)]
-    suspended: Option<bool>,
-    allowed: bool,
-    policies: Vec<String>,
-}
-
-#[derive(Deserialize)]
-struct GrantRecord {
-    kind: String,
-}
-
 /// One policy set's state during the run.
 struct PolicySet {
     /// The loaded set, or why it cannot be used.
@@ -355,14 +327,14 @@ struct Activations {
 
 impl Activations {
     fn add(&mut self, index: u64, entry: &[u8]) {
-        let Ok(custody) = serde_json::from_slice::<CustodyEntry>(entry) else {
+        let Ok(custody) = serde_json::from_slice::<Event>(entry) else {
             return self.unproven(format!(
                 "entry {index}: a custody entry that cannot be read"
             ));
         };
         let d = &custody.details;
         let named = |key: &str| d[key].as_str().unwrap_or("(none)").to_string();
-        match custody.event.as_str() {
+        match custody.event.as_deref().unwrap_or_default() {
             "policy-activated" => {
                 self.policy_activations += 1;
                 let policy_set = named("policy_set");
@@ -409,12 +381,6 @@ impl Activations {
     fn unproven(&mut self, line: String) {
         self.unproven.push(line);
     }
-}
-
-#[derive(Deserialize)]
-struct CustodyEntry {
-    event: String,
-    details: Value,
 }
 
 /// Whether `proofs` (the `proofs` member of an activation's details) are passing proofs of
@@ -484,7 +450,7 @@ impl Replayer {
             self.v1_access += 1;
             return;
         }
-        let access: AccessEntry = match serde_json::from_slice(entry) {
+        let access: AccessV2 = match serde_json::from_slice(entry) {
             Ok(a) => a,
             Err(e) => return self.mismatch(format!("entry {index}: cannot be replayed: {e}")),
         };
@@ -607,7 +573,7 @@ impl Replayer {
         problems.join(", and ")
     }
 
-    fn report(&self, out: &mut dyn Write) -> std::io::Result<()> {
+    fn report(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.mismatches.write(out, "mismatch:  ")?;
         for (hash, set, why) in self.unusable() {
             writeln!(
@@ -663,7 +629,7 @@ struct Replayed {
 }
 
 /// Rebuilds each Cedar request the entry records, decides it, and compares.
-fn replay_entry(engine: &PolicyEngine, e: &AccessEntry) -> Result<Replayed, String> {
+fn replay_entry(engine: &PolicyEngine, e: &AccessV2) -> Result<Replayed, String> {
     let action = action(&e.action)?;
     if e.decisions.is_empty() {
         return Err("it records no decision".into());
@@ -793,7 +759,7 @@ fn action(name: &str) -> Result<Action, String> {
 }
 
 /// Who did what to what, for a mismatch line.
-fn describe(e: &AccessEntry) -> String {
+fn describe(e: &AccessV2) -> String {
     let target = match &e.collection {
         Some(c) => format!("collection {c}"),
         None => "subject".to_string(),

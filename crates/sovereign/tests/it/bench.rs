@@ -1,28 +1,28 @@
 //! `sovereign bench` runs both phases and reports figures it measured (not how fast they are:
 //! speed is never asserted by tests), on embedded stores and with the site on PostgreSQL.
 
-mod common;
+/// `sovereign bench ARGS...`.
+fn run_bench(args: &[&str]) -> std::process::Output {
+    crate::support::sovereign()
+        .arg("bench")
+        .args(args)
+        .output()
+        .unwrap()
+}
 
 fn bench(extra: &[&str]) -> serde_json::Value {
-    let output = common::sovereign()
-        .args([
-            "bench",
-            "--seconds",
-            "1",
-            "--records",
-            "5",
-            "--clients",
-            "2",
-            "--json",
-        ])
-        .args(extra)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let mut args = vec![
+        "--seconds",
+        "1",
+        "--records",
+        "5",
+        "--clients",
+        "2",
+        "--json",
+    ];
+    args.extend(extra);
+    let output = run_bench(&args);
+    crate::support::assert_success(&output);
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
@@ -65,23 +65,15 @@ fn bench_reads_a_postgresql_site_through_its_pool() {
 
 #[test]
 fn bench_refuses_bad_arguments() {
-    let output = common::sovereign()
-        .args(["bench", "--clients", "0"])
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let output = common::sovereign()
-        .args([
-            "bench",
-            "--seconds",
-            "1",
-            "--records",
-            "1",
-            "--site-store",
-            "mysql://x@y/z",
-        ])
-        .output()
-        .unwrap();
+    assert!(!run_bench(&["--clients", "0"]).status.success());
+    let output = run_bench(&[
+        "--seconds",
+        "1",
+        "--records",
+        "1",
+        "--site-store",
+        "mysql://x@y/z",
+    ]);
     assert!(!output.status.success());
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("sites.us-east.store"),

@@ -2,8 +2,6 @@
 //! publishes tiles, entry bundles and a signed checkpoint the way a tiled log
 //! server does (only the tiles that changed since the last publication).
 
-#![allow(dead_code)]
-
 use std::collections::HashMap;
 
 use tlog::checkpoint::{Checkpoint, sign_checkpoint};

@@ -1,10 +1,9 @@
 //! The binary as a user runs it: init, token, check, serve and a clean shutdown.
 
 use std::time::{Duration, Instant};
+use testkit::cast::VETTED_US;
 
-mod common;
-
-use common::sovereign;
+use crate::support::sovereign;
 
 fn run_ok(args: &[&str]) -> String {
     let output = sovereign().args(args).output().unwrap();
@@ -74,25 +73,10 @@ fn token_prints_a_signed_jwt_with_the_claims_given() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap();
     run_ok(&["init", "--data", data]);
-    let token = run_ok(&[
-        "token",
-        "--data",
-        data,
-        "--sub",
-        "alice",
-        "--entity",
-        "usds",
-        "--location",
-        "US",
-        "--clearance",
-        "us-data",
-        "--role",
-        "engineer",
-        "--role",
-        "oncall",
-        "--ttl",
-        "15m",
-    ]);
+    let mut args = vec!["token".to_string(), "--data".to_string(), data.to_string()];
+    args.extend(VETTED_US.token_args());
+    args.extend(["--role", "oncall", "--ttl", "15m"].map(String::from));
+    let token = run_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let token = token.trim();
     let parts: Vec<&str> = token.split('.').collect();
     assert_eq!(parts.len(), 3, "{token}");
@@ -131,7 +115,7 @@ fn token_prints_a_signed_jwt_with_the_claims_given() {
 fn serve_initialises_answers_and_shuts_down_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("fresh");
-    let mut server = common::serve(&data, "info");
+    let mut server = crate::support::serve(&data, "info");
     assert!(
         data.join("sovereign.toml").is_file(),
         "serve must initialise the data folder"
@@ -198,7 +182,7 @@ fn the_first_policy_set_starts_only_when_signed() {
         "--out",
         signature.to_str().unwrap(),
     ]);
-    let mut server = common::serve(&data, "info");
+    let mut server = crate::support::serve(&data, "info");
     let health = reqwest::blocking::get(format!("{}/healthz", server.base)).unwrap();
     assert_eq!(health.status(), 200);
     server.drain();

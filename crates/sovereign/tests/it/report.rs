@@ -8,21 +8,22 @@
 //! signed, a log rewritten since. Also the arguments: dates, and a period that ends before
 //! it starts.
 
-mod common;
-#[path = "support/static_log.rs"]
-mod static_log;
-
+use crate::support::{INCIDENT, SUPPORT_TICKET, s, text};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
+use testkit::cast::{
+    APPROVER_1, APPROVER_2, BREAK_GLASS, DATA_SUBJECT, EGRESS, PARENT_CN, PARENT_SG,
+    USDS_TRAVELLING_CN, VETTED_US, Who,
+};
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
-use static_log::{Key, entries, entry, new_key, outcome_of, publish};
+use testkit::sha256_hex;
+use testkit::static_log::{Key, entries, entry, new_key, outcome_of, publish};
 use tlog::note::{Signer, generate_key};
 
 fn sovereign(dir: &Path, args: &[&str]) -> Output {
-    common::sovereign()
+    crate::support::sovereign()
         .args(args)
         .current_dir(dir)
         .output()
@@ -51,23 +52,8 @@ fn fails(dir: &Path, args: &[&str]) -> String {
     err
 }
 
-fn text(output: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 fn read_json(path: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
 }
 
 /// A report signer's key files: `NAME.key` (signer) and `NAME.vkey` (verifier).
@@ -533,60 +519,31 @@ fn dates_are_checked_before_the_log_is_read() {
 
 #[test]
 fn a_report_of_real_traffic_counts_what_happened() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let work = dir.path().join("work");
-    std::fs::create_dir_all(&work).unwrap();
-    let mut server = common::serve(&data, "warn,sovereign=info");
-    server.drain();
+    let crate::support::Fresh {
+        dir: _dir,
+        data,
+        work,
+        server,
+    } = crate::support::Fresh::start();
     let base = server.base.clone();
     let http = reqwest::blocking::Client::new();
-    let token = |args: &[&str]| common::token(&data, args);
-    let person = |sub: &str, entity: &str, location: &str, extra: &[&str]| {
-        let mut args = vec!["--sub", sub, "--entity", entity, "--location", location];
-        args.extend(extra);
-        token(&args)
-    };
-    let alice = person("alice", "usds", "US", &["--clearance", "us-data"]);
-    let chen = person("chen", "parent", "CN", &[]);
-    let bob = person("bob", "usds", "CN", &["--clearance", "us-data"]);
-    let siew = person("siew", "parent", "SG", &[]);
-    let carol = person(
-        "carol",
-        "custodian",
-        "US",
-        &["--role", "custodian-approver"],
-    );
-    let dave = person("dave", "custodian", "US", &["--role", "custodian-approver"]);
-    let frank = person(
-        "frank",
-        "usds",
-        "US",
-        &["--clearance", "us-data", "--role", "break-glass"],
-    );
-    let ada = person("u-1001", "public", "US", &["--role", "data-subject"]);
-    let globe = person("globe", "parent", "SG", &["--role", "egress"]);
+    let token = |who: &Who| crate::support::token_of(&data, who);
+    let alice = token(&VETTED_US);
+    let chen = token(&PARENT_CN);
+    let bob = token(&USDS_TRAVELLING_CN);
+    let siew = token(&PARENT_SG);
+    let carol = token(&APPROVER_1);
+    let dave = token(&APPROVER_2);
+    let frank = token(&BREAK_GLASS);
+    let ada = token(&DATA_SUBJECT);
+    let globe = token(&EGRESS);
 
     let call =
         |method: reqwest::Method, path: &str, who: &str, purpose: &str, body: Option<&str>| {
-            let mut request = http
-                .request(method, format!("{base}{path}"))
-                .bearer_auth(who);
-            if !purpose.is_empty() {
-                request = request.header("Sovereign-Purpose", purpose);
-            }
-            if let Some(body) = body {
-                request = request.body(body.to_string());
-            }
-            let response = request.send().unwrap();
-            let index: Option<u64> = response
-                .headers()
-                .get("Sovereign-Log-Index")
-                .map(|i| i.to_str().unwrap().parse().unwrap());
-            (response.status().as_u16(), index)
+            crate::support::governed(&http, method, &format!("{base}{path}"), who, purpose, body)
         };
     let cli = |who: &str, args: &[&str]| {
-        let output = common::sovereign()
+        let output = crate::support::sovereign()
             .args(args)
             .args(["--url", &base, "--token", who, "--json"])
             .output()
@@ -630,21 +587,17 @@ fn a_report_of_real_traffic_counts_what_happened() {
     let request = cli(
         &alice,
         &[
-            "access",
-            "request",
-            "--action",
-            "write",
-            "--subject",
-            "u-1001",
-            "--collection",
-            "activity",
-            "--purpose",
-            "ticket 42",
-            "--reason",
-            "customer-initiated-support",
-            "--duration",
-            "2h",
-        ],
+            &[
+                "access",
+                "request",
+                "--action",
+                "write",
+                "--subject",
+                "u-1001",
+            ][..],
+            &SUPPORT_TICKET,
+        ]
+        .concat(),
     );
     let id = request["id"].as_str().unwrap();
     cli(&carol, &["access", "approve", id]);
@@ -659,17 +612,10 @@ fn a_report_of_real_traffic_counts_what_happened() {
     let glass = cli(
         &frank,
         &[
-            "access",
-            "break-glass",
-            "--action",
-            "write",
-            "--collection",
-            "activity",
-            "--purpose",
-            "incident 7",
-            "--reason",
-            "incident-response",
-        ],
+            &["access", "break-glass", "--action", "write"][..],
+            &INCIDENT,
+        ]
+        .concat(),
     );
     assert_eq!(
         call(Method::PUT, activity, &frank, "incident 7", watched).0,
@@ -691,7 +637,7 @@ fn a_report_of_real_traffic_counts_what_happened() {
     );
     let (status, last) = call(Method::GET, "/v1/egress/profile?limit=10", &globe, "", None);
     assert_eq!(status, 200);
-    common::wait_for_checkpoint(&base, last.unwrap() + 1);
+    crate::support::wait_for_checkpoint(&base, last.unwrap() + 1);
 
     // No --key: the key the log serves is used, with a warning. No --out: the default
     // name, in the current directory.

@@ -5,24 +5,31 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use testkit::cast::{VETTED_US, Who};
+use testkit::served::log_verifier;
 
-/// A token for the load's writer: vetted US staff, a service.
+/// The load's writer: vetted US staff, a service.
+const WRITER: Who = Who {
+    sub: "svc-writer",
+    roles: &["service"],
+    ..VETTED_US
+};
+
+/// Registers `subject` (a US subject) through the gateway at `base`, as the load's writer.
+pub fn register_subject(base: &str, token: &str, subject: &str) {
+    let status = reqwest::blocking::Client::new()
+        .put(format!("{base}/v1/subjects/{subject}"))
+        .bearer_auth(token)
+        .body(r#"{"jurisdiction":"US"}"#)
+        .send()
+        .unwrap()
+        .status();
+    assert_eq!(status, 201);
+}
+
+/// A token for the load's writer.
 pub fn writer_token(data: &std::path::Path) -> String {
-    super::token(
-        data,
-        &[
-            "--sub",
-            "svc-writer",
-            "--entity",
-            "usds",
-            "--location",
-            "US",
-            "--clearance",
-            "us-data",
-            "--role",
-            "service",
-        ],
-    )
+    super::token_of(data, &WRITER)
 }
 
 /// A request the gateway answered with success, and the log entry it named.
@@ -137,13 +144,7 @@ pub fn check_nothing_lost(
     before: Option<&tlog::Checkpoint>,
 ) -> tlog::Checkpoint {
     let client = reqwest::blocking::Client::new();
-    let key = client
-        .get(format!("{base}/log/key"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    let verifier = tlog::note::Verifier::new(key.trim()).unwrap();
+    let verifier = log_verifier(base);
     let last = acknowledged.iter().map(|a| a.index).max().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     let fetcher = super::ServedLog::new(base);

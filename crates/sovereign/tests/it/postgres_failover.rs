@@ -4,11 +4,11 @@
 //! readable, and `sovereign audit verify` accepts the log, consistent with the checkpoint
 //! served before the kill. Skips without PostgreSQL binaries unless `SOVEREIGN_REQUIRE_PG=1`.
 
-mod common;
-
 use std::time::{Duration, Instant};
+use testkit::cast::{OPERATOR, VETTED_US};
+use testkit::served::log_key;
 
-use common::load::{Load, check_nothing_lost, writer_token};
+use crate::support::load::{Load, check_nothing_lost, register_subject, writer_token};
 
 #[test]
 fn the_integrating_gateway_dies_and_the_other_takes_over() {
@@ -19,7 +19,7 @@ fn the_integrating_gateway_dies_and_the_other_takes_over() {
     let site_url = pg.create_database("us_east");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
-    common::init_with_stores(
+    crate::support::init_with_stores(
         data,
         &[
             (r#"store = "sqlite:log/log.sqlite""#, &log_url),
@@ -28,20 +28,13 @@ fn the_integrating_gateway_dies_and_the_other_takes_over() {
     );
 
     // The first gateway is alone when it starts, so it takes the integrator's lock.
-    let mut integrator = common::serve(data, "warn,sovereign=info,logstore=info");
+    let mut integrator = crate::support::serve(data, "warn,sovereign=info,logstore=info");
     integrator.drain();
-    common::wait_for_checkpoint(&integrator.base, 1);
-    let mut other = common::serve(data, "warn,sovereign=info,logstore=info");
+    crate::support::wait_for_checkpoint(&integrator.base, 1);
+    let mut other = crate::support::serve(data, "warn,sovereign=info,logstore=info");
     let token = writer_token(data);
     let client = reqwest::blocking::Client::new();
-    let status = client
-        .put(format!("{}/v1/subjects/failover-subject", other.base))
-        .bearer_auth(&token)
-        .body(r#"{"jurisdiction":"US"}"#)
-        .send()
-        .unwrap()
-        .status();
-    assert_eq!(status, 201);
+    register_subject(&other.base, &token, "failover-subject");
 
     let bases = [integrator.base.clone(), other.base.clone()];
     let load = Load::start(&bases, &token, "failover-subject", 6);
@@ -91,13 +84,8 @@ fn the_integrating_gateway_dies_and_the_other_takes_over() {
         "takeover took {takeover:?}"
     );
 
-    let key = client
-        .get(format!("{}/log/key", other.base))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    let verifier = tlog::note::Verifier::new(key.trim()).unwrap();
+    let key = log_key(&other.base);
+    let verifier = tlog::note::Verifier::new(&key).unwrap();
     let before =
         tlog::open_checkpoint(&before.expect("a checkpoint was served"), &verifier).unwrap();
     let checkpoint = check_nothing_lost(
@@ -110,7 +98,7 @@ fn the_integrating_gateway_dies_and_the_other_takes_over() {
     assert!(checkpoint.size > before.size);
 
     // The monitor's own tool accepts the log.
-    let output = common::sovereign()
+    let output = crate::support::sovereign()
         .args([
             "audit",
             "verify",
@@ -139,26 +127,14 @@ fn a_kill_switch_applied_through_one_gateway_holds_on_the_other() {
     let log_url = pg.create_database("log");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
-    common::init_with_stores(data, &[(r#"store = "sqlite:log/log.sqlite""#, &log_url)]);
-    let mut first = common::serve(data, "warn,sovereign=info");
+    crate::support::init_with_stores(data, &[(r#"store = "sqlite:log/log.sqlite""#, &log_url)]);
+    let mut first = crate::support::serve(data, "warn,sovereign=info");
     first.drain();
-    common::wait_for_checkpoint(&first.base, 1);
-    let mut second = common::serve(data, "warn,sovereign=info");
+    crate::support::wait_for_checkpoint(&first.base, 1);
+    let mut second = crate::support::serve(data, "warn,sovereign=info");
     second.drain();
 
-    let alice = common::token(
-        data,
-        &[
-            "--sub",
-            "alice",
-            "--entity",
-            "usds",
-            "--location",
-            "US",
-            "--clearance",
-            "us-data",
-        ],
-    );
+    let alice = crate::support::token_of(data, &VETTED_US);
     let register = |base: &str, id: &str| {
         let response = reqwest::blocking::Client::new()
             .put(format!("{base}/v1/subjects/{id}"))
@@ -171,21 +147,9 @@ fn a_kill_switch_applied_through_one_gateway_holds_on_the_other() {
     };
     assert_eq!(register(&second.base, "u-1").0, 201);
 
-    let olga = common::token(
-        data,
-        &[
-            "--sub",
-            "olga",
-            "--entity",
-            "custodian",
-            "--location",
-            "US",
-            "--role",
-            "custodian-operator",
-        ],
-    );
+    let olga = crate::support::token_of(data, &OPERATOR);
     let key = data.join("keys/custodian.key");
-    let output = common::sovereign()
+    let output = crate::support::sovereign()
         .args([
             "kill-switch",
             "suspend",
@@ -197,11 +161,7 @@ fn a_kill_switch_applied_through_one_gateway_holds_on_the_other() {
         .env("SOVEREIGN_URL", &first.base)
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    crate::support::assert_success(&output);
 
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut n = 2;
