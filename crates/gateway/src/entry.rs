@@ -437,6 +437,9 @@ fn now_rfc3339() -> String {
 }
 
 #[cfg(test)]
+mod monitor_reads_every_kind;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
