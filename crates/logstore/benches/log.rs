@@ -6,6 +6,9 @@
 //!
 //! Run: `cargo bench -p logstore --bench log`. Figures are printed as one table at the end.
 
+// A benchmark: a panic is how it fails.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -5,6 +5,9 @@
 //! Run: `cargo bench -p sovereign --bench audit_verify`; `AUDIT_BENCH_ENTRIES` sets the log
 //! size (default 200,000).
 
+// A benchmark: a panic is how it fails.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Instant;
 
 use testkit::static_log;

@@ -10,6 +10,9 @@
 //!   and benchmarks.
 //! - [`served`]: a running gateway's log over HTTP, and waiting for its checkpoint.
 
+// Test support: a panic is how a test fails.
+#![allow(clippy::unwrap_used)]
+
 pub mod cast;
 pub mod log_writer;
 pub mod served;

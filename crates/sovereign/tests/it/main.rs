@@ -4,6 +4,9 @@
 //! Shared helpers are in [`support`] (this crate's: the binary, servers, tokens, load) and in
 //! the `testkit` crate (the workspace's: the reference cast, static logs, served logs).
 
+// Tests: a panic is how a test fails.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 mod audit;

@@ -2,7 +2,7 @@
 //! found, moved with their data intact, their source keys destroyed, and a migration stopped
 //! after any step finishes when run again.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::Path;

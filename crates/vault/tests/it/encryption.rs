@@ -1,7 +1,7 @@
 //! Encryption at rest, crypto-shredding and unwrap reasons, over real SQLite files: what the
 //! files on disk hold, what a backup copy still gives away, and who may decrypt.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -3,7 +3,7 @@
 //! `refresh` nor `open` takes up what they wrote. Each edit differs from a state that verifies
 //! by only what the check under test looks at, so each test fails if that check is removed.
 
-mod common;
+use crate::common;
 
 use common::*;
 use custody::statement::{KillCommand, Statement};

@@ -1,7 +1,7 @@
 //! `records_page`: a resumable walk over every site's records of one collection, with only
 //! the interoperable fields.
 
-mod common;
+use crate::common;
 
 use common::{fields, layout, open};
 use serde_json::{Map, Value, json};

@@ -1,7 +1,7 @@
 //! The custody store on its own: changes survive a reopen, a change the log refuses is not
 //! committed, and the rules hold without the gateway around them.
 
-mod common;
+use crate::common;
 
 use common::*;
 use custody::statement::Statement;

@@ -1,6 +1,6 @@
 //! The vault over real SQLite files in temporary folders.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

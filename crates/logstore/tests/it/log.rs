@@ -1,7 +1,7 @@
 //! The log on a real SQLite file: appends, reopening, checkpoints, and a full monitor's check
 //! of what it serves.
 
-mod common;
+use crate::common;
 
 use common::{options, signer, verify, wait_for_checkpoint};
 use logstore::Log;

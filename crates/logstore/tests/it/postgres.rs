@@ -2,7 +2,7 @@
 //! on SQLite, several gateways appending to one log, takeover when the integrating gateway
 //! goes, and appends that wait for an integrator without ever being lost.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
