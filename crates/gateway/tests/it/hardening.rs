@@ -4,12 +4,10 @@
 //! never expire, watch the live analytics from a restricted country, read the data folder as
 //! another user; and the late-checkpoint alert must not cry wolf on an idle log.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::{MONITOR, Server, VETTED_US, Who, now};
+use crate::support::{MONITOR, Reply, Server, VETTED_US, Who, claims, now};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -280,8 +278,7 @@ async fn connections_beyond_the_limit_wait_for_a_free_slot() {
     for stream in &mut held {
         closed_within(stream, Duration::from_secs(10), "held slot").await;
     }
-    let (status, _) = server.call(Method::GET, "/healthz", None, None, None).await;
-    assert_eq!(status, StatusCode::OK);
+    server.get("/healthz").expect(StatusCode::OK).await;
     let text = metrics_text(&server).await;
     assert!(closed_by_watchdog(&text, "header_timeout") >= 4.0, "{text}");
     server.stop().await;
@@ -340,8 +337,7 @@ async fn a_request_header_larger_than_the_connection_buffer_is_refused() {
         matches!(answer, None | Some((431, _))),
         "an oversized header was served: {answer:?}"
     );
-    let (status, _) = server.call(Method::GET, "/healthz", None, None, None).await;
-    assert_eq!(status, StatusCode::OK);
+    server.get("/healthz").expect(StatusCode::OK).await;
     server.stop().await;
 }
 
@@ -378,14 +374,17 @@ fn signed_token(server: &Server, claims: &Value) -> String {
 /// authentication).
 async fn authenticated_get(server: &Server, token: &str) -> (StatusCode, Value) {
     server
-        .call(Method::GET, "/v1/subjects/u-none", Some(token), None, None)
+        .get("/v1/subjects/u-none")
+        .bearer(token)
+        .send()
         .await
+        .into()
 }
 
 #[tokio::test]
 async fn a_token_naming_an_audience_is_refused_when_none_is_configured() {
     let server = Server::start().await;
-    let claims = serde_json::to_value(VETTED_US.claims(600)).unwrap();
+    let claims = serde_json::to_value(claims(&VETTED_US, 600)).unwrap();
     let (status, body) = authenticated_get(&server, &signed_token(&server, &claims)).await;
     assert_ne!(status, StatusCode::UNAUTHORIZED, "{body}");
 
@@ -408,7 +407,7 @@ async fn a_token_naming_an_audience_is_refused_when_none_is_configured() {
 #[tokio::test]
 async fn a_token_living_longer_than_the_maximum_lifetime_is_refused() {
     let server = Server::start().await;
-    let mut claims = serde_json::to_value(VETTED_US.claims(600)).unwrap();
+    let mut claims = serde_json::to_value(claims(&VETTED_US, 600)).unwrap();
     for (exp, accepted) in [
         (i64::MAX, false),
         (now() + 25 * 3600, false),
@@ -432,9 +431,12 @@ async fn a_token_living_longer_than_the_maximum_lifetime_is_refused() {
         }
     }
     // The development tool will not mint what the gateway would refuse.
-    let error = gateway::auth::mint_dev_token(&server.data(), &VETTED_US.claims(48 * 3600))
-        .unwrap_err()
-        .to_string();
+    let error = gateway::auth::mint_dev_token(
+        &server.data(),
+        &crate::support::claims(&VETTED_US, 48 * 3600),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(error.contains("max_token_lifetime"), "{error}");
     server.stop().await;
 }
@@ -446,11 +448,12 @@ async fn the_maximum_token_lifetime_is_configurable() {
         "max_token_lifetime = \"30m\"",
     )])
     .await;
-    let hour = serde_json::to_value(VETTED_US.claims(3600)).unwrap();
+    let hour = serde_json::to_value(claims(&VETTED_US, 3600)).unwrap();
     let (status, body) = authenticated_get(&server, &signed_token(&server, &hour)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "a 1 h token: {body}");
     assert_eq!(body["reason"], "lifetime_too_long");
-    let short = gateway::auth::mint_dev_token(&server.data(), &VETTED_US.claims(20 * 60)).unwrap();
+    let short =
+        gateway::auth::mint_dev_token(&server.data(), &claims(&VETTED_US, 20 * 60)).unwrap();
     let (status, body) = authenticated_get(&server, &short).await;
     assert_ne!(status, StatusCode::UNAUTHORIZED, "{body}");
     server.stop().await;
@@ -541,23 +544,18 @@ async fn an_idle_log_with_an_old_checkpoint_raises_no_alert() {
     server.register_us(&alice, "u-1").await;
     let read = || async {
         server
-            .call(
-                Method::GET,
-                "/v1/subjects/u-1/records/profile/main",
-                Some(&alice),
-                Some("support ticket 7"),
-                None,
-            )
+            .get("/v1/subjects/u-1/records/profile/main")
+            .bearer(&alice)
+            .purpose("support ticket 7")
+            .send()
             .await
     };
-    let (status, body) = server
-        .call(
-            Method::PUT,
-            "/v1/subjects/u-1/records/profile/main",
-            Some(&alice),
-            Some("support ticket 7"),
-            Some(r#"{"email":"a@example.com","display_name":"A"}"#),
-        )
+    let Reply { status, body, .. } = server
+        .put("/v1/subjects/u-1/records/profile/main")
+        .bearer(&alice)
+        .purpose("support ticket 7")
+        .body(r#"{"email":"a@example.com","display_name":"A"}"#)
+        .send()
         .await;
     assert!(status.is_success(), "{body}");
     // Idle until the checkpoint covers everything and is older than the deadline.
@@ -576,7 +574,7 @@ async fn an_idle_log_with_an_old_checkpoint_raises_no_alert() {
     assert!(idle, "the log never went idle");
     // One new entry: it has waited no time, however old the checkpoint.
     let before = log.size();
-    let (status, body) = read().await;
+    let Reply { status, body, .. } = read().await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(log.size() > before, "the read was logged");
     if log.checkpoint().size < log.size() {
@@ -655,14 +653,12 @@ async fn the_data_folder_is_private_to_the_gateway_user() {
     let server = Server::start().await;
     let alice = server.token(&VETTED_US);
     server.register_us(&alice, "u-1").await;
-    let (status, body) = server
-        .call(
-            Method::PUT,
-            "/v1/subjects/u-1/records/profile/main",
-            Some(&alice),
-            Some("support ticket 7"),
-            Some(r#"{"email":"a@example.com","display_name":"A"}"#),
-        )
+    let Reply { status, body, .. } = server
+        .put("/v1/subjects/u-1/records/profile/main")
+        .bearer(&alice)
+        .purpose("support ticket 7")
+        .body(r#"{"email":"a@example.com","display_name":"A"}"#)
+        .send()
         .await;
     assert!(status.is_success(), "{body}");
 

@@ -2,11 +2,9 @@
 //! answer, indexes in headers, entries in the documented format, no field values or raw
 //! subject ids, the served tiles verifying, and 503 when the log cannot be written.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::support::*;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use tlog::{FetchError, TileFetcher};
@@ -355,14 +353,11 @@ async fn full_tiles_are_immutable_and_partial_ones_revalidated() {
     let alice = server.token(&VETTED_US);
     server.register_us(&alice, "u-1").await;
     for i in 0..300 {
-        let (status, _) = server
-            .call(
-                Method::GET,
-                "/v1/subjects/u-1",
-                Some(&alice),
-                Some(&format!("check {i}")),
-                None,
-            )
+        let Reply { status, .. } = server
+            .get("/v1/subjects/u-1")
+            .bearer(&alice)
+            .purpose(&format!("check {i}"))
+            .send()
             .await;
         assert_eq!(status, StatusCode::OK);
     }
@@ -408,60 +403,42 @@ async fn when_the_log_cannot_be_written_nothing_is_served_or_changed() {
     let server = Server::start().await;
     let alice = server.token(&VETTED_US);
     server.register_us(&alice, "u-1").await;
-    let (status, _) = server
-        .call(
-            Method::PUT,
-            "/v1/subjects/u-1/records/profile/main",
-            Some(&alice),
-            Some("setup"),
-            Some(r#"{"email":"a@example.com"}"#),
-        )
+    server
+        .put("/v1/subjects/u-1/records/profile/main")
+        .bearer(&alice)
+        .purpose("setup")
+        .body(r#"{"email":"a@example.com"}"#)
+        .expect(StatusCode::OK)
         .await;
-    assert_eq!(status, StatusCode::OK);
 
     server.state.log.close();
-    let (status, body) = server
-        .call(
-            Method::GET,
-            "/v1/subjects/u-1/records/profile/main",
-            Some(&alice),
-            Some("support"),
-            None,
-        )
+    let body = server
+        .get("/v1/subjects/u-1/records/profile/main")
+        .bearer(&alice)
+        .purpose("support")
+        .expect(StatusCode::SERVICE_UNAVAILABLE)
         .await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["error"], "log_unavailable");
     assert!(body.get("fields").is_none());
-    let (status, _) = server
-        .call(
-            Method::PUT,
-            "/v1/subjects/u-1/records/profile/main",
-            Some(&alice),
-            Some("update"),
-            Some(r#"{"email":"b@example.com"}"#),
-        )
+    server
+        .put("/v1/subjects/u-1/records/profile/main")
+        .bearer(&alice)
+        .purpose("update")
+        .body(r#"{"email":"b@example.com"}"#)
+        .expect(StatusCode::SERVICE_UNAVAILABLE)
         .await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    let (status, _) = server
-        .call(
-            Method::DELETE,
-            "/v1/subjects/u-1/records/profile/main",
-            Some(&alice),
-            Some("erase"),
-            None,
-        )
+    server
+        .delete("/v1/subjects/u-1/records/profile/main")
+        .bearer(&alice)
+        .purpose("erase")
+        .expect(StatusCode::SERVICE_UNAVAILABLE)
         .await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    let (status, _) = server
-        .call(
-            Method::PUT,
-            "/v1/subjects/u-2",
-            Some(&alice),
-            None,
-            Some(r#"{"jurisdiction":"US"}"#),
-        )
+    server
+        .put("/v1/subjects/u-2")
+        .bearer(&alice)
+        .body(r#"{"jurisdiction":"US"}"#)
+        .expect(StatusCode::SERVICE_UNAVAILABLE)
         .await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
 
     let record = server
         .vault()
