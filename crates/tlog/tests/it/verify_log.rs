@@ -1,11 +1,9 @@
 //! End-to-end: a log published as C2SP tiles, verified by `verify_log`, and every
 //! kind of tampering a monitor must catch.
 
-mod common;
-
 use std::collections::HashMap;
 
-use common::{LogWriter, entry};
+use crate::common::{LogWriter, entry};
 use tlog::checkpoint::{Checkpoint, CheckpointError, sign_checkpoint};
 use tlog::note::{NoteError, Signer};
 use tlog::proof::{TlogProof, verify};

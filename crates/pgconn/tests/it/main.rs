@@ -1,0 +1,3 @@
+//! pgconn's integration tests, one binary.
+
+mod tls;

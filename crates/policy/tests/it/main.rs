@@ -1,0 +1,4 @@
+//! policy's integration tests, one binary.
+
+mod default_policy_table;
+mod engine;

@@ -1,0 +1,3 @@
+//! prove's integration tests, one binary.
+
+mod prove;
