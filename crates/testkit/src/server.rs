@@ -3,7 +3,7 @@
 //!
 //! ```ignore
 //! let server = Server::start().await;
-//! let reply = server.get("/v1/subjects/u-1").token(&VETTED_US).purpose("support").send().await;
+//! let reply = server.get("/v1/subjects/u-1").token(&VETTED_US).purpose("support").await;
 //! let body = server.put("/v1/subjects/u-1").token(&VETTED_US).body(r#"{"jurisdiction":"US"}"#)
 //!     .expect(StatusCode::CREATED).await;
 //! ```
@@ -136,11 +136,11 @@ impl Server {
             .await;
     }
 
-    /// Files the access request `body` as `requester`; answers its id.
-    pub async fn request_access(&self, requester: &Who, body: &Value) -> String {
+    /// Files the access request `body` with `token`; answers its id.
+    pub async fn request_access(&self, token: &str, body: &Value) -> String {
         let request = self
             .post("/v1/access/requests")
-            .token(requester)
+            .bearer(token)
             .json(body)
             .expect(StatusCode::CREATED)
             .await;
@@ -159,7 +159,7 @@ impl Server {
     /// Files the access request `body` as `requester` and has both custodian approvers
     /// approve it; answers its id.
     pub async fn approved_request(&self, requester: &Who, body: &Value) -> String {
-        let id = self.request_access(requester, body).await;
+        let id = self.request_access(&self.token(requester), body).await;
         for who in [APPROVER_1, APPROVER_2] {
             let Reply { status, body, .. } = self.decide(&who, &id, "approve").await;
             assert_eq!(status, StatusCode::OK, "{body}");
@@ -167,10 +167,10 @@ impl Server {
         id
     }
 
-    /// Opens the break-glass grant `grant` as `who`; answers the grant.
-    pub async fn break_glass(&self, who: &Who, grant: &Value) -> Value {
+    /// Opens the break-glass grant `grant` with `token`; answers the grant.
+    pub async fn break_glass(&self, token: &str, grant: &Value) -> Value {
         self.post("/v1/access/break-glass")
-            .token(who)
+            .bearer(token)
             .json(grant)
             .expect(StatusCode::CREATED)
             .await
@@ -180,7 +180,7 @@ impl Server {
     /// fields need one).
     pub async fn write_activity_under_break_glass(&self, subject: &str, record: &Value) {
         self.break_glass(
-            &BREAK_GLASS,
+            &self.token(&BREAK_GLASS),
             &json!({"action": "write", "collections": ["activity"],
                 "purpose": "seed", "reason_code": "service-maintenance"}),
         )
@@ -284,6 +284,16 @@ pub struct Reply {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Value,
+}
+
+/// Awaiting a request sends it: `server.get(path).token(&who).await` is `send().await`.
+impl<'a> std::future::IntoFuture for Call<'a> {
+    type Output = Reply;
+    type IntoFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Reply> + Send + 'a>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.send())
+    }
 }
 
 impl From<Reply> for (StatusCode, Value) {

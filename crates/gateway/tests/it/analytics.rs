@@ -4,9 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::support::{
-    BREAK_GLASS, EGRESS, MONITOR, PARENT_CN, Reply, Server, USDS_TRAVELLING_CN, VETTED_US,
-};
+use crate::support::*;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -147,7 +145,6 @@ async fn write_profile(server: &Server, token: &str, id: &str) -> StatusCode {
         .bearer(token)
         .purpose("support ticket 7")
         .body(r#"{"email":"a@example.com","display_name":"A"}"#)
-        .send()
         .await
         .status
 }
@@ -157,7 +154,6 @@ async fn read_profile(server: &Server, token: &str, id: &str) -> StatusCode {
         .get(&format!("/v1/subjects/{id}/records/profile/main"))
         .bearer(token)
         .purpose("support ticket 7")
-        .send()
         .await
         .status
 }
@@ -199,7 +195,6 @@ async fn metrics_count_requests_decisions_log_approvals_and_egress() {
         .post("/v1/access/requests")
         .bearer(&alice)
         .json(&body)
-        .send()
         .await;
     assert_eq!(status, StatusCode::CREATED);
     // One egress page of two rows.
@@ -455,17 +450,7 @@ async fn bulk_access_and_egress_spikes_raise_alerts_at_their_thresholds() {
 async fn a_checkpoint_past_its_deadline_is_alerted() {
     // Checkpoints at most once a minute, with a one-second deadline: the first entry after
     // the start's checkpoint waits too long.
-    let server = Server::start_with_config(&[
-        (
-            "checkpoint_deadline_seconds = 5",
-            "checkpoint_deadline_seconds = 1",
-        ),
-        (
-            "checkpoint_interval_ms = 500",
-            "checkpoint_interval_ms = 60000",
-        ),
-    ])
-    .await;
+    let server = Server::start_with_config(LATE_CHECKPOINTS).await;
     let alice = server.token(&VETTED_US);
     server.register_us(&alice, "u-1").await;
     let mut found = None;

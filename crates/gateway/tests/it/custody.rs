@@ -4,10 +4,7 @@
 
 use std::time::Duration;
 
-use crate::support::{
-    APPROVER_1, APPROVER_2, BREAK_GLASS, OPERATOR, Reply, Server, VETTED_US, Who, sha256_hex,
-    signed,
-};
+use crate::support::*;
 use custody::statement::{KillCommand, Statement};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -50,7 +47,6 @@ async fn write_activity(server: &Server, token: &str, subject: &str) -> (StatusC
         .bearer(token)
         .purpose("support ticket 7")
         .body(r#"{"watch_history":"v1,v2"}"#)
-        .send()
         .await
         .into()
 }
@@ -73,7 +69,6 @@ async fn request_access(server: &Server, token: &str, duration: &str) -> Value {
         .post("/v1/access/requests")
         .bearer(token)
         .body(&body)
-        .send()
         .await;
     assert_eq!(status, StatusCode::CREATED, "{request}");
     assert_eq!(request["status"], "pending");
@@ -89,7 +84,6 @@ async fn decide(server: &Server, who: &Who, id: &str, verb: &str) -> (StatusCode
         .post(&format!("/v1/access/requests/{id}/{verb}"))
         .token(who)
         .body(r#"{"comment":"checked the ticket"}"#)
-        .send()
         .await
         .into()
 }
@@ -153,7 +147,6 @@ async fn n_of_m_approval_grants_access_until_the_grant_ends() {
     let Reply { body, .. } = server
         .get(&format!("/v1/access/requests/{id}"))
         .bearer(&alice)
-        .send()
         .await;
     assert_eq!(body["status"], "ended");
     server.stop().await;
@@ -183,7 +176,6 @@ async fn nobody_approves_their_own_or_their_entitys_request() {
     let Reply { body, .. } = server
         .get(&format!("/v1/access/requests/{id}"))
         .token(&APPROVER_1)
-        .send()
         .await;
     assert_eq!(body["status"], "pending");
     assert_eq!(body["approvals"], json!([]));
@@ -241,7 +233,6 @@ async fn bad_requests_are_refused_and_change_nothing() {
             .post("/v1/access/requests")
             .bearer(&alice)
             .json(&body)
-            .send()
             .await;
         assert!(status.is_client_error(), "{body}: {status} {answer}");
         assert_eq!(answer["error"], code, "{body}: {answer}");
@@ -293,7 +284,6 @@ async fn pending_requests_expire() {
     let Reply { body: list, .. } = server
         .get("/v1/access/requests?status=expired")
         .token(&APPROVER_1)
-        .send()
         .await;
     assert_eq!(list["requests"][0]["id"], id);
     server.stop().await;
@@ -326,21 +316,20 @@ async fn break_glass_acts_at_once_alerts_and_waits_for_review() {
         .post("/v1/access/break-glass")
         .bearer(&frank)
         .body(&body)
-        .send()
         .await;
     assert_eq!(status, StatusCode::CREATED, "{use_}");
     assert_eq!(use_["kind"], "break-glass");
     assert_eq!(use_["status"], "approved");
     let id = use_["id"].as_str().unwrap();
     // The custody entry, then the alert.
-    let alert = server.entry(server.state.log.size() - 1);
+    let alert = server.last_entry();
     assert_eq!(alert["kind"], "alert", "{alert}");
     assert_eq!(alert["alert"], "break-glass");
     assert_eq!(alert["actor"]["id"], "frank");
 
     let (status, answer) = write_activity(&server, &frank, "u-1").await;
     assert_eq!(status, StatusCode::OK, "{answer}");
-    let logged = server.entry(server.state.log.size() - 1);
+    let logged = server.last_entry();
     assert_eq!(logged["grant"]["kind"], "break-glass", "{logged}");
 
     let approver = server.token(&APPROVER_1);
@@ -445,7 +434,7 @@ async fn the_kill_switch_suspends_everything_until_lifted() {
             .expect(StatusCode::FORBIDDEN)
             .await;
         assert_eq!(answer["error"], "suspended", "{answer}");
-        let logged = server.entry(server.state.log.size() - 1);
+        let logged = server.last_entry();
         assert_eq!(logged["suspended"], true);
         assert_eq!(logged["outcome"], "deny");
     }
@@ -484,7 +473,6 @@ async fn a_policy_set_becomes_active_only_with_the_custodians_signature() {
         .post("/v1/policies")
         .bearer(&olga)
         .json(&json!({"policies": "permit (principal, action, resource);"}))
-        .send()
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"], "invalid_policy");
@@ -535,12 +523,7 @@ async fn a_policy_set_becomes_active_only_with_the_custodians_signature() {
         ),
     ];
     for (note, status_wanted, code) in refusals {
-        let Reply { status, body, .. } = server
-            .post(&activate)
-            .bearer(&olga)
-            .body(&note)
-            .send()
-            .await;
+        let Reply { status, body, .. } = server.post(&activate).bearer(&olga).body(&note).await;
         assert_eq!(status, status_wanted, "{note}: {body}");
         assert_eq!(body["error"], code, "{body}");
         assert_eq!(
@@ -573,11 +556,11 @@ async fn a_policy_set_becomes_active_only_with_the_custodians_signature() {
 
     // Decisions now name the new set; the old one stays fetchable by hash, without a token.
     server.register_us(&alice, "u-1").await;
-    let logged = server.entry(server.state.log.size() - 1);
+    let logged = server.last_entry();
     assert_eq!(logged["policy_set"], hash.as_str());
     let Reply {
         status, body: old, ..
-    } = server.get(&format!("/v1/policies/{first}")).send().await;
+    } = server.get(&format!("/v1/policies/{first}")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(old["status"], "retired");
     assert_eq!(
@@ -640,18 +623,17 @@ async fn an_algorithm_runs_only_as_the_custodian_released_it() {
             "invalid_signature",
         ),
     ] {
-        let Reply { status, body, .. } =
-            server.post(activate).bearer(&olga).body(&note).send().await;
+        let Reply { status, body, .. } = server.post(activate).bearer(&olga).body(&note).await;
         assert!(status.is_client_error(), "{body}");
         assert_eq!(body["error"], code, "{body}");
     }
-    let Reply { body: active, .. } = server.get("/v1/algorithms/active").send().await;
+    let Reply { body: active, .. } = server.get("/v1/algorithms/active").await;
     assert_eq!(active["releases"], json!([]), "nothing unsigned is active");
 
     let note = signed(&statement(&digest), &custodian_key(&server));
-    let Reply { status, body, .. } = server.post(activate).bearer(&olga).body(&note).send().await;
+    let Reply { status, body, .. } = server.post(activate).bearer(&olga).body(&note).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let Reply { body: active, .. } = server.get("/v1/algorithms/active").send().await;
+    let Reply { body: active, .. } = server.get("/v1/algorithms/active").await;
     assert_eq!(active["releases"][0]["sha256"], digest.as_str());
     assert_eq!(active["releases"][0]["signature"], note.as_str());
 
@@ -683,12 +665,7 @@ async fn a_grant_scoped_to_fields_reveals_only_those_fields() {
     server.register_us(&alice, "u-1").await;
     // Break-glass to write the record, then a field-scoped read grant.
     let body = json!({"action": "write", "collections": ["activity"], "purpose": "seed", "reason_code": "service-maintenance"});
-    server
-        .post("/v1/access/break-glass")
-        .bearer(&frank)
-        .json(&body)
-        .expect(StatusCode::CREATED)
-        .await;
+    server.break_glass(&frank, &body).await;
     server
         .put("/v1/subjects/u-1/records/activity/a1")
         .bearer(&frank)
@@ -702,15 +679,9 @@ async fn a_grant_scoped_to_fields_reveals_only_those_fields() {
         "fields": ["watch_history"], "purpose": "ticket 12",
         "reason_code": "customer-initiated-support", "duration": "1h",
     });
-    let request = server
-        .post("/v1/access/requests")
-        .bearer(&alice)
-        .json(&body)
-        .expect(StatusCode::CREATED)
-        .await;
-    let id = request["id"].as_str().unwrap();
-    decide(&server, &APPROVER_1, id, "approve").await;
-    decide(&server, &APPROVER_2, id, "approve").await;
+    let id = server.request_access(&alice, &body).await;
+    decide(&server, &APPROVER_1, &id, "approve").await;
+    decide(&server, &APPROVER_2, &id, "approve").await;
 
     let record = server
         .get("/v1/subjects/u-1/records/activity/a1")

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use crate::cdp::{Browser, Page};
-use crate::support::{MONITOR, PARENT_CN, Reply, Server, USDS_TRAVELLING_CN, VETTED_US};
+use crate::support::*;
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -135,12 +135,8 @@ async fn dashboard_shows_live_traffic() {
     let record = "/v1/subjects/u-2001/records/profile/main";
     for who in [&PARENT_CN, &USDS_TRAVELLING_CN] {
         let token = server.token(who);
-        let Reply { status, body, .. } = server
-            .get(record)
-            .bearer(&token)
-            .purpose("debugging")
-            .send()
-            .await;
+        let Reply { status, body, .. } =
+            server.get(record).bearer(&token).purpose("debugging").await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{} read: {body}", who.sub);
     }
 

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::support::{BREAK_GLASS, EGRESS, OPERATOR, Reply, Server, VETTED_US, Who, sha256_hex};
+use crate::support::*;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -57,12 +57,7 @@ async fn egress_carries_only_interoperable_fields_under_pseudonyms() {
     // Markers in the protected fields of `activity` too (written under a break-glass grant).
     let frank = server.token(&BREAK_GLASS);
     let grant = json!({"action": "write", "collections": ["activity"], "purpose": "seed", "reason_code": "service-maintenance"});
-    server
-        .post("/v1/access/break-glass")
-        .bearer(&frank)
-        .json(&grant)
-        .expect(StatusCode::CREATED)
-        .await;
+    server.break_glass(&frank, &grant).await;
     for i in 0..5 {
         let body = json!({
             "watch_history": format!("{MARK}-watch-{i}"),
@@ -271,12 +266,7 @@ async fn erasure_shreds_the_keys_so_old_copies_are_unreadable() {
     assert_eq!(body["error"], "approval_required");
     let frank = server.token(&BREAK_GLASS);
     let grant = json!({"action": "delete", "subjects": ["u-0"], "purpose": "erasure request 12", "reason_code": "data-subject-request"});
-    server
-        .post("/v1/access/break-glass")
-        .bearer(&frank)
-        .json(&grant)
-        .expect(StatusCode::CREATED)
-        .await;
+    server.break_glass(&frank, &grant).await;
     let body = server
         .delete("/v1/subjects/u-0")
         .bearer(&frank)
@@ -285,7 +275,7 @@ async fn erasure_shreds_the_keys_so_old_copies_are_unreadable() {
         .await;
     assert_eq!(body["records"], 1);
     assert!(body["keys_destroyed"].as_u64().unwrap() >= 1);
-    let erasure = server.entry(server.state.log.size() - 1);
+    let erasure = server.last_entry();
     assert_eq!(erasure["kind"], "erasure");
     assert_eq!(
         erasure["details"]["subject"],
@@ -348,18 +338,11 @@ async fn a_subject_exports_its_own_data() {
         clearance: &[],
         roles: &["data-subject"],
     };
-    let body = server
-        .get("/v1/subjects/u-0/export")
-        .token(&me)
-        .purpose("my own copy")
-        .expect(StatusCode::OK)
-        .await;
+    let (body, export) = export_own(&server, &server.token(&me), "u-0").await;
     assert_eq!(
         body["records"][0]["fields"]["email"],
         format!("{MARK}-email-0")
     );
-    let export = server.entry(server.state.log.size() - 1);
-    assert_eq!(export["kind"], "export");
     assert_eq!(export["details"]["basis"], "data-subject");
 
     // Not someone else's data.
@@ -393,7 +376,7 @@ async fn a_subject_exports_its_own_data() {
         body["records"][0]["fields"]["phone"],
         format!("{MARK}-phone-1")
     );
-    let export = server.entry(server.state.log.size() - 1);
+    let export = server.last_entry();
     assert_eq!(export["details"]["basis"], "policy");
     server.stop().await;
 }
@@ -445,14 +428,14 @@ async fn misplaced_legacy_subjects_are_migrated_with_evidence() {
         assert_eq!(evidence["to"], "us-east");
         assert_eq!(evidence["records"], 2);
         assert_eq!(evidence["source_digest"], evidence["destination_digest"]);
-        let logged = server.entry(server.state.log.size() - 1);
+        let logged = server.last_entry();
         assert_eq!(logged["kind"], "migration");
         assert_eq!(
             logged["details"]["source_digest"],
             evidence["source_digest"]
         );
     }
-    let Reply { body: scan, .. } = server.get("/v1/residency/scan").bearer(&olga).send().await;
+    let Reply { body: scan, .. } = server.get("/v1/residency/scan").bearer(&olga).await;
     assert_eq!(scan["ok"], true, "{scan}");
 
     let after = server

@@ -14,14 +14,7 @@ const PROFILE: &str = r#"{"email":"ada@example.com","display_name":"Ada"}"#;
 async fn with_subject() -> (Server, String) {
     let server = Server::start().await;
     let alice = server.token(&VETTED_US);
-    server.register_us(&alice, "u-1").await;
-    server
-        .put("/v1/subjects/u-1/records/profile/main")
-        .bearer(&alice)
-        .purpose("setup")
-        .body(PROFILE)
-        .expect(StatusCode::OK)
-        .await;
+    subject_with_profile(&server, &alice, "u-1", PROFILE).await;
     (server, alice)
 }
 
@@ -122,7 +115,6 @@ async fn bad_tokens_get_401_with_a_reason() {
                 .bearer_opt(token.as_deref())
                 .purpose("x")
                 .body_opt(body)
-                .send()
                 .await;
             assert_eq!(status, StatusCode::UNAUTHORIZED, "{name}: {body}");
             assert_eq!(body["error"], "unauthenticated", "{name}");
@@ -303,7 +295,6 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
             .bearer(&alice)
             .purpose("testing")
             .body_opt(body.as_deref())
-            .send()
             .await;
         assert_eq!(status, want_status, "{name}: {answer}");
         assert_eq!(answer["error"], want_code, "{name}: {answer}");
@@ -326,7 +317,6 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
         .bearer(&alice)
         .purpose("t")
         .body(r#"{"ssn":"1"}"#)
-        .send()
         .await;
     assert_eq!(answer["field"], "ssn");
     assert!(answer["message"].as_str().unwrap().contains("ssn"));
@@ -336,11 +326,7 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
         profile(&server, &alice).await,
         json!({"email": "ada@example.com", "display_name": "Ada"})
     );
-    let Reply { body: list, .. } = server
-        .get("/v1/subjects/u-1/records")
-        .bearer(&alice)
-        .send()
-        .await;
+    let Reply { body: list, .. } = server.get("/v1/subjects/u-1/records").bearer(&alice).await;
     assert_eq!(
         list["records"],
         json!([{"collection": "profile", "key": "main"}])
@@ -446,13 +432,7 @@ async fn openapi_covers_every_route() {
     // And the other way: every documented operation is served (not the router's fallbacks).
     let mut operations = 0;
     for (path, item) in paths {
-        let concrete = path
-            .replace("{id}", "u-1")
-            .replace("{collection}", "profile")
-            .replace("{key}", "main")
-            .replace("{hash}", &"0".repeat(64))
-            .replace("{name}", "ranker")
-            .replace("{version}", "1.0");
+        let concrete = concrete_path(path, "u-1", "1.0");
         for method in ["get", "put", "delete", "post", "patch"] {
             if item.get(method).is_none() {
                 continue;
@@ -486,7 +466,7 @@ async fn openapi_covers_every_route() {
 #[tokio::test]
 async fn health_answers_when_ready() {
     let server = Server::start().await;
-    let Reply { status, body, .. } = server.get("/healthz").send().await;
+    let Reply { status, body, .. } = server.get("/healthz").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["status"], "ok");
     server.stop().await;

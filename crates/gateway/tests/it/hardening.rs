@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::support::{MONITOR, Reply, Server, VETTED_US, Who, claims, now};
+use crate::support::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -124,6 +124,33 @@ async fn half_open(server: &Server) -> TcpStream {
     stream
 }
 
+/// `n` connections that have each sent part of a request header and nothing more.
+async fn hold(server: &Server, n: usize) -> Vec<TcpStream> {
+    let mut held = Vec::new();
+    for _ in 0..n {
+        held.push(half_open(server).await);
+    }
+    held
+}
+
+/// A new connection that has asked for `/healthz`.
+async fn ask_health(server: &Server) -> TcpStream {
+    let mut stream = connect(server).await;
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    stream
+}
+
+/// The response on `stream` within `limit` (else the test fails: not `served`).
+async fn served_within(stream: &mut TcpStream, limit: Duration, served: &str) -> (u16, String) {
+    tokio::time::timeout(limit, read_response(stream))
+        .await
+        .expect(served)
+        .expect("answered")
+}
+
 /// Reads one response (head, and a body of Content-Length); None if the connection closed
 /// first.
 async fn read_response(stream: &mut TcpStream) -> Option<(u16, String)> {
@@ -237,16 +264,9 @@ async fn connections_beyond_the_limit_wait_for_a_free_slot() {
         ),
     ])
     .await;
-    let mut held = Vec::new();
-    for _ in 0..4 {
-        held.push(half_open(&server).await);
-    }
+    let mut held = hold(&server, 4).await;
     // A fifth connection is not served while the four hold every slot...
-    let mut fifth = connect(&server).await;
-    fifth
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
+    let mut fifth = ask_health(&server).await;
     let mut byte = [0u8; 1];
     assert!(
         tokio::time::timeout(Duration::from_millis(1500), fifth.peek(&mut byte))
@@ -256,24 +276,24 @@ async fn connections_beyond_the_limit_wait_for_a_free_slot() {
     );
     // ...and is as soon as one of them closes.
     drop(held.pop());
-    let (status, body) = tokio::time::timeout(Duration::from_secs(10), read_response(&mut fifth))
-        .await
-        .expect("served once a slot freed")
-        .expect("answered");
+    let (status, body) = served_within(
+        &mut fifth,
+        Duration::from_secs(10),
+        "served once a slot freed",
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
 
     // All four slots held again by connections that never finish their header: the server
     // answers again once the header timeout has closed them.
     held.push(half_open(&server).await);
-    let mut waiting = connect(&server).await;
-    waiting
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let (status, _) = tokio::time::timeout(Duration::from_secs(20), read_response(&mut waiting))
-        .await
-        .expect("served after the header timeouts")
-        .expect("answered");
+    let mut waiting = ask_health(&server).await;
+    let (status, _) = served_within(
+        &mut waiting,
+        Duration::from_secs(20),
+        "served after the header timeouts",
+    )
+    .await;
     assert_eq!(status, 200);
     for stream in &mut held {
         closed_within(stream, Duration::from_secs(10), "held slot").await;
@@ -291,25 +311,15 @@ async fn one_client_may_not_hold_more_than_its_share_of_connections() {
         "max_connections_per_client = 3",
     )])
     .await;
-    let mut held = Vec::new();
-    for _ in 0..3 {
-        held.push(half_open(&server).await);
-    }
+    let mut held = hold(&server, 3).await;
     // A fourth from the same address is closed as soon as it is accepted...
     let mut fourth = connect(&server).await;
     closed_within(&mut fourth, Duration::from_secs(5), "a fourth connection").await;
     // ...while the three it holds stay open, and one freed makes room again.
     drop(held.pop());
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut again = connect(&server).await;
-    again
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let (status, body) = tokio::time::timeout(Duration::from_secs(5), read_response(&mut again))
-        .await
-        .expect("served")
-        .expect("answered");
+    let mut again = ask_health(&server).await;
+    let (status, body) = served_within(&mut again, Duration::from_secs(5), "served").await;
     assert_eq!(status, 200, "{body}");
     drop(held);
     let text = metrics_text(&server).await;
@@ -373,12 +383,7 @@ fn signed_token(server: &Server, claims: &Value) -> String {
 /// A request to a route that authenticates (the subject does not exist: 404 once past
 /// authentication).
 async fn authenticated_get(server: &Server, token: &str) -> (StatusCode, Value) {
-    server
-        .get("/v1/subjects/u-none")
-        .bearer(token)
-        .send()
-        .await
-        .into()
+    server.get("/v1/subjects/u-none").bearer(token).await.into()
 }
 
 #[tokio::test]
@@ -501,15 +506,7 @@ async fn a_monitor_in_a_restricted_country_may_not_watch_the_analytics() {
 async fn a_monitor_connecting_from_a_restricted_zone_may_not_watch_the_analytics() {
     // Every loopback connection comes from a zone in CN (and handlers still see the peer
     // address under the gateway's own connection handling).
-    let server = Server::start_with(|dir| {
-        let path = dir.join("sovereign.toml");
-        let mut text = std::fs::read_to_string(&path).unwrap();
-        text.push_str(
-            "\n[[network_zones]]\nname = \"cn-office\"\ncidr = \"127.0.0.0/8\"\ncountry = \"CN\"\n",
-        );
-        std::fs::write(path, text).unwrap();
-    })
-    .await;
+    let server = start_in_cn_zone().await;
     let (status, body) = stream_status(&server, &server.token(&MONITOR)).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(body["error"], "restricted_location");
@@ -547,7 +544,6 @@ async fn an_idle_log_with_an_old_checkpoint_raises_no_alert() {
             .get("/v1/subjects/u-1/records/profile/main")
             .bearer(&alice)
             .purpose("support ticket 7")
-            .send()
             .await
     };
     let Reply { status, body, .. } = server
@@ -555,7 +551,6 @@ async fn an_idle_log_with_an_old_checkpoint_raises_no_alert() {
         .bearer(&alice)
         .purpose("support ticket 7")
         .body(r#"{"email":"a@example.com","display_name":"A"}"#)
-        .send()
         .await;
     assert!(status.is_success(), "{body}");
     // Idle until the checkpoint covers everything and is older than the deadline.
@@ -593,17 +588,7 @@ async fn an_idle_log_with_an_old_checkpoint_raises_no_alert() {
 async fn an_entry_left_uncovered_past_the_deadline_raises_the_alert() {
     // Checkpoints at most once a minute, a 1 s deadline: the entries after the start's
     // checkpoint wait too long.
-    let server = Server::start_with_config(&[
-        (
-            "checkpoint_deadline_seconds = 5",
-            "checkpoint_deadline_seconds = 1",
-        ),
-        (
-            "checkpoint_interval_ms = 500",
-            "checkpoint_interval_ms = 60000",
-        ),
-    ])
-    .await;
+    let server = Server::start_with_config(LATE_CHECKPOINTS).await;
     let mut alert = None;
     for _ in 0..100 {
         if let Some(found) = checkpoint_alerts(&server).into_iter().next() {
@@ -658,7 +643,6 @@ async fn the_data_folder_is_private_to_the_gateway_user() {
         .bearer(&alice)
         .purpose("support ticket 7")
         .body(r#"{"email":"a@example.com","display_name":"A"}"#)
-        .send()
         .await;
     assert!(status.is_success(), "{body}");
 

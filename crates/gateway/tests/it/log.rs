@@ -357,7 +357,6 @@ async fn full_tiles_are_immutable_and_partial_ones_revalidated() {
             .get("/v1/subjects/u-1")
             .bearer(&alice)
             .purpose(&format!("check {i}"))
-            .send()
             .await;
         assert_eq!(status, StatusCode::OK);
     }
@@ -402,14 +401,7 @@ async fn full_tiles_are_immutable_and_partial_ones_revalidated() {
 async fn when_the_log_cannot_be_written_nothing_is_served_or_changed() {
     let server = Server::start().await;
     let alice = server.token(&VETTED_US);
-    server.register_us(&alice, "u-1").await;
-    server
-        .put("/v1/subjects/u-1/records/profile/main")
-        .bearer(&alice)
-        .purpose("setup")
-        .body(r#"{"email":"a@example.com"}"#)
-        .expect(StatusCode::OK)
-        .await;
+    subject_with_profile(&server, &alice, "u-1", r#"{"email":"a@example.com"}"#).await;
 
     server.state.log.close();
     let body = server

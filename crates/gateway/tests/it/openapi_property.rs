@@ -18,9 +18,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{
-    APPROVER_1, APPROVER_2, BREAK_GLASS, EGRESS, OPERATOR, PARENT_CN, Reply, Server, VETTED_US, Who,
-};
+use crate::support::*;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
@@ -247,8 +245,8 @@ async fn seed(server: &Server) {
 #[tokio::test]
 async fn documented_enums_are_the_gateways_lists() {
     let server = Server::start().await;
-    let Reply { body: doc, .. } = server.get("/openapi.json").send().await;
-    let Reply { body: served, .. } = server.get("/v1/access/reason-codes").send().await;
+    let Reply { body: doc, .. } = server.get("/openapi.json").await;
+    let Reply { body: served, .. } = server.get("/v1/access/reason-codes").await;
     let mut documented: Vec<&str> = doc["components"]["schemas"]["ReasonCodeName"]["enum"]
         .as_array()
         .expect("ReasonCodeName is an enum")
@@ -299,7 +297,7 @@ async fn every_oversized_body_gets_413_body_too_large() {
     };
     let server = Server::start().await;
     let token = server.token(&EVERY_ROLE);
-    let Reply { body: doc, .. } = server.get("/openapi.json").send().await;
+    let Reply { body: doc, .. } = server.get("/openapi.json").await;
     let big = "a".repeat(1024 * 1024 + 1);
     let mut checked = 0;
     for (path, item) in doc["paths"].as_object().unwrap() {
@@ -307,13 +305,7 @@ async fn every_oversized_body_gets_413_body_too_large() {
             if operation.get("requestBody").is_none() || path == "/v1/algorithms/{name}/{version}" {
                 continue;
             }
-            let concrete = path
-                .replace("{id}", "u-1001")
-                .replace("{collection}", "profile")
-                .replace("{key}", "main")
-                .replace("{hash}", &"0".repeat(64))
-                .replace("{name}", "ranker")
-                .replace("{version}", "1.0.0");
+            let concrete = concrete_path(path, "u-1001", "1.0.0");
             let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             let response = server
                 .client

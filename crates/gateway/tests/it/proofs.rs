@@ -4,7 +4,7 @@
 //! if the active set satisfies them; the proofs are in the log. Needs cvc5 (the gateway
 //! cannot activate its first policy set without it).
 
-use crate::support::{OPERATOR, Reply, Server, custodian_key, signed};
+use crate::support::*;
 use custody::statement::Statement;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -179,7 +179,6 @@ async fn invariants_change_only_signed_and_only_if_the_active_set_keeps_them() {
                 .post("/v1/invariants")
                 .bearer(&olga)
                 .body(&json!({ "text": text }).to_string())
-                .send()
                 .await
         }
     };
@@ -271,7 +270,7 @@ async fn invariants_change_only_signed_and_only_if_the_active_set_keeps_them() {
     assert_eq!(body["proofs"]["policy_set"], active.as_str());
     let now = server.state.custody.active_invariants().unwrap();
     assert_eq!(now.hash, hash);
-    let logged = server.entry(server.state.log.size() - 1);
+    let logged = server.last_entry();
     assert_eq!(logged["event"], "invariants-activated", "{logged}");
     assert_eq!(logged["details"]["previous"], first.hash.as_str());
     assert_eq!(logged["details"]["proofs"]["invariant_set"], hash.as_str());
@@ -296,7 +295,7 @@ async fn monitors_fetch_the_invariants_in_force_by_hash_without_a_token() {
     let server = Server::start().await;
     let Reply {
         status, body: list, ..
-    } = server.get("/v1/invariants").send().await;
+    } = server.get("/v1/invariants").await;
     assert_eq!(status, StatusCode::OK, "{list}");
     let hash = list["active"].as_str().unwrap().to_string();
     assert_eq!(list["sets"][0]["status"], "active");

@@ -146,7 +146,6 @@ async fn reference_scenario() {
         .get("/v1/subjects/u-1001/records/profile/main")
         .bearer(&alice)
         .purpose("check")
-        .send()
         .await;
     assert_eq!(body["fields"]["email"], "ada@example.com");
 
@@ -272,15 +271,7 @@ async fn non_us_subjects_follow_their_own_rules() {
 #[tokio::test]
 async fn network_zone_in_restricted_country_overrides_the_location_claim() {
     // Every loopback connection comes from a zone in CN.
-    let server = Server::start_with(|dir| {
-        let path = dir.join("sovereign.toml");
-        let mut text = std::fs::read_to_string(&path).unwrap();
-        text.push_str(
-            "\n[[network_zones]]\nname = \"cn-office\"\ncidr = \"127.0.0.0/8\"\ncountry = \"CN\"\n",
-        );
-        std::fs::write(path, text).unwrap();
-    })
-    .await;
+    let server = start_in_cn_zone().await;
     let alice = server.token(&VETTED_US);
     let body = server
         .put("/v1/subjects/u-1")

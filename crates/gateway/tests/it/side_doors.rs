@@ -6,10 +6,7 @@
 
 use std::sync::Arc;
 
-use crate::support::{
-    APPROVER_1, EGRESS, MONITOR, OPERATOR, PARENT_CN, PARENT_SG, Reply, Server, USDS_TRAVELLING_CN,
-    VETTED_US, Who,
-};
+use crate::support::*;
 use base64::Engine as _;
 use custody::statement::{KillCommand, Statement};
 use reqwest::StatusCode;
@@ -65,9 +62,14 @@ fn subject_token(id: &'static str, entity: &'static str, location: &'static str)
 
 /// Every log entry from `from` on, parsed.
 fn entries_from(server: &Server, from: u64) -> Vec<(u64, Value)> {
-    (from..server.state.log.size())
-        .map(|i| (i, server.entry(i)))
-        .collect()
+    server.entries_from(from)
+}
+
+/// No log entry from `from` on holds `text`.
+fn assert_not_logged(server: &Server, from: u64, text: &str) {
+    for (index, entry) in entries_from(server, from) {
+        assert!(!entry.to_string().contains(text), "entry {index}: {entry}");
+    }
 }
 
 /// The index of the last custody entry of `event` (readers running meanwhile append
@@ -133,19 +135,12 @@ async fn a_subjects_own_export_is_decided_by_policy_like_any_access() {
 
     // The subject itself, as a platform user in the US, with a purpose: allowed.
     let ada = server.token(&subject_token("u-1001", "public", "US"));
-    let body = server
-        .get("/v1/subjects/u-1001/export")
-        .bearer(&ada)
-        .purpose("my own copy")
-        .expect(StatusCode::OK)
-        .await;
+    let (body, export) = export_own(&server, &ada, "u-1001").await;
     assert_eq!(
         body["records"][0]["fields"]["email"],
         format!("{MARK}-email-u-1001")
     );
     // Its own token shows in the log as its pseudonym, never its id.
-    let export = server.entry(server.state.log.size() - 1);
-    assert_eq!(export["kind"], "export");
     let pseudonym = server.state.pseudonyms.pseudonym("u-1001");
     assert_eq!(export["actor"]["id"], format!("subject:{pseudonym}"));
 
@@ -168,12 +163,7 @@ async fn a_subjects_own_export_is_decided_by_policy_like_any_access() {
     assert_eq!(body["error"], "suspended", "{body}");
 
     // No raw subject id anywhere in the log.
-    for (index, entry) in entries_from(&server, 0) {
-        assert!(
-            !entry.to_string().contains("u-1001"),
-            "entry {index}: {entry}"
-        );
-    }
+    assert_not_logged(&server, 0, "u-1001");
     server.stop().await;
 }
 
@@ -388,12 +378,7 @@ async fn egress_cursors_carry_no_subject_id_and_cannot_be_altered() {
         since = Some(cursor.to_string());
     }
     assert_eq!(seen.len(), 3, "every row once: {seen:?}");
-    for (index, entry) in entries_from(&server, before) {
-        assert!(
-            !entry.to_string().contains("raw-id"),
-            "entry {index}: {entry}"
-        );
-    }
+    assert_not_logged(&server, before, "raw-id");
     server.stop().await;
 }
 
@@ -450,7 +435,7 @@ async fn unknown_ids_answer_as_known_ones_and_are_logged() {
         .body(r#"{"jurisdiction":"SG"}"#)
         .expect(StatusCode::CONFLICT)
         .await;
-    let entry = server.entry(server.state.log.size() - 1);
+    let entry = server.last_entry();
     assert_eq!(entry["subject_jurisdiction"], "US", "{entry}");
     server.stop().await;
 }
@@ -536,7 +521,6 @@ async fn the_live_feed_shows_data_subjects_by_pseudonym() {
         .get("/v1/subjects/u-feed-42/records/profile/main")
         .bearer(&ada)
         .purpose("my profile")
-        .send()
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let summary = server.state.summary().to_string();
@@ -603,7 +587,6 @@ async fn no_decision_logged_after_a_revocation_or_suspension_uses_what_it_ended(
     let Reply { status, body, .. } = server
         .post(&format!("/v1/access/requests/{id}/revoke"))
         .token(&APPROVER_1)
-        .send()
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let revoked = custody_event(&server, "grant-revoked");
@@ -753,7 +736,6 @@ async fn a_grant_forged_in_the_custody_store_is_refused_by_the_log() {
     let Reply { status, body, .. } = server
         .get(&format!("/v1/access/requests/{id}"))
         .bearer(&alice)
-        .send()
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["status"], "pending", "{body}");
