@@ -129,11 +129,16 @@ impl Server {
 
     /// Registers subject `id` in `jurisdiction` as `token`'s principal, which must be allowed to.
     pub async fn register(&self, token: &str, id: &str, jurisdiction: &str) {
-        self.put(&format!("/v1/subjects/{id}"))
+        self.registration(id, jurisdiction)
             .bearer(token)
-            .json(&json!({ "jurisdiction": jurisdiction }))
             .expect(StatusCode::CREATED)
             .await;
+    }
+
+    /// The request that registers subject `id` in `jurisdiction` (`PUT /v1/subjects/{id}`).
+    pub fn registration(&self, id: &str, jurisdiction: &str) -> Call<'_> {
+        self.put(&format!("/v1/subjects/{id}"))
+            .json(&json!({ "jurisdiction": jurisdiction }))
     }
 
     /// Files the access request `body` with `token`; answers its id.
@@ -327,6 +332,14 @@ impl Call<'_> {
     pub fn purpose(mut self, purpose: &str) -> Self {
         self.purpose = Some(purpose.to_string());
         self
+    }
+
+    /// With `purpose` in the `Sovereign-Purpose` header if there is one.
+    pub fn purpose_opt(self, purpose: Option<&str>) -> Self {
+        match purpose {
+            Some(purpose) => self.purpose(purpose),
+            None => self,
+        }
     }
 
     /// With the JSON text `body` (sent as `application/json`).

@@ -15,20 +15,13 @@ async fn populate(server: &Server, n: usize, name: impl Fn(usize) -> String) {
     let alice = server.token(&VETTED_US);
     for i in 0..n {
         let id = format!("u-{i}");
-        server.register_us(&alice, &id).await;
         let body = json!({
             "email": format!("{MARK}-email-{i}"),
             "phone": format!("{MARK}-phone-{i}"),
             "birthdate": format!("{MARK}-birthdate-{i}"),
             "display_name": name(i),
         });
-        server
-            .put(&format!("/v1/subjects/{id}/records/profile/main"))
-            .bearer(&alice)
-            .purpose("setup")
-            .json(&body)
-            .expect(StatusCode::OK)
-            .await;
+        subject_with_profile(server, &alice, &id, &body.to_string()).await;
     }
 }
 

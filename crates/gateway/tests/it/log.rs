@@ -426,9 +426,8 @@ async fn when_the_log_cannot_be_written_nothing_is_served_or_changed() {
         .expect(StatusCode::SERVICE_UNAVAILABLE)
         .await;
     server
-        .put("/v1/subjects/u-2")
+        .registration("u-2", "US")
         .bearer(&alice)
-        .body(r#"{"jurisdiction":"US"}"#)
         .expect(StatusCode::SERVICE_UNAVAILABLE)
         .await;
 

@@ -2,9 +2,45 @@
 
 use crate::support::*;
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 
 const PROFILE: &str = r#"{"email":"ada@example.com","birthdate":"1990-01-02","phone":"+1 555 0100","display_name":"Ada"}"#;
+
+/// Ada's profile record (the reference scenario's subject).
+const ADA: &str = "/v1/subjects/u-1001/records/profile/main";
+
+/// Ada's profile as `token` reads it (with `purpose` where there is one); the answer must have
+/// `status`. Answers its body.
+async fn read_ada(
+    server: &Server,
+    token: &str,
+    purpose: Option<&str>,
+    status: StatusCode,
+) -> Value {
+    server
+        .get(ADA)
+        .bearer(token)
+        .purpose_opt(purpose)
+        .expect(status)
+        .await
+}
+
+/// Writes Ada's profile `record` with `token` (and `purpose` where there is one); the answer
+/// must have `status`. Answers its body.
+async fn write_ada(
+    server: &Server,
+    token: &str,
+    purpose: Option<&str>,
+    record: &str,
+    status: StatusCode,
+) -> Value {
+    let put = server
+        .put(ADA)
+        .bearer(token)
+        .purpose_opt(purpose)
+        .body(record);
+    put.expect(status).await
+}
 
 #[tokio::test]
 async fn reference_scenario() {
@@ -13,37 +49,31 @@ async fn reference_scenario() {
 
     // A US subject is registered and lands in us-east.
     let body = server
-        .put("/v1/subjects/u-1001")
+        .registration("u-1001", "US")
         .bearer(&alice)
-        .body(r#"{"jurisdiction":"US"}"#)
         .expect(StatusCode::CREATED)
         .await;
     assert_eq!(body["site"], "us-east");
     // Registering again with the same jurisdiction is idempotent.
     server
-        .put("/v1/subjects/u-1001")
+        .registration("u-1001", "US")
         .bearer(&alice)
-        .body(r#"{"jurisdiction":"US"}"#)
         .expect(StatusCode::OK)
         .await;
 
     // Its profile is written by vetted US staff, with a purpose, and lands in us-east.
-    let body = server
-        .put("/v1/subjects/u-1001/records/profile/main")
-        .bearer(&alice)
-        .purpose("account setup")
-        .body(PROFILE)
-        .expect(StatusCode::OK)
-        .await;
+    let body = write_ada(
+        &server,
+        &alice,
+        Some("account setup"),
+        PROFILE,
+        StatusCode::OK,
+    )
+    .await;
     assert_eq!(body["site"], "us-east");
 
     // A vetted usds engineer in the US reads all of it.
-    let body = server
-        .get("/v1/subjects/u-1001/records/profile/main")
-        .bearer(&alice)
-        .purpose("support ticket 42")
-        .expect(StatusCode::OK)
-        .await;
+    let body = read_ada(&server, &alice, Some("support ticket 42"), StatusCode::OK).await;
     assert_eq!(body["fields"]["email"], "ada@example.com");
     assert_eq!(body["fields"]["display_name"], "Ada");
     assert_eq!(body["withheld"], json!([]));
@@ -51,12 +81,7 @@ async fn reference_scenario() {
 
     // An engineer of the parent company located in CN is denied.
     let chen = server.token(&PARENT_CN);
-    let body = server
-        .get("/v1/subjects/u-1001/records/profile/main")
-        .bearer(&chen)
-        .purpose("debugging")
-        .expect(StatusCode::FORBIDDEN)
-        .await;
+    let body = read_ada(&server, &chen, Some("debugging"), StatusCode::FORBIDDEN).await;
     assert_eq!(body["error"], "denied");
     assert!(
         policies(&body).contains(&"forbid-restricted-location".to_string()),
@@ -65,12 +90,7 @@ async fn reference_scenario() {
 
     // So is a usds engineer travelling in CN, whatever the clearance.
     let bob = server.token(&USDS_TRAVELLING_CN);
-    let body = server
-        .get("/v1/subjects/u-1001/records/profile/main")
-        .bearer(&bob)
-        .purpose("on call")
-        .expect(StatusCode::FORBIDDEN)
-        .await;
+    let body = read_ada(&server, &bob, Some("on call"), StatusCode::FORBIDDEN).await;
     assert!(
         policies(&body).contains(&"forbid-restricted-location".to_string()),
         "{body}"
@@ -82,33 +102,24 @@ async fn reference_scenario() {
         .purpose("on call")
         .expect(StatusCode::FORBIDDEN)
         .await;
-    server
-        .put("/v1/subjects/u-1001/records/profile/main")
-        .bearer(&bob)
-        .purpose("on call")
-        .body(r#"{"display_name":"x"}"#)
-        .expect(StatusCode::FORBIDDEN)
-        .await;
+    write_ada(
+        &server,
+        &bob,
+        Some("on call"),
+        r#"{"display_name":"x"}"#,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
 
     // Parent staff outside restricted countries get interoperable fields only.
     let siew = server.token(&PARENT_SG);
-    let body = server
-        .get("/v1/subjects/u-1001/records/profile/main")
-        .bearer(&siew)
-        .expect(StatusCode::OK)
-        .await;
+    let body = read_ada(&server, &siew, None, StatusCode::OK).await;
     assert_eq!(body["fields"], json!({"display_name": "Ada"}));
     let mut withheld: Vec<String> = serde_json::from_value(body["withheld"].clone()).unwrap();
     withheld.sort();
     assert_eq!(withheld, ["birthdate", "email", "phone"]);
     // ...and may not write protected fields of US subjects.
-    let body = server
-        .put("/v1/subjects/u-1001/records/profile/main")
-        .bearer(&siew)
-        .purpose("fix")
-        .body(PROFILE)
-        .expect(StatusCode::FORBIDDEN)
-        .await;
+    let body = write_ada(&server, &siew, Some("fix"), PROFILE, StatusCode::FORBIDDEN).await;
     assert!(
         policies(&body).contains(&"forbid-restricted-entity-protected".to_string()),
         "{body}"
@@ -116,23 +127,14 @@ async fn reference_scenario() {
 
     // Monitors never read user data.
     let mona = server.token(&MONITOR);
-    let body = server
-        .get("/v1/subjects/u-1001/records/profile/main")
-        .bearer(&mona)
-        .purpose("audit")
-        .expect(StatusCode::FORBIDDEN)
-        .await;
+    let body = read_ada(&server, &mona, Some("audit"), StatusCode::FORBIDDEN).await;
     assert!(
         policies(&body).contains(&"forbid-monitor-user-data".to_string()),
         "{body}"
     );
 
     // No purpose, no protected access: the answer says so.
-    let body = server
-        .get("/v1/subjects/u-1001/records/profile/main")
-        .bearer(&alice)
-        .expect(StatusCode::FORBIDDEN)
-        .await;
+    let body = read_ada(&server, &alice, None, StatusCode::FORBIDDEN).await;
     assert_eq!(body["error"], "purpose_required");
     assert!(
         body["message"]
@@ -178,12 +180,7 @@ async fn reference_scenario() {
         .purpose("user request")
         .expect(StatusCode::OK)
         .await;
-    let body = server
-        .get("/v1/subjects/u-1001/records/profile/main")
-        .bearer(&alice)
-        .purpose("check")
-        .expect(StatusCode::NOT_FOUND)
-        .await;
+    let body = read_ada(&server, &alice, Some("check"), StatusCode::NOT_FOUND).await;
     assert_eq!(body["error"], "record_not_found");
 
     // The record really is in us-east's store and nowhere else.
@@ -204,9 +201,8 @@ async fn non_us_subjects_follow_their_own_rules() {
 
     // Parent staff register SG subjects, which land at sg-legacy (SG's rule).
     let body = server
-        .put("/v1/subjects/s-1")
+        .registration("s-1", "SG")
         .bearer(&siew)
-        .body(r#"{"jurisdiction":"SG"}"#)
         .expect(StatusCode::CREATED)
         .await;
     assert_eq!(body["site"], "sg-legacy");
@@ -229,24 +225,21 @@ async fn non_us_subjects_follow_their_own_rules() {
     assert_eq!(body["policies"], json!([]));
     // Parent staff may not register US subjects.
     server
-        .put("/v1/subjects/u-2")
+        .registration("u-2", "US")
         .bearer(&siew)
-        .body(r#"{"jurisdiction":"US"}"#)
         .expect(StatusCode::FORBIDDEN)
         .await;
     // A jurisdiction without a residency rule cannot have subjects.
     let body = server
-        .put("/v1/subjects/c-1")
+        .registration("c-1", "CN")
         .bearer(&siew)
-        .body(r#"{"jurisdiction":"CN"}"#)
         .expect(StatusCode::UNPROCESSABLE_ENTITY)
         .await;
     assert_eq!(body["error"], "no_residency_rule");
     // An undeclared jurisdiction is a bad request.
     let body = server
-        .put("/v1/subjects/x-1")
+        .registration("x-1", "XX")
         .bearer(&siew)
-        .body(r#"{"jurisdiction":"XX"}"#)
         .expect(StatusCode::BAD_REQUEST)
         .await;
     assert_eq!(body["error"], "unknown_jurisdiction");
@@ -254,15 +247,13 @@ async fn non_us_subjects_follow_their_own_rules() {
     // who may not see SG subjects, are denied (and learn nothing); parent staff, who may,
     // get the conflict.
     server
-        .put("/v1/subjects/s-1")
+        .registration("s-1", "US")
         .bearer(&alice)
-        .body(r#"{"jurisdiction":"US"}"#)
         .expect(StatusCode::FORBIDDEN)
         .await;
     server
-        .put("/v1/subjects/s-1")
+        .registration("s-1", "US")
         .bearer(&siew)
-        .body(r#"{"jurisdiction":"US"}"#)
         .expect(StatusCode::CONFLICT)
         .await;
     server.stop().await;
@@ -274,9 +265,8 @@ async fn network_zone_in_restricted_country_overrides_the_location_claim() {
     let server = start_in_cn_zone().await;
     let alice = server.token(&VETTED_US);
     let body = server
-        .put("/v1/subjects/u-1")
+        .registration("u-1", "US")
         .bearer(&alice)
-        .body(r#"{"jurisdiction":"US"}"#)
         .expect(StatusCode::FORBIDDEN)
         .await;
     assert!(

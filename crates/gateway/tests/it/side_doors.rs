@@ -17,28 +17,20 @@ const MARK: &str = "ZZMARK-5d2a";
 /// A US subject `id` with a profile whose protected fields carry markers.
 async fn us_subject(server: &Server, id: &str) {
     let alice = server.token(&VETTED_US);
-    server.register_us(&alice, id).await;
     let body = json!({
         "email": format!("{MARK}-email-{id}"),
         "phone": format!("{MARK}-phone-{id}"),
         "display_name": format!("name-{id}"),
     });
-    server
-        .put(&format!("/v1/subjects/{id}/records/profile/main"))
-        .bearer(&alice)
-        .purpose("setup")
-        .json(&body)
-        .expect(StatusCode::OK)
-        .await;
+    subject_with_profile(server, &alice, id, &body.to_string()).await;
 }
 
 /// An SG subject `id` with a profile, written by parent staff in SG.
 async fn sg_subject(server: &Server, id: &str) {
     let siew = server.token(&PARENT_SG);
     server
-        .put(&format!("/v1/subjects/{id}"))
+        .registration(&id, "SG")
         .bearer(&siew)
-        .body(r#"{"jurisdiction":"SG"}"#)
         .expect(StatusCode::CREATED)
         .await;
     server
@@ -419,9 +411,8 @@ async fn unknown_ids_answer_as_known_ones_and_are_logged() {
     // is) to a restricted caller; a 409 only to someone allowed to see the subject.
     let before = server.state.log.size();
     let body = server
-        .put("/v1/subjects/u-1001")
+        .registration("u-1001", "SG")
         .token(&PARENT_CN)
-        .body(r#"{"jurisdiction":"SG"}"#)
         .expect(StatusCode::FORBIDDEN)
         .await;
     assert!(!body.to_string().contains("\"US\""), "{body}");
@@ -430,9 +421,8 @@ async fn unknown_ids_answer_as_known_ones_and_are_logged() {
     assert_eq!(entry["subject_jurisdiction"], "US");
     assert_eq!(entry["outcome"], "deny");
     server
-        .put("/v1/subjects/u-1001")
+        .registration("u-1001", "SG")
         .token(&VETTED_US)
-        .body(r#"{"jurisdiction":"SG"}"#)
         .expect(StatusCode::CONFLICT)
         .await;
     let entry = server.last_entry();
