@@ -291,6 +291,16 @@ pub struct Reply {
     pub body: Value,
 }
 
+impl Reply {
+    /// The answer must be a refusal with `status` and the JSON error code `code`; answers its
+    /// body.
+    pub fn refused(self, status: StatusCode, code: &str) -> Value {
+        assert_eq!(self.status, status, "{}", self.body);
+        assert_eq!(self.body["error"], code, "{}", self.body);
+        self.body
+    }
+}
+
 /// Awaiting a request sends it: `server.get(path).token(&who).await` is `send().await`.
 impl<'a> std::future::IntoFuture for Call<'a> {
     type Output = Reply;

@@ -41,14 +41,13 @@ const AUTHOR: Who = Who {
 };
 
 /// Writes a protected field of `activity` (which needs a custodian grant by default).
-async fn write_activity(server: &Server, token: &str, subject: &str) -> (StatusCode, Value) {
+async fn write_activity(server: &Server, token: &str, subject: &str) -> Reply {
     server
         .put(&format!("/v1/subjects/{subject}/records/activity/a1"))
         .bearer(token)
         .purpose("support ticket 7")
         .body(r#"{"watch_history":"v1,v2"}"#)
         .await
-        .into()
 }
 
 async fn request_access(server: &Server, token: &str, duration: &str) -> Value {
@@ -79,13 +78,12 @@ async fn request_access(server: &Server, token: &str, duration: &str) -> Value {
     request
 }
 
-async fn decide(server: &Server, who: &Who, id: &str, verb: &str) -> (StatusCode, Value) {
+async fn decide(server: &Server, who: &Who, id: &str, verb: &str) -> Reply {
     server
         .post(&format!("/v1/access/requests/{id}/{verb}"))
         .token(who)
         .body(r#"{"comment":"checked the ticket"}"#)
         .await
-        .into()
 }
 
 fn custodian_key(server: &Server) -> tlog::note::Signer {
@@ -103,35 +101,37 @@ async fn n_of_m_approval_grants_access_until_the_grant_ends() {
     let alice = server.token(&VETTED_US);
     server.register_us(&alice, "u-1").await;
 
-    let (status, body) = write_activity(&server, &alice, "u-1").await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    assert_eq!(body["error"], "approval_required", "{body}");
+    let body = write_activity(&server, &alice, "u-1")
+        .await
+        .refused(StatusCode::FORBIDDEN, "approval_required");
     assert_eq!(body["policies"], json!(["forbid-protected-without-grant"]));
 
     let request = request_access(&server, &alice, "3s").await;
     let id = request["id"].as_str().unwrap();
 
     // One approval of two: the threshold is not met, nothing is granted.
-    let (status, body) = decide(&server, &APPROVER_1, id, "approve").await;
+    let Reply { status, body, .. } = decide(&server, &APPROVER_1, id, "approve").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["status"], "pending");
-    let (status, body) = decide(&server, &APPROVER_1, id, "approve").await;
-    assert_eq!(status, StatusCode::CONFLICT, "same approver twice: {body}");
-    assert_eq!(body["error"], "already_approved");
-    let (status, body) = write_activity(&server, &alice, "u-1").await;
+    decide(&server, &APPROVER_1, id, "approve")
+        .await
+        .refused(StatusCode::CONFLICT, "already_approved");
+    let Reply { status, body, .. } = write_activity(&server, &alice, "u-1").await;
     assert_eq!(status, StatusCode::FORBIDDEN, "threshold not met: {body}");
 
-    let (status, body) = decide(&server, &APPROVER_2, id, "approve").await;
+    let Reply { status, body, .. } = decide(&server, &APPROVER_2, id, "approve").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["status"], "approved");
     assert!(body["ends_at"].is_string());
 
-    let (status, body) = write_activity(&server, &alice, "u-1").await;
+    let Reply { status, body, .. } = write_activity(&server, &alice, "u-1").await;
     assert_eq!(status, StatusCode::OK, "with the grant: {body}");
     let granted_write = server.state.log.size() - 1;
     // The grant covers u-1 only.
     server.register_us(&alice, "u-2").await;
-    let (status, _) = write_activity(&server, &alice, "u-2").await;
+    let Reply {
+        status, body: _, ..
+    } = write_activity(&server, &alice, "u-2").await;
     assert_eq!(status, StatusCode::FORBIDDEN, "outside the grant's scope");
 
     // The log says which grant allowed the write, and Cedar saw it.
@@ -142,7 +142,7 @@ async fn n_of_m_approval_grants_access_until_the_grant_ends() {
 
     // The grant ends by itself.
     tokio::time::sleep(Duration::from_millis(3200)).await;
-    let (status, body) = write_activity(&server, &alice, "u-1").await;
+    let Reply { status, body, .. } = write_activity(&server, &alice, "u-1").await;
     assert_eq!(status, StatusCode::FORBIDDEN, "expired grant: {body}");
     let Reply { body, .. } = server
         .get(&format!("/v1/access/requests/{id}"))
@@ -159,16 +159,16 @@ async fn nobody_approves_their_own_or_their_entitys_request() {
     let request = request_access(&server, &gus, "1h").await;
     let id = request["id"].as_str().unwrap();
 
-    let (status, body) = decide(&server, &VETTED_APPROVER, id, "approve").await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    assert_eq!(body["error"], "self_approval");
-    let (status, body) = decide(&server, &USDS_APPROVER, id, "approve").await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    assert_eq!(body["error"], "same_entity");
-    let (status, body) = decide(&server, &VETTED_US, id, "approve").await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    assert_eq!(body["error"], "role_required");
-    let (status, body) = decide(&server, &APPROVER_IN_CN, id, "approve").await;
+    decide(&server, &VETTED_APPROVER, id, "approve")
+        .await
+        .refused(StatusCode::FORBIDDEN, "self_approval");
+    decide(&server, &USDS_APPROVER, id, "approve")
+        .await
+        .refused(StatusCode::FORBIDDEN, "same_entity");
+    decide(&server, &VETTED_US, id, "approve")
+        .await
+        .refused(StatusCode::FORBIDDEN, "role_required");
+    let Reply { status, body, .. } = decide(&server, &APPROVER_IN_CN, id, "approve").await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(body["error"], "restricted_location");
 
@@ -181,12 +181,12 @@ async fn nobody_approves_their_own_or_their_entitys_request() {
     assert_eq!(body["approvals"], json!([]));
 
     // A denial ends it.
-    let (status, body) = decide(&server, &APPROVER_1, id, "deny").await;
+    let Reply { status, body, .. } = decide(&server, &APPROVER_1, id, "deny").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["status"], "denied");
-    let (status, body) = decide(&server, &APPROVER_2, id, "approve").await;
-    assert_eq!(status, StatusCode::CONFLICT, "{body}");
-    assert_eq!(body["error"], "not_pending");
+    decide(&server, &APPROVER_2, id, "approve")
+        .await
+        .refused(StatusCode::CONFLICT, "not_pending");
     server.stop().await;
 }
 
@@ -252,16 +252,18 @@ async fn a_revoked_grant_stops_working_at_once() {
     decide(&server, &APPROVER_1, id, "approve").await;
     decide(&server, &APPROVER_2, id, "approve").await;
     assert_eq!(
-        write_activity(&server, &alice, "u-1").await.0,
+        write_activity(&server, &alice, "u-1").await.status,
         StatusCode::OK
     );
 
-    let (status, body) = decide(&server, &APPROVER_1, id, "revoke").await;
+    let Reply { status, body, .. } = decide(&server, &APPROVER_1, id, "revoke").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["status"], "revoked");
-    let (status, body) = write_activity(&server, &alice, "u-1").await;
+    let Reply { status, body, .. } = write_activity(&server, &alice, "u-1").await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    let (status, _) = decide(&server, &APPROVER_1, id, "revoke").await;
+    let Reply {
+        status, body: _, ..
+    } = decide(&server, &APPROVER_1, id, "revoke").await;
     assert_eq!(status, StatusCode::CONFLICT, "nothing left to revoke");
     server.stop().await;
 }
@@ -274,7 +276,7 @@ async fn pending_requests_expire() {
     let request = request_access(&server, &alice, "1h").await;
     let id = request["id"].as_str().unwrap();
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let (status, body) = decide(&server, &APPROVER_1, id, "approve").await;
+    let Reply { status, body, .. } = decide(&server, &APPROVER_1, id, "approve").await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["error"], "not_pending");
     assert!(
@@ -327,7 +329,11 @@ async fn break_glass_acts_at_once_alerts_and_waits_for_review() {
     assert_eq!(alert["alert"], "break-glass");
     assert_eq!(alert["actor"]["id"], "frank");
 
-    let (status, answer) = write_activity(&server, &frank, "u-1").await;
+    let Reply {
+        status,
+        body: answer,
+        ..
+    } = write_activity(&server, &frank, "u-1").await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     let logged = server.last_entry();
     assert_eq!(logged["grant"]["kind"], "break-glass", "{logged}");
