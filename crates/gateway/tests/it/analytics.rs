@@ -118,12 +118,7 @@ fn sum(families: &BTreeMap<String, Family>, name: &str, want: &[(&str, &str)]) -
 }
 
 async fn metrics(server: &Server) -> BTreeMap<String, Family> {
-    let response = server
-        .client
-        .get(format!("{}/metrics", server.base))
-        .send()
-        .await
-        .unwrap();
+    let response = server.get("/metrics").raw().await;
     assert_eq!(response.status(), StatusCode::OK);
     let content_type = response.headers()["content-type"]
         .to_str()

@@ -18,12 +18,7 @@ use tokio::net::TcpStream;
 // Metrics
 
 async fn metrics_text(server: &Server) -> String {
-    let response = server
-        .client
-        .get(format!("{}/metrics", server.base))
-        .send()
-        .await
-        .unwrap();
+    let response = server.get("/metrics").raw().await;
     assert_eq!(response.status(), StatusCode::OK);
     response.text().await.unwrap()
 }

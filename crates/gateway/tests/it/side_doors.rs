@@ -29,7 +29,7 @@ async fn us_subject(server: &Server, id: &str) {
 async fn sg_subject(server: &Server, id: &str) {
     let siew = server.token(&PARENT_SG);
     server
-        .registration(&id, "SG")
+        .registration(id, "SG")
         .bearer(&siew)
         .expect(StatusCode::CREATED)
         .await;
