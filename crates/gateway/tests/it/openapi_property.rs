@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 use reqwest::{Method, StatusCode};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// Test cases per operation and phase: enough to reach every documented status of most
 /// routes, few enough for about 20 s per principal on two cores (debug build).
@@ -194,33 +194,12 @@ async fn run(
 /// erase) any US subject's data, and the algorithm release `ranker` `1.0.0`.
 async fn seed(server: &Server) {
     let alice = server.token(&VETTED_US);
-    server.register_us(&alice, "u-1001").await;
     let profile = r#"{"email":"ada@example.com","phone":"+1 555 0100","display_name":"Ada"}"#;
-    server
-        .put("/v1/subjects/u-1001/records/profile/main")
-        .bearer(&alice)
-        .purpose("setup")
-        .body(profile)
-        .expect(StatusCode::OK)
-        .await;
+    subject_with_profile(server, &alice, "u-1001", profile).await;
     for action in ["write", "read", "delete"] {
-        let request = format!(
-            r#"{{"action":"{action}","collections":["activity"],"purpose":"property test","reason_code":"service-maintenance","duration":"2h"}}"#
-        );
-        let created = server
-            .post("/v1/access/requests")
-            .bearer(&alice)
-            .body(&request)
-            .expect(StatusCode::CREATED)
-            .await;
-        let id = created["id"].as_str().unwrap().to_string();
-        for approver in [&APPROVER_1, &APPROVER_2] {
-            server
-                .post(&format!("/v1/access/requests/{id}/approve"))
-                .token(approver)
-                .expect(StatusCode::OK)
-                .await;
-        }
+        let request = json!({"action": action, "collections": ["activity"],
+            "purpose": "property test", "reason_code": "service-maintenance", "duration": "2h"});
+        server.approved_request(&VETTED_US, &request).await;
     }
     server
         .put("/v1/subjects/u-1001/records/activity/main")
