@@ -9,6 +9,8 @@
 //! - [`log_writer`]: an in-memory log that publishes only what changed, for `tlog`'s tests
 //!   and benchmarks.
 //! - [`served`]: a running gateway's log over HTTP, and waiting for its checkpoint.
+//! - [`server`] (feature `server`): a real gateway in-process on a fresh setup and an HTTP
+//!   request builder to talk to it.
 
 // Test support: a panic is how a test fails.
 #![allow(clippy::unwrap_used)]
@@ -16,6 +18,8 @@
 pub mod cast;
 pub mod log_writer;
 pub mod served;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod static_log;
 pub mod v2_log;
 

@@ -7,6 +7,9 @@
 //!
 //! Run with `cargo bench -p tlog`.
 
+// A benchmark: a panic is how it fails.
+#![allow(clippy::unwrap_used)]
+
 use testkit::log_writer;
 
 use std::collections::HashMap;

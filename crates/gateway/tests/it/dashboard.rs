@@ -5,14 +5,11 @@
 //! Needs Chromium (`apt-get install chromium`, or `$CHROMIUM`); without it the test says so
 //! and passes, unless `SOVEREIGN_REQUIRE_BROWSER=1`.
 
-mod cdp;
-mod common;
-
 use std::time::{Duration, Instant};
 
-use cdp::{Browser, Page};
-use common::{MONITOR, PARENT_CN, Server, USDS_TRAVELLING_CN, VETTED_US};
-use reqwest::{Method, StatusCode};
+use crate::cdp::{Browser, Page};
+use crate::support::*;
+use reqwest::StatusCode;
 use serde_json::Value;
 
 const PROFILE: &str = r#"{"email":"ada@example.com","birthdate":"1990-01-02","phone":"+1 555 0100","display_name":"Ada"}"#;
@@ -81,7 +78,7 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_shows_live_traffic() {
-    let Some(chromium) = cdp::find_browser() else {
+    let Some(chromium) = crate::cdp::find_browser() else {
         if std::env::var("SOVEREIGN_REQUIRE_BROWSER").as_deref() == Ok("1") {
             panic!(
                 "SOVEREIGN_REQUIRE_BROWSER=1 but no chromium found: apt-get install chromium, \
@@ -121,33 +118,25 @@ async fn dashboard_shows_live_traffic() {
     for id in ["u-2001", "u-2002", "u-2003"] {
         server.register_us(&alice, id).await;
         let record = format!("/v1/subjects/{id}/records/profile/main");
-        let (status, body) = server
-            .call(
-                Method::PUT,
-                &record,
-                Some(&alice),
-                Some("account setup"),
-                Some(PROFILE),
-            )
+        server
+            .put(&record)
+            .bearer(&alice)
+            .purpose("account setup")
+            .body(PROFILE)
+            .expect(StatusCode::OK)
             .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        let (status, body) = server
-            .call(
-                Method::GET,
-                &record,
-                Some(&alice),
-                Some("support ticket 42"),
-                None,
-            )
+        server
+            .get(&record)
+            .bearer(&alice)
+            .purpose("support ticket 42")
+            .expect(StatusCode::OK)
             .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
     }
     let record = "/v1/subjects/u-2001/records/profile/main";
     for who in [&PARENT_CN, &USDS_TRAVELLING_CN] {
         let token = server.token(who);
-        let (status, body) = server
-            .call(Method::GET, record, Some(&token), Some("debugging"), None)
-            .await;
+        let Reply { status, body, .. } =
+            server.get(record).bearer(&token).purpose("debugging").await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{} read: {body}", who.sub);
     }
 

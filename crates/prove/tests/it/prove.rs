@@ -338,8 +338,9 @@ fn works_from_spawn_blocking_and_plain_threads() {
 #[test]
 fn missing_solver_gives_the_install_message() {
     // Run Solver::from_env in a child process with CVC5=/nonexistent (no env mutation here).
+    // The child test is named by its path in the test binary (this module, `prove::`).
     let output = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "solver_from_env_child", "--nocapture"])
+        .args(["--exact", "prove::solver_from_env_child", "--nocapture"])
         .env("CVC5", "/nonexistent")
         .env("PROVE_SOLVER_CHILD", "1")
         .output()

@@ -1,11 +1,9 @@
 //! Every error of the API, against a real server: each gets its status and JSON code, and a
 //! failed request changes nothing.
 
-mod common;
-
+use crate::support::*;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::*;
 use ed25519_dalek::pkcs8::EncodePrivateKey;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::{Method, StatusCode};
@@ -16,32 +14,18 @@ const PROFILE: &str = r#"{"email":"ada@example.com","display_name":"Ada"}"#;
 async fn with_subject() -> (Server, String) {
     let server = Server::start().await;
     let alice = server.token(&VETTED_US);
-    server.register_us(&alice, "u-1").await;
-    let (status, _) = server
-        .call(
-            Method::PUT,
-            "/v1/subjects/u-1/records/profile/main",
-            Some(&alice),
-            Some("setup"),
-            Some(PROFILE),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    subject_with_profile(&server, &alice, "u-1", PROFILE).await;
     (server, alice)
 }
 
 /// The record as the vetted engineer sees it, to check that failures changed nothing.
 async fn profile(server: &Server, token: &str) -> serde_json::Value {
-    let (status, body) = server
-        .call(
-            Method::GET,
-            "/v1/subjects/u-1/records/profile/main",
-            Some(token),
-            Some("check"),
-            None,
-        )
+    let body = server
+        .get("/v1/subjects/u-1/records/profile/main")
+        .bearer(token)
+        .purpose("check")
+        .expect(StatusCode::OK)
         .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
     body["fields"].clone()
 }
 
@@ -66,23 +50,23 @@ fn other_key() -> EncodingKey {
 async fn bad_tokens_get_401_with_a_reason() {
     let (server, alice) = with_subject().await;
     let key = dev_key(&server);
-    let mut expired = VETTED_US.claims(3600);
+    let mut expired = claims(&VETTED_US, 3600);
     expired.exp = now() - 3600;
-    let mut future = VETTED_US.claims(3600);
+    let mut future = claims(&VETTED_US, 3600);
     future.nbf = Some(now() + 3600);
-    let mut wrong_issuer = VETTED_US.claims(3600);
+    let mut wrong_issuer = claims(&VETTED_US, 3600);
     wrong_issuer.iss = "someone-else".into();
-    let mut lower_location = VETTED_US.claims(3600);
+    let mut lower_location = claims(&VETTED_US, 3600);
     lower_location.location = "us".into();
     let unsigned = format!(
         "{}.{}.",
         URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#),
-        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&VETTED_US.claims(3600)).unwrap())
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims(&VETTED_US, 3600)).unwrap())
     );
-    let good = sign(&key, &VETTED_US.claims(3600));
+    let good = sign(&key, &claims(&VETTED_US, 3600));
     let tampered = {
         let mut parts: Vec<String> = good.split('.').map(String::from).collect();
-        let mut claims = VETTED_US.claims(3600);
+        let mut claims = claims(&VETTED_US, 3600);
         claims.sub = "mallory".into();
         parts[1] = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap());
         parts.join(".")
@@ -106,7 +90,7 @@ async fn bad_tokens_get_401_with_a_reason() {
         ("alg none", Some(unsigned), "unsupported_algorithm"),
         (
             "signed by another key",
-            Some(sign(&other_key(), &VETTED_US.claims(3600))),
+            Some(sign(&other_key(), &claims(&VETTED_US, 3600))),
             "bad_signature",
         ),
         ("tampered payload", Some(tampered), "bad_signature"),
@@ -126,8 +110,11 @@ async fn bad_tokens_get_401_with_a_reason() {
                 Some(r#"{"email":"evil@example.com"}"#),
             ),
         ] {
-            let (status, body) = server
-                .call(method, path, token.as_deref(), Some("x"), body)
+            let Reply { status, body, .. } = server
+                .request(method, path)
+                .bearer_opt(token.as_deref())
+                .purpose("x")
+                .body_opt(body)
                 .await;
             assert_eq!(status, StatusCode::UNAUTHORIZED, "{name}: {body}");
             assert_eq!(body["error"], "unauthenticated", "{name}");
@@ -159,16 +146,11 @@ async fn undeclared_entity_is_refused() {
         clearance: &["us-data"],
         roles: &[],
     };
-    let (status, body) = server
-        .call(
-            Method::GET,
-            "/v1/subjects/u-1",
-            Some(&server.token(&stranger)),
-            None,
-            None,
-        )
+    let body = server
+        .get("/v1/subjects/u-1")
+        .token(&stranger)
+        .expect(StatusCode::FORBIDDEN)
         .await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(body["error"], "unknown_entity");
     server.stop().await;
 }
@@ -304,14 +286,15 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
         ),
     ];
     for (name, method, path, body, want_status, want_code) in cases {
-        let (status, answer) = server
-            .call(
-                method,
-                &path,
-                Some(&alice),
-                Some("testing"),
-                body.as_deref(),
-            )
+        let Reply {
+            status,
+            body: answer,
+            ..
+        } = server
+            .request(method, &path)
+            .bearer(&alice)
+            .purpose("testing")
+            .body_opt(body.as_deref())
             .await;
         assert_eq!(status, want_status, "{name}: {answer}");
         assert_eq!(answer["error"], want_code, "{name}: {answer}");
@@ -320,27 +303,20 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
             "{name}"
         );
     }
-    let siew = server.token(&common::PARENT_SG);
-    let (status, answer) = server
-        .call(
-            Method::GET,
-            "/v1/subjects/nobody/records/profile/main",
-            Some(&siew),
-            Some("testing"),
-            None,
-        )
+    let siew = server.token(&crate::support::PARENT_SG);
+    let answer = server
+        .get("/v1/subjects/nobody/records/profile/main")
+        .bearer(&siew)
+        .purpose("testing")
+        .expect(StatusCode::NOT_FOUND)
         .await;
-    assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
     assert_eq!(answer["error"], "subject_not_found");
     // The undeclared field is named.
-    let (_, answer) = server
-        .call(
-            Method::PUT,
-            record,
-            Some(&alice),
-            Some("t"),
-            Some(r#"{"ssn":"1"}"#),
-        )
+    let Reply { body: answer, .. } = server
+        .put(record)
+        .bearer(&alice)
+        .purpose("t")
+        .body(r#"{"ssn":"1"}"#)
         .await;
     assert_eq!(answer["field"], "ssn");
     assert!(answer["message"].as_str().unwrap().contains("ssn"));
@@ -350,15 +326,7 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
         profile(&server, &alice).await,
         json!({"email": "ada@example.com", "display_name": "Ada"})
     );
-    let (_, list) = server
-        .call(
-            Method::GET,
-            "/v1/subjects/u-1/records",
-            Some(&alice),
-            None,
-            None,
-        )
-        .await;
+    let Reply { body: list, .. } = server.get("/v1/subjects/u-1/records").bearer(&alice).await;
     assert_eq!(
         list["records"],
         json!([{"collection": "profile", "key": "main"}])
@@ -373,16 +341,13 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
 async fn oversized_body_gets_413() {
     let (server, alice) = with_subject().await;
     let big = format!(r#"{{"email":"{}"}}"#, "a".repeat(1024 * 1024 + 1));
-    let (status, body) = server
-        .call(
-            Method::PUT,
-            "/v1/subjects/u-1/records/profile/main",
-            Some(&alice),
-            Some("t"),
-            Some(&big),
-        )
+    let body = server
+        .put("/v1/subjects/u-1/records/profile/main")
+        .bearer(&alice)
+        .purpose("t")
+        .body(&big)
+        .expect(StatusCode::PAYLOAD_TOO_LARGE)
         .await;
-    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
     assert_eq!(body["error"], "body_too_large");
     assert_eq!(profile(&server, &alice).await["email"], "ada@example.com");
     server.stop().await;
@@ -392,16 +357,12 @@ async fn oversized_body_gets_413() {
 async fn bad_purpose_header_is_refused() {
     let (server, alice) = with_subject().await;
     let long = "p".repeat(257);
-    let (status, body) = server
-        .call(
-            Method::GET,
-            "/v1/subjects/u-1/records/profile/main",
-            Some(&alice),
-            Some(&long),
-            None,
-        )
+    let body = server
+        .get("/v1/subjects/u-1/records/profile/main")
+        .bearer(&alice)
+        .purpose(&long)
+        .expect(StatusCode::BAD_REQUEST)
         .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"], "invalid_header");
     server.stop().await;
 }
@@ -409,10 +370,7 @@ async fn bad_purpose_header_is_refused() {
 #[tokio::test]
 async fn openapi_covers_every_route() {
     let server = Server::start().await;
-    let (status, doc) = server
-        .call(Method::GET, "/openapi.json", None, None, None)
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    let doc = server.get("/openapi.json").expect(StatusCode::OK).await;
     let paths = doc["paths"].as_object().expect("paths");
     let expected = [
         ("get", "/healthz"),
@@ -474,13 +432,7 @@ async fn openapi_covers_every_route() {
     // And the other way: every documented operation is served (not the router's fallbacks).
     let mut operations = 0;
     for (path, item) in paths {
-        let concrete = path
-            .replace("{id}", "u-1")
-            .replace("{collection}", "profile")
-            .replace("{key}", "main")
-            .replace("{hash}", &"0".repeat(64))
-            .replace("{name}", "ranker")
-            .replace("{version}", "1.0");
+        let concrete = concrete_path(path, "u-1", "1.0");
         for method in ["get", "put", "delete", "post", "patch"] {
             if item.get(method).is_none() {
                 continue;
@@ -514,7 +466,7 @@ async fn openapi_covers_every_route() {
 #[tokio::test]
 async fn health_answers_when_ready() {
     let server = Server::start().await;
-    let (status, body) = server.call(Method::GET, "/healthz", None, None, None).await;
+    let Reply { status, body, .. } = server.get("/healthz").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["status"], "ok");
     server.stop().await;
@@ -588,7 +540,7 @@ async fn jwks_issuers_are_verified_by_kid() {
         .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
         .unwrap();
     let key = EncodingKey::from_ed_pem(pem.as_bytes()).unwrap();
-    let mut claims = serde_json::to_value(VETTED_US.claims(3600)).unwrap();
+    let mut claims = serde_json::to_value(claims(&VETTED_US, 3600)).unwrap();
     claims["iss"] = json!("partner-idp");
     claims["aud"] = json!("sovereign");
     let token_with = |kid: Option<&str>, claims: &serde_json::Value| {
@@ -597,55 +549,36 @@ async fn jwks_issuers_are_verified_by_kid() {
         jsonwebtoken::encode(&header, claims, &key).unwrap()
     };
 
-    let (status, body) = server
-        .call(
-            Method::PUT,
-            "/v1/subjects/u-9",
-            Some(&token_with(Some("k1"), &claims)),
-            None,
-            Some(r#"{"jurisdiction":"US"}"#),
-        )
+    server
+        .put("/v1/subjects/u-9")
+        .bearer(&token_with(Some("k1"), &claims))
+        .body(r#"{"jurisdiction":"US"}"#)
+        .expect(StatusCode::CREATED)
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
 
-    let (status, body) = server
-        .call(
-            Method::GET,
-            "/v1/subjects/u-9",
-            Some(&token_with(Some("k2"), &claims)),
-            None,
-            None,
-        )
+    let body = server
+        .get("/v1/subjects/u-9")
+        .bearer(&token_with(Some("k2"), &claims))
+        .expect(StatusCode::UNAUTHORIZED)
         .await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED, "unknown kid: {body}");
     assert_eq!(body["reason"], "unknown_key");
 
     let mut wrong_audience = claims.clone();
     wrong_audience["aud"] = json!("someone-else");
-    let (status, body) = server
-        .call(
-            Method::GET,
-            "/v1/subjects/u-9",
-            Some(&token_with(Some("k1"), &wrong_audience)),
-            None,
-            None,
-        )
+    let body = server
+        .get("/v1/subjects/u-9")
+        .bearer(&token_with(Some("k1"), &wrong_audience))
+        .expect(StatusCode::UNAUTHORIZED)
         .await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     assert_eq!(body["reason"], "invalid_claims");
 
     // The development issuer's key does not verify the partner's tokens.
     let dev_signed = sign(&dev_key(&server), &claims);
-    let (status, body) = server
-        .call(
-            Method::GET,
-            "/v1/subjects/u-9",
-            Some(&dev_signed),
-            None,
-            None,
-        )
+    let body = server
+        .get("/v1/subjects/u-9")
+        .bearer(&dev_signed)
+        .expect(StatusCode::UNAUTHORIZED)
         .await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     assert_eq!(body["reason"], "bad_signature");
     server.stop().await;
 }

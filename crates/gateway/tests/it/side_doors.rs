@@ -4,17 +4,12 @@
 //! cursors and public places carry no raw subject id, and decisions follow custody changes in
 //! log order.
 
-mod common;
-
 use std::sync::Arc;
 
+use crate::support::*;
 use base64::Engine as _;
-use common::{
-    APPROVER_1, EGRESS, MONITOR, OPERATOR, PARENT_CN, PARENT_SG, Server, USDS_TRAVELLING_CN,
-    VETTED_US, Who,
-};
 use custody::statement::{KillCommand, Statement};
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 const MARK: &str = "ZZMARK-5d2a";
@@ -22,47 +17,29 @@ const MARK: &str = "ZZMARK-5d2a";
 /// A US subject `id` with a profile whose protected fields carry markers.
 async fn us_subject(server: &Server, id: &str) {
     let alice = server.token(&VETTED_US);
-    server.register_us(&alice, id).await;
     let body = json!({
         "email": format!("{MARK}-email-{id}"),
         "phone": format!("{MARK}-phone-{id}"),
         "display_name": format!("name-{id}"),
     });
-    let (status, answer) = server
-        .call(
-            Method::PUT,
-            &format!("/v1/subjects/{id}/records/profile/main"),
-            Some(&alice),
-            Some("setup"),
-            Some(&body.to_string()),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{answer}");
+    subject_with_profile(server, &alice, id, &body.to_string()).await;
 }
 
 /// An SG subject `id` with a profile, written by parent staff in SG.
 async fn sg_subject(server: &Server, id: &str) {
     let siew = server.token(&PARENT_SG);
-    let (status, body) = server
-        .call(
-            Method::PUT,
-            &format!("/v1/subjects/{id}"),
-            Some(&siew),
-            None,
-            Some(r#"{"jurisdiction":"SG"}"#),
-        )
+    server
+        .registration(id, "SG")
+        .bearer(&siew)
+        .expect(StatusCode::CREATED)
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let (status, body) = server
-        .call(
-            Method::PUT,
-            &format!("/v1/subjects/{id}/records/profile/main"),
-            Some(&siew),
-            Some("setup"),
-            Some(&json!({"display_name": format!("name-{id}")}).to_string()),
-        )
+    server
+        .put(&format!("/v1/subjects/{id}/records/profile/main"))
+        .bearer(&siew)
+        .purpose("setup")
+        .body(&json!({"display_name": format!("name-{id}")}).to_string())
+        .expect(StatusCode::OK)
         .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
 }
 
 fn subject_token(id: &'static str, entity: &'static str, location: &'static str) -> Who {
@@ -77,9 +54,14 @@ fn subject_token(id: &'static str, entity: &'static str, location: &'static str)
 
 /// Every log entry from `from` on, parsed.
 fn entries_from(server: &Server, from: u64) -> Vec<(u64, Value)> {
-    (from..server.state.log.size())
-        .map(|i| (i, server.entry(i)))
-        .collect()
+    server.entries_from(from)
+}
+
+/// No log entry from `from` on holds `text`.
+fn assert_not_logged(server: &Server, from: u64, text: &str) {
+    for (index, entry) in entries_from(server, from) {
+        assert!(!entry.to_string().contains(text), "entry {index}: {entry}");
+    }
 }
 
 /// The index of the last custody entry of `event` (readers running meanwhile append
@@ -93,22 +75,18 @@ fn custody_event(server: &Server, event: &str) -> u64 {
 
 /// Applies a custodian-signed kill-switch command for `jurisdiction` through the API.
 async fn kill_switch(server: &Server, command: KillCommand, serial: u64) {
-    let key = common::custodian_key(&server.data());
+    let key = crate::support::custodian_key(&server.data());
     let statement = Statement::KillSwitch {
         command,
         jurisdiction: "US".into(),
         serial,
     };
-    let (status, body) = server
-        .call(
-            Method::POST,
-            "/v1/kill-switch",
-            Some(&server.token(&OPERATOR)),
-            None,
-            Some(&common::signed(&statement, &key)),
-        )
+    server
+        .post("/v1/kill-switch")
+        .token(&OPERATOR)
+        .body(&crate::support::signed(&statement, &key))
+        .expect(StatusCode::OK)
         .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
 }
 
 #[tokio::test]
@@ -120,16 +98,12 @@ async fn a_subjects_own_export_is_decided_by_policy_like_any_access() {
     // The finding: a token whose `sub` is the subject, role data-subject, of the parent
     // entity located in CN, exported protected fields in plaintext, unlogged as a decision.
     let chen = server.token(&subject_token("u-1001", "parent", "CN"));
-    let (status, body) = server
-        .call(
-            Method::GET,
-            "/v1/subjects/u-1001/export",
-            Some(&chen),
-            Some("my data"),
-            None,
-        )
+    let body = server
+        .get("/v1/subjects/u-1001/export")
+        .bearer(&chen)
+        .purpose("my data")
+        .expect(StatusCode::FORBIDDEN)
         .await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert!(!body.to_string().contains(MARK), "{body}");
     let policies = body["policies"].as_array().unwrap();
     assert!(
@@ -153,59 +127,35 @@ async fn a_subjects_own_export_is_decided_by_policy_like_any_access() {
 
     // The subject itself, as a platform user in the US, with a purpose: allowed.
     let ada = server.token(&subject_token("u-1001", "public", "US"));
-    let (status, body) = server
-        .call(
-            Method::GET,
-            "/v1/subjects/u-1001/export",
-            Some(&ada),
-            Some("my own copy"),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let (body, export) = export_own(&server, &ada, "u-1001").await;
     assert_eq!(
         body["records"][0]["fields"]["email"],
         format!("{MARK}-email-u-1001")
     );
     // Its own token shows in the log as its pseudonym, never its id.
-    let export = server.entry(server.state.log.size() - 1);
-    assert_eq!(export["kind"], "export");
     let pseudonym = server.state.pseudonyms.pseudonym("u-1001");
     assert_eq!(export["actor"]["id"], format!("subject:{pseudonym}"));
 
     // Another subject's data: denied.
-    let (status, body) = server
-        .call(
-            Method::GET,
-            "/v1/subjects/u-1002/export",
-            Some(&ada),
-            Some("curious"),
-            None,
-        )
+    server
+        .get("/v1/subjects/u-1002/export")
+        .bearer(&ada)
+        .purpose("curious")
+        .expect(StatusCode::FORBIDDEN)
         .await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
 
     // Under the kill switch, not even the subject's own export.
     kill_switch(&server, KillCommand::Suspend, 1).await;
-    let (status, body) = server
-        .call(
-            Method::GET,
-            "/v1/subjects/u-1001/export",
-            Some(&ada),
-            Some("my own copy"),
-            None,
-        )
+    let body = server
+        .get("/v1/subjects/u-1001/export")
+        .bearer(&ada)
+        .purpose("my own copy")
+        .expect(StatusCode::FORBIDDEN)
         .await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(body["error"], "suspended", "{body}");
 
     // No raw subject id anywhere in the log.
-    for (index, entry) in entries_from(&server, 0) {
-        assert!(
-            !entry.to_string().contains("u-1001"),
-            "entry {index}: {entry}"
-        );
-    }
+    assert_not_logged(&server, 0, "u-1001");
     server.stop().await;
 }
 
@@ -225,30 +175,22 @@ async fn an_export_keeps_to_a_grants_field_scope() {
         "fields": ["watch_history"], "purpose": "ticket 9", "reason_code": "customer-initiated-support",
         "duration": "1h"});
     server.approved_request(&VETTED_US, &request).await;
-    let (status, read) = server
-        .call(
-            Method::GET,
-            "/v1/subjects/u-7/records/activity/main",
-            Some(&alice),
-            Some("ticket 9"),
-            None,
-        )
+    let read = server
+        .get("/v1/subjects/u-7/records/activity/main")
+        .bearer(&alice)
+        .purpose("ticket 9")
+        .expect(StatusCode::OK)
         .await;
-    assert_eq!(status, StatusCode::OK, "{read}");
     assert_eq!(read["fields"]["watch_history"], format!("{MARK}-watch"));
     assert!(read["fields"].get("location").is_none(), "{read}");
 
     // The finding: the export returned `location` too.
-    let (status, export) = server
-        .call(
-            Method::GET,
-            "/v1/subjects/u-7/export",
-            Some(&alice),
-            Some("ticket 9"),
-            None,
-        )
+    let export = server
+        .get("/v1/subjects/u-7/export")
+        .bearer(&alice)
+        .purpose("ticket 9")
+        .expect(StatusCode::OK)
         .await;
-    assert_eq!(status, StatusCode::OK, "{export}");
     let activity = export["records"]
         .as_array()
         .unwrap()
@@ -289,7 +231,11 @@ async fn egress_answers_only_for_jurisdictions_the_policy_allows_now() {
         sg_subject(&server, &format!("s-{i}")).await;
     }
     let globe_sg = server.token(&EGRESS);
-    let (status, body, _) = server.get_raw("/v1/egress/profile", &globe_sg).await;
+    let (status, body, _) = server
+        .get("/v1/egress/profile")
+        .bearer(&globe_sg)
+        .bytes()
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(egress_rows(&body).0.len(), 5);
 
@@ -299,7 +245,11 @@ async fn egress_answers_only_for_jurisdictions_the_policy_allows_now() {
         ..EGRESS
     });
     let before = server.state.log.size();
-    let (status, body, headers) = server.get_raw("/v1/egress/profile", &globe_cn).await;
+    let (status, body, headers) = server
+        .get("/v1/egress/profile")
+        .bearer(&globe_cn)
+        .bytes()
+        .await;
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
     let (rows, _) = egress_rows(&body);
     assert_eq!(rows.len(), 2, "SG rows only: {rows:?}");
@@ -329,16 +279,11 @@ async fn egress_answers_only_for_jurisdictions_the_policy_allows_now() {
         .unwrap();
     assert_eq!(us["allowed"], false);
     // The aggregate obeys the same decision.
-    let (status, body) = server
-        .call(
-            Method::GET,
-            "/v1/egress/profile/aggregate?group_by=display_name",
-            Some(&globe_cn),
-            None,
-            None,
-        )
+    let body = server
+        .get("/v1/egress/profile/aggregate?group_by=display_name")
+        .bearer(&globe_cn)
+        .expect(StatusCode::OK)
         .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
     let counted: u64 = body["groups"]
         .as_array()
         .unwrap()
@@ -350,36 +295,30 @@ async fn egress_answers_only_for_jurisdictions_the_policy_allows_now() {
 
     // The finding: egress went on while US was suspended.
     kill_switch(&server, KillCommand::Suspend, 1).await;
-    let (status, body, _) = server.get_raw("/v1/egress/profile", &globe_sg).await;
+    let (status, body, _) = server
+        .get("/v1/egress/profile")
+        .bearer(&globe_sg)
+        .bytes()
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         egress_rows(&body).0.len(),
         2,
         "SG rows only while US is suspended"
     );
-    let (status, body) = server
-        .call(
-            Method::GET,
-            "/v1/egress/profile/aggregate?group_by=display_name",
-            Some(&globe_sg),
-            None,
-            None,
-        )
+    let body = server
+        .get("/v1/egress/profile/aggregate?group_by=display_name")
+        .bearer(&globe_sg)
+        .expect(StatusCode::OK)
         .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["suppressed_rows"], 2, "{body}");
 
     // Without the egress role, nothing.
-    let (status, body) = server
-        .call(
-            Method::GET,
-            "/v1/egress/profile",
-            Some(&server.token(&PARENT_SG)),
-            None,
-            None,
-        )
+    server
+        .get("/v1/egress/profile")
+        .token(&PARENT_SG)
+        .expect(StatusCode::FORBIDDEN)
         .await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     server.stop().await;
 }
 
@@ -398,7 +337,7 @@ async fn egress_cursors_carry_no_subject_id_and_cannot_be_altered() {
             Some(cursor) => format!("/v1/egress/profile?limit=1&since={cursor}"),
             None => "/v1/egress/profile?limit=1".to_string(),
         };
-        let (status, body, headers) = server.get_raw(&path, &globe).await;
+        let (status, body, headers) = server.get(&path).bearer(&globe).bytes().await;
         assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
         let (rows, trailer) = egress_rows(&body);
         seen.extend(rows);
@@ -422,22 +361,16 @@ async fn egress_cursors_carry_no_subject_id_and_cannot_be_altered() {
         altered[last] = if altered[last] == 'A' { 'B' } else { 'A' };
         let altered: String = altered.into_iter().collect();
         let (status, body, _) = server
-            .get_raw(
-                &format!("/v1/egress/profile?limit=1&since={altered}"),
-                &globe,
-            )
+            .get(&format!("/v1/egress/profile?limit=1&since={altered}"))
+            .bearer(&globe)
+            .bytes()
             .await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert!(String::from_utf8_lossy(&body).contains("invalid_cursor"));
         since = Some(cursor.to_string());
     }
     assert_eq!(seen.len(), 3, "every row once: {seen:?}");
-    for (index, entry) in entries_from(&server, before) {
-        assert!(
-            !entry.to_string().contains("raw-id"),
-            "entry {index}: {entry}"
-        );
-    }
+    assert_not_logged(&server, before, "raw-id");
     server.stop().await;
 }
 
@@ -450,16 +383,12 @@ async fn unknown_ids_answer_as_known_ones_and_are_logged() {
         let mut answers = Vec::new();
         for id in ["u-1001", "u-never-registered"] {
             let before = server.state.log.size();
-            let (status, body) = server
-                .call(
-                    Method::GET,
-                    &format!("/v1/subjects/{id}/records/profile/main"),
-                    Some(&token),
-                    Some("debug"),
-                    None,
-                )
+            let body = server
+                .get(&format!("/v1/subjects/{id}/records/profile/main"))
+                .bearer(&token)
+                .purpose("debug")
+                .expect(StatusCode::FORBIDDEN)
                 .await;
-            assert_eq!(status, StatusCode::FORBIDDEN, "{id}: {body}");
             // Logged, under the id's pseudonym.
             let entry = entries_from(&server, before)
                 .into_iter()
@@ -481,32 +410,22 @@ async fn unknown_ids_answer_as_known_ones_and_are_logged() {
     // Registering a known id with another jurisdiction: denied (and logged as the subject it
     // is) to a restricted caller; a 409 only to someone allowed to see the subject.
     let before = server.state.log.size();
-    let (status, body) = server
-        .call(
-            Method::PUT,
-            "/v1/subjects/u-1001",
-            Some(&server.token(&PARENT_CN)),
-            None,
-            Some(r#"{"jurisdiction":"SG"}"#),
-        )
+    let body = server
+        .registration("u-1001", "SG")
+        .token(&PARENT_CN)
+        .expect(StatusCode::FORBIDDEN)
         .await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert!(!body.to_string().contains("\"US\""), "{body}");
     let entry = server.entry(before);
     assert_eq!(entry["action"], "register");
     assert_eq!(entry["subject_jurisdiction"], "US");
     assert_eq!(entry["outcome"], "deny");
-    let (status, body) = server
-        .call(
-            Method::PUT,
-            "/v1/subjects/u-1001",
-            Some(&server.token(&VETTED_US)),
-            None,
-            Some(r#"{"jurisdiction":"SG"}"#),
-        )
+    server
+        .registration("u-1001", "SG")
+        .token(&VETTED_US)
+        .expect(StatusCode::CONFLICT)
         .await;
-    assert_eq!(status, StatusCode::CONFLICT, "{body}");
-    let entry = server.entry(server.state.log.size() - 1);
+    let entry = server.last_entry();
     assert_eq!(entry["subject_jurisdiction"], "US", "{entry}");
     server.stop().await;
 }
@@ -518,7 +437,9 @@ async fn the_residency_scan_is_decided_logged_and_shows_pseudonyms() {
     sg_subject(&server, "s-0").await;
 
     let (status, body, headers) = server
-        .get_raw("/v1/residency/scan", &server.token(&MONITOR))
+        .get("/v1/residency/scan")
+        .token(&MONITOR)
+        .bytes()
         .await;
     assert_eq!(status, StatusCode::OK);
     let scan: Value = serde_json::from_slice(&body).unwrap();
@@ -542,13 +463,12 @@ async fn the_residency_scan_is_decided_logged_and_shows_pseudonyms() {
 
     // A monitor located in CN is not shown US subjects.
     let (status, body, _) = server
-        .get_raw(
-            "/v1/residency/scan",
-            &server.token(&Who {
-                location: "CN",
-                ..MONITOR
-            }),
-        )
+        .get("/v1/residency/scan")
+        .bearer(&server.token(&Who {
+            location: "CN",
+            ..MONITOR
+        }))
+        .bytes()
         .await;
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
     let scan: Value = serde_json::from_slice(&body).unwrap();
@@ -556,35 +476,29 @@ async fn the_residency_scan_is_decided_logged_and_shows_pseudonyms() {
 
     // Staff without a scanning role: denied.
     let (status, _, _) = server
-        .get_raw("/v1/residency/scan", &server.token(&VETTED_US))
+        .get("/v1/residency/scan")
+        .token(&VETTED_US)
+        .bytes()
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 
     // The operator migrates by the pseudonym the scan shows.
     let pseudonym = server.state.pseudonyms.pseudonym(&legacy[0]);
-    let (status, body) = server
-        .call(
-            Method::POST,
-            "/v1/residency/migrate",
-            Some(&server.token(&OPERATOR)),
-            None,
-            Some(&json!({"subject_pseudonym": pseudonym, "from": "sg-legacy"}).to_string()),
-        )
+    let body = server
+        .post("/v1/residency/migrate")
+        .token(&OPERATOR)
+        .body(&json!({"subject_pseudonym": pseudonym, "from": "sg-legacy"}).to_string())
+        .expect(StatusCode::OK)
         .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["to"], "us-east");
     assert!(!body.to_string().contains(legacy[0].as_str()), "{body}");
     // A monitor may not migrate.
-    let (status, body) = server
-        .call(
-            Method::POST,
-            "/v1/residency/migrate",
-            Some(&server.token(&MONITOR)),
-            None,
-            Some(&json!({"subject": legacy[1], "from": "sg-legacy"}).to_string()),
-        )
+    server
+        .post("/v1/residency/migrate")
+        .token(&MONITOR)
+        .body(&json!({"subject": legacy[1], "from": "sg-legacy"}).to_string())
+        .expect(StatusCode::FORBIDDEN)
         .await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     server.stop().await;
 }
 
@@ -593,14 +507,10 @@ async fn the_live_feed_shows_data_subjects_by_pseudonym() {
     let server = Server::start().await;
     us_subject(&server, "u-feed-42").await;
     let ada = server.token(&subject_token("u-feed-42", "public", "US"));
-    let (status, body) = server
-        .call(
-            Method::GET,
-            "/v1/subjects/u-feed-42/records/profile/main",
-            Some(&ada),
-            Some("my profile"),
-            None,
-        )
+    let Reply { status, body, .. } = server
+        .get("/v1/subjects/u-feed-42/records/profile/main")
+        .bearer(&ada)
+        .purpose("my profile")
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let summary = server.state.summary().to_string();
@@ -664,14 +574,9 @@ async fn no_decision_logged_after_a_revocation_or_suspension_uses_what_it_ended(
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let running = readers(&stop);
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let (status, body) = server
-        .call(
-            Method::POST,
-            &format!("/v1/access/requests/{id}/revoke"),
-            Some(&server.token(&APPROVER_1)),
-            None,
-            None,
-        )
+    let Reply { status, body, .. } = server
+        .post(&format!("/v1/access/requests/{id}/revoke"))
+        .token(&APPROVER_1)
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let revoked = custody_event(&server, "grant-revoked");
@@ -771,22 +676,18 @@ async fn a_grant_forged_in_the_custody_store_is_refused_by_the_log() {
     let alice = server.token(&VETTED_US);
     let request = json!({"action": "read", "subjects": ["u-1"], "collections": ["activity"],
         "purpose": "ticket 5", "reason_code": "customer-initiated-support", "duration": "1h"});
-    let (status, request) = server
-        .call(
-            Method::POST,
-            "/v1/access/requests",
-            Some(&alice),
-            None,
-            Some(&request.to_string()),
-        )
+    let request = server
+        .post("/v1/access/requests")
+        .bearer(&alice)
+        .json(&request)
+        .expect(StatusCode::CREATED)
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{request}");
     let id = request["id"].as_str().unwrap().to_string();
 
     // Two invented approvers of another entity, the grant started now: well formed, so the
     // custody store's own checks pass; but the log at its index holds the request's creation,
     // not the approval that granted it.
-    let now = common::now();
+    let now = crate::support::now();
     tamper_request(&server.data(), &id, |r| {
         r["approvals"] = json!([
             {"by": "mallory", "entity": "custodian", "at": now, "comment": ""},
@@ -822,14 +723,9 @@ async fn a_grant_forged_in_the_custody_store_is_refused_by_the_log() {
             .find_grant("alice", "read", "u-1", Some("activity"), now)
             .is_none()
     );
-    let (status, body) = server
-        .call(
-            Method::GET,
-            &format!("/v1/access/requests/{id}"),
-            Some(&alice),
-            None,
-            None,
-        )
+    let Reply { status, body, .. } = server
+        .get(&format!("/v1/access/requests/{id}"))
+        .bearer(&alice)
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["status"], "pending", "{body}");

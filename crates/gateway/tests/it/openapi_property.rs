@@ -14,17 +14,13 @@
 //! without it the test says so and passes, unless `SOVEREIGN_REQUIRE_SCHEMATHESIS=1`
 //! (`.ci/run` sets it), which makes it fail.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{
-    APPROVER_1, APPROVER_2, BREAK_GLASS, EGRESS, OPERATOR, PARENT_CN, Server, VETTED_US, Who,
-};
+use crate::support::*;
 use reqwest::{Method, StatusCode};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// Test cases per operation and phase: enough to reach every documented status of most
 /// routes, few enough for about 20 s per principal on two cores (debug build).
@@ -198,72 +194,20 @@ async fn run(
 /// erase) any US subject's data, and the algorithm release `ranker` `1.0.0`.
 async fn seed(server: &Server) {
     let alice = server.token(&VETTED_US);
-    server.register_us(&alice, "u-1001").await;
-    let expect = |what: &str, (status, body): (StatusCode, Value), want: StatusCode| {
-        assert_eq!(status, want, "{what}: {body}");
-        body
-    };
     let profile = r#"{"email":"ada@example.com","phone":"+1 555 0100","display_name":"Ada"}"#;
-    expect(
-        "write profile",
-        server
-            .call(
-                Method::PUT,
-                "/v1/subjects/u-1001/records/profile/main",
-                Some(&alice),
-                Some("setup"),
-                Some(profile),
-            )
-            .await,
-        StatusCode::OK,
-    );
+    subject_with_profile(server, &alice, "u-1001", profile).await;
     for action in ["write", "read", "delete"] {
-        let request = format!(
-            r#"{{"action":"{action}","collections":["activity"],"purpose":"property test","reason_code":"service-maintenance","duration":"2h"}}"#
-        );
-        let created = expect(
-            "access request",
-            server
-                .call(
-                    Method::POST,
-                    "/v1/access/requests",
-                    Some(&alice),
-                    None,
-                    Some(&request),
-                )
-                .await,
-            StatusCode::CREATED,
-        );
-        let id = created["id"].as_str().unwrap().to_string();
-        for approver in [&APPROVER_1, &APPROVER_2] {
-            expect(
-                "approval",
-                server
-                    .call(
-                        Method::POST,
-                        &format!("/v1/access/requests/{id}/approve"),
-                        Some(&server.token(approver)),
-                        None,
-                        None,
-                    )
-                    .await,
-                StatusCode::OK,
-            );
-        }
+        let request = json!({"action": action, "collections": ["activity"],
+            "purpose": "property test", "reason_code": "service-maintenance", "duration": "2h"});
+        server.approved_request(&VETTED_US, &request).await;
     }
-    expect(
-        "write activity",
-        server
-            .call(
-                Method::PUT,
-                "/v1/subjects/u-1001/records/activity/main",
-                Some(&alice),
-                Some("setup"),
-                Some(r#"{"watch_history":"v1,v2","public_video_count":3}"#),
-            )
-            .await,
-        StatusCode::OK,
-    );
+    server
+        .put("/v1/subjects/u-1001/records/activity/main")
+        .bearer(&alice)
+        .purpose("setup")
+        .body(r#"{"watch_history":"v1,v2","public_video_count":3}"#)
+        .expect(StatusCode::OK)
+        .await;
     let response = server
         .client
         .post(format!("{}/v1/algorithms/ranker/1.0.0", server.base))
@@ -280,12 +224,8 @@ async fn seed(server: &Server) {
 #[tokio::test]
 async fn documented_enums_are_the_gateways_lists() {
     let server = Server::start().await;
-    let (_, doc) = server
-        .call(Method::GET, "/openapi.json", None, None, None)
-        .await;
-    let (_, served) = server
-        .call(Method::GET, "/v1/access/reason-codes", None, None, None)
-        .await;
+    let Reply { body: doc, .. } = server.get("/openapi.json").await;
+    let Reply { body: served, .. } = server.get("/v1/access/reason-codes").await;
     let mut documented: Vec<&str> = doc["components"]["schemas"]["ReasonCodeName"]["enum"]
         .as_array()
         .expect("ReasonCodeName is an enum")
@@ -336,9 +276,7 @@ async fn every_oversized_body_gets_413_body_too_large() {
     };
     let server = Server::start().await;
     let token = server.token(&EVERY_ROLE);
-    let (_, doc) = server
-        .call(Method::GET, "/openapi.json", None, None, None)
-        .await;
+    let Reply { body: doc, .. } = server.get("/openapi.json").await;
     let big = "a".repeat(1024 * 1024 + 1);
     let mut checked = 0;
     for (path, item) in doc["paths"].as_object().unwrap() {
@@ -346,13 +284,7 @@ async fn every_oversized_body_gets_413_body_too_large() {
             if operation.get("requestBody").is_none() || path == "/v1/algorithms/{name}/{version}" {
                 continue;
             }
-            let concrete = path
-                .replace("{id}", "u-1001")
-                .replace("{collection}", "profile")
-                .replace("{key}", "main")
-                .replace("{hash}", &"0".repeat(64))
-                .replace("{name}", "ranker")
-                .replace("{version}", "1.0.0");
+            let concrete = concrete_path(path, "u-1001", "1.0.0");
             let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             let response = server
                 .client

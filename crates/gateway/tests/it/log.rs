@@ -2,68 +2,17 @@
 //! answer, indexes in headers, entries in the documented format, no field values or raw
 //! subject ids, the served tiles verifying, and 503 when the log cannot be written.
 
-mod common;
-
-use std::time::Duration;
-
-use common::*;
+use crate::support::*;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
-use tlog::{FetchError, TileFetcher};
-
-/// Fetches the served log over HTTP (from a blocking thread).
-struct Http {
-    base: String,
-    client: reqwest::Client,
-    runtime: tokio::runtime::Handle,
-}
-
-impl TileFetcher for Http {
-    fn fetch(&self, path: &str) -> Result<Option<Vec<u8>>, FetchError> {
-        self.runtime.block_on(async {
-            let response = self
-                .client
-                .get(format!("{}/log/{path}", self.base))
-                .send()
-                .await
-                .map_err(FetchError::new)?;
-            if response.status() == StatusCode::NOT_FOUND {
-                return Ok(None);
-            }
-            if !response.status().is_success() {
-                return Err(FetchError::new(format!("{path}: {}", response.status())));
-            }
-            Ok(Some(
-                response.bytes().await.map_err(FetchError::new)?.to_vec(),
-            ))
-        })
-    }
-}
 
 /// Waits for a checkpoint covering `size` entries, then verifies the whole served log and
 /// returns its entries.
 async fn verified_entries(server: &Server, size: u64) -> Vec<Value> {
-    let key = server
-        .client
-        .get(format!("{}/log/key", server.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let key = server.log_key().await;
     let verifier = tlog::note::Verifier::new(key.trim()).unwrap();
-    for _ in 0..100 {
-        if server.state.log.checkpoint().size >= size {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let fetcher = Http {
-        base: server.base.clone(),
-        client: server.client.clone(),
-        runtime: tokio::runtime::Handle::current(),
-    };
+    server.wait_for_checkpoint(size).await;
+    let fetcher = server.tiles();
     tokio::task::spawn_blocking(move || {
         let mut entries = Vec::new();
         let checkpoint = tlog::verify_log(
@@ -192,12 +141,7 @@ async fn every_decision_is_logged_before_its_answer_and_the_log_verifies() {
         indexes.push(index);
     }
     // Requests refused before any decision (no token) are not decisions and carry no index.
-    let response = server
-        .client
-        .get(format!("{}/v1/subjects/subject-raw-id-42", server.base))
-        .send()
-        .await
-        .unwrap();
+    let response = server.get("/v1/subjects/subject-raw-id-42").raw().await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(log_index(&response), None);
 
@@ -339,12 +283,7 @@ async fn every_decision_is_logged_before_its_answer_and_the_log_verifies() {
         &leaf,
     )
     .unwrap();
-    let bad = server
-        .client
-        .get(format!("{}/log/proof/inclusion?index=999999", server.base))
-        .send()
-        .await
-        .unwrap();
+    let bad = server.get("/log/proof/inclusion?index=999999").raw().await;
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
     server.stop().await;
 }
@@ -355,14 +294,10 @@ async fn full_tiles_are_immutable_and_partial_ones_revalidated() {
     let alice = server.token(&VETTED_US);
     server.register_us(&alice, "u-1").await;
     for i in 0..300 {
-        let (status, _) = server
-            .call(
-                Method::GET,
-                "/v1/subjects/u-1",
-                Some(&alice),
-                Some(&format!("check {i}")),
-                None,
-            )
+        let Reply { status, .. } = server
+            .get("/v1/subjects/u-1")
+            .bearer(&alice)
+            .purpose(&format!("check {i}"))
             .await;
         assert_eq!(status, StatusCode::OK);
     }
@@ -407,61 +342,35 @@ async fn full_tiles_are_immutable_and_partial_ones_revalidated() {
 async fn when_the_log_cannot_be_written_nothing_is_served_or_changed() {
     let server = Server::start().await;
     let alice = server.token(&VETTED_US);
-    server.register_us(&alice, "u-1").await;
-    let (status, _) = server
-        .call(
-            Method::PUT,
-            "/v1/subjects/u-1/records/profile/main",
-            Some(&alice),
-            Some("setup"),
-            Some(r#"{"email":"a@example.com"}"#),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    subject_with_profile(&server, &alice, "u-1", r#"{"email":"a@example.com"}"#).await;
 
     server.state.log.close();
-    let (status, body) = server
-        .call(
-            Method::GET,
-            "/v1/subjects/u-1/records/profile/main",
-            Some(&alice),
-            Some("support"),
-            None,
-        )
+    let body = server
+        .get("/v1/subjects/u-1/records/profile/main")
+        .bearer(&alice)
+        .purpose("support")
+        .expect(StatusCode::SERVICE_UNAVAILABLE)
         .await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["error"], "log_unavailable");
     assert!(body.get("fields").is_none());
-    let (status, _) = server
-        .call(
-            Method::PUT,
-            "/v1/subjects/u-1/records/profile/main",
-            Some(&alice),
-            Some("update"),
-            Some(r#"{"email":"b@example.com"}"#),
-        )
+    server
+        .put("/v1/subjects/u-1/records/profile/main")
+        .bearer(&alice)
+        .purpose("update")
+        .body(r#"{"email":"b@example.com"}"#)
+        .expect(StatusCode::SERVICE_UNAVAILABLE)
         .await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    let (status, _) = server
-        .call(
-            Method::DELETE,
-            "/v1/subjects/u-1/records/profile/main",
-            Some(&alice),
-            Some("erase"),
-            None,
-        )
+    server
+        .delete("/v1/subjects/u-1/records/profile/main")
+        .bearer(&alice)
+        .purpose("erase")
+        .expect(StatusCode::SERVICE_UNAVAILABLE)
         .await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    let (status, _) = server
-        .call(
-            Method::PUT,
-            "/v1/subjects/u-2",
-            Some(&alice),
-            None,
-            Some(r#"{"jurisdiction":"US"}"#),
-        )
+    server
+        .registration("u-2", "US")
+        .bearer(&alice)
+        .expect(StatusCode::SERVICE_UNAVAILABLE)
         .await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
 
     let record = server
         .vault()

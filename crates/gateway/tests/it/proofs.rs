@@ -4,11 +4,9 @@
 //! if the active set satisfies them; the proofs are in the log. Needs cvc5 (the gateway
 //! cannot activate its first policy set without it).
 
-mod common;
-
-use common::{OPERATOR, Server, custodian_key, signed};
+use crate::support::*;
 use custody::statement::Statement;
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 /// `src` without the policy `@id(id)` (from its `@id` line to its `};`).
@@ -44,16 +42,12 @@ async fn a_set_without_the_restricted_country_forbid_is_refused_with_a_confirmed
     let log_before = server.state.log.size();
 
     let mutant = drop_policy(&active.policies, "forbid-restricted-location");
-    let (status, body) = server
-        .call(
-            Method::POST,
-            "/v1/policies",
-            Some(&olga),
-            None,
-            Some(&json!({ "policies": mutant }).to_string()),
-        )
+    let body = server
+        .post("/v1/policies")
+        .bearer(&olga)
+        .body(&json!({ "policies": mutant }).to_string())
+        .expect(StatusCode::UNPROCESSABLE_ENTITY)
         .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(body["error"], "policy_not_proven");
     let (name, cex) = refuted(&body);
     assert_eq!(name, "restricted-location-never-on-us-subjects");
@@ -84,16 +78,12 @@ async fn a_set_without_the_restricted_country_forbid_is_refused_with_a_confirmed
     assert_eq!(server.state.policy().policy_set_hash(), active.hash);
 
     // The unedited set proposes with its proofs.
-    let (status, body) = server
-        .call(
-            Method::POST,
-            "/v1/policies",
-            Some(&olga),
-            None,
-            Some(&json!({ "policies": active.policies }).to_string()),
-        )
+    let body = server
+        .post("/v1/policies")
+        .bearer(&olga)
+        .body(&json!({ "policies": active.policies }).to_string())
+        .expect(StatusCode::OK)
         .await;
-    assert_eq!(status, StatusCode::OK, "already known: {body}");
     assert_eq!(body["proofs"]["policy_set"], active.hash.as_str());
     assert_eq!(body["proofs"]["invariants"].as_array().unwrap().len(), 6);
     server.stop().await;
@@ -118,7 +108,7 @@ async fn activation_proves_again_and_refuses_an_unproven_set() {
             id: "olga".into(),
             entity: "custodian".into(),
         },
-        proposed_at: common::now(),
+        proposed_at: crate::support::now(),
         activated_at: None,
         signature: None,
         signers: vec![],
@@ -149,16 +139,12 @@ async fn activation_proves_again_and_refuses_an_unproven_set() {
         &custodian_key(&server.data()),
     );
     let log_before = server.state.log.size();
-    let (status, body) = server
-        .call(
-            Method::POST,
-            &format!("/v1/policies/{hash}/activate"),
-            Some(&olga),
-            None,
-            Some(&note),
-        )
+    let body = server
+        .post(&format!("/v1/policies/{hash}/activate"))
+        .bearer(&olga)
+        .body(&note)
+        .expect(StatusCode::UNPROCESSABLE_ENTITY)
         .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(body["error"], "policy_not_proven");
     let (name, cex) = refuted(&body);
     assert_eq!(name, "monitors-never-touch-user-data");
@@ -190,22 +176,18 @@ async fn invariants_change_only_signed_and_only_if_the_active_set_keeps_them() {
         let olga = olga.clone();
         async move {
             server
-                .call(
-                    Method::POST,
-                    "/v1/invariants",
-                    Some(&olga),
-                    None,
-                    Some(&json!({ "text": text }).to_string()),
-                )
+                .post("/v1/invariants")
+                .bearer(&olga)
+                .body(&json!({ "text": text }).to_string())
                 .await
         }
     };
 
     // Invariants the active set breaks are refused with the counterexample, and not stored.
     let log_before = server.state.log.size();
-    let (status, body) = propose(format!("{}{BROKEN_INVARIANT}", first.text)).await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    assert_eq!(body["error"], "policy_not_proven");
+    let body = propose(format!("{}{BROKEN_INVARIANT}", first.text))
+        .await
+        .refused(StatusCode::UNPROCESSABLE_ENTITY, "policy_not_proven");
     assert_eq!(refuted(&body).0, "no-reads");
     assert!(
         body["message"]
@@ -215,13 +197,17 @@ async fn invariants_change_only_signed_and_only_if_the_active_set_keeps_them() {
     );
     assert_eq!(server.state.log.size(), log_before);
     assert_eq!(server.state.custody.invariant_sets().1.len(), 1);
-    let (status, body) = propose("not cedar".into()).await;
+    let Reply { status, body, .. } = propose("not cedar".into()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"], "invalid_invariants");
 
     // Invariants it keeps are proposed with the proofs of the active set against them.
     let kept = format!("{}{KEPT_INVARIANT}", first.text);
-    let (status, proposed) = propose(kept.clone()).await;
+    let Reply {
+        status,
+        body: proposed,
+        ..
+    } = propose(kept.clone()).await;
     assert_eq!(status, StatusCode::CREATED, "{proposed}");
     let hash = proposed["hash"].as_str().unwrap().to_string();
     assert_eq!(proposed["invariants"].as_array().unwrap().len(), 7);
@@ -242,10 +228,12 @@ async fn invariants_change_only_signed_and_only_if_the_active_set_keeps_them() {
         },
         &key,
     );
-    let (status, body) = server
-        .call(Method::POST, &activate, Some(&olga), None, Some(&for_first))
+    let body = server
+        .post(&activate)
+        .bearer(&olga)
+        .body(&for_first)
+        .expect(StatusCode::BAD_REQUEST)
         .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"], "invalid_signature");
     let (stranger, _) = tlog::note::generate_key("custodian").unwrap();
     let by_stranger = signed(
@@ -254,16 +242,12 @@ async fn invariants_change_only_signed_and_only_if_the_active_set_keeps_them() {
         },
         &tlog::note::Signer::new(&stranger).unwrap(),
     );
-    let (status, body) = server
-        .call(
-            Method::POST,
-            &activate,
-            Some(&olga),
-            None,
-            Some(&by_stranger),
-        )
+    let body = server
+        .post(&activate)
+        .bearer(&olga)
+        .body(&by_stranger)
+        .expect(StatusCode::FORBIDDEN)
         .await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(body["error"], "threshold_not_met");
     assert_eq!(
         server.state.custody.active_invariants().unwrap().hash,
@@ -276,33 +260,24 @@ async fn invariants_change_only_signed_and_only_if_the_active_set_keeps_them() {
         },
         &key,
     );
-    let (status, body) = server
-        .call(Method::POST, &activate, Some(&olga), None, Some(&note))
+    let body = server
+        .post(&activate)
+        .bearer(&olga)
+        .body(&note)
+        .expect(StatusCode::OK)
         .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["signers"], json!(["custodian"]));
     assert_eq!(body["proofs"]["policy_set"], active.as_str());
     let now = server.state.custody.active_invariants().unwrap();
     assert_eq!(now.hash, hash);
-    let logged = server.entry(server.state.log.size() - 1);
+    let logged = server.last_entry();
     assert_eq!(logged["event"], "invariants-activated", "{logged}");
     assert_eq!(logged["details"]["previous"], first.hash.as_str());
     assert_eq!(logged["details"]["proofs"]["invariant_set"], hash.as_str());
 
     // From now on a policy set is proven against all six.
-    let (status, body) = server
-        .call(
-            Method::POST,
-            "/v1/policies",
-            Some(&olga),
-            None,
-            Some(
-                &json!({ "policies": format!("{}\n// again\n", server.state.custody.active_policy().unwrap().policies) })
-                    .to_string(),
-            ),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let body = server.post("/v1/policies").bearer(&olga).body(&json!({ "policies": format!("{}\n// again\n", server.state.custody.active_policy().unwrap().policies) })
+                    .to_string(),).expect(StatusCode::CREATED).await;
     assert_eq!(body["proofs"]["invariants"].as_array().unwrap().len(), 7);
 
     // The activation survives a restart; the invariants file (still the first set) is
@@ -318,24 +293,18 @@ async fn invariants_change_only_signed_and_only_if_the_active_set_keeps_them() {
 #[tokio::test]
 async fn monitors_fetch_the_invariants_in_force_by_hash_without_a_token() {
     let server = Server::start().await;
-    let (status, list) = server
-        .call(Method::GET, "/v1/invariants", None, None, None)
-        .await;
+    let Reply {
+        status, body: list, ..
+    } = server.get("/v1/invariants").await;
     assert_eq!(status, StatusCode::OK, "{list}");
     let hash = list["active"].as_str().unwrap().to_string();
     assert_eq!(list["sets"][0]["status"], "active");
     assert_eq!(list["sets"][0]["invariants"].as_array().unwrap().len(), 6);
 
-    let (status, set) = server
-        .call(
-            Method::GET,
-            &format!("/v1/invariants/{hash}"),
-            None,
-            None,
-            None,
-        )
+    let set = server
+        .get(&format!("/v1/invariants/{hash}"))
+        .expect(StatusCode::OK)
         .await;
-    assert_eq!(status, StatusCode::OK, "{set}");
     // The text is the signed one: it hashes to the set's hash, and the signature names it.
     let text = set["text"].as_str().unwrap();
     let parsed = prove::Invariants::parse_with_schema(policy::DEFAULT_SCHEMA, text).unwrap();
@@ -347,16 +316,10 @@ async fn monitors_fetch_the_invariants_in_force_by_hash_without_a_token() {
         "no policy set was active before it"
     );
 
-    let (status, body) = server
-        .call(
-            Method::GET,
-            &format!("/v1/invariants/{}", "0".repeat(64)),
-            None,
-            None,
-            None,
-        )
+    let body = server
+        .get(&format!("/v1/invariants/{}", "0".repeat(64)))
+        .expect(StatusCode::NOT_FOUND)
         .await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["error"], "unknown_invariant_set");
     server.stop().await;
 }
@@ -383,16 +346,12 @@ async fn without_a_solver_nothing_new_is_activated_and_the_answer_says_how_to_in
     assert_eq!(server.state.policy().policy_set_hash(), active.hash);
     let olga = server.token(&OPERATOR);
     let log_before = server.state.log.size();
-    let (status, body) = server
-        .call(
-            Method::POST,
-            "/v1/policies",
-            Some(&olga),
-            None,
-            Some(&json!({ "policies": format!("{}\n// reviewed\n", active.policies) }).to_string()),
-        )
+    let body = server
+        .post("/v1/policies")
+        .bearer(&olga)
+        .body(&json!({ "policies": format!("{}\n// reviewed\n", active.policies) }).to_string())
+        .expect(StatusCode::SERVICE_UNAVAILABLE)
         .await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["error"], "solver_unavailable");
     let message = body["message"].as_str().unwrap();
     assert!(

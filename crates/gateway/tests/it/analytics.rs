@@ -1,13 +1,11 @@
 //! Live analytics through a real server: the Prometheus metrics (parsed as Prometheus would),
 //! the alerts (each in the log), and the Server-Sent Events stream.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{BREAK_GLASS, EGRESS, MONITOR, PARENT_CN, Server, USDS_TRAVELLING_CN, VETTED_US};
-use reqwest::{Method, StatusCode};
+use crate::support::*;
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 // ---------------------------------------------------------------------------
@@ -120,12 +118,7 @@ fn sum(families: &BTreeMap<String, Family>, name: &str, want: &[(&str, &str)]) -
 }
 
 async fn metrics(server: &Server) -> BTreeMap<String, Family> {
-    let response = server
-        .client
-        .get(format!("{}/metrics", server.base))
-        .send()
-        .await
-        .unwrap();
+    let response = server.get("/metrics").raw().await;
     assert_eq!(response.status(), StatusCode::OK);
     let content_type = response.headers()["content-type"]
         .to_str()
@@ -143,28 +136,21 @@ async fn metrics(server: &Server) -> BTreeMap<String, Family> {
 
 async fn write_profile(server: &Server, token: &str, id: &str) -> StatusCode {
     server
-        .call(
-            Method::PUT,
-            &format!("/v1/subjects/{id}/records/profile/main"),
-            Some(token),
-            Some("support ticket 7"),
-            Some(r#"{"email":"a@example.com","display_name":"A"}"#),
-        )
+        .put(&format!("/v1/subjects/{id}/records/profile/main"))
+        .bearer(token)
+        .purpose("support ticket 7")
+        .body(r#"{"email":"a@example.com","display_name":"A"}"#)
         .await
-        .0
+        .status
 }
 
 async fn read_profile(server: &Server, token: &str, id: &str) -> StatusCode {
     server
-        .call(
-            Method::GET,
-            &format!("/v1/subjects/{id}/records/profile/main"),
-            Some(token),
-            Some("support ticket 7"),
-            None,
-        )
+        .get(&format!("/v1/subjects/{id}/records/profile/main"))
+        .bearer(token)
+        .purpose("support ticket 7")
         .await
-        .0
+        .status
 }
 
 /// Alert entries in the log, in order.
@@ -200,20 +186,18 @@ async fn metrics_count_requests_decisions_log_approvals_and_egress() {
     // One pending access request.
     let body = json!({"action": "write", "subjects": ["u-1"], "collections": ["activity"],
         "purpose": "support ticket 7", "reason_code": "customer-initiated-support", "duration": "1h"});
-    let (status, _) = server
-        .call(
-            Method::POST,
-            "/v1/access/requests",
-            Some(&alice),
-            None,
-            Some(&body.to_string()),
-        )
+    let Reply { status, .. } = server
+        .post("/v1/access/requests")
+        .bearer(&alice)
+        .json(&body)
         .await;
     assert_eq!(status, StatusCode::CREATED);
     // One egress page of two rows.
     assert_eq!(
         server
-            .get_raw("/v1/egress/profile", &server.token(&EGRESS))
+            .get("/v1/egress/profile")
+            .token(&EGRESS)
+            .bytes()
             .await
             .0,
         StatusCode::OK
@@ -440,9 +424,15 @@ async fn bulk_access_and_egress_spikes_raise_alerts_at_their_thresholds() {
     // Four rows in a minute are at the limit; the fifth row spikes.
     let globe = server.token(&EGRESS);
     let page = |limit: u32| format!("/v1/egress/profile?limit={limit}");
-    assert_eq!(server.get_raw(&page(4), &globe).await.0, StatusCode::OK);
+    assert_eq!(
+        server.get(&page(4)).bearer(&globe).bytes().await.0,
+        StatusCode::OK
+    );
     assert_eq!(alert_entries(&server).len(), 1);
-    assert_eq!(server.get_raw(&page(1), &globe).await.0, StatusCode::OK);
+    assert_eq!(
+        server.get(&page(1)).bearer(&globe).bytes().await.0,
+        StatusCode::OK
+    );
     let alerts = alert_entries(&server);
     assert_eq!(alerts.len(), 2, "{alerts:?}");
     assert_eq!(alerts[1]["alert"], "egress-spike");
@@ -455,17 +445,7 @@ async fn bulk_access_and_egress_spikes_raise_alerts_at_their_thresholds() {
 async fn a_checkpoint_past_its_deadline_is_alerted() {
     // Checkpoints at most once a minute, with a one-second deadline: the first entry after
     // the start's checkpoint waits too long.
-    let server = Server::start_with_config(&[
-        (
-            "checkpoint_deadline_seconds = 5",
-            "checkpoint_deadline_seconds = 1",
-        ),
-        (
-            "checkpoint_interval_ms = 500",
-            "checkpoint_interval_ms = 60000",
-        ),
-    ])
-    .await;
+    let server = Server::start_with_config(LATE_CHECKPOINTS).await;
     let alice = server.token(&VETTED_US);
     server.register_us(&alice, "u-1").await;
     let mut found = None;
@@ -576,20 +556,16 @@ async fn the_stream_sends_summaries_and_alerts_to_monitors_only() {
         read_profile(&server, &server.token(&PARENT_CN), "u-1").await,
         StatusCode::FORBIDDEN
     );
-    let (status, _) = server
-        .call(
-            Method::POST,
-            "/v1/access/break-glass",
-            Some(&server.token(&BREAK_GLASS)),
-            None,
-            Some(
-                &json!({"action": "read", "subjects": ["u-1"], "collections": ["activity"],
+    server
+        .post("/v1/access/break-glass")
+        .token(&BREAK_GLASS)
+        .body(
+            &json!({"action": "read", "subjects": ["u-1"], "collections": ["activity"],
                 "purpose": "outage 12", "reason_code": "incident-response"})
-                .to_string(),
-            ),
+            .to_string(),
         )
+        .expect(StatusCode::CREATED)
         .await;
-    assert_eq!(status, StatusCode::CREATED);
 
     let mut alerts = Vec::new();
     let events = read_events(&mut stream, &mut buffer, |name, value| {

@@ -4,12 +4,10 @@
 //! never expire, watch the live analytics from a restricted country, read the data folder as
 //! another user; and the late-checkpoint alert must not cry wolf on an idle log.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::{MONITOR, Server, VETTED_US, Who, now};
+use crate::support::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -20,12 +18,7 @@ use tokio::net::TcpStream;
 // Metrics
 
 async fn metrics_text(server: &Server) -> String {
-    let response = server
-        .client
-        .get(format!("{}/metrics", server.base))
-        .send()
-        .await
-        .unwrap();
+    let response = server.get("/metrics").raw().await;
     assert_eq!(response.status(), StatusCode::OK);
     response.text().await.unwrap()
 }
@@ -124,6 +117,33 @@ async fn half_open(server: &Server) -> TcpStream {
         .await
         .unwrap();
     stream
+}
+
+/// `n` connections that have each sent part of a request header and nothing more.
+async fn hold(server: &Server, n: usize) -> Vec<TcpStream> {
+    let mut held = Vec::new();
+    for _ in 0..n {
+        held.push(half_open(server).await);
+    }
+    held
+}
+
+/// A new connection that has asked for `/healthz`.
+async fn ask_health(server: &Server) -> TcpStream {
+    let mut stream = connect(server).await;
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    stream
+}
+
+/// The response on `stream` within `limit` (else the test fails: not `served`).
+async fn served_within(stream: &mut TcpStream, limit: Duration, served: &str) -> (u16, String) {
+    tokio::time::timeout(limit, read_response(stream))
+        .await
+        .expect(served)
+        .expect("answered")
 }
 
 /// Reads one response (head, and a body of Content-Length); None if the connection closed
@@ -239,16 +259,9 @@ async fn connections_beyond_the_limit_wait_for_a_free_slot() {
         ),
     ])
     .await;
-    let mut held = Vec::new();
-    for _ in 0..4 {
-        held.push(half_open(&server).await);
-    }
+    let mut held = hold(&server, 4).await;
     // A fifth connection is not served while the four hold every slot...
-    let mut fifth = connect(&server).await;
-    fifth
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
+    let mut fifth = ask_health(&server).await;
     let mut byte = [0u8; 1];
     assert!(
         tokio::time::timeout(Duration::from_millis(1500), fifth.peek(&mut byte))
@@ -258,30 +271,29 @@ async fn connections_beyond_the_limit_wait_for_a_free_slot() {
     );
     // ...and is as soon as one of them closes.
     drop(held.pop());
-    let (status, body) = tokio::time::timeout(Duration::from_secs(10), read_response(&mut fifth))
-        .await
-        .expect("served once a slot freed")
-        .expect("answered");
+    let (status, body) = served_within(
+        &mut fifth,
+        Duration::from_secs(10),
+        "served once a slot freed",
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
 
     // All four slots held again by connections that never finish their header: the server
     // answers again once the header timeout has closed them.
     held.push(half_open(&server).await);
-    let mut waiting = connect(&server).await;
-    waiting
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let (status, _) = tokio::time::timeout(Duration::from_secs(20), read_response(&mut waiting))
-        .await
-        .expect("served after the header timeouts")
-        .expect("answered");
+    let mut waiting = ask_health(&server).await;
+    let (status, _) = served_within(
+        &mut waiting,
+        Duration::from_secs(20),
+        "served after the header timeouts",
+    )
+    .await;
     assert_eq!(status, 200);
     for stream in &mut held {
         closed_within(stream, Duration::from_secs(10), "held slot").await;
     }
-    let (status, _) = server.call(Method::GET, "/healthz", None, None, None).await;
-    assert_eq!(status, StatusCode::OK);
+    server.get("/healthz").expect(StatusCode::OK).await;
     let text = metrics_text(&server).await;
     assert!(closed_by_watchdog(&text, "header_timeout") >= 4.0, "{text}");
     server.stop().await;
@@ -294,25 +306,15 @@ async fn one_client_may_not_hold_more_than_its_share_of_connections() {
         "max_connections_per_client = 3",
     )])
     .await;
-    let mut held = Vec::new();
-    for _ in 0..3 {
-        held.push(half_open(&server).await);
-    }
+    let mut held = hold(&server, 3).await;
     // A fourth from the same address is closed as soon as it is accepted...
     let mut fourth = connect(&server).await;
     closed_within(&mut fourth, Duration::from_secs(5), "a fourth connection").await;
     // ...while the three it holds stay open, and one freed makes room again.
     drop(held.pop());
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut again = connect(&server).await;
-    again
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let (status, body) = tokio::time::timeout(Duration::from_secs(5), read_response(&mut again))
-        .await
-        .expect("served")
-        .expect("answered");
+    let mut again = ask_health(&server).await;
+    let (status, body) = served_within(&mut again, Duration::from_secs(5), "served").await;
     assert_eq!(status, 200, "{body}");
     drop(held);
     let text = metrics_text(&server).await;
@@ -340,8 +342,7 @@ async fn a_request_header_larger_than_the_connection_buffer_is_refused() {
         matches!(answer, None | Some((431, _))),
         "an oversized header was served: {answer:?}"
     );
-    let (status, _) = server.call(Method::GET, "/healthz", None, None, None).await;
-    assert_eq!(status, StatusCode::OK);
+    server.get("/healthz").expect(StatusCode::OK).await;
     server.stop().await;
 }
 
@@ -376,30 +377,30 @@ fn signed_token(server: &Server, claims: &Value) -> String {
 
 /// A request to a route that authenticates (the subject does not exist: 404 once past
 /// authentication).
-async fn authenticated_get(server: &Server, token: &str) -> (StatusCode, Value) {
-    server
-        .call(Method::GET, "/v1/subjects/u-none", Some(token), None, None)
-        .await
+async fn authenticated_get(server: &Server, token: &str) -> Reply {
+    server.get("/v1/subjects/u-none").bearer(token).await
 }
 
 #[tokio::test]
 async fn a_token_naming_an_audience_is_refused_when_none_is_configured() {
     let server = Server::start().await;
-    let claims = serde_json::to_value(VETTED_US.claims(600)).unwrap();
-    let (status, body) = authenticated_get(&server, &signed_token(&server, &claims)).await;
+    let claims = serde_json::to_value(claims(&VETTED_US, 600)).unwrap();
+    let Reply { status, body, .. } =
+        authenticated_get(&server, &signed_token(&server, &claims)).await;
     assert_ne!(status, StatusCode::UNAUTHORIZED, "{body}");
 
     let mut for_another = claims.clone();
     for_another["aud"] = json!("billing-service");
-    let (status, body) = authenticated_get(&server, &signed_token(&server, &for_another)).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
-    assert_eq!(body["error"], "unauthenticated");
+    let body = authenticated_get(&server, &signed_token(&server, &for_another))
+        .await
+        .refused(StatusCode::UNAUTHORIZED, "unauthenticated");
     assert_eq!(body["reason"], "unexpected_audience");
     assert!(body["message"].as_str().unwrap().contains("aud"), "{body}");
 
     // A list of audiences is an audience too.
     for_another["aud"] = json!(["billing-service", "sovereign"]);
-    let (status, body) = authenticated_get(&server, &signed_token(&server, &for_another)).await;
+    let Reply { status, body, .. } =
+        authenticated_get(&server, &signed_token(&server, &for_another)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     assert_eq!(body["reason"], "unexpected_audience");
     server.stop().await;
@@ -408,14 +409,15 @@ async fn a_token_naming_an_audience_is_refused_when_none_is_configured() {
 #[tokio::test]
 async fn a_token_living_longer_than_the_maximum_lifetime_is_refused() {
     let server = Server::start().await;
-    let mut claims = serde_json::to_value(VETTED_US.claims(600)).unwrap();
+    let mut claims = serde_json::to_value(claims(&VETTED_US, 600)).unwrap();
     for (exp, accepted) in [
         (i64::MAX, false),
         (now() + 25 * 3600, false),
         (now() + 23 * 3600, true),
     ] {
         claims["exp"] = json!(exp);
-        let (status, body) = authenticated_get(&server, &signed_token(&server, &claims)).await;
+        let Reply { status, body, .. } =
+            authenticated_get(&server, &signed_token(&server, &claims)).await;
         if accepted {
             assert_ne!(status, StatusCode::UNAUTHORIZED, "exp {exp}: {body}");
         } else {
@@ -432,9 +434,12 @@ async fn a_token_living_longer_than_the_maximum_lifetime_is_refused() {
         }
     }
     // The development tool will not mint what the gateway would refuse.
-    let error = gateway::auth::mint_dev_token(&server.data(), &VETTED_US.claims(48 * 3600))
-        .unwrap_err()
-        .to_string();
+    let error = gateway::auth::mint_dev_token(
+        &server.data(),
+        &crate::support::claims(&VETTED_US, 48 * 3600),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(error.contains("max_token_lifetime"), "{error}");
     server.stop().await;
 }
@@ -446,12 +451,14 @@ async fn the_maximum_token_lifetime_is_configurable() {
         "max_token_lifetime = \"30m\"",
     )])
     .await;
-    let hour = serde_json::to_value(VETTED_US.claims(3600)).unwrap();
-    let (status, body) = authenticated_get(&server, &signed_token(&server, &hour)).await;
+    let hour = serde_json::to_value(claims(&VETTED_US, 3600)).unwrap();
+    let Reply { status, body, .. } =
+        authenticated_get(&server, &signed_token(&server, &hour)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "a 1 h token: {body}");
     assert_eq!(body["reason"], "lifetime_too_long");
-    let short = gateway::auth::mint_dev_token(&server.data(), &VETTED_US.claims(20 * 60)).unwrap();
-    let (status, body) = authenticated_get(&server, &short).await;
+    let short =
+        gateway::auth::mint_dev_token(&server.data(), &claims(&VETTED_US, 20 * 60)).unwrap();
+    let Reply { status, body, .. } = authenticated_get(&server, &short).await;
     assert_ne!(status, StatusCode::UNAUTHORIZED, "{body}");
     server.stop().await;
 }
@@ -467,7 +474,7 @@ const MONITOR_IN_CN: Who = Who {
     roles: &["monitor"],
 };
 
-async fn stream_status(server: &Server, token: &str) -> (StatusCode, Value) {
+async fn stream_status(server: &Server, token: &str) -> Reply {
     let response = server
         .client
         .get(format!("{}/v1/analytics/stream", server.base))
@@ -476,20 +483,32 @@ async fn stream_status(server: &Server, token: &str) -> (StatusCode, Value) {
         .await
         .unwrap();
     let status = response.status();
+    let headers = response.headers().clone();
     if status == StatusCode::OK {
-        return (status, Value::Null);
+        return Reply {
+            status,
+            headers,
+            body: Value::Null,
+        };
     }
-    (status, response.json().await.unwrap())
+    let body = response.json().await.unwrap();
+    Reply {
+        status,
+        headers,
+        body,
+    }
 }
 
 #[tokio::test]
 async fn a_monitor_in_a_restricted_country_may_not_watch_the_analytics() {
     let server = Server::start().await;
-    let (status, _) = stream_status(&server, &server.token(&MONITOR)).await;
+    let Reply {
+        status, body: _, ..
+    } = stream_status(&server, &server.token(&MONITOR)).await;
     assert_eq!(status, StatusCode::OK);
-    let (status, body) = stream_status(&server, &server.token(&MONITOR_IN_CN)).await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    assert_eq!(body["error"], "restricted_location");
+    let body = stream_status(&server, &server.token(&MONITOR_IN_CN))
+        .await
+        .refused(StatusCode::FORBIDDEN, "restricted_location");
     assert!(body["message"].as_str().unwrap().contains("CN"), "{body}");
     server.stop().await;
 }
@@ -498,18 +517,10 @@ async fn a_monitor_in_a_restricted_country_may_not_watch_the_analytics() {
 async fn a_monitor_connecting_from_a_restricted_zone_may_not_watch_the_analytics() {
     // Every loopback connection comes from a zone in CN (and handlers still see the peer
     // address under the gateway's own connection handling).
-    let server = Server::start_with(|dir| {
-        let path = dir.join("sovereign.toml");
-        let mut text = std::fs::read_to_string(&path).unwrap();
-        text.push_str(
-            "\n[[network_zones]]\nname = \"cn-office\"\ncidr = \"127.0.0.0/8\"\ncountry = \"CN\"\n",
-        );
-        std::fs::write(path, text).unwrap();
-    })
-    .await;
-    let (status, body) = stream_status(&server, &server.token(&MONITOR)).await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    assert_eq!(body["error"], "restricted_location");
+    let server = start_in_cn_zone().await;
+    stream_status(&server, &server.token(&MONITOR))
+        .await
+        .refused(StatusCode::FORBIDDEN, "restricted_location");
     server.stop().await;
 }
 
@@ -541,23 +552,16 @@ async fn an_idle_log_with_an_old_checkpoint_raises_no_alert() {
     server.register_us(&alice, "u-1").await;
     let read = || async {
         server
-            .call(
-                Method::GET,
-                "/v1/subjects/u-1/records/profile/main",
-                Some(&alice),
-                Some("support ticket 7"),
-                None,
-            )
+            .get("/v1/subjects/u-1/records/profile/main")
+            .bearer(&alice)
+            .purpose("support ticket 7")
             .await
     };
-    let (status, body) = server
-        .call(
-            Method::PUT,
-            "/v1/subjects/u-1/records/profile/main",
-            Some(&alice),
-            Some("support ticket 7"),
-            Some(r#"{"email":"a@example.com","display_name":"A"}"#),
-        )
+    let Reply { status, body, .. } = server
+        .put("/v1/subjects/u-1/records/profile/main")
+        .bearer(&alice)
+        .purpose("support ticket 7")
+        .body(r#"{"email":"a@example.com","display_name":"A"}"#)
         .await;
     assert!(status.is_success(), "{body}");
     // Idle until the checkpoint covers everything and is older than the deadline.
@@ -576,7 +580,7 @@ async fn an_idle_log_with_an_old_checkpoint_raises_no_alert() {
     assert!(idle, "the log never went idle");
     // One new entry: it has waited no time, however old the checkpoint.
     let before = log.size();
-    let (status, body) = read().await;
+    let Reply { status, body, .. } = read().await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(log.size() > before, "the read was logged");
     if log.checkpoint().size < log.size() {
@@ -595,17 +599,7 @@ async fn an_idle_log_with_an_old_checkpoint_raises_no_alert() {
 async fn an_entry_left_uncovered_past_the_deadline_raises_the_alert() {
     // Checkpoints at most once a minute, a 1 s deadline: the entries after the start's
     // checkpoint wait too long.
-    let server = Server::start_with_config(&[
-        (
-            "checkpoint_deadline_seconds = 5",
-            "checkpoint_deadline_seconds = 1",
-        ),
-        (
-            "checkpoint_interval_ms = 500",
-            "checkpoint_interval_ms = 60000",
-        ),
-    ])
-    .await;
+    let server = Server::start_with_config(LATE_CHECKPOINTS).await;
     let mut alert = None;
     for _ in 0..100 {
         if let Some(found) = checkpoint_alerts(&server).into_iter().next() {
@@ -655,14 +649,11 @@ async fn the_data_folder_is_private_to_the_gateway_user() {
     let server = Server::start().await;
     let alice = server.token(&VETTED_US);
     server.register_us(&alice, "u-1").await;
-    let (status, body) = server
-        .call(
-            Method::PUT,
-            "/v1/subjects/u-1/records/profile/main",
-            Some(&alice),
-            Some("support ticket 7"),
-            Some(r#"{"email":"a@example.com","display_name":"A"}"#),
-        )
+    let Reply { status, body, .. } = server
+        .put("/v1/subjects/u-1/records/profile/main")
+        .bearer(&alice)
+        .purpose("support ticket 7")
+        .body(r#"{"email":"a@example.com","display_name":"A"}"#)
         .await;
     assert!(status.is_success(), "{body}");
 

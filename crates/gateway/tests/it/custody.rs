@@ -2,11 +2,9 @@
 //! (N of M, no self- or same-entity approval, expiry, revocation), break-glass, signed policy
 //! activation, algorithm releases and the kill switch.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{APPROVER_1, APPROVER_2, BREAK_GLASS, OPERATOR, Server, VETTED_US, Who, signed};
+use crate::support::*;
 use custody::statement::{KillCommand, Statement};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -43,15 +41,12 @@ const AUTHOR: Who = Who {
 };
 
 /// Writes a protected field of `activity` (which needs a custodian grant by default).
-async fn write_activity(server: &Server, token: &str, subject: &str) -> (StatusCode, Value) {
+async fn write_activity(server: &Server, token: &str, subject: &str) -> Reply {
     server
-        .call(
-            Method::PUT,
-            &format!("/v1/subjects/{subject}/records/activity/a1"),
-            Some(token),
-            Some("support ticket 7"),
-            Some(r#"{"watch_history":"v1,v2"}"#),
-        )
+        .put(&format!("/v1/subjects/{subject}/records/activity/a1"))
+        .bearer(token)
+        .purpose("support ticket 7")
+        .body(r#"{"watch_history":"v1,v2"}"#)
         .await
 }
 
@@ -65,14 +60,14 @@ async fn request_access(server: &Server, token: &str, duration: &str) -> Value {
         "duration": duration,
     })
     .to_string();
-    let (status, request) = server
-        .call(
-            Method::POST,
-            "/v1/access/requests",
-            Some(token),
-            None,
-            Some(&body),
-        )
+    let Reply {
+        status,
+        body: request,
+        ..
+    } = server
+        .post("/v1/access/requests")
+        .bearer(token)
+        .body(&body)
         .await;
     assert_eq!(status, StatusCode::CREATED, "{request}");
     assert_eq!(request["status"], "pending");
@@ -83,20 +78,16 @@ async fn request_access(server: &Server, token: &str, duration: &str) -> Value {
     request
 }
 
-async fn decide(server: &Server, who: &Who, id: &str, verb: &str) -> (StatusCode, Value) {
+async fn decide(server: &Server, who: &Who, id: &str, verb: &str) -> Reply {
     server
-        .call(
-            Method::POST,
-            &format!("/v1/access/requests/{id}/{verb}"),
-            Some(&server.token(who)),
-            None,
-            Some(r#"{"comment":"checked the ticket"}"#),
-        )
+        .post(&format!("/v1/access/requests/{id}/{verb}"))
+        .token(who)
+        .body(r#"{"comment":"checked the ticket"}"#)
         .await
 }
 
 fn custodian_key(server: &Server) -> tlog::note::Signer {
-    common::custodian_key(&server.data())
+    crate::support::custodian_key(&server.data())
 }
 
 fn stranger_key() -> tlog::note::Signer {
@@ -110,35 +101,37 @@ async fn n_of_m_approval_grants_access_until_the_grant_ends() {
     let alice = server.token(&VETTED_US);
     server.register_us(&alice, "u-1").await;
 
-    let (status, body) = write_activity(&server, &alice, "u-1").await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    assert_eq!(body["error"], "approval_required", "{body}");
+    let body = write_activity(&server, &alice, "u-1")
+        .await
+        .refused(StatusCode::FORBIDDEN, "approval_required");
     assert_eq!(body["policies"], json!(["forbid-protected-without-grant"]));
 
     let request = request_access(&server, &alice, "3s").await;
     let id = request["id"].as_str().unwrap();
 
     // One approval of two: the threshold is not met, nothing is granted.
-    let (status, body) = decide(&server, &APPROVER_1, id, "approve").await;
+    let Reply { status, body, .. } = decide(&server, &APPROVER_1, id, "approve").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["status"], "pending");
-    let (status, body) = decide(&server, &APPROVER_1, id, "approve").await;
-    assert_eq!(status, StatusCode::CONFLICT, "same approver twice: {body}");
-    assert_eq!(body["error"], "already_approved");
-    let (status, body) = write_activity(&server, &alice, "u-1").await;
+    decide(&server, &APPROVER_1, id, "approve")
+        .await
+        .refused(StatusCode::CONFLICT, "already_approved");
+    let Reply { status, body, .. } = write_activity(&server, &alice, "u-1").await;
     assert_eq!(status, StatusCode::FORBIDDEN, "threshold not met: {body}");
 
-    let (status, body) = decide(&server, &APPROVER_2, id, "approve").await;
+    let Reply { status, body, .. } = decide(&server, &APPROVER_2, id, "approve").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["status"], "approved");
     assert!(body["ends_at"].is_string());
 
-    let (status, body) = write_activity(&server, &alice, "u-1").await;
+    let Reply { status, body, .. } = write_activity(&server, &alice, "u-1").await;
     assert_eq!(status, StatusCode::OK, "with the grant: {body}");
     let granted_write = server.state.log.size() - 1;
     // The grant covers u-1 only.
     server.register_us(&alice, "u-2").await;
-    let (status, _) = write_activity(&server, &alice, "u-2").await;
+    let Reply {
+        status, body: _, ..
+    } = write_activity(&server, &alice, "u-2").await;
     assert_eq!(status, StatusCode::FORBIDDEN, "outside the grant's scope");
 
     // The log says which grant allowed the write, and Cedar saw it.
@@ -149,16 +142,11 @@ async fn n_of_m_approval_grants_access_until_the_grant_ends() {
 
     // The grant ends by itself.
     tokio::time::sleep(Duration::from_millis(3200)).await;
-    let (status, body) = write_activity(&server, &alice, "u-1").await;
+    let Reply { status, body, .. } = write_activity(&server, &alice, "u-1").await;
     assert_eq!(status, StatusCode::FORBIDDEN, "expired grant: {body}");
-    let (_, body) = server
-        .call(
-            Method::GET,
-            &format!("/v1/access/requests/{id}"),
-            Some(&alice),
-            None,
-            None,
-        )
+    let Reply { body, .. } = server
+        .get(&format!("/v1/access/requests/{id}"))
+        .bearer(&alice)
         .await;
     assert_eq!(body["status"], "ended");
     server.stop().await;
@@ -171,39 +159,34 @@ async fn nobody_approves_their_own_or_their_entitys_request() {
     let request = request_access(&server, &gus, "1h").await;
     let id = request["id"].as_str().unwrap();
 
-    let (status, body) = decide(&server, &VETTED_APPROVER, id, "approve").await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    assert_eq!(body["error"], "self_approval");
-    let (status, body) = decide(&server, &USDS_APPROVER, id, "approve").await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    assert_eq!(body["error"], "same_entity");
-    let (status, body) = decide(&server, &VETTED_US, id, "approve").await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    assert_eq!(body["error"], "role_required");
-    let (status, body) = decide(&server, &APPROVER_IN_CN, id, "approve").await;
+    decide(&server, &VETTED_APPROVER, id, "approve")
+        .await
+        .refused(StatusCode::FORBIDDEN, "self_approval");
+    decide(&server, &USDS_APPROVER, id, "approve")
+        .await
+        .refused(StatusCode::FORBIDDEN, "same_entity");
+    decide(&server, &VETTED_US, id, "approve")
+        .await
+        .refused(StatusCode::FORBIDDEN, "role_required");
+    let Reply { status, body, .. } = decide(&server, &APPROVER_IN_CN, id, "approve").await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(body["error"], "restricted_location");
 
     // None of that counted: still pending with no approvals.
-    let (_, body) = server
-        .call(
-            Method::GET,
-            &format!("/v1/access/requests/{id}"),
-            Some(&server.token(&APPROVER_1)),
-            None,
-            None,
-        )
+    let Reply { body, .. } = server
+        .get(&format!("/v1/access/requests/{id}"))
+        .token(&APPROVER_1)
         .await;
     assert_eq!(body["status"], "pending");
     assert_eq!(body["approvals"], json!([]));
 
     // A denial ends it.
-    let (status, body) = decide(&server, &APPROVER_1, id, "deny").await;
+    let Reply { status, body, .. } = decide(&server, &APPROVER_1, id, "deny").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["status"], "denied");
-    let (status, body) = decide(&server, &APPROVER_2, id, "approve").await;
-    assert_eq!(status, StatusCode::CONFLICT, "{body}");
-    assert_eq!(body["error"], "not_pending");
+    decide(&server, &APPROVER_2, id, "approve")
+        .await
+        .refused(StatusCode::CONFLICT, "not_pending");
     server.stop().await;
 }
 
@@ -242,14 +225,14 @@ async fn bad_requests_are_refused_and_change_nothing() {
             "invalid_body",
         ),
     ] {
-        let (status, answer) = server
-            .call(
-                Method::POST,
-                "/v1/access/requests",
-                Some(&alice),
-                None,
-                Some(&body.to_string()),
-            )
+        let Reply {
+            status,
+            body: answer,
+            ..
+        } = server
+            .post("/v1/access/requests")
+            .bearer(&alice)
+            .json(&body)
             .await;
         assert!(status.is_client_error(), "{body}: {status} {answer}");
         assert_eq!(answer["error"], code, "{body}: {answer}");
@@ -269,16 +252,18 @@ async fn a_revoked_grant_stops_working_at_once() {
     decide(&server, &APPROVER_1, id, "approve").await;
     decide(&server, &APPROVER_2, id, "approve").await;
     assert_eq!(
-        write_activity(&server, &alice, "u-1").await.0,
+        write_activity(&server, &alice, "u-1").await.status,
         StatusCode::OK
     );
 
-    let (status, body) = decide(&server, &APPROVER_1, id, "revoke").await;
+    let Reply { status, body, .. } = decide(&server, &APPROVER_1, id, "revoke").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["status"], "revoked");
-    let (status, body) = write_activity(&server, &alice, "u-1").await;
+    let Reply { status, body, .. } = write_activity(&server, &alice, "u-1").await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    let (status, _) = decide(&server, &APPROVER_1, id, "revoke").await;
+    let Reply {
+        status, body: _, ..
+    } = decide(&server, &APPROVER_1, id, "revoke").await;
     assert_eq!(status, StatusCode::CONFLICT, "nothing left to revoke");
     server.stop().await;
 }
@@ -291,21 +276,16 @@ async fn pending_requests_expire() {
     let request = request_access(&server, &alice, "1h").await;
     let id = request["id"].as_str().unwrap();
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let (status, body) = decide(&server, &APPROVER_1, id, "approve").await;
+    let Reply { status, body, .. } = decide(&server, &APPROVER_1, id, "approve").await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["error"], "not_pending");
     assert!(
         body["message"].as_str().unwrap().contains("expired"),
         "{body}"
     );
-    let (_, list) = server
-        .call(
-            Method::GET,
-            "/v1/access/requests?status=expired",
-            Some(&server.token(&APPROVER_1)),
-            None,
-            None,
-        )
+    let Reply { body: list, .. } = server
+        .get("/v1/access/requests?status=expired")
+        .token(&APPROVER_1)
         .await;
     assert_eq!(list["requests"][0]["id"], id);
     server.stop().await;
@@ -325,43 +305,37 @@ async fn break_glass_acts_at_once_alerts_and_waits_for_review() {
     })
     .to_string();
 
-    let (status, answer) = server
-        .call(
-            Method::POST,
-            "/v1/access/break-glass",
-            Some(&alice),
-            None,
-            Some(&body),
-        )
+    server
+        .post("/v1/access/break-glass")
+        .bearer(&alice)
+        .body(&body)
+        .expect(StatusCode::FORBIDDEN)
         .await;
-    assert_eq!(
-        status,
-        StatusCode::FORBIDDEN,
-        "no break-glass role: {answer}"
-    );
 
-    let (status, use_) = server
-        .call(
-            Method::POST,
-            "/v1/access/break-glass",
-            Some(&frank),
-            None,
-            Some(&body),
-        )
+    let Reply {
+        status, body: use_, ..
+    } = server
+        .post("/v1/access/break-glass")
+        .bearer(&frank)
+        .body(&body)
         .await;
     assert_eq!(status, StatusCode::CREATED, "{use_}");
     assert_eq!(use_["kind"], "break-glass");
     assert_eq!(use_["status"], "approved");
     let id = use_["id"].as_str().unwrap();
     // The custody entry, then the alert.
-    let alert = server.entry(server.state.log.size() - 1);
+    let alert = server.last_entry();
     assert_eq!(alert["kind"], "alert", "{alert}");
     assert_eq!(alert["alert"], "break-glass");
     assert_eq!(alert["actor"]["id"], "frank");
 
-    let (status, answer) = write_activity(&server, &frank, "u-1").await;
+    let Reply {
+        status,
+        body: answer,
+        ..
+    } = write_activity(&server, &frank, "u-1").await;
     assert_eq!(status, StatusCode::OK, "{answer}");
-    let logged = server.entry(server.state.log.size() - 1);
+    let logged = server.last_entry();
     assert_eq!(logged["grant"]["kind"], "break-glass", "{logged}");
 
     let approver = server.token(&APPROVER_1);
@@ -381,30 +355,18 @@ async fn break_glass_acts_at_once_alerts_and_waits_for_review() {
         }
     };
     assert_eq!(unreviewed(&server, approver.clone()).await[0]["id"], id);
-    let (status, body) = server
-        .call(
-            Method::POST,
-            &format!("/v1/access/break-glass/{id}/review"),
-            Some(&frank),
-            None,
-            Some(r#"{"comment":"fine by me"}"#),
-        )
+    server
+        .post(&format!("/v1/access/break-glass/{id}/review"))
+        .bearer(&frank)
+        .body(r#"{"comment":"fine by me"}"#)
+        .expect(StatusCode::FORBIDDEN)
         .await;
-    assert_eq!(
-        status,
-        StatusCode::FORBIDDEN,
-        "users do not review themselves: {body}"
-    );
-    let (status, body) = server
-        .call(
-            Method::POST,
-            &format!("/v1/access/break-glass/{id}/review"),
-            Some(&approver),
-            None,
-            Some(r#"{"comment":"justified: incident 2026-11-22"}"#),
-        )
+    server
+        .post(&format!("/v1/access/break-glass/{id}/review"))
+        .bearer(&approver)
+        .body(r#"{"comment":"justified: incident 2026-11-22"}"#)
+        .expect(StatusCode::OK)
         .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(unreviewed(&server, approver).await, json!([]));
     server.stop().await;
 }
@@ -424,40 +386,28 @@ async fn the_kill_switch_suspends_everything_until_lifted() {
 
     // Only a custodian signature counts, and only an operator may submit it.
     let forged = signed(&command(KillCommand::Suspend, 1), &stranger_key());
-    let (status, body) = server
-        .call(
-            Method::POST,
-            "/v1/kill-switch",
-            Some(&olga),
-            None,
-            Some(&forged),
-        )
+    let body = server
+        .post("/v1/kill-switch")
+        .bearer(&olga)
+        .body(&forged)
+        .expect(StatusCode::FORBIDDEN)
         .await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(body["error"], "threshold_not_met");
     let suspend = signed(&command(KillCommand::Suspend, 1), &key);
-    let (status, body) = server
-        .call(
-            Method::POST,
-            "/v1/kill-switch",
-            Some(&alice),
-            None,
-            Some(&suspend),
-        )
+    let body = server
+        .post("/v1/kill-switch")
+        .bearer(&alice)
+        .body(&suspend)
+        .expect(StatusCode::FORBIDDEN)
         .await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(body["error"], "role_required");
 
-    let (status, body) = server
-        .call(
-            Method::POST,
-            "/v1/kill-switch",
-            Some(&olga),
-            None,
-            Some(&suspend),
-        )
+    let body = server
+        .post("/v1/kill-switch")
+        .bearer(&olga)
+        .body(&suspend)
+        .expect(StatusCode::OK)
         .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["jurisdictions"][0]["jurisdiction"], "CN");
     let us = body["jurisdictions"]
         .as_array()
@@ -482,43 +432,39 @@ async fn the_kill_switch_suspends_everything_until_lifted() {
             Some(r#"{"jurisdiction":"US"}"#),
         ),
     ] {
-        let (status, answer) = server
-            .call(method.clone(), path, Some(&alice), Some("support"), body)
+        let answer = server
+            .request(method.clone(), path)
+            .bearer(&alice)
+            .purpose("support")
+            .body_opt(body)
+            .expect(StatusCode::FORBIDDEN)
             .await;
-        assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}: {answer}");
         assert_eq!(answer["error"], "suspended", "{answer}");
-        let logged = server.entry(server.state.log.size() - 1);
+        let logged = server.last_entry();
         assert_eq!(logged["suspended"], true);
         assert_eq!(logged["outcome"], "deny");
     }
 
     // An old command cannot be replayed; lifting takes a newer serial.
-    let (status, body) = server
-        .call(
-            Method::POST,
-            "/v1/kill-switch",
-            Some(&olga),
-            None,
-            Some(&suspend),
-        )
+    let body = server
+        .post("/v1/kill-switch")
+        .bearer(&olga)
+        .body(&suspend)
+        .expect(StatusCode::CONFLICT)
         .await;
-    assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["error"], "stale_serial");
     let lift = signed(&command(KillCommand::Lift, 2), &key);
-    let (status, body) = server
-        .call(
-            Method::POST,
-            "/v1/kill-switch",
-            Some(&olga),
-            None,
-            Some(&lift),
-        )
+    server
+        .post("/v1/kill-switch")
+        .bearer(&olga)
+        .body(&lift)
+        .expect(StatusCode::OK)
         .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, answer) = server
-        .call(Method::GET, "/v1/subjects/u-1", Some(&alice), None, None)
+    server
+        .get("/v1/subjects/u-1")
+        .bearer(&alice)
+        .expect(StatusCode::OK)
         .await;
-    assert_eq!(status, StatusCode::OK, "{answer}");
     server.stop().await;
 }
 
@@ -529,14 +475,10 @@ async fn a_policy_set_becomes_active_only_with_the_custodians_signature() {
     let alice = server.token(&VETTED_US);
     let first = server.state.policy().policy_set_hash().to_string();
 
-    let (status, body) = server
-        .call(
-            Method::POST,
-            "/v1/policies",
-            Some(&olga),
-            None,
-            Some(&json!({"policies": "permit (principal, action, resource);"}).to_string()),
-        )
+    let Reply { status, body, .. } = server
+        .post("/v1/policies")
+        .bearer(&olga)
+        .json(&json!({"policies": "permit (principal, action, resource);"}))
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"], "invalid_policy");
@@ -548,16 +490,12 @@ async fn a_policy_set_becomes_active_only_with_the_custodians_signature() {
         "{}\n@id(\"permit-usds-list-sg\")\npermit (principal, action == Sovereign::Action::\"list\", resource is Sovereign::Subject)\nwhen {{ principal.entity == \"usds\" && resource.subject_jurisdiction == \"SG\" }};\n",
         set.policies
     );
-    let (status, proposed) = server
-        .call(
-            Method::POST,
-            "/v1/policies",
-            Some(&olga),
-            None,
-            Some(&json!({ "policies": policies }).to_string()),
-        )
+    let proposed = server
+        .post("/v1/policies")
+        .bearer(&olga)
+        .body(&json!({ "policies": policies }).to_string())
+        .expect(StatusCode::CREATED)
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{proposed}");
     let hash = proposed["hash"].as_str().unwrap().to_string();
     assert_eq!(hash, policy::policy_set_hash(&set.schema, &policies));
     let activate = format!("/v1/policies/{hash}/activate");
@@ -591,9 +529,7 @@ async fn a_policy_set_becomes_active_only_with_the_custodians_signature() {
         ),
     ];
     for (note, status_wanted, code) in refusals {
-        let (status, body) = server
-            .call(Method::POST, &activate, Some(&olga), None, Some(&note))
-            .await;
+        let Reply { status, body, .. } = server.post(&activate).bearer(&olga).body(&note).await;
         assert_eq!(status, status_wanted, "{note}: {body}");
         assert_eq!(body["error"], code, "{body}");
         assert_eq!(
@@ -609,30 +545,28 @@ async fn a_policy_set_becomes_active_only_with_the_custodians_signature() {
         },
         &custodian_key(&server),
     );
-    let (status, body) = server
-        .call(Method::POST, &activate, Some(&alice), None, Some(&note))
+    server
+        .post(&activate)
+        .bearer(&alice)
+        .body(&note)
+        .expect(StatusCode::FORBIDDEN)
         .await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "not an operator: {body}");
-    let (status, body) = server
-        .call(Method::POST, &activate, Some(&olga), None, Some(&note))
+    let body = server
+        .post(&activate)
+        .bearer(&olga)
+        .body(&note)
+        .expect(StatusCode::OK)
         .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["signers"], json!(["custodian"]));
     assert_eq!(server.state.policy().policy_set_hash(), hash);
 
     // Decisions now name the new set; the old one stays fetchable by hash, without a token.
     server.register_us(&alice, "u-1").await;
-    let logged = server.entry(server.state.log.size() - 1);
+    let logged = server.last_entry();
     assert_eq!(logged["policy_set"], hash.as_str());
-    let (status, old) = server
-        .call(
-            Method::GET,
-            &format!("/v1/policies/{first}"),
-            None,
-            None,
-            None,
-        )
-        .await;
+    let Reply {
+        status, body: old, ..
+    } = server.get(&format!("/v1/policies/{first}")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(old["status"], "retired");
     assert_eq!(
@@ -674,7 +608,7 @@ async fn an_algorithm_runs_only_as_the_custodian_released_it() {
     let (status, release) = submit(pat.clone(), artifact.clone()).await;
     assert_eq!(status, StatusCode::CREATED, "{release}");
     let digest = release["sha256"].as_str().unwrap().to_string();
-    assert_eq!(digest, hex_sha256(&artifact));
+    assert_eq!(digest, sha256_hex(&artifact));
     let (status, body) = submit(pat.clone(), b"other bytes".to_vec()).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["error"], "version_exists");
@@ -695,25 +629,17 @@ async fn an_algorithm_runs_only_as_the_custodian_released_it() {
             "invalid_signature",
         ),
     ] {
-        let (status, body) = server
-            .call(Method::POST, activate, Some(&olga), None, Some(&note))
-            .await;
+        let Reply { status, body, .. } = server.post(activate).bearer(&olga).body(&note).await;
         assert!(status.is_client_error(), "{body}");
         assert_eq!(body["error"], code, "{body}");
     }
-    let (_, active) = server
-        .call(Method::GET, "/v1/algorithms/active", None, None, None)
-        .await;
+    let Reply { body: active, .. } = server.get("/v1/algorithms/active").await;
     assert_eq!(active["releases"], json!([]), "nothing unsigned is active");
 
     let note = signed(&statement(&digest), &custodian_key(&server));
-    let (status, body) = server
-        .call(Method::POST, activate, Some(&olga), None, Some(&note))
-        .await;
+    let Reply { status, body, .. } = server.post(activate).bearer(&olga).body(&note).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (_, active) = server
-        .call(Method::GET, "/v1/algorithms/active", None, None, None)
-        .await;
+    let Reply { body: active, .. } = server.get("/v1/algorithms/active").await;
     assert_eq!(active["releases"][0]["sha256"], digest.as_str());
     assert_eq!(active["releases"][0]["signature"], note.as_str());
 
@@ -737,11 +663,6 @@ async fn an_algorithm_runs_only_as_the_custodian_released_it() {
     server.stop().await;
 }
 
-fn hex_sha256(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(bytes))
-}
-
 #[tokio::test]
 async fn a_grant_scoped_to_fields_reveals_only_those_fields() {
     let server = Server::start().await;
@@ -750,56 +671,30 @@ async fn a_grant_scoped_to_fields_reveals_only_those_fields() {
     server.register_us(&alice, "u-1").await;
     // Break-glass to write the record, then a field-scoped read grant.
     let body = json!({"action": "write", "collections": ["activity"], "purpose": "seed", "reason_code": "service-maintenance"});
-    let (status, _) = server
-        .call(
-            Method::POST,
-            "/v1/access/break-glass",
-            Some(&frank),
-            None,
-            Some(&body.to_string()),
-        )
+    server.break_glass(&frank, &body).await;
+    server
+        .put("/v1/subjects/u-1/records/activity/a1")
+        .bearer(&frank)
+        .purpose("seed")
+        .body(r#"{"watch_history":"v1","location":"Austin","public_video_count":3}"#)
+        .expect(StatusCode::OK)
         .await;
-    assert_eq!(status, StatusCode::CREATED);
-    let (status, answer) = server
-        .call(
-            Method::PUT,
-            "/v1/subjects/u-1/records/activity/a1",
-            Some(&frank),
-            Some("seed"),
-            Some(r#"{"watch_history":"v1","location":"Austin","public_video_count":3}"#),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{answer}");
 
     let body = json!({
         "action": "read", "subjects": ["u-1"], "collections": ["activity"],
         "fields": ["watch_history"], "purpose": "ticket 12",
         "reason_code": "customer-initiated-support", "duration": "1h",
     });
-    let (status, request) = server
-        .call(
-            Method::POST,
-            "/v1/access/requests",
-            Some(&alice),
-            None,
-            Some(&body.to_string()),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{request}");
-    let id = request["id"].as_str().unwrap();
-    decide(&server, &APPROVER_1, id, "approve").await;
-    decide(&server, &APPROVER_2, id, "approve").await;
+    let id = server.request_access(&alice, &body).await;
+    decide(&server, &APPROVER_1, &id, "approve").await;
+    decide(&server, &APPROVER_2, &id, "approve").await;
 
-    let (status, record) = server
-        .call(
-            Method::GET,
-            "/v1/subjects/u-1/records/activity/a1",
-            Some(&alice),
-            Some("ticket 12"),
-            None,
-        )
+    let record = server
+        .get("/v1/subjects/u-1/records/activity/a1")
+        .bearer(&alice)
+        .purpose("ticket 12")
+        .expect(StatusCode::OK)
         .await;
-    assert_eq!(status, StatusCode::OK, "{record}");
     assert_eq!(record["fields"]["watch_history"], "v1");
     assert_eq!(record["fields"]["public_video_count"], 3);
     assert!(record["fields"].get("location").is_none(), "{record}");

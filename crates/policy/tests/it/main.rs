@@ -1,0 +1,7 @@
+//! policy's integration tests, one binary.
+
+// Tests: a panic is how a test fails.
+#![allow(clippy::unwrap_used)]
+
+mod default_policy_table;
+mod engine;

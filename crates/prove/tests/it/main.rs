@@ -1,0 +1,6 @@
+//! prove's integration tests, one binary.
+
+// Tests: a panic is how a test fails.
+#![allow(clippy::unwrap_used)]
+
+mod prove;
