@@ -1,14 +1,17 @@
 //! A log served over HTTP by a running gateway, as tests read it: its tiles and bundles for
 //! `tlog::verify_log`, and waiting until its checkpoint covers what a test appended.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use tlog::{FetchError, TileFetcher};
 
-/// A served log, fetched over HTTP for `tlog::verify_log` (from a thread outside any runtime).
+/// A served log, fetched over HTTP for `tlog::verify_log`. It blocks, so fetch from a thread
+/// outside any async runtime (or `spawn_blocking`); its client is made there, on the first
+/// fetch, since a blocking client must not be made or dropped on a runtime's thread.
 pub struct ServedLog {
     pub base: String,
-    pub client: reqwest::blocking::Client,
+    client: OnceLock<reqwest::blocking::Client>,
 }
 
 impl ServedLog {
@@ -16,7 +19,7 @@ impl ServedLog {
     pub fn new(base: &str) -> ServedLog {
         ServedLog {
             base: base.to_string(),
-            client: reqwest::blocking::Client::new(),
+            client: OnceLock::new(),
         }
     }
 }
@@ -25,6 +28,7 @@ impl TileFetcher for ServedLog {
     fn fetch(&self, path: &str) -> Result<Option<Vec<u8>>, FetchError> {
         let response = self
             .client
+            .get_or_init(reqwest::blocking::Client::new)
             .get(format!("{}/log/{path}", self.base))
             .send()
             .map_err(FetchError::new)?;

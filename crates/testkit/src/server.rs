@@ -240,14 +240,10 @@ impl Server {
             .unwrap()
     }
 
-    /// A blocking fetcher of the tiles the server serves under `/log/` (call it off the
+    /// A blocking fetcher of the tiles the server serves under `/log/` (fetch off the
     /// runtime's threads, e.g. in `spawn_blocking`).
-    pub fn tiles(&self) -> HttpTiles {
-        HttpTiles {
-            base: self.base.clone(),
-            client: self.client.clone(),
-            runtime: tokio::runtime::Handle::current(),
-        }
+    pub fn tiles(&self) -> crate::served::ServedLog {
+        crate::served::ServedLog::new(&self.base)
     }
 
     /// Stops the server and hands back its data folder, to open it again.
@@ -472,34 +468,4 @@ pub fn open_vault(data: &Path) -> vault::Vault {
     vault::Vault::open(config.layout(), data, 1)
         .unwrap()
         .with_envelope(gateway::open_envelope(&config, data).unwrap())
-}
-
-/// A blocking [`tlog::TileFetcher`] over a server's `/log/` (from [`Server::tiles`]).
-pub struct HttpTiles {
-    base: String,
-    client: reqwest::Client,
-    runtime: tokio::runtime::Handle,
-}
-
-impl tlog::TileFetcher for HttpTiles {
-    fn fetch(&self, path: &str) -> Result<Option<Vec<u8>>, tlog::FetchError> {
-        use tlog::FetchError;
-        self.runtime.block_on(async {
-            let response = self
-                .client
-                .get(format!("{}/log/{path}", self.base))
-                .send()
-                .await
-                .map_err(FetchError::new)?;
-            if response.status() == StatusCode::NOT_FOUND {
-                return Ok(None);
-            }
-            if !response.status().is_success() {
-                return Err(FetchError::new(format!("{path}: {}", response.status())));
-            }
-            Ok(Some(
-                response.bytes().await.map_err(FetchError::new)?.to_vec(),
-            ))
-        })
-    }
 }

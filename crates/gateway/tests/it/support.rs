@@ -5,6 +5,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 pub use testkit::cast::*;
 pub use testkit::server::{Reply, Server, claims, custodian_key, now, open_vault, signed};
+pub use testkit::sha256_hex;
 
 /// Checkpoints at most once a minute with a one-second deadline: the first entries after the
 /// start's checkpoint wait too long (for `Server::start_with_config`).
@@ -68,10 +69,4 @@ pub fn concrete_path(template: &str, id: &str, version: &str) -> String {
         .replace("{hash}", &"0".repeat(64))
         .replace("{name}", "ranker")
         .replace("{version}", version)
-}
-
-/// The SHA-256 of `bytes`, in lowercase hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(bytes))
 }

@@ -1,9 +1,6 @@
 //! The monitor as a third-party monitor uses it: no CLI, progress through a callback,
 //! results as values.
 
-// Tests: a panic is how a test fails.
-#![allow(clippy::unwrap_used)]
-
 use monitor::entry::{Access, Head};
 use testkit::static_log::{ORIGIN, entries, new_key, outcome_of, publish};
 
