@@ -40,6 +40,31 @@ pub struct PolicySetRecord {
     pub log_index: Option<u64>,
 }
 
+impl PolicySetRecord {
+    /// A set as proposed: never activated, unsigned, without proofs, not yet logged.
+    pub fn proposed(
+        hash: String,
+        (schema, policies): (String, String),
+        policy_ids: Vec<String>,
+        proposed_by: Person,
+        proposed_at: i64,
+    ) -> Self {
+        PolicySetRecord {
+            hash,
+            schema,
+            policies,
+            policy_ids,
+            proposed_by,
+            proposed_at,
+            activated_at: None,
+            signature: None,
+            signers: Vec::new(),
+            proofs: None,
+            log_index: None,
+        }
+    }
+}
+
 /// The named invariants every active policy set must be proven to imply, as the custodian
 /// signed them. The hash is the prover's canonical hash of the text.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -62,6 +87,30 @@ pub struct InvariantSetRecord {
     /// still carries the index of the write before (none for a new record).
     #[serde(default)]
     pub log_index: Option<u64>,
+}
+
+impl InvariantSetRecord {
+    /// A set as proposed: never activated, unsigned, without proofs, not yet logged.
+    pub fn proposed(
+        hash: String,
+        text: String,
+        names: Vec<String>,
+        proposed_by: Person,
+        proposed_at: i64,
+    ) -> Self {
+        InvariantSetRecord {
+            hash,
+            text,
+            names,
+            proposed_by,
+            proposed_at,
+            activated_at: None,
+            signature: None,
+            signers: Vec::new(),
+            proofs: None,
+            log_index: None,
+        }
+    }
 }
 
 /// What a solver established about one policy set against one invariant set: the evidence

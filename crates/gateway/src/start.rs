@@ -232,19 +232,13 @@ fn active_policy(
                 files.policies_path.display()
             )
         })?;
-    let record = custody::PolicySetRecord {
-        hash: file_hash.clone(),
-        schema: files.schema,
-        policies: files.policies,
-        policy_ids: engine.policy_ids(),
-        proposed_by: configuration(),
-        proposed_at: auth::now_unix(),
-        activated_at: None,
-        signature: None,
-        signers: Vec::new(),
-        proofs: None,
-        log_index: None,
-    };
+    let record = custody::PolicySetRecord::proposed(
+        file_hash.clone(),
+        (files.schema, files.policies),
+        engine.policy_ids(),
+        configuration(),
+        auth::now_unix(),
+    );
     custody.propose_policy(record, &append)?;
     custody
         .activate_policy(&file_hash, &signed, proofs, auth::now_unix(), &append, |_| {})
@@ -336,18 +330,13 @@ fn active_invariants(
         ),
         None => None,
     };
-    let record = custody::InvariantSetRecord {
-        hash: invariants.hash().to_string(),
+    let record = custody::InvariantSetRecord::proposed(
+        invariants.hash().to_string(),
         text,
-        names: invariants.iter().map(|i| i.name().to_string()).collect(),
-        proposed_by: configuration(),
-        proposed_at: auth::now_unix(),
-        activated_at: None,
-        signature: None,
-        signers: Vec::new(),
-        proofs: None,
-        log_index: None,
-    };
+        invariants.iter().map(|i| i.name().to_string()).collect(),
+        configuration(),
+        auth::now_unix(),
+    );
     custody.propose_invariants(record.clone(), append)?;
     custody
         .activate_invariants(record, &signed, proofs, auth::now_unix(), append)

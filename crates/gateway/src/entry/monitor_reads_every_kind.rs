@@ -51,52 +51,38 @@ fn request() -> custody::AccessRequest {
     .expect("a sample access request")
 }
 
-fn proofs() -> custody::Proofs {
-    serde_json::from_value(json!({
+fn proofs() -> serde_json::Value {
+    json!({
         "policy_set": hash('a'), "invariant_set": hash('b'), "solver": "cvc5",
         "solver_version": "1.1.2", "timeout_ms": 10000, "environments": 9,
         "invariants": [{"name": "no-restricted-access", "result": "proven", "duration_ms": 1.0}],
         "never_errors": [{"name": "never_errors", "result": "proven", "duration_ms": 1.0}],
         "duration_ms": 2.0,
-    }))
-    .expect("sample proofs")
+    })
+}
+
+/// A policy or invariant set record: `members` and what every signed, activated set carries.
+fn signed_set<T: serde::de::DeserializeOwned>(members: serde_json::Value) -> T {
+    let mut record = json!({
+        "proposed_by": {"id": "olga", "entity": "custodian"}, "proposed_at": 1,
+        "activated_at": 2, "signature": "signed", "signers": ["custodian"],
+        "proofs": proofs(), "log_index": 3,
+    });
+    if let (Some(record), Some(members)) = (record.as_object_mut(), members.as_object()) {
+        record.extend(members.clone());
+    }
+    serde_json::from_value(record).expect("a sample set record")
 }
 
 fn policy_set() -> custody::PolicySetRecord {
-    custody::PolicySetRecord {
-        hash: hash('a'),
-        schema: String::new(),
-        policies: String::new(),
-        policy_ids: vec!["forbid-restricted-countries".into()],
-        proposed_by: custody::Person {
-            id: "olga".into(),
-            entity: "custodian".into(),
-        },
-        proposed_at: 1,
-        activated_at: Some(2),
-        signature: Some("signed".into()),
-        signers: vec!["custodian".into()],
-        proofs: Some(proofs()),
-        log_index: Some(3),
-    }
+    signed_set(json!({
+        "hash": hash('a'), "schema": "", "policies": "",
+        "policy_ids": ["forbid-restricted-countries"],
+    }))
 }
 
 fn invariant_set() -> custody::InvariantSetRecord {
-    custody::InvariantSetRecord {
-        hash: hash('b'),
-        text: String::new(),
-        names: vec!["no-restricted-access".into()],
-        proposed_by: custody::Person {
-            id: "olga".into(),
-            entity: "custodian".into(),
-        },
-        proposed_at: 1,
-        activated_at: Some(2),
-        signature: Some("signed".into()),
-        signers: vec!["custodian".into()],
-        proofs: Some(proofs()),
-        log_index: Some(4),
-    }
+    signed_set(json!({"hash": hash('b'), "text": "", "names": ["no-restricted-access"]}))
 }
 
 fn release() -> custody::Release {

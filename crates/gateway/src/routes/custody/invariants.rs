@@ -107,18 +107,13 @@ async fn propose_invariants(
 ) -> AppResult<Response> {
     app.custodian(&who, &[ROLE_OPERATOR])?;
     let (invariants, proofs) = prove_active_policy_against(&app, request.text.clone()).await?;
-    let record = custody::InvariantSetRecord {
-        hash: invariants.hash().to_string(),
-        text: request.text,
-        names: invariants.iter().map(|i| i.name().to_string()).collect(),
-        proposed_by: person(&who),
-        proposed_at: now_unix(),
-        activated_at: None,
-        signature: None,
-        signers: Vec::new(),
-        proofs: None,
-        log_index: None,
-    };
+    let record = custody::InvariantSetRecord::proposed(
+        invariants.hash().to_string(),
+        request.text,
+        invariants.iter().map(|i| i.name().to_string()).collect(),
+        person(&who),
+        now_unix(),
+    );
     let (set, index) = change(app, who, move |app, who| {
         app.custody
             .propose_invariants(record, &app.log_custody(Some(who)))

@@ -118,19 +118,13 @@ async fn propose_policy(
     let engine = policy::PolicyEngine::new(&schema, &request.policies)
         .map_err(|e| ApiError::bad_request(ErrorCode::InvalidPolicy, e.to_string()))?;
     let proofs = prove_against_invariants(&app, &schema, &request.policies).await?;
-    let record = custody::PolicySetRecord {
-        hash: engine.policy_set_hash().to_string(),
-        schema,
-        policies: request.policies,
-        policy_ids: engine.policy_ids(),
-        proposed_by: person(&who),
-        proposed_at: now_unix(),
-        activated_at: None,
-        signature: None,
-        signers: Vec::new(),
-        proofs: None,
-        log_index: None,
-    };
+    let record = custody::PolicySetRecord::proposed(
+        engine.policy_set_hash().to_string(),
+        (schema, request.policies),
+        engine.policy_ids(),
+        person(&who),
+        now_unix(),
+    );
     let (set, index) = change(app, who, move |app, who| {
         app.custody
             .propose_policy(record, &app.log_custody(Some(who)))
