@@ -3,7 +3,7 @@
 //! migration):
 //!
 //! ```text
-//! authenticate (auth.rs, in the handler)
+//! authenticate (the `Caller` extractor, before the handler runs)
 //!   → find the subject (its placement only: jurisdiction and site; nothing else is read)
 //!   → under the custody gate: the kill switch and the grant that covers the access
 //!   → decide with Cedar, one decision per resource (field class, jurisdiction)
@@ -13,8 +13,9 @@
 //!   → touch the vault, only through `Governed`, only with that `Permit`
 //! ```
 //!
-//! Only this module holds the vault. [`Governed`]'s data methods take a [`Permit`], which
-//! only [`AppState::decide`] builds, after its decision is in the log; a route that skipped
+//! Only `governed.rs` holds the vault. [`Governed`]'s data methods take a [`Permit`], whose
+//! fields only this module and its children see and which only [`AppState::decide`] builds,
+//! after its decision is in the log; a route that skipped
 //! the decision has no vault to call, so bypassing it does not compile. The permit carries
 //! what the decision allowed (field classes, a grant's field scope, jurisdictions), and the
 //! vault methods here serve no more than that.

@@ -12,6 +12,19 @@
 //!
 //! Nobody located in a restricted country may act on any of them.
 
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
 use crate::analytics::{AlertKind, AlertRequest};
 use crate::auth::{Authenticated, now_unix};
 use crate::entry;
@@ -25,18 +38,7 @@ use crate::http::vocab::{
 };
 use crate::proof;
 use crate::state::AppState;
-use axum::Json;
-use axum::body::{Body, Bytes};
-use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
 use custody::{AccessRequest, Custody, CustodyError, Event, Person, Status};
-use serde::{Deserialize, Serialize};
-use serde_json::json;
-use std::sync::Arc;
-use utoipa::{IntoParams, ToSchema};
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 mod algorithms;
 mod invariants;
@@ -56,9 +58,6 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
 
 type Shared = State<Arc<AppState>>;
 
-/// The response header that carries an artifact's digest.
-// ---------------------------------------------------------------------------
-// Shared helpers
 impl AppState {
     /// Appends a custody event to the log, from a blocking thread.
     fn log_custody<'a>(
