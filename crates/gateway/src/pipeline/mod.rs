@@ -465,7 +465,7 @@ impl AppState {
         let gate = self.custody_gate.read().await;
         let grant = subject_id
             .filter(|_| mode == Mode::One)
-            .and_then(|id| self.grant_for(who, ask.action, id, target, context.time));
+            .and_then(|id| self.grant_for(ask, id, target));
         if let Some(grant) = &grant {
             context.grant = grant_kind(grant).to_string();
         }
@@ -504,7 +504,7 @@ impl AppState {
             id: &g.id,
             kind: grant_kind(g),
         });
-        let entry = entry::access_entry(&entry::Access {
+        let access = entry::Access {
             who,
             action: ask.action,
             target,
@@ -512,13 +512,10 @@ impl AppState {
             context: &context,
             grant: used.as_ref(),
             policy_set: engine.policy_set_hash(),
-        });
-        let index = self.append(entry).await?;
+        };
+        let index = self.append(entry::access_entry(&access)).await?;
         drop(gate);
-
-        let outcome = entry::outcome(&logged);
-        self.observe(who, ask.action, target, outcome, &logged, index)
-            .await?;
+        self.observe(&access, index).await?;
 
         // The decisions that deny the request as its mode needs, if any: for an unknown
         // subject, those of the first jurisdiction that denies (so that the 403 is the very
@@ -562,15 +559,15 @@ impl AppState {
 
     /// Tells the analytics about a logged decision, and raises the alerts it calls for (a
     /// restricted-country attempt, bulk access) before the request is answered.
-    async fn observe(
-        &self,
-        who: &Authenticated,
-        action: Action,
-        target: &AccessTarget<'_>,
-        outcome: &'static str,
-        decisions: &[LoggedDecision<'_>],
-        log_index: u64,
-    ) -> AppResult<()> {
+    async fn observe(&self, access: &entry::Access<'_>, log_index: u64) -> AppResult<()> {
+        let entry::Access {
+            who,
+            action,
+            target,
+            decisions,
+            ..
+        } = *access;
+        let outcome = entry::outcome(decisions);
         let decisions: Vec<Decision> = decisions.iter().map(|d| d.decision.clone()).collect();
         let observation = Observation {
             who,
@@ -598,19 +595,18 @@ impl AppState {
     /// for a read or an export, the permit withholds the protected fields outside its scope.
     fn grant_for(
         &self,
-        who: &Authenticated,
-        action: Action,
+        ask: &Ask<'_>,
         subject_id: &str,
         target: &AccessTarget<'_>,
-        now: i64,
     ) -> Option<custody::AccessRequest> {
+        let action = ask.action;
         let find = |action: Action| {
             self.custody.find_grant(
-                &who.principal.id,
+                &ask.who.principal.id,
                 action.as_str(),
                 subject_id,
                 target.collection,
-                now,
+                ask.context.time,
             )
         };
         // An export hands over what a read shows: a read grant covers it too, scoped alike.
