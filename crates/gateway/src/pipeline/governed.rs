@@ -26,8 +26,8 @@ pub struct Governed {
     vault: Arc<vault::Vault>,
 }
 
-/// What one decided and logged access allows. Built only by [`AppState::decide`], after the
-/// decision is durably in the log; its fields are private to this module, so no other code
+/// What one decided and logged access allows. Built only by `AppState::decide`, after the
+/// decision is durably in the log; its fields are visible only inside `pipeline/`, so no other code
 /// can make one up:
 ///
 /// ```compile_fail
