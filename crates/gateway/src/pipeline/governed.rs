@@ -27,8 +27,8 @@ pub struct Governed {
 }
 
 /// What one decided and logged access allows. Built only by `AppState::decide`, after the
-/// decision is durably in the log; its fields are visible only inside `pipeline/`, so no other code
-/// can make one up:
+/// decision is durably in the log; its fields are visible only inside `pipeline/`, so no
+/// other code can make one up:
 ///
 /// ```compile_fail
 /// let forged = gateway::pipeline::Permit { index: 0 }; // error: fields are private
