@@ -372,6 +372,8 @@ async fn decide_on_record(
     (id, collection, key): (&str, &str, &str),
 ) -> AppResult<(SubjectPlacement, Permit)> {
     vault::validate_id("record key", key)?;
+    // An unknown collection is a 404 before the subject is looked up (the pipeline checks
+    // it again when it resolves the collection's classes: a map look-up).
     app.governed.declared(collection)?;
     let ask = app.ask(who, action, headers)?;
     let subject = app.find_subject(&ask, id, &[collection]).await?;
