@@ -70,6 +70,10 @@ pub struct ServerConfig {
     /// Connections one client address may hold open at once; more are closed at once, so that
     /// one client cannot take every connection.
     pub max_connections_per_client: usize,
+    /// Subject placements (jurisdiction and site) remembered, so that a request needs no store
+    /// read to find its subject; 0 remembers none. Each read or write at a remembered site
+    /// confirms it there.
+    pub placement_cache_entries: usize,
 }
 
 /// The most `server.max_connections` may be.
@@ -85,6 +89,7 @@ impl Default for ServerConfig {
             idle_timeout_seconds: 60,
             max_connections: 10_000,
             max_connections_per_client: 1_000,
+            placement_cache_entries: vault::DEFAULT_PLACEMENT_CACHE_ENTRIES,
         }
     }
 }
@@ -176,6 +181,25 @@ pub struct KeysConfig {
     pub store: PathBuf,
     /// Why a data key may be unwrapped: `access`, `migration`, `export`. Empty denies all.
     pub allowed_reasons: Vec<String>,
+    /// Unwrapped data keys kept in memory, at most this many (0: none).
+    #[serde(default = "default_data_key_cache_entries")]
+    pub data_key_cache_entries: usize,
+    /// How long an unwrapped data key is kept (like `1s`; `0s`: not at all). Erasure on this
+    /// gateway forgets a subject's keys at once; a gateway sharing the key store stops using a
+    /// key another one destroyed within this time.
+    #[serde(
+        default = "default_data_key_cache_ttl",
+        with = "humantime_serde_compat"
+    )]
+    pub data_key_cache_ttl: std::time::Duration,
+}
+
+fn default_data_key_cache_entries() -> usize {
+    vault::DEFAULT_DATA_KEY_CACHE_ENTRIES
+}
+
+fn default_data_key_cache_ttl() -> std::time::Duration {
+    vault::DEFAULT_DATA_KEY_CACHE_TTL
 }
 
 /// What may leave the jurisdiction, and how.
@@ -611,6 +635,24 @@ impl Config {
             problems.push((
                 "auth.max_token_lifetime".into(),
                 "must be between 1s and 366 days".into(),
+            ));
+        }
+        if self.server.placement_cache_entries > 10_000_000 {
+            problems.push((
+                "server.placement_cache_entries".into(),
+                "at most 10000000".into(),
+            ));
+        }
+        if self.keys.data_key_cache_entries > 1_000_000 {
+            problems.push((
+                "keys.data_key_cache_entries".into(),
+                "at most 1000000".into(),
+            ));
+        }
+        if self.keys.data_key_cache_ttl > std::time::Duration::from_secs(3600) {
+            problems.push((
+                "keys.data_key_cache_ttl".into(),
+                "at most 1h: a key another gateway destroyed is used for up to this long".into(),
             ));
         }
         if self.auth.token_cache_entries > 10_000_000 {

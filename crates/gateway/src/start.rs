@@ -36,6 +36,7 @@ impl Gateway {
         let auth = Authenticator::new(&config, data_dir)?;
         let vault = vault::Vault::open(config.layout(), data_dir, config.server.store_readers)
             .context("cannot open the site stores")?
+            .with_placement_cache(config.server.placement_cache_entries)
             .with_envelope(open_envelope(&config, data_dir)?);
         let egress_pseudonyms = read_pseudonym_key(data_dir, &config.egress.pseudonym_key)?;
         let (log, pseudonyms) = open_log(&config, data_dir)?;
@@ -139,7 +140,8 @@ pub fn open_envelope(config: &Config, data_dir: &Path) -> anyhow::Result<vault::
     let store_path = data_dir.join(&config.keys.store);
     let store = vault::DataKeyStore::open(&store_path)
         .with_context(|| format!("cannot open the key store {}", store_path.display()))?;
-    Ok(vault::Envelope::new(Arc::new(manager), store))
+    Ok(vault::Envelope::new(Arc::new(manager), store)
+        .with_key_cache(config.keys.data_key_cache_entries, config.keys.data_key_cache_ttl))
 }
 
 fn read_pseudonym_key(data_dir: &Path, path: &Path) -> anyhow::Result<Pseudonymizer> {

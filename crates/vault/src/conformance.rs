@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
-use crate::store::{RecordKey, RecordRow, SiteStore, SubjectRow};
+use crate::store::{HeldRecord, RecordKey, RecordRow, SiteStore, SubjectRow};
 
 /// One check, run on a fresh, empty store.
 pub type Check = fn(&dyn SiteStore);
@@ -28,6 +28,8 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("subject_round_trip", subject_round_trip),
     ("subjects_sorted_by_id", subjects_sorted_by_id),
     ("record_round_trip", record_round_trip),
+    ("record_held_with_its_subject", record_held_with_its_subject),
+    ("record_written_only_where_held", record_written_only_where_held),
     ("record_replace", record_replace),
     ("record_delete", record_delete),
     ("list_records_order", list_records_order),
@@ -178,6 +180,72 @@ fn record_round_trip(store: &dyn SiteStore) {
         store.get_record("alice", "profile", "empty").unwrap(),
         Some(Map::new()),
         "record_round_trip: a record with no fields"
+    );
+}
+
+fn record_held_with_its_subject(store: &dyn SiteStore) {
+    assert_eq!(
+        store.get_record_held("alice", "profile", "main").unwrap(),
+        None,
+        "record_held_with_its_subject: no subject, nothing held"
+    );
+    // A record without its subject row (as a store may hold mid-migration) is not held.
+    store
+        .put_record(&record("alice", "profile", "main", sample_fields()))
+        .unwrap();
+    assert_eq!(
+        store.get_record_held("alice", "profile", "main").unwrap(),
+        None,
+        "record_held_with_its_subject: a record without its subject row"
+    );
+    store.put_subject(&subject("alice", "US")).unwrap();
+    assert_eq!(
+        store.get_record_held("alice", "profile", "main").unwrap(),
+        Some(HeldRecord {
+            jurisdiction: "US".into(),
+            fields: Some(sample_fields()),
+        }),
+        "record_held_with_its_subject: the subject and its record"
+    );
+    assert_eq!(
+        store.get_record_held("alice", "profile", "other").unwrap(),
+        Some(HeldRecord {
+            jurisdiction: "US".into(),
+            fields: None,
+        }),
+        "record_held_with_its_subject: the subject without that record"
+    );
+    store.delete_subject("alice").unwrap();
+    assert_eq!(
+        store.get_record_held("alice", "profile", "main").unwrap(),
+        None,
+        "record_held_with_its_subject: gone with its subject"
+    );
+}
+
+fn record_written_only_where_held(store: &dyn SiteStore) {
+    let row = record("alice", "profile", "main", sample_fields());
+    assert!(
+        !store.put_record_held(&row, "US").unwrap(),
+        "record_written_only_where_held: no subject, no write"
+    );
+    assert_eq!(store.get_record("alice", "profile", "main").unwrap(), None);
+    store.put_subject(&subject("alice", "US")).unwrap();
+    assert!(
+        !store.put_record_held(&row, "EU").unwrap(),
+        "record_written_only_where_held: another jurisdiction, no write"
+    );
+    assert_eq!(store.get_record("alice", "profile", "main").unwrap(), None);
+    assert!(store.put_record_held(&row, "US").unwrap());
+    let replaced = record("alice", "profile", "main", fields(json!({"n": 2})));
+    assert!(
+        store.put_record_held(&replaced, "US").unwrap(),
+        "record_written_only_where_held: replaces"
+    );
+    assert_eq!(
+        store.get_record("alice", "profile", "main").unwrap(),
+        Some(replaced.fields),
+        "record_written_only_where_held: the replacement is read back"
     );
 }
 

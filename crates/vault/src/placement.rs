@@ -132,11 +132,27 @@ impl<'v> Pinned<'v> {
         key: &str,
         fields: Map<String, Value>,
     ) -> Result<(), StoreError> {
-        self.store.put_record(&RecordRow {
+        self.store.put_record(&self.record(collection, key, fields))
+    }
+
+    /// [`Self::put_record`] only if the site still holds the subject with its jurisdiction
+    /// (for a placement the vault remembered); whether it wrote.
+    pub(crate) fn put_record_held(
+        &self,
+        collection: &str,
+        key: &str,
+        fields: Map<String, Value>,
+    ) -> Result<bool, StoreError> {
+        self.store
+            .put_record_held(&self.record(collection, key, fields), &self.jurisdiction)
+    }
+
+    fn record(&self, collection: &str, key: &str, fields: Map<String, Value>) -> RecordRow {
+        RecordRow {
             subject: self.subject.clone(),
             collection: collection.to_string(),
             key: key.to_string(),
             fields,
-        })
+        }
     }
 }

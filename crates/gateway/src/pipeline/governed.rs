@@ -136,9 +136,13 @@ impl Governed {
     /// before the decision allows it.
     pub async fn placement(&self, id: &str) -> AppResult<Option<SubjectPlacement>> {
         vault::validate_id("subject id", id)?;
+        // Remembered: no store read, so no trip to a blocking thread either.
+        if let Some(remembered) = self.vault.remembered_placement(id) {
+            return Ok(Some(remembered));
+        }
         let vault = self.vault.clone();
         let owned = id.to_string();
-        Ok(blocking(move || vault.find_subject(&owned)).await??)
+        Ok(blocking(move || vault.locate_subject(&owned)).await??)
     }
 
     /// Registers the permitted subject.

@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -12,6 +13,9 @@ use serde_json::Value;
 use zeroize::Zeroizing;
 
 use crate::keys::aead::{SealError, aead_open, aead_seal, random_bytes};
+use crate::keys::cache::{
+    DEFAULT_DATA_KEY_CACHE_ENTRIES, DEFAULT_DATA_KEY_CACHE_TTL, DataKeyCache,
+};
 use crate::keys::error::{FieldPlace, KeyError, UnwrapReason};
 use crate::keys::manager::KeyManager;
 use crate::keys::store::{DataKeyStore, WrappedKey};
@@ -62,6 +66,8 @@ pub(crate) const ENCRYPTED_PREFIX: &str = "sov:enc:v1:";
 pub struct Envelope {
     manager: Arc<dyn KeyManager>,
     store: Arc<DataKeyStore>,
+    /// Unwrapped data keys, briefly (see `cache.rs`).
+    cache: Arc<DataKeyCache>,
 }
 
 impl fmt::Debug for Envelope {
@@ -78,7 +84,18 @@ impl Envelope {
         Envelope {
             manager,
             store: Arc::new(store),
+            cache: Arc::new(DataKeyCache::new(
+                DEFAULT_DATA_KEY_CACHE_ENTRIES,
+                DEFAULT_DATA_KEY_CACHE_TTL,
+            )),
         }
+    }
+
+    /// Keeps up to `entries` unwrapped data keys, each for at most `ttl` (either 0: none),
+    /// instead of the defaults.
+    pub fn with_key_cache(mut self, entries: usize, ttl: Duration) -> Envelope {
+        self.cache = Arc::new(DataKeyCache::new(entries, ttl));
+        self
     }
 
     /// The key manager's key id.
@@ -99,12 +116,17 @@ impl Envelope {
     /// Destroys the data key of (subject, site): whatever it encrypted, in this store or in
     /// any copy of it, can no longer be decrypted. Whether there was one.
     pub fn destroy(&self, subject: &str, site: &str) -> Result<bool, KeyError> {
-        Ok(self.store.delete(subject, Some(site))? > 0)
+        let destroyed = self.store.delete(subject, Some(site));
+        // Whatever the store answered: a key that may be gone is not used again.
+        self.cache.forget(subject);
+        Ok(destroyed? > 0)
     }
 
     /// Destroys every data key of `subject`; how many there were.
     pub fn destroy_all(&self, subject: &str) -> Result<u64, KeyError> {
-        self.store.delete(subject, None)
+        let destroyed = self.store.delete(subject, None);
+        self.cache.forget(subject);
+        destroyed
     }
 
     /// The data key of (subject, site), unwrapped for `reason`.
@@ -114,6 +136,12 @@ impl Envelope {
         site: &str,
         reason: UnwrapReason,
     ) -> Result<DataKey, KeyError> {
+        // On every use, also of a key unwrapped earlier for another reason.
+        self.manager.check_reason(reason)?;
+        if let Some(key) = self.cache.get(subject, site) {
+            return Ok(key);
+        }
+        let epoch = self.cache.epoch();
         let stored = self
             .store
             .get(subject, site)?
@@ -121,7 +149,9 @@ impl Envelope {
                 subject: subject.into(),
                 site: site.into(),
             })?;
-        self.unwrap_stored(subject, site, &stored, reason)
+        let key = self.unwrap_stored(subject, site, &stored, reason)?;
+        self.cache.insert(subject, site, &key, epoch);
+        Ok(key)
     }
 
     /// The data key of (subject, site), made, wrapped and stored first if there is none. An
@@ -132,8 +162,16 @@ impl Envelope {
         site: &str,
         reason: UnwrapReason,
     ) -> Result<DataKey, KeyError> {
+        if let Some(key) = self.cache.get(subject, site) {
+            // An existing key is used only for a reason it may be unwrapped for.
+            self.manager.check_reason(reason)?;
+            return Ok(key);
+        }
+        let epoch = self.cache.epoch();
         if let Some(stored) = self.store.get(subject, site)? {
-            return self.unwrap_stored(subject, site, &stored, reason);
+            let key = self.unwrap_stored(subject, site, &stored, reason)?;
+            self.cache.insert(subject, site, &key, epoch);
+            return Ok(key);
         }
         let mut fresh = Zeroizing::new([0u8; 32]);
         random_bytes(fresh.as_mut_slice())?;
@@ -142,12 +180,14 @@ impl Envelope {
             wrapped: self.manager.wrap(&fresh, &wrap_context(subject, site))?,
         };
         let stored = self.store.insert_first(subject, site, &ours)?;
-        if stored == ours {
-            Ok(fresh)
+        let key = if stored == ours {
+            fresh
         } else {
             // Another writer created it first: use theirs.
-            self.unwrap_stored(subject, site, &stored, reason)
-        }
+            self.unwrap_stored(subject, site, &stored, reason)?
+        };
+        self.cache.insert(subject, site, &key, epoch);
+        Ok(key)
     }
 
     fn unwrap_stored(

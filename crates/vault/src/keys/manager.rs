@@ -23,6 +23,10 @@ pub trait KeyManager: Send + Sync {
     /// Encrypts a data key; `context` is bound to the result as associated data.
     fn wrap(&self, data_key: &[u8; 32], context: &[u8]) -> Result<Vec<u8>, KeyError>;
 
+    /// Refuses with [`KeyError::ReasonNotAllowed`] unless `reason` is allowed (an empty list
+    /// allows none). Checked on every use of a data key, also one unwrapped earlier.
+    fn check_reason(&self, reason: UnwrapReason) -> Result<(), KeyError>;
+
     /// Decrypts a data key wrapped with the same `context`. Refuses with
     /// [`KeyError::ReasonNotAllowed`] unless `reason` is allowed (an empty list allows none).
     fn unwrap(
@@ -165,6 +169,22 @@ impl KeyManager for LocalKeyManager {
         &self.key_id
     }
 
+    fn check_reason(&self, reason: UnwrapReason) -> Result<(), KeyError> {
+        if self.allowed.contains(&reason) {
+            return Ok(());
+        }
+        Err(KeyError::ReasonNotAllowed {
+            key_id: self.key_id.clone(),
+            reason,
+            allowed: self
+                .allowed
+                .iter()
+                .map(UnwrapReason::as_str)
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+    }
+
     fn wrap(&self, data_key: &[u8; 32], context: &[u8]) -> Result<Vec<u8>, KeyError> {
         aead_seal(&self.kek, data_key, context).map_err(|e| match e {
             SealError::Randomness(e) => *e,
@@ -179,18 +199,7 @@ impl KeyManager for LocalKeyManager {
         reason: UnwrapReason,
     ) -> Result<Zeroizing<[u8; 32]>, KeyError> {
         // The reason is checked before any decryption is attempted.
-        if !self.allowed.contains(&reason) {
-            return Err(KeyError::ReasonNotAllowed {
-                key_id: self.key_id.clone(),
-                reason,
-                allowed: self
-                    .allowed
-                    .iter()
-                    .map(UnwrapReason::as_str)
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            });
-        }
+        self.check_reason(reason)?;
         let unwrap_error = || KeyError::Unwrap {
             key_id: self.key_id.clone(),
         };

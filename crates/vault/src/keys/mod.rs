@@ -20,15 +20,18 @@
 //! Errors name subjects, sites, collections, fields and key ids, never a value or a key byte.
 //!
 //! One module a job: `error.rs` (what fails, and the unwrap reasons), `aead.rs` (the cipher),
-//! `manager.rs` (the KEK), `store.rs` (the wrapped keys), `envelope.rs` (data keys and fields).
+//! `manager.rs` (the KEK), `store.rs` (the wrapped keys), `cache.rs` (unwrapped keys, briefly),
+//! `envelope.rs` (data keys and fields).
 //! This module only names what the rest of the crate uses.
 
 mod aead;
+mod cache;
 mod envelope;
 mod error;
 mod manager;
 mod store;
 
+pub use cache::{DEFAULT_DATA_KEY_CACHE_ENTRIES, DEFAULT_DATA_KEY_CACHE_TTL};
 pub use envelope::Envelope;
 pub(crate) use envelope::Place;
 pub use error::{FieldPlace, KeyError, UnwrapReason};

@@ -38,6 +38,16 @@ pub struct RecordRow {
     pub fields: Map<String, Value>,
 }
 
+/// A subject as one site holds it, with one of its records: what a governed read needs,
+/// seen together.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeldRecord {
+    /// The subject's jurisdiction, as this site holds it.
+    pub jurisdiction: String,
+    /// The record's fields; `None` when the subject has no such record here.
+    pub fields: Option<Map<String, Value>>,
+}
+
 /// One site's storage. Implementations must make every successful write durable before
 /// returning, and every successful write visible to reads that start after it returns.
 pub trait SiteStore: Send + Sync {
@@ -50,8 +60,40 @@ pub trait SiteStore: Send + Sync {
         collection: &str,
         key: &str,
     ) -> Result<Option<Map<String, Value>>, StoreError>;
+    /// The record, and whether this site holds the subject at all: `None` when it holds no
+    /// subject `subject`. Lets a reader that remembers where a subject is confirm it with the
+    /// very read of the record. The backends answer it with one query, so the subject's
+    /// presence and the record are seen together (and, for PostgreSQL, in one round trip);
+    /// this default makes two reads.
+    fn get_record_held(
+        &self,
+        subject: &str,
+        collection: &str,
+        key: &str,
+    ) -> Result<Option<HeldRecord>, StoreError> {
+        let Some(row) = self.get_subject(subject)? else {
+            return Ok(None);
+        };
+        Ok(Some(HeldRecord {
+            jurisdiction: row.jurisdiction,
+            fields: self.get_record(subject, collection, key)?,
+        }))
+    }
     /// Inserts or replaces the record.
     fn put_record(&self, row: &RecordRow) -> Result<(), StoreError>;
+    /// Inserts or replaces the record only if this site holds its subject with
+    /// `jurisdiction`; whether it did. The counterpart of [`Self::get_record_held`] for a
+    /// writer that remembers where the subject is. The backends check and write in one
+    /// statement; this default checks first, then writes.
+    fn put_record_held(&self, row: &RecordRow, jurisdiction: &str) -> Result<bool, StoreError> {
+        match self.get_subject(&row.subject)? {
+            Some(held) if held.jurisdiction == jurisdiction => {
+                self.put_record(row)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
     /// Whether a record was deleted.
     fn delete_record(&self, subject: &str, collection: &str, key: &str)
     -> Result<bool, StoreError>;

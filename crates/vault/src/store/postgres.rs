@@ -22,7 +22,7 @@ use pgconn::{PgError, Pool, Target};
 use postgres::{Client, Transaction};
 use serde_json::{Map, Value};
 
-use crate::store::{RecordKey, RecordRow, SiteStore, StoreError, SubjectRow};
+use crate::store::{HeldRecord, RecordKey, RecordRow, SiteStore, StoreError, SubjectRow};
 
 /// The schema this build writes and reads: `SCHEMA[v]` upgrades version `v` to `v + 1`.
 const SCHEMA: &[&str] = &[r#"
@@ -133,6 +133,17 @@ impl PostgresStore {
         })
     }
 
+    /// A record's fields as stored: a JSON object's text.
+    fn encode_fields(&self, row: &RecordRow) -> Result<String, StoreError> {
+        serde_json::to_string(&row.fields).map_err(|_| StoreError::Corrupt {
+            path: self.target.name().into(),
+            detail: format!(
+                "the fields of record {}/{}/{} cannot be encoded as JSON",
+                row.subject, row.collection, row.key
+            ),
+        })
+    }
+
     /// Parses stored fields. The parser's message is left out: it can quote a value.
     fn parse_fields(&self, text: &str, what: &str) -> Result<Map<String, Value>, StoreError> {
         serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
@@ -207,14 +218,38 @@ impl SiteStore for PostgresStore {
             .transpose()
     }
 
-    fn put_record(&self, row: &RecordRow) -> Result<(), StoreError> {
-        let fields = serde_json::to_string(&row.fields).map_err(|_| StoreError::Corrupt {
-            path: self.target.name().into(),
-            detail: format!(
-                "the fields of record {}/{}/{} cannot be encoded as JSON",
-                row.subject, row.collection, row.key
-            ),
+    fn get_record_held(
+        &self,
+        subject: &str,
+        collection: &str,
+        key: &str,
+    ) -> Result<Option<HeldRecord>, StoreError> {
+        // One round trip: the subject's presence and the record together.
+        let held: Option<(String, Option<String>)> = self.run(|c| {
+            c.query_opt(
+                "SELECT s.jurisdiction, r.fields FROM subjects s
+                 LEFT JOIN records r ON r.subject = s.id AND r.collection = $2 AND r.key = $3
+                 WHERE s.id = $1",
+                &[&subject, &collection, &key],
+            )
+            .map(|row| row.map(|row| (row.get(0), row.get(1))))
         })?;
+        held.map(|(jurisdiction, text)| {
+            let fields = text
+                .map(|text| {
+                    self.parse_fields(&text, &format!("record {subject}/{collection}/{key}"))
+                })
+                .transpose()?;
+            Ok(HeldRecord {
+                jurisdiction,
+                fields,
+            })
+        })
+        .transpose()
+    }
+
+    fn put_record(&self, row: &RecordRow) -> Result<(), StoreError> {
+        let fields = self.encode_fields(row)?;
         self.run(|c| {
             c.execute(
                 "INSERT INTO records (subject, collection, key, fields) VALUES ($1, $2, $3, $4)
@@ -222,6 +257,20 @@ impl SiteStore for PostgresStore {
                 &[&row.subject, &row.collection, &row.key, &fields],
             )
             .map(drop)
+        })
+    }
+
+    fn put_record_held(&self, row: &RecordRow, jurisdiction: &str) -> Result<bool, StoreError> {
+        let fields = self.encode_fields(row)?;
+        self.run(|c| {
+            c.execute(
+                "INSERT INTO records (subject, collection, key, fields)
+                 SELECT $1, $2, $3, $4 WHERE EXISTS
+                     (SELECT 1 FROM subjects WHERE id = $1 AND jurisdiction = $5)
+                 ON CONFLICT (subject, collection, key) DO UPDATE SET fields = excluded.fields",
+                &[&row.subject, &row.collection, &row.key, &fields, &jurisdiction],
+            )
+            .map(|written| written > 0)
         })
     }
 

@@ -18,7 +18,7 @@ use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_json::{Map, Value};
 
-use crate::store::{RecordKey, RecordRow, SiteStore, StoreError, SubjectRow};
+use crate::store::{HeldRecord, RecordKey, RecordRow, SiteStore, StoreError, SubjectRow};
 
 /// The schema this build writes and reads, one step a version (`sqlitedb::migrate`): version 1
 /// the tables, version 2 the index that pages through one collection.
@@ -151,6 +151,17 @@ impl SqliteStore {
         f(lease.connection()).map_err(|e| self.sql_error(e))
     }
 
+    /// A record's fields as stored: a JSON object's text.
+    fn encode_fields(&self, row: &RecordRow) -> Result<String, StoreError> {
+        serde_json::to_string(&row.fields).map_err(|_| StoreError::Corrupt {
+            path: self.path.clone(),
+            detail: format!(
+                "the fields of record {}/{}/{} cannot be encoded as JSON",
+                row.subject, row.collection, row.key
+            ),
+        })
+    }
+
     /// Parses stored fields. The parser's message is left out: it can quote a value.
     fn parse_fields(&self, text: &str, what: &str) -> Result<Map<String, Value>, StoreError> {
         serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
@@ -206,14 +217,37 @@ impl SiteStore for SqliteStore {
             .transpose()
     }
 
-    fn put_record(&self, row: &RecordRow) -> Result<(), StoreError> {
-        let fields = serde_json::to_string(&row.fields).map_err(|_| StoreError::Corrupt {
-            path: self.path.clone(),
-            detail: format!(
-                "the fields of record {}/{}/{} cannot be encoded as JSON",
-                row.subject, row.collection, row.key
-            ),
+    fn get_record_held(
+        &self,
+        subject: &str,
+        collection: &str,
+        key: &str,
+    ) -> Result<Option<HeldRecord>, StoreError> {
+        let held: Option<(String, Option<String>)> = self.read(|conn| {
+            conn.prepare_cached(
+                "SELECT s.jurisdiction, r.fields FROM subjects s
+                 LEFT JOIN records r ON r.subject = s.id AND r.collection = ?2 AND r.key = ?3
+                 WHERE s.id = ?1",
+            )?
+            .query_row([subject, collection, key], |row| Ok((row.get(0)?, row.get(1)?)))
+            .optional()
         })?;
+        held.map(|(jurisdiction, text)| {
+            let fields = text
+                .map(|text| {
+                    self.parse_fields(&text, &format!("record {subject}/{collection}/{key}"))
+                })
+                .transpose()?;
+            Ok(HeldRecord {
+                jurisdiction,
+                fields,
+            })
+        })
+        .transpose()
+    }
+
+    fn put_record(&self, row: &RecordRow) -> Result<(), StoreError> {
+        let fields = self.encode_fields(row)?;
         self.write(|conn| {
             conn.prepare_cached(
                 "INSERT INTO records (subject, collection, key, fields) VALUES (?1, ?2, ?3, ?4)
@@ -221,6 +255,20 @@ impl SiteStore for SqliteStore {
             )?
             .execute(params![row.subject, row.collection, row.key, fields])
             .map(drop)
+        })
+    }
+
+    fn put_record_held(&self, row: &RecordRow, jurisdiction: &str) -> Result<bool, StoreError> {
+        let fields = self.encode_fields(row)?;
+        self.write(|conn| {
+            conn.prepare_cached(
+                "INSERT INTO records (subject, collection, key, fields)
+                 SELECT ?1, ?2, ?3, ?4 WHERE EXISTS
+                     (SELECT 1 FROM subjects WHERE id = ?1 AND jurisdiction = ?5)
+                 ON CONFLICT (subject, collection, key) DO UPDATE SET fields = excluded.fields",
+            )?
+            .execute(params![row.subject, row.collection, row.key, fields, jurisdiction])
+            .map(|written| written > 0)
         })
     }
 

@@ -19,6 +19,8 @@ impl Vault {
             records: 0,
             keys_destroyed: 0,
         };
+        // Forgotten first: from here on, nothing reads or writes it at a remembered site.
+        self.placements.forget(id);
         for (site, store) in &self.stores {
             let records = store.list_records(id)?.len() as u64;
             if store.delete_subject(id)? {

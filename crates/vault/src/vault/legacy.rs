@@ -60,6 +60,8 @@ impl Vault {
         }
 
         let _exclusive = self.exclusive();
+        // Seeding writes subject rows directly; nothing remembered may outlive it.
+        self.placements.forget_all();
         for (id, _) in &planned {
             if let Some(held) = self.find_subject(id)? {
                 if held.jurisdiction != jurisdiction {

@@ -59,6 +59,9 @@ impl Vault {
             self.site_store(to)?;
         }
         let _exclusive = self.exclusive();
+        // A subject moving is looked up afresh from here on (only placements at allowed
+        // sites are remembered, but a move may also start from one named by the caller).
+        self.placements.forget(id);
 
         // Whose rule applies: the subject as the source holds it or, when an earlier run
         // already moved it, as it is held now.
