@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use crate::http::error::{ApiError, AppResult};
-use crate::http::tasks::blocking;
+use crate::http::tasks::{blocking, store_read};
 use crate::pseudonym::Pseudonymizer;
 use policy::Action;
 use vault::{FieldClass, SubjectPlacement};
@@ -142,7 +142,7 @@ impl Governed {
         }
         let vault = self.vault.clone();
         let owned = id.to_string();
-        Ok(blocking(move || vault.locate_subject(&owned)).await??)
+        Ok(store_read(self.vault.reads_locally(), move || vault.locate_subject(&owned)).await??)
     }
 
     /// Registers the permitted subject.
@@ -216,7 +216,7 @@ impl Governed {
         let protected = permit.classes.contains(&FieldClass::Protected);
         let (vault, coll, k) = (self.vault.clone(), collection.to_string(), key.to_string());
         let index = permit.index;
-        let record = blocking(move || {
+        let record = store_read(self.vault.reads_locally(), move || {
             if protected {
                 vault.get_record(&subject, &coll, &k, vault::UnwrapReason::Access)
             } else {

@@ -51,6 +51,12 @@ pub struct HeldRecord {
 /// One site's storage. Implementations must make every successful write durable before
 /// returning, and every successful write visible to reads that start after it returns.
 pub trait SiteStore: Send + Sync {
+    /// Whether reads are served from local files (an embedded database), in microseconds
+    /// when the pages are cached, rather than over a network: a caller may then run them
+    /// where it is, instead of handing them to a thread that may block.
+    fn reads_locally(&self) -> bool {
+        false
+    }
     fn get_subject(&self, id: &str) -> Result<Option<SubjectRow>, StoreError>;
     /// Inserts or replaces the subject.
     fn put_subject(&self, subject: &SubjectRow) -> Result<(), StoreError>;

@@ -176,6 +176,10 @@ impl SqliteStore {
 }
 
 impl SiteStore for SqliteStore {
+    fn reads_locally(&self) -> bool {
+        true
+    }
+
     fn get_subject(&self, id: &str) -> Result<Option<SubjectRow>, StoreError> {
         self.read(|conn| {
             conn.prepare_cached("SELECT id, jurisdiction FROM subjects WHERE id = ?1")?

@@ -160,6 +160,12 @@ impl Vault {
         self
     }
 
+    /// Whether every site store (and so every read of subject data) is a local file: see
+    /// [`SiteStore::reads_locally`]. The custodian's key store always is.
+    pub fn reads_locally(&self) -> bool {
+        self.stores.values().all(|store| store.reads_locally())
+    }
+
     /// The custodian's keys, if the vault has them.
     pub fn envelope(&self) -> Option<&Envelope> {
         self.envelope.as_ref()
