@@ -29,7 +29,10 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("subjects_sorted_by_id", subjects_sorted_by_id),
     ("record_round_trip", record_round_trip),
     ("record_held_with_its_subject", record_held_with_its_subject),
-    ("record_written_only_where_held", record_written_only_where_held),
+    (
+        "record_written_only_where_held",
+        record_written_only_where_held,
+    ),
     ("record_replace", record_replace),
     ("record_delete", record_delete),
     ("list_records_order", list_records_order),

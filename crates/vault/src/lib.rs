@@ -52,15 +52,15 @@ pub mod conformance;
 pub use domain::{Erasure, Migration, Misplaced, StoredRecord, SubjectPlacement};
 pub use error::{VaultError, validate_id};
 pub use keys::{
-    DEFAULT_DATA_KEY_CACHE_ENTRIES, DEFAULT_DATA_KEY_CACHE_TTL, DataKeyStore, Envelope,
-    FieldPlace, KeyError, KeyManager, LocalKeyManager, UnwrapReason, WrappedKey,
+    DEFAULT_DATA_KEY_CACHE_ENTRIES, DEFAULT_DATA_KEY_CACHE_TTL, DataKeyStore, Envelope, FieldPlace,
+    KeyError, KeyManager, LocalKeyManager, UnwrapReason, WrappedKey,
 };
 pub use layout::{CollectionConfig, FieldClass, Layout, LayoutProblem, SiteConfig};
 pub use store::open::open_store;
 pub use store::postgres::PostgresStore;
 pub use store::sqlite::SqliteStore;
 pub use store::{HeldRecord, RecordKey, RecordRow, SiteStore, StoreError, SubjectRow};
-pub use vault::{DEFAULT_PLACEMENT_CACHE_ENTRIES, Vault};
 pub use vault::paging::{Cursor, MAX_PAGE_SIZE};
+pub use vault::{DEFAULT_PLACEMENT_CACHE_ENTRIES, Vault};
 /// The type a [`KeyManager`] returns unwrapped data keys in (zeroed when dropped).
 pub use zeroize::Zeroizing;

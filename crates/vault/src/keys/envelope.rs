@@ -299,6 +299,71 @@ mod tests {
     }
 
     #[test]
+    fn a_cached_key_still_needs_an_allowed_reason_and_dies_with_its_destruction() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.db");
+        let m: Arc<dyn KeyManager> = Arc::new(manager(dir.path(), vec![UnwrapReason::Access]));
+        let envelope = Envelope::new(m.clone(), DataKeyStore::open(&path).unwrap())
+            .with_key_cache(100, Duration::from_secs(3600));
+        let key = envelope
+            .data_key_or_create("alice", "us", UnwrapReason::Access)
+            .unwrap();
+        assert_eq!(
+            *envelope
+                .data_key("alice", "us", UnwrapReason::Access)
+                .unwrap(),
+            *key
+        );
+        // Cached, yet a reason the manager refuses is still refused.
+        assert!(matches!(
+            envelope.data_key("alice", "us", UnwrapReason::Export),
+            Err(KeyError::ReasonNotAllowed { .. })
+        ));
+        assert!(matches!(
+            envelope.data_key_or_create("alice", "us", UnwrapReason::Export),
+            Err(KeyError::ReasonNotAllowed { .. })
+        ));
+        // Destroyed here: gone at once, cache or not.
+        assert!(envelope.destroy("alice", "us").unwrap());
+        assert!(matches!(
+            envelope.data_key("alice", "us", UnwrapReason::Access),
+            Err(KeyError::NoDataKey { .. })
+        ));
+        envelope
+            .data_key_or_create("bob", "us", UnwrapReason::Access)
+            .unwrap();
+        envelope
+            .data_key("bob", "us", UnwrapReason::Access)
+            .unwrap();
+        assert_eq!(envelope.destroy_all("bob").unwrap(), 1);
+        assert!(matches!(
+            envelope.data_key("bob", "us", UnwrapReason::Access),
+            Err(KeyError::NoDataKey { .. })
+        ));
+    }
+
+    #[test]
+    fn a_key_destroyed_by_another_envelope_is_dropped_within_the_ttl() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.db");
+        let m: Arc<dyn KeyManager> = Arc::new(manager(dir.path(), vec![UnwrapReason::Access]));
+        let ttl = Duration::from_millis(300);
+        let ours =
+            Envelope::new(m.clone(), DataKeyStore::open(&path).unwrap()).with_key_cache(100, ttl);
+        // Another gateway on the same key store.
+        let theirs = Envelope::new(m, DataKeyStore::open(&path).unwrap());
+        ours.data_key_or_create("alice", "us", UnwrapReason::Access)
+            .unwrap();
+        ours.data_key("alice", "us", UnwrapReason::Access).unwrap();
+        assert_eq!(theirs.destroy_all("alice").unwrap(), 1);
+        std::thread::sleep(ttl + Duration::from_millis(50));
+        assert!(matches!(
+            ours.data_key("alice", "us", UnwrapReason::Access),
+            Err(KeyError::NoDataKey { .. })
+        ));
+    }
+
+    #[test]
     fn a_wrapped_key_moved_to_another_row_does_not_unwrap() {
         let dir = tempfile::tempdir().unwrap();
         let m: Arc<dyn KeyManager> = Arc::new(manager(dir.path(), vec![UnwrapReason::Access]));

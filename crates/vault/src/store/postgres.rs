@@ -268,7 +268,13 @@ impl SiteStore for PostgresStore {
                  SELECT $1, $2, $3, $4 WHERE EXISTS
                      (SELECT 1 FROM subjects WHERE id = $1 AND jurisdiction = $5)
                  ON CONFLICT (subject, collection, key) DO UPDATE SET fields = excluded.fields",
-                &[&row.subject, &row.collection, &row.key, &fields, &jurisdiction],
+                &[
+                    &row.subject,
+                    &row.collection,
+                    &row.key,
+                    &fields,
+                    &jurisdiction,
+                ],
             )
             .map(|written| written > 0)
         })

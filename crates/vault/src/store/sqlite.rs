@@ -233,7 +233,9 @@ impl SiteStore for SqliteStore {
                  LEFT JOIN records r ON r.subject = s.id AND r.collection = ?2 AND r.key = ?3
                  WHERE s.id = ?1",
             )?
-            .query_row([subject, collection, key], |row| Ok((row.get(0)?, row.get(1)?)))
+            .query_row([subject, collection, key], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
             .optional()
         })?;
         held.map(|(jurisdiction, text)| {
@@ -271,7 +273,13 @@ impl SiteStore for SqliteStore {
                      (SELECT 1 FROM subjects WHERE id = ?1 AND jurisdiction = ?5)
                  ON CONFLICT (subject, collection, key) DO UPDATE SET fields = excluded.fields",
             )?
-            .execute(params![row.subject, row.collection, row.key, fields, jurisdiction])
+            .execute(params![
+                row.subject,
+                row.collection,
+                row.key,
+                fields,
+                jurisdiction
+            ])
             .map(|written| written > 0)
         })
     }

@@ -10,6 +10,7 @@ mod common;
 mod encryption;
 mod migration;
 mod paging;
+mod placements;
 mod postgres;
 mod residency_property;
 mod vault;
