@@ -11,6 +11,7 @@ use std::path::PathBuf;
 
 use serde_json::{Map, Value};
 
+mod group_commit;
 pub(crate) mod open;
 pub(crate) mod postgres;
 pub(crate) mod sqlite;

@@ -2,8 +2,10 @@
 //!
 //! - WAL journal with `synchronous=FULL`: a write that returned survives a crash or power loss,
 //!   and readers never block the writer.
-//! - One writer connection behind a mutex (SQLite admits one writer at a time anyway) and a
-//!   small fixed pool of read-only connections, so concurrent reads run in parallel.
+//! - One writer connection (SQLite admits one writer at a time anyway), whose single-statement
+//!   writes are committed in groups: writes that arrive while a group commits share the next
+//!   transaction and its fsync (`group_commit.rs`). A small fixed pool of read-only
+//!   connections lets concurrent reads run in parallel.
 //! - Statements are prepared once per connection (`prepare_cached`).
 //! - Opening, the durable settings and the versioned schema (in `PRAGMA user_version`: a file
 //!   from a newer build is refused rather than misread, an older one is brought up to date) are
@@ -18,6 +20,7 @@ use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_json::{Map, Value};
 
+use crate::store::group_commit::GroupCommit;
 use crate::store::{HeldRecord, RecordKey, RecordRow, SiteStore, StoreError, SubjectRow};
 
 /// The schema this build writes and reads, one step a version (`sqlitedb::migrate`): version 1
@@ -46,7 +49,8 @@ const SCHEMA_V2: &str = "
 /// A site store in one SQLite file.
 pub struct SqliteStore {
     path: PathBuf,
-    writer: Mutex<Connection>,
+    /// The one writer connection, committing concurrent writes in groups.
+    writer: GroupCommit,
     readers: ReaderPool,
 }
 
@@ -97,7 +101,7 @@ impl SqliteStore {
 
         Ok(SqliteStore {
             path: path.to_path_buf(),
-            writer: Mutex::new(writer),
+            writer: GroupCommit::new(writer),
             readers: ReaderPool {
                 idle: Mutex::new(idle),
                 returned: Condvar::new(),
@@ -117,16 +121,12 @@ impl SqliteStore {
         }
     }
 
-    /// Runs a write on the single writer connection. Each write is one autocommit statement,
-    /// so it is durable (synchronous=FULL) when this returns.
-    fn write<T>(
-        &self,
-        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
-    ) -> Result<T, StoreError> {
-        // A panic elsewhere while holding the lock leaves the connection usable: SQLite rolls
-        // back any statement that did not finish.
-        let conn = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        f(&conn).map_err(|e| self.sql_error(e))
+    /// Runs one write statement (text parameters) in the next group commit; the rows it
+    /// changed, once its group is durable (synchronous=FULL).
+    fn write(&self, sql: &'static str, params: Vec<String>) -> Result<usize, StoreError> {
+        self.writer
+            .execute(sql, params)
+            .map_err(|e| self.sql_error(e))
     }
 
     /// Runs several writes as one immediate transaction on the writer connection: all of them
@@ -135,7 +135,7 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
     ) -> Result<T, StoreError> {
-        let mut conn = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut conn = self.writer.connection();
         let run = |conn: &mut Connection| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let out = f(&tx)?;
@@ -194,14 +194,12 @@ impl SiteStore for SqliteStore {
     }
 
     fn put_subject(&self, subject: &SubjectRow) -> Result<(), StoreError> {
-        self.write(|conn| {
-            conn.prepare_cached(
-                "INSERT INTO subjects (id, jurisdiction) VALUES (?1, ?2)
-                 ON CONFLICT (id) DO UPDATE SET jurisdiction = excluded.jurisdiction",
-            )?
-            .execute([&subject.id, &subject.jurisdiction])
-            .map(drop)
-        })
+        self.write(
+            "INSERT INTO subjects (id, jurisdiction) VALUES (?1, ?2)
+             ON CONFLICT (id) DO UPDATE SET jurisdiction = excluded.jurisdiction",
+            vec![subject.id.clone(), subject.jurisdiction.clone()],
+        )
+        .map(drop)
     }
 
     fn get_record(
@@ -254,34 +252,35 @@ impl SiteStore for SqliteStore {
 
     fn put_record(&self, row: &RecordRow) -> Result<(), StoreError> {
         let fields = self.encode_fields(row)?;
-        self.write(|conn| {
-            conn.prepare_cached(
-                "INSERT INTO records (subject, collection, key, fields) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (subject, collection, key) DO UPDATE SET fields = excluded.fields",
-            )?
-            .execute(params![row.subject, row.collection, row.key, fields])
-            .map(drop)
-        })
+        self.write(
+            "INSERT INTO records (subject, collection, key, fields) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (subject, collection, key) DO UPDATE SET fields = excluded.fields",
+            vec![
+                row.subject.clone(),
+                row.collection.clone(),
+                row.key.clone(),
+                fields,
+            ],
+        )
+        .map(drop)
     }
 
     fn put_record_held(&self, row: &RecordRow, jurisdiction: &str) -> Result<bool, StoreError> {
         let fields = self.encode_fields(row)?;
-        self.write(|conn| {
-            conn.prepare_cached(
-                "INSERT INTO records (subject, collection, key, fields)
-                 SELECT ?1, ?2, ?3, ?4 WHERE EXISTS
-                     (SELECT 1 FROM subjects WHERE id = ?1 AND jurisdiction = ?5)
-                 ON CONFLICT (subject, collection, key) DO UPDATE SET fields = excluded.fields",
-            )?
-            .execute(params![
-                row.subject,
-                row.collection,
-                row.key,
+        self.write(
+            "INSERT INTO records (subject, collection, key, fields)
+             SELECT ?1, ?2, ?3, ?4 WHERE EXISTS
+                 (SELECT 1 FROM subjects WHERE id = ?1 AND jurisdiction = ?5)
+             ON CONFLICT (subject, collection, key) DO UPDATE SET fields = excluded.fields",
+            vec![
+                row.subject.clone(),
+                row.collection.clone(),
+                row.key.clone(),
                 fields,
-                jurisdiction
-            ])
-            .map(|written| written > 0)
-        })
+                jurisdiction.to_string(),
+            ],
+        )
+        .map(|written| written > 0)
     }
 
     fn delete_record(
@@ -290,13 +289,11 @@ impl SiteStore for SqliteStore {
         collection: &str,
         key: &str,
     ) -> Result<bool, StoreError> {
-        self.write(|conn| {
-            conn.prepare_cached(
-                "DELETE FROM records WHERE subject = ?1 AND collection = ?2 AND key = ?3",
-            )?
-            .execute([subject, collection, key])
-            .map(|deleted| deleted > 0)
-        })
+        self.write(
+            "DELETE FROM records WHERE subject = ?1 AND collection = ?2 AND key = ?3",
+            vec![subject.into(), collection.into(), key.into()],
+        )
+        .map(|deleted| deleted > 0)
     }
 
     fn list_records(&self, subject: &str) -> Result<Vec<RecordKey>, StoreError> {
@@ -488,7 +485,7 @@ mod tests {
     fn settings_are_durable_ones() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("site.db"), 1).unwrap();
-        let conn = store.writer.lock().unwrap();
+        let conn = store.writer.connection();
         let mode: String = conn
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .unwrap();
@@ -522,7 +519,7 @@ mod tests {
             conn.pragma_update(None, "user_version", 1).unwrap();
         }
         let store = SqliteStore::open(&path, 1).unwrap();
-        let conn = store.writer.lock().unwrap();
+        let conn = store.writer.connection();
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
@@ -571,12 +568,10 @@ mod tests {
         let path = dir.path().join("site.db");
         let store = SqliteStore::open(&path, 1).unwrap();
         store
-            .write(|c| {
-                c.execute(
-                    "INSERT INTO records VALUES ('s', 'c', 'k', '\"secret-value\"')",
-                    [],
-                )
-            })
+            .write(
+                "INSERT INTO records VALUES ('s', 'c', 'k', '\"secret-value\"')",
+                vec![],
+            )
             .unwrap();
         let err = store.get_record("s", "c", "k").unwrap_err();
         assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
