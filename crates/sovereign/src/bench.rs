@@ -176,6 +176,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     })?;
     let load = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(CLIENT_THREADS)
+        // Named apart from the servers' threads, so that `top -H` shows what the client costs.
+        .thread_name("bench-load")
         .enable_all()
         .build()
         .context("cannot start the load generator's runtime")?;
