@@ -554,6 +554,7 @@ impl Requests {
                     body.len()
                 )
             }
+            // Never sent over HTTP: `read_store` calls the store itself.
             Phase::StoreReadInProcess => Err(std::fmt::Error),
         }
     }
@@ -1008,6 +1009,42 @@ mod tests {
             let error = answers[0].as_ref().err().unwrap();
             assert!(error.contains(expected), "{answer:?}: {error}");
         }
+    }
+
+    #[test]
+    fn a_phase_counts_every_refused_request_as_an_error() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let measured = runtime.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(async move {
+                loop {
+                    let (mut socket, _) = listener.accept().await.unwrap();
+                    tokio::spawn(async move {
+                        let mut request = [0u8; 4096];
+                        while socket.read(&mut request).await.is_ok_and(|n| n > 0) {
+                            let answer =
+                                "HTTP/1.1 403 Forbidden\r\ncontent-length: 6\r\n\r\ndenied";
+                            if socket.write_all(answer.as_bytes()).await.is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+            });
+            let keys = Arc::new(vec![("bench-0".to_string(), "main".to_string())]);
+            let requests = Requests::new(Phase::GovernedRead, addr, "token", keys);
+            drive_phase(addr, requests, 3, Duration::from_millis(200))
+                .await
+                .unwrap()
+        });
+        assert!(measured.requests > 0);
+        assert_eq!(measured.errors, measured.requests);
+        assert_eq!(measured.first_error.as_deref(), Some("HTTP 403: denied"));
     }
 
     #[test]
