@@ -232,7 +232,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         .filter(|(_, m)| m.errors > 0)
         .map(|(phase, m)| {
             format!(
-                "{}: {} of {} requests failed, the first: {}",
+                "{}: {} errors ({} requests answered), the first: {}",
                 phase.label(),
                 m.errors,
                 m.requests,
