@@ -828,6 +828,9 @@ fn report(args: &BenchArgs, results: &[(Phase, Measured)]) {
             .unwrap_or_else(|| "embedded SQLite".into())
     };
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    // `sovereign serve` logs a line per request at its default level (info) and the bench's
+    // default (warn) does not, which moves the floor by a fifth: the figures say which it was.
+    let log_level = tracing::level_filters::LevelFilter::current().to_string();
     // The ungoverned read is compared with the floor too: what HTTP alone leaves of it.
     let compared =
         |phase: Phase| phase == Phase::UngovernedRead || Phase::GOVERNED.contains(&phase);
@@ -869,6 +872,7 @@ fn report(args: &BenchArgs, results: &[(Phase, Measured)]) {
             "client_threads": CLIENT_THREADS,
             "seconds": args.seconds,
             "records": args.records,
+            "gateway_log_level": log_level,
             "phases": phases,
             "ratios": ratios,
         });
@@ -876,7 +880,7 @@ fn report(args: &BenchArgs, results: &[(Phase, Measured)]) {
         return;
     }
     println!(
-        "site store: {}; log store: {}; {} keep-alive connections on {CLIENT_THREADS} client threads, {}s per phase, {} records",
+        "site store: {}; log store: {}; {} keep-alive connections on {CLIENT_THREADS} client threads, {}s per phase, {} records; gateway log level: {log_level}",
         store(&args.site_store),
         store(&args.log_store),
         args.clients,

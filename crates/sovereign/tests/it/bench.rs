@@ -91,6 +91,7 @@ fn bench_measures_every_phase() {
     assert_eq!(report["site_store"], "embedded SQLite");
     assert_eq!(report["clients"], 2);
     assert_eq!(report["records"], 5);
+    assert!(report["gateway_log_level"].is_string(), "{report}");
     check(&report, &PHASES);
 }
 
