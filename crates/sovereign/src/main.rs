@@ -48,8 +48,9 @@ enum Command {
     /// Run the reference scenario live: a gateway on a fresh setup, a synthetic population
     /// and the reference cast at work, for the dashboard; the monitor verifies at the end.
     Demo(demo::DemoArgs),
-    /// Measure governed reads (through the API) against bare reads of the same records from
-    /// the same store, on a fresh setup in a temporary folder.
+    /// Measure governed reads and writes against the same server's HTTP floor and an
+    /// ungoverned HTTP read of the same store, in one run, on a fresh setup in a temporary
+    /// folder.
     Bench(bench::BenchArgs),
     /// Write a default setup (the reference scenario) into a data folder.
     Init {
