@@ -140,8 +140,12 @@ pub fn open_envelope(config: &Config, data_dir: &Path) -> anyhow::Result<vault::
     let store_path = data_dir.join(&config.keys.store);
     let store = vault::DataKeyStore::open(&store_path)
         .with_context(|| format!("cannot open the key store {}", store_path.display()))?;
-    Ok(vault::Envelope::new(Arc::new(manager), store)
-        .with_key_cache(config.keys.data_key_cache_entries, config.keys.data_key_cache_ttl))
+    Ok(
+        vault::Envelope::new(Arc::new(manager), store).with_key_cache(
+            config.keys.data_key_cache_entries,
+            config.keys.data_key_cache_ttl,
+        ),
+    )
 }
 
 fn read_pseudonym_key(data_dir: &Path, path: &Path) -> anyhow::Result<Pseudonymizer> {

@@ -142,7 +142,10 @@ impl Governed {
         }
         let vault = self.vault.clone();
         let owned = id.to_string();
-        Ok(store_read(self.vault.reads_locally(), move || vault.locate_subject(&owned)).await??)
+        Ok(store_read(self.vault.reads_locally(), move || {
+            vault.locate_subject(&owned)
+        })
+        .await??)
     }
 
     /// Registers the permitted subject.

@@ -63,6 +63,9 @@ fn open_error(path: &Path, error: sqlitedb::Error) -> KeyError {
 pub struct DataKeyStore {
     path: PathBuf,
     conn: Mutex<Connection>,
+    /// Reads have a connection of their own, so a read (which may run on an async thread)
+    /// never waits for a write's commit and fsync.
+    reader: Mutex<Connection>,
 }
 
 impl fmt::Debug for DataKeyStore {
@@ -94,9 +97,12 @@ impl DataKeyStore {
             });
         }
         sqlitedb::migrate(&mut conn, SCHEMA).map_err(|e| open_error(path, e))?;
+        // After the writer, so that the WAL files it needs exist.
+        let reader = sqlitedb::open_reader(path, &OPTIONS).map_err(|e| open_error(path, e))?;
         Ok(DataKeyStore {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
+            reader: Mutex::new(reader),
         })
     }
 
@@ -109,9 +115,24 @@ impl DataKeyStore {
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> Result<T, KeyError> {
+        self.on(&self.conn, f)
+    }
+
+    fn read_with<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, KeyError> {
+        self.on(&self.reader, f)
+    }
+
+    fn on<T>(
+        &self,
+        conn: &Mutex<Connection>,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, KeyError> {
         // A panic elsewhere while holding the lock leaves the connection usable: SQLite rolls
         // back any statement that did not finish.
-        let conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        let conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
         f(&conn).map_err(|source| KeyError::Sqlite {
             path: self.path.clone(),
             source,
@@ -120,12 +141,12 @@ impl DataKeyStore {
 
     /// The wrapped data key of (subject, site), if there is one.
     pub fn get(&self, subject: &str, site: &str) -> Result<Option<WrappedKey>, KeyError> {
-        self.with_conn(|conn| select_key(conn, subject, site))
+        self.read_with(|conn| select_key(conn, subject, site))
     }
 
     /// The sites where `subject` has a data key, sorted.
     pub fn sites_of(&self, subject: &str) -> Result<Vec<String>, KeyError> {
-        self.with_conn(|conn| {
+        self.read_with(|conn| {
             conn.prepare_cached("SELECT site FROM data_keys WHERE subject = ?1 ORDER BY site")?
                 .query_map([subject], |row| row.get(0))?
                 .collect()
