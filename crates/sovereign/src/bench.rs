@@ -342,9 +342,13 @@ fn ungoverned_router(store: Arc<dyn vault::SiteStore>) -> axum::Router {
         State(store): State<Arc<dyn vault::SiteStore>>,
         Path((subject, collection, key)): Path<(String, String, String)>,
     ) -> Result<axum::Json<Fields>, StatusCode> {
-        let found =
-            tokio::task::spawn_blocking(move || store.get_record(&subject, &collection, &key))
-                .await;
+        // Read as the gateway reads: in place from a local file, on a blocking thread across
+        // the network.
+        let found = if store.reads_locally() {
+            Ok(store.get_record(&subject, &collection, &key))
+        } else {
+            tokio::task::spawn_blocking(move || store.get_record(&subject, &collection, &key)).await
+        };
         match found {
             Ok(Ok(Some(fields))) => Ok(axum::Json(fields)),
             Ok(Ok(None)) => Err(StatusCode::NOT_FOUND),
