@@ -72,6 +72,12 @@ fn hash_rows(conn: &Connection, rows: &[u64]) -> Result<Vec<Vec<u8>>, String> {
 pub(crate) fn open(path: &Path, signer: Signer, options: LogOptions) -> Result<Log, LogError> {
     let mut conn = open_connection(path)?;
     sqlitedb::migrate(&mut conn, SCHEMA).map_err(|e| storage(path, e))?;
+    // The WAL is copied into the file by a thread of its own, so that no batch's commit waits
+    // for it (see `sqlitedb::Checkpointer`).
+    sqlitedb::no_automatic_checkpoints(&conn).map_err(|e| storage(path, e))?;
+    let checkpoints =
+        sqlitedb::Checkpointer::spawn(path, &OPTIONS, CHECKPOINT_EVERY, WAL_RESTART_FRAMES)
+            .map_err(|e| storage(path, e))?;
     // Opened after the schema is in place, which it reads.
     let reader = open_connection(path)?;
 
@@ -114,6 +120,7 @@ pub(crate) fn open(path: &Path, signer: Signer, options: LogOptions) -> Result<L
     ));
     let mut writer = Writer {
         conn,
+        _checkpoints: checkpoints,
         shared: shared.clone(),
         signer,
         options: options.clone(),
@@ -141,6 +148,8 @@ pub(crate) fn open(path: &Path, signer: Signer, options: LogOptions) -> Result<L
 /// The writer thread's state.
 struct Writer {
     conn: Connection,
+    /// Stops when the writer does.
+    _checkpoints: sqlitedb::Checkpointer,
     shared: Arc<Shared>,
     signer: Signer,
     options: LogOptions,
@@ -246,8 +255,14 @@ const OPTIONS: sqlitedb::Options = sqlitedb::Options {
     ..sqlitedb::Options::DEFAULT
 };
 
+/// How often the checkpointer copies the WAL into the file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+/// The WAL's size (4 KiB frames, 64 MiB) above which the checkpointer makes it start over.
+const WAL_RESTART_FRAMES: u32 = 16384;
+
 /// Opens a durable connection (`sqlitedb`) with the log's cache settings: a large page cache
-/// and rare automatic checkpoints, as appends are sequential and batched.
+/// and rare automatic checkpoints, as appends are sequential and batched (the writer's
+/// connection turns them off: a thread of its own checkpoints).
 fn open_connection(path: &Path) -> Result<Connection, LogError> {
     let conn = sqlitedb::open_durable(path, &OPTIONS).map_err(|e| storage(path, e))?;
     conn.execute_batch(

@@ -16,10 +16,17 @@
 //!   missing steps run in one immediate transaction, so two processes opening the same new
 //!   file do not race, and a file from a newer build is refused rather than misread.
 //!
+//! - **Checkpoints off the commit path** ([`Checkpointer`]): a thread copies the WAL into the
+//!   database file, so that no commit waits for it.
+//!
 //! Errors carry no path: each store names its file in its own error type.
 
 use std::path::Path;
 use std::time::Duration;
+
+mod checkpoint;
+
+pub use checkpoint::{Checkpointer, no_automatic_checkpoints};
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 

@@ -46,11 +46,18 @@ const SCHEMA_V2: &str = "
     CREATE INDEX IF NOT EXISTS records_by_collection ON records (collection, subject, key);
 ";
 
+/// How often the checkpointer copies the WAL into the file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+/// The WAL's size (4 KiB frames, 32 MiB) above which the checkpointer makes it start over.
+const WAL_RESTART_FRAMES: u32 = 8192;
+
 /// A site store in one SQLite file.
 pub struct SqliteStore {
     path: PathBuf,
     /// The one writer connection, committing concurrent writes in groups.
     writer: GroupCommit,
+    /// Copies the WAL into the file off the writers' path; stops with the store.
+    _checkpoints: sqlitedb::Checkpointer,
     readers: ReaderPool,
 }
 
@@ -92,6 +99,12 @@ impl SqliteStore {
     pub fn open(path: &Path, readers: usize) -> Result<Self, StoreError> {
         let mut writer = sqlitedb::open_durable(path, &OPTIONS).map_err(|e| open_error(path, e))?;
         sqlitedb::migrate(&mut writer, SCHEMA).map_err(|e| open_error(path, e))?;
+        // The WAL is copied into the file by a thread of its own, so that no write's commit
+        // waits for it (see `sqlitedb::Checkpointer`).
+        sqlitedb::no_automatic_checkpoints(&writer).map_err(|e| open_error(path, e.into()))?;
+        let checkpoints =
+            sqlitedb::Checkpointer::spawn(path, &OPTIONS, CHECKPOINT_EVERY, WAL_RESTART_FRAMES)
+                .map_err(|e| open_error(path, e))?;
 
         // Readers open after the writer so the WAL files they need already exist.
         let mut idle = Vec::with_capacity(readers.max(1));
@@ -102,6 +115,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             path: path.to_path_buf(),
             writer: GroupCommit::new(writer),
+            _checkpoints: checkpoints,
             readers: ReaderPool {
                 idle: Mutex::new(idle),
                 returned: Condvar::new(),
