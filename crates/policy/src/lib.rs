@@ -288,6 +288,10 @@ struct Plan {
     pair: PolicySet,
     /// Policies that read the context, or that could not be analysed: evaluated every time.
     request: PolicySet,
+    /// The context attributes (`field::CONTEXT_*` bits) that `request` can read. Only these
+    /// are put in the Cedar context: no policy can tell the others are missing, and building
+    /// the context is a good part of what remains of an uncached decision.
+    context_fields: u32,
 }
 
 impl std::fmt::Debug for PolicyEngine {
@@ -390,9 +394,10 @@ impl PolicyEngine {
                     if !scope_can_match(policy, action_uid, &ancestors, resource_uid) {
                         continue;
                     }
-                    let reads_context = cache::policy_fields(policy, ACTION_TYPE)
-                        .is_none_or(|fields| fields & field::CONTEXT_ALL != 0);
-                    let set = if reads_context {
+                    let context_fields = cache::policy_fields(policy, ACTION_TYPE)
+                        .map_or(field::CONTEXT_ALL, |fields| fields & field::CONTEXT_ALL);
+                    plan.context_fields |= context_fields;
+                    let set = if context_fields != 0 {
                         &mut plan.request
                     } else {
                         &mut plan.pair
@@ -516,7 +521,7 @@ impl PolicyEngine {
                 let (principal_uid, principal) = self.principal_entity(&req.principal)?;
                 let resource = self.resource_entity(&req.resource)?;
                 let entities = self.entities(principal, resource)?;
-                let request = self.request(req, principal_uid.clone())?;
+                let request = self.request(req, principal_uid.clone(), plan.context_fields)?;
                 let outcome = self.outcome(&request, &plan.pair, &entities);
                 let pair = Arc::new(Pair {
                     principal_uid,
@@ -527,7 +532,7 @@ impl PolicyEngine {
                 pair
             }
         };
-        let request = self.request(req, pair.principal_uid.clone())?;
+        let request = self.request(req, pair.principal_uid.clone(), plan.context_fields)?;
         let outcome = self.outcome(&request, &plan.request, &pair.entities);
         Ok(merge(&pair.outcome, &outcome))
     }
@@ -566,12 +571,18 @@ impl PolicyEngine {
         }
     }
 
-    fn request(&self, req: &AccessRequest, principal_uid: EntityUid) -> Result<Request, String> {
+    /// The Cedar request for `req`, with only the context attributes in `context_fields`.
+    fn request(
+        &self,
+        req: &AccessRequest,
+        principal_uid: EntityUid,
+        context_fields: u32,
+    ) -> Result<Request, String> {
         Request::new(
             principal_uid,
             self.action_uids[req.action.index()].clone(),
             self.resource_uid(&req.resource).clone(),
-            context(&req.context)?,
+            context(&req.context, context_fields)?,
             None,
         )
         .map_err(|e| format!("invalid request: {}", chain(&e)))
@@ -603,7 +614,7 @@ impl PolicyEngine {
 
         let (principal_uid, principal) = self.principal_entity(&req.principal)?;
         let resource = self.resource_entity(&req.resource)?;
-        let context = context(&req.context)?;
+        let context = context(&req.context, field::CONTEXT_ALL)?;
         let request = Request::new(
             principal_uid,
             self.action_uids[req.action.index()].clone(),
@@ -807,19 +818,30 @@ fn merge(a: &Outcome, b: &Outcome) -> Decision {
     }
 }
 
-fn context(c: &Context) -> Result<CedarContext, String> {
-    CedarContext::from_pairs([
-        ("purpose".to_owned(), string(&c.purpose)),
-        ("reason_code".to_owned(), string(&c.reason_code)),
-        ("network_zone".to_owned(), string(&c.network_zone)),
-        ("time".to_owned(), RestrictedExpression::new_long(c.time)),
-        ("grant".to_owned(), string(&c.grant)),
-        (
-            "own_data".to_owned(),
-            RestrictedExpression::new_bool(c.own_data),
-        ),
-    ])
-    .map_err(|e| format!("cannot build request context: {}", chain(&e)))
+/// The Cedar context for `c`, with the attributes whose `field::CONTEXT_*` bit is in `fields`.
+fn context(c: &Context, fields: u32) -> Result<CedarContext, String> {
+    let mut pairs = Vec::with_capacity(6);
+    let mut put = |bit: u32, name: &str, value: fn(&Context) -> RestrictedExpression| {
+        if fields & bit != 0 {
+            pairs.push((name.to_owned(), value(c)));
+        }
+    };
+    put(field::CONTEXT_PURPOSE, "purpose", |c| string(&c.purpose));
+    put(field::CONTEXT_REASON_CODE, "reason_code", |c| {
+        string(&c.reason_code)
+    });
+    put(field::CONTEXT_NETWORK_ZONE, "network_zone", |c| {
+        string(&c.network_zone)
+    });
+    put(field::CONTEXT_TIME, "time", |c| {
+        RestrictedExpression::new_long(c.time)
+    });
+    put(field::CONTEXT_GRANT, "grant", |c| string(&c.grant));
+    put(field::CONTEXT_OWN_DATA, "own_data", |c| {
+        RestrictedExpression::new_bool(c.own_data)
+    });
+    CedarContext::from_pairs(pairs)
+        .map_err(|e| format!("cannot build request context: {}", chain(&e)))
 }
 
 fn kind_index(resource: &Resource) -> usize {
@@ -1117,7 +1139,8 @@ mod tests {
 @id("pair-permit") permit (principal, action, resource is Sovereign::Data) when { resource.field_class == "interoperable" };
 @id("ctx-permit") permit (principal, action == Sovereign::Action::"list", resource) when { context.purpose != "" };
 @id("pair-forbid") forbid (principal, action, resource) when { resource.suspended };
-@id("ctx-forbid") forbid (principal, action, resource) when { context.own_data };"#
+@id("ctx-forbid") forbid (principal, action, resource) when { context.own_data };
+@id("ctx-has") permit (principal, action == Sovereign::Action::"scan", resource) when { context has network_zone && context.network_zone == "" };"#
                     .into(),
             ),
             (
