@@ -402,7 +402,7 @@ impl PolicyEngine {
                     } else {
                         &mut plan.pair
                     };
-                    set.add(policy.clone())
+                    set.add(without_action_and_resource_scope(policy))
                         .map_err(|e| PolicyError::PolicyParse(e.to_string()))?;
                 }
             }
@@ -789,6 +789,23 @@ fn scope_can_match(
         ResourceConstraint::IsIn(ty, uid) => &ty == resource.type_name() && &uid == resource,
     };
     action_matches && resource_matches
+}
+
+/// `policy` with its action and resource scope removed, for a subset of policies whose scope
+/// [`scope_can_match`] found to hold. That check is exact: the action and resource are fixed
+/// per subset, the resource has no parents and the action groups are the schema's. Cedar
+/// would otherwise rebuild an `action in [...]` set literal on every evaluation, a good part
+/// of an uncached decision. The conditions are kept as written, so the policy is satisfied,
+/// or fails with the same error, exactly when the original is. Returns the policy unchanged
+/// if the rewrite does not go through.
+fn without_action_and_resource_scope(policy: &Policy) -> Policy {
+    let rewritten = policy.to_json().ok().and_then(|mut json| {
+        let scope = json.as_object_mut()?;
+        scope.insert("action".to_owned(), serde_json::json!({ "op": "All" }));
+        scope.insert("resource".to_owned(), serde_json::json!({ "op": "All" }));
+        Policy::from_json(Some(policy.id().clone()), json).ok()
+    });
+    rewritten.unwrap_or_else(|| policy.clone())
 }
 
 /// Combines the outcomes of two disjoint parts of the policy set into the decision one
@@ -1180,6 +1197,22 @@ mod tests {
             }
             assert!(allowed > 0 && allowed < grid.len(), "{policies}: {allowed}");
             assert!(errors > 0, "the refused action/resource pairs give errors");
+        }
+    }
+
+    /// The subsets' policies really are rewritten (a failed rewrite falls back silently to
+    /// the original) and keep their ids.
+    #[test]
+    fn subsets_drop_the_scope_they_were_selected_by() {
+        let engine = PolicyEngine::new(DEFAULT_SCHEMA, &default_policies(&["CN".into()]))
+            .expect("default policies load");
+        // Reads apply to data, kind 1.
+        let plan = &engine.plans[Action::Read.index()][1];
+        assert!(plan.request.policies().count() > 0 && plan.pair.policies().count() > 0);
+        for p in plan.request.policies().chain(plan.pair.policies()) {
+            assert_eq!(p.action_constraint(), ActionConstraint::Any, "{p}");
+            assert_eq!(p.resource_constraint(), ResourceConstraint::Any, "{p}");
+            assert_eq!(p.annotation("id"), Some(AsRef::<str>::as_ref(p.id())));
         }
     }
 
