@@ -98,7 +98,7 @@ fn scope_fields(scope: &Value, all: u32) -> u32 {
     }
 }
 
-fn expr_fields(expr: &Value, action_type: &str) -> u32 {
+pub(crate) fn expr_fields(expr: &Value, action_type: &str) -> u32 {
     match expr {
         Value::Object(map) => {
             for op in [".", "has"] {

@@ -286,8 +286,12 @@ struct Plan {
     /// Policies that never read the context: for one principal and resource their outcome is
     /// fixed, so it is computed once per pair and memoised.
     pair: PolicySet,
-    /// Policies that read the context, or that could not be analysed: evaluated every time.
+    /// Policies that read the context, or that could not be analysed: evaluated every time,
+    /// except those their probe rules out for a pair.
     request: PolicySet,
+    /// For policies in `request`: a permit, with the same id, that holds when the leading part
+    /// of its condition that does not read the context holds (see [`context_free_probe`]).
+    probes: PolicySet,
     /// The context attributes (`field::CONTEXT_*` bits) that `request` can read. Only these
     /// are put in the Cedar context: no policy can tell the others are missing, and building
     /// the context is a good part of what remains of an uncached decision.
@@ -397,13 +401,18 @@ impl PolicyEngine {
                     let context_fields = cache::policy_fields(policy, ACTION_TYPE)
                         .map_or(field::CONTEXT_ALL, |fields| fields & field::CONTEXT_ALL);
                     plan.context_fields |= context_fields;
-                    let set = if context_fields != 0 {
-                        &mut plan.request
+                    let policy = without_action_and_resource_scope(policy);
+                    if context_fields == 0 {
+                        plan.pair.add(policy)
                     } else {
-                        &mut plan.pair
-                    };
-                    set.add(without_action_and_resource_scope(policy))
-                        .map_err(|e| PolicyError::PolicyParse(e.to_string()))?;
+                        if let Some(probe) = context_free_probe(&policy) {
+                            plan.probes
+                                .add(probe)
+                                .map_err(|e| PolicyError::PolicyParse(e.to_string()))?;
+                        }
+                        plan.request.add(policy)
+                    }
+                    .map_err(|e| PolicyError::PolicyParse(e.to_string()))?;
                 }
             }
         }
@@ -523,18 +532,68 @@ impl PolicyEngine {
                 let entities = self.entities(principal, resource)?;
                 let request = self.request(req, principal_uid.clone(), plan.context_fields)?;
                 let outcome = self.outcome(&request, &plan.pair, &entities);
+                let policies = self.request_policies(plan, &request, &entities)?;
                 let pair = Arc::new(Pair {
                     principal_uid,
                     entities,
                     outcome,
+                    policies,
                 });
                 self.pairs.insert(key, Arc::clone(&pair));
                 pair
             }
         };
+        if pair.policies.is_empty() {
+            // Nothing left to evaluate. Building the context cannot fail (literals under
+            // distinct names), so skipping it hides no error.
+            return Ok(merge(&pair.outcome, &Outcome::default()));
+        }
         let request = self.request(req, pair.principal_uid.clone(), plan.context_fields)?;
-        let outcome = self.outcome(&request, &plan.request, &pair.entities);
+        let outcome = self.outcome(&request, &pair.policies, &pair.entities);
         Ok(merge(&pair.outcome, &outcome))
+    }
+
+    /// The policies of `plan.request` that can still hold or fail for this pair: those whose
+    /// probe held or failed, and those without a probe. A probe that is false without error
+    /// means the policy's condition stops, false, before it reads the context, whatever the
+    /// context is.
+    fn request_policies(
+        &self,
+        plan: &Plan,
+        request: &Request,
+        entities: &Entities,
+    ) -> Result<PolicySet, String> {
+        let mut ruled_out = HashSet::new();
+        if !plan.probes.is_empty() {
+            let response = self
+                .authorizer
+                .is_authorized(request, &plan.probes, entities);
+            let diagnostics = response.diagnostics();
+            let held: HashSet<&PolicyId> = diagnostics.reason().collect();
+            let failed: HashSet<&PolicyId> = diagnostics
+                .errors()
+                .map(|e| {
+                    let AuthorizationError::PolicyEvaluationError(inner) = e;
+                    inner.policy_id()
+                })
+                .collect();
+            ruled_out.extend(
+                plan.probes
+                    .policies()
+                    .map(Policy::id)
+                    .filter(|id| !held.contains(id) && !failed.contains(id))
+                    .cloned(),
+            );
+        }
+        let mut policies = PolicySet::new();
+        for policy in plan.request.policies() {
+            if !ruled_out.contains(policy.id()) {
+                policies
+                    .add(policy.clone())
+                    .map_err(|e| format!("cannot select policies: {e}"))?;
+            }
+        }
+        Ok(policies)
     }
 
     /// Evaluates `policies` (part of the policy set) for `request`.
@@ -806,6 +865,33 @@ fn without_action_and_resource_scope(policy: &Policy) -> Policy {
         Policy::from_json(Some(policy.id().clone()), json).ok()
     });
     rewritten.unwrap_or_else(|| policy.clone())
+}
+
+/// A permit with `policy`'s id and principal scope whose condition is the longest leading part
+/// of `policy`'s first `when` condition that does not read the context, or `None` if there is
+/// none. Cedar evaluates `a && b && c`, that is `(a && b) && c`, left operand first and stops
+/// at the first false one, so when the probe is false without error, so is `policy`, for every
+/// context. `policy` must have no action or resource scope.
+fn context_free_probe(policy: &Policy) -> Option<Policy> {
+    let mut json = policy.to_json().ok()?;
+    let first = json.get("conditions")?.as_array()?.first()?;
+    if first.get("kind")?.as_str()? != "when" {
+        return None;
+    }
+    let mut part = first.get("body")?;
+    let prefix = loop {
+        if cache::expr_fields(part, ACTION_TYPE) & field::CONTEXT_ALL == 0 {
+            break part.clone();
+        }
+        part = part.get("&&")?.get("left")?;
+    };
+    let probe = json.as_object_mut()?;
+    probe.insert("effect".to_owned(), serde_json::json!("permit"));
+    probe.insert(
+        "conditions".to_owned(),
+        serde_json::json!([{ "kind": "when", "body": prefix }]),
+    );
+    Policy::from_json(Some(policy.id().clone()), json).ok()
 }
 
 /// Combines the outcomes of two disjoint parts of the policy set into the decision one
@@ -1157,6 +1243,7 @@ mod tests {
 @id("ctx-permit") permit (principal, action == Sovereign::Action::"list", resource) when { context.purpose != "" };
 @id("pair-forbid") forbid (principal, action, resource) when { resource.suspended };
 @id("ctx-forbid") forbid (principal, action, resource) when { context.own_data };
+@id("probe-error") permit (principal, action, resource) when { principal.location == "CN" && 9223372036854775807 + 1 > 0 && context.own_data };
 @id("ctx-has") permit (principal, action == Sovereign::Action::"scan", resource) when { context has network_zone && context.network_zone == "" };"#
                     .into(),
             ),
@@ -1209,6 +1296,11 @@ mod tests {
         // Reads apply to data, kind 1.
         let plan = &engine.plans[Action::Read.index()][1];
         assert!(plan.request.policies().count() > 0 && plan.pair.policies().count() > 0);
+        // Every context-reading default policy starts with a part that does not.
+        assert_eq!(
+            plan.probes.policies().count(),
+            plan.request.policies().count()
+        );
         for p in plan.request.policies().chain(plan.pair.policies()) {
             assert_eq!(p.action_constraint(), ActionConstraint::Any, "{p}");
             assert_eq!(p.resource_constraint(), ResourceConstraint::Any, "{p}");

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use cedar_policy::{Entities, EntityUid};
+use cedar_policy::{Entities, EntityUid, PolicySet};
 
 /// Upper bound on cached pairs. As for decisions, the map is emptied when full: bounded by
 /// this constant whatever clients send, and simple.
@@ -21,6 +21,8 @@ pub(crate) struct Pair {
     pub(crate) principal_uid: EntityUid,
     pub(crate) entities: Entities,
     pub(crate) outcome: Outcome,
+    /// The context-reading policies that can still hold or fail for this pair.
+    pub(crate) policies: PolicySet,
 }
 
 /// The result of evaluating part of the policy set. Cedar names the satisfied forbids when
