@@ -292,6 +292,9 @@ struct Plan {
     /// For policies in `request`: a permit, with the same id, that holds when the leading part
     /// of its condition that does not read the context holds (see [`context_free_probe`]).
     probes: PolicySet,
+    /// For policies with a probe: the policy with that leading part replaced by `true`, used
+    /// for a pair whose probe held.
+    rests: HashMap<PolicyId, Policy>,
     /// The context attributes (`field::CONTEXT_*` bits) that `request` can read. Only these
     /// are put in the Cedar context: no policy can tell the others are missing, and building
     /// the context is a good part of what remains of an uncached decision.
@@ -405,10 +408,11 @@ impl PolicyEngine {
                     if context_fields == 0 {
                         plan.pair.add(policy)
                     } else {
-                        if let Some(probe) = context_free_probe(&policy) {
+                        if let Some((probe, rest)) = context_free_probe(&policy) {
                             plan.probes
                                 .add(probe)
                                 .map_err(|e| PolicyError::PolicyParse(e.to_string()))?;
+                            plan.rests.insert(policy.id().clone(), rest);
                         }
                         plan.request.add(policy)
                     }
@@ -556,7 +560,8 @@ impl PolicyEngine {
     /// The policies of `plan.request` that can still hold or fail for this pair: those whose
     /// probe held or failed, and those without a probe. A probe that is false without error
     /// means the policy's condition stops, false, before it reads the context, whatever the
-    /// context is.
+    /// context is. Where the probe held, the policy's rest (the leading part replaced by
+    /// `true`) stands in for it: the leading part would evaluate to `true` again.
     fn request_policies(
         &self,
         plan: &Plan,
@@ -564,6 +569,7 @@ impl PolicyEngine {
         entities: &Entities,
     ) -> Result<PolicySet, String> {
         let mut ruled_out = HashSet::new();
+        let mut held_ids = HashSet::new();
         if !plan.probes.is_empty() {
             let response = self
                 .authorizer
@@ -584,14 +590,21 @@ impl PolicyEngine {
                     .filter(|id| !held.contains(id) && !failed.contains(id))
                     .cloned(),
             );
+            held_ids.extend(held.into_iter().cloned());
         }
         let mut policies = PolicySet::new();
         for policy in plan.request.policies() {
-            if !ruled_out.contains(policy.id()) {
-                policies
-                    .add(policy.clone())
-                    .map_err(|e| format!("cannot select policies: {e}"))?;
+            let id = policy.id();
+            if ruled_out.contains(id) {
+                continue;
             }
+            let policy = match plan.rests.get(id) {
+                Some(rest) if held_ids.contains(id) => rest,
+                _ => policy,
+            };
+            policies
+                .add(policy.clone())
+                .map_err(|e| format!("cannot select policies: {e}"))?;
         }
         Ok(policies)
     }
@@ -867,31 +880,50 @@ fn without_action_and_resource_scope(policy: &Policy) -> Policy {
     rewritten.unwrap_or_else(|| policy.clone())
 }
 
-/// A permit with `policy`'s id and principal scope whose condition is the longest leading part
-/// of `policy`'s first `when` condition that does not read the context, or `None` if there is
-/// none. Cedar evaluates `a && b && c`, that is `(a && b) && c`, left operand first and stops
-/// at the first false one, so when the probe is false without error, so is `policy`, for every
-/// context. `policy` must have no action or resource scope.
-fn context_free_probe(policy: &Policy) -> Option<Policy> {
-    let mut json = policy.to_json().ok()?;
+/// For `policy` (with no action or resource scope), its probe and its rest, or `None` if its
+/// first condition is not a `when` that starts with a part not reading the context.
+///
+/// The probe is a permit with `policy`'s id and principal scope whose condition is the
+/// longest leading part of that `when` condition that does not read the context. Cedar
+/// evaluates `a && b && c`, that is `(a && b) && c`, left operand first and stops at the
+/// first false one, so when the probe is false without error, so is `policy`, for every
+/// context. The rest is `policy` with that leading part replaced by `true`: when the probe
+/// holds, the leading part evaluates to `true` in `policy` too, so the two agree.
+fn context_free_probe(policy: &Policy) -> Option<(Policy, Policy)> {
+    let json = policy.to_json().ok()?;
     let first = json.get("conditions")?.as_array()?.first()?;
     if first.get("kind")?.as_str()? != "when" {
         return None;
     }
+    // The path of `&&` left operands from the condition's root down to the leading part.
+    let mut depth = 0;
     let mut part = first.get("body")?;
-    let prefix = loop {
-        if cache::expr_fields(part, ACTION_TYPE) & field::CONTEXT_ALL == 0 {
-            break part.clone();
-        }
+    while cache::expr_fields(part, ACTION_TYPE) & field::CONTEXT_ALL != 0 {
         part = part.get("&&")?.get("left")?;
-    };
-    let probe = json.as_object_mut()?;
-    probe.insert("effect".to_owned(), serde_json::json!("permit"));
-    probe.insert(
+        depth += 1;
+    }
+    let prefix = part.clone();
+
+    let mut probe = json.clone();
+    let object = probe.as_object_mut()?;
+    object.insert("effect".to_owned(), serde_json::json!("permit"));
+    object.insert(
         "conditions".to_owned(),
         serde_json::json!([{ "kind": "when", "body": prefix }]),
     );
-    Policy::from_json(Some(policy.id().clone()), json).ok()
+
+    let mut rest = json;
+    let mut slot = rest.get_mut("conditions")?.get_mut(0)?.get_mut("body")?;
+    for _ in 0..depth {
+        slot = slot.get_mut("&&")?.get_mut("left")?;
+    }
+    *slot = serde_json::json!({ "Value": true });
+
+    let id = policy.id().clone();
+    Some((
+        Policy::from_json(Some(id.clone()), probe).ok()?,
+        Policy::from_json(Some(id), rest).ok()?,
+    ))
 }
 
 /// Combines the outcomes of two disjoint parts of the policy set into the decision one
@@ -1300,6 +1332,13 @@ mod tests {
         assert_eq!(
             plan.probes.policies().count(),
             plan.request.policies().count()
+        );
+        assert_eq!(plan.rests.len(), plan.request.policies().count());
+        let rest = &plan.rests[&PolicyId::new("permit-usds-vetted-data")];
+        assert!(
+            rest.to_string()
+                .contains(r#"when { true && (context.purpose != "") }"#),
+            "{rest}"
         );
         for p in plan.request.policies().chain(plan.pair.policies()) {
             assert_eq!(p.action_constraint(), ActionConstraint::Any, "{p}");
