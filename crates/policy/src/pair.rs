@@ -4,7 +4,11 @@
 //! resource entities and the entity store, and most of the rest evaluating policies that never
 //! read the request context. For a given principal, action and resource both are fixed, so
 //! they are computed once and kept here; a request then builds only its context and evaluates
-//! only the policies that read it.
+//! only the policies that read it and can still hold or fail for the pair (see
+//! `PolicyEngine::request_policies`).
+//!
+//! The key includes the principal's id, so the first request of each token for an action and
+//! resource pays the full evaluation (plus the probes) once.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
