@@ -3,7 +3,9 @@
 //!
 //! The engine memoises decisions on the request fields the policies read, so a repeated request
 //! measures the cached path. The `uncached` cases give every iteration a new purpose (a field
-//! the default policies read), so each one is a full Cedar evaluation plus a cache insert.
+//! the default policies read), so each one is a Cedar evaluation of the policies that read the
+//! context plus a cache insert; `new_principal` also changes the principal's id, so the
+//! entities and the other policies' outcome are built afresh as well.
 
 use std::hint::black_box;
 
@@ -89,6 +91,26 @@ fn decide(c: &mut Criterion) {
             )
         });
     }
+    // Uncached and also a principal id never seen before: the entity store and the outcome
+    // of the policies that do not read the context are built afresh too, as for the first
+    // request of a token.
+    let mut n = 0u64;
+    group.bench_function(
+        "usds_vetted_read_us_protected_allow_uncached_new_principal",
+        |b| {
+            b.iter_batched_ref(
+                || {
+                    n += 1;
+                    let mut req = vetted.clone();
+                    req.principal.id = format!("user-{n}");
+                    req.context.purpose = format!("purpose-{n}");
+                    req
+                },
+                |req| engine.decide(black_box(req)),
+                BatchSize::SmallInput,
+            )
+        },
+    );
     group.finish();
 }
 

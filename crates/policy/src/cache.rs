@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use cedar_policy::PolicySet;
+use cedar_policy::{Policy, PolicySet};
 use serde_json::Value;
 
 use crate::{AccessRequest, Decision, Resource};
@@ -25,7 +25,7 @@ use crate::{AccessRequest, Decision, Resource};
 const CAPACITY: usize = 4096;
 
 /// One bit per request field a policy can read.
-mod field {
+pub(crate) mod field {
     pub const PRINCIPAL_ID: u32 = 1 << 0;
     pub const PRINCIPAL_ENTITY: u32 = 1 << 1;
     pub const PRINCIPAL_ENTITY_COUNTRY: u32 = 1 << 2;
@@ -70,13 +70,19 @@ mod field {
 pub(crate) fn observed_fields(policies: &PolicySet, action_type: &str) -> Option<u32> {
     let mut fields = 0;
     for policy in policies.policies() {
-        let json = policy.to_json().ok()?;
-        fields |= scope_fields(json.get("principal")?, field::PRINCIPAL_ALL);
-        fields |= scope_fields(json.get("resource")?, field::RESOURCE_ALL);
-        // The action is always part of the key, so its scope adds nothing.
-        for condition in json.get("conditions")?.as_array()? {
-            fields |= expr_fields(condition.get("body")?, action_type);
-        }
+        fields |= policy_fields(policy, action_type)?;
+    }
+    Some(fields)
+}
+
+/// Which request fields `policy` can observe, or `None` if that cannot be determined.
+pub(crate) fn policy_fields(policy: &Policy, action_type: &str) -> Option<u32> {
+    let json = policy.to_json().ok()?;
+    let mut fields = scope_fields(json.get("principal")?, field::PRINCIPAL_ALL);
+    fields |= scope_fields(json.get("resource")?, field::RESOURCE_ALL);
+    // The action is always part of the key, so its scope adds nothing.
+    for condition in json.get("conditions")?.as_array()? {
+        fields |= expr_fields(condition.get("body")?, action_type);
     }
     Some(fields)
 }
@@ -92,7 +98,7 @@ fn scope_fields(scope: &Value, all: u32) -> u32 {
     }
 }
 
-fn expr_fields(expr: &Value, action_type: &str) -> u32 {
+pub(crate) fn expr_fields(expr: &Value, action_type: &str) -> u32 {
     match expr {
         Value::Object(map) => {
             for op in [".", "has"] {
@@ -185,81 +191,7 @@ impl DecisionCache {
     /// The cache key: the action, the resource kind and every observed field, each
     /// length-prefixed so distinct requests can never encode alike.
     pub(crate) fn key(&self, req: &AccessRequest) -> Vec<u8> {
-        use field::*;
-        let mut key = Vec::with_capacity(128);
-        key.push(req.action as u8);
-        key.push(matches!(req.resource, Resource::Data { .. }) as u8);
-        let p = &req.principal;
-        let mut put = |bit: u32, value: &str| {
-            if self.fields & bit != 0 {
-                put_str(&mut key, value);
-            }
-        };
-        put(PRINCIPAL_ID, &p.id);
-        put(PRINCIPAL_ENTITY, &p.entity);
-        put(PRINCIPAL_ENTITY_COUNTRY, &p.entity_country);
-        put(PRINCIPAL_LOCATION, &p.location);
-        let c = &req.context;
-        put(CONTEXT_PURPOSE, &c.purpose);
-        put(CONTEXT_REASON_CODE, &c.reason_code);
-        put(CONTEXT_NETWORK_ZONE, &c.network_zone);
-        put(CONTEXT_GRANT, &c.grant);
-        // Subjects have no `approval_required`; `None` keeps the two kinds' keys apart anyway.
-        let (suspended, approval_required) = match &req.resource {
-            Resource::Subject {
-                subject_jurisdiction,
-                site,
-                site_jurisdiction,
-                suspended,
-            } => {
-                put(RESOURCE_SUBJECT_JURISDICTION, subject_jurisdiction);
-                put(RESOURCE_SITE, site);
-                put(RESOURCE_SITE_JURISDICTION, site_jurisdiction);
-                (*suspended, None)
-            }
-            Resource::Data {
-                subject_jurisdiction,
-                collection,
-                field_class,
-                site,
-                site_jurisdiction,
-                approval_required,
-                suspended,
-            } => {
-                put(RESOURCE_SUBJECT_JURISDICTION, subject_jurisdiction);
-                put(RESOURCE_COLLECTION, collection);
-                put(RESOURCE_FIELD_CLASS, field_class);
-                put(RESOURCE_SITE, site);
-                put(RESOURCE_SITE_JURISDICTION, site_jurisdiction);
-                (*suspended, Some(*approval_required))
-            }
-        };
-        if self.fields & CONTEXT_OWN_DATA != 0 {
-            key.push(u8::from(c.own_data));
-        }
-        if self.fields & RESOURCE_SUSPENDED != 0 {
-            key.push(u8::from(suspended));
-        }
-        if self.fields & RESOURCE_APPROVAL_REQUIRED != 0
-            && let Some(required) = approval_required
-        {
-            key.push(u8::from(required));
-        }
-        for (bit, set) in [
-            (PRINCIPAL_CLEARANCE, &p.clearance),
-            (PRINCIPAL_ROLES, &p.roles),
-        ] {
-            if self.fields & bit != 0 {
-                key.extend_from_slice(&(set.len() as u64).to_le_bytes());
-                for item in set {
-                    put_str(&mut key, item);
-                }
-            }
-        }
-        if self.fields & CONTEXT_TIME != 0 {
-            key.extend_from_slice(&c.time.to_le_bytes());
-        }
-        key
+        request_key(self.fields, req)
     }
 
     pub(crate) fn get(&self, key: &[u8]) -> Option<Decision> {
@@ -279,6 +211,86 @@ impl DecisionCache {
         // half-updated; keep serving rather than propagate the poison.
         self.map.lock().unwrap_or_else(|poison| poison.into_inner())
     }
+}
+
+/// A key for `req`: the action, the resource kind and every field in `fields`, each
+/// length-prefixed so distinct requests can never encode alike.
+pub(crate) fn request_key(fields: u32, req: &AccessRequest) -> Vec<u8> {
+    use field::*;
+    let mut key = Vec::with_capacity(128);
+    key.push(req.action as u8);
+    key.push(matches!(req.resource, Resource::Data { .. }) as u8);
+    let p = &req.principal;
+    let mut put = |bit: u32, value: &str| {
+        if fields & bit != 0 {
+            put_str(&mut key, value);
+        }
+    };
+    put(PRINCIPAL_ID, &p.id);
+    put(PRINCIPAL_ENTITY, &p.entity);
+    put(PRINCIPAL_ENTITY_COUNTRY, &p.entity_country);
+    put(PRINCIPAL_LOCATION, &p.location);
+    let c = &req.context;
+    put(CONTEXT_PURPOSE, &c.purpose);
+    put(CONTEXT_REASON_CODE, &c.reason_code);
+    put(CONTEXT_NETWORK_ZONE, &c.network_zone);
+    put(CONTEXT_GRANT, &c.grant);
+    // Subjects have no `approval_required`; `None` keeps the two kinds' keys apart anyway.
+    let (suspended, approval_required) = match &req.resource {
+        Resource::Subject {
+            subject_jurisdiction,
+            site,
+            site_jurisdiction,
+            suspended,
+        } => {
+            put(RESOURCE_SUBJECT_JURISDICTION, subject_jurisdiction);
+            put(RESOURCE_SITE, site);
+            put(RESOURCE_SITE_JURISDICTION, site_jurisdiction);
+            (*suspended, None)
+        }
+        Resource::Data {
+            subject_jurisdiction,
+            collection,
+            field_class,
+            site,
+            site_jurisdiction,
+            approval_required,
+            suspended,
+        } => {
+            put(RESOURCE_SUBJECT_JURISDICTION, subject_jurisdiction);
+            put(RESOURCE_COLLECTION, collection);
+            put(RESOURCE_FIELD_CLASS, field_class);
+            put(RESOURCE_SITE, site);
+            put(RESOURCE_SITE_JURISDICTION, site_jurisdiction);
+            (*suspended, Some(*approval_required))
+        }
+    };
+    if fields & CONTEXT_OWN_DATA != 0 {
+        key.push(u8::from(c.own_data));
+    }
+    if fields & RESOURCE_SUSPENDED != 0 {
+        key.push(u8::from(suspended));
+    }
+    if fields & RESOURCE_APPROVAL_REQUIRED != 0
+        && let Some(required) = approval_required
+    {
+        key.push(u8::from(required));
+    }
+    for (bit, set) in [
+        (PRINCIPAL_CLEARANCE, &p.clearance),
+        (PRINCIPAL_ROLES, &p.roles),
+    ] {
+        if fields & bit != 0 {
+            key.extend_from_slice(&(set.len() as u64).to_le_bytes());
+            for item in set {
+                put_str(&mut key, item);
+            }
+        }
+    }
+    if fields & CONTEXT_TIME != 0 {
+        key.extend_from_slice(&c.time.to_le_bytes());
+    }
+    key
 }
 
 fn put_str(key: &mut Vec<u8>, value: &str) {

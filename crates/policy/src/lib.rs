@@ -10,23 +10,29 @@
 //! claims, configured entity countries, network zones, resource placement).
 //!
 //! A full Cedar evaluation takes tens of microseconds, so decisions are memoised, keyed on
-//! exactly the request fields the loaded policies can read (see `cache.rs`).
+//! exactly the request fields the loaded policies can read (see `cache.rs`). A decision that
+//! is not memoised evaluates only the policies that read the request context; the rest of
+//! the outcome is memoised per principal, action and resource (see `pair.rs`).
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use cedar_policy::{
-    Authorizer, Context as CedarContext, Decision as CedarDecision, Entities, Entity, EntityId,
-    EntityTypeName, EntityUid, Policy, PolicyId, PolicySet, Request, RestrictedExpression, Schema,
-    ValidationMode, Validator,
+    ActionConstraint, AuthorizationError, Authorizer, Context as CedarContext,
+    Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName, EntityUid, Policy,
+    PolicyId, PolicySet, Request, ResourceConstraint, RestrictedExpression, Schema, ValidationMode,
+    Validator,
 };
 use sha2::{Digest, Sha256};
 
-use cache::DecisionCache;
+use cache::{DecisionCache, field};
+use pair::{Outcome, Pair, PairCache};
 
 mod cache;
 pub mod diag;
+mod pair;
 
 use diag::{describe, excerpt, position};
 
@@ -247,6 +253,9 @@ pub enum PolicyError {
 /// A loaded, validated schema and policy set. Immutable apart from an internal bounded decision
 /// cache; `Send + Sync`, share it in an `Arc`.
 pub struct PolicyEngine {
+    /// The whole set, as loaded; decisions use the per-action subsets in `plans`, and the
+    /// tests hold them to a plain evaluation of this.
+    #[cfg(test)]
     policies: PolicySet,
     authorizer: Authorizer,
     ids: Vec<String>,
@@ -265,6 +274,31 @@ pub struct PolicyEngine {
     action_entities: Vec<Entity>,
     /// `None` when the policies could not be analysed for the fields they read.
     cache: Option<DecisionCache>,
+    /// By [`Action::index`] and [`kind_index`].
+    plans: [[Plan; 2]; Action::ALL.len()],
+    pairs: PairCache,
+}
+
+/// The policies that can apply to one action on one resource kind, split by whether they
+/// read the request context.
+#[derive(Default)]
+struct Plan {
+    /// Policies that never read the context: for one principal and resource their outcome is
+    /// fixed, so it is computed once per pair and memoised.
+    pair: PolicySet,
+    /// Policies that read the context, or that could not be analysed: evaluated every time,
+    /// except those their probe rules out for a pair.
+    request: PolicySet,
+    /// For policies in `request`: a permit, with the same id, that holds when the leading part
+    /// of its condition that does not read the context holds (see [`context_free_probe`]).
+    probes: PolicySet,
+    /// For policies with a probe: the policy with that leading part replaced by `true`, used
+    /// for a pair whose probe held.
+    rests: HashMap<PolicyId, Policy>,
+    /// The context attributes (`field::CONTEXT_*` bits) that `request` can read. Only these
+    /// are put in the Cedar context: no policy can tell the others are missing, and building
+    /// the context is a good part of what remains of an uncached decision.
+    context_fields: u32,
 }
 
 impl std::fmt::Debug for PolicyEngine {
@@ -330,6 +364,12 @@ impl PolicyEngine {
         let action_entities = schema
             .action_entities()
             .map_err(|e| PolicyError::SchemaMismatch(chain(&e)))?;
+        let action_ancestors = |action: &EntityUid| -> HashSet<EntityUid> {
+            action_entities
+                .ancestors(action)
+                .map(|ancestors| ancestors.cloned().collect())
+                .unwrap_or_default()
+        };
         let has_action_groups = action_entities.iter().any(|a| {
             action_entities
                 .ancestors(&a.uid())
@@ -348,19 +388,54 @@ impl PolicyEngine {
             )
         };
         let cache = cache::observed_fields(&policies, ACTION_TYPE).map(DecisionCache::new);
+        let subject_uid = parse_uid(SUBJECT_TYPE, SUBJECT_ID);
+        let data_uid = parse_uid(DATA_TYPE, DATA_ID);
+        let action_uids = Action::ALL.map(|a| parse_uid(ACTION_TYPE, a.as_str()));
+        let mut plans: [[Plan; 2]; Action::ALL.len()] = Default::default();
+        for action in Action::ALL {
+            let action_uid = &action_uids[action.index()];
+            let ancestors = action_ancestors(action_uid);
+            for (kind, resource_uid) in [&subject_uid, &data_uid].into_iter().enumerate() {
+                let plan = &mut plans[action.index()][kind];
+                for policy in policies.policies() {
+                    if !scope_can_match(policy, action_uid, &ancestors, resource_uid) {
+                        continue;
+                    }
+                    let context_fields = cache::policy_fields(policy, ACTION_TYPE)
+                        .map_or(field::CONTEXT_ALL, |fields| fields & field::CONTEXT_ALL);
+                    plan.context_fields |= context_fields;
+                    let policy = without_action_and_resource_scope(policy);
+                    if context_fields == 0 {
+                        plan.pair.add(policy)
+                    } else {
+                        if let Some((probe, rest)) = context_free_probe(&policy) {
+                            plan.probes
+                                .add(probe)
+                                .map_err(|e| PolicyError::PolicyParse(e.to_string()))?;
+                            plan.rests.insert(policy.id().clone(), rest);
+                        }
+                        plan.request.add(policy)
+                    }
+                    .map_err(|e| PolicyError::PolicyParse(e.to_string()))?;
+                }
+            }
+        }
         let mut engine = PolicyEngine {
+            #[cfg(test)]
             policies,
             authorizer: Authorizer::new(),
             ids,
             hash: policy_set_hash(schema_src, policies_src),
             principal_type: EntityTypeName::from_str(PRINCIPAL_TYPE)
                 .expect("constant entity type names parse"),
-            subject_uid: parse_uid(SUBJECT_TYPE, SUBJECT_ID),
-            data_uid: parse_uid(DATA_TYPE, DATA_ID),
-            action_uids: Action::ALL.map(|a| parse_uid(ACTION_TYPE, a.as_str())),
+            subject_uid,
+            data_uid,
+            action_uids,
             request_errors: Default::default(),
             action_entities,
             cache,
+            plans,
+            pairs: PairCache::new(),
         };
         engine.check_request_shapes(&schema)?;
         Ok(engine)
@@ -369,13 +444,13 @@ impl PolicyEngine {
     /// Decides `req`. Fails closed: any error building or evaluating the request denies it.
     pub fn decide(&self, req: &AccessRequest) -> Decision {
         let Some(cache) = &self.cache else {
-            return self.evaluate(req);
+            return self.evaluate_split(req);
         };
         let key = cache.key(req);
         if let Some(decision) = cache.get(&key) {
             return decision;
         }
-        let decision = self.evaluate(req);
+        let decision = self.evaluate_split(req);
         // Error texts may quote request values the key leaves out; errors are rare, so
         // simply never cache them.
         if decision.errors.is_empty() {
@@ -394,7 +469,9 @@ impl PolicyEngine {
         self.ids.clone()
     }
 
-    /// Decides `req` with Cedar, bypassing the cache.
+    /// Decides `req` with Cedar the straightforward way: everything built from scratch and the
+    /// whole policy set evaluated. Bypasses both caches; the tests hold the fast path to it.
+    #[cfg(test)]
     fn evaluate(&self, req: &AccessRequest) -> Decision {
         let (request, entities) = match self.build(req, None) {
             Ok(built) => built,
@@ -430,6 +507,169 @@ impl PolicyEngine {
         }
     }
 
+    /// Decides `req` with Cedar, bypassing the decision cache: the memoised outcome of the
+    /// policies that do not read the context, merged with an evaluation of those that do.
+    fn evaluate_split(&self, req: &AccessRequest) -> Decision {
+        match self.try_evaluate_split(req) {
+            Ok(decision) => decision,
+            Err(error) => Decision {
+                allowed: false,
+                policies: Vec::new(),
+                errors: vec![error],
+            },
+        }
+    }
+
+    fn try_evaluate_split(&self, req: &AccessRequest) -> Result<Decision, String> {
+        let (action, kind) = (req.action.index(), kind_index(&req.resource));
+        if let Some(error) = &self.request_errors[action][kind] {
+            return Err(error.clone());
+        }
+        let plan = &self.plans[action][kind];
+        // Everything but the context: exactly what the entities and the pair's policies see.
+        let key = cache::request_key(field::PRINCIPAL_ALL | field::RESOURCE_ALL, req);
+        let pair = match self.pairs.get(&key) {
+            Some(pair) => pair,
+            None => {
+                let (principal_uid, principal) = self.principal_entity(&req.principal)?;
+                let resource = self.resource_entity(&req.resource)?;
+                let entities = self.entities(principal, resource)?;
+                let request = self.request(req, principal_uid.clone(), plan.context_fields)?;
+                let outcome = self.outcome(&request, &plan.pair, &entities);
+                let policies = self.request_policies(plan, &request, &entities)?;
+                let pair = Arc::new(Pair {
+                    principal_uid,
+                    entities,
+                    outcome,
+                    policies,
+                });
+                self.pairs.insert(key, Arc::clone(&pair));
+                pair
+            }
+        };
+        if pair.policies.is_empty() {
+            // Nothing left to evaluate. Building the context cannot fail (literals under
+            // distinct names), so skipping it hides no error.
+            return Ok(merge(&pair.outcome, &Outcome::default()));
+        }
+        let request = self.request(req, pair.principal_uid.clone(), plan.context_fields)?;
+        let outcome = self.outcome(&request, &pair.policies, &pair.entities);
+        Ok(merge(&pair.outcome, &outcome))
+    }
+
+    /// The policies of `plan.request` that can still hold or fail for this pair: those whose
+    /// probe held or failed, and those without a probe. A probe that is false without error
+    /// means the policy's condition stops, false, before it reads the context, whatever the
+    /// context is. Where the probe held, the policy's rest (the leading part replaced by
+    /// `true`) stands in for it: the leading part would evaluate to `true` again.
+    fn request_policies(
+        &self,
+        plan: &Plan,
+        request: &Request,
+        entities: &Entities,
+    ) -> Result<PolicySet, String> {
+        let mut ruled_out = HashSet::new();
+        let mut held_ids = HashSet::new();
+        if !plan.probes.is_empty() {
+            let response = self
+                .authorizer
+                .is_authorized(request, &plan.probes, entities);
+            let diagnostics = response.diagnostics();
+            let held: HashSet<&PolicyId> = diagnostics.reason().collect();
+            let failed: HashSet<&PolicyId> = diagnostics
+                .errors()
+                .map(|e| {
+                    let AuthorizationError::PolicyEvaluationError(inner) = e;
+                    inner.policy_id()
+                })
+                .collect();
+            ruled_out.extend(
+                plan.probes
+                    .policies()
+                    .map(Policy::id)
+                    .filter(|id| !held.contains(id) && !failed.contains(id))
+                    .cloned(),
+            );
+            held_ids.extend(held.into_iter().cloned());
+        }
+        let mut policies = PolicySet::new();
+        for policy in plan.request.policies() {
+            let id = policy.id();
+            if ruled_out.contains(id) {
+                continue;
+            }
+            let policy = match plan.rests.get(id) {
+                Some(rest) if held_ids.contains(id) => rest,
+                _ => policy,
+            };
+            policies
+                .add(policy.clone())
+                .map_err(|e| format!("cannot select policies: {e}"))?;
+        }
+        Ok(policies)
+    }
+
+    /// Evaluates `policies` (part of the policy set) for `request`.
+    fn outcome(&self, request: &Request, policies: &PolicySet, entities: &Entities) -> Outcome {
+        if policies.is_empty() {
+            return Outcome::default();
+        }
+        let response = self.authorizer.is_authorized(request, policies, entities);
+        let diagnostics = response.diagnostics();
+        let reasons = diagnostics
+            .reason()
+            .map(|id| AsRef::<str>::as_ref(id).to_owned())
+            .collect();
+        let errors = diagnostics
+            .errors()
+            .map(|e| {
+                let AuthorizationError::PolicyEvaluationError(inner) = e;
+                let id: &str = inner.policy_id().as_ref();
+                let position = self.ids.iter().position(|p| p == id);
+                (position.unwrap_or(usize::MAX), e.to_string())
+            })
+            .collect();
+        // Cedar's reasons are the satisfied forbids if any holds, else the satisfied permits;
+        // a deny with reasons therefore names forbids.
+        let (permits, forbids) = if response.decision() == CedarDecision::Allow {
+            (reasons, Vec::new())
+        } else {
+            (Vec::new(), reasons)
+        };
+        Outcome {
+            permits,
+            forbids,
+            errors,
+        }
+    }
+
+    /// The Cedar request for `req`, with only the context attributes in `context_fields`.
+    fn request(
+        &self,
+        req: &AccessRequest,
+        principal_uid: EntityUid,
+        context_fields: u32,
+    ) -> Result<Request, String> {
+        Request::new(
+            principal_uid,
+            self.action_uids[req.action.index()].clone(),
+            self.resource_uid(&req.resource).clone(),
+            context(&req.context, context_fields)?,
+            None,
+        )
+        .map_err(|e| format!("invalid request: {}", chain(&e)))
+    }
+
+    fn entities(&self, principal: Entity, resource: Entity) -> Result<Entities, String> {
+        Entities::from_entities(
+            [principal, resource]
+                .into_iter()
+                .chain(self.action_entities.iter().cloned()),
+            None,
+        )
+        .map_err(|e| format!("invalid entities: {}", chain(&e)))
+    }
+
     /// Builds the Cedar request and entities for `req`. With `schema` set, both are checked
     /// against it by Cedar; without, the request's conformance comes from `request_errors`
     /// and the entities' shape is the one [`Self::check_request_shapes`] checked at load.
@@ -444,95 +684,13 @@ impl PolicyEngine {
             return Err(error.clone());
         }
 
-        let p = &req.principal;
-        let principal_uid =
-            EntityUid::from_type_name_and_id(self.principal_type.clone(), EntityId::new(&p.id));
-        let principal = Entity::new(
-            principal_uid.clone(),
-            HashMap::from([
-                ("id".to_owned(), string(&p.id)),
-                ("entity".to_owned(), string(&p.entity)),
-                ("entity_country".to_owned(), string(&p.entity_country)),
-                ("location".to_owned(), string(&p.location)),
-                ("clearance".to_owned(), string_set(&p.clearance)),
-                ("roles".to_owned(), string_set(&p.roles)),
-            ]),
-            HashSet::new(),
-        )
-        .map_err(|e| format!("cannot build principal entity: {}", chain(&e)))?;
-
-        let (resource_uid, resource_attrs) = match &req.resource {
-            Resource::Subject {
-                subject_jurisdiction,
-                site,
-                site_jurisdiction,
-                suspended,
-            } => (
-                &self.subject_uid,
-                HashMap::from([
-                    (
-                        "subject_jurisdiction".to_owned(),
-                        string(subject_jurisdiction),
-                    ),
-                    ("site".to_owned(), string(site)),
-                    ("site_jurisdiction".to_owned(), string(site_jurisdiction)),
-                    (
-                        "suspended".to_owned(),
-                        RestrictedExpression::new_bool(*suspended),
-                    ),
-                ]),
-            ),
-            Resource::Data {
-                subject_jurisdiction,
-                collection,
-                field_class,
-                site,
-                site_jurisdiction,
-                approval_required,
-                suspended,
-            } => (
-                &self.data_uid,
-                HashMap::from([
-                    (
-                        "subject_jurisdiction".to_owned(),
-                        string(subject_jurisdiction),
-                    ),
-                    ("collection".to_owned(), string(collection)),
-                    ("field_class".to_owned(), string(field_class)),
-                    ("site".to_owned(), string(site)),
-                    ("site_jurisdiction".to_owned(), string(site_jurisdiction)),
-                    (
-                        "approval_required".to_owned(),
-                        RestrictedExpression::new_bool(*approval_required),
-                    ),
-                    (
-                        "suspended".to_owned(),
-                        RestrictedExpression::new_bool(*suspended),
-                    ),
-                ]),
-            ),
-        };
-        let resource = Entity::new(resource_uid.clone(), resource_attrs, HashSet::new())
-            .map_err(|e| format!("cannot build resource entity: {}", chain(&e)))?;
-
-        let c = &req.context;
-        let context = CedarContext::from_pairs([
-            ("purpose".to_owned(), string(&c.purpose)),
-            ("reason_code".to_owned(), string(&c.reason_code)),
-            ("network_zone".to_owned(), string(&c.network_zone)),
-            ("time".to_owned(), RestrictedExpression::new_long(c.time)),
-            ("grant".to_owned(), string(&c.grant)),
-            (
-                "own_data".to_owned(),
-                RestrictedExpression::new_bool(c.own_data),
-            ),
-        ])
-        .map_err(|e| format!("cannot build request context: {}", chain(&e)))?;
-
+        let (principal_uid, principal) = self.principal_entity(&req.principal)?;
+        let resource = self.resource_entity(&req.resource)?;
+        let context = context(&req.context, field::CONTEXT_ALL)?;
         let request = Request::new(
             principal_uid,
             self.action_uids[req.action.index()].clone(),
-            resource_uid.clone(),
+            self.resource_uid(&req.resource).clone(),
             context,
             schema,
         )
@@ -545,6 +703,82 @@ impl PolicyEngine {
         )
         .map_err(|e| format!("invalid entities: {}", chain(&e)))?;
         Ok((request, entities))
+    }
+
+    fn principal_entity(&self, p: &Principal) -> Result<(EntityUid, Entity), String> {
+        let uid =
+            EntityUid::from_type_name_and_id(self.principal_type.clone(), EntityId::new(&p.id));
+        let entity = Entity::new(
+            uid.clone(),
+            HashMap::from([
+                ("id".to_owned(), string(&p.id)),
+                ("entity".to_owned(), string(&p.entity)),
+                ("entity_country".to_owned(), string(&p.entity_country)),
+                ("location".to_owned(), string(&p.location)),
+                ("clearance".to_owned(), string_set(&p.clearance)),
+                ("roles".to_owned(), string_set(&p.roles)),
+            ]),
+            HashSet::new(),
+        )
+        .map_err(|e| format!("cannot build principal entity: {}", chain(&e)))?;
+        Ok((uid, entity))
+    }
+
+    fn resource_uid(&self, resource: &Resource) -> &EntityUid {
+        match resource {
+            Resource::Subject { .. } => &self.subject_uid,
+            Resource::Data { .. } => &self.data_uid,
+        }
+    }
+
+    fn resource_entity(&self, resource: &Resource) -> Result<Entity, String> {
+        let attrs = match resource {
+            Resource::Subject {
+                subject_jurisdiction,
+                site,
+                site_jurisdiction,
+                suspended,
+            } => HashMap::from([
+                (
+                    "subject_jurisdiction".to_owned(),
+                    string(subject_jurisdiction),
+                ),
+                ("site".to_owned(), string(site)),
+                ("site_jurisdiction".to_owned(), string(site_jurisdiction)),
+                (
+                    "suspended".to_owned(),
+                    RestrictedExpression::new_bool(*suspended),
+                ),
+            ]),
+            Resource::Data {
+                subject_jurisdiction,
+                collection,
+                field_class,
+                site,
+                site_jurisdiction,
+                approval_required,
+                suspended,
+            } => HashMap::from([
+                (
+                    "subject_jurisdiction".to_owned(),
+                    string(subject_jurisdiction),
+                ),
+                ("collection".to_owned(), string(collection)),
+                ("field_class".to_owned(), string(field_class)),
+                ("site".to_owned(), string(site)),
+                ("site_jurisdiction".to_owned(), string(site_jurisdiction)),
+                (
+                    "approval_required".to_owned(),
+                    RestrictedExpression::new_bool(*approval_required),
+                ),
+                (
+                    "suspended".to_owned(),
+                    RestrictedExpression::new_bool(*suspended),
+                ),
+            ]),
+        };
+        Entity::new(self.resource_uid(resource).clone(), attrs, HashSet::new())
+            .map_err(|e| format!("cannot build resource entity: {}", chain(&e)))
     }
 
     /// Refuses a schema that Sovereign's requests do not conform to (otherwise every decision
@@ -600,6 +834,149 @@ impl PolicyEngine {
         }
         Ok(())
     }
+}
+
+/// Whether `policy`'s action and resource scope can hold for `action` (with its action-group
+/// `ancestors`) on the resource `resource`. Cedar checks the scope before the conditions and
+/// stops at the first part that is false, so a policy whose scope cannot hold is neither
+/// satisfied nor in error: leaving it out changes no decision. Errs towards `true`.
+fn scope_can_match(
+    policy: &Policy,
+    action: &EntityUid,
+    ancestors: &HashSet<EntityUid>,
+    resource: &EntityUid,
+) -> bool {
+    let action_matches = match policy.action_constraint() {
+        ActionConstraint::Any => true,
+        ActionConstraint::Eq(uid) => &uid == action,
+        ActionConstraint::In(uids) => uids
+            .iter()
+            .any(|uid| uid == action || ancestors.contains(uid)),
+    };
+    // The resource entity has no parents, so `in` holds only for the resource itself.
+    let resource_matches = match policy.resource_constraint() {
+        ResourceConstraint::Any => true,
+        ResourceConstraint::Eq(uid) | ResourceConstraint::In(uid) => &uid == resource,
+        ResourceConstraint::Is(ty) => &ty == resource.type_name(),
+        ResourceConstraint::IsIn(ty, uid) => &ty == resource.type_name() && &uid == resource,
+    };
+    action_matches && resource_matches
+}
+
+/// `policy` with its action and resource scope removed, for a subset of policies whose scope
+/// [`scope_can_match`] found to hold. That check is exact: the action and resource are fixed
+/// per subset, the resource has no parents and the action groups are the schema's. Cedar
+/// would otherwise rebuild an `action in [...]` set literal on every evaluation, a good part
+/// of an uncached decision. The conditions are kept as written, so the policy is satisfied,
+/// or fails with the same error, exactly when the original is. Returns the policy unchanged
+/// if the rewrite does not go through.
+fn without_action_and_resource_scope(policy: &Policy) -> Policy {
+    let rewritten = policy.to_json().ok().and_then(|mut json| {
+        let scope = json.as_object_mut()?;
+        scope.insert("action".to_owned(), serde_json::json!({ "op": "All" }));
+        scope.insert("resource".to_owned(), serde_json::json!({ "op": "All" }));
+        Policy::from_json(Some(policy.id().clone()), json).ok()
+    });
+    rewritten.unwrap_or_else(|| policy.clone())
+}
+
+/// For `policy` (with no action or resource scope), its probe and its rest, or `None` if its
+/// first condition is not a `when` that starts with a part not reading the context.
+///
+/// The probe is a permit with `policy`'s id and principal scope whose condition is the
+/// longest leading part of that `when` condition that does not read the context. Cedar
+/// evaluates `a && b && c`, that is `(a && b) && c`, left operand first and stops at the
+/// first false one, so when the probe is false without error, so is `policy`, for every
+/// context. The rest is `policy` with that leading part replaced by `true`: when the probe
+/// holds, the leading part evaluates to `true` in `policy` too, so the two agree.
+fn context_free_probe(policy: &Policy) -> Option<(Policy, Policy)> {
+    let json = policy.to_json().ok()?;
+    let first = json.get("conditions")?.as_array()?.first()?;
+    if first.get("kind")?.as_str()? != "when" {
+        return None;
+    }
+    // The path of `&&` left operands from the condition's root down to the leading part.
+    let mut depth = 0;
+    let mut part = first.get("body")?;
+    while cache::expr_fields(part, ACTION_TYPE) & field::CONTEXT_ALL != 0 {
+        part = part.get("&&")?.get("left")?;
+        depth += 1;
+    }
+    let prefix = part.clone();
+
+    let mut probe = json.clone();
+    let object = probe.as_object_mut()?;
+    object.insert("effect".to_owned(), serde_json::json!("permit"));
+    object.insert(
+        "conditions".to_owned(),
+        serde_json::json!([{ "kind": "when", "body": prefix }]),
+    );
+
+    let mut rest = json;
+    let mut slot = rest.get_mut("conditions")?.get_mut(0)?.get_mut("body")?;
+    for _ in 0..depth {
+        slot = slot.get_mut("&&")?.get_mut("left")?;
+    }
+    *slot = serde_json::json!({ "Value": true });
+
+    let id = policy.id().clone();
+    Some((
+        Policy::from_json(Some(id.clone()), probe).ok()?,
+        Policy::from_json(Some(id), rest).ok()?,
+    ))
+}
+
+/// Combines the outcomes of two disjoint parts of the policy set into the decision one
+/// evaluation of their union gives (see [`PolicyEngine::evaluate`]).
+fn merge(a: &Outcome, b: &Outcome) -> Decision {
+    let mut errors: Vec<&(usize, String)> = a.errors.iter().chain(&b.errors).collect();
+    errors.sort_by_key(|(position, _)| *position);
+    let errors: Vec<String> = errors.into_iter().map(|(_, e)| e.clone()).collect();
+    let forbids: Vec<&String> = a.forbids.iter().chain(&b.forbids).collect();
+    let permits: Vec<&String> = a.permits.iter().chain(&b.permits).collect();
+    let (allowed, policies) = if !forbids.is_empty() {
+        (false, forbids)
+    } else if permits.is_empty() {
+        (false, Vec::new())
+    } else if errors.is_empty() {
+        (true, permits)
+    } else {
+        // An error overrides Cedar's allow; the permits did not determine the outcome.
+        (false, Vec::new())
+    };
+    let mut policies: Vec<String> = policies.into_iter().cloned().collect();
+    policies.sort_unstable();
+    Decision {
+        allowed,
+        policies,
+        errors,
+    }
+}
+
+/// The Cedar context for `c`, with the attributes whose `field::CONTEXT_*` bit is in `fields`.
+fn context(c: &Context, fields: u32) -> Result<CedarContext, String> {
+    let mut pairs = Vec::with_capacity(6);
+    let mut put = |bit: u32, name: &str, value: fn(&Context) -> RestrictedExpression| {
+        if fields & bit != 0 {
+            pairs.push((name.to_owned(), value(c)));
+        }
+    };
+    put(field::CONTEXT_PURPOSE, "purpose", |c| string(&c.purpose));
+    put(field::CONTEXT_REASON_CODE, "reason_code", |c| {
+        string(&c.reason_code)
+    });
+    put(field::CONTEXT_NETWORK_ZONE, "network_zone", |c| {
+        string(&c.network_zone)
+    });
+    put(field::CONTEXT_TIME, "time", |c| {
+        RestrictedExpression::new_long(c.time)
+    });
+    put(field::CONTEXT_GRANT, "grant", |c| string(&c.grant));
+    put(field::CONTEXT_OWN_DATA, "own_data", |c| {
+        RestrictedExpression::new_bool(c.own_data)
+    });
+    CedarContext::from_pairs(pairs)
+        .map_err(|e| format!("cannot build request context: {}", chain(&e)))
 }
 
 fn kind_index(resource: &Resource) -> usize {
@@ -788,6 +1165,197 @@ mod tests {
             }
             // Each set allows some requests and denies others, so the comparison has teeth.
             assert!(allowed > 0 && allowed < grid.len(), "{policies}: {allowed}");
+        }
+    }
+
+    /// Requests covering what the default policies distinguish: every action on both resource
+    /// kinds (the schema refuses half of those pairs), restricted locations and entity
+    /// countries, monitors, data subjects, egress and operator roles, suspension, approval,
+    /// each kind of grant, own data and an empty purpose.
+    fn split_grid() -> Vec<AccessRequest> {
+        let principals = [
+            ("usds", "US", "US", &["us-data"][..], &["engineer"][..]),
+            ("usds", "US", "CN", &["us-data"], &["engineer"]),
+            ("usds", "US", "US", &[], &[]),
+            ("parent", "CN", "SG", &[], &["engineer"]),
+            ("parent", "RU", "US", &[], &[]),
+            ("monitor", "US", "US", &[], &[]),
+            ("usds", "US", "US", &["us-data"], &["monitor"]),
+            ("public", "US", "US", &[], &["data-subject"]),
+            ("public", "US", "KP", &[], &["data-subject"]),
+            ("global", "SG", "SG", &[], &["egress"]),
+            ("custodian", "US", "US", &[], &["custodian-operator"]),
+        ];
+        let mut resources = Vec::new();
+        for jurisdiction in ["US", "SG"] {
+            for suspended in [false, true] {
+                resources.push(Resource::Subject {
+                    subject_jurisdiction: jurisdiction.into(),
+                    site: "us-east".into(),
+                    site_jurisdiction: "US".into(),
+                    suspended,
+                });
+            }
+            for class in ["protected", "interoperable"] {
+                for (approval_required, suspended) in [(false, false), (true, false), (false, true)]
+                {
+                    resources.push(Resource::Data {
+                        subject_jurisdiction: jurisdiction.into(),
+                        collection: "profile".into(),
+                        field_class: class.into(),
+                        site: "sg-legacy".into(),
+                        site_jurisdiction: "SG".into(),
+                        approval_required,
+                        suspended,
+                    });
+                }
+            }
+        }
+        let contexts = [
+            ("support", "", false),
+            ("", "", false),
+            ("support", GRANT_APPROVED, false),
+            ("support", GRANT_BREAK_GLASS, true),
+            ("", "", true),
+            ("support", "", true),
+        ];
+        let mut grid = Vec::new();
+        for (entity, country, location, clearance, roles) in principals {
+            for action in Action::ALL {
+                for resource in &resources {
+                    for (purpose, grant, own_data) in contexts {
+                        grid.push(AccessRequest {
+                            principal: Principal {
+                                id: format!("{entity}-{location}"),
+                                entity: entity.into(),
+                                entity_country: country.into(),
+                                location: location.into(),
+                                clearance: clearance.iter().map(|c| c.to_string()).collect(),
+                                roles: roles.iter().map(|r| r.to_string()).collect(),
+                            },
+                            action,
+                            resource: resource.clone(),
+                            context: Context {
+                                purpose: purpose.into(),
+                                grant: grant.into(),
+                                own_data,
+                                time: 50,
+                                ..Context::default()
+                            },
+                        });
+                    }
+                }
+            }
+        }
+        grid
+    }
+
+    /// The split evaluation (memoised context-free outcome, per-action policy subsets) must
+    /// decide exactly as one plain Cedar evaluation of the whole set, built from scratch:
+    /// same allow, same determining policies, same errors in the same order. Each request
+    /// is checked both when its pair is new and when the pair was memoised for another
+    /// context.
+    #[test]
+    fn split_decisions_equal_plain_evaluations() {
+        let groups_schema = DEFAULT_SCHEMA.replace(
+            r#"action "read", "write", "delete", "export", "egress" appliesTo"#,
+            "action \"data-actions\";\n  action \"read\", \"write\", \"delete\", \"export\", \"egress\" in [\"data-actions\"] appliesTo",
+        );
+        assert_ne!(groups_schema, DEFAULT_SCHEMA);
+        let sets: [(&str, String); 5] = [
+            (DEFAULT_SCHEMA, default_policies(&["CN".into(), "RU".into(), "KP".into()])),
+            (DEFAULT_SCHEMA, default_policies(&[])),
+            // Errors in both halves (a context-free and a context-reading policy), next to
+            // permits and forbids in both halves.
+            (
+                DEFAULT_SCHEMA,
+                r#"@id("z-ctx-error") permit (principal, action, resource) when { context.purpose == "" && context.time * 9223372036854775807 > 0 };
+@id("a-pair-error") forbid (principal, action, resource) when { principal.location == "CN" && 9223372036854775807 + 1 > 0 };
+@id("pair-permit") permit (principal, action, resource is Sovereign::Data) when { resource.field_class == "interoperable" };
+@id("ctx-permit") permit (principal, action == Sovereign::Action::"list", resource) when { context.purpose != "" };
+@id("pair-forbid") forbid (principal, action, resource) when { resource.suspended };
+@id("ctx-forbid") forbid (principal, action, resource) when { context.own_data };
+@id("probe-error") permit (principal, action, resource) when { principal.location == "CN" && 9223372036854775807 + 1 > 0 && context.own_data };
+@id("ctx-has") permit (principal, action == Sovereign::Action::"scan", resource) when { context has network_zone && context.network_zone == "" };"#
+                    .into(),
+            ),
+            (
+                &groups_schema,
+                r#"@id("data") permit (principal, action in Sovereign::Action::"data-actions", resource) when { principal.entity == "usds" };
+@id("data-purpose") permit (principal, action in [Sovereign::Action::"data-actions"], resource is Sovereign::Data) when { context.purpose != "" };
+@id("scan") permit (principal, action == Sovereign::Action::"scan", resource is Sovereign::Subject);
+@id("no-subject") forbid (principal, action, resource in Sovereign::Subject::"subject") when { principal.entity == "parent" };"#
+                    .into(),
+            ),
+            (
+                &groups_schema,
+                default_policies(&["CN".into()]),
+            ),
+        ];
+        let grid = split_grid();
+        for (schema, policies) in &sets {
+            let engine = PolicyEngine::new(schema, policies).expect("test policies load");
+            let (mut allowed, mut errors) = (0, 0);
+            for (n, req) in grid.iter().enumerate() {
+                let plain = engine.evaluate(req);
+                // Memoise the pair with another context first, half of the time.
+                if n % 2 == 0 {
+                    let mut other = req.clone();
+                    other.context.purpose = format!("other-{n}");
+                    other.context.own_data = !req.context.own_data;
+                    other.context.time = -50;
+                    assert_eq!(engine.evaluate_split(&other), engine.evaluate(&other));
+                }
+                assert_eq!(
+                    engine.evaluate_split(req),
+                    plain,
+                    "policies:\n{policies}\nrequest: {req:?}"
+                );
+                allowed += usize::from(plain.allowed);
+                errors += usize::from(!plain.errors.is_empty());
+            }
+            assert!(allowed > 0 && allowed < grid.len(), "{policies}: {allowed}");
+            assert!(errors > 0, "the refused action/resource pairs give errors");
+        }
+    }
+
+    /// The subsets' policies really are rewritten (a failed rewrite falls back silently to
+    /// the original) and keep their ids.
+    #[test]
+    fn subsets_drop_the_scope_they_were_selected_by() {
+        let engine = PolicyEngine::new(DEFAULT_SCHEMA, &default_policies(&["CN".into()]))
+            .expect("default policies load");
+        // Reads apply to data, kind 1.
+        let plan = &engine.plans[Action::Read.index()][1];
+        assert!(plan.request.policies().count() > 0 && plan.pair.policies().count() > 0);
+        // Every context-reading default policy starts with a part that does not.
+        assert_eq!(
+            plan.probes.policies().count(),
+            plan.request.policies().count()
+        );
+        assert_eq!(plan.rests.len(), plan.request.policies().count());
+        let rest = &plan.rests[&PolicyId::new("permit-usds-vetted-data")];
+        assert!(
+            rest.to_string()
+                .contains(r#"when { true && (context.purpose != "") }"#),
+            "{rest}"
+        );
+        for p in plan.request.policies().chain(plan.pair.policies()) {
+            assert_eq!(p.action_constraint(), ActionConstraint::Any, "{p}");
+            assert_eq!(p.resource_constraint(), ResourceConstraint::Any, "{p}");
+            assert_eq!(p.annotation("id"), Some(AsRef::<str>::as_ref(p.id())));
+        }
+    }
+
+    #[test]
+    fn pair_cache_stays_bounded() {
+        let engine = PolicyEngine::new(DEFAULT_SCHEMA, &default_policies(&[]))
+            .expect("default policies load");
+        let mut req = split_grid().remove(0);
+        for i in 0..pair::capacity() * 2 + 1 {
+            req.principal.id = i.to_string();
+            engine.evaluate_split(&req);
+            assert!(engine.pairs.len() <= pair::capacity());
         }
     }
 
