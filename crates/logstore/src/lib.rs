@@ -18,6 +18,7 @@
 //! the stored tree, or the log refuses to open (it never signs a checkpoint inconsistent with
 //! one it signed before).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
@@ -172,8 +173,40 @@ pub struct Log {
     queue: SyncSender<Message>,
     shared: Arc<Shared>,
     store: Arc<dyn Store + Send + Sync>,
+    /// Full tiles and entry bundles served lately.
+    tiles: Mutex<TileCache>,
     /// Joined in order at close: the thread reading `queue` first.
     threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Bytes of full tiles and entry bundles a log keeps in memory: the first 75,000 or so
+/// entries of 850 bytes, with their hash tiles.
+pub const TILE_CACHE_BYTES: usize = 64 << 20;
+
+/// Full tiles and entry bundles (they never change), by (is a bundle, tile): those read first,
+/// up to [`TILE_CACHE_BYTES`]. Once full it keeps what it has: a monitor reads the whole log
+/// from the start, so a cache that replaced old tiles with new ones would hold none of the
+/// tiles of its next run (each scan pushing out what the next one needs first), while this
+/// one serves the start of every run. The rest is read from the store, in one range query
+/// per tile.
+#[derive(Default)]
+struct TileCache {
+    tiles: HashMap<(bool, Tile), Arc<Vec<u8>>>,
+    bytes: usize,
+}
+
+impl TileCache {
+    fn get(&self, key: &(bool, Tile)) -> Option<Arc<Vec<u8>>> {
+        self.tiles.get(key).cloned()
+    }
+
+    fn insert(&mut self, key: (bool, Tile), data: Arc<Vec<u8>>) {
+        if self.bytes + data.len() > TILE_CACHE_BYTES || self.tiles.contains_key(&key) {
+            return;
+        }
+        self.bytes += data.len();
+        self.tiles.insert(key, data);
+    }
 }
 
 impl Log {
@@ -237,6 +270,7 @@ impl Log {
             queue,
             shared,
             store,
+            tiles: Mutex::new(TileCache::default()),
             threads: Mutex::new(threads),
         }
     }
@@ -300,8 +334,36 @@ impl Log {
     }
 
     /// A tile or entry bundle, exactly as C2SP tlog-tiles serves it; `None` if the log does
-    /// not hold it (yet).
-    pub fn tile(&self, kind: TileKind, tile: &Tile) -> Result<Option<Vec<u8>>, LogError> {
+    /// not hold it (yet). Full tiles never change: the first ones read are kept in memory
+    /// (at most [`TILE_CACHE_BYTES`]; see `TileCache` for which), so monitors reading the log again
+    /// do not rebuild them from the store. Partial tiles are always read from the store: the
+    /// log replaces them as it grows.
+    pub fn tile(&self, kind: TileKind, tile: &Tile) -> Result<Option<Arc<Vec<u8>>>, LogError> {
+        let key = (kind == TileKind::Entries, *tile);
+        if tile.is_full()
+            && let Some(data) = self
+                .tiles
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&key)
+        {
+            return Ok(Some(data));
+        }
+        let Some(data) = self.read_tile(kind, tile)? else {
+            return Ok(None);
+        };
+        let data = Arc::new(data);
+        if tile.is_full() {
+            self.tiles
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key, data.clone());
+        }
+        Ok(Some(data))
+    }
+
+    /// A tile or entry bundle built from the store.
+    fn read_tile(&self, kind: TileKind, tile: &Tile) -> Result<Option<Vec<u8>>, LogError> {
         let size = self.size();
         let start = tile.n << tile.height;
         let end = start + u64::from(tile.width);

@@ -1,8 +1,10 @@
 //! Fetching a log and the files next to it: over HTTP(S), from a directory or a file:// URL.
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::io::Read as _;
 use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
@@ -74,28 +76,60 @@ fn percent_decode(s: &str) -> anyhow::Result<String> {
     String::from_utf8(out).map_err(|_| anyhow!("the path is not UTF-8"))
 }
 
-/// Fetches a log's files over HTTP(S) with one keep-alive client.
+/// Requests a log's server answers at once while a whole log is read: enough to keep a
+/// server's cores and the network busy, few enough not to flood it.
+const READ_AHEAD_REQUESTS: usize = 8;
+/// Files fetched ahead of the reader at most, whatever the log's size: they bound the memory
+/// held (each file at most [`MAX_FETCH`]; a full bundle of 1 KB entries is 256 KB).
+const READ_AHEAD_FILES: usize = 16;
+
+/// Fetches a log's files over HTTP(S) with keep-alive connections.
+///
+/// A whole-log check ([`tlog::verify_log`]) reads every level-0 tile and entry bundle in
+/// order, one request at a time, so each request's round trip and the server's work add up.
+/// Once the caller has read the checkpoint and then level-0 tile 0 followed by its entry
+/// bundle (what a whole-log check does first, and a single proof or entry never does), the
+/// fetcher reads the following full tiles and bundles ahead, with
+/// [`READ_AHEAD_REQUESTS`] requests at a time, and hands them over in the order asked.
+/// Anything else (higher-level tiles, the partial tiles at the end) is fetched when asked.
 pub struct HttpFetcher {
+    client: Arc<HttpClient>,
+    /// What the fetches so far tell about reading ahead.
+    ahead: Mutex<Ahead>,
+}
+
+/// One keep-alive HTTP client and the log's URL prefix.
+struct HttpClient {
     agent: ureq::Agent,
     base: String,
 }
+
+type Fetched = Result<Option<Vec<u8>>, FetchError>;
 
 impl HttpFetcher {
     pub fn new(base: &str) -> HttpFetcher {
         let agent = ureq::AgentBuilder::new()
             .timeout_connect(HTTP_TIMEOUT)
             .timeout(HTTP_TIMEOUT)
+            // One connection kept per request reading ahead, and one for the caller's own.
+            .max_idle_connections_per_host(READ_AHEAD_REQUESTS + 1)
             .user_agent(concat!("sovereign-audit/", env!("CARGO_PKG_VERSION")))
             .build();
         HttpFetcher {
-            agent,
-            base: base.trim_end_matches('/').to_string(),
+            client: Arc::new(HttpClient {
+                agent,
+                base: base.trim_end_matches('/').to_string(),
+            }),
+            ahead: Mutex::new(Ahead::Idle {
+                full_tiles: None,
+                read_tile_0: false,
+            }),
         }
     }
 }
 
-impl TileFetcher for HttpFetcher {
-    fn fetch(&self, path: &str) -> Result<Option<Vec<u8>>, FetchError> {
+impl HttpClient {
+    fn get(&self, path: &str) -> Fetched {
         let url = format!("{}/{path}", self.base);
         let response = match self.agent.get(&url).call() {
             Ok(r) => r,
@@ -126,6 +160,187 @@ impl TileFetcher for HttpFetcher {
             )));
         }
         Ok(Some(body))
+    }
+}
+
+impl TileFetcher for HttpFetcher {
+    fn fetch(&self, path: &str) -> Result<Option<Vec<u8>>, FetchError> {
+        if path == "checkpoint" {
+            let data = self.client.get(path)?;
+            // A new checkpoint starts a new run: what was read ahead for another is dropped.
+            // Unverified: the size only says which files to read ahead; the caller checks the
+            // note.
+            *self.ahead.lock().unwrap_or_else(|p| p.into_inner()) = Ahead::Idle {
+                full_tiles: data
+                    .as_deref()
+                    .and_then(|note| unverified_checkpoint(note).ok())
+                    .map(|c| c.size >> TILE_HEIGHT),
+                read_tile_0: false,
+            };
+            return Ok(data);
+        }
+        let mut ahead = self.ahead.lock().unwrap_or_else(|p| p.into_inner());
+        match &mut *ahead {
+            Ahead::Reading(reading) if reading.expects(path) => return reading.take(),
+            Ahead::Reading(_) => {}
+            Ahead::Idle {
+                full_tiles,
+                read_tile_0,
+            } => {
+                let after_tile_0 = *read_tile_0;
+                *read_tile_0 = path == Tile::new(0, 0, FULL_TILE_WIDTH).path();
+                if after_tile_0
+                    && path == Tile::new(0, 0, FULL_TILE_WIDTH).entries_path()
+                    && let Some(full_tiles) = *full_tiles
+                    && full_tiles > 1
+                {
+                    *ahead = Ahead::Reading(ReadingAhead::start(&self.client, full_tiles));
+                }
+            }
+        }
+        drop(ahead);
+        self.client.get(path)
+    }
+}
+
+/// Whether an [`HttpFetcher`] reads ahead.
+enum Ahead {
+    /// Not yet: what the fetches so far said.
+    Idle {
+        /// Full level-0 tiles in the last checkpoint served.
+        full_tiles: Option<u64>,
+        /// Whether the last fetch was level-0 tile 0.
+        read_tile_0: bool,
+    },
+    Reading(ReadingAhead),
+}
+
+/// Full level-0 tiles and entry bundles 1.. read ahead: file `i` (from 0) is tile `1 + i / 2`,
+/// its hashes for even `i`, its entry bundle for odd `i`, the order a whole-log check asks.
+struct ReadingAhead {
+    shared: Arc<AheadShared>,
+    /// The file the caller is expected to ask for next.
+    next: usize,
+    /// Files to read: two per full tile after tile 0.
+    end: usize,
+}
+
+struct AheadShared {
+    state: Mutex<AheadState>,
+    /// Signalled when a file is fetched, the caller takes one, or reading stops.
+    changed: Condvar,
+}
+
+struct AheadState {
+    /// The next file a worker takes.
+    claimed: usize,
+    /// The next file the caller takes: workers stay within [`READ_AHEAD_FILES`] of it.
+    taken: usize,
+    /// Files fetched and not taken yet.
+    done: BTreeMap<usize, Fetched>,
+    /// Set when the fetcher is dropped.
+    stop: bool,
+}
+
+fn ahead_path(i: usize) -> String {
+    let tile = Tile::new(0, 1 + (i / 2) as u64, FULL_TILE_WIDTH);
+    if i.is_multiple_of(2) {
+        tile.path()
+    } else {
+        tile.entries_path()
+    }
+}
+
+impl ReadingAhead {
+    fn start(client: &Arc<HttpClient>, full_tiles: u64) -> ReadingAhead {
+        let end = usize::try_from((full_tiles - 1).saturating_mul(2)).unwrap_or(usize::MAX);
+        let shared = Arc::new(AheadShared {
+            state: Mutex::new(AheadState {
+                claimed: 0,
+                taken: 0,
+                done: BTreeMap::new(),
+                stop: false,
+            }),
+            changed: Condvar::new(),
+        });
+        for _ in 0..READ_AHEAD_REQUESTS {
+            let client = client.clone();
+            let shared = shared.clone();
+            std::thread::spawn(move || read_ahead(&client, &shared, end));
+        }
+        ReadingAhead {
+            shared,
+            next: 0,
+            end,
+        }
+    }
+
+    fn expects(&self, path: &str) -> bool {
+        self.next < self.end && path == ahead_path(self.next)
+    }
+
+    /// Waits for the next file and takes it.
+    fn take(&mut self) -> Fetched {
+        let mut state = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        let fetched = loop {
+            if let Some(fetched) = state.done.remove(&self.next) {
+                break fetched;
+            }
+            state = self
+                .shared
+                .changed
+                .wait(state)
+                .unwrap_or_else(|p| p.into_inner());
+        };
+        self.next += 1;
+        state.taken = self.next;
+        drop(state);
+        self.shared.changed.notify_all();
+        fetched
+    }
+}
+
+impl Drop for ReadingAhead {
+    /// Stops the workers; one in the middle of a request ends with it (not waited for).
+    fn drop(&mut self) {
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .stop = true;
+        self.shared.changed.notify_all();
+    }
+}
+
+/// A worker reading ahead: takes the next file to fetch while within [`READ_AHEAD_FILES`] of
+/// the caller, until every file is taken or the fetcher is dropped.
+fn read_ahead(client: &HttpClient, shared: &AheadShared, end: usize) {
+    loop {
+        let i = {
+            let mut state = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+            loop {
+                if state.stop || state.claimed >= end {
+                    return;
+                }
+                if state.claimed < state.taken + READ_AHEAD_FILES {
+                    break;
+                }
+                state = shared
+                    .changed
+                    .wait(state)
+                    .unwrap_or_else(|p| p.into_inner());
+            }
+            state.claimed += 1;
+            state.claimed - 1
+        };
+        let fetched = client.get(&ahead_path(i));
+        shared
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .done
+            .insert(i, fetched);
+        shared.changed.notify_all();
     }
 }
 

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -91,7 +92,12 @@ pub async fn tile(
     } else {
         REVALIDATE
     };
-    Ok(bytes(data, "application/octet-stream", cache))
+    // The log may keep the same bytes for the next request: the body shares them.
+    Ok(bytes(
+        Bytes::from_owner(SharedTile(data)),
+        "application/octet-stream",
+        cache,
+    ))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -201,11 +207,20 @@ fn proof_error(e: logstore::LogError) -> ApiError {
     }
 }
 
-fn text(body: Vec<u8>, cache: &'static str) -> Response {
-    bytes(body, "text/plain; charset=utf-8", cache)
+/// A tile's bytes as the log keeps them, for a response body.
+struct SharedTile(Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for SharedTile {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
 }
 
-fn bytes(body: Vec<u8>, content_type: &'static str, cache: &'static str) -> Response {
+fn text(body: Vec<u8>, cache: &'static str) -> Response {
+    bytes(body.into(), "text/plain; charset=utf-8", cache)
+}
+
+fn bytes(body: Bytes, content_type: &'static str, cache: &'static str) -> Response {
     let mut response = (StatusCode::OK, body).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));

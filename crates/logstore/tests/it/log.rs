@@ -171,3 +171,74 @@ fn schema_versions_are_kept_and_checked() {
         "{error}"
     );
 }
+
+/// Full tiles are kept in memory once read; partial ones are read from the store each time,
+/// so a partial tile read before it filled never stands in for the full one.
+#[test]
+fn full_tiles_are_kept_and_partial_tiles_are_not() {
+    use tlog::{Tile, TileKind};
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(&dir.path().join("log.sqlite"), signer(), options()).unwrap();
+    let entry = |i: u64| format!("entry {i}").into_bytes();
+    let bundle = |range: std::ops::Range<u64>| {
+        let entries: Vec<Vec<u8>> = range.map(entry).collect();
+        tlog::encode_bundle(entries.iter().map(Vec::as_slice)).unwrap()
+    };
+    for i in 0..300u64 {
+        log.append_blocking(entry(i)).unwrap();
+    }
+    let read = |kind, tile: Tile| log.tile(kind, &tile).unwrap().map(|d| d.to_vec());
+    let hashes = |range: std::ops::Range<u64>| -> Vec<u8> {
+        range.flat_map(|i| tlog::leaf_hash(&entry(i))).collect()
+    };
+
+    // Full tile 0, twice (the second time from memory): the same bytes.
+    for _ in 0..2 {
+        assert_eq!(
+            read(TileKind::Entries, Tile::new(0, 0, 256)),
+            Some(bundle(0..256))
+        );
+        assert_eq!(
+            read(TileKind::Hashes, Tile::new(0, 0, 256)),
+            Some(hashes(0..256))
+        );
+    }
+    // Tile 1 is partial: its full form is not served yet, its partial one is.
+    assert_eq!(read(TileKind::Entries, Tile::new(0, 1, 256)), None);
+    assert_eq!(read(TileKind::Hashes, Tile::new(0, 1, 256)), None);
+    assert_eq!(
+        read(TileKind::Entries, Tile::new(0, 1, 44)),
+        Some(bundle(256..300))
+    );
+    assert_eq!(
+        read(TileKind::Hashes, Tile::new(0, 1, 44)),
+        Some(hashes(256..300))
+    );
+
+    // Once tile 1 is full, its full form is served, and its partial forms stay right.
+    for i in 300..600u64 {
+        log.append_blocking(entry(i)).unwrap();
+    }
+    for _ in 0..2 {
+        assert_eq!(
+            read(TileKind::Entries, Tile::new(0, 1, 256)),
+            Some(bundle(256..512))
+        );
+        assert_eq!(
+            read(TileKind::Hashes, Tile::new(0, 1, 256)),
+            Some(hashes(256..512))
+        );
+    }
+    assert_eq!(
+        read(TileKind::Entries, Tile::new(0, 1, 44)),
+        Some(bundle(256..300))
+    );
+    assert_eq!(
+        read(TileKind::Entries, Tile::new(0, 2, 88)),
+        Some(bundle(512..600))
+    );
+    assert_eq!(
+        read(TileKind::Hashes, Tile::new(0, 2, 88)),
+        Some(hashes(512..600))
+    );
+}

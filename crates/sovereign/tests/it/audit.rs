@@ -940,15 +940,16 @@ fn verify_and_prove_over_http() {
         out.contains("consistent with the checkpoint of 600 entries"),
         "{out}"
     );
-    // One keep-alive client per run: far fewer connections than requests
-    // (each run fetches the checkpoint, 3 level-0 tiles, 3 bundles and a level-1 tile).
+    // Keep-alive connections: fewer connections than requests (each run fetches the
+    // checkpoint, 3 level-0 tiles, 3 bundles and a level-1 tile; tile 1 and its bundle are
+    // read ahead, on up to two more connections).
     let (connections, requests) = (
         server.connections.load(Ordering::SeqCst),
         server.requests.load(Ordering::SeqCst),
     );
     assert!(requests >= 16, "{requests} requests");
     assert!(
-        connections <= 2,
+        connections <= 6,
         "{connections} connections for {requests} requests"
     );
 
@@ -981,6 +982,58 @@ fn verify_and_prove_over_http() {
         e.contains(&format!(
             "fetching checkpoint: http://{closed}/log/checkpoint: Connection Failed"
         )),
+        "{e}"
+    );
+}
+
+/// A log of many full tiles is read ahead over HTTP (several requests at once): what is
+/// verified and what is reported are those of the sequential check.
+#[test]
+fn verify_reads_ahead_over_http() {
+    const BIG: u64 = 256 * 40 + 17;
+    let dir = tempfile::tempdir().unwrap();
+    let key = new_key();
+    publish(dir.path(), &key, &entries(BIG));
+    let server = Server::start(dir.path().to_path_buf());
+
+    let out = verify(&server.url("log"), &key.vkey, None).unwrap();
+    assert!(
+        out.contains(&format!("size:       {BIG} entries\n")),
+        "{out}"
+    );
+    // checkpoint, 41 level-0 tiles and bundles, a level-1 tile; at most 8 requests at once,
+    // on keep-alive connections.
+    let (connections, requests) = (
+        server.connections.load(Ordering::SeqCst),
+        server.requests.load(Ordering::SeqCst),
+    );
+    assert!(requests >= 84, "{requests} requests");
+    assert!(
+        connections <= 9,
+        "{connections} connections for {requests} requests"
+    );
+
+    // The first bad entry is reported, wherever the files read ahead stand.
+    let bundle = dir.path().join("tile/entries/030");
+    let data = std::fs::read(&bundle).unwrap();
+    flip_byte(&bundle, entry_offset(&data, 7) + 3);
+    let bundle = dir.path().join("tile/entries/012");
+    let data = std::fs::read(&bundle).unwrap();
+    flip_byte(&bundle, entry_offset(&data, 5) + 3);
+    let e = verify_err(&server.url("log"), &key.vkey, None);
+    assert!(
+        e.contains(&format!(
+            "entry {} (in tile/entries/012) hashes to",
+            12 * 256 + 5
+        )),
+        "{e}"
+    );
+
+    // A full bundle missing from the middle is named.
+    std::fs::remove_file(&bundle).unwrap();
+    let e = verify_err(&server.url("log"), &key.vkey, None);
+    assert!(
+        e.contains("tile/entries/012 is not served by the log"),
         "{e}"
     );
 }

@@ -28,7 +28,10 @@ impl TileFetcher for Served<'_> {
             return Ok(Some(self.0.checkpoint().note.clone()));
         }
         let (kind, tile) = tlog::parse_tile_path(path).map_err(FetchError::new)?;
-        self.0.tile(kind, &tile).map_err(FetchError::new)
+        self.0
+            .tile(kind, &tile)
+            .map(|data| data.map(|d| d.to_vec()))
+            .map_err(FetchError::new)
     }
 }
 
