@@ -10,6 +10,9 @@ use zeroize::Zeroizing;
 
 use crate::keys::error::KeyError;
 
+/// A plaintext data key. Zeroed when dropped.
+pub(crate) type DataKey = Zeroizing<[u8; 32]>;
+
 pub(super) fn random_bytes(out: &mut [u8]) -> Result<(), KeyError> {
     OsRng
         .try_fill_bytes(out)

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::keys::envelope::DataKey;
+use crate::keys::aead::DataKey;
 
 /// How many unwrapped data keys an envelope keeps unless told otherwise.
 pub const DEFAULT_DATA_KEY_CACHE_ENTRIES: usize = 10_000;

@@ -12,7 +12,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::Value;
 use zeroize::Zeroizing;
 
-use crate::keys::aead::{SealError, aead_open, aead_seal, random_bytes};
+use crate::keys::aead::{DataKey, SealError, aead_open, aead_seal, random_bytes};
 use crate::keys::cache::{
     DEFAULT_DATA_KEY_CACHE_ENTRIES, DEFAULT_DATA_KEY_CACHE_TTL, DataKeyCache,
 };
@@ -20,8 +20,6 @@ use crate::keys::error::{FieldPlace, KeyError, UnwrapReason};
 use crate::keys::manager::KeyManager;
 use crate::keys::store::{DataKeyStore, WrappedKey};
 
-/// A plaintext data key. Zeroed when dropped.
-pub(crate) type DataKey = Zeroizing<[u8; 32]>;
 
 /// Where a field value lives; bound to its ciphertext as associated data.
 pub(crate) struct Place<'a> {
