@@ -20,7 +20,6 @@ use crate::keys::error::{FieldPlace, KeyError, UnwrapReason};
 use crate::keys::manager::KeyManager;
 use crate::keys::store::{DataKeyStore, WrappedKey};
 
-
 /// Where a field value lives; bound to its ciphertext as associated data.
 pub(crate) struct Place<'a> {
     pub subject: &'a str,
