@@ -128,10 +128,12 @@ fn commit_group(conn: &mut Connection, group: &[Write]) -> Vec<rusqlite::Result<
         outcomes.push(run(conn, write));
         if conn.is_autocommit() {
             // The failure ended the whole transaction: every write before it is undone too.
-            let ended = outcomes
-                .pop()
-                .and_then(Result::err)
-                .unwrap_or(rusqlite::Error::ExecuteReturnedResults);
+            let ended = outcomes.pop().and_then(Result::err).unwrap_or_else(|| {
+                rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
+                    Some("the group's transaction ended before its commit".into()),
+                )
+            });
             return group.iter().map(|_| copy(&ended)).collect();
         }
     }
