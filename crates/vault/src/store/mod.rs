@@ -39,6 +39,20 @@ pub struct RecordRow {
     pub fields: Map<String, Value>,
 }
 
+impl RecordRow {
+    /// The fields as a store keeps them, the text of a JSON object; `store` names the store
+    /// in the error (whose message quotes no value).
+    pub(crate) fn encode_fields(&self, store: PathBuf) -> Result<String, StoreError> {
+        serde_json::to_string(&self.fields).map_err(|_| StoreError::Corrupt {
+            path: store,
+            detail: format!(
+                "the fields of record {}/{}/{} cannot be encoded as JSON",
+                self.subject, self.collection, self.key
+            ),
+        })
+    }
+}
+
 /// A subject as one site holds it, with one of its records: what a governed read needs,
 /// seen together.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,6 +61,23 @@ pub struct HeldRecord {
     pub jurisdiction: String,
     /// The record's fields; `None` when the subject has no such record here.
     pub fields: Option<Map<String, Value>>,
+}
+
+impl HeldRecord {
+    /// From what both backends' query answers: the subject's jurisdiction and the record's
+    /// stored text, if the site holds the subject at all.
+    pub(crate) fn from_row(
+        row: Option<(String, Option<String>)>,
+        parse: impl FnOnce(&str) -> Result<Map<String, Value>, StoreError>,
+    ) -> Result<Option<HeldRecord>, StoreError> {
+        let Some((jurisdiction, text)) = row else {
+            return Ok(None);
+        };
+        Ok(Some(HeldRecord {
+            jurisdiction,
+            fields: text.as_deref().map(parse).transpose()?,
+        }))
+    }
 }
 
 /// One site's storage. Implementations must make every successful write durable before

@@ -135,13 +135,7 @@ impl PostgresStore {
 
     /// A record's fields as stored: a JSON object's text.
     fn encode_fields(&self, row: &RecordRow) -> Result<String, StoreError> {
-        serde_json::to_string(&row.fields).map_err(|_| StoreError::Corrupt {
-            path: self.target.name().into(),
-            detail: format!(
-                "the fields of record {}/{}/{} cannot be encoded as JSON",
-                row.subject, row.collection, row.key
-            ),
-        })
+        row.encode_fields(self.target.name().into())
     }
 
     /// Parses stored fields. The parser's message is left out: it can quote a value.
@@ -234,18 +228,9 @@ impl SiteStore for PostgresStore {
             )
             .map(|row| row.map(|row| (row.get(0), row.get(1))))
         })?;
-        held.map(|(jurisdiction, text)| {
-            let fields = text
-                .map(|text| {
-                    self.parse_fields(&text, &format!("record {subject}/{collection}/{key}"))
-                })
-                .transpose()?;
-            Ok(HeldRecord {
-                jurisdiction,
-                fields,
-            })
+        HeldRecord::from_row(held, |text| {
+            self.parse_fields(text, &format!("record {subject}/{collection}/{key}"))
         })
-        .transpose()
     }
 
     fn put_record(&self, row: &RecordRow) -> Result<(), StoreError> {

@@ -167,13 +167,7 @@ impl SqliteStore {
 
     /// A record's fields as stored: a JSON object's text.
     fn encode_fields(&self, row: &RecordRow) -> Result<String, StoreError> {
-        serde_json::to_string(&row.fields).map_err(|_| StoreError::Corrupt {
-            path: self.path.clone(),
-            detail: format!(
-                "the fields of record {}/{}/{} cannot be encoded as JSON",
-                row.subject, row.collection, row.key
-            ),
-        })
+        row.encode_fields(self.path.clone())
     }
 
     /// Parses stored fields. The parser's message is left out: it can quote a value.
@@ -250,18 +244,9 @@ impl SiteStore for SqliteStore {
             })
             .optional()
         })?;
-        held.map(|(jurisdiction, text)| {
-            let fields = text
-                .map(|text| {
-                    self.parse_fields(&text, &format!("record {subject}/{collection}/{key}"))
-                })
-                .transpose()?;
-            Ok(HeldRecord {
-                jurisdiction,
-                fields,
-            })
+        HeldRecord::from_row(held, |text| {
+            self.parse_fields(text, &format!("record {subject}/{collection}/{key}"))
         })
-        .transpose()
     }
 
     fn put_record(&self, row: &RecordRow) -> Result<(), StoreError> {
