@@ -952,6 +952,47 @@ mod tests {
     }
 
     #[test]
+    fn cache_sizes_and_the_data_key_lifetime_are_checked() {
+        let mut config = Config::parse(&crate::setup::default_config_text()).unwrap();
+        // The commented reference says what the defaults are.
+        assert_eq!(
+            config.server.placement_cache_entries,
+            vault::DEFAULT_PLACEMENT_CACHE_ENTRIES
+        );
+        assert_eq!(
+            config.keys.data_key_cache_entries,
+            vault::DEFAULT_DATA_KEY_CACHE_ENTRIES
+        );
+        assert_eq!(
+            config.keys.data_key_cache_ttl,
+            vault::DEFAULT_DATA_KEY_CACHE_TTL
+        );
+        config.server.placement_cache_entries = 10_000_001;
+        config.keys.data_key_cache_entries = 1_000_001;
+        config.keys.data_key_cache_ttl = std::time::Duration::from_secs(3601);
+        let problems = config.validate(Path::new("/nonexistent"));
+        for key in [
+            "server.placement_cache_entries",
+            "keys.data_key_cache_entries",
+            "keys.data_key_cache_ttl",
+        ] {
+            assert!(
+                problems.iter().any(|(k, _)| k == key),
+                "{key} not refused: {problems:?}"
+            );
+        }
+        // Zero turns a cache off; it is not a problem.
+        config.server.placement_cache_entries = 0;
+        config.keys.data_key_cache_entries = 0;
+        config.keys.data_key_cache_ttl = std::time::Duration::ZERO;
+        let problems = config.validate(Path::new("/nonexistent"));
+        assert!(
+            !problems.iter().any(|(k, _)| k.contains("cache")),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
     fn zone_prefers_most_specific() {
         let zones = vec![
             NetworkZone {
