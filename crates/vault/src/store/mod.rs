@@ -39,6 +39,24 @@ pub struct RecordRow {
     pub fields: Map<String, Value>,
 }
 
+/// Fields as a store read them back: the text must be a JSON object. `what` names the
+/// record and `store` the store in the error, whose message quotes no value (the parser's
+/// own message could).
+pub(crate) fn parse_stored_fields(
+    text: &str,
+    what: &str,
+    store: PathBuf,
+) -> Result<Map<String, Value>, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
+        path: store,
+        detail: format!(
+            "the fields of {what} are not a JSON object (line {}, column {})",
+            e.line(),
+            e.column()
+        ),
+    })
+}
+
 impl RecordRow {
     /// The fields as a store keeps them, the text of a JSON object; `store` names the store
     /// in the error (whose message quotes no value).

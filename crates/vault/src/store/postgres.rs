@@ -22,7 +22,9 @@ use pgconn::{PgError, Pool, Target};
 use postgres::{Client, Transaction};
 use serde_json::{Map, Value};
 
-use crate::store::{HeldRecord, RecordKey, RecordRow, SiteStore, StoreError, SubjectRow};
+use crate::store::{
+    HeldRecord, RecordKey, RecordRow, SiteStore, StoreError, SubjectRow, parse_stored_fields,
+};
 
 /// The schema this build writes and reads: `SCHEMA[v]` upgrades version `v` to `v + 1`.
 const SCHEMA: &[&str] = &[r#"
@@ -140,14 +142,7 @@ impl PostgresStore {
 
     /// Parses stored fields. The parser's message is left out: it can quote a value.
     fn parse_fields(&self, text: &str, what: &str) -> Result<Map<String, Value>, StoreError> {
-        serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
-            path: self.target.name().into(),
-            detail: format!(
-                "the fields of {what} are not a JSON object (line {}, column {})",
-                e.line(),
-                e.column()
-            ),
-        })
+        parse_stored_fields(text, what, self.target.name().into())
     }
 
     fn parse_rows(&self, rows: Vec<postgres::Row>) -> Result<Vec<RecordRow>, StoreError> {

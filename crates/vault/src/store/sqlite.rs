@@ -21,7 +21,9 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_json::{Map, Value};
 
 use crate::store::group_commit::GroupCommit;
-use crate::store::{HeldRecord, RecordKey, RecordRow, SiteStore, StoreError, SubjectRow};
+use crate::store::{
+    HeldRecord, RecordKey, RecordRow, SiteStore, StoreError, SubjectRow, parse_stored_fields,
+};
 
 /// The schema this build writes and reads, one step a version (`sqlitedb::migrate`): version 1
 /// the tables, version 2 the index that pages through one collection.
@@ -172,14 +174,7 @@ impl SqliteStore {
 
     /// Parses stored fields. The parser's message is left out: it can quote a value.
     fn parse_fields(&self, text: &str, what: &str) -> Result<Map<String, Value>, StoreError> {
-        serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
-            path: self.path.clone(),
-            detail: format!(
-                "the fields of {what} are not a JSON object (line {}, column {})",
-                e.line(),
-                e.column()
-            ),
-        })
+        parse_stored_fields(text, what, self.path.clone())
     }
 }
 
