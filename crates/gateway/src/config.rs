@@ -311,6 +311,14 @@ pub struct LogConfig {
     /// before it fails (the entry stays queued and is still added later).
     #[serde(default = "default_integration_deadline")]
     pub integration_deadline_seconds: u64,
+    /// MiB of full tiles and entry bundles kept in memory for monitors (the first ones read;
+    /// they never change); 0 keeps none.
+    #[serde(default = "default_tile_cache_mib")]
+    pub tile_cache_mib: usize,
+}
+
+fn default_tile_cache_mib() -> usize {
+    logstore::DEFAULT_TILE_CACHE_BYTES >> 20
 }
 
 fn default_log_readers() -> usize {
@@ -617,6 +625,9 @@ impl Config {
         }
         if !(1..=65_536).contains(&self.log.max_batch) {
             problems.push(("log.max_batch".into(), "must be between 1 and 65536".into()));
+        }
+        if self.log.tile_cache_mib > 65_536 {
+            problems.push(("log.tile_cache_mib".into(), "at most 65536".into()));
         }
         for (field, path) in [
             ("log.signer_key", &self.log.signer_key),
@@ -967,7 +978,12 @@ mod tests {
             config.keys.data_key_cache_ttl,
             vault::DEFAULT_DATA_KEY_CACHE_TTL
         );
+        assert_eq!(
+            config.log.tile_cache_mib << 20,
+            logstore::DEFAULT_TILE_CACHE_BYTES
+        );
         config.server.placement_cache_entries = 10_000_001;
+        config.log.tile_cache_mib = 65_537;
         config.keys.data_key_cache_entries = 1_000_001;
         config.keys.data_key_cache_ttl = std::time::Duration::from_secs(3601);
         let problems = config.validate(Path::new("/nonexistent"));
@@ -975,6 +991,7 @@ mod tests {
             "server.placement_cache_entries",
             "keys.data_key_cache_entries",
             "keys.data_key_cache_ttl",
+            "log.tile_cache_mib",
         ] {
             assert!(
                 problems.iter().any(|(k, _)| k == key),
@@ -983,6 +1000,7 @@ mod tests {
         }
         // Zero turns a cache off; it is not a problem.
         config.server.placement_cache_entries = 0;
+        config.log.tile_cache_mib = 0;
         config.keys.data_key_cache_entries = 0;
         config.keys.data_key_cache_ttl = std::time::Duration::ZERO;
         let problems = config.validate(Path::new("/nonexistent"));

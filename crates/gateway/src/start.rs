@@ -416,6 +416,7 @@ pub fn open_log(
         max_batch: config.log.max_batch,
         readers: config.log.readers,
         integration_deadline: Duration::from_secs(config.log.integration_deadline_seconds),
+        tile_cache_bytes: config.log.tile_cache_mib << 20,
         ..logstore::LogOptions::default()
     };
     let log = logstore::Log::open_url(&config.log.store, data_dir, signer, options)

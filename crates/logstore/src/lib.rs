@@ -74,6 +74,9 @@ pub struct LogOptions {
     /// How long an append on PostgreSQL waits for some gateway to integrate it before it
     /// fails. The entry stays queued and a later integrator still adds it.
     pub integration_deadline: Duration,
+    /// Bytes of full tiles and entry bundles kept in memory for monitors (see `TileCache`);
+    /// 0 keeps none.
+    pub tile_cache_bytes: usize,
 }
 
 impl Default for LogOptions {
@@ -84,6 +87,7 @@ impl Default for LogOptions {
             queue: 16384,
             readers: 4,
             integration_deadline: Duration::from_secs(30),
+            tile_cache_bytes: DEFAULT_TILE_CACHE_BYTES,
         }
     }
 }
@@ -179,29 +183,37 @@ pub struct Log {
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
-/// Bytes of full tiles and entry bundles a log keeps in memory: the first 75,000 or so
-/// entries of 850 bytes, with their hash tiles.
-pub const TILE_CACHE_BYTES: usize = 64 << 20;
+/// Bytes of full tiles and entry bundles a log keeps in memory by default: the first 75,000
+/// or so entries of 850 bytes, with their hash tiles.
+pub const DEFAULT_TILE_CACHE_BYTES: usize = 64 << 20;
 
 /// Full tiles and entry bundles (they never change), by (is a bundle, tile): those read first,
-/// up to [`TILE_CACHE_BYTES`]. Once full it keeps what it has: a monitor reads the whole log
+/// up to [`LogOptions::tile_cache_bytes`]. Once full it keeps what it has: a monitor reads the whole log
 /// from the start, so a cache that replaced old tiles with new ones would hold none of the
 /// tiles of its next run (each scan pushing out what the next one needs first), while this
 /// one serves the start of every run. The rest is read from the store, in one range query
 /// per tile.
-#[derive(Default)]
 struct TileCache {
     tiles: HashMap<(bool, Tile), Arc<Vec<u8>>>,
     bytes: usize,
+    limit: usize,
 }
 
 impl TileCache {
+    fn new(limit: usize) -> TileCache {
+        TileCache {
+            tiles: HashMap::new(),
+            bytes: 0,
+            limit,
+        }
+    }
+
     fn get(&self, key: &(bool, Tile)) -> Option<Arc<Vec<u8>>> {
         self.tiles.get(key).cloned()
     }
 
     fn insert(&mut self, key: (bool, Tile), data: Arc<Vec<u8>>) {
-        if self.bytes + data.len() > TILE_CACHE_BYTES || self.tiles.contains_key(&key) {
+        if self.bytes + data.len() > self.limit || self.tiles.contains_key(&key) {
             return;
         }
         self.bytes += data.len();
@@ -265,12 +277,13 @@ impl Log {
         shared: Arc<Shared>,
         store: Arc<dyn Store + Send + Sync>,
         threads: Vec<JoinHandle<()>>,
+        tile_cache_bytes: usize,
     ) -> Log {
         Log {
             queue,
             shared,
             store,
-            tiles: Mutex::new(TileCache::default()),
+            tiles: Mutex::new(TileCache::new(tile_cache_bytes)),
             threads: Mutex::new(threads),
         }
     }
@@ -335,7 +348,7 @@ impl Log {
 
     /// A tile or entry bundle, exactly as C2SP tlog-tiles serves it; `None` if the log does
     /// not hold it (yet). Full tiles never change: the first ones read are kept in memory
-    /// (at most [`TILE_CACHE_BYTES`]; see `TileCache` for which), so monitors reading the log again
+    /// (at most [`LogOptions::tile_cache_bytes`]; see `TileCache` for which), so monitors reading the log again
     /// do not rebuild them from the store. Partial tiles are always read from the store: the
     /// log replaces them as it grows.
     pub fn tile(&self, kind: TileKind, tile: &Tile) -> Result<Option<Arc<Vec<u8>>>, LogError> {

@@ -85,6 +85,7 @@ const QUEUED: &str = "sovereign_log_queued";
 
 pub(crate) fn open(url: &str, signer: Signer, options: LogOptions) -> Result<Log, LogError> {
     let target = Target::parse(url).map_err(|e| pg_error(&PathBuf::new(), e))?;
+    let tile_cache_bytes = options.tile_cache_bytes;
     let name = PathBuf::from(target.name());
     let mut conn = target.connect().map_err(|e| pg_error(&name, e))?;
     target
@@ -146,7 +147,13 @@ pub(crate) fn open(url: &str, signer: Signer, options: LogOptions) -> Result<Log
         )?,
         spawn("log-integrator", Box::new(move || integrator.run()))?,
     ];
-    Ok(Log::start(queue, shared.clone(), store, threads))
+    Ok(Log::start(
+        queue,
+        shared.clone(),
+        store,
+        threads,
+        tile_cache_bytes,
+    ))
 }
 
 fn pg_error(name: &std::path::Path, error: PgError) -> LogError {

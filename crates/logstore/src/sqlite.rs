@@ -170,6 +170,7 @@ pub(crate) fn open(path: &Path, signer: Signer, options: LogOptions) -> Result<L
         shared,
         Arc::new(SqliteStore(Mutex::new(reader))),
         vec![handle],
+        options.tile_cache_bytes,
     ))
 }
 

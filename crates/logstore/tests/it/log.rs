@@ -4,7 +4,7 @@
 use crate::common;
 
 use common::{options, signer, verify, wait_for_checkpoint};
-use logstore::Log;
+use logstore::{Log, LogOptions};
 use tlog::note::Signer;
 
 #[test]
@@ -241,4 +241,39 @@ fn full_tiles_are_kept_and_partial_tiles_are_not() {
         read(TileKind::Hashes, Tile::new(0, 2, 88)),
         Some(hashes(512..600))
     );
+}
+
+/// The tile cache keeps the first full tiles read, up to `tile_cache_bytes`, and none with 0:
+/// a tile kept is served as the same bytes (the same allocation) again.
+#[test]
+fn the_tile_cache_keeps_what_its_size_allows() {
+    use tlog::{Tile, TileKind};
+    let hash_tile_bytes = 256 * 32;
+    for (limit, kept) in [
+        (0, [false, false]),
+        (hash_tile_bytes, [true, false]),
+        (logstore::DEFAULT_TILE_CACHE_BYTES, [true, true]),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let options = LogOptions {
+            tile_cache_bytes: limit,
+            ..options()
+        };
+        let log = Log::open(&dir.path().join("log.sqlite"), signer(), options).unwrap();
+        for i in 0..512u64 {
+            log.append_blocking(format!("entry {i}").into_bytes())
+                .unwrap();
+        }
+        for (n, kept) in kept.into_iter().enumerate() {
+            let tile = Tile::new(0, n as u64, 256);
+            let first = log.tile(TileKind::Hashes, &tile).unwrap().unwrap();
+            let again = log.tile(TileKind::Hashes, &tile).unwrap().unwrap();
+            assert_eq!(first, again);
+            assert_eq!(
+                std::sync::Arc::ptr_eq(&first, &again),
+                kept,
+                "limit {limit}, tile {n}"
+            );
+        }
+    }
 }

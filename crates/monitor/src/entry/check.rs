@@ -131,9 +131,18 @@ fn check_access(e: &Members<'_, '_>, version: u8) -> Result<&'static str, Bad> {
     if !matches!(e.get("subject")?, Seen::Null) {
         e.hex("subject", 32)?;
     }
+    // Members are asked for in the order of TOP (see `find`).
+    let v2 = version >= 2;
     e.string("subject_jurisdiction")?;
     e.string("site")?;
+    if v2 {
+        e.string("site_jurisdiction")?;
+    }
     e.string_or_null("collection")?;
+    if v2 {
+        e.bool("approval_required")?;
+        e.bool("suspended")?;
+    }
     e.strings("fields")?;
     let outcome = e.one_of("outcome", OUTCOMES)?;
     e.array("decisions")?;
@@ -141,10 +150,7 @@ fn check_access(e: &Members<'_, '_>, version: u8) -> Result<&'static str, Bad> {
     e.hex("policy_set", 64)?;
     e.string("purpose")?;
     e.string("reason_code")?;
-    if version >= 2 {
-        e.string("site_jurisdiction")?;
-        e.bool("approval_required")?;
-        e.bool("suspended")?;
+    if v2 {
         e.integer("context_time")?;
         e.object_or_null("grant")?;
         e.optional_bool("own_data")?;
@@ -227,11 +233,11 @@ fn check_principal(p: &Members<'_, '_>) -> Result<(), Bad> {
 
 fn check_decision(d: &Members<'_, '_>) -> Result<(), Bad> {
     d.string_or_null("field_class")?;
+    d.bool("allowed")?;
+    d.strings("policies")?;
     // Only on entries about every jurisdiction.
     d.optional_string("subject_jurisdiction")?;
     d.optional_bool("suspended")?;
-    d.bool("allowed")?;
-    d.strings("policies")?;
     Ok(())
 }
 
@@ -303,6 +309,8 @@ type ObjectCheck = fn(&Members<'_, '_>) -> Result<(), Bad>;
 type Table = &'static [(&'static str, Shape)];
 
 const TOP: Table = &[
+    // In the order a v2 access entry is written (the common case), so that each lookup
+    // finds its name at the first place it looks; v1 names, then the other kinds', follow.
     ("v", Shape::Any),
     ("kind", Shape::Any),
     ("time", Shape::Any),
@@ -311,7 +319,10 @@ const TOP: Table = &[
     ("subject", Shape::Any),
     ("subject_jurisdiction", Shape::Any),
     ("site", Shape::Any),
+    ("site_jurisdiction", Shape::Any),
     ("collection", Shape::Any),
+    ("approval_required", Shape::Any),
+    ("suspended", Shape::Any),
     ("fields", Shape::Strings),
     ("outcome", Shape::Any),
     ("decisions", Shape::Decisions),
@@ -319,20 +330,16 @@ const TOP: Table = &[
     ("policy_set", Shape::Any),
     ("purpose", Shape::Any),
     ("reason_code", Shape::Any),
+    ("context_time", Shape::Any),
+    ("grant", Shape::Grant),
+    ("own_data", Shape::Any),
     ("event", Shape::Any),
     ("config_sha256", Shape::Any),
     ("version", Shape::Any),
-    // Format v2.
-    ("site_jurisdiction", Shape::Any),
-    ("approval_required", Shape::Any),
-    ("suspended", Shape::Any),
-    ("context_time", Shape::Any),
-    ("grant", Shape::Grant),
     ("actor", Shape::Principal),
     ("details", Shape::Details),
     ("alert", Shape::Any),
     ("severity", Shape::Any),
-    ("own_data", Shape::Any),
 ];
 const PRINCIPAL: Table = &[
     ("id", Shape::Any),
@@ -345,10 +352,10 @@ const PRINCIPAL: Table = &[
 ];
 const DECISION: Table = &[
     ("field_class", Shape::Any),
-    ("subject_jurisdiction", Shape::Any),
-    ("suspended", Shape::Any),
     ("allowed", Shape::Any),
     ("policies", Shape::Strings),
+    ("subject_jurisdiction", Shape::Any),
+    ("suspended", Shape::Any),
 ];
 const GRANT: Table = &[("id", Shape::Any), ("kind", Shape::Any)];
 const ACTIVATION_DETAILS: Table = &[
@@ -379,10 +386,12 @@ fn find(table: Table, name: &str, from: usize) -> Option<usize> {
     let from = from.min(table.len());
     (from..table.len()).chain(0..from).find(|&i| {
         let n = table[i].0.as_bytes();
-        // Compared byte by byte: names are short, and a call to `memcmp` cost more.
+        // The checks name members with the same literals as the tables, which the compiler
+        // usually stores once: then the same address settles it. Otherwise compared byte by
+        // byte: names are short, and a call to `memcmp` cost more.
         n.len() == name.len()
-            && n.first() == first
-            && n.iter().zip(name.as_bytes()).all(|(a, b)| a == b)
+            && (std::ptr::eq(n.as_ptr(), name.as_ptr())
+                || (n.first() == first && n.iter().zip(name.as_bytes()).all(|(a, b)| a == b)))
     })
 }
 
