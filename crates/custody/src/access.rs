@@ -292,7 +292,7 @@ impl Custody {
         now: i64,
         log: LogFn<'_>,
     ) -> Result<(AccessRequest, u64), CustodyError> {
-        let mut store = self.lock_store();
+        let mut store = self.lock_current()?;
         let mut request = self.pending(id, now)?;
         check_independent(&request, approver)?;
         if request.approvals.iter().any(|a| a.by == approver.id) {
@@ -320,7 +320,7 @@ impl Custody {
         now: i64,
         log: LogFn<'_>,
     ) -> Result<(AccessRequest, u64), CustodyError> {
-        let mut store = self.lock_store();
+        let mut store = self.lock_current()?;
         let mut request = self.pending(id, now)?;
         check_independent(&request, by)?;
         request.denial = Some(verdict(by, comment, now)?);
@@ -336,7 +336,7 @@ impl Custody {
         now: i64,
         log: LogFn<'_>,
     ) -> Result<(AccessRequest, u64), CustodyError> {
-        let mut store = self.lock_store();
+        let mut store = self.lock_current()?;
         let mut request = self.request(id)?;
         let status = request.status(now);
         if status != Status::Approved {
@@ -358,7 +358,7 @@ impl Custody {
         now: i64,
         log: LogFn<'_>,
     ) -> Result<(AccessRequest, u64), CustodyError> {
-        let mut store = self.lock_store();
+        let mut store = self.lock_current()?;
         let mut request = self.request(id)?;
         if request.kind != RequestKind::BreakGlass {
             return Err(CustodyError::NotBreakGlass(id.to_string()));
@@ -441,7 +441,7 @@ impl Custody {
         event: Event<'_>,
         log: LogFn<'_>,
     ) -> Result<(AccessRequest, u64), CustodyError> {
-        let mut store = self.lock_store();
+        let mut store = self.lock_current()?;
         self.commit_request(&mut store, request, event, log)
     }
 

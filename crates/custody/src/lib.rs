@@ -63,7 +63,9 @@ mod verify;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tlog::note::Verifier;
@@ -74,6 +76,7 @@ pub use signed::{
     check_release_name,
 };
 use store::Store;
+pub use store::{CHANGE_CHANNEL, ChangeListener, Location};
 
 /// Reason codes an access request must give, modelled on cloud access-transparency
 /// justifications: (code, what it means).
@@ -230,6 +233,12 @@ pub enum CustodyError {
     Statement(#[from] statement::StatementError),
     #[error("the transparency log cannot be written ({0}); nothing was changed")]
     LogUnavailable(String),
+    /// Another gateway changed the custody state while this change was being made; nothing
+    /// was written, and the state is read again at the next change or refresh.
+    #[error(
+        "another gateway changed the custody state at the same time; nothing was changed: try again"
+    )]
+    Conflict,
     #[error("custody store {path}: {problem}")]
     Store { path: PathBuf, problem: String },
     /// The stored state is not what the custodian authorised: a record in force without the
@@ -274,8 +283,10 @@ pub struct Custody {
     store: Mutex<Store>,
     state: RwLock<State>,
     keys: Keys,
-    artifacts: PathBuf,
     ledger: Arc<dyn Ledger>,
+    /// When the store was last reached (read or written), in milliseconds since `opened`.
+    reached_ms: AtomicU64,
+    opened: Instant,
 }
 
 /// A change in force, as the custody store holds it, for a [`Ledger`] to compare with the
@@ -326,22 +337,43 @@ impl Custody {
         keys: Keys,
         ledger: Arc<dyn Ledger>,
     ) -> Result<Custody, CustodyError> {
-        let mut store = Store::open(path)?;
-        let version = store.data_version()?;
-        let state = store.load()?;
+        let location = Location::Sqlite {
+            path: path.to_path_buf(),
+            artifacts: artifacts.to_path_buf(),
+        };
+        Custody::open_at(&location, keys, ledger)
+    }
+
+    /// Opens the custody state at `location`: a SQLite file, or a PostgreSQL database that
+    /// several gateways share. Verified as [`Custody::open`] says.
+    pub fn open_at(
+        location: &Location,
+        keys: Keys,
+        ledger: Arc<dyn Ledger>,
+    ) -> Result<Custody, CustodyError> {
+        let mut store = Store::open(location)?;
+        let (version, state) = store.load()?;
         verify::check(&state, &keys, ledger.as_ref())?;
         store.verified_version = Some(version);
-        std::fs::create_dir_all(artifacts).map_err(|e| CustodyError::Store {
-            path: artifacts.to_path_buf(),
-            problem: e.to_string(),
-        })?;
         Ok(Custody {
             store: Mutex::new(store),
             state: RwLock::new(state),
             keys,
-            artifacts: artifacts.to_path_buf(),
             ledger,
+            reached_ms: AtomicU64::new(0),
+            opened: Instant::now(),
         })
+    }
+
+    /// On a PostgreSQL store, starts a thread that calls `on_change` as soon as another gateway
+    /// commits a change (and after any reconnection, as changes may have been missed), so that
+    /// the caller takes it up with [`Custody::refresh`] at once. `None` on SQLite: there, and
+    /// as a safety net everywhere, the caller refreshes periodically.
+    pub fn listen_for_changes(
+        &self,
+        on_change: impl Fn() + Send + 'static,
+    ) -> Result<Option<ChangeListener>, CustodyError> {
+        self.lock_store().listen(Box::new(on_change))
     }
 
     pub fn keys(&self) -> &Keys {
@@ -358,16 +390,52 @@ impl Custody {
     /// every refresh, so it is reported each time until it is repaired, and taken up then.
     pub fn refresh(&self) -> Result<bool, CustodyError> {
         let mut store = self.lock_store();
-        let version = store.data_version()?;
-        // This process's own commits do not change the version, and are in memory already.
+        self.catch_up(&mut store)
+    }
+
+    /// Loads and verifies what the store holds if another gateway changed it since this one
+    /// last looked; whether it did.
+    fn catch_up(&self, store: &mut Store) -> Result<bool, CustodyError> {
+        let version = store.version()?;
+        self.reached();
+        // This process's own commits are in memory already.
         if store.verified_version == Some(version) {
             return Ok(false);
         }
-        let state = store.load()?;
+        let (version, state) = store.load()?;
         verify::check(&state, &self.keys, self.ledger.as_ref())?;
         store.verified_version = Some(version);
         *self.state.write().unwrap_or_else(|p| p.into_inner()) = state;
         Ok(true)
+    }
+
+    /// The store, held for one change, with the state in memory caught up with it: what the
+    /// change checks is what the store holds. A change made meanwhile by another gateway is
+    /// caught when this one commits ([`CustodyError::Conflict`]). While the store holds state
+    /// that does not verify, a change builds on the state verified last.
+    fn lock_current(&self) -> Result<MutexGuard<'_, Store>, CustodyError> {
+        let mut store = self.lock_store();
+        match self.catch_up(&mut store) {
+            Ok(_) => store.base_version = store.verified_version,
+            // The change is checked against the state verified last and may replace the record
+            // that fails: statements are signed, so a forged row is repaired by signing anew.
+            Err(CustodyError::Unverified { .. }) => store.base_version = Some(store.version()?),
+            Err(e) => return Err(e),
+        }
+        Ok(store)
+    }
+
+    /// Whether the store was reached within `max`: by a look for changes (whatever it found)
+    /// or by a change. A gateway that cannot reach a shared store cannot know of a kill
+    /// switch or revocation made through another one, so it stops deciding after a while.
+    pub fn reached_within(&self, max: Duration) -> bool {
+        let reached = Duration::from_millis(self.reached_ms.load(Ordering::Relaxed));
+        self.opened.elapsed().saturating_sub(reached) <= max
+    }
+
+    fn reached(&self) {
+        let now = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.reached_ms.fetch_max(now, Ordering::Relaxed);
     }
 
     fn lock_store(&self) -> MutexGuard<'_, Store> {

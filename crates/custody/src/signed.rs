@@ -1,9 +1,6 @@
 //! What changes only by custodian signature: the active policy set, the invariant set it
 //! must be proven against, algorithm releases and the kill switch.
 
-use std::io::Write as _;
-use std::path::PathBuf;
-
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -289,7 +286,7 @@ impl Custody {
         set: PolicySetRecord,
         log: LogFn<'_>,
     ) -> Result<(PolicySetRecord, Option<u64>), CustodyError> {
-        let mut store = self.lock_store();
+        let mut store = self.lock_current()?;
         if let Some(existing) = self.policy_set(&set.hash) {
             return Ok((existing, None));
         }
@@ -330,10 +327,19 @@ impl Custody {
                 )));
             }
         }
-        let mut store = self.lock_store();
+        let mut store = self.lock_current()?;
         let mut set = self
             .policy_set(hash)
             .ok_or_else(|| CustodyError::UnknownPolicySet(hash.to_string()))?;
+        // Activating the set in force changes nothing and logs nothing: gateways starting
+        // together on an empty store all activate the first set, and only one does.
+        if self.read().active_policy.as_deref() == Some(hash)
+            && let Some(index) = set.log_index
+        {
+            drop(store);
+            then(&set);
+            return Ok((set, index));
+        }
         // Checked under the lock: the invariants cannot change between this and the commit.
         let invariants = self.read().active_invariants.clone().ok_or_else(|| {
             CustodyError::NotProven("no invariant set is active to prove it against".into())
@@ -393,7 +399,7 @@ impl Custody {
         set: InvariantSetRecord,
         log: LogFn<'_>,
     ) -> Result<(InvariantSetRecord, Option<u64>), CustodyError> {
-        let mut store = self.lock_store();
+        let mut store = self.lock_current()?;
         if let Some(existing) = self.invariant_set(&set.hash) {
             return Ok((existing, None));
         }
@@ -434,7 +440,14 @@ impl Custody {
                 )));
             }
         }
-        let mut store = self.lock_store();
+        let mut store = self.lock_current()?;
+        // As for policy sets: activating the set in force changes nothing and logs nothing.
+        if self.read().active_invariants.as_deref() == Some(set.hash.as_str())
+            && let Some(active) = self.invariant_set(&set.hash)
+            && let Some(index) = active.log_index
+        {
+            return Ok((active, index));
+        }
         let (active_policy, previous) = {
             let state = self.read();
             (state.active_policy.clone(), state.active_invariants.clone())
@@ -505,7 +518,7 @@ impl Custody {
         check_release_name("name", name)?;
         check_release_name("version", version)?;
         let sha256 = hex::encode(Sha256::digest(bytes));
-        let mut store = self.lock_store();
+        let mut store = self.lock_current()?;
         if let Ok(existing) = self.release(name, version) {
             if existing.sha256 == sha256 {
                 return Ok((existing, None));
@@ -516,7 +529,7 @@ impl Custody {
                 existing: existing.sha256,
             });
         }
-        self.write_artifact(&sha256, bytes)?;
+        store.write_artifact(&sha256, bytes)?;
         let release = Release {
             name: name.to_string(),
             version: version.to_string(),
@@ -559,7 +572,7 @@ impl Custody {
     ) -> Result<(Release, u64), CustodyError> {
         let verified =
             statement::verify(signed, &self.keys.verifiers, self.keys.release_threshold)?;
-        let mut store = self.lock_store();
+        let mut store = self.lock_current()?;
         let mut release = self.release(name, version)?;
         let expected = Statement::AlgorithmRelease {
             name: name.to_string(),
@@ -572,7 +585,7 @@ impl Custody {
                 verified.statement
             )));
         }
-        self.read_artifact(&release)?;
+        check_artifact(&release, store.read_artifact(&release.sha256)?)?;
         release.activated_at = Some(now);
         release.retired_at = None;
         release.signature = Some(String::from_utf8_lossy(signed).into_owned());
@@ -632,39 +645,9 @@ impl Custody {
         Ok((release, bytes, index))
     }
 
-    fn artifact_path(&self, sha256: &str) -> PathBuf {
-        self.artifacts.join(sha256)
-    }
-
-    fn write_artifact(&self, sha256: &str, bytes: &[u8]) -> Result<(), CustodyError> {
-        let path = self.artifact_path(sha256);
-        let fail = |e: std::io::Error| CustodyError::Store {
-            path: path.clone(),
-            problem: e.to_string(),
-        };
-        let tmp = path.with_extension("tmp");
-        let mut file = std::fs::File::create(&tmp).map_err(fail)?;
-        file.write_all(bytes).map_err(fail)?;
-        file.sync_all().map_err(fail)?;
-        std::fs::rename(&tmp, &path).map_err(fail)
-    }
-
     fn read_artifact(&self, release: &Release) -> Result<Vec<u8>, CustodyError> {
-        let path = self.artifact_path(&release.sha256);
-        let bytes = std::fs::read(&path).map_err(|e| CustodyError::Store {
-            path: path.clone(),
-            problem: e.to_string(),
-        })?;
-        let actual = hex::encode(Sha256::digest(&bytes));
-        if actual != release.sha256 {
-            return Err(CustodyError::DigestMismatch {
-                name: release.name.clone(),
-                version: release.version.clone(),
-                expected: release.sha256.clone(),
-                actual,
-            });
-        }
-        Ok(bytes)
+        let bytes = self.lock_store().read_artifact(&release.sha256)?;
+        check_artifact(release, bytes)
     }
 
     // ----- kill switch -----
@@ -711,7 +694,7 @@ impl Custody {
                 "`{jurisdiction}` is not a configured jurisdiction"
             )));
         }
-        let mut store = self.lock_store();
+        let mut store = self.lock_current()?;
         let last = self
             .read()
             .suspensions
@@ -747,4 +730,18 @@ impl Custody {
         });
         Ok((suspension, index))
     }
+}
+
+/// The artifact's bytes, when they still have the digest recorded for the release.
+fn check_artifact(release: &Release, bytes: Vec<u8>) -> Result<Vec<u8>, CustodyError> {
+    let actual = hex::encode(Sha256::digest(&bytes));
+    if actual != release.sha256 {
+        return Err(CustodyError::DigestMismatch {
+            name: release.name.clone(),
+            version: release.version.clone(),
+            expected: release.sha256.clone(),
+            actual,
+        });
+    }
+    Ok(bytes)
 }

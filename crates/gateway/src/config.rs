@@ -169,6 +169,10 @@ pub struct CustodyConfig {
     /// The largest algorithm artifact accepted.
     #[serde(default = "default_max_artifact")]
     pub max_artifact_bytes: usize,
+    /// A gateway that has not reached the custody store for this long stops deciding (a kill
+    /// switch or revocation made through another gateway would not reach it).
+    #[serde(default = "default_unreachable_after", with = "humantime_serde_compat")]
+    pub unreachable_after: std::time::Duration,
 }
 
 /// Envelope encryption of protected fields.
@@ -261,6 +265,10 @@ fn default_request_ttl() -> std::time::Duration {
 
 fn default_max_grant() -> std::time::Duration {
     std::time::Duration::from_secs(8 * 3600)
+}
+
+fn default_unreachable_after() -> std::time::Duration {
+    std::time::Duration::from_secs(5)
 }
 
 fn default_break_glass() -> std::time::Duration {
@@ -786,6 +794,13 @@ impl Config {
             if duration.as_secs() == 0 || duration.as_secs() > 366 * 24 * 3600 {
                 problems.push((key.into(), "must be between 1s and 366 days".into()));
             }
+        }
+        // The store is looked at once a second: less than two would stop a healthy gateway.
+        if !(2..=3600).contains(&c.unreachable_after.as_secs()) {
+            problems.push((
+                "custody.unreachable_after".into(),
+                "must be between 2s and 1h".into(),
+            ));
         }
         for (i, reason) in self.keys.allowed_reasons.iter().enumerate() {
             if vault::UnwrapReason::parse(reason).is_err() {

@@ -43,7 +43,7 @@ impl Gateway {
         let log = Arc::new(log);
         let auth = auth.with_subject_pseudonyms(pseudonyms.clone());
         let custody = open_custody(&config, data_dir, log.clone())?;
-        let policy = active_policy(&config, data_dir, &custody, &log, &pseudonyms)?;
+        let policy = first_or_active_policy(&config, data_dir, &custody, &log, &pseudonyms)?;
         // The configuration and policies in force are the first thing the log records.
         log.append_blocking(entry::config_entry(
             "start",
@@ -113,10 +113,13 @@ impl Gateway {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let ticker = tokio::spawn(analytics_ticker(self.state.clone()));
+        let follower = tokio::spawn(follow_custody(self.state.clone()));
         let limits = serve::Limits::from_config(&self.state.config.server);
         serve::serve(listener, self.router, self.state.clone(), limits, shutdown).await;
-        ticker.abort();
-        let _ = ticker.await;
+        for task in [ticker, follower] {
+            task.abort();
+            let _ = task.await;
+        }
         // The state may hold the last handles on PostgreSQL clients, whose synchronous
         // driver blocks on its own runtime when they close: never on an async thread.
         let state = self.state;
@@ -176,13 +179,53 @@ pub fn open_custody(
         release_threshold: c.release_threshold,
         kill_switch_threshold: c.kill_switch_threshold,
     };
-    custody::Custody::open_with_ledger(
-        &data_dir.join(&c.store),
-        &data_dir.join(&c.artifacts),
-        keys,
-        Arc::new(custody_log::LogLedger::new(log)),
-    )
-    .context("cannot open the custody store")
+    let location = match c.store.to_str().filter(|s| pgconn::is_postgres_url(s)) {
+        Some(url) => custody::Location::Postgres { url: url.into() },
+        None => custody::Location::Sqlite {
+            path: data_dir.join(&c.store),
+            artifacts: data_dir.join(&c.artifacts),
+        },
+    };
+    custody::Custody::open_at(&location, keys, Arc::new(custody_log::LogLedger::new(log)))
+        .context("cannot open the custody store")
+}
+
+/// [`active_policy`], again if another gateway changed the custody store meanwhile: gateways
+/// of a fleet starting together on an empty store race to activate the first sets; each
+/// activation is checked against the store's latest state (and one already in force is not
+/// activated again), so the sets are activated once and every gateway ends up serving them.
+fn first_or_active_policy(
+    config: &Config,
+    data_dir: &Path,
+    custody: &custody::Custody,
+    log: &logstore::Log,
+    pseudonyms: &Pseudonymizer,
+) -> anyhow::Result<policy::PolicyEngine> {
+    const ATTEMPTS: u32 = 20;
+    for attempt in 1.. {
+        match active_policy(config, data_dir, custody, log, pseudonyms) {
+            Err(e)
+                if attempt < ATTEMPTS
+                    && e.chain().any(|cause| {
+                        matches!(
+                            cause.downcast_ref::<custody::CustodyError>(),
+                            Some(custody::CustodyError::Conflict)
+                        )
+                    }) =>
+            {
+                tracing::info!(
+                    attempt,
+                    "another gateway changed the custody store while this one started; reading it again"
+                );
+                std::thread::sleep(Duration::from_millis(50 * u64::from(attempt)));
+                custody
+                    .refresh()
+                    .context("cannot read the custody store again")?;
+            }
+            other => return other,
+        }
+    }
+    unreachable!("the loop returns by its last attempt")
 }
 
 /// The policy set to serve: the one the custodian last activated. On the very first start
@@ -249,6 +292,9 @@ fn active_policy(
     custody
         .activate_policy(&file_hash, &signed, proofs, auth::now_unix(), &append, |_| {})
         .map_err(|e| {
+            if matches!(e, custody::CustodyError::Conflict) {
+                return e.into();
+            }
             anyhow::anyhow!(
                 "the first policy set ({}) is not activated by a valid custodian signature in {}: {e}\n\
                  the custodian signs it with `sovereign policy sign-file {} --schema {} --key CUSTODIAN_KEY --out {}`",
@@ -347,6 +393,9 @@ fn active_invariants(
     custody
         .activate_invariants(record, &signed, proofs, auth::now_unix(), append)
         .map_err(|e| {
+            if matches!(e, custody::CustodyError::Conflict) {
+                return e.into();
+            }
             anyhow::anyhow!(
                 "{changed} and are not activated by the custodian's signature in {}: {e}\n{sign_hint}",
                 signature_path.display()
@@ -424,6 +473,51 @@ pub fn open_log(
     Ok((log, pseudonyms))
 }
 
+/// Takes up the custody changes other gateways commit (grants, the kill switch, policy and
+/// invariant activations, releases): at once when the store notifies them (PostgreSQL), and
+/// once a second in any case, so that a lost notification or connection leaves a gateway
+/// stale for a second at most. If the store cannot be listened to, the second's check is all.
+async fn follow_custody(state: Arc<AppState>) {
+    let heard = Arc::new(tokio::sync::Notify::new());
+    let notify = heard.clone();
+    let custody = state.custody.clone();
+    let listener = tokio::task::spawn_blocking(move || {
+        custody.listen_for_changes(move || notify.notify_one())
+    })
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|r| r.map_err(|e| e.to_string()));
+    // Held while the task runs: dropping it (when the task is aborted) stops its thread.
+    let _listener = match listener {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for the custody store's changes; checking it once a second");
+            None
+        }
+    };
+    let mut interval = tokio::time::interval(Duration::from_secs(1));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            () = heard.notified() => {}
+        }
+        // Another gateway's custody changes come in like this gateway's own: with no
+        // decision in flight across them.
+        if let Ok(Some(problem)) = state
+            .custody_change(|app| app.take_up_custody_changes())
+            .await
+        {
+            let alert = analytics::AlertRequest {
+                kind: analytics::AlertKind::CustodyUnverified,
+                message: format!("the custody store's state does not verify: {problem}"),
+                details: serde_json::json!({"problem": problem}),
+            };
+            let _ = state.raise_alert(alert, None).await;
+        }
+    }
+}
+
 /// Once a second: ends the analytics' current second, checks that the log keeps checkpointing,
 /// and sends the summary to the stream's clients (if any).
 async fn analytics_ticker(state: Arc<AppState>) {
@@ -450,19 +544,6 @@ async fn analytics_ticker(state: Arc<AppState>) {
         if state.analytics.has_watchers() {
             let summary = state.summary();
             state.analytics.publish_summary(&summary);
-        }
-        // Another gateway's custody changes come in like this gateway's own: with no
-        // decision in flight across them.
-        if let Ok(Some(problem)) = state
-            .custody_change(|app| app.take_up_custody_changes())
-            .await
-        {
-            let alert = analytics::AlertRequest {
-                kind: analytics::AlertKind::CustodyUnverified,
-                message: format!("the custody store's state does not verify: {problem}"),
-                details: serde_json::json!({"problem": problem}),
-            };
-            let _ = state.raise_alert(alert, None).await;
         }
     }
 }

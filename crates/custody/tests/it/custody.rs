@@ -4,12 +4,23 @@
 use crate::common;
 
 use common::*;
+
+on_both_stores!(
+    approvals_survive_a_reopen_and_grants_follow_the_clock,
+    a_change_the_log_refuses_is_not_committed,
+    pending_requests_expire_and_decided_ones_stay_decided,
+    a_policy_activation_must_name_the_set_and_persists,
+    a_policy_set_is_activated_only_with_passing_proofs_against_the_active_invariants,
+    new_invariants_need_a_signature_and_proofs_of_the_active_policy_set,
+    a_second_gateway_on_the_same_store_takes_up_changes_on_refresh,
+    a_change_on_one_gateway_builds_on_the_latest_change_of_another,
+    gateways_starting_together_activate_the_first_sets_once,
+    an_artifact_submitted_through_one_gateway_is_fetched_through_another,
+);
 use custody::statement::Statement;
 use custody::{CustodyError, Event, Status};
 
-#[test]
-fn approvals_survive_a_reopen_and_grants_follow_the_clock() {
-    let fixture = Fixture::new();
+fn approvals_survive_a_reopen_and_grants_follow_the_clock(fixture: Fixture) {
     let log = Log::new(false);
     let append = |e: Event<'_>| log.append(e);
     let alice = person("alice", "usds");
@@ -73,9 +84,7 @@ fn approvals_survive_a_reopen_and_grants_follow_the_clock() {
     );
 }
 
-#[test]
-fn a_change_the_log_refuses_is_not_committed() {
-    let fixture = Fixture::new();
+fn a_change_the_log_refuses_is_not_committed(fixture: Fixture) {
     let ok = Log::new(false);
     let refusing = Log::new(true);
     let custody = fixture.open();
@@ -110,9 +119,7 @@ fn a_change_the_log_refuses_is_not_committed() {
     );
 }
 
-#[test]
-fn pending_requests_expire_and_decided_ones_stay_decided() {
-    let fixture = Fixture::new();
+fn pending_requests_expire_and_decided_ones_stay_decided(fixture: Fixture) {
     let log = Log::new(false);
     let append = |e: Event<'_>| log.append(e);
     let custody = fixture.open();
@@ -145,9 +152,7 @@ fn pending_requests_expire_and_decided_ones_stay_decided() {
     ));
 }
 
-#[test]
-fn a_policy_activation_must_name_the_set_and_persists() {
-    let fixture = Fixture::new();
+fn a_policy_activation_must_name_the_set_and_persists(fixture: Fixture) {
     let log = Log::new(false);
     let append = |e: Event<'_>| log.append(e);
     let custody = fixture.open();
@@ -178,9 +183,9 @@ fn a_policy_activation_must_name_the_set_and_persists() {
     assert_eq!(reopened.active_invariants().unwrap().hash, inv);
 }
 
-#[test]
-fn a_policy_set_is_activated_only_with_passing_proofs_against_the_active_invariants() {
-    let fixture = Fixture::new();
+fn a_policy_set_is_activated_only_with_passing_proofs_against_the_active_invariants(
+    fixture: Fixture,
+) {
     let log = Log::new(false);
     let append = |e: Event<'_>| log.append(e);
     let custody = fixture.open();
@@ -227,9 +232,7 @@ fn a_policy_set_is_activated_only_with_passing_proofs_against_the_active_invaria
     assert_eq!(custody.active_policy().unwrap().hash, a);
 }
 
-#[test]
-fn new_invariants_need_a_signature_and_proofs_of_the_active_policy_set() {
-    let fixture = Fixture::new();
+fn new_invariants_need_a_signature_and_proofs_of_the_active_policy_set(fixture: Fixture) {
     let log = Log::new(false);
     let append = |e: Event<'_>| log.append(e);
     let custody = fixture.open();
@@ -299,9 +302,7 @@ fn new_invariants_need_a_signature_and_proofs_of_the_active_policy_set() {
     );
 }
 
-#[test]
-fn a_second_gateway_on_the_same_store_takes_up_changes_on_refresh() {
-    let fixture = Fixture::new();
+fn a_second_gateway_on_the_same_store_takes_up_changes_on_refresh(fixture: Fixture) {
     let log = Log::new(false);
     let append = |e: Event<'_>| log.append(e);
     let first = fixture.open();
@@ -343,4 +344,175 @@ fn a_second_gateway_on_the_same_store_takes_up_changes_on_refresh() {
     assert_eq!(first.request(&request.id).unwrap().approvals.len(), 0);
     assert!(first.refresh().unwrap());
     assert_eq!(first.request(&request.id).unwrap().approvals.len(), 1);
+}
+
+/// A change checks what the store holds, not what this gateway last saw: two custodians
+/// approving the same request through two gateways both count (neither approval is lost).
+fn a_change_on_one_gateway_builds_on_the_latest_change_of_another(fixture: Fixture) {
+    let log = Log::new(false);
+    let append = |e: Event<'_>| log.append(e);
+    let first = fixture.open();
+    let second = fixture.open();
+    let (request, _) = first
+        .create_request(
+            new_request(),
+            &person("alice", "usds"),
+            RULES,
+            1000,
+            &append,
+        )
+        .unwrap();
+    first
+        .approve(
+            &request.id,
+            &person("carol", "custodian"),
+            "",
+            1010,
+            &append,
+        )
+        .unwrap();
+    // The second has not refreshed: it still sees no request at all.
+    assert!(second.request(&request.id).is_err());
+    let (approved, _) = second
+        .approve(&request.id, &person("dave", "custodian"), "", 1020, &append)
+        .unwrap();
+    assert_eq!(approved.approvals.len(), 2, "{approved:?}");
+    assert_eq!(approved.status(1020), Status::Approved);
+    assert!(first.refresh().unwrap());
+    assert_eq!(first.request(&request.id).unwrap().approvals.len(), 2);
+}
+
+/// Gateways starting together on an empty store each try to activate the first invariant
+/// and policy sets (as `sovereign serve` does): each set is activated, and logged, once.
+fn gateways_starting_together_activate_the_first_sets_once(fixture: Fixture) {
+    let log = Log::new(false);
+    let (policy, inv) = ("a".repeat(64), "c".repeat(64));
+    let for_inv = fixture.sign(Statement::InvariantActivation {
+        invariant_set: inv.clone(),
+    });
+    let for_policy = fixture.sign(Statement::PolicyActivation {
+        policy_set: policy.clone(),
+    });
+    let gateways: Vec<_> = (0..4).map(|_| fixture.open()).collect();
+    std::thread::scope(|scope| {
+        for custody in &gateways {
+            let append = |e: Event<'_>| log.append(e);
+            let (policy, inv, for_inv, for_policy) = (&policy, &inv, &for_inv, &for_policy);
+            scope.spawn(move || {
+                // What `sovereign serve` does on a first start, again after a conflict.
+                for attempt in 0.. {
+                    assert!(attempt < 50, "never got through");
+                    let first_start = || -> Result<(), CustodyError> {
+                        custody.refresh()?;
+                        if custody.active_policy().is_some() {
+                            return Ok(());
+                        }
+                        custody.propose_invariants(invariant_set(inv), &append)?;
+                        custody.activate_invariants(
+                            invariant_set(inv),
+                            for_inv,
+                            None,
+                            3,
+                            &append,
+                        )?;
+                        custody.propose_policy(policy_set(policy), &append)?;
+                        custody.activate_policy(
+                            policy,
+                            for_policy,
+                            proofs(policy, inv),
+                            4,
+                            &append,
+                            |_| {},
+                        )?;
+                        Ok(())
+                    };
+                    match first_start() {
+                        Ok(()) => break,
+                        Err(CustodyError::Conflict) => continue,
+                        Err(other) => panic!("{other}"),
+                    }
+                }
+            });
+        }
+    });
+    let events = log.events.lock().unwrap().clone();
+    for (event, times) in [
+        ("InvariantsProposed", 1),
+        ("InvariantsActivated", 1),
+        ("PolicyProposed", 1),
+        ("PolicyActivated", 1),
+    ] {
+        assert_eq!(
+            events.iter().filter(|e| *e == event).count(),
+            times,
+            "{event}: {events:?}"
+        );
+    }
+    for custody in &gateways {
+        custody.refresh().unwrap();
+        assert_eq!(custody.active_policy().unwrap().hash, policy);
+        assert_eq!(custody.active_invariants().unwrap().hash, inv);
+    }
+}
+
+/// Artifacts are kept where every gateway reads them (files beside the SQLite store, the
+/// database itself on PostgreSQL).
+fn an_artifact_submitted_through_one_gateway_is_fetched_through_another(fixture: Fixture) {
+    let log = Log::new(false);
+    let append = |e: Event<'_>| log.append(e);
+    let first = fixture.open();
+    let second = fixture.open();
+    let bytes = b"\0asm fake module bytes".to_vec();
+    first
+        .submit_algorithm(
+            "ranker",
+            "1.0.0",
+            &bytes,
+            &person("pat", "platform"),
+            10,
+            &append,
+        )
+        .unwrap();
+    second.refresh().unwrap();
+    let (release, fetched, _) = second.fetch_algorithm("ranker", "1.0.0", &append).unwrap();
+    assert_eq!(fetched, bytes);
+    assert_eq!(release.size, bytes.len() as u64);
+}
+
+/// On PostgreSQL a gateway hears another's change as it is committed, without waiting for
+/// its periodic check; on SQLite there is nothing to listen to.
+#[test]
+fn a_listening_gateway_hears_another_ones_change_at_once() {
+    let sqlite = Fixture::new();
+    assert!(sqlite.open().listen_for_changes(|| {}).unwrap().is_none());
+
+    let Some(fixture) = Fixture::postgres() else {
+        return;
+    };
+    let log = Log::new(false);
+    let append = |e: Event<'_>| log.append(e);
+    let first = fixture.open();
+    let second = fixture.open();
+    let (heard, hear) = std::sync::mpsc::channel();
+    let _listener = second
+        .listen_for_changes(move || {
+            let _ = heard.send(());
+        })
+        .unwrap()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let (request, _) = first
+        .create_request(
+            new_request(),
+            &person("alice", "usds"),
+            RULES,
+            1000,
+            &append,
+        )
+        .unwrap();
+    hear.recv_timeout(std::time::Duration::from_secs(2))
+        .expect("the change was not heard within 2 s");
+    eprintln!("heard after {:?}", started.elapsed());
+    assert!(second.refresh().unwrap());
+    assert_eq!(second.request(&request.id).unwrap().id, request.id);
 }

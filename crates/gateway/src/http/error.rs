@@ -25,6 +25,11 @@ pub enum ErrorCode {
     ArtifactCorrupt,
     /// The body is larger than `server.body_limit_bytes`.
     BodyTooLarge,
+    /// Another gateway of the fleet changed the custody state at the same moment; nothing
+    /// was changed: try again.
+    ConcurrentChange,
+    /// The custody store cannot be reached, or was not reached lately.
+    CustodyUnreachable,
     /// The custody state failed its own checks.
     CustodyUnverified,
     /// Denied by policy (the body names the determining `policies`).
@@ -241,6 +246,16 @@ impl ApiError {
         )
     }
 
+    /// 503 when the custody store cannot be reached (or was not lately): nothing that needs
+    /// a custody answer (the kill switch, a grant, a custodian change) is decided.
+    pub fn custody_unreachable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::CustodyUnreachable,
+            "the custody store cannot be reached; nothing was decided or changed",
+        )
+    }
+
     /// 403 for a policy denial, naming the determining policies.
     pub fn denied(message: impl Into<String>, policies: Vec<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, ErrorCode::Denied, message).with("policies", policies)
@@ -338,8 +353,12 @@ impl From<custody::CustodyError> for ApiError {
             }
             E::Statement(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidSignature),
             E::StaleSerial { .. } => (StatusCode::CONFLICT, ErrorCode::StaleSerial),
+            E::Conflict => (StatusCode::CONFLICT, ErrorCode::ConcurrentChange),
             E::LogUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::LogUnavailable),
-            E::Store { .. } => return ApiError::internal(message),
+            E::Store { .. } => {
+                tracing::error!(error = %message, "cannot use the custody store");
+                return ApiError::custody_unreachable();
+            }
             // The stored custody state failed its own checks: nothing can be decided on it.
             E::Unverified { .. } => (
                 StatusCode::SERVICE_UNAVAILABLE,

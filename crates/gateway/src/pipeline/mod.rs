@@ -463,6 +463,13 @@ impl AppState {
         let multi = mode != Mode::One;
 
         let gate = self.custody_gate.read().await;
+        // The kill switch and grants below are only as fresh as the last look at the store.
+        if !self
+            .custody
+            .reached_within(self.config.custody.unreachable_after)
+        {
+            return Err(ApiError::custody_unreachable());
+        }
         let grant = subject_id
             .filter(|_| mode == Mode::One)
             .and_then(|id| self.grant_for(ask, id, target));

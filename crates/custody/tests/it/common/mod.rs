@@ -15,7 +15,35 @@ pub struct Fixture {
     pub dir: tempfile::TempDir,
     pub signer: tlog::note::Signer,
     pub verifier: tlog::note::Verifier,
+    /// A throwaway PostgreSQL server and the database the store is in, for the tests that
+    /// run on PostgreSQL; the SQLite file in `dir` otherwise.
+    pub postgres: Option<(pgtest::PgServer, String)>,
 }
+
+/// Runs each named test (a `fn(Fixture)`) twice, as `NAME::sqlite` and `NAME::postgres`: the
+/// custody rules must hold alike on both stores.
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn sqlite() {
+                    super::$name(crate::common::Fixture::new());
+                }
+
+                #[test]
+                fn postgres() {
+                    // Skipped (saying why) where PostgreSQL is not installed, unless CI
+                    // requires it.
+                    if let Some(fixture) = crate::common::Fixture::postgres() {
+                        super::$name(fixture);
+                    }
+                }
+            }
+        )*
+    };
+}
+pub(crate) use on_both_stores;
 
 impl Fixture {
     pub fn new() -> Fixture {
@@ -24,6 +52,27 @@ impl Fixture {
             dir: tempfile::tempdir().unwrap(),
             signer: tlog::note::Signer::new(&skey).unwrap(),
             verifier: tlog::note::Verifier::new(&vkey).unwrap(),
+            postgres: None,
+        }
+    }
+
+    /// A fixture whose store is a fresh database on a throwaway PostgreSQL server.
+    pub fn postgres() -> Option<Fixture> {
+        let server = pgtest::PgServer::start()?;
+        let url = server.fresh_database();
+        Some(Fixture {
+            postgres: Some((server, url)),
+            ..Fixture::new()
+        })
+    }
+
+    pub fn location(&self) -> custody::Location {
+        match &self.postgres {
+            Some((_, url)) => custody::Location::Postgres { url: url.clone() },
+            None => custody::Location::Sqlite {
+                path: self.path(),
+                artifacts: self.dir.path().join("artifacts"),
+            },
         }
     }
 
@@ -42,7 +91,7 @@ impl Fixture {
     }
 
     pub fn try_open_with(&self, keys: Keys) -> Result<Custody, CustodyError> {
-        Custody::open(&self.path(), &self.dir.path().join("artifacts"), keys)
+        Custody::open_at(&self.location(), keys, std::sync::Arc::new(()))
     }
 
     pub fn try_open(&self) -> Result<Custody, CustodyError> {
@@ -76,6 +125,7 @@ impl Fixture {
 
     /// A second connection to the custody file, like `sqlite3 custody.sqlite`.
     pub fn raw(&self) -> rusqlite::Connection {
+        assert!(self.postgres.is_none(), "raw access is to the SQLite file");
         rusqlite::Connection::open(self.path()).unwrap()
     }
 
