@@ -427,6 +427,15 @@ mod tests {
             second.data_key("bob", "eu", UnwrapReason::Access),
             Err(KeyError::NoDataKey { .. })
         ));
+
+        // Deaf for a moment: every cached key goes, as deletions may have been missed.
+        second
+            .data_key_or_create("carol", "us", UnwrapReason::Access)
+            .unwrap();
+        assert!(cached("carol", "us"));
+        let db = url.rsplit('/').next().unwrap();
+        crate::keys::store::tests::kill_the_listener(&server, db);
+        gone_within(Duration::from_secs(2), || !cached("carol", "us"));
     }
 
     /// Polls `done` until it holds, failing after `within`.

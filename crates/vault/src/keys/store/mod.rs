@@ -23,7 +23,7 @@ mod postgres;
 mod sqlite;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use self::postgres::PgKeys;
 use self::sqlite::SqliteKeys;

@@ -280,6 +280,20 @@ fn wait_for(rx: &mpsc::Receiver<Deleted>, wanted: &Deleted, within: Duration) {
     }
 }
 
+/// Ends the one listening connection to `db` from the server's side.
+pub(crate) fn kill_the_listener(server: &pgtest::PgServer, db: &str) {
+    let killed: i64 = server
+        .client(db)
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE query LIKE 'LISTEN%' AND datname = $1 AND pid <> pg_backend_pid()",
+            &[&db],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(killed, 1, "the listening connection was not found");
+}
+
 /// Two stores on one fresh database, the first listening.
 struct Listening {
     db: String,
@@ -359,16 +373,7 @@ fn postgres_listener_survives_its_connection_being_killed() {
         return;
     };
     let two = listening(&server);
-    let killed: i64 = server
-        .client(&two.db)
-        .query_one(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-             WHERE query LIKE 'LISTEN%' AND pid <> pg_backend_pid()",
-            &[],
-        )
-        .unwrap()
-        .get(0);
-    assert_eq!(killed, 1, "the listening connection was not found");
+    kill_the_listener(&server, &two.db);
     wait_for(&two.heard, &Deleted::All, Duration::from_secs(5));
     // Listening again: a deletion after the reconnection is heard. The first All may come
     // before the new connection listens, so deletions are repeated until one is heard.
