@@ -18,7 +18,8 @@
 //! Protected fields are encrypted at rest (`keys` module): each is stored as
 //! `sov:enc:v1:…`, sealed under a data key of its subject at its site and bound to its place
 //! (subject, site, collection, record key, field). Data keys are wrapped by the custodian's
-//! [`KeyManager`] and kept in the custodian's [`DataKeyStore`], apart from the site stores;
+//! [`KeyManager`] and kept in the custodian's [`DataKeyStore`] (SQLite, or PostgreSQL shared by
+//! several gateways), apart from the site stores;
 //! unwrapping names an [`UnwrapReason`] the manager must allow. Destroying a subject's keys
 //! ([`Vault::erase_subject`], step 5 of [`Vault::migrate_subject`]) makes every copy of its
 //! protected fields unreadable. Interoperable fields stay plain and are read without keys
@@ -52,8 +53,8 @@ pub mod conformance;
 pub use domain::{Erasure, Migration, Misplaced, StoredRecord, SubjectPlacement};
 pub use error::{VaultError, validate_id};
 pub use keys::{
-    DEFAULT_DATA_KEY_CACHE_ENTRIES, DEFAULT_DATA_KEY_CACHE_TTL, DataKeyStore, Envelope, FieldPlace,
-    KeyError, KeyManager, LocalKeyManager, UnwrapReason, WrappedKey,
+    DEFAULT_DATA_KEY_CACHE_ENTRIES, DEFAULT_DATA_KEY_CACHE_TTL, DataKeyStore, Deleted, Envelope,
+    FieldPlace, KeyError, KeyManager, ListenerHandle, LocalKeyManager, UnwrapReason, WrappedKey,
 };
 pub use layout::{CollectionConfig, FieldClass, Layout, LayoutProblem, SiteConfig};
 pub use store::open::open_store;

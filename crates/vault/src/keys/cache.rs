@@ -8,6 +8,9 @@
 //!   epoch has not moved since its reader began;
 //! - every entry lives at most `ttl` (1 s by default), so a gateway sharing the key store with
 //!   another gateway that destroyed a key stops using it within that time;
+//! - with a PostgreSQL key store, `Envelope::forget_on_remote_erasure` forgets a subject's keys
+//!   as soon as another gateway's deletion is heard, and every key when deletions may have been
+//!   missed, so a longer `ttl` does not delay erasure there;
 //! - the key manager's reason check runs on every use, cached or not (`Envelope::data_key`);
 //! - it is bounded by configuration, emptied rather than grown when full, and every key is
 //!   zeroised when it leaves (the values are `Zeroizing`).
@@ -93,6 +96,13 @@ impl DataKeyCache {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         keys.retain(|slot, _| !slot.starts_with(&prefix));
     }
+
+    /// Forgets every cached key (deletions may have been missed).
+    pub(crate) fn forget_all(&self) {
+        let mut keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        keys.clear();
+    }
 }
 
 #[cfg(test)]
@@ -115,6 +125,20 @@ mod tests {
         cache.forget("alice");
         assert_eq!(cache.get("alice", "us-east"), None);
         assert_eq!(cache.get("alice", "eu-west"), None);
+    }
+
+    #[test]
+    fn forgetting_all_empties_and_moves_the_epoch() {
+        let cache = DataKeyCache::new(10, Duration::from_secs(60));
+        let epoch = cache.epoch();
+        cache.insert("alice", "us-east", &key(1), epoch);
+        cache.insert("bob", "eu-west", &key(2), epoch);
+        cache.forget_all();
+        assert_eq!(cache.get("alice", "us-east"), None);
+        assert_eq!(cache.get("bob", "eu-west"), None);
+        // A reader that began before is not let back in.
+        cache.insert("alice", "us-east", &key(1), epoch);
+        assert_eq!(cache.get("alice", "us-east"), None);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::keys::cache::{
 };
 use crate::keys::error::{FieldPlace, KeyError, UnwrapReason};
 use crate::keys::manager::KeyManager;
-use crate::keys::store::{DataKeyStore, WrappedKey};
+use crate::keys::store::{DataKeyStore, Deleted, ListenerHandle, WrappedKey};
 
 /// Where a field value lives; bound to its ciphertext as associated data.
 pub(crate) struct Place<'a> {
@@ -71,7 +71,7 @@ impl fmt::Debug for Envelope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Envelope")
             .field("key_id", &self.manager.key_id())
-            .field("store", &self.store.path())
+            .field("store", &self.store.describe())
             .finish()
     }
 }
@@ -103,6 +103,26 @@ impl Envelope {
     /// The custodian's key store.
     pub fn key_store(&self) -> &DataKeyStore {
         &self.store
+    }
+
+    /// Forgets cached data keys that another gateway sharing this key store destroys, as soon
+    /// as it is heard (a subject's keys when it erases or moves the subject, every key when
+    /// deletions may have been missed), until the handle is dropped. Call it once, after
+    /// [`with_key_cache`](Self::with_key_cache) (which replaces the cache), from a thread that
+    /// may block; it connects once before returning.
+    ///
+    /// With a PostgreSQL key store this runs [`DataKeyStore::listen`]; with a SQLite one it
+    /// does nothing (the handle has no thread), and a key destroyed through another envelope
+    /// on the same file is dropped when its cache entry expires.
+    pub fn forget_on_remote_erasure(&self) -> Result<ListenerHandle, KeyError> {
+        let cache = Arc::clone(&self.cache);
+        let handle = self.store.listen(move |deleted| match deleted {
+            Deleted::Keys { subject, .. } => cache.forget(&subject),
+            Deleted::All => cache.forget_all(),
+        })?;
+        // Deletions before the listening began were not heard.
+        self.cache.forget_all();
+        Ok(handle)
     }
 
     /// The sites where `subject` has a data key, sorted.
@@ -358,6 +378,76 @@ mod tests {
             ours.data_key("alice", "us", UnwrapReason::Access),
             Err(KeyError::NoDataKey { .. })
         ));
+    }
+
+    /// Two gateways on one PostgreSQL key store: the one that did not erase stops using its
+    /// cached keys as soon as it hears of the erasure, long before they would expire.
+    #[test]
+    fn a_key_erased_by_another_gateway_leaves_the_cache_at_once() {
+        let Some(server) = pgtest::PgServer::start() else {
+            return;
+        };
+        let url = server.fresh_database();
+        let dir = tempfile::tempdir().unwrap();
+        let m: Arc<dyn KeyManager> = Arc::new(manager(dir.path(), vec![UnwrapReason::Access]));
+        let open = || DataKeyStore::open_url(&url, dir.path()).unwrap();
+        let first = Envelope::new(m.clone(), open());
+        // Cached for an hour: only the notice can drop them in time.
+        let second = Envelope::new(m, open()).with_key_cache(100, Duration::from_secs(3600));
+        let _listening = second.forget_on_remote_erasure().unwrap();
+        for subject in ["alice", "bob"] {
+            for site in ["us", "eu"] {
+                second
+                    .data_key_or_create(subject, site, UnwrapReason::Access)
+                    .unwrap();
+                assert!(
+                    second.cache.get(subject, site).is_some(),
+                    "{subject} {site}"
+                );
+            }
+        }
+        let cached = |subject: &str, site: &str| second.cache.get(subject, site).is_some();
+
+        assert!(first.destroy("alice", "us").unwrap());
+        gone_within(Duration::from_secs(2), || !cached("alice", "us"));
+        assert!(matches!(
+            second.data_key("alice", "us", UnwrapReason::Access),
+            Err(KeyError::NoDataKey { .. })
+        ));
+        assert!(
+            cached("bob", "us"),
+            "only the erased subject's keys are dropped"
+        );
+
+        assert_eq!(first.destroy_all("bob").unwrap(), 2);
+        gone_within(Duration::from_secs(2), || {
+            !cached("bob", "us") && !cached("bob", "eu")
+        });
+        assert!(matches!(
+            second.data_key("bob", "eu", UnwrapReason::Access),
+            Err(KeyError::NoDataKey { .. })
+        ));
+
+        // Deaf for a moment: every cached key goes, as deletions may have been missed.
+        second
+            .data_key_or_create("carol", "us", UnwrapReason::Access)
+            .unwrap();
+        assert!(cached("carol", "us"));
+        let db = url.rsplit('/').next().unwrap();
+        crate::keys::store::tests::kill_the_listener(&server, db);
+        gone_within(Duration::from_secs(2), || !cached("carol", "us"));
+    }
+
+    /// Polls `done` until it holds, failing after `within`.
+    fn gone_within(within: Duration, done: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + within;
+        while !done() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still cached after {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     #[test]

@@ -97,6 +97,7 @@ pub enum KeyError {
         source: std::io::Error,
     },
 
+    /// `path` is the file, or for a PostgreSQL key store its URL without password.
     #[error(
         "custodian key store `{}` has schema version {found}, but this build only knows versions \
          up to {supported}: open it with a newer Sovereign",
@@ -107,6 +108,25 @@ pub enum KeyError {
         found: i64,
         supported: i64,
     },
+
+    /// The PostgreSQL key store (or the connection to it) failed. `target` is the URL
+    /// without its password or parameters (`pgconn::Target::name`).
+    #[error("custodian key store `{target}`: {}", pgconn::chain(.source.as_ref()))]
+    Postgres {
+        target: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+
+    /// A `keys.store` setting that names no key store this build can open. The message never
+    /// repeats the whole setting: a PostgreSQL URL may carry a password.
+    #[error("{0}")]
+    InvalidUrl(String),
+
+    /// A PostgreSQL URL asking for what this build does not support (`sslmode=allow`, client
+    /// certificates).
+    #[error("{0}")]
+    NotImplemented(String),
 
     #[error("custodian key store `{}` holds unreadable data: {detail}", .path.display())]
     Corrupt { path: PathBuf, detail: String },
@@ -162,6 +182,27 @@ pub enum KeyError {
     /// The AEAD refused to encrypt (only possible for absurdly large values).
     #[error("cannot encrypt {0}")]
     Seal(String),
+}
+
+impl From<pgconn::PgError> for KeyError {
+    fn from(error: pgconn::PgError) -> Self {
+        use pgconn::PgError;
+        match error {
+            PgError::InvalidUrl(message) => KeyError::InvalidUrl(message),
+            PgError::NotImplemented(message) => KeyError::NotImplemented(message),
+            PgError::Server { target, source } => KeyError::Postgres { target, source },
+            PgError::UnsupportedSchema {
+                target,
+                found,
+                supported,
+                ..
+            } => KeyError::UnsupportedSchema {
+                path: target.into(),
+                found,
+                supported,
+            },
+        }
+    }
 }
 
 /// Names one stored field (in errors). Boxed there, to keep errors small.

@@ -27,14 +27,22 @@ pub fn open_store(
             readers,
         )?)),
         StoreUrl::Postgres(url) => Ok(Arc::new(PostgresStore::open(url, readers + 1)?)),
-        StoreUrl::Other => {
-            let scheme = url.split(':').next().unwrap_or_default();
-            let scheme: String = scheme.chars().take(32).collect();
-            Err(StoreError::InvalidUrl(format!(
-                "unsupported store scheme `{scheme}`: use `sqlite:PATH` or `postgres://…`"
-            )))
-        }
+        StoreUrl::Other => Err(StoreError::InvalidUrl(format!(
+            "unsupported store scheme `{}`: use `sqlite:PATH` or `postgres://…`",
+            scheme_of(url)
+        ))),
     }
+}
+
+/// A setting's scheme (before the first `:`), cut short, to name in an error: the whole
+/// setting is never repeated, as a URL may carry credentials.
+pub(crate) fn scheme_of(url: &str) -> String {
+    url.split(':')
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .take(32)
+        .collect()
 }
 
 pub(crate) fn resolve_sqlite_path(path: &str, base_dir: &Path) -> PathBuf {

@@ -1,5 +1,7 @@
 //! The PostgreSQL site store against a throwaway server (`pgtest`): the conformance suite the
-//! SQLite store passes, schema versioning, and errors that never show the password.
+//! SQLite store passes, schema versioning, and errors that never show the password; and a
+//! vault whose custodian's key store is PostgreSQL (the key store's own checks are unit
+//! tests in `keys/store/tests.rs`).
 //!
 //! Skipped, saying so, where no PostgreSQL binaries are installed, unless
 //! `SOVEREIGN_REQUIRE_PG=1`.
@@ -7,7 +9,13 @@
 use std::sync::Arc;
 
 use pgtest::PgServer;
-use vault::{PostgresStore, SiteStore, StoreError, SubjectRow, open_store};
+use serde_json::json;
+use vault::{
+    DataKeyStore, Envelope, PostgresStore, SiteStore, StoreError, SubjectRow, UnwrapReason, Vault,
+    open_store,
+};
+
+use crate::common;
 
 #[test]
 fn conforms() {
@@ -242,4 +250,81 @@ fn connection_errors_never_show_the_password() {
     let text = err.to_string();
     assert!(!text.contains("right-horse"), "{text}");
     assert!(text.contains("permission denied"), "{text}");
+}
+
+/// A vault whose key store is PostgreSQL, reached over TLS with the server's certificate
+/// checked, opened from a setting as a gateway opens `keys.store`: protected fields round
+/// trip, erasure destroys the keys there, and every key store connection is encrypted, the
+/// listener's too.
+#[test]
+fn a_vault_keeps_its_keys_in_postgres_over_tls() {
+    let Some(server) = PgServer::start_tls() else {
+        return;
+    };
+    let db = server.fresh_database();
+    let db = db.rsplit('/').next().unwrap();
+    let name = format!(
+        "postgres://{}@localhost:{}/{db}",
+        pgtest::USER,
+        server.port()
+    );
+    let setting = format!(
+        "{name}?sslmode=verify-full&sslrootcert={}",
+        server.ca_path().unwrap().display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let keys = DataKeyStore::open_url(&setting, dir.path()).unwrap();
+    assert_eq!(keys.describe(), name);
+    let envelope = Envelope::new(common::manager(dir.path(), &UnwrapReason::ALL), keys);
+    let listening = envelope.forget_on_remote_erasure().unwrap();
+    assert!(listening.is_listening());
+    let vault = Vault::open(common::layout(), dir.path(), 2)
+        .unwrap()
+        .with_envelope(envelope);
+
+    vault.register_subject("alice", "US").unwrap();
+    vault
+        .put_record(
+            "alice",
+            "profile",
+            "main",
+            common::fields(json!({"email": "alice@example.org"})),
+        )
+        .unwrap();
+    let read = vault
+        .get_record("alice", "profile", "main", UnwrapReason::Access)
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.fields["email"], "alice@example.org");
+    let keys = vault.envelope().unwrap();
+    assert_eq!(keys.keys_of("alice").unwrap(), vec!["us-east"]);
+
+    let connections: Vec<(String, bool)> = server
+        .client(db)
+        .query(
+            "SELECT a.query, s.ssl FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)
+             WHERE a.datname = $1 AND a.pid <> pg_backend_pid()",
+            &[&db],
+        )
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    assert!(
+        connections
+            .iter()
+            .any(|(query, _)| query.starts_with("LISTEN")),
+        "{connections:?}"
+    );
+    assert!(connections.iter().all(|(_, ssl)| *ssl), "{connections:?}");
+
+    assert_eq!(vault.erase_subject("alice").unwrap().keys_destroyed, 1);
+    assert_eq!(keys.keys_of("alice").unwrap(), Vec::<String>::new());
+    let stored: i64 = server
+        .client(db)
+        .query_one("SELECT count(*) FROM data_keys", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 0);
+    listening.stop();
 }

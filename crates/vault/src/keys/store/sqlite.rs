@@ -1,21 +1,12 @@
-//! The custodian's store of wrapped data keys, apart from the site stores so that a copy of a
-//! site store holds no key.
+//! The key store in one SQLite file: the embedded backend of `DataKeyStore`.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::keys::error::KeyError;
-
-/// A data key as the key store holds it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WrappedKey {
-    /// The key manager's `KeyManager::key_id` that wrapped it.
-    pub key_id: String,
-    pub wrapped: Vec<u8>,
-}
+use crate::keys::store::WrappedKey;
 
 /// The schema this build writes and reads, one step a version (`sqlitedb::migrate`).
 const SCHEMA: &[&str] = &["
@@ -52,7 +43,7 @@ fn open_error(path: &Path, error: sqlitedb::Error) -> KeyError {
     }
 }
 
-/// The custodian's store of wrapped data keys, one per (subject, site), in one SQLite file.
+/// The wrapped data keys, one per (subject, site), in one SQLite file.
 ///
 /// - `secure_delete`: a deleted key's bytes are overwritten with zeros, and each deletion is
 ///   followed by a truncating WAL checkpoint, so the bytes are gone from both files.
@@ -60,7 +51,7 @@ fn open_error(path: &Path, error: sqlitedb::Error) -> KeyError {
 ///   ciphertext is.
 /// - One connection: key look-ups are short, and a single connection lets the checkpoint after
 ///   a deletion run without waiting for this process's own readers.
-pub struct DataKeyStore {
+pub(super) struct SqliteKeys {
     path: PathBuf,
     conn: Mutex<Connection>,
     /// Reads have a connection of their own, so a read (which may run on an async thread)
@@ -68,17 +59,9 @@ pub struct DataKeyStore {
     reader: Mutex<Connection>,
 }
 
-impl fmt::Debug for DataKeyStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DataKeyStore")
-            .field("path", &self.path)
-            .finish_non_exhaustive()
-    }
-}
-
-impl DataKeyStore {
+impl SqliteKeys {
     /// Opens (or creates, with its folders) the key store at `path`.
-    pub fn open(path: &Path) -> Result<DataKeyStore, KeyError> {
+    pub(super) fn open(path: &Path) -> Result<SqliteKeys, KeyError> {
         let sql_error = |source| KeyError::Sqlite {
             path: path.to_path_buf(),
             source,
@@ -99,7 +82,7 @@ impl DataKeyStore {
         sqlitedb::migrate(&mut conn, SCHEMA).map_err(|e| open_error(path, e))?;
         // After the writer, so that the WAL files it needs exist.
         let reader = sqlitedb::open_reader(path, &OPTIONS).map_err(|e| open_error(path, e))?;
-        Ok(DataKeyStore {
+        Ok(SqliteKeys {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
             reader: Mutex::new(reader),
@@ -107,7 +90,7 @@ impl DataKeyStore {
     }
 
     /// The file this store lives in.
-    pub fn path(&self) -> &Path {
+    pub(super) fn path(&self) -> &Path {
         &self.path
     }
 
@@ -140,12 +123,12 @@ impl DataKeyStore {
     }
 
     /// The wrapped data key of (subject, site), if there is one.
-    pub fn get(&self, subject: &str, site: &str) -> Result<Option<WrappedKey>, KeyError> {
+    pub(super) fn get(&self, subject: &str, site: &str) -> Result<Option<WrappedKey>, KeyError> {
         self.read_with(|conn| select_key(conn, subject, site))
     }
 
     /// The sites where `subject` has a data key, sorted.
-    pub fn sites_of(&self, subject: &str) -> Result<Vec<String>, KeyError> {
+    pub(super) fn sites_of(&self, subject: &str) -> Result<Vec<String>, KeyError> {
         self.read_with(|conn| {
             conn.prepare_cached("SELECT site FROM data_keys WHERE subject = ?1 ORDER BY site")?
                 .query_map([subject], |row| row.get(0))?
@@ -231,7 +214,7 @@ mod tests {
     #[test]
     fn key_store_settings() {
         let dir = tempfile::tempdir().unwrap();
-        let store = DataKeyStore::open(&dir.path().join("keys/keys.db")).unwrap();
+        let store = SqliteKeys::open(&dir.path().join("keys/keys.db")).unwrap();
         let conn = store.conn.lock().unwrap();
         let secure: i64 = conn
             .query_row("PRAGMA secure_delete", [], |r| r.get(0))
@@ -260,7 +243,7 @@ mod tests {
             .unwrap()
             .execute_batch(&old_file)
             .unwrap();
-        let store = DataKeyStore::open(&path).unwrap();
+        let store = SqliteKeys::open(&path).unwrap();
         assert_eq!(
             store.get("alice", "us").unwrap(),
             Some(WrappedKey {
@@ -272,7 +255,9 @@ mod tests {
             .with_conn(|conn| conn.pragma_update(None, "user_version", 2))
             .unwrap();
         drop(store);
-        let err = DataKeyStore::open(&path).unwrap_err();
+        let Err(err) = SqliteKeys::open(&path) else {
+            panic!("a newer schema was opened");
+        };
         let refused = matches!(err, KeyError::UnsupportedSchema { found: 2, .. });
         assert!(refused, "{err:?}");
         assert!(err.to_string().contains("keys.db"), "{err}");
