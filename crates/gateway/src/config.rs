@@ -182,7 +182,8 @@ pub struct KeysConfig {
     /// The custodian's key-encryption key (64 hex characters), which wraps every data key.
     pub kek: PathBuf,
     /// The custodian's key store: wrapped per-subject data keys, apart from the site stores.
-    pub store: PathBuf,
+    /// A SQLite file (relative to the data folder) or a `postgres://` URL a fleet shares.
+    pub store: String,
     /// Why a data key may be unwrapped: `access`, `migration`, `export`. Empty denies all.
     pub allowed_reasons: Vec<String>,
     /// Unwrapped data keys kept in memory, at most this many (0: none).

@@ -1,7 +1,8 @@
 //! Start-up: loads and checks everything a gateway needs (configuration, keys, the log, custody
 //! and the policy set in force, proven on the very first start), builds the router with its
-//! limits, and serves. Once a second the analytics ticker ends the current second, checks
-//! that the log keeps checkpointing, and takes up custody changes other gateways made.
+//! limits, and serves. Once a second the analytics ticker ends the current second and checks
+//! that the log keeps checkpointing; the custody follower takes up the custody changes other
+//! gateways made, at once when the store notifies them and once a second in any case.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -27,6 +28,9 @@ use crate::{analytics, custody_log, entry, http, proof, routes, serve};
 pub struct Gateway {
     state: Arc<AppState>,
     router: Router,
+    /// Empties this gateway's data key cache when another gateway erases keys (a shared
+    /// PostgreSQL key store; idle on SQLite). Stopped when serving ends.
+    key_listener: vault::ListenerHandle,
 }
 
 impl Gateway {
@@ -34,10 +38,14 @@ impl Gateway {
     pub fn open(data_dir: &Path) -> anyhow::Result<Gateway> {
         let config = Config::load(data_dir).map_err(|e| anyhow::anyhow!("{e}"))?;
         let auth = Authenticator::new(&config, data_dir)?;
+        let envelope = open_envelope(&config, data_dir)?;
+        let key_listener = envelope
+            .forget_on_remote_erasure()
+            .context("cannot listen for data key erasures in the key store")?;
         let vault = vault::Vault::open(config.layout(), data_dir, config.server.store_readers)
             .context("cannot open the site stores")?
             .with_placement_cache(config.server.placement_cache_entries)
-            .with_envelope(open_envelope(&config, data_dir)?);
+            .with_envelope(envelope);
         let egress_pseudonyms = read_pseudonym_key(data_dir, &config.egress.pseudonym_key)?;
         let (log, pseudonyms) = open_log(&config, data_dir)?;
         let log = Arc::new(log);
@@ -94,7 +102,11 @@ impl Gateway {
                 http::middleware::log_request,
             ))
             .with_state(state.clone());
-        Ok(Gateway { state, router })
+        Ok(Gateway {
+            state,
+            router,
+            key_listener,
+        })
     }
 
     pub fn state(&self) -> &Arc<AppState> {
@@ -122,8 +134,12 @@ impl Gateway {
         }
         // The state may hold the last handles on PostgreSQL clients, whose synchronous
         // driver blocks on its own runtime when they close: never on an async thread.
-        let state = self.state;
-        let _ = blocking(move || drop(state)).await;
+        let (state, key_listener) = (self.state, self.key_listener);
+        let _ = blocking(move || {
+            key_listener.stop();
+            drop(state)
+        })
+        .await;
         Ok(())
     }
 }
@@ -140,9 +156,9 @@ pub fn open_envelope(config: &Config, data_dir: &Path) -> anyhow::Result<vault::
     let kek_path = data_dir.join(&config.keys.kek);
     let manager = vault::LocalKeyManager::from_file(&kek_path, reasons)
         .with_context(|| format!("cannot load the key-encryption key {}", kek_path.display()))?;
-    let store_path = data_dir.join(&config.keys.store);
-    let store = vault::DataKeyStore::open(&store_path)
-        .with_context(|| format!("cannot open the key store {}", store_path.display()))?;
+    let store = vault::DataKeyStore::open_url(&config.keys.store, data_dir)
+        // The setting is not repeated: a URL may carry a password. The error names the store.
+        .context("cannot open the key store (keys.store)")?;
     Ok(
         vault::Envelope::new(Arc::new(manager), store).with_key_cache(
             config.keys.data_key_cache_entries,
