@@ -12,6 +12,10 @@ use std::sync::Arc;
 use custody::InForce;
 use serde_json::Value;
 
+/// How long a custody record's log entry may take to reach this gateway's view of a shared
+/// log (which each gateway takes up every 100 ms) before the record counts as not borne out.
+const ENTRY_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Reads custody entries from the log for [`custody::Custody::open_with_ledger`].
 pub struct LogLedger {
     log: Arc<logstore::Log>,
@@ -27,7 +31,8 @@ impl LogLedger {
         let index = index.ok_or("it has no log index")?;
         let bytes = self
             .log
-            .entry(index)
+            // Another gateway's change may name an entry this gateway has not taken up yet.
+            .entry_within(index, ENTRY_WAIT)
             .map_err(|e| format!("log entry {index} cannot be read: {e}"))?
             .ok_or_else(|| format!("the log has no entry {index}"))?;
         let entry: Value =

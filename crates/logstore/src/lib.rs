@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tlog::note::Signer;
 use tlog::{Hash, Tile, TileKind};
@@ -418,6 +418,17 @@ impl Log {
             .entries(index, index + 1)
             .map_err(|e| self.shared.storage(e))?;
         Ok(entries.pop())
+    }
+
+    /// [`Log::entry`], waiting up to `wait` for this gateway's view of the tree to reach
+    /// `index`: on a shared log another gateway may have integrated it a moment ago, and each
+    /// gateway takes up the tree's size only every so often (100 ms on PostgreSQL).
+    pub fn entry_within(&self, index: u64, wait: Duration) -> Result<Option<Vec<u8>>, LogError> {
+        let deadline = Instant::now() + wait;
+        while index >= self.size() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.entry(index)
     }
 
     /// The inclusion proof of entry `index` in the tree of `size` entries.

@@ -16,6 +16,7 @@ mod cli;
 mod crash;
 mod custody_cli;
 mod demo;
+mod fleet;
 mod no_values;
 mod policy_prove;
 mod postgres_failover;

@@ -95,8 +95,14 @@ pub fn serve(data: &Path, log_filter: &str) -> Server {
         base: String::new(),
         lines: None,
     };
+    let mut said = String::new();
     server.base = loop {
-        let line = lines.next().expect("serve exited early").unwrap();
+        let line = match lines.next() {
+            Some(line) => line.unwrap(),
+            None => panic!("serve exited early:\n{said}"),
+        };
+        said.push_str(&line);
+        said.push('\n');
         if let Some(at) = line.find("http://") {
             break line[at..].split_whitespace().next().unwrap().to_string();
         }

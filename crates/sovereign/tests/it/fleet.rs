@@ -1,0 +1,260 @@
+//! A fleet: three `sovereign serve` processes, each with its own copy of one initialised data
+//! folder (as on three machines), every store that changes (the sites, the log, the custody
+//! store and the key store) in one PostgreSQL the test starts. What one gateway does holds on
+//! the others: records, the kill switch and its lifting, approvals, erasure; a gateway killed
+//! with SIGKILL under load loses nothing answered; the monitors' tools accept the log. The
+//! times from a change through one gateway to its enforcement on the others are printed
+//! (`fleet: ...` lines; BENCHMARKS.md). Skips without PostgreSQL binaries unless
+//! `SOVEREIGN_REQUIRE_PG=1`, and without cvc5 unless `SOVEREIGN_REQUIRE_CVC5=1`.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::Value;
+use testkit::cast::{APPROVER_1, APPROVER_2, BREAK_GLASS, OPERATOR, VETTED_US};
+use testkit::served::log_key;
+
+use crate::support::load::{Load, check_nothing_lost, register_subject, writer_token};
+use crate::support::{INCIDENT, SUPPORT_TICKET, Server};
+
+/// How long a change made through one gateway may take to hold on the others.
+const FLEET_DEADLINE: Duration = Duration::from_secs(2);
+
+#[test]
+fn three_gateways_on_separate_data_folders_act_as_one() {
+    if !crate::support::cvc5_present() {
+        return;
+    }
+    let Some(pg) = pgtest::PgServer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let folders: Vec<PathBuf> = (1..=3).map(|n| dir.path().join(format!("g{n}"))).collect();
+    crate::support::init_with_stores(
+        &folders[0],
+        &[
+            (
+                r#"store = "sqlite:log/log.sqlite""#,
+                &pg.create_database("log"),
+            ),
+            (
+                r#"store = "sqlite:sites/us-east/store.sqlite""#,
+                &pg.create_database("us_east"),
+            ),
+            (
+                r#"store = "sqlite:sites/sg-legacy/store.sqlite""#,
+                &pg.create_database("sg_legacy"),
+            ),
+            (
+                r#"store = "custody/custody.sqlite""#,
+                &pg.create_database("custody"),
+            ),
+            (
+                r#"store = "custody/data-keys.sqlite""#,
+                &pg.create_database("data_keys"),
+            ),
+        ],
+    );
+    // The documented set-up: one initialised folder, copied whole to every machine.
+    for folder in &folders[1..] {
+        copy_folder(&folders[0], folder);
+    }
+
+    // Started together on an empty custody database: the first sets are activated once.
+    let mut gateways: Vec<Server> = std::thread::scope(|scope| {
+        let starting: Vec<_> = folders
+            .iter()
+            .map(|folder| scope.spawn(move || crate::support::serve(folder, "warn,sovereign=info")))
+            .collect();
+        starting.into_iter().map(|s| s.join().unwrap()).collect()
+    });
+    for gateway in &mut gateways {
+        gateway.drain();
+    }
+    let bases: Vec<String> = gateways.iter().map(|g| g.base.clone()).collect();
+    let data = &folders[0];
+    let alice = crate::support::token_of(data, &VETTED_US);
+    let http = reqwest::blocking::Client::new();
+    let call = |base: &str, method: Method, path: &str, body: Option<&str>| {
+        crate::support::governed(&http, method, &format!("{base}{path}"), &alice, "ticket 42", body)
+            .0
+    };
+
+    // A record written through one gateway reads decrypted through the others.
+    let record = "/v1/subjects/u-1/records/profile/main";
+    let activity = "/v1/subjects/u-1/records/activity/main";
+    let subject = Some(r#"{"jurisdiction":"US"}"#);
+    assert_eq!(call(&bases[0], Method::PUT, "/v1/subjects/u-1", subject), 201);
+    let profile = r#"{"email":"ada@example.com","display_name":"Ada"}"#;
+    assert_eq!(call(&bases[0], Method::PUT, record, Some(profile)), 200);
+    for base in &bases[1..] {
+        let read: Value = http
+            .get(format!("{base}{record}"))
+            .bearer_auth(&alice)
+            .header("Sovereign-Purpose", "ticket 42")
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        assert_eq!(read["fields"]["email"], "ada@example.com", "{read}");
+    }
+
+    // The kill switch applied through one gateway holds on the others, and so does lifting it.
+    let olga = crate::support::token_of(data, &OPERATOR);
+    let custodian_key = data.join("keys/custodian.key");
+    let kill_switch = |base: &str, command: &str| {
+        let output = crate::support::sovereign()
+            .args(["kill-switch", command, "US", "--key"])
+            .arg(&custodian_key)
+            .args(["--token", &olga, "--url", base])
+            .output()
+            .unwrap();
+        crate::support::assert_success(&output);
+        Instant::now()
+    };
+    let applied = kill_switch(&bases[0], "suspend");
+    for base in &bases[1..] {
+        let took = until(applied, "the kill switch to hold", || {
+            call(base, Method::GET, record, None) == 403
+        });
+        eprintln!("fleet: kill switch applied through one gateway held on {base} after {took:?}");
+    }
+    let lifted = kill_switch(&bases[1], "lift");
+    for base in [&bases[0], &bases[2]] {
+        let took = until(lifted, "the lifting to hold", || {
+            call(base, Method::GET, record, None) == 200
+        });
+        eprintln!("fleet: kill switch lifted through one gateway held on {base} after {took:?}");
+    }
+
+    // An access request made on one gateway, approved on the second and the third, opens the
+    // access on the first.
+    let watched = Some(r#"{"watch_history":"v1,v2"}"#);
+    assert_eq!(call(&bases[0], Method::PUT, activity, watched), 403);
+    let cli = |base: &str, token: &str, args: &[&str]| {
+        let output = crate::support::sovereign()
+            .args(args)
+            .args(["--url", base, "--token", token, "--json"])
+            .output()
+            .unwrap();
+        crate::support::assert_success(&output);
+        serde_json::from_slice::<Value>(&output.stdout).unwrap()
+    };
+    let request = ["access", "request", "--action", "write", "--subject", "u-1"];
+    let request = cli(&bases[0], &alice, &[&request[..], &SUPPORT_TICKET].concat());
+    let id = request["id"].as_str().unwrap();
+    let carol = crate::support::token_of(data, &APPROVER_1);
+    let dave = crate::support::token_of(data, &APPROVER_2);
+    cli(&bases[1], &carol, &["access", "approve", id]);
+    let approved = Instant::now();
+    let last = cli(&bases[2], &dave, &["access", "approve", id]);
+    assert_eq!(last["status"], "approved", "{last}");
+    let took = until(approved, "the grant to open access", || {
+        call(&bases[0], Method::PUT, activity, watched) == 200
+    });
+    eprintln!("fleet: a grant approved on two other gateways opened access after {took:?}");
+
+    // Erasure (under a break-glass grant taken through another gateway) through one gateway
+    // makes the record unreadable through all.
+    let frank = crate::support::token_of(data, &BREAK_GLASS);
+    let glass = ["access", "break-glass", "--action", "delete", "--subject", "u-1"];
+    cli(&bases[1], &frank, &[&glass[..], &INCIDENT].concat());
+    let erase = || {
+        let url = format!("{}/v1/subjects/u-1", bases[2]);
+        crate::support::governed(&http, Method::DELETE, &url, &frank, "incident 7", None).0
+    };
+    until(Instant::now(), "the break-glass grant to open erasure", || erase() == 200);
+    // An id that names no subject is answered as a denying jurisdiction would be (403); a
+    // gateway that remembered where the subject was decides on that and then finds nothing
+    // there (404). Either way nothing is served.
+    for base in &bases {
+        let status = call(base, Method::GET, record, None);
+        assert!(status == 403 || status == 404, "{base}: {status}");
+    }
+
+    // A gateway killed under load: the others keep serving, nothing answered is lost.
+    let token = writer_token(data);
+    register_subject(&bases[1], &token, "fleet-load");
+    let load = Load::start(&bases, &token, "fleet-load", 6);
+    std::thread::sleep(Duration::from_millis(2000));
+    let before_kill = load.count();
+    gateways[0].signal("KILL");
+    let _ = gateways[0].child.wait();
+    std::thread::sleep(Duration::from_millis(2500));
+    let acknowledged = load.finish();
+    assert!(
+        before_kill > 20 && acknowledged.len() > before_kill + 20,
+        "too little load: {before_kill} answered before the kill, {} in all",
+        acknowledged.len()
+    );
+    check_nothing_lost(&bases[1], &token, "fleet-load", &acknowledged, None);
+
+    // One activation of the first sets, for three gateways that started together.
+    let entries = log_entries(&bases[2]);
+    for event in ["policy-activated", "invariants-activated"] {
+        let count = entries.iter().filter(|e| e["event"] == event).count();
+        assert_eq!(count, 1, "{event} entries");
+    }
+    let starts = entries.iter().filter(|e| e["kind"] == "config").count();
+    assert!(starts >= 3, "{starts} start entries");
+
+    // The monitors' tools accept the log.
+    let key = log_key(&bases[1]);
+    for command in ["verify", "replay"] {
+        let output = crate::support::sovereign()
+            .args(["audit", command, "--url", &format!("{}/log", bases[2])])
+            .args(["--key", key.trim()])
+            .output()
+            .unwrap();
+        let (out, err) = crate::support::text(&output);
+        assert!(output.status.success(), "audit {command}: {out}{err}");
+        if command == "replay" {
+            assert!(out.contains("mismatches: 0\n"), "{out}");
+        }
+    }
+}
+
+/// Polls `check` every 20 ms until it holds; how long after `since` it did. Fails the test
+/// after [`FLEET_DEADLINE`].
+fn until(since: Instant, what: &str, mut check: impl FnMut() -> bool) -> Duration {
+    loop {
+        if check() {
+            return since.elapsed();
+        }
+        assert!(
+            since.elapsed() < FLEET_DEADLINE,
+            "waited {FLEET_DEADLINE:?} for {what} on another gateway"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Copies a data folder with its modes (the keys are 0600), as an operator would with
+/// `cp -a` or `rsync -a`.
+fn copy_folder(from: &Path, to: &Path) {
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Every entry of the log served at `base`, decoded, after verifying the log.
+fn log_entries(base: &str) -> Vec<Value> {
+    let mut entries = Vec::new();
+    tlog::verify_log(
+        &crate::support::ServedLog::new(base),
+        &testkit::served::log_verifier(base),
+        None,
+        &mut |_, _| {},
+        &mut |_, entry| {
+            entries.push(serde_json::from_slice(entry).unwrap());
+            Ok(())
+        },
+    )
+    .unwrap();
+    entries
+}
