@@ -61,7 +61,7 @@ pub mod statement;
 mod store;
 mod verify;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
@@ -239,6 +239,14 @@ pub enum CustodyError {
         "another gateway changed the custody state at the same time; nothing was changed: try again"
     )]
     Conflict,
+    /// This gateway's keys are not the ones the first gateway on this custody store recorded.
+    #[error(
+        "this gateway's keys differ from those of the fleet sharing this custody store \
+         (recorded by the first gateway that started on it): {}; copy them from a gateway of \
+         the fleet, or point this one at its own stores",
+        .0.join(", ")
+    )]
+    FleetMismatch(Vec<String>),
     #[error("custody store {path}: {problem}")]
     Store { path: PathBuf, problem: String },
     /// The stored state is not what the custodian authorised: a record in force without the
@@ -425,6 +433,30 @@ impl Custody {
         Ok(store)
     }
 
+    /// Checks that this gateway holds the keys every gateway sharing the store at `location`
+    /// must hold: `identity` maps each key's name to a fingerprint (never the key). The first
+    /// gateway to start on the store records its identity; every later one must match it,
+    /// else [`CustodyError::FleetMismatch`] names what differs. Needs no verified state, so
+    /// that it can run before anything else is opened.
+    pub fn check_fleet_identity_at(
+        location: &Location,
+        identity: &BTreeMap<String, String>,
+    ) -> Result<(), CustodyError> {
+        let ours = serde_json::to_string(identity).expect("a map of strings serialises");
+        let recorded = Store::open(location)?.meta_or_insert(FLEET_IDENTITY, &ours)?;
+        compare_identities(identity, &recorded)
+    }
+
+    /// Records `identity` as the fleet's, replacing the one recorded: after the fleet's keys
+    /// were changed on purpose (every gateway must then be given the new ones).
+    pub fn replace_fleet_identity_at(
+        location: &Location,
+        identity: &BTreeMap<String, String>,
+    ) -> Result<(), CustodyError> {
+        let ours = serde_json::to_string(identity).expect("a map of strings serialises");
+        Store::open(location)?.meta_set(FLEET_IDENTITY, &ours)
+    }
+
     /// Whether the store was reached within `max`: by a look for changes (whatever it found)
     /// or by a change. A gateway that cannot reach a shared store cannot know of a kill
     /// switch or revocation made through another one, so it stops deciding after a while.
@@ -451,6 +483,31 @@ impl Custody {
         f(&mut self.state.write().unwrap_or_else(|p| p.into_inner()))
     }
 }
+
+/// What differs between this gateway's identity and the recorded one, as an error.
+fn compare_identities(
+    identity: &BTreeMap<String, String>,
+    recorded: &str,
+) -> Result<(), CustodyError> {
+    let recorded: BTreeMap<String, String> = serde_json::from_str(recorded)
+        .map_err(|e| CustodyError::Invalid(format!("the recorded fleet identity: {e}")))?;
+    let differing: Vec<String> = identity
+        .keys()
+        .chain(recorded.keys())
+        .filter(|name| identity.get(*name) != recorded.get(*name))
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if differing.is_empty() {
+        Ok(())
+    } else {
+        Err(CustodyError::FleetMismatch(differing))
+    }
+}
+
+/// The `meta` key of the fleet's key fingerprints ([`Custody::check_fleet_identity_at`]).
+const FLEET_IDENTITY: &str = "fleet-identity";
 
 /// A fresh random id with a prefix, e.g. `ar-3f9c...`.
 fn new_id(prefix: &str) -> String {

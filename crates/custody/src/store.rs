@@ -420,6 +420,65 @@ impl Store {
         }
     }
 
+    /// Sets the `meta` value under `key`, whatever was there. Not part of the custody state.
+    pub(crate) fn meta_set(&mut self, key: &str, value: &str) -> Result<(), CustodyError> {
+        match &mut self.backend {
+            Backend::Sqlite { path, conn, .. } => conn
+                .execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+                    params![key, value],
+                )
+                .map(drop)
+                .map_err(|e| store_error(path, e)),
+            Backend::Postgres { target, client } => {
+                let target = &*target;
+                with_client(target, client, |c| {
+                    c.execute(
+                        "INSERT INTO custody_meta (key, value) VALUES ($1, $2)
+                         ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                        &[&key, &value],
+                    )
+                    .map(drop)
+                })
+            }
+        }
+    }
+
+    /// The `meta` value under `key`, storing `value` there first if there is none: the first
+    /// writer wins, whoever it is. Not part of the custody state (no version bump).
+    pub(crate) fn meta_or_insert(
+        &mut self,
+        key: &str,
+        value: &str,
+    ) -> Result<String, CustodyError> {
+        match &mut self.backend {
+            Backend::Sqlite { path, conn, .. } => {
+                let fail = |e: rusqlite::Error| store_error(path, e);
+                conn.execute(
+                    "INSERT OR IGNORE INTO meta (key, value) VALUES (?1, ?2)",
+                    params![key, value],
+                )
+                .map_err(fail)?;
+                conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+                    .map_err(fail)
+            }
+            Backend::Postgres { target, client } => {
+                let target = &*target;
+                with_client(target, client, |c| {
+                    c.execute(
+                        "INSERT INTO custody_meta (key, value) VALUES ($1, $2)
+                         ON CONFLICT (key) DO NOTHING",
+                        &[&key, &value],
+                    )?;
+                    Ok(
+                        c.query_one("SELECT value FROM custody_meta WHERE key = $1", &[&key])?
+                            .get(0),
+                    )
+                })
+            }
+        }
+    }
+
     /// The bytes kept under `sha256` (the caller checks them against the digest).
     pub(crate) fn read_artifact(&mut self, sha256: &str) -> Result<Vec<u8>, CustodyError> {
         match &mut self.backend {

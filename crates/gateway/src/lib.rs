@@ -29,5 +29,7 @@ pub mod setup;
 pub mod start;
 pub mod state;
 
-pub use start::{Gateway, PolicyFiles, open_custody, open_envelope, open_log, read_policy_files};
+pub use start::{
+    Gateway, PolicyFiles, StartOptions, open_custody, open_envelope, open_log, read_policy_files,
+};
 pub use state::AppState;

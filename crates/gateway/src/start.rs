@@ -4,6 +4,7 @@
 //! that the log keeps checkpointing; the custody follower takes up the custody changes other
 //! gateways made, at once when the store notifies them and once a second in any case.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -13,6 +14,7 @@ use anyhow::Context as _;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
+use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 
 use crate::auth::{self, Authenticator};
@@ -33,9 +35,22 @@ pub struct Gateway {
     key_listener: vault::ListenerHandle,
 }
 
+/// Choices made when a gateway starts, beyond its data folder.
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// Record this gateway's keys as the fleet's, replacing those the custody store holds
+    /// (after the fleet's keys were changed on purpose), instead of refusing to start.
+    pub replace_fleet_identity: bool,
+}
+
 impl Gateway {
     /// Loads and checks everything (configuration, keys, policies, stores) before serving.
     pub fn open(data_dir: &Path) -> anyhow::Result<Gateway> {
+        Gateway::open_with(data_dir, &StartOptions::default())
+    }
+
+    /// [`Gateway::open`], with `options`.
+    pub fn open_with(data_dir: &Path, options: &StartOptions) -> anyhow::Result<Gateway> {
         let config = Config::load(data_dir).map_err(|e| anyhow::anyhow!("{e}"))?;
         let auth = Authenticator::new(&config, data_dir)?;
         let envelope = open_envelope(&config, data_dir)?;
@@ -47,6 +62,15 @@ impl Gateway {
             .with_placement_cache(config.server.placement_cache_entries)
             .with_envelope(envelope);
         let egress_pseudonyms = read_pseudonym_key(data_dir, &config.egress.pseudonym_key)?;
+        // Before the log is opened, which refuses a signer key other than the fleet's, but
+        // names only that one.
+        check_fleet_identity(
+            &config,
+            data_dir,
+            &egress_pseudonyms,
+            vault.envelope().map(vault::Envelope::key_id),
+            options,
+        )?;
         let (log, pseudonyms) = open_log(&config, data_dir)?;
         let log = Arc::new(log);
         let auth = auth.with_subject_pseudonyms(pseudonyms.clone());
@@ -195,15 +219,86 @@ pub fn open_custody(
         release_threshold: c.release_threshold,
         kill_switch_threshold: c.kill_switch_threshold,
     };
-    let location = match c.store.to_str().filter(|s| pgconn::is_postgres_url(s)) {
+    let location = custody_location(config, data_dir);
+    custody::Custody::open_at(&location, keys, Arc::new(custody_log::LogLedger::new(log)))
+        .context("cannot open the custody store")
+}
+
+/// Where `custody.store` says the custody state is: a PostgreSQL URL, or a SQLite file (with
+/// the artifacts as files) in the data folder.
+fn custody_location(config: &Config, data_dir: &Path) -> custody::Location {
+    let c = &config.custody;
+    match c.store.to_str().filter(|s| pgconn::is_postgres_url(s)) {
         Some(url) => custody::Location::Postgres { url: url.into() },
         None => custody::Location::Sqlite {
             path: data_dir.join(&c.store),
             artifacts: data_dir.join(&c.artifacts),
         },
+    }
+}
+
+/// Fingerprints of the keys every gateway sharing a custody store must hold, by name: the
+/// log's signer (its public key), the pseudonym keys (a keyed hash of a fixed label), the
+/// key-encryption key (the key manager's one-way key id), and the custodian's and the token
+/// issuers' public keys (hashes of their files). Never a secret.
+fn check_fleet_identity(
+    config: &Config,
+    data_dir: &Path,
+    egress_pseudonyms: &Pseudonymizer,
+    kek_id: Option<&str>,
+    options: &StartOptions,
+) -> anyhow::Result<()> {
+    const LABEL: &str = "sov:fleet-identity:v1";
+    let signer = read_log_signer(config, data_dir)?;
+    let pseudonyms = read_pseudonym_key(data_dir, &config.log.pseudonym_key)?;
+    let files = |paths: &mut dyn Iterator<Item = &PathBuf>| -> anyhow::Result<String> {
+        let mut hashes = Vec::new();
+        for path in paths {
+            let full = data_dir.join(path);
+            let bytes =
+                std::fs::read(&full).with_context(|| format!("cannot read {}", full.display()))?;
+            hashes.push(hex::encode(Sha256::digest(&bytes)));
+        }
+        hashes.sort();
+        Ok(hashes.join(","))
     };
-    custody::Custody::open_at(&location, keys, Arc::new(custody_log::LogLedger::new(log)))
-        .context("cannot open the custody store")
+    let mut identity = BTreeMap::from([
+        ("log signer key".to_string(), signer.verifier().to_string()),
+        ("log.pseudonym_key".to_string(), pseudonyms.pseudonym(LABEL)),
+        (
+            "egress.pseudonym_key".to_string(),
+            egress_pseudonyms.pseudonym(LABEL),
+        ),
+        (
+            "custody.signers".to_string(),
+            files(&mut config.custody.signers.iter())?,
+        ),
+    ]);
+    if let Some(kek_id) = kek_id {
+        identity.insert("keys.kek".into(), kek_id.into());
+    }
+    for issuer in &config.auth.issuers {
+        let mut keys = issuer.public_key_pem.iter().chain(issuer.jwks.iter());
+        identity.insert(
+            format!("auth.issuers `{}`", issuer.issuer),
+            files(&mut keys)?,
+        );
+    }
+    if options.replace_fleet_identity {
+        tracing::warn!("recording this gateway's keys as the fleet's (--replace-fleet-identity)");
+        custody::Custody::replace_fleet_identity_at(
+            &custody_location(config, data_dir),
+            &identity,
+        )?;
+        return Ok(());
+    }
+    custody::Custody::check_fleet_identity_at(&custody_location(config, data_dir), &identity)
+        .context(
+            "refusing to start: this gateway would sign, pseudonymise or encrypt unlike the rest \
+             of the fleet (after changing the fleet's keys on purpose, start one gateway with \
+             --replace-fleet-identity)",
+        )?;
+    Ok(())
 }
 
 /// [`active_policy`], again if another gateway changed the custody store meanwhile: gateways
@@ -466,15 +561,7 @@ pub fn open_log(
     config: &Config,
     data_dir: &Path,
 ) -> anyhow::Result<(logstore::Log, Pseudonymizer)> {
-    let key_path = data_dir.join(&config.log.signer_key);
-    let skey = std::fs::read_to_string(&key_path)
-        .with_context(|| format!("cannot read the log key {}", key_path.display()))?;
-    let signer = tlog::note::Signer::new(skey.trim()).map_err(|e| {
-        anyhow::anyhow!(
-            "{} is not a signed-note signer key: {e}",
-            key_path.display()
-        )
-    })?;
+    let signer = read_log_signer(config, data_dir)?;
     let pseudonyms = read_pseudonym_key(data_dir, &config.log.pseudonym_key)?;
     let options = logstore::LogOptions {
         checkpoint_interval: Duration::from_millis(config.log.checkpoint_interval_ms),
@@ -487,6 +574,18 @@ pub fn open_log(
     let log = logstore::Log::open_url(&config.log.store, data_dir, signer, options)
         .context("cannot open the transparency log")?;
     Ok((log, pseudonyms))
+}
+
+fn read_log_signer(config: &Config, data_dir: &Path) -> anyhow::Result<tlog::note::Signer> {
+    let key_path = data_dir.join(&config.log.signer_key);
+    let skey = std::fs::read_to_string(&key_path)
+        .with_context(|| format!("cannot read the log key {}", key_path.display()))?;
+    tlog::note::Signer::new(skey.trim()).map_err(|e| {
+        anyhow::anyhow!(
+            "{} is not a signed-note signer key: {e}",
+            key_path.display()
+        )
+    })
 }
 
 /// Takes up the custody changes other gateways commit (grants, the kill switch, policy and

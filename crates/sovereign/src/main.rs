@@ -44,6 +44,11 @@ enum Command {
         /// Data folder: configuration, policies, keys and site stores.
         #[arg(long, default_value = DEFAULT_DATA)]
         data: PathBuf,
+        /// Record this gateway's keys as the fleet's in the shared custody store, replacing
+        /// those recorded, instead of refusing to start when they differ. Only after the
+        /// fleet's keys were changed on purpose; give every gateway the new ones.
+        #[arg(long)]
+        replace_fleet_identity: bool,
     },
     /// Run the reference scenario live: a gateway on a fresh setup, a synthetic population
     /// and the reference cast at work, for the dashboard; the monitor verifies at the end.
@@ -172,7 +177,17 @@ fn stop_quietly_on_closed_pipe() {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { listen, data } => serve(listen, &data),
+        Command::Serve {
+            listen,
+            data,
+            replace_fleet_identity,
+        } => serve(
+            listen,
+            &data,
+            &gateway::StartOptions {
+                replace_fleet_identity,
+            },
+        ),
         Command::Init {
             data,
             force,
@@ -264,7 +279,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn serve(listen: SocketAddr, data: &Path) -> anyhow::Result<()> {
+fn serve(listen: SocketAddr, data: &Path, options: &gateway::StartOptions) -> anyhow::Result<()> {
     init_logging("info");
     if !data.join(CONFIG_FILE).exists() {
         gateway::setup::init(data, false)?;
@@ -282,7 +297,7 @@ fn serve(listen: SocketAddr, data: &Path) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     // Opened outside the async runtime: a PostgreSQL site store's synchronous client runs a
     // runtime of its own, which cannot start inside another.
-    let gateway = gateway::Gateway::open(data)?;
+    let gateway = gateway::Gateway::open_with(data, options)?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(listen)
             .await

@@ -16,6 +16,7 @@ on_both_stores!(
     a_change_on_one_gateway_builds_on_the_latest_change_of_another,
     gateways_starting_together_activate_the_first_sets_once,
     an_artifact_submitted_through_one_gateway_is_fetched_through_another,
+    a_gateway_with_other_keys_than_the_first_is_refused_until_they_are_replaced,
 );
 use custody::statement::Statement;
 use custody::{CustodyError, Event, Status};
@@ -515,4 +516,41 @@ fn a_listening_gateway_hears_another_ones_change_at_once() {
     eprintln!("heard after {:?}", started.elapsed());
     assert!(second.refresh().unwrap());
     assert_eq!(second.request(&request.id).unwrap().id, request.id);
+}
+
+fn a_gateway_with_other_keys_than_the_first_is_refused_until_they_are_replaced(fixture: Fixture) {
+    let location = fixture.location();
+    let identity = |signer: &str, kek: &str| {
+        std::collections::BTreeMap::from([
+            ("log signer key".to_string(), signer.to_string()),
+            ("keys.kek".to_string(), kek.to_string()),
+        ])
+    };
+    let first = identity("log+1", "kek-1");
+    custody::Custody::check_fleet_identity_at(&location, &first).unwrap();
+    custody::Custody::check_fleet_identity_at(&location, &first).unwrap();
+
+    let other = identity("log+2", "kek-1");
+    match custody::Custody::check_fleet_identity_at(&location, &other) {
+        Err(custody::CustodyError::FleetMismatch(names)) => {
+            assert_eq!(names, ["log signer key"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    // A key the first gateway did not have counts as different too.
+    let mut more = first.clone();
+    more.insert("egress.pseudonym_key".into(), "e".into());
+    match custody::Custody::check_fleet_identity_at(&location, &more) {
+        Err(custody::CustodyError::FleetMismatch(names)) => {
+            assert_eq!(names, ["egress.pseudonym_key"]);
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Changed on purpose: recorded anew, after which the old keys are the odd ones.
+    custody::Custody::replace_fleet_identity_at(&location, &other).unwrap();
+    custody::Custody::check_fleet_identity_at(&location, &other).unwrap();
+    assert!(custody::Custody::check_fleet_identity_at(&location, &first).is_err());
+    // The custody state itself is untouched and still opens.
+    fixture.open();
 }

@@ -355,6 +355,7 @@ impl From<custody::CustodyError> for ApiError {
             E::StaleSerial { .. } => (StatusCode::CONFLICT, ErrorCode::StaleSerial),
             E::Conflict => (StatusCode::CONFLICT, ErrorCode::ConcurrentChange),
             E::LogUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::LogUnavailable),
+            E::FleetMismatch(_) => return ApiError::internal(message),
             E::Store { .. } => {
                 tracing::error!(error = %message, "cannot use the custody store");
                 return ApiError::custody_unreachable();

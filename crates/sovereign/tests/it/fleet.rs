@@ -31,31 +31,21 @@ fn three_gateways_on_separate_data_folders_act_as_one() {
     };
     let dir = tempfile::tempdir().unwrap();
     let folders: Vec<PathBuf> = (1..=3).map(|n| dir.path().join(format!("g{n}"))).collect();
-    crate::support::init_with_stores(
-        &folders[0],
-        &[
-            (
-                r#"store = "sqlite:log/log.sqlite""#,
-                &pg.create_database("log"),
-            ),
-            (
-                r#"store = "sqlite:sites/us-east/store.sqlite""#,
-                &pg.create_database("us_east"),
-            ),
-            (
-                r#"store = "sqlite:sites/sg-legacy/store.sqlite""#,
-                &pg.create_database("sg_legacy"),
-            ),
-            (
-                r#"store = "custody/custody.sqlite""#,
-                &pg.create_database("custody"),
-            ),
-            (
-                r#"store = "custody/data-keys.sqlite""#,
-                &pg.create_database("data_keys"),
-            ),
-        ],
-    );
+    let urls: Vec<(&str, String)> = [
+        (r#"store = "sqlite:log/log.sqlite""#, "log"),
+        (r#"store = "sqlite:sites/us-east/store.sqlite""#, "us_east"),
+        (
+            r#"store = "sqlite:sites/sg-legacy/store.sqlite""#,
+            "sg_legacy",
+        ),
+        (r#"store = "custody/custody.sqlite""#, "custody"),
+        (r#"store = "custody/data-keys.sqlite""#, "data_keys"),
+    ]
+    .into_iter()
+    .map(|(line, database)| (line, pg.create_database(database)))
+    .collect();
+    let stores: Vec<(&str, &str)> = urls.iter().map(|(l, u)| (*l, u.as_str())).collect();
+    crate::support::init_with_stores(&folders[0], &stores);
     // The documented set-up: one initialised folder, copied whole to every machine.
     for folder in &folders[1..] {
         copy_folder(&folders[0], folder);
@@ -77,15 +67,25 @@ fn three_gateways_on_separate_data_folders_act_as_one() {
     let alice = crate::support::token_of(data, &VETTED_US);
     let http = reqwest::blocking::Client::new();
     let call = |base: &str, method: Method, path: &str, body: Option<&str>| {
-        crate::support::governed(&http, method, &format!("{base}{path}"), &alice, "ticket 42", body)
-            .0
+        crate::support::governed(
+            &http,
+            method,
+            &format!("{base}{path}"),
+            &alice,
+            "ticket 42",
+            body,
+        )
+        .0
     };
 
     // A record written through one gateway reads decrypted through the others.
     let record = "/v1/subjects/u-1/records/profile/main";
     let activity = "/v1/subjects/u-1/records/activity/main";
     let subject = Some(r#"{"jurisdiction":"US"}"#);
-    assert_eq!(call(&bases[0], Method::PUT, "/v1/subjects/u-1", subject), 201);
+    assert_eq!(
+        call(&bases[0], Method::PUT, "/v1/subjects/u-1", subject),
+        201
+    );
     let profile = r#"{"email":"ada@example.com","display_name":"Ada"}"#;
     assert_eq!(call(&bases[0], Method::PUT, record, Some(profile)), 200);
     for base in &bases[1..] {
@@ -158,13 +158,24 @@ fn three_gateways_on_separate_data_folders_act_as_one() {
     // Erasure (under a break-glass grant taken through another gateway) through one gateway
     // makes the record unreadable through all.
     let frank = crate::support::token_of(data, &BREAK_GLASS);
-    let glass = ["access", "break-glass", "--action", "delete", "--subject", "u-1"];
+    let glass = [
+        "access",
+        "break-glass",
+        "--action",
+        "delete",
+        "--subject",
+        "u-1",
+    ];
     cli(&bases[1], &frank, &[&glass[..], &INCIDENT].concat());
     let erase = || {
         let url = format!("{}/v1/subjects/u-1", bases[2]);
         crate::support::governed(&http, Method::DELETE, &url, &frank, "incident 7", None).0
     };
-    until(Instant::now(), "the break-glass grant to open erasure", || erase() == 200);
+    until(
+        Instant::now(),
+        "the break-glass grant to open erasure",
+        || erase() == 200,
+    );
     // An id that names no subject is answered as a denying jurisdiction would be (403); a
     // gateway that remembered where the subject was decides on that and then finds nothing
     // there (404). Either way nothing is served.
@@ -198,6 +209,26 @@ fn three_gateways_on_separate_data_folders_act_as_one() {
     }
     let starts = entries.iter().filter(|e| e["kind"] == "config").count();
     assert!(starts >= 3, "{starts} start entries");
+
+    // A gateway set up with keys of its own refuses to join the fleet, naming them.
+    let stranger = dir.path().join("stranger");
+    crate::support::init_with_stores(&stranger, &stores);
+    let output = crate::support::sovereign()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(&stranger)
+        .output()
+        .unwrap();
+    let (_, err) = crate::support::text(&output);
+    assert!(!output.status.success(), "{err}");
+    assert!(err.contains("differ from those of the fleet"), "{err}");
+    for key in [
+        "log signer key",
+        "log.pseudonym_key",
+        "keys.kek",
+        "custody.signers",
+    ] {
+        assert!(err.contains(key), "{key}: {err}");
+    }
 
     // The monitors' tools accept the log.
     let key = log_key(&bases[1]);
