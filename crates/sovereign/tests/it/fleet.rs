@@ -248,17 +248,116 @@ fn three_gateways_on_separate_data_folders_act_as_one() {
 
 /// Polls `check` every 20 ms until it holds; how long after `since` it did. Fails the test
 /// after [`FLEET_DEADLINE`].
-fn until(since: Instant, what: &str, mut check: impl FnMut() -> bool) -> Duration {
+fn until(since: Instant, what: &str, check: impl FnMut() -> bool) -> Duration {
+    until_within(FLEET_DEADLINE, since, what, check)
+}
+
+fn until_within(
+    deadline: Duration,
+    since: Instant,
+    what: &str,
+    mut check: impl FnMut() -> bool,
+) -> Duration {
     loop {
         if check() {
             return since.elapsed();
         }
-        assert!(
-            since.elapsed() < FLEET_DEADLINE,
-            "waited {FLEET_DEADLINE:?} for {what} on another gateway"
-        );
+        assert!(since.elapsed() < deadline, "waited {deadline:?} for {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// A gateway whose custody store (PostgreSQL) cannot be reached stops deciding once
+/// `custody.unreachable_after` (5 s) has passed without reaching it, since a kill switch or a
+/// revocation made through another gateway may be waiting there; custodian changes fail at
+/// once. It serves again as soon as the store is back.
+#[test]
+fn a_gateway_that_cannot_reach_the_custody_store_fails_closed() {
+    if !crate::support::cvc5_present() {
+        return;
+    }
+    let Some(pg) = pgtest::PgServer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let custody_url = pg.create_database("custody");
+    crate::support::init_with_stores(
+        &data,
+        &[(r#"store = "custody/custody.sqlite""#, &custody_url)],
+    );
+    let mut gateway = crate::support::serve(&data, "warn,sovereign=info");
+    gateway.drain();
+    let alice = crate::support::token_of(&data, &VETTED_US);
+    let http = reqwest::blocking::Client::new();
+    let record = format!("{}/v1/subjects/u-1/records/profile/main", gateway.base);
+    let read = || {
+        let response = http
+            .get(&record)
+            .bearer_auth(&alice)
+            .header("Sovereign-Purpose", "ticket 42")
+            .send()
+            .unwrap();
+        let status = response.status().as_u16();
+        let body: Value = response.json().unwrap_or_default();
+        (
+            status,
+            body["error"].as_str().unwrap_or_default().to_string(),
+        )
+    };
+    let subject = Some(r#"{"jurisdiction":"US"}"#);
+    let url = format!("{}/v1/subjects/u-1", gateway.base);
+    assert_eq!(
+        crate::support::governed(&http, Method::PUT, &url, &alice, "", subject).0,
+        201
+    );
+    let profile = Some(r#"{"display_name":"Ada"}"#);
+    let put = crate::support::governed(&http, Method::PUT, &record, &alice, "setup", profile);
+    assert_eq!(put.0, 200);
+
+    // The custody database refuses connections, and the gateway's are cut.
+    let mut admin = pg.client("postgres");
+    let reachable = |admin: &mut postgres::Client, allowed: bool| {
+        admin
+            .batch_execute(&format!(
+                "ALTER DATABASE custody ALLOW_CONNECTIONS {allowed}"
+            ))
+            .unwrap();
+        if !allowed {
+            admin
+                .batch_execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'custody'",
+                )
+                .unwrap();
+        }
+    };
+    reachable(&mut admin, false);
+    let cut = Instant::now();
+    let olga = crate::support::token_of(&data, &OPERATOR);
+    let output = crate::support::sovereign()
+        .args(["kill-switch", "suspend", "US", "--key"])
+        .arg(data.join("keys/custodian.key"))
+        .args(["--token", &olga, "--url", &gateway.base])
+        .output()
+        .unwrap();
+    let (_, err) = crate::support::text(&output);
+    assert!(!output.status.success(), "{err}");
+    assert!(err.contains("custody_unreachable"), "{err}");
+    let took = until_within(Duration::from_secs(10), cut, "reads to be refused", || {
+        read() == (503, "custody_unreachable".into())
+    });
+    assert!(took >= Duration::from_secs(4), "refused after {took:?}");
+    eprintln!("fleet: custody store cut off; governed reads refused after {took:?}");
+
+    reachable(&mut admin, true);
+    let back = Instant::now();
+    let took = until_within(
+        Duration::from_secs(10),
+        back,
+        "reads to be served again",
+        || read().0 == 200,
+    );
+    eprintln!("fleet: custody store back; governed reads served again after {took:?}");
 }
 
 /// Copies a data folder with its modes (the keys are 0600), as an operator would with
