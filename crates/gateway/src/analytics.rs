@@ -33,7 +33,7 @@ pub const PENDING_SHOWN: usize = 20;
 /// Characters of a subject pseudonym shown in the feed: enough to follow one subject.
 const FEED_PSEUDONYM_CHARS: usize = 12;
 /// The window of the bulk-access and egress-spike alerts.
-const WINDOW: Duration = Duration::from_secs(60);
+pub(crate) const WINDOW: Duration = Duration::from_secs(60);
 
 /// The kinds of alert, as named in the log (`alert`) and on the stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -131,14 +131,14 @@ pub struct StreamEvent {
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize)]
-struct Counts {
+pub(crate) struct Counts {
     allow: u64,
     deny: u64,
     partial: u64,
 }
 
 impl Counts {
-    fn add(&mut self, outcome: &str) {
+    pub(crate) fn add(&mut self, outcome: &str) {
         match outcome {
             "allow" => self.allow += 1,
             "partial" => self.partial += 1,
@@ -710,6 +710,10 @@ fn describe_metrics() {
     describe_counter!(
         "sovereign_decisions_total",
         "Logged access decisions by outcome, principal location and entity, subject jurisdiction, site, collection and action"
+    );
+    describe_counter!(
+        "sovereign_fleet_decisions_total",
+        "Access decisions of every gateway sharing the log (this one's included), read from the log since this gateway started, by outcome, principal location and entity, and action"
     );
     describe_histogram!(
         "sovereign_log_append_duration_seconds",

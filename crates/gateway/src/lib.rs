@@ -19,6 +19,7 @@ pub mod config;
 pub mod cursor;
 pub mod custody_log;
 pub mod entry;
+pub mod fleet_view;
 pub mod http;
 pub mod pipeline;
 pub mod proof;

@@ -96,6 +96,11 @@ impl Gateway {
             serde_json::to_value(&openapi).context("cannot render the OpenAPI document")?;
         let body_limit = config.server.body_limit_bytes;
         let analytics_settings = config.analytics.clone();
+        let fleet = crate::fleet_view::FleetView::new(
+            log.size(),
+            config.analytics.bulk_subjects_per_minute,
+            pgconn::is_postgres_url(&config.log.store),
+        );
         let timeout = Duration::from_secs(config.server.request_timeout_seconds);
         let state = Arc::new(AppState {
             config,
@@ -111,6 +116,7 @@ impl Gateway {
             egress_pseudonyms,
             openapi,
             analytics: analytics::Analytics::new(analytics_settings),
+            fleet,
             proof_slots: tokio::sync::Semaphore::new(proof::CONCURRENT_PROOFS),
         });
         let router = api_router
@@ -655,6 +661,32 @@ async fn analytics_ticker(state: Arc<AppState>) {
             tokio::spawn(async move {
                 let _ = state.raise_alert(alert, None).await;
             });
+        }
+        // The fleet's decisions since the last look, from the shared log.
+        let looking = state.clone();
+        let fleet_alerts = blocking(move || {
+            looking.fleet.look(&looking.log, &|seen| {
+                looking.analytics.record(|| {
+                    metrics::counter!(
+                        "sovereign_fleet_decisions_total",
+                        "outcome" => seen.outcome().to_string(),
+                        "location" => seen.location().to_string(),
+                        "entity" => seen.entity().to_string(),
+                        "action" => seen.action().to_string(),
+                    )
+                    .increment(1);
+                });
+            })
+        })
+        .await;
+        match fleet_alerts {
+            Ok(Ok(alerts)) => {
+                for (alert, who) in alerts {
+                    let _ = state.raise_alert(alert, Some(&who)).await;
+                }
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the log for the fleet's counts"),
+            Err(_) => {}
         }
         if state.analytics.has_watchers() {
             let summary = state.summary();

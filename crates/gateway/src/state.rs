@@ -40,6 +40,8 @@ pub struct AppState {
     pub openapi: serde_json::Value,
     /// Live counts, metrics and alerts: the dashboard's and Prometheus's view.
     pub analytics: analytics::Analytics,
+    /// The whole fleet's decisions, counted from the shared log.
+    pub fleet: crate::fleet_view::FleetView,
     /// Proofs that may run at once (each runs a cvc5 process); others wait their turn.
     pub proof_slots: tokio::sync::Semaphore,
 }
@@ -65,11 +67,13 @@ impl AppState {
 
     /// The analytics summary the stream sends.
     pub fn summary(&self) -> serde_json::Value {
-        self.analytics.summary(
+        let mut summary = self.analytics.summary(
             &self.log,
             &self.pending_requests(),
             &self.config.restricted_countries,
-        )
+        );
+        summary["fleet"] = self.fleet.summary();
+        summary
     }
 
     /// Raises an alert: logs it as an `alert` entry, then publishes it to the dashboard and

@@ -20,7 +20,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
@@ -34,6 +34,9 @@ use tree::{Store, StoredHashes};
 mod postgres;
 mod sqlite;
 mod tree;
+
+/// The most entries [`Log::entries`] reads at once.
+pub const MAX_ENTRIES_READ: u64 = 1024;
 
 /// The PostgreSQL session advisory lock that the gateway integrating a shared log holds:
 /// `SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted` names its connection.
@@ -135,6 +138,9 @@ struct Shared {
     /// Entries durable and integrated into the tree.
     size: AtomicU64,
     checkpoint: RwLock<Arc<Published>>,
+    /// Whether this process integrates and signs the log: always on SQLite; on PostgreSQL,
+    /// while it holds the integrator's lock.
+    integrating: AtomicBool,
 }
 
 impl Shared {
@@ -145,6 +151,7 @@ impl Shared {
             origin: signer.name().to_string(),
             size: AtomicU64::new(size),
             checkpoint: RwLock::new(Arc::new(published)),
+            integrating: AtomicBool::new(false),
         }
     }
 
@@ -330,6 +337,27 @@ impl Log {
     /// Entries durable and integrated into the tree.
     pub fn size(&self) -> u64 {
         self.shared.size.load(Ordering::Acquire)
+    }
+
+    /// Whether this gateway integrates and signs the log now (on a log shared through
+    /// PostgreSQL, exactly one gateway does at a time): the one to raise what must be raised
+    /// once for the whole fleet.
+    pub fn integrates(&self) -> bool {
+        self.shared.integrating.load(Ordering::Acquire)
+    }
+
+    /// Entries `from..to` (at most [`MAX_ENTRIES_READ`] of them, and only integrated ones),
+    /// in order.
+    pub fn entries(&self, from: u64, to: u64) -> Result<Vec<Vec<u8>>, LogError> {
+        let to = to
+            .min(self.size())
+            .min(from.saturating_add(MAX_ENTRIES_READ));
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        self.store
+            .entries(from, to)
+            .map_err(|e| self.shared.storage(e))
     }
 
     /// The latest signed checkpoint.

@@ -531,6 +531,9 @@ impl Integrator {
             None => u64::MAX,
         };
         tracing::info!(size, "this gateway now integrates and signs the log");
+        self.shared.integrating.store(true, Ordering::Release);
+        // Whichever way this returns, the connection and with it the lock are gone.
+        let _released = Released(&self.shared);
         let mut state = Leading {
             size,
             frontier,
@@ -644,4 +647,14 @@ struct Leading {
     /// Size of the last signed checkpoint (`u64::MAX`: none yet).
     signed: u64,
     signed_at: Instant,
+}
+
+/// Clears [`Shared::integrating`] when the integrator lets go of the lock (dropped with the
+/// connection that holds it).
+struct Released<'a>(&'a Shared);
+
+impl Drop for Released<'_> {
+    fn drop(&mut self) {
+        self.0.integrating.store(false, Ordering::Release);
+    }
 }

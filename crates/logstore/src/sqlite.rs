@@ -146,6 +146,10 @@ pub(crate) fn open(path: &Path, signer: Signer, options: LogOptions) -> Result<L
         size,
         published.clone(),
     ));
+    // One process owns a SQLite log and integrates everything appended to it.
+    shared
+        .integrating
+        .store(true, std::sync::atomic::Ordering::Release);
     let mut writer = Writer {
         conn,
         _checkpoints: checkpoints,

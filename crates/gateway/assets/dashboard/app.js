@@ -276,6 +276,7 @@
       checkpointDeadline = s.log.checkpoint_deadline_seconds;
     }
     renderTotals(s.totals || {}, s.pending_approvals || []);
+    renderFleet(s.fleet);
     renderRate(Array.isArray(s.history) ? s.history : [], s.time);
     renderLocations(s.by_location || {});
     renderFeed(Array.isArray(s.recent) ? s.recent : []);
@@ -294,6 +295,17 @@
     $('total-alerts').textContent = number(totals.alerts);
     $('total-egress').textContent = number(totals.egress_rows);
     $('total-pending').textContent = number(pending.length);
+  }
+
+  // Every gateway's decisions, as the shared log records them (this gateway's own included).
+  function renderFleet(fleet) {
+    const t = (fleet && fleet.totals) || {};
+    const locations = Object.entries((fleet && fleet.by_location) || {})
+      .map(([place, c]) => `${place} ${number(c.allow + c.deny + c.partial)}`)
+      .join(', ');
+    $('fleet-totals').textContent =
+      `${number(t.allow)} allowed · ${number(t.deny)} denied · ${number(t.partial)} partial` +
+      (locations ? ` (by location: ${locations})` : '');
   }
 
   function renderRate(history, time) {

@@ -277,3 +277,30 @@ fn the_tile_cache_keeps_what_its_size_allows() {
         }
     }
 }
+
+/// `entries` answers integrated entries only, in order, at most `MAX_ENTRIES_READ` at once;
+/// `entry_within` finds one that is there; a SQLite log is integrated by its own process.
+#[test]
+fn entries_are_read_in_bounded_ranges_of_the_integrated_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(&dir.path().join("log.sqlite"), signer(), options()).unwrap();
+    assert!(log.integrates());
+    let total = logstore::MAX_ENTRIES_READ + 10;
+    for i in 0..total {
+        log.append_blocking(format!("entry {i}").into_bytes())
+            .unwrap();
+    }
+    let first = log.entries(0, total).unwrap();
+    assert_eq!(first.len() as u64, logstore::MAX_ENTRIES_READ);
+    assert_eq!(first[5], b"entry 5");
+    let rest = log
+        .entries(logstore::MAX_ENTRIES_READ, total + 100)
+        .unwrap();
+    assert_eq!(rest.len(), 10);
+    assert_eq!(rest[9], format!("entry {}", total - 1).into_bytes());
+    assert!(log.entries(total, total + 5).unwrap().is_empty());
+    assert!(log.entries(7, 3).unwrap().is_empty());
+    let wait = std::time::Duration::from_millis(50);
+    assert_eq!(log.entry_within(3, wait).unwrap().unwrap(), b"entry 3");
+    assert!(log.entry_within(total, wait).unwrap().is_none());
+}

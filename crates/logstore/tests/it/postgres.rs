@@ -154,11 +154,15 @@ fn another_gateway_takes_over_when_the_integrator_goes() {
     append_numbered(&second_gateway, 0, 50);
     wait_for_checkpoint(&second_gateway, 50);
     let before = verify(&second_gateway, &verifier, None);
+    // Exactly one of them integrates: the one that raises what is raised once.
+    assert!(first_gateway.integrates());
+    assert!(!second_gateway.integrates());
 
     drop(first_gateway);
     append_numbered(&second_gateway, 50, 100);
     wait_for_checkpoint(&second_gateway, 100);
     verify(&second_gateway, &verifier, Some(&before));
+    assert!(second_gateway.integrates());
 }
 
 #[test]

@@ -46,6 +46,15 @@ fn three_gateways_on_separate_data_folders_act_as_one() {
     .collect();
     let stores: Vec<(&str, &str)> = urls.iter().map(|(l, u)| (*l, u.as_str())).collect();
     crate::support::init_with_stores(&folders[0], &stores);
+    // A low bulk-access threshold, for the fleet's rule to be seen.
+    let config = folders[0].join("sovereign.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("bulk_subjects_per_minute = 100"));
+    let text = text.replace(
+        "bulk_subjects_per_minute = 100",
+        "bulk_subjects_per_minute = 4",
+    );
+    std::fs::write(&config, text).unwrap();
     // The documented set-up: one initialised folder, copied whole to every machine.
     for folder in &folders[1..] {
         copy_folder(&folders[0], folder);
@@ -183,6 +192,50 @@ fn three_gateways_on_separate_data_folders_act_as_one() {
         let status = call(base, Method::GET, record, None);
         assert!(status == 403 || status == 404, "{base}: {status}");
     }
+
+    // Bulk access counts across the fleet and is raised once: alice touches seven subjects
+    // in a minute, never more than three through one gateway (the threshold is four).
+    for n in 1..=6 {
+        let url = format!("/v1/subjects/b-{n}");
+        assert_eq!(call(&bases[n % 3], Method::PUT, &url, subject), 201);
+    }
+    let bulk_alerts = || {
+        log_entries(&bases[1])
+            .iter()
+            .filter(|e| e["kind"] == "alert" && e["alert"] == "bulk-access")
+            .cloned()
+            .collect::<Vec<Value>>()
+    };
+    until_within(
+        Duration::from_secs(5),
+        Instant::now(),
+        "the fleet's bulk-access alert",
+        || !bulk_alerts().is_empty(),
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    let alerts = bulk_alerts();
+    assert_eq!(alerts.len(), 1, "raised once: {alerts:?}");
+    assert_eq!(alerts[0]["details"]["scope"], "fleet", "{}", alerts[0]);
+
+    // Every gateway's /metrics counts the whole fleet beside its own decisions.
+    let metrics = http
+        .get(format!("{}/metrics", bases[2]))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let sum = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let (own, fleet) = (
+        sum("sovereign_decisions_total"),
+        sum("sovereign_fleet_decisions_total"),
+    );
+    assert!(own > 0.0 && fleet > own, "own {own}, fleet {fleet}");
 
     // A gateway killed under load: the others keep serving, nothing answered is lost.
     let token = writer_token(data);
