@@ -34,7 +34,6 @@ listen_addresses = '127.0.0.1'
 unix_socket_directories = '$WORK'
 wal_level = replica
 max_wal_senders = 4
-synchronous_standby_names = 'standby'
 EOF
 echo "host replication sovereign 127.0.0.1/32 trust" >>"$WORK/primary/pg_hba.conf"
 as_pg "$BIN/pg_ctl" -D "$WORK/primary" -l "$WORK/primary.log" -w start >/dev/null
@@ -43,12 +42,16 @@ for db in log us_east sg_legacy custody data_keys; do
 done
 
 log "standby on $P2 (streaming, synchronous)"
-as_pg "$BIN/pg_basebackup" -h 127.0.0.1 -p $P1 -U sovereign -D "$WORK/standby" -R -X stream \
+as_pg "$BIN/pg_basebackup" -h 127.0.0.1 -p $P1 -U sovereign -D "$WORK/standby" -R -X stream -c fast \
     -d "application_name=standby"
 sed -i "s/^port = $P1/port = $P2/" "$WORK/standby/postgresql.conf"
 as_pg "$BIN/pg_ctl" -D "$WORK/standby" -l "$WORK/standby.log" -w start >/dev/null
+# Synchronous once the standby is there (before, every commit would wait for it).
+echo "synchronous_standby_names = 'standby'" >>"$WORK/primary/postgresql.conf"
+as_pg "$BIN/pg_ctl" -D "$WORK/primary" reload >/dev/null
 
-url() { echo "postgres://sovereign@127.0.0.1:$P1,127.0.0.1:$P2/$1?target_session_attrs=read-write&sslmode=disable"; }
+# Escaped for sed's replacement (`&` there means the match).
+url() { echo "postgres://sovereign@127.0.0.1:$P1,127.0.0.1:$P2/$1?target_session_attrs=read-write\&sslmode=disable"; }
 DATA="$WORK/data"
 "$SOV" init --data "$DATA" >/dev/null
 sed -i \
@@ -63,7 +66,10 @@ GW=()
 for port in 18181 18182; do
     "$SOV" serve --data "$DATA" --listen 127.0.0.1:$port 2>"$WORK/gw-$port.log" &
     GW+=($!)
-    until curl -sf http://127.0.0.1:$port/healthz >/dev/null; do sleep 0.2; done
+    until curl -sf http://127.0.0.1:$port/healthz >/dev/null; do
+        kill -0 "${GW[-1]}" 2>/dev/null || { cat "$WORK/gw-$port.log"; exit 1; }
+        sleep 0.2
+    done
 done
 log "two gateways serving"
 
@@ -92,7 +98,7 @@ as_pg "$BIN/pg_ctl" -D "$WORK/primary" -m immediate stop >/dev/null
 sleep 1
 as_pg "$BIN/pg_ctl" -D "$WORK/standby" -w promote >/dev/null
 log "standby promoted"
-sleep 20
+sleep 10
 touch "$WORK/stop"; wait $L1 $L2
 
 echo "answers per second (time: status count ...):"
