@@ -16,17 +16,20 @@
 //! that what is in force can be traced to the entry that recorded it. The crate knows nothing
 //! of HTTP, Cedar or the log's format.
 //!
-//! State lives in one SQLite file (one JSON document per record) and is held in memory too:
-//! custodian actions are human-scale, and the request path reads grants and suspensions on
-//! every access without touching the disk.
+//! State lives in one SQLite file, or in one PostgreSQL database that a fleet of gateways
+//! shares (one JSON document per record, `store.rs`), and is held in memory too: custodian
+//! actions are human-scale, and the request path reads grants and suspensions on every access
+//! without touching the store. Every change catches up with the store first and commits only
+//! if no other gateway committed meanwhile ([`CustodyError::Conflict`]).
 //!
 //! # The state verifies itself
 //!
-//! Whoever can write the SQLite file need not hold a custodian key, so the file is not trusted:
+//! Whoever can write the store need not hold a custodian key, so the store is not trusted:
 //! [`Custody::open`] and [`Custody::refresh`] check what they read against the configured
 //! [`Keys`] and refuse state that does not verify with [`CustodyError::Unverified`] (`refresh`
-//! keeps the state verified last in force, and checks again at every call until the file
-//! verifies). Checked (`verify.rs`):
+//! keeps the state verified last in force, and checks again at every call until the store
+//! verifies; meanwhile every change is refused, and the store does not count as reached, see
+//! [`Custody::reached_within`]). Checked (`verify.rs`):
 //!
 //! - every record carries a log index, and is stored under its own key;
 //! - the active invariant set and the active policy set: each was activated, is signed as the
@@ -63,7 +66,7 @@ mod verify;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
@@ -292,8 +295,11 @@ pub struct Custody {
     state: RwLock<State>,
     keys: Keys,
     ledger: Arc<dyn Ledger>,
-    /// When the store was last reached (read or written), in milliseconds since `opened`.
+    /// When the store was last reached and what it held verified (or was this process's own
+    /// commit), in milliseconds since `opened`.
     reached_ms: AtomicU64,
+    /// Set when another gateway's changes were taken up; see [`Custody::take_changed`].
+    changed: AtomicBool,
     opened: Instant,
 }
 
@@ -369,6 +375,7 @@ impl Custody {
             keys,
             ledger,
             reached_ms: AtomicU64::new(0),
+            changed: AtomicBool::new(false),
             opened: Instant::now(),
         })
     }
@@ -405,32 +412,38 @@ impl Custody {
     /// last looked; whether it did.
     fn catch_up(&self, store: &mut Store) -> Result<bool, CustodyError> {
         let version = store.version()?;
-        self.reached();
         // This process's own commits are in memory already.
         if store.verified_version == Some(version) {
+            self.reached();
             return Ok(false);
         }
         let (version, state) = store.load()?;
         verify::check(&state, &self.keys, self.ledger.as_ref())?;
         store.verified_version = Some(version);
         *self.state.write().unwrap_or_else(|p| p.into_inner()) = state;
+        self.changed.store(true, Ordering::Release);
+        self.reached();
         Ok(true)
     }
 
     /// The store, held for one change, with the state in memory caught up with it: what the
     /// change checks is what the store holds. A change made meanwhile by another gateway is
     /// caught when this one commits ([`CustodyError::Conflict`]). While the store holds state
-    /// that does not verify, a change builds on the state verified last.
+    /// that does not verify, every change is refused: it would be checked against state older
+    /// than the store's and could undo a later change (an older kill-switch serial accepted
+    /// over a newer one); the store is repaired by hand, or restored.
     fn lock_current(&self) -> Result<MutexGuard<'_, Store>, CustodyError> {
         let mut store = self.lock_store();
-        match self.catch_up(&mut store) {
-            Ok(_) => store.base_version = store.verified_version,
-            // The change is checked against the state verified last and may replace the record
-            // that fails: statements are signed, so a forged row is repaired by signing anew.
-            Err(CustodyError::Unverified { .. }) => store.base_version = Some(store.version()?),
-            Err(e) => return Err(e),
-        }
+        self.catch_up(&mut store)?;
         Ok(store)
+    }
+
+    /// Whether the state in memory was replaced by another gateway's changes since the last
+    /// call (taken up by [`Custody::refresh`] or by a change made here, which catches up
+    /// first): the caller then rebuilds what it derives from the state, such as the policy
+    /// engine in force.
+    pub fn take_changed(&self) -> bool {
+        self.changed.swap(false, Ordering::AcqRel)
     }
 
     /// Checks that this gateway holds the keys every gateway sharing the store at `location`
@@ -457,9 +470,10 @@ impl Custody {
         Store::open(location)?.meta_set(FLEET_IDENTITY, &ours)
     }
 
-    /// Whether the store was reached within `max`: by a look for changes (whatever it found)
-    /// or by a change. A gateway that cannot reach a shared store cannot know of a kill
-    /// switch or revocation made through another one, so it stops deciding after a while.
+    /// Whether the store was reached within `max`, by a look for changes or a change, and
+    /// what it held verified. A gateway that cannot reach a shared store, or cannot take up
+    /// what is there, cannot know of a kill switch or revocation made through another one, so
+    /// it stops deciding after a while.
     pub fn reached_within(&self, max: Duration) -> bool {
         let reached = Duration::from_millis(self.reached_ms.load(Ordering::Relaxed));
         self.opened.elapsed().saturating_sub(reached) <= max

@@ -130,6 +130,10 @@ enum Row<'a> {
     Meta(&'static str, &'a str),
 }
 
+/// How long a change waits for another gateway's change to commit (which includes its log
+/// append) before it gives up with [`CustodyError::Conflict`].
+const CHANGE_LOCK_TIMEOUT: &str = "SET LOCAL lock_timeout = '10s'";
+
 /// Everything stored, as read in one snapshot.
 struct Rows {
     /// (kind, id, body).
@@ -141,12 +145,8 @@ pub(crate) struct Store {
     backend: Backend,
     /// The store's version when the state in memory was loaded and verified (see the module's
     /// documentation). It is not advanced past state that failed verification, so that every
-    /// refresh looks at such state again until it verifies.
+    /// refresh looks at such state again until it verifies, and no change is made on it.
     pub(crate) verified_version: Option<i64>,
-    /// The store's version a change builds on: the verified one, or, while the store holds
-    /// state that does not verify, the version seen then (a signed change may replace the
-    /// forged record; the state in memory is the one verified last).
-    pub(crate) base_version: Option<i64>,
 }
 
 // One per process: the size of the PostgreSQL client does not matter.
@@ -196,7 +196,6 @@ impl Store {
         Ok(Store {
             backend,
             verified_version: None,
-            base_version: None,
         })
     }
 
@@ -288,7 +287,7 @@ impl Store {
         event: Event<'_>,
         log: LogFn<'_>,
     ) -> Result<u64, CustodyError> {
-        let verified = self.base_version;
+        let verified = self.verified_version;
         match &mut self.backend {
             Backend::Sqlite { path, conn, .. } => {
                 let fail = |e: rusqlite::Error| store_error(path, e);
@@ -329,13 +328,23 @@ impl Store {
                 let mut logged = None;
                 let new_version = with_client(target, client, |c| {
                     let mut tx = c.transaction()?;
-                    // The row lock orders the fleet's changes: held until commit.
-                    let version: i64 = tx
-                        .query_one(
-                            "SELECT version FROM custody_version WHERE id = 1 FOR UPDATE",
-                            &[],
-                        )?
-                        .get(0);
+                    // The row lock orders the fleet's changes: held until commit, which waits
+                    // for the log. Waiting longer for another gateway's change than a change
+                    // itself may take counts as a conflict (try again), not a hang.
+                    tx.batch_execute(CHANGE_LOCK_TIMEOUT)?;
+                    let locked = tx.query_one(
+                        "SELECT version FROM custody_version WHERE id = 1 FOR UPDATE",
+                        &[],
+                    );
+                    let version: i64 = match locked {
+                        Ok(row) => row.get(0),
+                        Err(e)
+                            if e.code() == Some(&postgres::error::SqlState::LOCK_NOT_AVAILABLE) =>
+                        {
+                            return Ok(None);
+                        }
+                        Err(e) => return Err(e),
+                    };
                     if Some(version) != verified {
                         return Ok(None);
                     }
@@ -377,10 +386,7 @@ impl Store {
                 })?;
                 match (new_version, logged) {
                     (Some(next), Some(Ok(index))) => {
-                        // Built on state that did not verify: the next look loads it all.
-                        if self.base_version == self.verified_version {
-                            self.verified_version = Some(next);
-                        }
+                        self.verified_version = Some(next);
                         Ok(index)
                     }
                     (_, Some(Err(e))) => Err(CustodyError::LogUnavailable(e)),
@@ -573,7 +579,13 @@ fn listen_loop(
                     // Whatever was committed while this gateway was not listening.
                     on_change();
                 }
-                Err(_) => backoff = (backoff * 2).min(Duration::from_secs(5)),
+                Err(e) => {
+                    // Once per failure; the once-a-second look still takes up changes.
+                    if backoff == LISTEN_POLL {
+                        tracing::warn!(error = %e, "cannot listen for the custody store's changes; trying again");
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
             }
             continue;
         };

@@ -760,6 +760,15 @@ impl Config {
 impl Config {
     fn validate_custody(&self, data_dir: &Path, problems: &mut Vec<(String, String)>) {
         let c = &self.custody;
+        // Anything else would be taken for a file name: a mistyped URL would quietly give
+        // this gateway a custody store of its own, apart from the fleet's.
+        let store = c.store.to_string_lossy();
+        if store.contains("://") && !pgconn::is_postgres_url(&store) {
+            problems.push((
+                "custody.store".into(),
+                "must be a file in the data folder or a postgres:// (postgresql://) URL".into(),
+            ));
+        }
         if c.signers.is_empty() {
             problems.push((
                 "custody.signers".into(),
@@ -1024,6 +1033,37 @@ mod tests {
             !problems.iter().any(|(k, _)| k.contains("cache")),
             "{problems:?}"
         );
+    }
+
+    #[test]
+    fn the_custody_store_is_a_file_or_a_postgres_url_and_its_staleness_bounded() {
+        let mut config = Config::parse(&crate::setup::default_config_text()).unwrap();
+        assert_eq!(config.custody.unreachable_after.as_secs(), 5);
+        let refused = |config: &Config, key: &str| {
+            config
+                .validate(Path::new("/nonexistent"))
+                .iter()
+                .any(|(k, _)| k == key)
+        };
+        for (store, bad) in [
+            ("custody/custody.sqlite", false),
+            ("postgres://sovereign@db/custody", false),
+            ("postgresql://sovereign@db/custody", false),
+            // A typo must not give this gateway a custody store of its own.
+            ("postgress://sovereign:pw@db/custody", true),
+            ("mysql://db/custody", true),
+        ] {
+            config.custody.store = store.into();
+            assert_eq!(refused(&config, "custody.store"), bad, "{store}");
+        }
+        for (seconds, bad) in [(1, true), (2, false), (3600, false), (3601, true)] {
+            config.custody.unreachable_after = std::time::Duration::from_secs(seconds);
+            assert_eq!(
+                refused(&config, "custody.unreachable_after"),
+                bad,
+                "{seconds}"
+            );
+        }
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! the log raises the fleet's alerts, so each is raised once, whichever gateways served the
 //! requests.
 //!
-//! Counting starts at the log's size when the gateway starts (as the Prometheus counters do).
+//! Only on a shared (PostgreSQL) log: on a log of its own a gateway's analytics already count
+//! everything. Counting starts at the log's size when the gateway starts (as the Prometheus counters do).
 //! A gateway further behind than [`MAX_BEHIND`] entries skips ahead rather than fall further
 //! behind: the counts then say how many entries were skipped.
 
@@ -99,6 +100,10 @@ impl FleetView {
         log: &logstore::Log,
         record: &dyn Fn(&Seen),
     ) -> Result<Vec<(AlertRequest, Authenticated)>, logstore::LogError> {
+        // A log of this gateway's own holds nothing its own analytics did not count.
+        if !self.shared {
+            return Ok(Vec::new());
+        }
         let size = log.size();
         let mut next = {
             let mut live = self.live();
@@ -127,7 +132,7 @@ impl FleetView {
         }
         let mut live = self.live();
         live.forget_before(now);
-        if !self.shared || !log.integrates() {
+        if !log.integrates() {
             return Ok(Vec::new());
         }
         let limit = self.bulk_limit;
@@ -154,8 +159,12 @@ impl FleetView {
             .collect())
     }
 
-    /// The fleet's counts, for the summary the dashboard and the stream show.
+    /// The fleet's counts, for the summary the dashboard and the stream show; null when the
+    /// log is this gateway's own.
     pub fn summary(&self) -> Value {
+        if !self.shared {
+            return Value::Null;
+        }
         let live = self.live();
         json!({
             "since_log_index": live.next,

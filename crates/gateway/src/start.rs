@@ -283,6 +283,15 @@ fn check_fleet_identity(
     if let Some(kek_id) = kek_id {
         identity.insert("keys.kek".into(), kek_id.into());
     }
+    // A gateway needing fewer signatures would accept (and write) what the others refuse.
+    let c = &config.custody;
+    identity.insert(
+        "custody thresholds".into(),
+        format!(
+            "policy {}, release {}, kill switch {}",
+            c.policy_threshold, c.release_threshold, c.kill_switch_threshold
+        ),
+    );
     for issuer in &config.auth.issuers {
         let mut keys = issuer.public_key_pem.iter().chain(issuer.jwks.iter());
         identity.insert(
@@ -682,7 +691,10 @@ async fn analytics_ticker(state: Arc<AppState>) {
         match fleet_alerts {
             Ok(Ok(alerts)) => {
                 for (alert, who) in alerts {
-                    let _ = state.raise_alert(alert, Some(&who)).await;
+                    // Raised again at the next look while the count stays above the limit.
+                    if let Err(e) = state.raise_alert(alert, Some(&who)).await {
+                        tracing::error!(error = %e.message, "cannot log the fleet's bulk-access alert");
+                    }
                 }
             }
             Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the log for the fleet's counts"),

@@ -125,7 +125,7 @@ impl AppState {
         })
     }
 
-    /// Takes up custody changes that another gateway on the same data folder committed (a
+    /// Takes up custody changes that another gateway sharing the custody store committed (a
     /// policy activation, the kill switch, grants), so that every gateway decides alike within
     /// about a second. State that does not verify (the custody crate checks signatures,
     /// thresholds, proofs and log indices, and through `custody_log.rs` the log entries and
@@ -133,24 +133,8 @@ impl AppState {
     /// force, and the problem is answered for an alert. Other failures keep the state too and
     /// are logged.
     pub fn take_up_custody_changes(&self) -> Option<String> {
-        match self.custody.refresh() {
-            Ok(false) => None,
-            Ok(true) => {
-                let active = self.custody.active_policy()?;
-                if active.hash == self.policy().policy_set_hash() {
-                    return None;
-                }
-                let engine = match verified_engine(&active) {
-                    Ok(engine) => engine,
-                    Err(problem) => {
-                        tracing::error!(policy_set = %active.hash, "{problem}; the policy set in force stays");
-                        return Some(problem);
-                    }
-                };
-                tracing::info!(policy_set = %active.hash, "policy set activated by another gateway, now in force here");
-                self.set_policy(engine);
-                None
-            }
+        let problem = match self.custody.refresh() {
+            Ok(_) => None,
             Err(e @ custody::CustodyError::Unverified { .. }) => {
                 tracing::error!(error = %e, "refused the custody store's state; the last verified state stays in force");
                 Some(e.to_string())
@@ -158,6 +142,26 @@ impl AppState {
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the custody store for changes");
                 None
+            }
+        };
+        // Taken up by this refresh, or by a change made here since the last one (a change
+        // catches up with the store first).
+        if !self.custody.take_changed() {
+            return problem;
+        }
+        let active = self.custody.active_policy()?;
+        if active.hash == self.policy().policy_set_hash() {
+            return problem;
+        }
+        match verified_engine(&active) {
+            Ok(engine) => {
+                tracing::info!(policy_set = %active.hash, "policy set activated by another gateway, now in force here");
+                self.set_policy(engine);
+                problem
+            }
+            Err(engine_problem) => {
+                tracing::error!(policy_set = %active.hash, "{engine_problem}; the policy set in force stays");
+                Some(engine_problem)
             }
         }
     }

@@ -554,20 +554,37 @@ fn a_change_by_a_second_custody_on_the_same_file_is_taken_up() {
 }
 
 #[test]
-fn a_refused_state_keeps_the_last_verified_one_and_this_process_can_still_change_it() {
+fn a_refused_state_keeps_the_last_verified_one_and_refuses_changes_until_repaired() {
     let fixture = Fixture::new();
     let log = Log::new(false);
     let append = |e: Event<'_>| log.append(e);
     let custody = fixture.open();
     populate(&fixture, &custody, &log);
-    fixture.edit("suspension", "US", |s| s["suspended"] = json!(false));
+    let original = fixture.edit("suspension", "US", |s| s["suspended"] = json!(false));
     fixture.assert_refused(&custody, "kill switch for US");
-    // A signed lift through the crate replaces the forged record: the state verifies again
-    // and is taken up, though no other process committed since.
-    suspend(&fixture, &custody, KillCommand::Lift, 2, &append);
-    assert!(!custody.is_suspended("US"));
+    assert!(
+        custody.is_suspended("US"),
+        "the state verified last stays in force"
+    );
+    // A change would be checked against state older than the store's, and could undo a
+    // later change another gateway made: refused, and nothing is logged.
+    let logged = log.events.lock().unwrap().len();
+    let signed = fixture.sign(Statement::KillSwitch {
+        command: KillCommand::Lift,
+        jurisdiction: "US".into(),
+        serial: 2,
+    });
+    let error = custody
+        .apply_kill_switch(&signed, |j| j == "US", 20, &append)
+        .unwrap_err();
+    assert_unverified(&error, "kill switch for US");
+    assert_eq!(log.events.lock().unwrap().len(), logged);
+    // Repaired by hand (or restored): taken up once, and changes are accepted again.
+    fixture.put("suspension", "US", &original);
     assert!(custody.refresh().unwrap());
     assert!(!custody.refresh().unwrap());
+    suspend(&fixture, &custody, KillCommand::Lift, 2, &append);
+    assert!(!custody.is_suspended("US"));
     fixture.open();
 }
 

@@ -298,8 +298,11 @@
   }
 
   // Every gateway's decisions, as the shared log records them (this gateway's own included).
+  // Null when the log is this gateway's own: then the line is hidden.
   function renderFleet(fleet) {
-    const t = (fleet && fleet.totals) || {};
+    $('fleet-totals').parentElement.hidden = !fleet;
+    if (!fleet) return;
+    const t = fleet.totals || {};
     const locations = Object.entries((fleet && fleet.by_location) || {})
       .map(([place, c]) => `${place} ${number(c.allow + c.deny + c.partial)}`)
       .join(', ');

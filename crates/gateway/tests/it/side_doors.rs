@@ -730,6 +730,26 @@ async fn a_grant_forged_in_the_custody_store_is_refused_by_the_log() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["status"], "pending", "{body}");
 
+    // Nor can the gateway take up what other gateways may have changed since (a revocation,
+    // the kill switch): after `custody.unreachable_after` it stops deciding.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let Reply { status, body, .. } = server
+            .get("/v1/subjects/u-1/records/profile/main")
+            .bearer(&alice)
+            .purpose("ticket 5")
+            .await;
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            assert_eq!(body["error"], "custody_unreachable", "{body}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still deciding: {status} {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+
     // And a gateway does not start on it.
     let dir = server.stop_keep().await;
     let refused = gateway::Gateway::open(dir.path()).err().expect("refused");
