@@ -47,6 +47,14 @@ mod tls;
 
 /// How long connecting waits when the URL sets no `connect_timeout`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Sent data unacknowledged this long closes the connection (unless the URL sets
+/// `tcp_user_timeout`).
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(15);
+/// An idle connection is probed after this long, every `KEEPALIVE_INTERVAL`, and closed after
+/// `KEEPALIVE_RETRIES` unanswered probes (unless the URL sets `keepalives_*`).
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const KEEPALIVE_RETRIES: u32 = 3;
 
 /// How long an operation waits for a free pooled connection (or a new one) before failing.
 const POOL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -233,6 +241,21 @@ impl Target {
         });
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        // A server that stops answering without closing the connection (a partition, a host
+        // gone) must fail the call within seconds, not after the kernel's two hours: callers
+        // such as the custody follower hold locks while they wait. The URL may say otherwise.
+        if param("tcp_user_timeout").is_none() {
+            config.tcp_user_timeout(TCP_USER_TIMEOUT);
+        }
+        if param("keepalives_idle").is_none() {
+            config.keepalives_idle(KEEPALIVE_IDLE);
+        }
+        if param("keepalives_interval").is_none() {
+            config.keepalives_interval(KEEPALIVE_INTERVAL);
+        }
+        if param("keepalives_retries").is_none() {
+            config.keepalives_retries(KEEPALIVE_RETRIES);
         }
         let roots = match root_file {
             Some(path) => Some(read_roots(Path::new(path))?),
@@ -521,6 +544,38 @@ mod tests {
             assert_eq!(target.name(), name);
             assert!(!format!("{target:?}").contains("s3cret"));
         }
+    }
+
+    #[test]
+    fn a_silent_server_is_noticed_within_seconds_unless_the_url_says_otherwise() {
+        let target = Target::parse("postgres://u@h/d").unwrap();
+        assert_eq!(target.config.get_keepalives_idle(), KEEPALIVE_IDLE);
+        assert_eq!(
+            target.config.get_keepalives_interval(),
+            Some(KEEPALIVE_INTERVAL)
+        );
+        assert_eq!(
+            target.config.get_keepalives_retries(),
+            Some(KEEPALIVE_RETRIES)
+        );
+        assert_eq!(
+            target.config.get_tcp_user_timeout(),
+            Some(&TCP_USER_TIMEOUT)
+        );
+        let target = Target::parse(
+            "postgres://u@h/d?keepalives_idle=60&keepalives_interval=7&keepalives_retries=9&tcp_user_timeout=30",
+        )
+        .unwrap();
+        assert_eq!(target.config.get_keepalives_idle(), Duration::from_secs(60));
+        assert_eq!(
+            target.config.get_keepalives_interval(),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(target.config.get_keepalives_retries(), Some(9));
+        assert_eq!(
+            target.config.get_tcp_user_timeout(),
+            Some(&Duration::from_secs(30))
+        );
     }
 
     #[test]
