@@ -7,9 +7,9 @@
 //! requests.
 //!
 //! Only on a shared (PostgreSQL) log: on a log of its own a gateway's analytics already count
-//! everything. Counting starts at the log's size when the gateway starts (as the Prometheus counters do).
-//! A gateway further behind than [`MAX_BEHIND`] entries skips ahead rather than fall further
-//! behind: the counts then say how many entries were skipped.
+//! everything. Counting starts at the log's size when the gateway starts (as the Prometheus
+//! counters do). A gateway further behind than [`MAX_BEHIND`] entries skips ahead rather than
+//! fall further behind: the counts then say how many entries were skipped.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
