@@ -408,6 +408,24 @@ impl Custody {
         self.catch_up(&mut store)
     }
 
+    /// Whether there is anything for [`Custody::refresh`] and [`Custody::take_changed`] to
+    /// take up: another gateway committed since this one last looked (one cheap query), or a
+    /// change made here took up another's. Meant to be asked before taking whatever lock
+    /// `refresh` is called under, so that a store that is slow to answer holds up nothing
+    /// else; a store that cannot be answered is not counted as reached.
+    pub fn has_news(&self) -> Result<bool, CustodyError> {
+        if self.changed.load(Ordering::Acquire) {
+            return Ok(true);
+        }
+        let mut store = self.lock_store();
+        let version = store.version()?;
+        if store.verified_version == Some(version) {
+            self.reached();
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
     /// Loads and verifies what the store holds if another gateway changed it since this one
     /// last looked; whether it did.
     fn catch_up(&self, store: &mut Store) -> Result<bool, CustodyError> {

@@ -632,6 +632,18 @@ async fn follow_custody(state: Arc<AppState>) {
             _ = interval.tick() => {}
             () = heard.notified() => {}
         }
+        // Asked first without the custody gate, so that a store slow to answer holds up no
+        // decision (those stop on their own once it was not reached for a while).
+        let asking = state.custody.clone();
+        match blocking(move || asking.has_news()).await {
+            Ok(Ok(false)) => continue,
+            Ok(Ok(true)) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot read the custody store for changes");
+                continue;
+            }
+            Err(_) => continue,
+        }
         // Another gateway's custody changes come in like this gateway's own: with no
         // decision in flight across them.
         if let Ok(Some(problem)) = state
