@@ -4,9 +4,9 @@
 //! each record it writes carries that event's log index.
 //!
 //! Both stores keep a version that changes exactly when another gateway commits (SQLite's
-//! `data_version`, a counter row on PostgreSQL). A change is checked against the state in
-//! memory, and is committed only if the version under the store's write lock is still the
-//! one that state was loaded at: otherwise nothing is written and the change fails with
+//! `data_version`; on PostgreSQL a row holding a random stamp per commit). A change is
+//! checked against the state in memory, and is committed only if the version under the
+//! store's write lock is still the one that state was loaded at: otherwise nothing is written and the change fails with
 //! [`CustodyError::Conflict`], so that two gateways can never both act on the same old state
 //! (two approvals each recording only their own, two first policy activations).
 
@@ -56,6 +56,8 @@ CREATE TABLE custody_meta (
 );
 CREATE TABLE custody_version (
     id      INTEGER PRIMARY KEY CHECK (id = 1),
+    -- A random stamp per commit, not a counter: a database restored from a backup, or an
+    -- asynchronous standby promoted, cannot bring back a stamp a gateway took for current.
     version BIGINT NOT NULL
 );
 INSERT INTO custody_version (id, version) VALUES (1, 0);
@@ -66,7 +68,7 @@ CREATE TABLE custody_artifacts (
 "];
 const PG_SCHEMA_KEY: &str = "custody";
 
-/// The channel a commit notifies on PostgreSQL (its payload: the new version).
+/// The channel a commit notifies on PostgreSQL (its payload: the new version stamp).
 pub const CHANGE_CHANNEL: &str = "sovereign_custody";
 
 pub(crate) const REQUEST: &str = "request";
@@ -374,7 +376,7 @@ impl Store {
                     for write in writes.iter().filter(|w| matches!(w, Write::Record { .. })) {
                         put(&mut tx, write.row(Some(index)))?;
                     }
-                    let next = version + 1;
+                    let next = new_stamp(version);
                     tx.execute("UPDATE custody_version SET version = $1", &[&next])?;
                     // Delivered to every listening gateway when (and only if) this commits.
                     tx.execute(
@@ -626,6 +628,19 @@ fn with_client<T>(
         *client = None;
         pg_error(target, target.error(e))
     })
+}
+
+/// A random version stamp for a PostgreSQL commit, other than `current`: versions are only
+/// compared for equality, and a counter could repeat after a restore (see `PG_SCHEMA`).
+fn new_stamp(current: i64) -> i64 {
+    loop {
+        let mut bytes = [0u8; 8];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+        let stamp = i64::from_le_bytes(bytes);
+        if stamp != current {
+            return stamp;
+        }
+    }
 }
 
 fn store_error(path: &Path, e: impl std::fmt::Display) -> CustodyError {

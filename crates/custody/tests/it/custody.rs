@@ -554,3 +554,54 @@ fn a_gateway_with_other_keys_than_the_first_is_refused_until_they_are_replaced(f
     // The custody state itself is untouched and still opens.
     fixture.open();
 }
+
+/// A PostgreSQL custody database restored from a backup (or an asynchronous standby
+/// promoted) goes back to an older state; the next commit on it must not look, to a gateway
+/// that saw the newer state, like the very version it already holds.
+#[test]
+fn a_gateway_notices_a_restored_store_even_after_a_new_commit() {
+    let Some(fixture) = Fixture::postgres() else {
+        return;
+    };
+    let Some((server, url)) = &fixture.postgres else {
+        unreachable!("a PostgreSQL fixture");
+    };
+    let database = url.rsplit('/').next().unwrap();
+    let mut sql = server.client(database);
+    let log = Log::new(false);
+    let append = |e: Event<'_>| log.append(e);
+    let request = |custody: &custody::Custody, who: &str| {
+        custody
+            .create_request(new_request(), &person(who, "usds"), RULES, 1000, &append)
+            .unwrap()
+            .0
+            .id
+    };
+    let first = fixture.open();
+    let watching = fixture.open();
+    let kept = request(&first, "alice");
+    // The backup.
+    sql.batch_execute(
+        "CREATE TABLE backup_records AS SELECT * FROM custody_records;
+         CREATE TABLE backup_version AS SELECT * FROM custody_version;",
+    )
+    .unwrap();
+    let lost = request(&first, "bob");
+    assert!(watching.refresh().unwrap());
+    assert!(watching.request(&lost).is_ok());
+
+    // Restored, then one commit on the restored store by a gateway that started on it.
+    sql.batch_execute(
+        "DELETE FROM custody_records; INSERT INTO custody_records SELECT * FROM backup_records;
+         UPDATE custody_version SET version = (SELECT version FROM backup_version);",
+    )
+    .unwrap();
+    let restarted = fixture.open();
+    request(&restarted, "carol");
+    assert!(watching.refresh().unwrap(), "the restored store is loaded");
+    assert!(
+        watching.request(&lost).is_err(),
+        "what the backup lacks is gone"
+    );
+    assert!(watching.request(&kept).is_ok());
+}
