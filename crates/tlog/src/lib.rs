@@ -19,6 +19,9 @@
 //! * [C2SP signed-note](https://c2sp.org/signed-note) with Ed25519 keys: [`note`].
 //! * [C2SP tlog-checkpoint](https://c2sp.org/tlog-checkpoint): [`checkpoint`].
 //! * [C2SP tlog-proof](https://c2sp.org/tlog-proof): [`proof`].
+//! * [C2SP tlog-cosignature](https://c2sp.org/tlog-cosignature) (`cosignature/v1`) and
+//!   quorums of witnesses: [`cosignature`]; the [C2SP tlog-witness](https://c2sp.org/tlog-witness)
+//!   `add-checkpoint` request: [`witness`].
 //!
 //! And [`verify::verify_log`], the monitor's engine: given a way to fetch the
 //! log's files and the log's key, it checks the signed checkpoint, consistency
@@ -43,12 +46,14 @@
 
 pub mod bundle;
 pub mod checkpoint;
+pub mod cosignature;
 pub mod hash;
 pub mod note;
 pub mod proof;
 pub mod tile;
 pub mod tree;
 pub mod verify;
+pub mod witness;
 
 pub use bundle::{BundleError, MAX_ENTRY_SIZE, decode_bundle, encode_bundle};
 pub use checkpoint::{Checkpoint, CheckpointError, open_checkpoint, sign_checkpoint};

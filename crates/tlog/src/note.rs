@@ -123,7 +123,7 @@ pub fn key_id(name: &str, typed_key: &[u8]) -> u32 {
 }
 
 /// Splits `s` at the first `sep`: `(before, after)`, or `(s, "")` without one.
-fn chop(s: &str, sep: char) -> (&str, &str) {
+pub(crate) fn chop(s: &str, sep: char) -> (&str, &str) {
     s.split_once(sep).unwrap_or((s, ""))
 }
 
@@ -133,6 +133,76 @@ fn parse_key_id(s: &str) -> Option<u32> {
         return None;
     }
     u32::from_str_radix(s, 16).ok()
+}
+
+/// Parses a verifier key string `<name>+<key ID>+<base64(alg || Ed25519 key)>` whose
+/// signature type must be `alg`: the name, the key ID (checked against name and key) and the
+/// key. Shared by note keys (`0x01`) and cosigner keys (`0x04`).
+pub(crate) fn parse_vkey(vkey: &str, alg: u8) -> Result<(String, u32, VerifyingKey), NoteError> {
+    let (name, rest) = chop(vkey, '+');
+    let (id_hex, key64) = chop(rest, '+');
+    if !is_valid_name(name) {
+        return Err(NoteError::InvalidName(name.to_string()));
+    }
+    let stated =
+        parse_key_id(id_hex).ok_or(NoteError::MalformedKey("key ID is not 8 hex digits"))?;
+    let typed = STANDARD
+        .decode(key64)
+        .map_err(|_| NoteError::MalformedKey("key is not base64"))?;
+    let Some((&stated_alg, key)) = typed.split_first() else {
+        return Err(NoteError::MalformedKey("empty key"));
+    };
+    let computed = key_id(name, &typed);
+    if computed != stated {
+        return Err(NoteError::KeyIdMismatch {
+            name: name.to_string(),
+            stated,
+            computed,
+        });
+    }
+    if stated_alg != alg {
+        return Err(NoteError::UnknownAlgorithm(stated_alg));
+    }
+    let key: [u8; 32] = key
+        .try_into()
+        .map_err(|_| NoteError::MalformedKey("Ed25519 public key is not 32 bytes"))?;
+    let key = VerifyingKey::from_bytes(&key)
+        .map_err(|_| NoteError::MalformedKey("invalid Ed25519 public key"))?;
+    Ok((name.to_string(), stated, key))
+}
+
+/// Parses a signer key string `PRIVATE+KEY+<name>+<key ID>+<base64(alg || seed)>` whose
+/// signature type must be `alg`: the name, the stated key ID (for the caller to check
+/// against the derived public key) and the Ed25519 seed.
+pub(crate) fn parse_skey(skey: &str, alg: u8) -> Result<(String, u32, [u8; 32]), NoteError> {
+    let (private, rest) = chop(skey, '+');
+    let (key_word, rest) = chop(rest, '+');
+    if private != "PRIVATE" || key_word != "KEY" {
+        return Err(NoteError::MalformedKey(
+            "signer key does not start with PRIVATE+KEY+",
+        ));
+    }
+    let (name, rest) = chop(rest, '+');
+    // The base64 may itself contain '+': only the first one separates.
+    let (id_hex, key64) = chop(rest, '+');
+    if !is_valid_name(name) {
+        return Err(NoteError::InvalidName(name.to_string()));
+    }
+    let stated =
+        parse_key_id(id_hex).ok_or(NoteError::MalformedKey("key ID is not 8 hex digits"))?;
+    let typed = STANDARD
+        .decode(key64)
+        .map_err(|_| NoteError::MalformedKey("key is not base64"))?;
+    let Some((&stated_alg, seed)) = typed.split_first() else {
+        return Err(NoteError::MalformedKey("empty key"));
+    };
+    if stated_alg != alg {
+        return Err(NoteError::UnknownAlgorithm(stated_alg));
+    }
+    let seed: [u8; 32] = seed
+        .try_into()
+        .map_err(|_| NoteError::MalformedKey("Ed25519 seed is not 32 bytes"))?;
+    Ok((name.to_string(), stated, seed))
 }
 
 /// A public key that verifies note signatures.
@@ -146,37 +216,9 @@ pub struct Verifier {
 impl Verifier {
     /// Parses a verifier key string `<name>+<key ID>+<base64(0x01 || key)>`.
     pub fn new(vkey: &str) -> Result<Verifier, NoteError> {
-        let (name, rest) = chop(vkey, '+');
-        let (id_hex, key64) = chop(rest, '+');
-        if !is_valid_name(name) {
-            return Err(NoteError::InvalidName(name.to_string()));
-        }
-        let stated =
-            parse_key_id(id_hex).ok_or(NoteError::MalformedKey("key ID is not 8 hex digits"))?;
-        let typed = STANDARD
-            .decode(key64)
-            .map_err(|_| NoteError::MalformedKey("key is not base64"))?;
-        let Some((&alg, key)) = typed.split_first() else {
-            return Err(NoteError::MalformedKey("empty key"));
-        };
-        let computed = key_id(name, &typed);
-        if computed != stated {
-            return Err(NoteError::KeyIdMismatch {
-                name: name.to_string(),
-                stated,
-                computed,
-            });
-        }
-        if alg != ALG_ED25519 {
-            return Err(NoteError::UnknownAlgorithm(alg));
-        }
-        let key: [u8; 32] = key
-            .try_into()
-            .map_err(|_| NoteError::MalformedKey("Ed25519 public key is not 32 bytes"))?;
-        let key = VerifyingKey::from_bytes(&key)
-            .map_err(|_| NoteError::MalformedKey("invalid Ed25519 public key"))?;
+        let (name, stated, key) = parse_vkey(vkey, ALG_ED25519)?;
         Ok(Verifier {
-            name: name.to_string(),
+            name,
             key_id: stated,
             key,
         })
@@ -189,7 +231,7 @@ impl Verifier {
         }
         Ok(Verifier {
             name: name.to_string(),
-            key_id: key_id(name, &typed_key(&key)),
+            key_id: key_id(name, &typed_key_of(ALG_ED25519, &key)),
             key,
         })
     }
@@ -229,7 +271,7 @@ impl fmt::Display for Verifier {
             "{}+{:08x}+{}",
             self.name,
             self.key_id,
-            STANDARD.encode(typed_key(&self.key))
+            STANDARD.encode(typed_key_of(ALG_ED25519, &self.key))
         )
     }
 }
@@ -240,9 +282,10 @@ impl fmt::Debug for Verifier {
     }
 }
 
-fn typed_key(key: &VerifyingKey) -> Vec<u8> {
+/// The signature type byte followed by the public key, as key IDs hash it.
+pub(crate) fn typed_key_of(alg: u8, key: &VerifyingKey) -> Vec<u8> {
     let mut typed = Vec::with_capacity(33);
-    typed.push(ALG_ED25519);
+    typed.push(alg);
     typed.extend_from_slice(key.as_bytes());
     typed
 }
@@ -258,38 +301,12 @@ pub struct Signer {
 impl Signer {
     /// Parses a signer key string `PRIVATE+KEY+<name>+<key ID>+<base64(0x01 || seed)>`.
     pub fn new(skey: &str) -> Result<Signer, NoteError> {
-        let (private, rest) = chop(skey, '+');
-        let (key_word, rest) = chop(rest, '+');
-        if private != "PRIVATE" || key_word != "KEY" {
-            return Err(NoteError::MalformedKey(
-                "signer key does not start with PRIVATE+KEY+",
-            ));
-        }
-        let (name, rest) = chop(rest, '+');
-        // The base64 may itself contain '+': only the first one separates.
-        let (id_hex, key64) = chop(rest, '+');
-        if !is_valid_name(name) {
-            return Err(NoteError::InvalidName(name.to_string()));
-        }
-        let stated =
-            parse_key_id(id_hex).ok_or(NoteError::MalformedKey("key ID is not 8 hex digits"))?;
-        let typed = STANDARD
-            .decode(key64)
-            .map_err(|_| NoteError::MalformedKey("key is not base64"))?;
-        let Some((&alg, seed)) = typed.split_first() else {
-            return Err(NoteError::MalformedKey("empty key"));
-        };
-        if alg != ALG_ED25519 {
-            return Err(NoteError::UnknownAlgorithm(alg));
-        }
-        let seed: &[u8; 32] = seed
-            .try_into()
-            .map_err(|_| NoteError::MalformedKey("Ed25519 seed is not 32 bytes"))?;
+        let (name, stated, seed) = parse_skey(skey, ALG_ED25519)?;
         // The key ID hashes the public key, which must be derived first.
-        let signer = Signer::from_ed25519_seed(name, seed)?;
+        let signer = Signer::from_ed25519_seed(&name, &seed)?;
         if signer.key_id != stated {
             return Err(NoteError::KeyIdMismatch {
-                name: name.to_string(),
+                name,
                 stated,
                 computed: signer.key_id,
             });
@@ -305,7 +322,7 @@ impl Signer {
         let key = SigningKey::from_bytes(seed);
         Ok(Signer {
             name: name.to_string(),
-            key_id: key_id(name, &typed_key(&key.verifying_key())),
+            key_id: key_id(name, &typed_key_of(ALG_ED25519, &key.verifying_key())),
             key,
         })
     }
