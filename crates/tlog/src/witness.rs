@@ -38,16 +38,7 @@ impl AddCheckpoint {
     /// Parses a request body strictly.
     pub fn parse(body: &[u8]) -> Result<AddCheckpoint, MalformedRequest> {
         let mut rest = body;
-        let mut next_line = || -> Result<&[u8], MalformedRequest> {
-            let end = rest
-                .iter()
-                .position(|&b| b == b'\n')
-                .ok_or(MalformedRequest("a line does not end in a newline"))?;
-            let line = &rest[..end];
-            rest = &rest[end + 1..];
-            Ok(line)
-        };
-        let old = next_line()?;
+        let old = next_line(&mut rest)?;
         let old = old
             .strip_prefix(b"old ")
             .and_then(|s| std::str::from_utf8(s).ok())
@@ -57,7 +48,7 @@ impl AddCheckpoint {
             ))?;
         let mut proof = Vec::new();
         loop {
-            let line = next_line()?;
+            let line = next_line(&mut rest)?;
             if line.is_empty() {
                 break;
             }
@@ -72,7 +63,6 @@ impl AddCheckpoint {
                 ))?;
             proof.push(hash);
         }
-        drop(next_line);
         Ok(AddCheckpoint {
             old_size: old,
             proof,
@@ -91,6 +81,17 @@ impl AddCheckpoint {
         out.extend_from_slice(&self.checkpoint);
         out
     }
+}
+
+/// The next line of `rest` (without its newline), which moves past it.
+fn next_line<'a>(rest: &mut &'a [u8]) -> Result<&'a [u8], MalformedRequest> {
+    let end = rest
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or(MalformedRequest("a line does not end in a newline"))?;
+    let line = &rest[..end];
+    *rest = &rest[end + 1..];
+    Ok(line)
 }
 
 /// Parses a `text/x.tlog.size` body: a decimal size and a newline.
