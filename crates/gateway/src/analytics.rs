@@ -11,7 +11,7 @@
 //! minute, never by traffic: history is 60 seconds, the feed 50 decisions, alerts 20.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
@@ -454,8 +454,12 @@ impl Analytics {
     /// checkpoint's own age: on an idle log the checkpoint grows old legitimately, and the
     /// first entry after a quiet spell has waited no time at all. May read that one entry
     /// from the log (once per entry): call it off the async threads.
-    pub fn checkpoint_late(&self, log: &logstore::Log) -> Option<AlertRequest> {
-        let state = LogState::read(log);
+    pub fn checkpoint_late(
+        &self,
+        log: &logstore::Log,
+        served: Arc<logstore::Published>,
+    ) -> Option<AlertRequest> {
+        let state = LogState::read(log, served);
         let deadline = Duration::from_secs(self.settings.checkpoint_deadline_seconds);
         let uncovered = state.uncovered();
         // An entry the checkpoint does not cover was added after it was signed, so it cannot
@@ -528,15 +532,16 @@ impl Analytics {
         self.handle.run_upkeep();
     }
 
-    /// The summary the stream sends each second. `log`, `pending` and `restricted` (the
+    /// The summary the stream sends each second. `log`, `served` (the checkpoint served), `pending` and `restricted` (the
     /// configured restricted countries, for the dashboard to mark) come from the state.
     pub fn summary(
         &self,
         log: &logstore::Log,
+        served: Arc<logstore::Published>,
         pending: &[custody::AccessRequest],
         restricted: &std::collections::BTreeSet<String>,
     ) -> Value {
-        let state = LogState::read(log);
+        let state = LogState::read(log, served);
         let live = self.live();
         json!({
             "time": rfc3339_millis(SystemTime::now()),
@@ -608,8 +613,13 @@ impl Analytics {
     }
 
     /// Renders the Prometheus text exposition, after setting the gauges read from `log`.
-    pub fn render(&self, log: &logstore::Log, pending_approvals: usize) -> String {
-        let state = LogState::read(log);
+    pub fn render(
+        &self,
+        log: &logstore::Log,
+        served: Arc<logstore::Published>,
+        pending_approvals: usize,
+    ) -> String {
+        let state = LogState::read(log, served);
         self.record(|| {
             metrics::gauge!("sovereign_log_size_entries").set(state.size as f64);
             metrics::gauge!("sovereign_log_checkpoint_size_entries")
@@ -626,15 +636,15 @@ impl Analytics {
 /// The log as the analytics report it, read once for a summary, a scrape or a check.
 struct LogState {
     size: u64,
-    checkpoint: std::sync::Arc<logstore::Published>,
+    checkpoint: Arc<logstore::Published>,
     /// Entries the latest signed checkpoint covers (0 before the first is signed).
     checkpoint_size: u64,
     age: Duration,
 }
 
 impl LogState {
-    fn read(log: &logstore::Log) -> LogState {
-        let checkpoint = log.checkpoint();
+    /// The log and the checkpoint it serves (the witnessed one, with witnesses).
+    fn read(log: &logstore::Log, checkpoint: Arc<logstore::Published>) -> LogState {
         // Before the writer signs its first checkpoint, `size` is a sentinel for "none".
         let checkpoint_size = if checkpoint.size == u64::MAX {
             0

@@ -324,6 +324,30 @@ pub struct LogConfig {
     /// they never change); 0 keeps none.
     #[serde(default = "default_tile_cache_mib")]
     pub tile_cache_mib: usize,
+    /// The witnesses asked to cosign each checkpoint (C2SP tlog-witness).
+    #[serde(default)]
+    pub witnesses: Vec<WitnessConfig>,
+    /// How many of `witnesses` must have cosigned a checkpoint before `/log/checkpoint`
+    /// serves it; 0 serves the log's own signature alone.
+    #[serde(default)]
+    pub witness_quorum: usize,
+    /// How long one request to a witness may take.
+    #[serde(default = "default_witness_timeout")]
+    pub witness_timeout_ms: u64,
+}
+
+/// One `[[log.witnesses]]` table.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WitnessConfig {
+    /// The witness's submission prefix: `add-checkpoint` is posted to `<url>/add-checkpoint`.
+    pub url: String,
+    /// The witness's verifier key (a C2SP vkey of key type 0x04, `name+keyid+base64`).
+    pub key: String,
+}
+
+fn default_witness_timeout() -> u64 {
+    5000
 }
 
 fn default_tile_cache_mib() -> usize {
@@ -638,6 +662,7 @@ impl Config {
         if self.log.tile_cache_mib > 65_536 {
             problems.push(("log.tile_cache_mib".into(), "at most 65536".into()));
         }
+        self.validate_witnesses(&mut problems);
         for (field, path) in [
             ("log.signer_key", &self.log.signer_key),
             ("log.pseudonym_key", &self.log.pseudonym_key),
@@ -758,6 +783,40 @@ impl Config {
 }
 
 impl Config {
+    fn validate_witnesses(&self, problems: &mut Vec<(String, String)>) {
+        let mut keys = Vec::new();
+        for (i, w) in self.log.witnesses.iter().enumerate() {
+            let key = format!("log.witnesses[{i}]");
+            if !(w.url.starts_with("http://") || w.url.starts_with("https://"))
+                || reqwest::Url::parse(&w.url).is_err()
+            {
+                problems.push((
+                    format!("{key}.url"),
+                    format!("`{}` is not an http:// or https:// URL (the witness's submission prefix)", w.url),
+                ));
+            }
+            match tlog::cosignature::WitnessKey::new(&w.key) {
+                Ok(k) => keys.push(k),
+                Err(e) => problems.push((
+                    format!("{key}.key"),
+                    format!("not a witness verifier key (a C2SP vkey of key type 0x04; `sovereign witness key` prints one): {e}"),
+                )),
+            }
+        }
+        if self.log.witness_quorum > 0
+            && let Err(e) =
+                tlog::cosignature::WitnessPolicy::new(keys, self.log.witness_quorum)
+        {
+            problems.push(("log.witness_quorum".into(), e.to_string()));
+        }
+        if !(100..=60_000).contains(&self.log.witness_timeout_ms) {
+            problems.push((
+                "log.witness_timeout_ms".into(),
+                "must be between 100 and 60000".into(),
+            ));
+        }
+    }
+
     fn validate_custody(&self, data_dir: &Path, problems: &mut Vec<(String, String)>) {
         let c = &self.custody;
         // Anything else would be taken for a file name: a mistyped URL would quietly give

@@ -29,6 +29,7 @@ pub mod serve;
 pub mod setup;
 pub mod start;
 pub mod state;
+pub mod witnessing;
 
 pub use start::{
     Gateway, PolicyFiles, StartOptions, open_custody, open_envelope, open_log, read_policy_files,

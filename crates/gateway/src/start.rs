@@ -102,6 +102,8 @@ impl Gateway {
             pgconn::is_postgres_url(&config.log.store),
         );
         let timeout = Duration::from_secs(config.server.request_timeout_seconds);
+        let witnessing = crate::witnessing::Witnessing::new(&config.log, data_dir, &log)?
+            .map(Arc::new);
         let state = Arc::new(AppState {
             config,
             data_dir: data_dir.to_path_buf(),
@@ -118,6 +120,7 @@ impl Gateway {
             analytics: analytics::Analytics::new(analytics_settings),
             fleet,
             proof_slots: tokio::sync::Semaphore::new(proof::CONCURRENT_PROOFS),
+            witnessing,
         });
         let router = api_router
             .fallback(http::middleware::no_route)
@@ -156,9 +159,12 @@ impl Gateway {
     ) -> anyhow::Result<()> {
         let ticker = tokio::spawn(analytics_ticker(self.state.clone()));
         let follower = tokio::spawn(follow_custody(self.state.clone()));
+        let witnessing = self.state.witnessing.clone().map(|w| {
+            tokio::spawn(w.run(self.state.log.clone()))
+        });
         let limits = serve::Limits::from_config(&self.state.config.server);
         serve::serve(listener, self.router, self.state.clone(), limits, shutdown).await;
-        for task in [ticker, follower] {
+        for task in [ticker, follower].into_iter().chain(witnessing) {
             task.abort();
             let _ = task.await;
         }
@@ -671,7 +677,10 @@ async fn analytics_ticker(state: Arc<AppState>) {
         state.analytics.tick();
         // Off the async threads: it may read an entry from the log.
         let checking = state.clone();
-        let late = blocking(move || checking.analytics.checkpoint_late(&checking.log))
+        let late = blocking(move || {
+            let served = checking.served_checkpoint();
+            checking.analytics.checkpoint_late(&checking.log, served)
+        })
             .await
             .ok()
             .flatten();

@@ -44,9 +44,20 @@ pub struct AppState {
     pub fleet: crate::fleet_view::FleetView,
     /// Proofs that may run at once (each runs a cvc5 process); others wait their turn.
     pub proof_slots: tokio::sync::Semaphore,
+    /// The witnesses that cosign checkpoints, if `log.witness_quorum` is above 0.
+    pub witnessing: Option<Arc<crate::witnessing::Witnessing>>,
 }
 
 impl AppState {
+    /// The checkpoint `/log/checkpoint` serves: the newest with the witnesses' quorum of
+    /// cosignatures, or without witnesses the log's latest (size `u64::MAX` while none).
+    pub fn served_checkpoint(&self) -> Arc<logstore::Published> {
+        match &self.witnessing {
+            Some(w) => w.served(),
+            None => self.log.checkpoint(),
+        }
+    }
+
     /// The policy set in force now.
     pub fn policy(&self) -> Arc<policy::PolicyEngine> {
         self.policy
@@ -69,10 +80,14 @@ impl AppState {
     pub fn summary(&self) -> serde_json::Value {
         let mut summary = self.analytics.summary(
             &self.log,
+            self.served_checkpoint(),
             &self.pending_requests(),
             &self.config.restricted_countries,
         );
         summary["fleet"] = self.fleet.summary();
+        if let Some(w) = &self.witnessing {
+            summary["log"]["witnessing"] = w.status();
+        }
         summary
     }
 

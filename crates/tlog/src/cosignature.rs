@@ -91,6 +91,27 @@ impl WitnessKey {
             .map(|()| timestamp)
     }
 
+    /// This witness's valid cosignature of the checkpoint with note text `checkpoint_text`
+    /// among `lines` (note signature lines, such as a witness's `add-checkpoint` answer):
+    /// the line with its final newline, and its timestamp. Lines by other keys, and lines
+    /// that are not signature lines, are passed over.
+    pub fn find_cosignature(&self, checkpoint_text: &str, lines: &str) -> Option<(String, u64)> {
+        lines.lines().find_map(|line| {
+            let rest = line.strip_prefix("\u{2014} ")?;
+            let (name, b64) = rest.split_once(' ')?;
+            if name != self.name {
+                return None;
+            }
+            let raw = STANDARD.decode(b64).ok()?;
+            let (id, sig) = raw.split_first_chunk::<4>()?;
+            if u32::from_be_bytes(*id) != self.key_id {
+                return None;
+            }
+            let timestamp = self.verify(checkpoint_text, sig)?;
+            Some((format!("{line}\n"), timestamp))
+        })
+    }
+
     /// Whether a note signature line is by this key (same name and key ID).
     fn is_signer_of(&self, sig: &note::Signature) -> bool {
         sig.name == self.name && sig.key_id == self.key_id
@@ -351,6 +372,12 @@ mod tests {
     use crate::hash::hash_from_base64;
     use crate::note::Signer;
 
+    fn stranger_line(text: &str) -> String {
+        Cosigner::from_ed25519_seed("w2.example", &[98; 32])
+            .unwrap()
+            .cosign(text, 1)
+    }
+
     fn checkpoint() -> Checkpoint {
         Checkpoint {
             origin: "example.com/behind-the-sofa".to_string(),
@@ -459,6 +486,11 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        // A witness's answer is searched for its own valid line.
+        let answer = format!("{}{}", stranger_line(&text), w[2].cosign(&text, 7));
+        assert_eq!(keys[2].find_cosignature(&text, &answer).unwrap().1, 7);
+        assert!(keys[1].find_cosignature(&text, &answer).is_none());
+        assert!(keys[2].find_cosignature(&other.to_text(), &answer).is_none());
         // A cosignature by an untrusted witness does not count.
         let stranger = Cosigner::from_ed25519_seed("w9.example", &[99; 32]).unwrap();
         let untrusted = add_signature_lines(

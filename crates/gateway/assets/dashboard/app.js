@@ -539,6 +539,31 @@
     rootCell.textContent = root.length > 20 ? `${root.slice(0, 20)}…` : root;
     rootCell.title = root;
     $('cp-origin').textContent = log.origin || '–';
+    renderWitnesses(log.witnessing);
+  }
+
+  // With witnesses, the checkpoint shown is the newest one a quorum cosigned; say which
+  // witnesses fail, since they are why it would stop advancing.
+  function renderWitnesses(w) {
+    $('cp-witnesses-row').hidden = !w;
+    $('witnesses').hidden = !w;
+    if (!w) return;
+    const list = w.witnesses || [];
+    const ok = list.filter((x) => x.ok).length;
+    const cell = $('cp-witnesses');
+    cell.textContent = `${ok} of ${list.length} answering, quorum ${w.quorum}`;
+    cell.classList.toggle('warn', ok < w.quorum);
+    $('witnesses').replaceChildren(...list.map((x) => {
+      const li = el('li', x.ok ? 'witness ok' : 'witness warn',
+        `${x.ok ? '✓' : '✗'} ${x.name}`);
+      li.title = x.url;
+      if (!x.ok && x.last_error) {
+        li.append(el('p', 'witness-error', `${x.failures} failure(s): ${x.last_error}`));
+      } else if (x.cosigned_size !== null && x.cosigned_size !== undefined) {
+        li.append(el('p', 'witness-ok', `cosigned ${number(x.cosigned_size)} entries`));
+      }
+      return li;
+    }));
   }
 
   function renderEntities(byEntity) {

@@ -28,6 +28,8 @@ pub enum ErrorCode {
     /// Another gateway of the fleet changed the custody state at the same moment; nothing
     /// was changed: try again.
     ConcurrentChange,
+    /// No checkpoint has the witnesses' quorum of cosignatures yet.
+    CheckpointUnwitnessed,
     /// The custody store cannot be reached, or was not reached lately.
     CustodyUnreachable,
     /// The custody state failed its own checks.

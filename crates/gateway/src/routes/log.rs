@@ -38,12 +38,24 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 const REVALIDATE: &str = "no-cache";
 
-/// The latest signed checkpoint (C2SP tlog-checkpoint, as a signed note).
+/// The latest signed checkpoint (C2SP tlog-checkpoint, as a signed note). With witnesses
+/// (`log.witness_quorum` above 0), the newest checkpoint that at least the quorum of them
+/// cosigned (C2SP tlog-cosignature), their cosignatures following the log's signature.
 #[utoipa::path(get, path = "/log/checkpoint", tag = "log",
-    responses((status = 200, description = "the signed checkpoint note", content_type = "text/plain", body = String)))]
-pub async fn checkpoint(State(app): Shared) -> Response {
-    let published = app.log.checkpoint();
-    text(published.note.clone(), REVALIDATE)
+    responses(
+        (status = 200, description = "the signed checkpoint note", content_type = "text/plain", body = String),
+        (status = 503, description = "`checkpoint_unwitnessed`: no checkpoint has the witnesses' quorum yet", body = ErrorBody),
+    ))]
+pub async fn checkpoint(State(app): Shared) -> Result<Response, ApiError> {
+    let published = app.served_checkpoint();
+    if published.note.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::CheckpointUnwitnessed,
+            "no checkpoint has the quorum of witness cosignatures yet; the dashboard shows which witnesses fail",
+        ));
+    }
+    Ok(text(published.note.clone(), REVALIDATE))
 }
 
 /// The log's verifier key in signed-note form (`origin+keyhash+base64`).
@@ -130,7 +142,7 @@ pub async fn inclusion(
     State(app): Shared,
     ApiQuery(query): ApiQuery<InclusionQuery>,
 ) -> Result<Json<InclusionProof>, ApiError> {
-    let size = query.size.unwrap_or_else(|| app.log.checkpoint().size);
+    let size = query.size.unwrap_or_else(|| app.served_checkpoint().size);
     let log = app.log.clone();
     let (root, proof) = blocking(move || {
         Ok::<_, logstore::LogError>((
@@ -177,7 +189,7 @@ pub async fn consistency(
     State(app): Shared,
     ApiQuery(query): ApiQuery<ConsistencyQuery>,
 ) -> Result<Json<ConsistencyProof>, ApiError> {
-    let to = query.to.unwrap_or_else(|| app.log.checkpoint().size);
+    let to = query.to.unwrap_or_else(|| app.served_checkpoint().size);
     let log = app.log.clone();
     let from = query.from;
     // An empty tree has no consistency proof (RFC 6962 proves from a size of at least 1);

@@ -1,0 +1,425 @@
+//! Witnessed checkpoints: the log asks independent witnesses (C2SP tlog-witness) to cosign
+//! each new checkpoint, and `/log/checkpoint` serves only the newest one that carries at least
+//! `log.witness_quorum` valid cosignatures (C2SP tlog-cosignature), so that no operator can
+//! show one history to some monitors and another to others.
+//!
+//! One task per gateway (`run`) follows the log's latest signed checkpoint. For each witness
+//! it remembers the size the witness last cosigned (learned from a 409 answer, or bootstrapped
+//! by asking with `old 0`) and sends the checkpoint with the consistency proof from there.
+//! Requests never wait for witnesses: they are answered once their entry is in the tree; only
+//! the *served* checkpoint waits, and the late-checkpoint alert measures against it. The
+//! newest witnessed checkpoint is kept in a file of the data folder, so a restart serves it
+//! again at once (after checking it against the log and the quorum). In a fleet on one
+//! PostgreSQL log every gateway runs the task: witnesses cosign the same checkpoint for each
+//! (same size, same root), at the cost of one request per gateway and checkpoint.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context as _;
+use logstore::{Log, Published};
+use serde_json::{Value, json};
+use tlog::cosignature::{WitnessKey, WitnessPolicy, add_signature_lines};
+use tlog::note::Verifier;
+use tlog::witness::{AddCheckpoint, SIZE_CONTENT_TYPE, parse_size_body};
+
+use crate::config::LogConfig;
+
+/// Where the newest witnessed checkpoint is kept, relative to the data folder.
+pub const WITNESSED_FILE: &str = "log/witnessed-checkpoint";
+
+/// How often the task looks for a new checkpoint to send.
+const LOOK_EVERY: Duration = Duration::from_millis(100);
+
+/// The longest wait before a failing witness is asked again.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// The largest witness answer read (cosignature lines are about 150 bytes each).
+const MAX_ANSWER: usize = 64 * 1024;
+
+/// The witnesses of this log, what each last did, and the checkpoint served.
+pub struct Witnessing {
+    policy: WitnessPolicy,
+    log_key: Verifier,
+    witnesses: Vec<Witness>,
+    served: RwLock<Arc<Published>>,
+    file: PathBuf,
+    http: reqwest::Client,
+}
+
+/// One witness as the log sees it.
+struct Witness {
+    /// The submission prefix, without a final `/`.
+    url: String,
+    key: WitnessKey,
+    status: Mutex<WitnessStatus>,
+}
+
+#[derive(Default)]
+struct WitnessStatus {
+    /// The size the witness last cosigned, as far as this gateway knows.
+    known_size: Option<u64>,
+    last_cosigned: Option<(u64, SystemTime)>,
+    last_error: Option<(String, SystemTime)>,
+    /// Consecutive failures, for the backoff.
+    failures: u32,
+    not_before: Option<Instant>,
+}
+
+impl Witnessing {
+    /// The witnessing of `log` as `[log]` configures it; `None` when the quorum is 0 (the log's
+    /// own signature is served alone, as without witnesses).
+    pub fn new(
+        config: &LogConfig,
+        data_dir: &Path,
+        log: &Log,
+    ) -> anyhow::Result<Option<Witnessing>> {
+        if config.witness_quorum == 0 {
+            return Ok(None);
+        }
+        let mut witnesses = Vec::new();
+        for w in &config.witnesses {
+            let key = WitnessKey::new(&w.key)
+                .map_err(|e| anyhow::anyhow!("log.witnesses: key {:?}: {e}", w.key))?;
+            witnesses.push(Witness {
+                url: w.url.trim_end_matches('/').to_string(),
+                key,
+                status: Mutex::default(),
+            });
+        }
+        let policy = WitnessPolicy::new(
+            witnesses.iter().map(|w| w.key.clone()).collect(),
+            config.witness_quorum,
+        )
+        .map_err(|e| anyhow::anyhow!("log.witness_quorum: {e}"))?;
+        let log_key = Verifier::new(log.verifier_key())
+            .map_err(|e| anyhow::anyhow!("the log's own verifier key: {e}"))?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_millis(config.witness_timeout_ms))
+            .connect_timeout(Duration::from_millis(config.witness_timeout_ms))
+            .build()
+            .context("cannot build the witnesses' HTTP client")?;
+        let witnessing = Witnessing {
+            policy,
+            log_key,
+            witnesses,
+            served: RwLock::new(Arc::new(none())),
+            file: data_dir.join(WITNESSED_FILE),
+            http,
+        };
+        if let Some(kept) = witnessing.read_kept(log) {
+            *witnessing.served.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(kept);
+        }
+        Ok(Some(witnessing))
+    }
+
+    /// The newest checkpoint with the quorum of cosignatures (size `u64::MAX` while there is
+    /// none).
+    pub fn served(&self) -> Arc<Published> {
+        self.served
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The checkpoint kept by an earlier run, if it still opens with the log's key and the
+    /// quorum and is a checkpoint of this log's tree; otherwise none, said in the log.
+    fn read_kept(&self, log: &Log) -> Option<Published> {
+        let note = match std::fs::read(&self.file) {
+            Ok(note) => note,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                tracing::warn!(file = %self.file.display(), error = %e, "cannot read the witnessed checkpoint kept");
+                return None;
+            }
+        };
+        let checked = self
+            .policy
+            .open(&note, &self.log_key)
+            .map_err(|e| e.to_string())
+            .and_then(|(checkpoint, _)| {
+                let root = log.tree_hash(checkpoint.size).map_err(|e| e.to_string())?;
+                if root != checkpoint.hash {
+                    return Err("its root is not the log's root at its size".to_string());
+                }
+                Ok(checkpoint)
+            });
+        match checked {
+            Ok(checkpoint) => Some(Published {
+                size: checkpoint.size,
+                hash: checkpoint.hash,
+                note,
+                // Its entries were covered when it was signed; the late-checkpoint alert
+                // measures the entries after it from their own time.
+                signed_at: SystemTime::now(),
+            }),
+            Err(problem) => {
+                tracing::warn!(file = %self.file.display(), %problem, "not serving the witnessed checkpoint kept");
+                None
+            }
+        }
+    }
+
+    /// Follows the log: sends each new checkpoint to the witnesses until the quorum has
+    /// cosigned it or a newer one replaces it. Runs until the gateway stops.
+    pub async fn run(self: Arc<Self>, log: Arc<Log>) {
+        let mut cosigned: Vec<Option<String>> = vec![None; self.witnesses.len()];
+        let mut target_size = u64::MAX;
+        let mut interval = tokio::time::interval(LOOK_EVERY);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            let target = log.checkpoint();
+            let served = self.served();
+            if target.size == u64::MAX || (served.size != u64::MAX && target.size <= served.size)
+            {
+                continue;
+            }
+            if target.size != target_size {
+                target_size = target.size;
+                cosigned.fill(None);
+            }
+            let this: &Witnessing = &self;
+            let asks = this.witnesses.iter().enumerate().filter_map(|(i, w)| {
+                (cosigned[i].is_none() && w.may_ask()).then(|| {
+                    let (log, target) = (&log, &target);
+                    async move { (i, this.ask(w, log, target).await) }
+                })
+            });
+            for (i, answer) in futures_util::future::join_all(asks).await {
+                let witness = &self.witnesses[i];
+                match answer {
+                    Ok(line) => {
+                        witness.succeeded(target.size);
+                        cosigned[i] = Some(line);
+                    }
+                    Err(problem) => {
+                        tracing::warn!(witness = witness.key.name(), url = %witness.url, %problem, "witness did not cosign");
+                        witness.failed(problem);
+                    }
+                }
+            }
+            let lines: Vec<&String> = cosigned.iter().flatten().collect();
+            if lines.len() >= self.policy.quorum {
+                let lines: String = lines.into_iter().map(String::as_str).collect();
+                self.publish(&target, &lines);
+            }
+        }
+    }
+
+    /// Serves `target` with the cosignatures `lines` and keeps it for the next start.
+    fn publish(&self, target: &Published, lines: &str) {
+        let note = add_signature_lines(&target.note, lines);
+        // Never serve what a monitor would refuse.
+        if let Err(e) = self.policy.open(&note, &self.log_key) {
+            tracing::error!(error = %e, "the cosigned checkpoint does not meet the quorum; not served");
+            return;
+        }
+        if let Err(e) = keep(&self.file, &note) {
+            tracing::warn!(file = %self.file.display(), error = %e, "cannot keep the witnessed checkpoint for the next start");
+        }
+        tracing::debug!(size = target.size, "witnessed checkpoint");
+        *self.served.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Published {
+            size: target.size,
+            hash: target.hash,
+            note,
+            signed_at: target.signed_at,
+        });
+    }
+
+    /// Asks one witness to cosign `target`; its valid cosignature line, or what went wrong.
+    async fn ask(&self, witness: &Witness, log: &Arc<Log>, target: &Published) -> Result<String, String> {
+        let text = tlog::Checkpoint {
+            origin: log.origin().to_string(),
+            size: target.size,
+            hash: target.hash,
+            extensions: Vec::new(),
+        }
+        .to_text();
+        let mut old = witness.known_size().unwrap_or(0);
+        // One retry: a 409 tells the size the witness holds.
+        for _ in 0..2 {
+            if old > target.size {
+                return Err(format!(
+                    "the witness holds a larger tree ({old} entries) than this checkpoint ({}); a newer checkpoint will be sent",
+                    target.size
+                ));
+            }
+            let proof = if old == 0 || old == target.size {
+                Vec::new()
+            } else {
+                let log = log.clone();
+                let size = target.size;
+                tokio::task::spawn_blocking(move || log.consistency_proof(old, size))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| format!("cannot prove consistency from {old}: {e}"))?
+            };
+            let body = AddCheckpoint {
+                old_size: old,
+                proof,
+                checkpoint: target.note.clone(),
+            }
+            .to_bytes();
+            let response = self
+                .http
+                .post(format!("{}/add-checkpoint", witness.url))
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| format!("unreachable: {}", plain(&e)))?;
+            let status = response.status();
+            let is_size = response
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .is_some_and(|v| v.as_bytes().starts_with(SIZE_CONTENT_TYPE.as_bytes()));
+            let answer = read_limited(response).await?;
+            match status.as_u16() {
+                200 => {
+                    return witness
+                        .key
+                        .find_cosignature(&text, &String::from_utf8_lossy(&answer))
+                        .map(|(line, _)| line)
+                        .ok_or_else(|| "answered 200 without a valid cosignature by its key".to_string());
+                }
+                409 if is_size => {
+                    let Some(size) = parse_size_body(&answer) else {
+                        return Err("answered 409 with a malformed size".to_string());
+                    };
+                    witness.learned(size);
+                    if size == old {
+                        // Same size, other root: the witness saw another tree of this size.
+                        return Err(format!(
+                            "refused: it holds another tree of {size} entries (a fork, or another log under this key)"
+                        ));
+                    }
+                    old = size;
+                }
+                code => {
+                    let said = String::from_utf8_lossy(&answer);
+                    let said: String = said.trim().chars().take(200).collect();
+                    return Err(format!("answered {code}: {said}"));
+                }
+            }
+        }
+        Err("the witness's size kept changing".to_string())
+    }
+
+    /// What the dashboard and the summary show: the quorum, the witnessed size and each
+    /// witness's last success and last error.
+    pub fn status(&self) -> Value {
+        let served = self.served();
+        let ago = |t: SystemTime| {
+            SystemTime::now()
+                .duration_since(t)
+                .unwrap_or_default()
+                .as_secs_f64()
+        };
+        json!({
+            "quorum": self.policy.quorum,
+            "witnessed_size": (served.size != u64::MAX).then_some(served.size),
+            "witnesses": self.witnesses.iter().map(|w| {
+                let s = w.status.lock().unwrap_or_else(|p| p.into_inner());
+                json!({
+                    "name": w.key.name(),
+                    "url": w.url,
+                    "ok": s.failures == 0 && s.last_cosigned.is_some(),
+                    "cosigned_size": s.last_cosigned.map(|(size, _)| size),
+                    "cosigned_seconds_ago": s.last_cosigned.map(|(_, t)| ago(t)),
+                    "failures": s.failures,
+                    "last_error": s.last_error.as_ref().map(|(e, _)| e),
+                    "last_error_seconds_ago": s.last_error.as_ref().map(|(_, t)| ago(*t)),
+                })
+            }).collect::<Vec<_>>(),
+        })
+    }
+}
+
+impl Witness {
+    fn known_size(&self) -> Option<u64> {
+        self.status.lock().unwrap_or_else(|p| p.into_inner()).known_size
+    }
+
+    fn learned(&self, size: u64) {
+        self.status.lock().unwrap_or_else(|p| p.into_inner()).known_size = Some(size);
+    }
+
+    fn may_ask(&self) -> bool {
+        let s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        s.not_before.is_none_or(|t| Instant::now() >= t)
+    }
+
+    fn succeeded(&self, size: u64) {
+        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        s.known_size = Some(size);
+        s.last_cosigned = Some((size, SystemTime::now()));
+        s.failures = 0;
+        s.not_before = None;
+    }
+
+    fn failed(&self, problem: String) {
+        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        s.failures = s.failures.saturating_add(1);
+        s.last_error = Some((problem, SystemTime::now()));
+        let backoff = Duration::from_millis(250)
+            .saturating_mul(1 << s.failures.min(6))
+            .min(MAX_BACKOFF);
+        s.not_before = Some(Instant::now() + backoff);
+    }
+}
+
+/// "Nothing witnessed yet", in the log's own sentinel form.
+fn none() -> Published {
+    Published {
+        size: u64::MAX,
+        hash: [0; 32],
+        note: Vec::new(),
+        signed_at: SystemTime::now(),
+    }
+}
+
+/// Reads at most [`MAX_ANSWER`] bytes of a witness's answer.
+async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| format!("answer cut short: {}", plain(&e)))?
+    {
+        if body.len() + chunk.len() > MAX_ANSWER {
+            return Err(format!("answered more than {MAX_ANSWER} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// A reqwest error with its causes.
+fn plain(e: &reqwest::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// Writes the note to `path` atomically (a temporary file, fsync, rename).
+fn keep(path: &Path, note: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(note)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
