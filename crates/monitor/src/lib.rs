@@ -14,7 +14,8 @@
 //! - [`replay()`]: every logged access decided again with the policy set it names, and every
 //!   policy activation's proofs checked (and, optionally, proven again with cvc5);
 //! - [`proof`]: offline-verifiable inclusion proofs of one entry;
-//! - [`report`]: a signed transparency report of a period, and its check.
+//! - [`report`]: a signed transparency report of a period, and its check;
+//! - [`witness`]: quorums of witness cosignatures, required of every checkpoint read.
 //!
 //! Nothing here prints: long runs report through a [`Progress`] (any `FnMut(done, total)`
 //! is one), results are values whose `Display` is the `sovereign` tool's report.
@@ -38,6 +39,7 @@ pub mod replay;
 pub mod report;
 pub mod state;
 pub mod verify;
+pub mod witness;
 
 pub use entry::{EntryInfo, check_entry};
 pub use fetch::open_log;
@@ -45,6 +47,7 @@ pub use key::{load_verifier, load_verifier_of};
 pub use progress::{Progress, Silent};
 pub use replay::replay;
 pub use verify::{CheckpointLines, Verified, verify, verify_entries};
+pub use witness::{check_quorum, load_witness_policy, open_witnessed_log};
 
 /// An error of the `tlog` crate as one message. Its `Display` already includes what its
 /// `source` says, so it is not kept as a cause (which `{:#}` would print a second time).

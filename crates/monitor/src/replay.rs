@@ -30,7 +30,7 @@ use tlog::checkpoint::Checkpoint;
 use tlog::note::Verifier;
 
 use crate::entry::{AccessV2, EntryInfo, Event};
-use crate::fetch::{HttpFetcher, local_dir, open_log};
+use crate::fetch::{HttpFetcher, local_dir};
 use crate::progress::Progress;
 use crate::verify::verify_entries;
 
@@ -107,17 +107,19 @@ pub enum Reprove<'a> {
     Yes { invariants: Option<&'a str> },
 }
 
-/// Verifies the log at `url` (signed by `verifier`) as `verify` does, then decides every v2
-/// access entry again with the policy set it names, fetched from `policies` (default: the
-/// gateway's `/v1/policies` next to its `/log`), and checks every activation's proofs.
+/// Verifies the log at `url` (signed by `verifier`, its checkpoint cosigned by the quorum of
+/// `witnesses`) as `verify` does, then decides every v2 access entry again with the policy
+/// set it names, fetched from `policies` (default: the gateway's `/v1/policies` next to its
+/// `/log`), and checks every activation's proofs.
 pub fn replay(
     url: &str,
     verifier: &Verifier,
+    witnesses: &tlog::cosignature::WitnessPolicy,
     policies: Option<&str>,
     reprove: Reprove<'_>,
     progress: &mut dyn Progress,
 ) -> anyhow::Result<Replay> {
-    let log = open_log(url)?;
+    let log = crate::witness::open_witnessed_log(url, verifier, witnesses)?;
     let source = Source::open(POLICY_SETS, policies, url)?;
     // Checked before the log is read, so a missing solver is told at once.
     let prover = match reprove {

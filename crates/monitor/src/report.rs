@@ -33,7 +33,7 @@ use tlog::note::{NoteError, Signer, Verifier};
 use tlog::{TileFetcher, hash_to_base64};
 
 use crate::entry::{Access, Event, Head};
-use crate::fetch::{Pinned, open_log};
+use crate::fetch::Pinned;
 use crate::plain;
 use crate::progress::Progress;
 use crate::state::{with_suffix, write_atomically};
@@ -187,16 +187,23 @@ impl fmt::Display for Checked {
     }
 }
 
+/// The log a report is checked against: where it is served, its key, and the witnesses
+/// whose quorum its checkpoints need (none: the log's signature alone).
+pub struct LogToCheck<'a> {
+    pub url: &'a str,
+    pub key: &'a Verifier,
+    pub witnesses: &'a tlog::cosignature::WitnessPolicy,
+}
+
 /// Checks a report: its signature by `signer` and the digests it names, its checkpoint
-/// (signed with `log_key`) against the log at `url` as served now, and its figures computed
-/// again from the log. `sig_path` defaults to PREFIX.sig, `markdown_path` to PREFIX.md if it
-/// exists.
+/// (signed with the log's key, and cosigned by the witnesses' quorum) against the log as
+/// served now, and its figures computed again from the log. `sig_path` defaults to
+/// PREFIX.sig, `markdown_path` to PREFIX.md if it exists.
 pub fn check(
     json_path: &Path,
     sig_path: Option<&Path>,
     signer: &Verifier,
-    url: &str,
-    log_key: &Verifier,
+    log: &LogToCheck<'_>,
     markdown_path: Option<&Path>,
     progress: &mut dyn Progress,
 ) -> anyhow::Result<Checked> {
@@ -304,6 +311,7 @@ pub fn check(
 
     // 3. The checkpoint is the log's, and the log as served now still contains it.
     let note_text = member(&["log", "checkpoint"])?;
+    let log_key = log.key;
     let embedded = open_checkpoint(note_text.as_bytes(), log_key).map_err(|e| {
         anyhow!(
             "the checkpoint in {} is not one of the log key {}: {e}",
@@ -311,7 +319,13 @@ pub fn check(
             key_name(log_key)
         )
     })?;
-    let log = open_log(url)?;
+    crate::witness::check_quorum(note_text.as_bytes(), log_key, log.witnesses).map_err(|e| {
+        anyhow!(
+            "the checkpoint in {} is not witnessed: {e}",
+            json_path.display()
+        )
+    })?;
+    let log = crate::witness::open_witnessed_log(log.url, log_key, log.witnesses)?;
     let (current, figures) = tally_log(&*log, log_key, Some(&embedded), period, progress)
         .map_err(|e| anyhow!("verifying the log against the report's checkpoint: {e:#}"))?;
 

@@ -36,6 +36,26 @@ const SIGNER_KEY_FILE: &str = "keys/log-signer.key";
 /// Without a terminal, how often `audit verify` reports progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
+/// `--witness VKEY... --quorum K`: trust a checkpoint only if at least K of these witnesses
+/// cosigned it (C2SP tlog-cosignature), besides the log's own signature.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct WitnessArgs {
+    /// A witness's verifier key (C2SP vkey of key type 0x04, as `sovereign witness key`
+    /// prints it), or @FILE; repeat for each witness.
+    #[arg(long = "witness", value_name = "VKEY|@FILE")]
+    pub witnesses: Vec<String>,
+    /// How many of the --witness keys must have cosigned the checkpoint.
+    #[arg(long, value_name = "K")]
+    pub quorum: Option<usize>,
+}
+
+impl WitnessArgs {
+    /// The policy these arguments state (no witnesses: the log's signature alone).
+    pub fn policy(&self) -> anyhow::Result<tlog::cosignature::WitnessPolicy> {
+        monitor::load_witness_policy(&self.witnesses, self.quorum)
+    }
+}
+
 /// `sovereign audit ...`: verify the transparency log as an outside monitor.
 #[derive(clap::Subcommand, Debug, Clone)]
 pub enum AuditCommand {
@@ -59,6 +79,8 @@ pub enum AuditCommand {
         /// (over)written on success.
         #[arg(long)]
         state: Option<PathBuf>,
+        #[command(flatten)]
+        witnesses: WitnessArgs,
     },
     /// Write an offline-verifiable inclusion proof (C2SP tlog-proof) of one entry,
     /// and the entry itself next to it (FILE.entry).
@@ -75,6 +97,9 @@ pub enum AuditCommand {
         /// Also check the checkpoint's signature with this verifier key (or @FILE).
         #[arg(long)]
         key: Option<String>,
+        /// With --key, also require the witnesses' quorum of cosignatures.
+        #[command(flatten)]
+        witnesses: WitnessArgs,
     },
     /// Verify an inclusion proof written by `prove`. Exits 0 only if it is valid.
     CheckProof {
@@ -86,6 +111,8 @@ pub enum AuditCommand {
         /// The entry the proof is about [default: FILE.entry].
         #[arg(long)]
         entry: Option<PathBuf>,
+        #[command(flatten)]
+        witnesses: WitnessArgs,
     },
     /// Verify the whole log as `verify` does, then decide every v2 access entry again
     /// with the policy set it names and compare. Exits 0 only if every decision matches.
@@ -110,6 +137,8 @@ pub enum AuditCommand {
         /// /v1/invariants [default: --url with its trailing /log replaced by /v1/invariants].
         #[arg(long)]
         invariants: Option<String>,
+        #[command(flatten)]
+        witnesses: WitnessArgs,
     },
 }
 
@@ -125,21 +154,32 @@ pub fn run(command: AuditCommand) -> anyhow::Result<()> {
 pub fn run_to(command: AuditCommand, out: &mut dyn Write) -> anyhow::Result<()> {
     match command {
         AuditCommand::Key { data } => key(&data, out),
-        AuditCommand::Verify { url, key, state } => verify(&url, &key, state.as_deref(), out)
+        AuditCommand::Verify {
+            url,
+            key,
+            state,
+            witnesses,
+        } => verify(&url, &key, state.as_deref(), &witnesses, out)
             .map_err(|e| anyhow!("audit verify: FAILED: {e:#}")),
         AuditCommand::Prove {
             url,
             index,
             out: file,
             key,
+            witnesses,
         } => {
             let file = file.unwrap_or_else(|| PathBuf::from(format!("proof-{index}.tlog-proof")));
-            prove(&url, index, &file, key.as_deref(), out)
+            prove(&url, index, &file, key.as_deref(), &witnesses, out)
                 .map_err(|e| anyhow!("audit prove: FAILED: {e:#}"))
         }
-        AuditCommand::CheckProof { file, key, entry } => {
+        AuditCommand::CheckProof {
+            file,
+            key,
+            entry,
+            witnesses,
+        } => {
             let entry = entry.unwrap_or_else(|| with_suffix(&file, ".entry"));
-            check_proof(&file, &key, &entry, out)
+            check_proof(&file, &key, &entry, &witnesses, out)
                 .map_err(|e| anyhow!("audit check-proof: FAILED: {e:#}"))
         }
         AuditCommand::Replay {
@@ -148,6 +188,7 @@ pub fn run_to(command: AuditCommand, out: &mut dyn Write) -> anyhow::Result<()> 
             policies,
             prove,
             invariants,
+            witnesses,
         } => {
             let reprove = if prove {
                 Reprove::Yes {
@@ -156,7 +197,7 @@ pub fn run_to(command: AuditCommand, out: &mut dyn Write) -> anyhow::Result<()> 
             } else {
                 Reprove::No
             };
-            replay(&url, &key, policies.as_deref(), reprove, out)
+            replay(&url, &key, &witnesses, policies.as_deref(), reprove, out)
                 .map_err(|e| anyhow!("audit replay: FAILED: {e:#}"))
         }
     }
@@ -189,24 +230,41 @@ fn key(data: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
 // ---------------------------------------------------------------------------
 // audit verify and replay
 
-fn verify(url: &str, key: &str, state: Option<&Path>, out: &mut dyn Write) -> anyhow::Result<()> {
+fn verify(
+    url: &str,
+    key: &str,
+    state: Option<&Path>,
+    witnesses: &WitnessArgs,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     let verifier = load_verifier(key)?;
-    let log = open_log(url)?;
+    let policy = witnesses.policy()?;
+    let log = monitor::open_witnessed_log(url, &verifier, &policy)?;
     let verified = monitor::verify(&*log, &verifier, state, &mut Progress::new("audit verify"))?;
     write!(out, "audit verify: OK\n{verified}")?;
+    if policy.quorum > 0 {
+        writeln!(
+            out,
+            "witnessed:  cosigned by at least {} of the {} witnesses given",
+            policy.quorum,
+            policy.witnesses.len()
+        )?;
+    }
     Ok(())
 }
 
 fn replay(
     url: &str,
     key: &str,
+    witnesses: &WitnessArgs,
     policies: Option<&str>,
     reprove: Reprove<'_>,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let verifier = load_verifier(key)?;
+    let policy = witnesses.policy()?;
     let mut progress = Progress::new("audit replay");
-    let replay = monitor::replay(url, &verifier, policies, reprove, &mut progress)?;
+    let replay = monitor::replay(url, &verifier, &policy, policies, reprove, &mut progress)?;
     let failures = replay.failures();
     writeln!(
         out,
@@ -282,10 +340,16 @@ fn prove(
     index: u64,
     file: &Path,
     key: Option<&str>,
+    witnesses: &WitnessArgs,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let verifier = key.map(load_verifier).transpose()?;
-    let log = open_log(url)?;
+    let policy = witnesses.policy()?;
+    let log = match &verifier {
+        Some(v) => monitor::open_witnessed_log(url, v, &policy)?,
+        None if policy.quorum > 0 => bail!("--witness and --quorum need --key, the log's key"),
+        None => open_log(url)?,
+    };
     let monitor::proof::Proven {
         proof,
         entry,
@@ -319,10 +383,20 @@ fn prove(
     Ok(())
 }
 
-fn check_proof(file: &Path, key: &str, entry: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
+fn check_proof(
+    file: &Path,
+    key: &str,
+    entry: &Path,
+    witnesses: &WitnessArgs,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     let verifier = load_verifier(key)?;
+    let policy = witnesses.policy()?;
     let data = fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let proof = TlogProof::parse(&data).map_err(|e| anyhow!("{}: {e}", file.display()))?;
+    // The proof's checkpoint must carry the quorum, so that it is the tree everyone sees.
+    let cosigned = monitor::check_quorum(&proof.checkpoint, &verifier, &policy)
+        .map_err(|e| anyhow!("the checkpoint in {} is not witnessed: {e}", file.display()))?;
     let entry_data = fs::read(entry).with_context(|| format!("reading {}", entry.display()))?;
     let checkpoint = tlog::proof::verify(&proof, &verifier, &entry_data).map_err(|e| match e {
         ProofError::Checkpoint(e) => anyhow!(
@@ -341,6 +415,16 @@ fn check_proof(file: &Path, key: &str, entry: &Path, out: &mut dyn Write) -> any
     writeln!(out, "checkpoint: {} entries", checkpoint.size)?;
     writeln!(out, "origin:     {}", checkpoint.origin)?;
     writeln!(out, "root hash:  {}", hash_to_base64(&checkpoint.hash))?;
+    if policy.quorum > 0 {
+        let names: Vec<&str> = cosigned.iter().map(|c| c.witness.as_str()).collect();
+        writeln!(
+            out,
+            "witnessed:  {} of quorum {} ({})",
+            cosigned.len(),
+            policy.quorum,
+            names.join(", ")
+        )?;
+    }
     match check_entry(&entry_data) {
         Ok(EntryInfo {
             version,

@@ -181,6 +181,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             url: format!("{base}/log"),
             key: log_key,
             state: None,
+            witnesses: audit::WitnessArgs::default(),
         },
         &mut std::io::stdout(),
     );

@@ -57,26 +57,32 @@ pub struct ReportArgs {
 enum ReportCommand {
     /// Check a report: its signature and digests, its checkpoint against the log as served
     /// now, and its figures computed again from the log. Exits 0 only if all hold.
-    Check {
-        /// The report's JSON (PREFIX.json).
-        json: PathBuf,
-        /// The report's signed note [default: PREFIX.sig].
-        #[arg(long, value_name = "FILE")]
-        sig: Option<PathBuf>,
-        /// The verifier key of whoever signed the report (name+keyid+base64), or @FILE,
-        /// e.g. @sovereign-data/keys/custodian.vkey.
-        #[arg(long, value_name = "VKEY|@FILE")]
-        signer_key: String,
-        /// The log, as for the report.
-        #[arg(long)]
-        url: String,
-        /// The log's verifier key (name+keyid+base64), or @FILE.
-        #[arg(long, value_name = "VKEY|@FILE")]
-        key: String,
-        /// The report's Markdown [default: PREFIX.md, if it exists].
-        #[arg(long, value_name = "FILE")]
-        markdown: Option<PathBuf>,
-    },
+    Check(CheckArgs),
+}
+
+/// `sovereign report check`.
+#[derive(clap::Args, Debug, Clone)]
+struct CheckArgs {
+    /// The report's JSON (PREFIX.json).
+    json: PathBuf,
+    /// The report's signed note [default: PREFIX.sig].
+    #[arg(long, value_name = "FILE")]
+    sig: Option<PathBuf>,
+    /// The verifier key of whoever signed the report (name+keyid+base64), or @FILE,
+    /// e.g. @sovereign-data/keys/custodian.vkey.
+    #[arg(long, value_name = "VKEY|@FILE")]
+    signer_key: String,
+    /// The log, as for the report.
+    #[arg(long)]
+    url: String,
+    /// The log's verifier key (name+keyid+base64), or @FILE.
+    #[arg(long, value_name = "VKEY|@FILE")]
+    key: String,
+    /// The report's Markdown [default: PREFIX.md, if it exists].
+    #[arg(long, value_name = "FILE")]
+    markdown: Option<PathBuf>,
+    #[command(flatten)]
+    witnesses: crate::audit::WitnessArgs,
 }
 
 /// Runs `sovereign report`, printing on standard output (warnings and progress go to
@@ -85,23 +91,9 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     match args.command {
-        Some(ReportCommand::Check {
-            json,
-            sig,
-            signer_key,
-            url,
-            key,
-            markdown,
-        }) => check(
-            &json,
-            sig.as_deref(),
-            &signer_key,
-            &url,
-            &key,
-            markdown.as_deref(),
-            &mut out,
-        )
-        .map_err(|e| anyhow!("report check: FAILED: {e:#}")),
+        Some(ReportCommand::Check(args)) => {
+            check(&args, &mut out).map_err(|e| anyhow!("report check: FAILED: {e:#}"))
+        }
         None => {
             // Clap requires these when no subcommand is given.
             let required = "required by clap without a subcommand";
@@ -185,24 +177,20 @@ fn make(
 // ---------------------------------------------------------------------------
 // sovereign report check
 
-fn check(
-    json_path: &Path,
-    sig_path: Option<&Path>,
-    signer_key: &str,
-    url: &str,
-    key: &str,
-    markdown_path: Option<&Path>,
-    out: &mut dyn Write,
-) -> anyhow::Result<()> {
-    let signer = load_verifier_of("--signer-key", signer_key)?;
-    let log_key = load_verifier(key)?;
+fn check(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let signer = load_verifier_of("--signer-key", &args.signer_key)?;
+    let log_key = load_verifier(&args.key)?;
+    let witnesses = args.witnesses.policy()?;
     let checked = monitor::report::check(
-        json_path,
-        sig_path,
+        &args.json,
+        args.sig.as_deref(),
         &signer,
-        url,
-        &log_key,
-        markdown_path,
+        &monitor::report::LogToCheck {
+            url: &args.url,
+            key: &log_key,
+            witnesses: &witnesses,
+        },
+        args.markdown.as_deref(),
         &mut Progress::new("report check"),
     )?;
     write!(out, "report check: OK\n{checked}")?;

@@ -34,6 +34,12 @@ impl<T: TileFetcher + ?Sized> TileFetcher for &T {
     }
 }
 
+impl<T: TileFetcher + ?Sized> TileFetcher for Box<T> {
+    fn fetch(&self, path: &str) -> Result<Option<Vec<u8>>, FetchError> {
+        (**self).fetch(path)
+    }
+}
+
 /// An in-memory log: path to bytes.
 impl TileFetcher for HashMap<String, Vec<u8>> {
     fn fetch(&self, path: &str) -> Result<Option<Vec<u8>>, FetchError> {
