@@ -792,7 +792,10 @@ impl Config {
             {
                 problems.push((
                     format!("{key}.url"),
-                    format!("`{}` is not an http:// or https:// URL (the witness's submission prefix)", w.url),
+                    format!(
+                        "`{}` is not an http:// or https:// URL (the witness's submission prefix)",
+                        w.url
+                    ),
                 ));
             }
             match tlog::cosignature::WitnessKey::new(&w.key) {
@@ -804,8 +807,7 @@ impl Config {
             }
         }
         if self.log.witness_quorum > 0
-            && let Err(e) =
-                tlog::cosignature::WitnessPolicy::new(keys, self.log.witness_quorum)
+            && let Err(e) = tlog::cosignature::WitnessPolicy::new(keys, self.log.witness_quorum)
         {
             problems.push(("log.witness_quorum".into(), e.to_string()));
         }

@@ -102,8 +102,8 @@ impl Gateway {
             pgconn::is_postgres_url(&config.log.store),
         );
         let timeout = Duration::from_secs(config.server.request_timeout_seconds);
-        let witnessing = crate::witnessing::Witnessing::new(&config.log, data_dir, &log)?
-            .map(Arc::new);
+        let witnessing =
+            crate::witnessing::Witnessing::new(&config.log, data_dir, &log)?.map(Arc::new);
         let state = Arc::new(AppState {
             config,
             data_dir: data_dir.to_path_buf(),
@@ -159,9 +159,11 @@ impl Gateway {
     ) -> anyhow::Result<()> {
         let ticker = tokio::spawn(analytics_ticker(self.state.clone()));
         let follower = tokio::spawn(follow_custody(self.state.clone()));
-        let witnessing = self.state.witnessing.clone().map(|w| {
-            tokio::spawn(w.run(self.state.log.clone()))
-        });
+        let witnessing = self
+            .state
+            .witnessing
+            .clone()
+            .map(|w| tokio::spawn(w.run(self.state.log.clone())));
         let limits = serve::Limits::from_config(&self.state.config.server);
         serve::serve(listener, self.router, self.state.clone(), limits, shutdown).await;
         for task in [ticker, follower].into_iter().chain(witnessing) {
@@ -681,9 +683,9 @@ async fn analytics_ticker(state: Arc<AppState>) {
             let served = checking.served_checkpoint();
             checking.analytics.checkpoint_late(&checking.log, served)
         })
-            .await
-            .ok()
-            .flatten();
+        .await
+        .ok()
+        .flatten();
         if let Some(alert) = late {
             // On its own task: a log that does not checkpoint may not take appends either,
             // and the ticker must go on.

@@ -172,8 +172,7 @@ impl Witnessing {
             interval.tick().await;
             let target = log.checkpoint();
             let served = self.served();
-            if target.size == u64::MAX || (served.size != u64::MAX && target.size <= served.size)
-            {
+            if target.size == u64::MAX || (served.size != u64::MAX && target.size <= served.size) {
                 continue;
             }
             if target.size != target_size {
@@ -229,7 +228,12 @@ impl Witnessing {
     }
 
     /// Asks one witness to cosign `target`; its valid cosignature line, or what went wrong.
-    async fn ask(&self, witness: &Witness, log: &Arc<Log>, target: &Published) -> Result<String, String> {
+    async fn ask(
+        &self,
+        witness: &Witness,
+        log: &Arc<Log>,
+        target: &Published,
+    ) -> Result<String, String> {
         let text = tlog::Checkpoint {
             origin: log.origin().to_string(),
             size: target.size,
@@ -281,7 +285,9 @@ impl Witnessing {
                         .key
                         .find_cosignature(&text, &String::from_utf8_lossy(&answer))
                         .map(|(line, _)| line)
-                        .ok_or_else(|| "answered 200 without a valid cosignature by its key".to_string());
+                        .ok_or_else(|| {
+                            "answered 200 without a valid cosignature by its key".to_string()
+                        });
                 }
                 409 if is_size => {
                     let Some(size) = parse_size_body(&answer) else {
@@ -338,11 +344,17 @@ impl Witnessing {
 
 impl Witness {
     fn known_size(&self) -> Option<u64> {
-        self.status.lock().unwrap_or_else(|p| p.into_inner()).known_size
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .known_size
     }
 
     fn learned(&self, size: u64) {
-        self.status.lock().unwrap_or_else(|p| p.into_inner()).known_size = Some(size);
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .known_size = Some(size);
     }
 
     fn may_ask(&self) -> bool {

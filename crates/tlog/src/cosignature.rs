@@ -490,7 +490,11 @@ mod tests {
         let answer = format!("{}{}", stranger_line(&text), w[2].cosign(&text, 7));
         assert_eq!(keys[2].find_cosignature(&text, &answer).unwrap().1, 7);
         assert!(keys[1].find_cosignature(&text, &answer).is_none());
-        assert!(keys[2].find_cosignature(&other.to_text(), &answer).is_none());
+        assert!(
+            keys[2]
+                .find_cosignature(&other.to_text(), &answer)
+                .is_none()
+        );
         // A cosignature by an untrusted witness does not count.
         let stranger = Cosigner::from_ed25519_seed("w9.example", &[99; 32]).unwrap();
         let untrusted = add_signature_lines(

@@ -84,7 +84,8 @@ async fn metrics(State(app): Shared) -> Response {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         )],
-        app.analytics.render(&app.log, app.served_checkpoint(), pending),
+        app.analytics
+            .render(&app.log, app.served_checkpoint(), pending),
     )
         .into_response()
 }
