@@ -312,6 +312,28 @@ impl Witnessing {
         Err("the witness's size kept changing".to_string())
     }
 
+    /// Sets the witnessing gauges: `sovereign_log_witnessed_size_entries` (the served
+    /// checkpoint's size), and per witness `sovereign_witness_up` (1 if its last request
+    /// cosigned) and `sovereign_witness_failures` (consecutive failed requests).
+    pub fn record_gauges(&self) {
+        let served = self.served();
+        if served.size != u64::MAX {
+            metrics::gauge!("sovereign_log_witnessed_size_entries").set(served.size as f64);
+        }
+        for w in &self.witnesses {
+            let s = w.status.lock().unwrap_or_else(|p| p.into_inner());
+            let up = s.failures == 0 && s.last_cosigned.is_some();
+            let name = w.key.name().to_string();
+            metrics::gauge!("sovereign_witness_up", "witness" => name.clone()).set(if up {
+                1.0
+            } else {
+                0.0
+            });
+            metrics::gauge!("sovereign_witness_failures", "witness" => name)
+                .set(f64::from(s.failures));
+        }
+    }
+
     /// What the dashboard and the summary show: the quorum, the witnessed size and each
     /// witness's last success and last error.
     pub fn status(&self) -> Value {

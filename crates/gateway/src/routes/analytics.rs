@@ -74,11 +74,15 @@ async fn dashboard_css() -> Response {
 /// Prometheus metrics (text exposition format 0.0.4): requests by route and status with
 /// latency histograms; decisions by outcome, principal location and entity, subject
 /// jurisdiction, site, collection and action; log size, checkpoint age and append latency;
-/// pending approvals; egress rows; alerts. Counts only, no subject and no value.
+/// pending approvals; egress rows; alerts; with witnesses, the witnessed size and whether
+/// each witness cosigns. Counts only, no subject and no value.
 #[utoipa::path(get, path = "/metrics", tag = "analytics",
     responses((status = 200, description = "the metrics", content_type = "text/plain", body = String)))]
 async fn metrics(State(app): Shared) -> Response {
     let pending = app.pending_requests().len();
+    if let Some(w) = &app.witnessing {
+        app.analytics.record(|| w.record_gauges());
+    }
     (
         [(
             header::CONTENT_TYPE,

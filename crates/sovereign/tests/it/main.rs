@@ -24,3 +24,4 @@ mod postgres_site;
 mod replay;
 mod report;
 mod residency;
+mod witnessed;

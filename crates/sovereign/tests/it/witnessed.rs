@@ -1,0 +1,416 @@
+//! Witnessed checkpoints with real processes: three `sovereign witness serve` and a gateway
+//! with `log.witness_quorum = 2`. The served checkpoint carries two or more valid
+//! cosignatures and the monitors' tools require them; with two witnesses down the published
+//! checkpoint holds back while every request is still answered and logged; one witness back
+//! brings it forward over everything answered; a forked log (the same key, another tree) is
+//! refused by every witness, which keeps the evidence.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tlog::cosignature::{WitnessKey, WitnessPolicy};
+use tlog::note::Signer;
+use tlog::witness::AddCheckpoint;
+
+use crate::support::load::{Load, check_nothing_lost, register_subject, writer_token};
+use crate::support::{assert_success, s, sovereign, text};
+
+/// A `sovereign witness serve` on a fixed port, so that it can come back at the same URL.
+struct WitnessProcess {
+    data: PathBuf,
+    port: u16,
+    log_vkey: String,
+    child: Option<Child>,
+}
+
+impl WitnessProcess {
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn start(&mut self) {
+        let child = sovereign()
+            .args([
+                "witness",
+                "serve",
+                "--data",
+                s(&self.data),
+                "--listen",
+                &format!("127.0.0.1:{}", self.port),
+                "--log",
+                &self.log_vkey,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while reqwest::blocking::get(format!("{}/healthz", self.url()))
+            .map_or(true, |r| !r.status().is_success())
+        {
+            assert!(Instant::now() < deadline, "the witness did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            Command::new("kill")
+                .args(["-KILL", &child.id().to_string()])
+                .status()
+                .unwrap();
+            let _ = child.wait();
+        }
+    }
+
+    fn key(&self) -> String {
+        let output = sovereign()
+            .args(["witness", "key", "--data", s(&self.data)])
+            .output()
+            .unwrap();
+        assert_success(&output);
+        text(&output).0.trim().to_string()
+    }
+}
+
+impl Drop for WitnessProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The served checkpoint, its size and the witnesses who validly cosigned it.
+fn served(base: &str, log: &tlog::note::Verifier, keys: &[WitnessKey]) -> (u64, Vec<String>) {
+    let note = reqwest::blocking::get(format!("{base}/log/checkpoint"))
+        .unwrap()
+        .bytes()
+        .unwrap();
+    let policy = WitnessPolicy::new(keys.to_vec(), 0).unwrap();
+    let checkpoint = tlog::open_checkpoint(&note, log).expect("the log's own signature");
+    let opened = tlog::note::open(&note, [log]).unwrap();
+    let (valid, invalid) = policy.cosignatures(&opened);
+    assert!(invalid.is_empty(), "invalid cosignatures from {invalid:?}");
+    (
+        checkpoint.size,
+        valid.into_iter().map(|c| c.witness).collect(),
+    )
+}
+
+fn wait_until(what: &str, deadline: Duration, mut done: impl FnMut() -> bool) {
+    let until = Instant::now() + deadline;
+    while !done() {
+        assert!(Instant::now() < until, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_quorum_of_witnesses_cosigns_what_the_gateway_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("gateway");
+    assert_success(
+        &sovereign()
+            .args(["init", "--data", s(&data)])
+            .output()
+            .unwrap(),
+    );
+    let log_vkey = {
+        let output = sovereign()
+            .args(["audit", "key", "--data", s(&data)])
+            .output()
+            .unwrap();
+        assert_success(&output);
+        text(&output).0.trim().to_string()
+    };
+
+    // Three witnesses, each with its own key and state.
+    let mut witnesses: Vec<WitnessProcess> = (1..=3)
+        .map(|n| {
+            let folder = dir.path().join(format!("witness{n}"));
+            assert_success(
+                &sovereign()
+                    .args(["witness", "init", "--data", s(&folder), "--name"])
+                    .arg(format!("w{n}.witness.example"))
+                    .output()
+                    .unwrap(),
+            );
+            WitnessProcess {
+                data: folder,
+                port: free_port(),
+                log_vkey: log_vkey.clone(),
+                child: None,
+            }
+        })
+        .collect();
+    for w in &mut witnesses {
+        w.start();
+    }
+    let vkeys: Vec<String> = witnesses.iter().map(WitnessProcess::key).collect();
+    let keys: Vec<WitnessKey> = vkeys.iter().map(|k| WitnessKey::new(k).unwrap()).collect();
+
+    // The gateway asks all three and serves what two cosigned.
+    let config = data.join("sovereign.toml");
+    let mut toml = std::fs::read_to_string(&config).unwrap();
+    assert!(toml.contains("tile_cache_mib = 64\n"));
+    toml = toml.replace(
+        "tile_cache_mib = 64\n",
+        "tile_cache_mib = 64\nwitness_quorum = 2\n",
+    );
+    for (w, vkey) in witnesses.iter().zip(&vkeys) {
+        toml.push_str(&format!(
+            "\n[[log.witnesses]]\nurl = {:?}\nkey = {vkey:?}\n",
+            w.url()
+        ));
+    }
+    std::fs::write(&config, toml).unwrap();
+    let mut gateway = crate::support::serve(&data, "warn,sovereign=info");
+    gateway.drain();
+    let base = gateway.base.clone();
+    let log = tlog::note::Verifier::new(&log_vkey).unwrap();
+
+    let token = writer_token(&data);
+    register_subject(&base, &token, "witnessed-subject");
+    let mut size = 0;
+    wait_until(
+        "a checkpoint cosigned by all three",
+        Duration::from_secs(10),
+        || {
+            let (s, by) = served(&base, &log, &keys);
+            size = s;
+            s > 0 && by.len() == 3
+        },
+    );
+
+    // The monitors' tools require the quorum, and refuse a checkpoint without it.
+    let witness_args: Vec<String> = vkeys
+        .iter()
+        .flat_map(|k| ["--witness".to_string(), k.clone()])
+        .collect();
+    let verify = |extra: &[String]| {
+        sovereign()
+            .args([
+                "audit",
+                "verify",
+                "--url",
+                &format!("{base}/log"),
+                "--key",
+                &log_vkey,
+            ])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let mut quorum2 = witness_args.clone();
+    quorum2.extend(["--quorum".to_string(), "2".to_string()]);
+    let ok = verify(&quorum2);
+    assert_success(&ok);
+    assert!(text(&ok).0.contains("witnessed:"), "{}", text(&ok).0);
+    let stranger = tlog::cosignature::Cosigner::generate("stranger.example").unwrap();
+    let refused = verify(&[
+        "--witness".to_string(),
+        stranger.witness_key().to_string(),
+        "--quorum".to_string(),
+        "1".to_string(),
+    ]);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused).1.contains("valid cosignature"),
+        "{}",
+        text(&refused).1
+    );
+
+    // An inclusion proof carries the cosignatures and is checked offline against the quorum.
+    let proof = dir.path().join("entry.tlog-proof");
+    assert_success(
+        &sovereign()
+            .args([
+                "audit",
+                "prove",
+                "--url",
+                &format!("{base}/log"),
+                "--index",
+                "0",
+            ])
+            .args(["--out", s(&proof), "--key", &log_vkey])
+            .args(&quorum2)
+            .output()
+            .unwrap(),
+    );
+    let checked = sovereign()
+        .args(["audit", "check-proof", s(&proof), "--key", &log_vkey])
+        .args(&quorum2)
+        .output()
+        .unwrap();
+    assert_success(&checked);
+    assert!(
+        text(&checked).0.contains("witnessed:  3 of quorum 2"),
+        "{}",
+        text(&checked).0
+    );
+
+    // Two witnesses down: requests are answered and logged, the published checkpoint holds.
+    witnesses[0].kill();
+    witnesses[1].kill();
+    let held = served(&base, &log, &keys).0;
+    let load = Load::start(std::slice::from_ref(&base), &token, "witnessed-subject", 4);
+    std::thread::sleep(Duration::from_millis(1500));
+    let acknowledged = load.finish();
+    assert!(
+        acknowledged.len() > 10,
+        "too little load: {}",
+        acknowledged.len()
+    );
+    let last = acknowledged.iter().map(|a| a.index).max().unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    let (now, by) = served(&base, &log, &keys);
+    assert_eq!(now, held, "the checkpoint advanced without a quorum");
+    assert!(
+        now <= last,
+        "the load's entries came after the held checkpoint"
+    );
+    assert!(by.len() >= 2);
+    // The operator sees which witnesses fail.
+    let metrics = reqwest::blocking::get(format!("{base}/metrics"))
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("sovereign_witness_up{witness=\"w1.witness.example\"} 0"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("sovereign_witness_up{witness=\"w3.witness.example\"} 1"));
+
+    // One witness back: the checkpoint covers everything answered.
+    witnesses[1].start();
+    wait_until(
+        "the checkpoint moves past the load",
+        Duration::from_secs(20),
+        || served(&base, &log, &keys).0 > last,
+    );
+    let (_, by) = served(&base, &log, &keys);
+    assert!(by.len() >= 2, "{by:?}");
+    check_nothing_lost(&base, &token, "witnessed-subject", &acknowledged, None);
+    assert_success(&verify(&quorum2));
+
+    // A forked log: the same key, another tree. Every witness refuses it and keeps evidence.
+    witnesses[0].start();
+    let signer = Signer::new(
+        std::fs::read_to_string(data.join("keys/log-signer.key"))
+            .unwrap()
+            .trim(),
+    )
+    .unwrap();
+    let http = reqwest::blocking::Client::new();
+    for w in &witnesses {
+        let known = witness_size(&http, w, &signer);
+        let (fork_note, proof) = fork(&signer, known, known + 3);
+        let answer = http
+            .post(format!("{}/add-checkpoint", w.url()))
+            .body(
+                AddCheckpoint {
+                    old_size: known,
+                    proof,
+                    checkpoint: fork_note,
+                }
+                .to_bytes(),
+            )
+            .send()
+            .unwrap();
+        assert_eq!(answer.status(), 422, "{}", w.url());
+        let (same_size, _) = fork(&signer, known, known);
+        let answer = http
+            .post(format!("{}/add-checkpoint", w.url()))
+            .body(
+                AddCheckpoint {
+                    old_size: known,
+                    proof: Vec::new(),
+                    checkpoint: same_size,
+                }
+                .to_bytes(),
+            )
+            .send()
+            .unwrap();
+        assert_eq!(answer.status(), 409, "{}", w.url());
+        let evidence = sovereign()
+            .args(["witness", "evidence", "--data", s(&w.data)])
+            .output()
+            .unwrap();
+        assert_success(&evidence);
+        let listed = text(&evidence).0;
+        assert!(listed.contains(signer.name()), "{listed}");
+        assert!(
+            listed.lines().filter(|l| l.contains(signer.name())).count() >= 2,
+            "{listed}"
+        );
+    }
+    // The real log still goes on being witnessed.
+    register_subject(&base, &token, "after-the-fork");
+    let before = served(&base, &log, &keys).0;
+    wait_until(
+        "the checkpoint advances after the fork",
+        Duration::from_secs(10),
+        || served(&base, &log, &keys).0 > before,
+    );
+    drop(gateway);
+    let _ = Path::new(&data);
+}
+
+/// The size a witness holds for the log: asked with `old 0` and the log's empty checkpoint,
+/// which it refuses with 409 and its size (or takes, if it holds nothing).
+fn witness_size(http: &reqwest::blocking::Client, w: &WitnessProcess, signer: &Signer) -> u64 {
+    let empty = tlog::Checkpoint {
+        origin: signer.name().to_string(),
+        size: 0,
+        hash: tlog::EMPTY_TREE_HASH,
+        extensions: Vec::new(),
+    };
+    let note = tlog::sign_checkpoint(&empty, signer).unwrap();
+    let answer = http
+        .post(format!("{}/add-checkpoint", w.url()))
+        .body(
+            AddCheckpoint {
+                old_size: 0,
+                proof: Vec::new(),
+                checkpoint: note,
+            }
+            .to_bytes(),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(answer.status(), 409);
+    tlog::witness::parse_size_body(&answer.bytes().unwrap()).unwrap()
+}
+
+/// A checkpoint of `size` entries of another tree, signed with the log's own key, and the
+/// consistency proof from `from` within that tree.
+fn fork(signer: &Signer, from: u64, size: u64) -> (Vec<u8>, Vec<tlog::Hash>) {
+    let mut store: Vec<tlog::Hash> = Vec::new();
+    for i in 0..size {
+        let entry = format!("forged entry {i}");
+        let new = tlog::stored_hashes(i, entry.as_bytes(), &store).unwrap();
+        store.extend(new);
+    }
+    let checkpoint = tlog::Checkpoint {
+        origin: signer.name().to_string(),
+        size,
+        hash: tlog::tree_hash(size, &store).unwrap(),
+        extensions: Vec::new(),
+    };
+    let proof = if from == 0 || from == size {
+        Vec::new()
+    } else {
+        tlog::prove_tree(size, from, &store).unwrap()
+    };
+    (tlog::sign_checkpoint(&checkpoint, signer).unwrap(), proof)
+}
