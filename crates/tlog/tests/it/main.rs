@@ -5,6 +5,7 @@
 // Tests: a panic is how a test fails.
 #![allow(clippy::unwrap_used)]
 
+mod cosignature_interop;
 mod note_vectors;
 mod vectors;
 mod verify_log;
