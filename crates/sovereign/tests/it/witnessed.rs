@@ -162,11 +162,8 @@ fn a_quorum_of_witnesses_cosigns_what_the_gateway_serves() {
     // The gateway asks all three and serves what two cosigned.
     let config = data.join("sovereign.toml");
     let mut toml = std::fs::read_to_string(&config).unwrap();
-    assert!(toml.contains("tile_cache_mib = 64\n"));
-    toml = toml.replace(
-        "tile_cache_mib = 64\n",
-        "tile_cache_mib = 64\nwitness_quorum = 2\n",
-    );
+    assert!(toml.contains("witness_quorum = 0\n"));
+    toml = toml.replace("witness_quorum = 0\n", "witness_quorum = 2\n");
     for (w, vkey) in witnesses.iter().zip(&vkeys) {
         toml.push_str(&format!(
             "\n[[log.witnesses]]\nurl = {:?}\nkey = {vkey:?}\n",
