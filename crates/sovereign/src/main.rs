@@ -8,6 +8,7 @@ mod custody_cli;
 mod demo;
 mod report;
 mod residency;
+mod witness;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -141,6 +142,12 @@ enum Command {
         #[command(subcommand)]
         command: residency::ResidencyCommand,
     },
+    /// Run a transparency-log witness (c2sp.org/tlog-witness): cosign a log's checkpoints
+    /// only if consistent with the latest it cosigned.
+    Witness {
+        #[command(subcommand)]
+        command: witness::WitnessCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -151,7 +158,13 @@ fn main() -> ExitCode {
     // below `server.max_connections`.
     gateway::serve::raise_open_file_limit();
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Serve { .. }) {
+    if !matches!(
+        cli.command,
+        Command::Serve { .. }
+            | Command::Witness {
+                command: witness::WitnessCommand::Serve { .. }
+            }
+    ) {
         stop_quietly_on_closed_pipe();
     }
     match run(cli) {
@@ -257,6 +270,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Algo { server, command } => custody_cli::run_algo(&server, command),
         Command::KillSwitch { server, command } => custody_cli::run_kill_switch(&server, command),
         Command::Residency { server, command } => residency::run(&server, command),
+        Command::Witness { command } => witness::run(command),
         Command::Check { data } => {
             let config = Config::load(&data).map_err(|e| anyhow::anyhow!("{e}"))?;
             let files = gateway::read_policy_files(&config, &data)?;
