@@ -24,4 +24,5 @@ mod postgres_site;
 mod replay;
 mod report;
 mod residency;
+mod witness;
 mod witnessed;
