@@ -96,22 +96,21 @@ pub struct Latest {
 
 /// The latest checkpoint cosigned for `origin`, if any.
 pub(crate) fn latest(conn: &Connection, origin: &str) -> rusqlite::Result<Option<Latest>> {
-    conn.query_row(
-        "SELECT size, hash FROM checkpoints WHERE origin = ?1",
-        [origin],
-        |row| {
+    // Cached statements: every request runs these two.
+    conn.prepare_cached("SELECT size, hash FROM checkpoints WHERE origin = ?1")?
+        .query_row([origin], |row| {
             let size: i64 = row.get(0)?;
             let hash: Vec<u8> = row.get(1)?;
             Ok((size, hash))
-        },
-    )
-    .optional()?
-    .map(|(size, hash)| {
-        let size = u64::try_from(size).map_err(|_| corrupt("a negative size"))?;
-        let hash = Hash::try_from(hash.as_slice()).map_err(|_| corrupt("a hash not 32 bytes"))?;
-        Ok(Latest { size, hash })
-    })
-    .transpose()
+        })
+        .optional()?
+        .map(|(size, hash)| {
+            let size = u64::try_from(size).map_err(|_| corrupt("a negative size"))?;
+            let hash =
+                Hash::try_from(hash.as_slice()).map_err(|_| corrupt("a hash not 32 bytes"))?;
+            Ok(Latest { size, hash })
+        })
+        .transpose()
 }
 
 /// Records `note` (of tree `size`, `hash`) as the latest checkpoint cosigned for `origin`.
@@ -122,20 +121,20 @@ pub(crate) fn set_latest(
     note: &[u8],
     now: u64,
 ) -> rusqlite::Result<()> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO checkpoints (origin, size, hash, note, cosigned_at)
          VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (origin) DO UPDATE SET
              size = excluded.size, hash = excluded.hash, note = excluded.note,
              cosigned_at = excluded.cosigned_at",
-        params![
-            origin,
-            to_sql(latest.size)?,
-            latest.hash.as_slice(),
-            note,
-            to_sql(now)?
-        ],
-    )?;
+    )?
+    .execute(params![
+        origin,
+        to_sql(latest.size)?,
+        latest.hash.as_slice(),
+        note,
+        to_sql(now)?
+    ])?;
     Ok(())
 }
 
