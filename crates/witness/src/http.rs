@@ -45,7 +45,9 @@ const MAX_CONNECTION_BUFFER: usize = 64 * 1024;
 /// How the server limits its clients.
 #[derive(Debug, Clone, Copy)]
 pub struct ServeOptions {
-    /// Connections open at once; more wait in the kernel's listen queue.
+    /// Connections open at once; more wait in the kernel's listen queue. Each may buffer one
+    /// request body, so bodies take at most this many times [`MAX_BODY_BYTES`] of memory
+    /// (honest requests are a few KiB).
     pub max_connections: usize,
     /// Requests being checked at once; more wait for a turn within their timeout.
     pub max_in_flight: usize,
@@ -59,7 +61,7 @@ pub struct ServeOptions {
 impl Default for ServeOptions {
     fn default() -> ServeOptions {
         ServeOptions {
-            max_connections: 1024,
+            max_connections: 256,
             max_in_flight: 64,
             request_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(30),
