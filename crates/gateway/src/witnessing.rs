@@ -204,7 +204,7 @@ impl Witnessing {
             let lines: Vec<&String> = cosigned.iter().flatten().collect();
             if lines.len() >= self.policy.quorum {
                 let lines: String = lines.into_iter().map(String::as_str).collect();
-                self.publish(&target, &lines);
+                self.publish(target, &lines);
             }
         }
     }

@@ -585,7 +585,11 @@ async fn an_idle_log_with_an_old_checkpoint_raises_no_alert() {
     assert!(log.size() > before, "the read was logged");
     if log.checkpoint().size < log.size() {
         assert!(
-            server.state.analytics.checkpoint_late(&log).is_none(),
+            server
+                .state
+                .analytics
+                .checkpoint_late(&log, server.state.served_checkpoint())
+                .is_none(),
             "an alert for an entry that has just been added"
         );
     }

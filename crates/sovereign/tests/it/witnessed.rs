@@ -174,6 +174,12 @@ fn a_quorum_of_witnesses_cosigns_what_the_gateway_serves() {
         "checkpoint_interval_ms = 500\n",
         "checkpoint_interval_ms = 10\n",
     );
+    // A short deadline, for the late-checkpoint alert to fire while witnesses are down.
+    assert!(toml.contains("checkpoint_deadline_seconds = 5\n"));
+    toml = toml.replace(
+        "checkpoint_deadline_seconds = 5\n",
+        "checkpoint_deadline_seconds = 1\n",
+    );
     for (w, vkey) in witnesses.iter().zip(&vkeys) {
         toml.push_str(&format!(
             "\n[[log.witnesses]]\nurl = {:?}\nkey = {vkey:?}\n",
@@ -297,6 +303,9 @@ fn a_quorum_of_witnesses_cosigns_what_the_gateway_serves() {
         "{metrics}"
     );
     assert!(metrics.contains("sovereign_witness_up{witness=\"w3.witness.example\"} 1"));
+    // Entries wait past the deadline for a served checkpoint: the alert fires (it is logged,
+    // and found in the log below once a checkpoint covers it again).
+    std::thread::sleep(Duration::from_millis(2500));
 
     // One witness back: the checkpoint covers everything answered.
     witnesses[1].start();
@@ -308,6 +317,25 @@ fn a_quorum_of_witnesses_cosigns_what_the_gateway_serves() {
     let (_, by) = served(&base, &log, &keys);
     assert!(by.len() >= 2, "{by:?}");
     check_nothing_lost(&base, &token, "witnessed-subject", &acknowledged, None);
+    let mut late_alerts = 0;
+    tlog::verify_log(
+        &crate::support::ServedLog::new(&base),
+        &log,
+        None,
+        &mut |_, _| {},
+        &mut |_, entry| {
+            let entry: serde_json::Value = serde_json::from_slice(entry).unwrap();
+            if entry["kind"] == "alert" && entry["alert"] == "checkpoint-late" {
+                late_alerts += 1;
+            }
+            Ok(())
+        },
+    )
+    .unwrap();
+    assert!(
+        late_alerts > 0,
+        "no checkpoint-late alert while the quorum was out of reach"
+    );
     assert_success(&verify(&quorum2));
 
     // A forked log: the same key, another tree. Every witness refuses it and keeps evidence.
