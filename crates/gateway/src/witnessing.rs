@@ -13,6 +13,7 @@
 //! PostgreSQL log every gateway runs the task: witnesses cosign the same checkpoint for each
 //! (same size, same root), at the cost of one request per gateway and checkpoint.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -36,6 +37,9 @@ const LOOK_EVERY: Duration = Duration::from_millis(20);
 /// The longest wait before a failing witness is asked again.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
+/// Checkpoint sizes whose cosignatures are kept while no quorum forms.
+const MAX_PENDING: usize = 64;
+
 /// The largest witness answer read (cosignature lines are about 150 bytes each).
 const MAX_ANSWER: usize = 64 * 1024;
 
@@ -45,8 +49,38 @@ pub struct Witnessing {
     log_key: Verifier,
     witnesses: Vec<Witness>,
     served: RwLock<Arc<Published>>,
+    /// Cosignatures gathered and not yet served.
+    pending: Mutex<Pending>,
     file: PathBuf,
     http: reqwest::Client,
+}
+
+/// Cosignatures gathered per checkpoint size not yet served with the quorum (or served with
+/// fewer cosignatures than gathered since), one slot per witness; and the size and number of
+/// cosignatures of the checkpoint served.
+#[derive(Default)]
+struct Pending {
+    by_size: BTreeMap<u64, (Arc<Published>, Vec<Option<String>>)>,
+    served: (Option<u64>, usize),
+}
+
+/// What a witness answered a request to cosign.
+enum Answer {
+    /// Its cosignature line.
+    Cosigned(String),
+    /// It holds a larger tree than the checkpoint sent.
+    Ahead,
+}
+
+/// Aborts the witness tasks when the task that spawned them is aborted.
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
 }
 
 /// One witness as the log sees it.
@@ -97,6 +131,8 @@ impl Witnessing {
         let log_key = Verifier::new(log.verifier_key())
             .map_err(|e| anyhow::anyhow!("the log's own verifier key: {e}"))?;
         let http = reqwest::Client::builder()
+            // A witness answers where it is asked: it may not send the log elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_millis(config.witness_timeout_ms))
             .connect_timeout(Duration::from_millis(config.witness_timeout_ms))
             .build()
@@ -106,10 +142,16 @@ impl Witnessing {
             log_key,
             witnesses,
             served: RwLock::new(Arc::new(none())),
+            pending: Mutex::default(),
             file: data_dir.join(WITNESSED_FILE),
             http,
         };
-        if let Some(kept) = witnessing.read_kept(log) {
+        if let Some((kept, cosignatures)) = witnessing.read_kept(log) {
+            witnessing
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .served = (Some(kept.size), cosignatures);
             *witnessing.served.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(kept);
         }
         Ok(Some(witnessing))
@@ -126,7 +168,7 @@ impl Witnessing {
 
     /// The checkpoint kept by an earlier run, if it still opens with the log's key and the
     /// quorum and is a checkpoint of this log's tree; otherwise none, said in the log.
-    fn read_kept(&self, log: &Log) -> Option<Published> {
+    fn read_kept(&self, log: &Log) -> Option<(Published, usize)> {
         let note = match std::fs::read(&self.file) {
             Ok(note) => note,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
@@ -139,22 +181,25 @@ impl Witnessing {
             .policy
             .open(&note, &self.log_key)
             .map_err(|e| e.to_string())
-            .and_then(|(checkpoint, _)| {
+            .and_then(|(checkpoint, cosignatures)| {
                 let root = log.tree_hash(checkpoint.size).map_err(|e| e.to_string())?;
                 if root != checkpoint.hash {
                     return Err("its root is not the log's root at its size".to_string());
                 }
-                Ok(checkpoint)
+                Ok((checkpoint, cosignatures.len()))
             });
         match checked {
-            Ok(checkpoint) => Some(Published {
-                size: checkpoint.size,
-                hash: checkpoint.hash,
-                note,
-                // Its entries were covered when it was signed; the late-checkpoint alert
-                // measures the entries after it from their own time.
-                signed_at: SystemTime::now(),
-            }),
+            Ok((checkpoint, cosignatures)) => Some((
+                Published {
+                    size: checkpoint.size,
+                    hash: checkpoint.hash,
+                    note,
+                    // Its entries were covered when it was signed; the late-checkpoint alert
+                    // measures the entries after it from their own time.
+                    signed_at: SystemTime::now(),
+                },
+                cosignatures,
+            )),
             Err(problem) => {
                 tracing::warn!(file = %self.file.display(), %problem, "not serving the witnessed checkpoint kept");
                 None
@@ -162,63 +207,89 @@ impl Witnessing {
         }
     }
 
-    /// Follows the log: sends each new checkpoint to the witnesses until the quorum has
-    /// cosigned it or a newer one replaces it. Runs until the gateway stops.
+    /// Follows the log: one task per witness sends it each new checkpoint, so that a slow or
+    /// silent witness never delays the others; the quorum is checked each time one of them
+    /// cosigns. Runs until the gateway stops (aborting this task stops the witness tasks).
     pub async fn run(self: Arc<Self>, log: Arc<Log>) {
-        let mut cosigned: Vec<Option<String>> = vec![None; self.witnesses.len()];
-        let mut target_size = u64::MAX;
+        let tasks: Vec<_> = (0..self.witnesses.len())
+            .map(|i| tokio::spawn(self.clone().follow(i, log.clone())))
+            .collect();
+        let _stop = AbortOnDrop(tasks);
+        std::future::pending::<()>().await;
+    }
+
+    /// Sends witness `i` every new checkpoint of the log, once each, until it cosigns it.
+    async fn follow(self: Arc<Self>, i: usize, log: Arc<Log>) {
+        let witness = &self.witnesses[i];
+        // The size of the last checkpoint this witness cosigned or, being ahead, was spared.
+        let mut done = u64::MAX;
         let mut interval = tokio::time::interval(LOOK_EVERY);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             interval.tick().await;
             let target = log.checkpoint();
-            let served = self.served();
-            if target.size == u64::MAX || (served.size != u64::MAX && target.size <= served.size) {
+            if target.size == u64::MAX || target.size == done || !witness.may_ask() {
                 continue;
             }
-            if target.size != target_size {
-                target_size = target.size;
-                cosigned.fill(None);
-            }
-            let this: &Witnessing = &self;
-            let (log, target) = (&log, &target);
-            let asks = this
-                .witnesses
-                .iter()
-                .enumerate()
-                .filter(|(i, w)| cosigned[*i].is_none() && w.may_ask())
-                .map(|(i, w)| async move { (i, this.ask(w, log, target).await) });
-            for (i, answer) in futures_util::future::join_all(asks).await {
-                let witness = &self.witnesses[i];
-                match answer {
-                    Ok(line) => {
-                        witness.succeeded(target.size);
-                        cosigned[i] = Some(line);
-                    }
-                    Err(problem) => {
-                        tracing::warn!(witness = witness.key.name(), url = %witness.url, %problem, "witness did not cosign");
-                        witness.failed(problem);
-                    }
+            match self.ask(witness, &log, &target).await {
+                Ok(Answer::Cosigned(line)) => {
+                    witness.succeeded(target.size);
+                    done = target.size;
+                    self.cosigned(i, &target, line);
                 }
-            }
-            let lines: Vec<&String> = cosigned.iter().flatten().collect();
-            if lines.len() >= self.policy.quorum {
-                let lines: String = lines.into_iter().map(String::as_str).collect();
-                self.publish(target, &lines);
+                // Another gateway of a fleet sent it a newer checkpoint than this gateway has
+                // seen yet: not a failure; the next one this gateway sees is sent.
+                Ok(Answer::Ahead) => done = target.size,
+                Err(problem) => {
+                    tracing::warn!(witness = witness.key.name(), url = %witness.url, %problem, "witness did not cosign");
+                    witness.failed(problem);
+                }
             }
         }
     }
 
-    /// Serves `target` with the cosignatures `lines` and keeps it for the next start.
-    fn publish(&self, target: &Published, lines: &str) {
+    /// Records witness `i`'s cosignature of `target`, and serves `target` once the quorum
+    /// has cosigned it (again, with more cosignatures, as later ones arrive).
+    fn cosigned(&self, i: usize, target: &Arc<Published>, line: String) {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let (served_size, served_count) = pending.served;
+        if served_size.is_some_and(|served| target.size < served) {
+            return;
+        }
+        let (_, lines) = pending
+            .by_size
+            .entry(target.size)
+            .or_insert_with(|| (target.clone(), vec![None; self.witnesses.len()]));
+        lines[i] = Some(line);
+        let count = lines.iter().flatten().count();
+        let more = served_size != Some(target.size) || count > served_count;
+        if count >= self.policy.quorum && more {
+            let lines: String = lines.iter().flatten().map(String::as_str).collect();
+            if self.publish(target, &lines) {
+                pending.served = (Some(target.size), count);
+                // Nothing smaller than what is served will be served.
+                pending.by_size.retain(|&size, _| size >= target.size);
+            }
+        }
+        // A quorum that never forms must not hold memory: keep the newest sizes only.
+        while pending.by_size.len() > MAX_PENDING {
+            pending.by_size.pop_first();
+        }
+    }
+
+    /// Serves `target` with the cosignatures `lines`, once it is kept for the next start: a
+    /// checkpoint served and then forgotten by a restart would look to monitors like a log
+    /// that shrank.
+    fn publish(&self, target: &Published, lines: &str) -> bool {
         let note = add_signature_lines(&target.note, lines);
         // Never serve what a monitor would refuse.
         if let Err(e) = self.policy.open(&note, &self.log_key) {
             tracing::error!(error = %e, "the cosigned checkpoint does not meet the quorum; not served");
-            return;
+            return false;
         }
-        if let Err(e) = keep(&self.file, &note) {
-            tracing::warn!(file = %self.file.display(), error = %e, "cannot keep the witnessed checkpoint for the next start");
+        if let Err(e) = keep(&self.file, &note, target.size) {
+            tracing::error!(file = %self.file.display(), error = %e, "cannot keep the witnessed checkpoint; not served until it can be kept");
+            return false;
         }
         tracing::debug!(size = target.size, "witnessed checkpoint");
         *self.served.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Published {
@@ -227,30 +298,26 @@ impl Witnessing {
             note,
             signed_at: target.signed_at,
         });
+        true
     }
 
-    /// Asks one witness to cosign `target`; its valid cosignature line, or what went wrong.
+    /// Asks one witness to cosign `target`: its valid cosignature line, `Ahead` if it holds
+    /// a larger tree than `target`, or what went wrong.
     async fn ask(
         &self,
         witness: &Witness,
         log: &Arc<Log>,
         target: &Published,
-    ) -> Result<String, String> {
-        let text = tlog::Checkpoint {
-            origin: log.origin().to_string(),
-            size: target.size,
-            hash: target.hash,
-            extensions: Vec::new(),
-        }
-        .to_text();
+    ) -> Result<Answer, String> {
+        // The text the log signed, extension lines and all, is what a cosignature covers.
+        let text = tlog::note::open(&target.note, [&self.log_key])
+            .map_err(|e| format!("the log's own checkpoint does not open: {e}"))?
+            .text;
         let mut old = witness.known_size().unwrap_or(0);
         // One retry: a 409 tells the size the witness holds.
         for _ in 0..2 {
             if old > target.size {
-                return Err(format!(
-                    "the witness holds a larger tree ({old} entries) than this checkpoint ({}); a newer checkpoint will be sent",
-                    target.size
-                ));
+                return Ok(Answer::Ahead);
             }
             let proof = if old == 0 || old == target.size {
                 Vec::new()
@@ -286,7 +353,7 @@ impl Witnessing {
                     return witness
                         .key
                         .find_cosignature(&text, &String::from_utf8_lossy(&answer))
-                        .map(|(line, _)| line)
+                        .map(|(line, _)| Answer::Cosigned(line))
                         .ok_or_else(|| {
                             "answered 200 without a valid cosignature by its key".to_string()
                         });
@@ -443,13 +510,28 @@ fn plain(e: &reqwest::Error) -> String {
     out
 }
 
-/// Writes the note to `path` atomically (a temporary file, fsync, rename).
-fn keep(path: &Path, note: &[u8]) -> std::io::Result<()> {
+/// Writes the note of a checkpoint of `size` entries to `path` atomically (a temporary file
+/// of this process, fsync, rename), unless the file already holds a larger checkpoint (two
+/// gateways sharing a data folder may both write it).
+fn keep(path: &Path, note: &[u8], size: u64) -> std::io::Result<()> {
     use std::io::Write as _;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static WRITES: AtomicU64 = AtomicU64::new(0);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let tmp = path.with_extension("tmp");
+    let kept_size = std::fs::read(path).ok().and_then(|kept| {
+        let text = String::from_utf8(kept).ok()?;
+        text.lines().nth(1)?.parse::<u64>().ok()
+    });
+    if kept_size.is_some_and(|kept| kept > size) {
+        return Ok(());
+    }
+    let tmp = path.with_extension(format!(
+        "tmp.{}.{}",
+        std::process::id(),
+        WRITES.fetch_add(1, Ordering::Relaxed)
+    ));
     let mut file = std::fs::File::create(&tmp)?;
     file.write_all(note)?;
     file.sync_all()?;

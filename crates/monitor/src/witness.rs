@@ -27,6 +27,11 @@ pub fn load_witness_policy(
         ),
         (_, Some(k)) => k,
     };
+    if !keys.is_empty() && quorum == 0 {
+        bail!(
+            "--quorum 0 with --witness would trust the log's signature alone: give K of at least 1"
+        );
+    }
     if keys.is_empty() && quorum > 0 {
         bail!("--quorum {quorum} needs the witnesses' keys: give --witness VKEY for each");
     }

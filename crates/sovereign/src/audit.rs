@@ -394,9 +394,6 @@ fn check_proof(
     let policy = witnesses.policy()?;
     let data = fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let proof = TlogProof::parse(&data).map_err(|e| anyhow!("{}: {e}", file.display()))?;
-    // The proof's checkpoint must carry the quorum, so that it is the tree everyone sees.
-    let cosigned = monitor::check_quorum(&proof.checkpoint, &verifier, &policy)
-        .map_err(|e| anyhow!("the checkpoint in {} is not witnessed: {e}", file.display()))?;
     let entry_data = fs::read(entry).with_context(|| format!("reading {}", entry.display()))?;
     let checkpoint = tlog::proof::verify(&proof, &verifier, &entry_data).map_err(|e| match e {
         ProofError::Checkpoint(e) => anyhow!(
@@ -410,6 +407,9 @@ fn check_proof(
             proof.index
         ),
     })?;
+    // The proof's checkpoint must carry the quorum, so that it is the tree everyone sees.
+    let cosigned = monitor::check_quorum(&proof.checkpoint, &verifier, &policy)
+        .map_err(|e| anyhow!("the checkpoint in {} is not witnessed: {e}", file.display()))?;
     writeln!(out, "audit check-proof: OK")?;
     writeln!(out, "index:      {}", proof.index)?;
     writeln!(out, "checkpoint: {} entries", checkpoint.size)?;

@@ -279,12 +279,14 @@ impl WitnessPolicy {
         quorum: usize,
     ) -> Result<WitnessPolicy, CosignatureError> {
         for (i, w) in witnesses.iter().enumerate() {
+            // The signed message does not name the witness, so one key under two names
+            // would count one cosignature twice.
             if witnesses[..i]
                 .iter()
-                .any(|o| o.name == w.name && o.key_id == w.key_id)
+                .any(|o| (o.name == w.name && o.key_id == w.key_id) || o.key == w.key)
             {
                 return Err(CosignatureError::Policy(format!(
-                    "witness {w} is given twice"
+                    "witness {w} is given twice (the same key counts once)"
                 )));
             }
         }
@@ -507,6 +509,9 @@ mod tests {
         // Policies that cannot be met are refused.
         assert!(WitnessPolicy::new(keys.clone(), 4).is_err());
         assert!(WitnessPolicy::new(vec![keys[0].clone(), keys[0].clone()], 1).is_err());
+        // One key under two names would count one cosignature twice.
+        let renamed = Cosigner::from_ed25519_seed("w0-again.example", &[10; 32]).unwrap();
+        assert!(WitnessPolicy::new(vec![keys[0].clone(), renamed.witness_key()], 2).is_err());
         // Quorum 0 trusts the log's signature alone.
         assert!(
             WitnessPolicy::default()

@@ -520,3 +520,142 @@ fn fork(signer: &Signer, from: u64, size: u64) -> (Vec<u8>, Vec<tlog::Hash>) {
     };
     (tlog::sign_checkpoint(&checkpoint, signer).unwrap(), proof)
 }
+
+/// Two gateways on separate data folders sharing one PostgreSQL log (and the other stores),
+/// one witness, quorum 1: both serve cosigned checkpoints covering what either answered, the
+/// witness refuses nothing of theirs, and neither counts the witness as failing when it holds
+/// a checkpoint the other gateway sent first. Skips without PostgreSQL binaries unless
+/// `SOVEREIGN_REQUIRE_PG=1`, and without cvc5 unless `SOVEREIGN_REQUIRE_CVC5=1`.
+#[test]
+fn a_fleet_on_one_postgres_log_is_witnessed() {
+    if !crate::support::cvc5_present() {
+        return;
+    }
+    let Some(pg) = pgtest::PgServer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let urls: Vec<(&str, String)> = [
+        (r#"store = "sqlite:log/log.sqlite""#, "log"),
+        (r#"store = "sqlite:sites/us-east/store.sqlite""#, "us_east"),
+        (
+            r#"store = "sqlite:sites/sg-legacy/store.sqlite""#,
+            "sg_legacy",
+        ),
+        (r#"store = "custody/custody.sqlite""#, "custody"),
+        (r#"store = "custody/data-keys.sqlite""#, "data_keys"),
+    ]
+    .into_iter()
+    .map(|(line, database)| (line, pg.create_database(database)))
+    .collect();
+    let stores: Vec<(&str, &str)> = urls.iter().map(|(l, u)| (*l, u.as_str())).collect();
+    let first = dir.path().join("g1");
+    crate::support::init_with_stores(&first, &stores);
+    let log_vkey = {
+        let output = sovereign()
+            .args(["audit", "key", "--data", s(&first)])
+            .output()
+            .unwrap();
+        assert_success(&output);
+        text(&output).0.trim().to_string()
+    };
+    let witness_data = dir.path().join("witness");
+    assert_success(
+        &sovereign()
+            .args(["witness", "init", "--data", s(&witness_data)])
+            .args(["--name", "fleet.witness.example"])
+            .output()
+            .unwrap(),
+    );
+    let mut witness = WitnessProcess {
+        data: witness_data,
+        port: free_port(),
+        log_vkey: log_vkey.clone(),
+        child: None,
+    };
+    witness.start();
+    let vkey = witness.key();
+    let config = first.join("sovereign.toml");
+    let toml = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("witness_quorum = 0\n", "witness_quorum = 1\n")
+        .replace(
+            "checkpoint_interval_ms = 500\n",
+            "checkpoint_interval_ms = 50\n",
+        )
+        + &format!(
+            "\n[[log.witnesses]]\nurl = {:?}\nkey = {vkey:?}\n",
+            witness.url()
+        );
+    std::fs::write(&config, toml).unwrap();
+    let second = dir.path().join("g2");
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(&first)
+        .arg(&second)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+
+    let mut gateways: Vec<crate::support::Server> = [&first, &second]
+        .iter()
+        .map(|folder| {
+            let mut g = crate::support::serve(folder, "warn,sovereign=info");
+            g.drain();
+            g
+        })
+        .collect();
+    let bases: Vec<String> = gateways.iter().map(|g| g.base.clone()).collect();
+    let token = writer_token(&first);
+    let log = tlog::note::Verifier::new(&log_vkey).unwrap();
+    let keys = [WitnessKey::new(&vkey).unwrap()];
+    let http = reqwest::blocking::Client::new();
+    let mut last = 0;
+    for i in 0..30 {
+        let answer = http
+            .put(format!("{}/v1/subjects/fleet-{i}", bases[i % 2]))
+            .bearer_auth(&token)
+            .body(r#"{"jurisdiction":"US"}"#)
+            .send()
+            .unwrap();
+        assert_eq!(answer.status(), 201);
+        let index: u64 = answer.headers()["sovereign-log-index"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        last = last.max(index);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for base in &bases {
+        wait_until(
+            "every gateway serves a cosigned checkpoint covering both",
+            Duration::from_secs(15),
+            || {
+                let (size, by) = served(base, &log, &keys);
+                size > last && by.len() == 1
+            },
+        );
+        let metrics = reqwest::blocking::get(format!("{base}/metrics"))
+            .unwrap()
+            .text()
+            .unwrap();
+        assert!(
+            metrics.contains("sovereign_witness_failures{witness=\"fleet.witness.example\"} 0"),
+            "{metrics}"
+        );
+    }
+    let evidence = sovereign()
+        .args(["witness", "evidence", "--data", s(&witness.data)])
+        .output()
+        .unwrap();
+    assert_success(&evidence);
+    assert!(
+        !text(&evidence).0.contains(log.name()),
+        "the witness refused the fleet's log: {}",
+        text(&evidence).0
+    );
+    for g in &mut gateways {
+        g.signal("TERM");
+    }
+}
