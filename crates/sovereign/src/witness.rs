@@ -46,13 +46,19 @@ pub enum WitnessCommand {
         logs: Vec<String>,
     },
     /// List the refused inconsistent checkpoints the witness kept as evidence (also while
-    /// it serves).
+    /// it serves): proven forks (another root signed by the log for a size it cosigned) and
+    /// unverified inconsistencies (a consistency proof that failed), with their repeats.
     Evidence {
         #[arg(long)]
         data: PathBuf,
-        /// Print the request body kept as evidence number ID, verbatim, instead.
-        #[arg(long, value_name = "ID")]
+        /// Print the request kept as evidence number ID instead: the add-checkpoint body,
+        /// its checkpoint with only the log's signatures.
+        #[arg(long, value_name = "ID", conflicts_with = "held")]
         body: Option<i64>,
+        /// Print the log's checkpoint the witness held when it refused evidence number ID
+        /// instead (for a fork: the other root, signed by the log).
+        #[arg(long, value_name = "ID")]
+        held: Option<i64>,
     },
 }
 
@@ -73,7 +79,7 @@ pub fn run(command: WitnessCommand) -> anyhow::Result<()> {
             Ok(())
         }
         WitnessCommand::Serve { data, listen, logs } => serve(&data, listen, &logs),
-        WitnessCommand::Evidence { data, body } => evidence(&data, body),
+        WitnessCommand::Evidence { data, body, held } => evidence(&data, body, held),
     }
 }
 
@@ -138,7 +144,7 @@ fn load_log_key(arg: &str) -> anyhow::Result<Verifier> {
     })
 }
 
-fn evidence(data: &Path, body: Option<i64>) -> anyhow::Result<()> {
+fn evidence(data: &Path, body: Option<i64>, held: Option<i64>) -> anyhow::Result<()> {
     if !data.is_dir() {
         bail!("{} is not a folder", data.display());
     }
@@ -148,21 +154,58 @@ fn evidence(data: &Path, body: Option<i64>) -> anyhow::Result<()> {
         std::io::stdout().write_all(&body)?;
         return Ok(());
     }
+    if let Some(id) = held {
+        let held = witness::read_evidence_held(data, id)?
+            .ok_or_else(|| anyhow!("no evidence number {id} in {}", data.display()))?
+            .ok_or_else(|| {
+                anyhow!(
+                    "evidence number {id} records no held checkpoint (the log had none cosigned, \
+                     or the evidence was kept by an older witness)"
+                )
+            })?;
+        std::io::stdout().write_all(&held)?;
+        return Ok(());
+    }
     let list = witness::read_evidence(data)?;
     if list.kept.is_empty() && list.dropped.is_empty() {
         println!("no evidence: the witness has refused no inconsistent checkpoint");
         return Ok(());
     }
+    let time =
+        |secs: u64| humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs));
     for e in &list.kept {
-        let time = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(e.time));
+        let kind = match e.kind {
+            witness::EvidenceKind::Fork => "PROVEN FORK (same size, other root)",
+            witness::EvidenceKind::Inconsistent => {
+                "unverified inconsistency (the consistency proof failed)"
+            }
+        };
+        let seen = if e.times > 1 {
+            format!("refused {} times, last {}", e.times, time(e.last_time))
+        } else {
+            "refused once".to_string()
+        };
         println!(
-            "#{} {time} {}: old size {}, checkpoint size {}, latest cosigned size {}: {}",
-            e.id, e.origin, e.old_size, e.size, e.latest_size, e.reason
+            "#{} {} {}: {kind}: old size {}, checkpoint size {}, latest cosigned size {}; {seen}: {}",
+            e.id,
+            time(e.time),
+            e.origin,
+            e.old_size,
+            e.size,
+            e.latest_size,
+            e.reason
         );
     }
-    for (origin, count) in &list.dropped {
+    for d in &list.dropped {
+        let what = match d.kind {
+            Some(witness::EvidenceKind::Fork) => "proven forks",
+            Some(witness::EvidenceKind::Inconsistent) => "unverified inconsistencies",
+            None => "refusals (forks or failed proofs, from before kinds were counted apart)",
+        };
         println!(
-            "{origin}: {count} more refused but not kept (at most {} requests or {} MiB kept per log)",
+            "{}: {} more {what} refused but not kept (at most {} or {} MiB kept per log and kind)",
+            d.origin,
+            d.count,
             witness::MAX_EVIDENCE_PER_LOG,
             witness::MAX_EVIDENCE_BYTES_PER_LOG >> 20
         );

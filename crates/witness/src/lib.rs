@@ -11,7 +11,10 @@
 //! - [`Witness::open`] opens the folder (one process at a time: a lock file) for a set of
 //!   log keys, and [`Witness::add_checkpoint`] answers a request body;
 //! - [`http::serve`] serves it over HTTP;
-//! - [`read_evidence`] lists the refused inconsistent checkpoints, also while it runs.
+//! - [`read_evidence`] lists the refused inconsistent checkpoints, also while it runs:
+//!   proven forks (two roots signed by the log for one size) and failed consistency proofs
+//!   (a suspicion only: anyone can send a genuine checkpoint with a wrong proof), each kind
+//!   bounded on its own so the second can never crowd out the first.
 //!
 //! It uses `tlog` and `sqlitedb` only of this workspace.
 //!
@@ -28,8 +31,11 @@ mod witness;
 
 pub use error::{AddError, WitnessError};
 pub use files::{KEY_FILE, LOCK_FILE, STATE_FILE, VKEY_FILE, init, read_key};
-pub use store::{Evidence, EvidenceList, Latest, MAX_EVIDENCE_BYTES_PER_LOG, MAX_EVIDENCE_PER_LOG};
-pub use witness::{Witness, read_evidence, read_evidence_body};
+pub use store::{
+    Dropped, Evidence, EvidenceKind, EvidenceList, Latest, MAX_EVIDENCE_BYTES_PER_LOG,
+    MAX_EVIDENCE_PER_LOG,
+};
+pub use witness::{Witness, read_evidence, read_evidence_body, read_evidence_held};
 
 #[cfg(test)]
 mod tests;

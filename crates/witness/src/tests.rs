@@ -17,7 +17,7 @@ use tlog::witness::{AddCheckpoint, SIZE_CONTENT_TYPE, parse_size_body};
 use tlog::{EMPTY_TREE_HASH, Hash, leaf_hash, prove_tree, tree_hash};
 
 use crate::store::EvidenceBound;
-use crate::{AddError, Witness, WitnessError};
+use crate::{AddError, Dropped, EvidenceKind, Witness, WitnessError};
 
 const ORIGIN: &str = "example.com/log";
 const WITNESS_NAME: &str = "witness.example/w1";
@@ -282,7 +282,20 @@ fn every_refusal_has_its_status() {
     padded.proof.push(leaf_hash(b"extra"));
     assert_eq!(status(&padded.to_bytes()), 422);
     assert_eq!(latest_size(&w), Some(8));
-    assert_eq!(w.evidence().unwrap().kept.len(), 3);
+    // The two wrong proofs to 16 are one row (one checkpoint, one kind), counted twice.
+    let evidence = w.evidence().unwrap();
+    assert_eq!(evidence.kept.len(), 2, "{evidence:?}");
+    assert_eq!(
+        evidence
+            .kept
+            .iter()
+            .map(|e| (e.kind, e.size, e.times))
+            .collect::<Vec<_>>(),
+        [
+            (EvidenceKind::Inconsistent, 16, 2),
+            (EvidenceKind::Inconsistent, 8, 1)
+        ]
+    );
 }
 
 #[test]
@@ -393,7 +406,7 @@ fn evidence_is_bounded_and_counted() {
     }
     let evidence = w.evidence().unwrap();
     assert_eq!(evidence.kept.len(), 3);
-    assert_eq!(evidence.dropped, [(ORIGIN.to_string(), 2)]);
+    assert_eq!(evidence.dropped, [dropped(EvidenceKind::Fork, 2)]);
 
     // The byte bound too: a body larger than what is left is only counted.
     w.evidence_bound = EvidenceBound {
@@ -406,7 +419,410 @@ fn evidence_is_bounded_and_counted() {
     w.add_checkpoint(&request(&fork, 6, 6)).unwrap_err();
     let evidence = w.evidence().unwrap();
     assert_eq!(evidence.kept.len(), 3);
-    assert_eq!(evidence.dropped, [(ORIGIN.to_string(), 3)]);
+    assert_eq!(evidence.dropped, [dropped(EvidenceKind::Fork, 3)]);
+}
+
+fn dropped(kind: EvidenceKind, count: u64) -> Dropped {
+    Dropped {
+        origin: ORIGIN.to_string(),
+        kind: Some(kind),
+        count,
+    }
+}
+
+/// `note` with signature lines of unknown keys added up to the note size limit: anyone can
+/// pad a log's genuine checkpoint so.
+fn padded(note: &[u8], seed: u64) -> Vec<u8> {
+    let mut out = note.to_vec();
+    let lines = tlog::note::MAX_SIGNATURES - 1;
+    let budget = (tlog::note::MAX_NOTE_SIZE - note.len()) / lines;
+    for i in 0..lines {
+        let name = format!("pad{seed}.example/{i}");
+        // "— " is 4 bytes; the name, a space, the base64 and a newline.
+        let b64_len = (budget - 4 - name.len() - 2) / 4 * 4;
+        let mut raw = vec![0u8; b64_len / 4 * 3];
+        rand::thread_rng().fill(&mut raw[..]);
+        let line = format!(
+            "\u{2014} {name} {}\n",
+            base64::engine::general_purpose::STANDARD.encode(&raw)
+        );
+        out.extend_from_slice(line.as_bytes());
+    }
+    assert!(out.len() <= tlog::note::MAX_NOTE_SIZE);
+    assert!(out.len() > tlog::note::MAX_NOTE_SIZE - 10_000);
+    out
+}
+
+/// `count` random hashes: a proof that proves nothing.
+fn garbage_proof(count: usize) -> Vec<Hash> {
+    let mut rng = rand::thread_rng();
+    (0..count)
+        .map(|_| {
+            let mut hash = [0u8; 32];
+            rng.fill(&mut hash[..]);
+            hash
+        })
+        .collect()
+}
+
+/// The bytes of every file in the data folder.
+fn folder_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum()
+}
+
+/// The review's attack: the log's genuine checkpoint, sent with `old <latest>` and a garbage
+/// proof, padded with unknown-key lines to the note size limit, 64 times (which filled the
+/// 64 MiB a log's evidence could take). One small row, the repeats counted in it; the log
+/// goes on.
+#[test]
+fn failed_proof_spam_keeps_one_small_row() {
+    const SPAM: u64 = 64;
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = log_of(ORIGIN, 1, 8);
+    let w = witness(dir.path(), &[&log]);
+    w.add_checkpoint(&request(&log, 0, 8)).unwrap();
+    grow(&mut log, 8);
+    let genuine = note_at(&log, 16);
+    let mut first_proof = Vec::new();
+    for i in 0..SPAM {
+        let proof = garbage_proof(1 + (i as usize % 63));
+        if i == 0 {
+            first_proof = proof.clone();
+        }
+        let body = AddCheckpoint {
+            old_size: 8,
+            proof,
+            checkpoint: padded(&genuine, i),
+        }
+        .to_bytes();
+        assert!(body.len() > 1_000_000);
+        let err = w.add_checkpoint(&body).unwrap_err();
+        assert_eq!(err.status(), 422, "{err}");
+    }
+
+    let evidence = w.evidence().unwrap();
+    assert!(evidence.dropped.is_empty(), "{evidence:?}");
+    let [row] = evidence.kept.as_slice() else {
+        panic!("{evidence:?}");
+    };
+    assert_eq!(row.kind, EvidenceKind::Inconsistent);
+    assert_eq!((row.old_size, row.size, row.latest_size), (8, 16, 8));
+    assert_eq!(row.hash, Some(tree_hash(16, &log.store).unwrap()));
+    assert_eq!(row.times, SPAM);
+    assert!(row.last_time >= row.time);
+    assert!(row.reason.contains("consistency proof"), "{}", row.reason);
+    assert!(row.reason.contains("unverified"), "{}", row.reason);
+
+    // The row holds the first request with only the log's signature: a few KiB at most.
+    let body = crate::read_evidence_body(dir.path(), row.id)
+        .unwrap()
+        .unwrap();
+    assert!(body.len() < 4096, "{} bytes", body.len());
+    let kept = AddCheckpoint::parse(&body).unwrap();
+    assert_eq!(kept.old_size, 8);
+    assert_eq!(kept.proof, first_proof);
+    assert_eq!(kept.checkpoint, genuine);
+    let opened = tlog::note::open(&kept.checkpoint, [&log.signer.verifier()]).unwrap();
+    assert!(opened.unverified_sigs.is_empty());
+    // With it, the checkpoint the witness held, to check the proof against.
+    assert_eq!(
+        crate::read_evidence_held(dir.path(), row.id).unwrap(),
+        Some(Some(note_at(&log, 8)))
+    );
+    // The whole state stays small (the spam was 64 MiB).
+    let bytes = folder_bytes(dir.path());
+    assert!(bytes < 2 << 20, "the data folder holds {bytes} bytes");
+
+    // The log itself is not held back.
+    let lines = w.add_checkpoint(&request(&log, 8, 16)).unwrap();
+    assert_cosigned(&w, &log, 16, &lines);
+}
+
+/// Failed proofs, which anyone can produce from a log's public checkpoints, fill their own
+/// bound only: a proven fork is kept after it, with the checkpoint it contradicts.
+#[test]
+fn a_proven_fork_is_kept_after_the_failed_proof_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = log_of(ORIGIN, 1, 8);
+    let mut w = witness(dir.path(), &[&log]);
+    w.evidence_bound = EvidenceBound {
+        rows: 2,
+        bytes: 1 << 20,
+    };
+    w.add_checkpoint(&request(&log, 0, 8)).unwrap();
+    grow(&mut log, 6);
+    // Six genuine checkpoints, each with a garbage proof: two kept, four counted.
+    for size in 9..=14 {
+        let body = AddCheckpoint {
+            old_size: 8,
+            proof: garbage_proof(3),
+            checkpoint: note_at(&log, size),
+        }
+        .to_bytes();
+        assert_eq!(w.add_checkpoint(&body).unwrap_err().status(), 422);
+    }
+    let evidence = w.evidence().unwrap();
+    assert_eq!(evidence.kept.len(), 2);
+    assert_eq!(evidence.dropped, [dropped(EvidenceKind::Inconsistent, 4)]);
+
+    // A fork at the cosigned size, twice: kept once, counted twice.
+    let mut fork = LogWriter::new(ORIGIN, 1);
+    for i in 0..8 {
+        fork.append(format!("forked {i}").into_bytes());
+    }
+    let forked = request(&fork, 8, 8);
+    for _ in 0..2 {
+        let err = w.add_checkpoint(&forked).unwrap_err();
+        assert!(matches!(err, AddError::Fork { size: 8 }), "{err}");
+    }
+    let evidence = w.evidence().unwrap();
+    assert_eq!(evidence.kept.len(), 3, "{evidence:?}");
+    assert_eq!(evidence.dropped, [dropped(EvidenceKind::Inconsistent, 4)]);
+    let proven = &evidence.kept[2];
+    assert_eq!(proven.kind, EvidenceKind::Fork);
+    assert_eq!((proven.size, proven.times), (8, 2));
+    assert!(
+        proven.reason.contains("proof of a fork"),
+        "{}",
+        proven.reason
+    );
+
+    // The row is the proof by itself: two checkpoints of size 8, both signed by the log's
+    // key, with different roots.
+    let verifier = log.signer.verifier();
+    let open = |note: &[u8]| {
+        Checkpoint::parse(&tlog::note::open(note, [&verifier]).unwrap().text).unwrap()
+    };
+    let body = crate::read_evidence_body(dir.path(), proven.id)
+        .unwrap()
+        .unwrap();
+    assert_eq!(body, forked);
+    let held = crate::read_evidence_held(dir.path(), proven.id)
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let (theirs, ours) = (
+        open(&AddCheckpoint::parse(&body).unwrap().checkpoint),
+        open(&held),
+    );
+    assert_eq!((theirs.size, ours.size), (8, 8));
+    assert_ne!(theirs.hash, ours.hash);
+    assert_eq!(Some(theirs.hash), proven.hash);
+
+    // More failed proofs are still only counted; the fork stays.
+    let body = AddCheckpoint {
+        old_size: 8,
+        proof: garbage_proof(3),
+        checkpoint: note_at(&log, 14),
+    }
+    .to_bytes();
+    w.add_checkpoint(&body).unwrap_err();
+    grow(&mut log, 1);
+    let body = AddCheckpoint {
+        old_size: 8,
+        proof: garbage_proof(3),
+        checkpoint: note_at(&log, 15),
+    }
+    .to_bytes();
+    w.add_checkpoint(&body).unwrap_err();
+    let evidence = w.evidence().unwrap();
+    assert_eq!(evidence.kept.len(), 3);
+    assert_eq!(evidence.kept[2].kind, EvidenceKind::Fork);
+    assert_eq!(evidence.dropped, [dropped(EvidenceKind::Inconsistent, 6)]);
+}
+
+/// The checkpoint the witness holds, sent again, is cosigned again without a commit: the
+/// state file and its WAL stay as they are, and another connection sees no change.
+#[test]
+fn the_held_checkpoint_again_is_cosigned_without_a_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = log_of(ORIGIN, 1, 8);
+    let w = witness(dir.path(), &[&log]);
+    w.add_checkpoint(&request(&log, 0, 8)).unwrap();
+    grow(&mut log, 4);
+    w.add_checkpoint(&request(&log, 8, 12)).unwrap();
+
+    let reader = crate::store::open(dir.path()).unwrap();
+    let data_version = || -> i64 {
+        reader
+            .query_row("PRAGMA data_version", [], |row| row.get(0))
+            .unwrap()
+    };
+    let files = || {
+        ["", "-wal"].map(|suffix| {
+            let path = dir.path().join(format!("{}{suffix}", crate::STATE_FILE));
+            std::fs::metadata(path).unwrap().len()
+        })
+    };
+    let before = (data_version(), files());
+    // As the log sent it, and with other lines added (other witnesses' cosignatures, say):
+    // a note with other bytes, the same checkpoint.
+    let plain = request(&log, 12, 12);
+    let mut with_more = AddCheckpoint::parse(&plain).unwrap();
+    with_more.checkpoint = padded(&with_more.checkpoint, 7);
+    for body in [&plain, &with_more.to_bytes(), &plain] {
+        let lines = w.add_checkpoint(body).unwrap();
+        assert_cosigned(&w, &log, 12, &lines);
+    }
+    assert_eq!((data_version(), files()), before);
+    // In another second too (a write of the time cosigned would change the file).
+    let second =
+        |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let start = second(std::time::SystemTime::now());
+    while second(std::time::SystemTime::now()) == start {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    w.add_checkpoint(&plain).unwrap();
+    assert_eq!((data_version(), files()), before);
+    assert_eq!(latest_size(&w), Some(12));
+
+    // What it would have looked like: a change is seen.
+    grow(&mut log, 1);
+    w.add_checkpoint(&request(&log, 12, 13)).unwrap();
+    assert_ne!(data_version(), before.0);
+}
+
+/// A state file of version 1 (evidence kept verbatim, one tally per log) opens at version
+/// 2: its evidence keeps its bytes and gets its kind from its reason; what it dropped is
+/// counted, of unknown kind; its tally goes on bounding new evidence; the checkpoint it
+/// holds (kept verbatim, padded here) is stripped when it becomes evidence.
+#[test]
+fn a_version_1_state_is_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = log_of(ORIGIN, 1, 8);
+    crate::init(dir.path(), WITNESS_NAME).unwrap();
+    let mut fork = LogWriter::new(ORIGIN, 1);
+    for i in 0..8 {
+        fork.append(format!("forked {i}").into_bytes());
+    }
+    let fork_body = AddCheckpoint {
+        old_size: 8,
+        proof: Vec::new(),
+        checkpoint: padded(&note_at(&fork, 8), 1),
+    }
+    .to_bytes();
+    let failed_body = AddCheckpoint {
+        old_size: 8,
+        proof: garbage_proof(2),
+        checkpoint: note_at(&log, 8),
+    }
+    .to_bytes();
+    {
+        let conn = crate::store::open_at(dir.path(), &crate::store::SCHEMA_STEPS[..1]).unwrap();
+        assert_eq!(sqlitedb::schema_version(&conn).unwrap(), 1);
+        conn.execute(
+            "INSERT INTO checkpoints (origin, size, hash, note, cosigned_at)
+             VALUES (?1, 8, ?2, ?3, 1000)",
+            rusqlite::params![
+                ORIGIN,
+                tree_hash(8, &log.store).unwrap().as_slice(),
+                padded(&note_at(&log, 8), 2)
+            ],
+        )
+        .unwrap();
+        let fork_reason = AddError::Fork { size: 8 }.to_string();
+        let failed_reason = inconsistent_reason();
+        for (time, reason, body) in [
+            (1001, &fork_reason, &fork_body),
+            (1002, &failed_reason, &failed_body),
+        ] {
+            conn.execute(
+                "INSERT INTO evidence (origin, received_at, reason, old_size, size, latest_size, body)
+                 VALUES (?1, ?2, ?3, 8, 8, 8, ?4)",
+                rusqlite::params![ORIGIN, time, reason, body],
+            )
+            .unwrap();
+        }
+        conn.execute(
+            "INSERT INTO evidence_tally (origin, kept, kept_bytes, dropped) VALUES (?1, 2, ?2, 5)",
+            rusqlite::params![
+                ORIGIN,
+                i64::try_from(fork_body.len() + failed_body.len()).unwrap()
+            ],
+        )
+        .unwrap();
+    }
+
+    let mut w = reopen(dir.path(), &[&log]);
+    assert_eq!(latest_size(&w), Some(8));
+    let evidence = w.evidence().unwrap();
+    let summary: Vec<_> = evidence
+        .kept
+        .iter()
+        .map(|e| (e.kind, e.time, e.last_time, e.times, e.hash))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (EvidenceKind::Fork, 1001, 1001, 1, None),
+            (EvidenceKind::Inconsistent, 1002, 1002, 1, None)
+        ]
+    );
+    assert_eq!(
+        evidence.dropped,
+        [Dropped {
+            origin: ORIGIN.to_string(),
+            kind: None,
+            count: 5
+        }]
+    );
+    let fork_id = evidence.kept[0].id;
+    assert_eq!(
+        crate::read_evidence_body(dir.path(), fork_id).unwrap(),
+        Some(fork_body)
+    );
+    assert_eq!(
+        crate::read_evidence_held(dir.path(), fork_id).unwrap(),
+        Some(None)
+    );
+    assert_eq!(crate::read_evidence_held(dir.path(), 999).unwrap(), None);
+
+    // The tally carried over: with room for two forks, one more is kept, the next counted.
+    w.evidence_bound = EvidenceBound {
+        rows: 2,
+        bytes: 64 << 20,
+    };
+    for seed in [2, 3] {
+        let mut other = LogWriter::new(ORIGIN, 1);
+        for i in 0..8 {
+            other.append(format!("fork {seed} {i}").into_bytes());
+        }
+        assert_eq!(
+            w.add_checkpoint(&request(&other, 8, 8))
+                .unwrap_err()
+                .status(),
+            409
+        );
+    }
+    let evidence = w.evidence().unwrap();
+    assert_eq!(evidence.kept.len(), 3);
+    assert!(evidence.dropped.contains(&dropped(EvidenceKind::Fork, 1)));
+    // The new row's held checkpoint is the padded one stripped to the log's signature.
+    let new = &evidence.kept[2];
+    assert_eq!(new.kind, EvidenceKind::Fork);
+    assert_eq!(
+        crate::read_evidence_held(dir.path(), new.id).unwrap(),
+        Some(Some(note_at(&log, 8)))
+    );
+    drop(w);
+    let conn = crate::store::open(dir.path()).unwrap();
+    assert_eq!(
+        sqlitedb::schema_version(&conn).unwrap(),
+        i64::try_from(crate::store::SCHEMA_STEPS.len()).unwrap()
+    );
+}
+
+/// The text a version-1 witness kept as the reason of a failed proof.
+fn inconsistent_reason() -> String {
+    AddError::Inconsistent {
+        old: 8,
+        size: 8,
+        reason: "the proof between two trees of one size must be empty".to_string(),
+    }
+    .to_string()
 }
 
 /// Many threads submit checkpoints of one log of random, increasing sizes, each from the size it last

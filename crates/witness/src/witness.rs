@@ -9,13 +9,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, TransactionBehavior};
 use tlog::checkpoint::Checkpoint;
 use tlog::cosignature::{Cosigner, WitnessKey};
-use tlog::note::{NoteError, Verifier};
+use tlog::note::{Note, NoteError, Verifier};
 use tlog::witness::AddCheckpoint;
 use tlog::{EMPTY_TREE_HASH, check_tree};
 
 use crate::error::{AddError, WitnessError};
 use crate::files::{DataLock, STATE_FILE, load_cosigner};
-use crate::store::{self, Evidence, EvidenceBound, EvidenceList, Latest};
+use crate::store::{self, EvidenceBound, EvidenceKind, EvidenceList, Kept, Latest, NewEvidence};
 
 /// A witness: its key, the logs it witnesses and their latest cosigned checkpoints.
 ///
@@ -23,7 +23,8 @@ use crate::store::{self, Evidence, EvidenceBound, EvidenceList, Latest};
 /// check against the state and the write of the new state happen in one immediate SQLite
 /// transaction under one mutex, committed (synced) before the cosignature is made, so two
 /// concurrent requests can never both advance from the same size (no rollback), and a
-/// crash never forgets a cosigned tree.
+/// crash never forgets a cosigned tree. The checkpoint it holds, sent again, is cosigned
+/// again without a write.
 #[derive(Debug)]
 pub struct Witness {
     cosigner: Cosigner,
@@ -97,27 +98,28 @@ impl Witness {
     /// order, then the new state persisted, then the cosignature line (one, ending in a
     /// newline) of the checkpoint at the current time. A refusal says why and carries the
     /// HTTP status ([`AddError::status`]); fork and failed-proof refusals are kept as
-    /// evidence.
+    /// evidence (the checkpoint with the log's trusted signatures only, and the proof; one
+    /// row per checkpoint and kind, repeats counted).
     pub fn add_checkpoint(&self, body: &[u8]) -> Result<String, AddError> {
         let request =
             AddCheckpoint::parse(body).map_err(|e| AddError::Malformed(e.0.to_string()))?;
         // The signature is checked before the lock: it is the expensive part and needs no
         // state.
-        let (checkpoint, text) = self.open_checkpoint(&request.checkpoint)?;
+        let (checkpoint, note) = self.open_checkpoint(&request.checkpoint)?;
         if request.old_size > checkpoint.size {
             return Err(AddError::OldSizeAbove {
                 old: request.old_size,
                 size: checkpoint.size,
             });
         }
-        self.advance(&request, &checkpoint, body)?;
-        Ok(self.cosigner.cosign(&text, now()))
+        self.advance(&request, &checkpoint, &note)?;
+        Ok(self.cosigner.cosign(&note.text, now()))
     }
 
-    /// The checkpoint of a note signed by a trusted key of its log, and the note's text
-    /// (what a cosignature signs): 404 for an unknown origin, 403 without a valid trusted
-    /// signature, 400 for a note or checkpoint that is malformed.
-    fn open_checkpoint(&self, note: &[u8]) -> Result<(Checkpoint, String), AddError> {
+    /// The checkpoint of a note signed by a trusted key of its log, and the opened note
+    /// (its text is what a cosignature signs): 404 for an unknown origin, 403 without a
+    /// valid trusted signature, 400 for a note or checkpoint that is malformed.
+    fn open_checkpoint(&self, note: &[u8]) -> Result<(Checkpoint, Note), AddError> {
         let first_line = note
             .split(|&b| b == b'\n')
             .next()
@@ -152,16 +154,17 @@ impl Witness {
                 "the checkpoint's tree size is above 2^63 - 1".into(),
             ));
         }
-        Ok((checkpoint, opened.text))
+        Ok((checkpoint, opened))
     }
 
     /// Checks the request against the latest cosigned checkpoint of its log and records the
-    /// new one, atomically and durably; or keeps the evidence of an inconsistent one.
+    /// new one, atomically and durably (nothing when it is the one held); or keeps the
+    /// evidence of an inconsistent one.
     fn advance(
         &self,
         request: &AddCheckpoint,
         checkpoint: &Checkpoint,
-        body: &[u8],
+        note: &Note,
     ) -> Result<(), AddError> {
         let mut conn = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         // IMMEDIATE: the write lock is taken before the read, so nothing (another process
@@ -169,42 +172,79 @@ impl Witness {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(storage)?;
-        let latest = store::latest(&tx, &checkpoint.origin)
-            .map_err(storage)?
-            .unwrap_or(Latest {
-                size: 0,
-                hash: EMPTY_TREE_HASH,
-            });
+        let held = store::latest(&tx, &checkpoint.origin).map_err(storage)?;
+        let latest = held.unwrap_or(Latest {
+            size: 0,
+            hash: EMPTY_TREE_HASH,
+        });
         let now = now();
         match check(latest, request, checkpoint) {
+            Ok(()) if held.is_some_and(|held| held.size == checkpoint.size) => {
+                // The checkpoint held, sent again (the check made it the same root): nothing
+                // changes, so nothing is written or synced.
+                tx.rollback().map_err(storage)
+            }
             Ok(()) => {
                 let new = Latest {
                     size: checkpoint.size,
                     hash: checkpoint.hash,
                 };
-                store::set_latest(&tx, &checkpoint.origin, new, &request.checkpoint, now)
+                store::set_latest(&tx, &checkpoint.origin, new, &trusted_only(note), now)
                     .map_err(storage)?;
                 // synchronous=FULL: on disk when commit returns, before anything is cosigned.
                 tx.commit().map_err(storage)
             }
             Err(refusal) => {
-                if matches!(
-                    refusal,
-                    AddError::Fork { .. } | AddError::Inconsistent { .. }
-                ) {
-                    tracing::warn!(origin = %checkpoint.origin, %refusal, "refused an inconsistent checkpoint signed by the log");
-                    let evidence = Evidence {
-                        id: 0,
-                        origin: checkpoint.origin.clone(),
-                        time: now,
-                        reason: refusal.to_string(),
+                let kind = match refusal {
+                    AddError::Fork { .. } => EvidenceKind::Fork,
+                    AddError::Inconsistent { .. } => EvidenceKind::Inconsistent,
+                    _ => return Err(refusal),
+                };
+                let reason = match kind {
+                    EvidenceKind::Fork => format!(
+                        "{refusal} (two root hashes signed by the log's key for one size: proof of a fork)"
+                    ),
+                    EvidenceKind::Inconsistent => format!(
+                        "{refusal} (unverified: anyone can send a log's genuine checkpoint with a wrong proof, so this is a suspicion, not proof)"
+                    ),
+                };
+                let evidence = NewEvidence {
+                    origin: &checkpoint.origin,
+                    kind,
+                    time: now,
+                    reason,
+                    old_size: request.old_size,
+                    size: checkpoint.size,
+                    hash: checkpoint.hash,
+                    latest_size: latest.size,
+                    // Only what the log signed, and the proof (at most 63 hashes): the
+                    // lines of unknown keys anyone can add are dropped.
+                    body: AddCheckpoint {
                         old_size: request.old_size,
-                        size: checkpoint.size,
-                        latest_size: latest.size,
-                    };
-                    let kept = store::keep_evidence(&tx, &evidence, body, self.evidence_bound)
-                        .and_then(|kept| tx.commit().map(|()| kept));
-                    if let Err(e) = kept {
+                        proof: request.proof.clone(),
+                        checkpoint: trusted_only(note),
+                    }
+                    .to_bytes(),
+                    held: None,
+                };
+                let kept = self
+                    .held_note(&tx, &checkpoint.origin)
+                    .and_then(|held| {
+                        store::keep_evidence(
+                            &tx,
+                            &NewEvidence { held, ..evidence },
+                            self.evidence_bound,
+                        )
+                    })
+                    .and_then(|kept| tx.commit().map(|()| kept));
+                match kept {
+                    Ok(Kept::Repeat) => {
+                        tracing::debug!(origin = %checkpoint.origin, %refusal, "refused again a checkpoint kept as evidence");
+                    }
+                    Ok(kept) => {
+                        tracing::warn!(origin = %checkpoint.origin, %refusal, kept = (kept == Kept::New), "refused an inconsistent checkpoint signed by the log");
+                    }
+                    Err(e) => {
                         // The refusal stands; only the evidence is lost.
                         tracing::error!(origin = %checkpoint.origin, error = %e, "cannot keep the evidence");
                     }
@@ -212,6 +252,19 @@ impl Witness {
                 Err(refusal)
             }
         }
+    }
+
+    /// The note of the checkpoint held for `origin`, with only the signatures of its
+    /// currently trusted keys (a state written before version 2 kept notes verbatim);
+    /// `None` if there is none, or none of its signatures is by a key trusted now.
+    fn held_note(&self, conn: &Connection, origin: &str) -> rusqlite::Result<Option<Vec<u8>>> {
+        let Some(note) = store::latest_note(conn, origin)? else {
+            return Ok(None);
+        };
+        let keys = self.logs.get(origin).map_or(&[][..], Vec::as_slice);
+        Ok(tlog::note::open(&note, keys)
+            .ok()
+            .map(|opened| trusted_only(&opened)))
     }
 
     fn store_error(&self, e: rusqlite::Error) -> WitnessError {
@@ -266,6 +319,23 @@ fn check(latest: Latest, request: &AddCheckpoint, checkpoint: &Checkpoint) -> Re
     .map_err(|e| inconsistent(old, checkpoint.size, &e.to_string()))
 }
 
+/// The note of `note`'s text and its verified signatures only, without the lines of unknown
+/// keys (anyone can add those, up to the note size limit): what the log signed, as small
+/// as the log made it.
+fn trusted_only(note: &Note) -> Vec<u8> {
+    let mut out = Vec::with_capacity(note.text.len() + 1 + 128 * note.sigs.len());
+    out.extend_from_slice(note.text.as_bytes());
+    out.push(b'\n');
+    for sig in &note.sigs {
+        out.extend_from_slice("\u{2014} ".as_bytes());
+        out.extend_from_slice(sig.name.as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(sig.base64.as_bytes());
+        out.push(b'\n');
+    }
+    out
+}
+
 fn inconsistent(old: u64, size: u64, reason: &str) -> AddError {
     AddError::Inconsistent {
         old,
@@ -292,13 +362,30 @@ pub fn read_evidence(dir: &Path) -> Result<EvidenceList, WitnessError> {
     })
 }
 
-/// The request body kept as evidence number `id` in the data folder `dir`, verbatim.
+/// The request kept as evidence number `id` in the data folder `dir`: the `add-checkpoint`
+/// body with its proof, its checkpoint carrying only the log's trusted signatures (evidence
+/// kept before the witness stripped it: verbatim).
 pub fn read_evidence_body(dir: &Path, id: i64) -> Result<Option<Vec<u8>>, WitnessError> {
     let path = dir.join(STATE_FILE);
     let Some(conn) = store::open_existing(dir)? else {
         return Ok(None);
     };
     store::evidence_body(&conn, id).map_err(|e| WitnessError::Store {
+        path,
+        source: e.into(),
+    })
+}
+
+/// The log's checkpoint note the witness held when it refused evidence number `id` in the
+/// data folder `dir` (for a fork: the other root at that size, signed by the log): `None`
+/// if there is no such evidence, `Some(None)` if none was recorded (a log never cosigned,
+/// or evidence kept before the witness recorded it).
+pub fn read_evidence_held(dir: &Path, id: i64) -> Result<Option<Option<Vec<u8>>>, WitnessError> {
+    let path = dir.join(STATE_FILE);
+    let Some(conn) = store::open_existing(dir)? else {
+        return Ok(None);
+    };
+    store::evidence_held(&conn, id).map_err(|e| WitnessError::Store {
         path,
         source: e.into(),
     })

@@ -264,6 +264,10 @@ fn witness_serves_survives_sigkill_and_keeps_evidence() {
     let (status, reason) = add(&http, &server.base, bigger_fork.to_bytes());
     assert_eq!(status, 422, "{reason}");
     assert!(reason.contains("consistency proof"), "{reason}");
+    // Again, with another (wrong) proof: counted in the same evidence.
+    bigger_fork.proof[0] = tlog::leaf_hash(b"garbage");
+    let (status, _) = add(&http, &server.base, bigger_fork.to_bytes());
+    assert_eq!(status, 422);
 
     // The log's own tree may be ahead of what the witness remembers: resend from there.
     let (status, lines) = add(&http, &server.base, request(&log, latest));
@@ -273,7 +277,8 @@ fn witness_serves_survives_sigkill_and_keeps_evidence() {
     assert_eq!(status, 200, "{lines}");
     assert_cosigned(&witness_key, &log, &lines);
 
-    // The evidence command lists both refusals while the witness runs, and gives the body.
+    // The evidence command lists both refusals while the witness runs, says which is proof,
+    // and gives the request and the checkpoint it contradicts.
     let evidence = sovereign()
         .args(["witness", "evidence", "--data", s(&data)])
         .output()
@@ -290,6 +295,17 @@ fn witness_serves_survives_sigkill_and_keeps_evidence() {
         "{listing}"
     );
     assert!(listing.contains("consistency proof"), "{listing}");
+    let (fork_line, failed_line) = (
+        listing.lines().next().unwrap(),
+        listing.lines().nth(1).unwrap(),
+    );
+    assert!(fork_line.contains("PROVEN FORK"), "{listing}");
+    assert!(fork_line.contains("refused once"), "{listing}");
+    assert!(
+        failed_line.contains("unverified inconsistency"),
+        "{listing}"
+    );
+    assert!(failed_line.contains("refused 2 times"), "{listing}");
     let id = listing
         .lines()
         .next()
@@ -306,6 +322,21 @@ fn witness_serves_survives_sigkill_and_keeps_evidence() {
         .unwrap();
     assert_success(&body);
     assert_eq!(body.stdout, forked);
+    let held = sovereign()
+        .args(["witness", "evidence", "--data", s(&data), "--held", &id])
+        .output()
+        .unwrap();
+    assert_success(&held);
+    let held_checkpoint = tlog::checkpoint::Checkpoint {
+        origin: ORIGIN.to_string(),
+        size: latest,
+        hash: tlog::tree_hash(latest, &log.store).unwrap(),
+        extensions: Vec::new(),
+    };
+    assert_eq!(
+        held.stdout,
+        sign_checkpoint(&held_checkpoint, &log.signer).unwrap()
+    );
 
     // SIGTERM stops it cleanly.
     server.signal("TERM");
