@@ -235,7 +235,10 @@ impl Witnessing {
                 Ok(Answer::Cosigned(line)) => {
                     witness.succeeded(target.size);
                     done = target.size;
-                    self.cosigned(i, &target, line);
+                    // Publishing writes and syncs a file: not on an async thread.
+                    let this = self.clone();
+                    let _ =
+                        tokio::task::spawn_blocking(move || this.cosigned(i, &target, line)).await;
                 }
                 // Another gateway of a fleet sent it a newer checkpoint than this gateway has
                 // seen yet: not a failure; the next one this gateway sees is sent.
