@@ -243,6 +243,60 @@ fn a_quorum_of_witnesses_cosigns_what_the_gateway_serves() {
         text(&refused).1
     );
 
+    // So do replay and a transparency report's check.
+    let stranger_args = [
+        "--witness".to_string(),
+        stranger.witness_key().to_string(),
+        "--quorum".to_string(),
+        "1".to_string(),
+    ];
+    let replay = |extra: &[String]| {
+        sovereign()
+            .args(["audit", "replay", "--url", &format!("{base}/log")])
+            .args(["--key", &log_vkey])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    assert_success(&replay(&quorum2));
+    assert!(!replay(&stranger_args).status.success());
+    let report = dir.path().join("report");
+    assert_success(
+        &sovereign()
+            .args([
+                "report",
+                "--url",
+                &format!("{base}/log"),
+                "--key",
+                &log_vkey,
+            ])
+            .args(["--from", "2026-01-01", "--to", "2099-01-01"])
+            .args(["--signer", s(&data.join("keys/custodian.key"))])
+            .args(["--out", s(&report)])
+            .output()
+            .unwrap(),
+    );
+    let report_check = |extra: &[String]| {
+        sovereign()
+            .args(["report", "check", s(&report.with_extension("json"))])
+            .args([
+                "--signer-key",
+                &format!("@{}", s(&data.join("keys/custodian.vkey"))),
+            ])
+            .args(["--url", &format!("{base}/log"), "--key", &log_vkey])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    assert_success(&report_check(&quorum2));
+    let refused = report_check(&stranger_args);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused).1.contains("not witnessed"),
+        "{}",
+        text(&refused).1
+    );
+
     // An inclusion proof carries the cosignatures and is checked offline against the quorum.
     let proof = dir.path().join("entry.tlog-proof");
     assert_success(
