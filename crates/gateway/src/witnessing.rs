@@ -141,7 +141,7 @@ impl Witnessing {
             policy,
             log_key,
             witnesses,
-            served: RwLock::new(Arc::new(none())),
+            served: RwLock::new(Arc::new(Published::none())),
             pending: Mutex::default(),
             file: data_dir.join(WITNESSED_FILE),
             http,
@@ -472,16 +472,6 @@ impl Witness {
             .saturating_mul(1 << s.failures.min(6))
             .min(MAX_BACKOFF);
         s.not_before = Some(Instant::now() + backoff);
-    }
-}
-
-/// "Nothing witnessed yet", in the log's own sentinel form.
-fn none() -> Published {
-    Published {
-        size: u64::MAX,
-        hash: [0; 32],
-        note: Vec::new(),
-        signed_at: SystemTime::now(),
     }
 }
 

@@ -109,8 +109,8 @@ pub struct Published {
 }
 
 impl Published {
-    /// Stands for "nothing signed yet": the writer signs at once.
-    fn none() -> Published {
+    /// Stands for "nothing signed yet" (size `u64::MAX`, no note): the writer signs at once.
+    pub fn none() -> Published {
         Published {
             size: u64::MAX,
             hash: [0; 32],

@@ -22,7 +22,8 @@ use thiserror::Error;
 
 use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::note::{
-    self, Note, NoteError, Verifier, is_valid_name, key_id, parse_skey, parse_vkey, typed_key_of,
+    self, Note, NoteError, Verifier, format_skey, is_valid_name, key_id, parse_skey, parse_vkey,
+    typed_key_of,
 };
 
 /// The signature type byte of `cosignature/v1` Ed25519 cosigner keys.
@@ -194,15 +195,7 @@ impl Cosigner {
 
     /// The signer key string (secret).
     pub fn to_skey(&self) -> String {
-        let mut typed = Vec::with_capacity(33);
-        typed.push(ALG_COSIGNATURE_V1);
-        typed.extend_from_slice(self.key.as_bytes());
-        format!(
-            "PRIVATE+KEY+{}+{:08x}+{}",
-            self.name,
-            self.key_id,
-            STANDARD.encode(typed)
-        )
+        format_skey(ALG_COSIGNATURE_V1, &self.name, self.key_id, &self.key)
     }
 
     /// The cosignature of the checkpoint with note text `checkpoint_text` at `timestamp`

@@ -205,6 +205,14 @@ pub(crate) fn parse_skey(skey: &str, alg: u8) -> Result<(String, u32, [u8; 32]),
     Ok((name.to_string(), stated, seed))
 }
 
+/// The signer key string `PRIVATE+KEY+<name>+<key ID>+<base64(alg || seed)>` (secret).
+pub(crate) fn format_skey(alg: u8, name: &str, key_id: u32, key: &SigningKey) -> String {
+    let mut typed = Vec::with_capacity(33);
+    typed.push(alg);
+    typed.extend_from_slice(key.as_bytes());
+    format!("PRIVATE+KEY+{name}+{key_id:08x}+{}", STANDARD.encode(typed))
+}
+
 /// A public key that verifies note signatures.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Verifier {
@@ -353,15 +361,7 @@ impl Signer {
 
     /// The signer key string (secret).
     pub fn to_skey(&self) -> String {
-        let mut typed = Vec::with_capacity(33);
-        typed.push(ALG_ED25519);
-        typed.extend_from_slice(self.key.as_bytes());
-        format!(
-            "PRIVATE+KEY+{}+{:08x}+{}",
-            self.name,
-            self.key_id,
-            STANDARD.encode(typed)
-        )
+        format_skey(ALG_ED25519, &self.name, self.key_id, &self.key)
     }
 }
 

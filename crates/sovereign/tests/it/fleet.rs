@@ -31,19 +31,7 @@ fn three_gateways_on_separate_data_folders_act_as_one() {
     };
     let dir = tempfile::tempdir().unwrap();
     let folders: Vec<PathBuf> = (1..=3).map(|n| dir.path().join(format!("g{n}"))).collect();
-    let urls: Vec<(&str, String)> = [
-        (r#"store = "sqlite:log/log.sqlite""#, "log"),
-        (r#"store = "sqlite:sites/us-east/store.sqlite""#, "us_east"),
-        (
-            r#"store = "sqlite:sites/sg-legacy/store.sqlite""#,
-            "sg_legacy",
-        ),
-        (r#"store = "custody/custody.sqlite""#, "custody"),
-        (r#"store = "custody/data-keys.sqlite""#, "data_keys"),
-    ]
-    .into_iter()
-    .map(|(line, database)| (line, pg.create_database(database)))
-    .collect();
+    let urls = crate::support::every_store_on(&pg);
     let stores: Vec<(&str, &str)> = urls.iter().map(|(l, u)| (*l, u.as_str())).collect();
     crate::support::init_with_stores(&folders[0], &stores);
     // A low bulk-access threshold, for the fleet's rule to be seen.

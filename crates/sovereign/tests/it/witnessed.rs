@@ -480,24 +480,34 @@ fn a_quorum_of_witnesses_cosigns_what_the_gateway_serves() {
     );
 }
 
+/// Registers a US subject at `base`; the index of its log entry.
+fn register_indexed(
+    http: &reqwest::blocking::Client,
+    base: &str,
+    token: &str,
+    subject: &str,
+) -> u64 {
+    let answer = http
+        .put(format!("{base}/v1/subjects/{subject}"))
+        .bearer_auth(token)
+        .body(r#"{"jurisdiction":"US"}"#)
+        .send()
+        .unwrap();
+    assert_eq!(answer.status(), 201);
+    answer.headers()["sovereign-log-index"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 /// Registers one subject at a time and measures how long each answer waits until the
 /// checkpoint served at `base` covers its log index: (median, max) of 20.
 fn coverage_latency(base: &str, token: &str) -> (Duration, Duration) {
     let http = reqwest::blocking::Client::new();
     let mut waits = Vec::new();
     for i in 0..20 {
-        let answer = http
-            .put(format!("{base}/v1/subjects/latency-{i}"))
-            .bearer_auth(token)
-            .body(r#"{"jurisdiction":"US"}"#)
-            .send()
-            .unwrap();
-        assert_eq!(answer.status(), 201);
-        let index: u64 = answer.headers()["sovereign-log-index"]
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let index = register_indexed(&http, base, token, &format!("latency-{i}"));
         let answered = Instant::now();
         loop {
             let note = http
@@ -589,19 +599,7 @@ fn a_fleet_on_one_postgres_log_is_witnessed() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let urls: Vec<(&str, String)> = [
-        (r#"store = "sqlite:log/log.sqlite""#, "log"),
-        (r#"store = "sqlite:sites/us-east/store.sqlite""#, "us_east"),
-        (
-            r#"store = "sqlite:sites/sg-legacy/store.sqlite""#,
-            "sg_legacy",
-        ),
-        (r#"store = "custody/custody.sqlite""#, "custody"),
-        (r#"store = "custody/data-keys.sqlite""#, "data_keys"),
-    ]
-    .into_iter()
-    .map(|(line, database)| (line, pg.create_database(database)))
-    .collect();
+    let urls = crate::support::every_store_on(&pg);
     let stores: Vec<(&str, &str)> = urls.iter().map(|(l, u)| (*l, u.as_str())).collect();
     let first = dir.path().join("g1");
     crate::support::init_with_stores(&first, &stores);
@@ -666,18 +664,7 @@ fn a_fleet_on_one_postgres_log_is_witnessed() {
     let http = reqwest::blocking::Client::new();
     let mut last = 0;
     for i in 0..30 {
-        let answer = http
-            .put(format!("{}/v1/subjects/fleet-{i}", bases[i % 2]))
-            .bearer_auth(&token)
-            .body(r#"{"jurisdiction":"US"}"#)
-            .send()
-            .unwrap();
-        assert_eq!(answer.status(), 201);
-        let index: u64 = answer.headers()["sovereign-log-index"]
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let index = register_indexed(&http, &bases[i % 2], &token, &format!("fleet-{i}"));
         last = last.max(index);
         std::thread::sleep(Duration::from_millis(20));
     }

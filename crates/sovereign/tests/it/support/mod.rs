@@ -111,6 +111,25 @@ pub fn serve(data: &Path, log_filter: &str) -> Server {
     server
 }
 
+/// A database in `pg` for every store that changes (the log, both sites, custody, the data
+/// keys), each with the line of the default configuration it replaces, for
+/// [`init_with_stores`].
+pub fn every_store_on(pg: &pgtest::PgServer) -> Vec<(&'static str, String)> {
+    [
+        (r#"store = "sqlite:log/log.sqlite""#, "log"),
+        (r#"store = "sqlite:sites/us-east/store.sqlite""#, "us_east"),
+        (
+            r#"store = "sqlite:sites/sg-legacy/store.sqlite""#,
+            "sg_legacy",
+        ),
+        (r#"store = "custody/custody.sqlite""#, "custody"),
+        (r#"store = "custody/data-keys.sqlite""#, "data_keys"),
+    ]
+    .into_iter()
+    .map(|(line, database)| (line, pg.create_database(database)))
+    .collect()
+}
+
 /// `sovereign init --data DIR`, then replaces each store line of the written configuration
 /// (which must be there) with `store = URL`.
 pub fn init_with_stores(data: &Path, stores: &[(&str, &str)]) {
