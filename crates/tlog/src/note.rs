@@ -135,11 +135,11 @@ fn parse_key_id(s: &str) -> Option<u32> {
     u32::from_str_radix(s, 16).ok()
 }
 
-/// Parses a verifier key string `<name>+<key ID>+<base64(alg || Ed25519 key)>` whose
-/// signature type must be `alg`: the name, the key ID (checked against name and key) and the
-/// key. Shared by note keys (`0x01`) and cosigner keys (`0x04`).
-pub(crate) fn parse_vkey(vkey: &str, alg: u8) -> Result<(String, u32, VerifyingKey), NoteError> {
-    let (name, rest) = chop(vkey, '+');
+/// Parses `<name>+<key ID>+<base64>`, the part verifier and signer key strings share: the
+/// name (checked), the stated key ID and the decoded bytes. The base64 may itself contain
+/// '+': only the first two separate.
+fn parse_named_key(s: &str) -> Result<(&str, u32, Vec<u8>), NoteError> {
+    let (name, rest) = chop(s, '+');
     let (id_hex, key64) = chop(rest, '+');
     if !is_valid_name(name) {
         return Err(NoteError::InvalidName(name.to_string()));
@@ -149,6 +149,14 @@ pub(crate) fn parse_vkey(vkey: &str, alg: u8) -> Result<(String, u32, VerifyingK
     let typed = STANDARD
         .decode(key64)
         .map_err(|_| NoteError::MalformedKey("key is not base64"))?;
+    Ok((name, stated, typed))
+}
+
+/// Parses a verifier key string `<name>+<key ID>+<base64(alg || Ed25519 key)>` whose
+/// signature type must be `alg`: the name, the key ID (checked against name and key) and the
+/// key. Shared by note keys (`0x01`) and cosigner keys (`0x04`).
+pub(crate) fn parse_vkey(vkey: &str, alg: u8) -> Result<(String, u32, VerifyingKey), NoteError> {
+    let (name, stated, typed) = parse_named_key(vkey)?;
     let Some((&stated_alg, key)) = typed.split_first() else {
         return Err(NoteError::MalformedKey("empty key"));
     };
@@ -182,17 +190,7 @@ pub(crate) fn parse_skey(skey: &str, alg: u8) -> Result<(String, u32, [u8; 32]),
             "signer key does not start with PRIVATE+KEY+",
         ));
     }
-    let (name, rest) = chop(rest, '+');
-    // The base64 may itself contain '+': only the first one separates.
-    let (id_hex, key64) = chop(rest, '+');
-    if !is_valid_name(name) {
-        return Err(NoteError::InvalidName(name.to_string()));
-    }
-    let stated =
-        parse_key_id(id_hex).ok_or(NoteError::MalformedKey("key ID is not 8 hex digits"))?;
-    let typed = STANDARD
-        .decode(key64)
-        .map_err(|_| NoteError::MalformedKey("key is not base64"))?;
+    let (name, stated, typed) = parse_named_key(rest)?;
     let Some((&stated_alg, seed)) = typed.split_first() else {
         return Err(NoteError::MalformedKey("empty key"));
     };

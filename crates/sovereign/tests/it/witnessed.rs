@@ -67,12 +67,7 @@ impl WitnessProcess {
     }
 
     fn key(&self) -> String {
-        let output = sovereign()
-            .args(["witness", "key", "--data", s(&self.data)])
-            .output()
-            .unwrap();
-        assert_success(&output);
-        text(&output).0.trim().to_string()
+        printed_key("witness", &self.data)
     }
 }
 
@@ -80,6 +75,17 @@ impl Drop for WitnessProcess {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The verifier key `sovereign COMMAND key --data DATA` prints (`audit`: the log's;
+/// `witness`: the witness's).
+fn printed_key(command: &str, data: &std::path::Path) -> String {
+    let output = sovereign()
+        .args([command, "key", "--data", s(data)])
+        .output()
+        .unwrap();
+    assert_success(&output);
+    text(&output).0.trim().to_string()
 }
 
 fn free_port() -> u16 {
@@ -128,14 +134,7 @@ fn a_quorum_of_witnesses_cosigns_what_the_gateway_serves() {
             .output()
             .unwrap(),
     );
-    let log_vkey = {
-        let output = sovereign()
-            .args(["audit", "key", "--data", s(&data)])
-            .output()
-            .unwrap();
-        assert_success(&output);
-        text(&output).0.trim().to_string()
-    };
+    let log_vkey = printed_key("audit", &data);
 
     // Three witnesses, each with its own key and state.
     let mut witnesses: Vec<WitnessProcess> = (1..=3)
@@ -603,14 +602,7 @@ fn a_fleet_on_one_postgres_log_is_witnessed() {
     let stores: Vec<(&str, &str)> = urls.iter().map(|(l, u)| (*l, u.as_str())).collect();
     let first = dir.path().join("g1");
     crate::support::init_with_stores(&first, &stores);
-    let log_vkey = {
-        let output = sovereign()
-            .args(["audit", "key", "--data", s(&first)])
-            .output()
-            .unwrap();
-        assert_success(&output);
-        text(&output).0.trim().to_string()
-    };
+    let log_vkey = printed_key("audit", &first);
     let witness_data = dir.path().join("witness");
     assert_success(
         &sovereign()
