@@ -111,10 +111,15 @@ pub enum Action {
     Scan,
     /// Move a misplaced subject to a site its rule allows.
     Migrate,
+    /// Run a custodian-released algorithm for a subject (the caller asks, on the subject).
+    Run,
+    /// Give a field class of a subject's collection to a released algorithm as its input:
+    /// asked with the release as the principal, only by the gateway's run path.
+    Compute,
 }
 
 impl Action {
-    pub const ALL: [Action; 9] = [
+    pub const ALL: [Action; 11] = [
         Action::Register,
         Action::List,
         Action::Read,
@@ -124,6 +129,8 @@ impl Action {
         Action::Egress,
         Action::Scan,
         Action::Migrate,
+        Action::Run,
+        Action::Compute,
     ];
 
     /// Parses a Cedar action id.
@@ -136,7 +143,7 @@ impl Action {
     pub fn on_subject(self) -> bool {
         matches!(
             self,
-            Action::Register | Action::List | Action::Scan | Action::Migrate
+            Action::Register | Action::List | Action::Scan | Action::Migrate | Action::Run
         )
     }
 
@@ -152,6 +159,8 @@ impl Action {
             Action::Egress => "egress",
             Action::Scan => "scan",
             Action::Migrate => "migrate",
+            Action::Run => "run",
+            Action::Compute => "compute",
         }
     }
 
@@ -203,6 +212,12 @@ pub struct Context {
 /// The values of [`Context::grant`].
 pub const GRANT_APPROVED: &str = "approved";
 pub const GRANT_BREAK_GLASS: &str = "break-glass";
+/// For [`Action::Compute`]: the custodian's signed release of the algorithm.
+pub const GRANT_RELEASE: &str = "release";
+/// The entity of a released algorithm as a principal. Reserved: no token may name it.
+pub const ALGORITHM_ENTITY: &str = "algorithm";
+/// The role of a released algorithm as a principal.
+pub const RELEASED_ALGORITHM_ROLE: &str = "released-algorithm";
 
 #[derive(Debug, Clone)]
 pub struct AccessRequest {
@@ -1185,6 +1200,9 @@ mod tests {
             ("public", "US", "KP", &[], &["data-subject"]),
             ("global", "SG", "SG", &[], &["egress"]),
             ("custodian", "US", "US", &[], &["custodian-operator"]),
+            ("parent", "SG", "US", &[], &["algorithm-runner"]),
+            ("algorithm", "US", "US", &[], &["released-algorithm"]),
+            ("algorithm", "US", "CN", &[], &["released-algorithm"]),
         ];
         let mut resources = Vec::new();
         for jurisdiction in ["US", "SG"] {
@@ -1216,6 +1234,7 @@ mod tests {
             ("", "", false),
             ("support", GRANT_APPROVED, false),
             ("support", GRANT_BREAK_GLASS, true),
+            ("support", GRANT_RELEASE, false),
             ("", "", true),
             ("support", "", true),
         ];
@@ -1258,8 +1277,8 @@ mod tests {
     #[test]
     fn split_decisions_equal_plain_evaluations() {
         let groups_schema = DEFAULT_SCHEMA.replace(
-            r#"action "read", "write", "delete", "export", "egress" appliesTo"#,
-            "action \"data-actions\";\n  action \"read\", \"write\", \"delete\", \"export\", \"egress\" in [\"data-actions\"] appliesTo",
+            r#"action "read", "write", "delete", "export", "egress", "compute" appliesTo"#,
+            "action \"data-actions\";\n  action \"read\", \"write\", \"delete\", \"export\", \"egress\", \"compute\" in [\"data-actions\"] appliesTo",
         );
         assert_ne!(groups_schema, DEFAULT_SCHEMA);
         let sets: [(&str, String); 5] = [

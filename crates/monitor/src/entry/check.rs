@@ -26,10 +26,11 @@ pub struct EntryInfo {
 }
 
 const ACTIONS: &[&str] = &[
-    "register", "list", "read", "write", "delete", "export", "egress", "scan", "migrate",
+    "register", "list", "read", "write", "delete", "export", "egress", "scan", "migrate", "run",
+    "compute",
 ];
 const OUTCOMES: &[&str] = &["allow", "deny", "partial"];
-const GRANT_KINDS: &[&str] = &["approved", "break-glass"];
+const GRANT_KINDS: &[&str] = &["approved", "break-glass", "release"];
 const SEVERITIES: &[&str] = &["high", "medium"];
 /// The events of `custody` entries (format v2).
 const CUSTODY_EVENTS: &[&str] = &[

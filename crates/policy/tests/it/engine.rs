@@ -64,6 +64,8 @@ fn default_policies_validate_against_default_schema() {
             "permit-data-subject-own-listing",
             "permit-egress-interoperable",
             "permit-operator-residency",
+            "permit-algorithm-runner",
+            "permit-released-algorithm-input",
             "permit-monitor-scan",
         ]
     );
@@ -286,8 +288,8 @@ fn decision_serializes_for_the_api() {
 #[test]
 fn action_groups_in_a_custom_schema_are_honoured() {
     let schema = DEFAULT_SCHEMA.replace(
-        r#"action "read", "write", "delete", "export", "egress" appliesTo"#,
-        "action \"data-actions\";\n  action \"read\", \"write\", \"delete\", \"export\", \"egress\" in [\"data-actions\"] appliesTo",
+        r#"action "read", "write", "delete", "export", "egress", "compute" appliesTo"#,
+        "action \"data-actions\";\n  action \"read\", \"write\", \"delete\", \"export\", \"egress\", \"compute\" in [\"data-actions\"] appliesTo",
     );
     assert_ne!(schema, DEFAULT_SCHEMA, "the test must change the schema");
     let engine = PolicyEngine::new(
