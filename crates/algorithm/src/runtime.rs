@@ -260,8 +260,10 @@ fn check_output(
     };
     for (name, value) in &output {
         let Some(declared) = manifest.output(name) else {
+            // Not quoted: a module could name a member after a value it read.
             return Err(RunError::Output(format!(
-                "`{name}` is not a declared output"
+                "it has a member that is not a declared output ({} bytes long)",
+                name.len()
             )));
         };
         let typed = match declared.kind {

@@ -75,7 +75,7 @@ use tlog::note::Verifier;
 
 pub use access::{AccessRequest, NewRequest, RequestKind, RequestRules, Status};
 pub use signed::{
-    InvariantSetRecord, PolicySetRecord, ProofResult, Proofs, Release, Suspension,
+    InvariantSetRecord, PolicySetRecord, ProofResult, Proofs, Release, Runnable, Suspension,
     check_release_name,
 };
 use store::Store;
@@ -169,6 +169,7 @@ pub enum Event<'a> {
     AlgorithmSubmitted(&'a Release),
     AlgorithmActivated(&'a Release),
     AlgorithmFetched(&'a Release),
+    AlgorithmDeactivated(&'a Release),
     KillSwitch(&'a Suspension),
 }
 

@@ -195,10 +195,16 @@ pub struct Release {
     pub version: String,
     pub sha256: String,
     pub size: u64,
+    /// Its manifest (`algorithm::Manifest`, JSON text, as submitted) and the manifest's
+    /// SHA-256, which the custodian's statement names. Only a release with one runs.
+    #[serde(default)]
+    pub manifest: Option<String>,
+    #[serde(default)]
+    pub manifest_sha256: Option<String>,
     pub submitted_by: Person,
     pub submitted_at: i64,
     pub activated_at: Option<i64>,
-    /// When another version of the same name replaced it.
+    /// When another version of the same name replaced it, or the custodian deactivated it.
     pub retired_at: Option<i64>,
     pub signature: Option<String>,
     pub signers: Vec<String>,
@@ -535,6 +541,8 @@ impl Custody {
             version: version.to_string(),
             sha256,
             size: bytes.len() as u64,
+            manifest: None,
+            manifest_sha256: None,
             submitted_by: by.clone(),
             submitted_at: now,
             activated_at: None,
@@ -574,11 +582,7 @@ impl Custody {
             statement::verify(signed, &self.keys.verifiers, self.keys.release_threshold)?;
         let mut store = self.lock_current()?;
         let mut release = self.release(name, version)?;
-        let expected = Statement::AlgorithmRelease {
-            name: name.to_string(),
-            version: version.to_string(),
-            sha256: release.sha256.clone(),
-        };
+        let expected = release.statement();
         if verified.statement != expected {
             return Err(CustodyError::WrongStatement(format!(
                 "it says \"{}\", not \"{expected}\"",
@@ -586,6 +590,7 @@ impl Custody {
             )));
         }
         check_artifact(&release, store.read_artifact(&release.sha256)?)?;
+        check_manifest(&release)?;
         release.activated_at = Some(now);
         release.retired_at = None;
         release.signature = Some(String::from_utf8_lossy(signed).into_owned());
@@ -616,6 +621,106 @@ impl Custody {
             }
         });
         Ok((release, index))
+    }
+
+    /// Attaches a manifest (its text, already checked by the caller to be a manifest of this
+    /// release's name, version and module digest) to a submitted release, before the
+    /// custodian signs it. Kept in the release's record and logged as a submission.
+    /// The same manifest again changes nothing; another one, or any once the release was
+    /// activated, is refused: a signed release never changes.
+    pub fn attach_manifest(
+        &self,
+        name: &str,
+        version: &str,
+        manifest: &str,
+        log: LogFn<'_>,
+    ) -> Result<(Release, Option<u64>), CustodyError> {
+        let sha256 = hex::encode(Sha256::digest(manifest));
+        let mut store = self.lock_current()?;
+        let mut release = self.release(name, version)?;
+        if release.manifest_sha256.as_deref() == Some(sha256.as_str()) {
+            return Ok((release, None));
+        }
+        if release.manifest_sha256.is_some() || release.status() != "submitted" {
+            return Err(CustodyError::Invalid(format!(
+                "{name} {version} already has {}; a release never changes: submit a new version",
+                match &release.manifest_sha256 {
+                    Some(m) => format!("manifest {m}"),
+                    None => format!("status {}", release.status()),
+                }
+            )));
+        }
+        release.manifest = Some(manifest.to_string());
+        release.manifest_sha256 = Some(sha256);
+        let index = store.commit(
+            &[Write::record(RELEASE, &release_id(name, version), &release)],
+            Event::AlgorithmSubmitted(&release),
+            log,
+        )?;
+        release.log_index = Some(index);
+        self.update(|s| {
+            s.releases
+                .insert((name.to_string(), version.to_string()), release.clone());
+        });
+        Ok((release, Some(index)))
+    }
+
+    /// Deactivates an active release: it runs no more, from this change on. No signature is
+    /// needed to stop an algorithm (the custodian's operator role, checked by the caller);
+    /// to run again it needs a new activation, signed.
+    pub fn deactivate_algorithm(
+        &self,
+        name: &str,
+        version: &str,
+        now: i64,
+        log: LogFn<'_>,
+    ) -> Result<(Release, u64), CustodyError> {
+        let mut store = self.lock_current()?;
+        let mut release = self.release(name, version)?;
+        if release.status() != "active" {
+            return Err(CustodyError::Invalid(format!(
+                "{name} {version} is {}, not active",
+                release.status()
+            )));
+        }
+        release.retired_at = Some(now);
+        let index = store.commit(
+            &[Write::record(RELEASE, &release_id(name, version), &release)],
+            Event::AlgorithmDeactivated(&release),
+            log,
+        )?;
+        release.log_index = Some(index);
+        self.update(|s| {
+            s.releases
+                .insert((name.to_string(), version.to_string()), release.clone());
+        });
+        Ok((release, index))
+    }
+
+    /// The active release of `name`, with its manifest and module, both checked against
+    /// their digests: what a run needs. `None` when no version of `name` is active.
+    pub fn runnable(&self, name: &str) -> Result<Option<Runnable>, CustodyError> {
+        let Some(release) = self
+            .read()
+            .releases
+            .values()
+            .find(|r| r.name == name && r.status() == "active")
+            .cloned()
+        else {
+            return Ok(None);
+        };
+        let Some(manifest) = check_manifest(&release)? else {
+            return Err(CustodyError::Invalid(format!(
+                "{name} {} was released without a manifest, so it cannot run",
+                release.version
+            )));
+        };
+        let module = check_artifact(&release, self.lock_store().read_artifact(&release.sha256)?)?;
+        Ok(Some(Runnable {
+            release,
+            manifest,
+            module,
+        }))
     }
 
     /// The active releases, by name.
@@ -730,6 +835,44 @@ impl Custody {
         });
         Ok((suspension, index))
     }
+}
+
+/// An active release's manifest and module, as stored and checked against their digests.
+#[derive(Debug, Clone)]
+pub struct Runnable {
+    pub release: Release,
+    pub manifest: String,
+    pub module: Vec<u8>,
+}
+
+impl Release {
+    /// The statement the custodian signs to release exactly this version.
+    pub fn statement(&self) -> Statement {
+        Statement::AlgorithmRelease {
+            name: self.name.clone(),
+            version: self.version.clone(),
+            sha256: self.sha256.clone(),
+            manifest: self.manifest_sha256.clone(),
+        }
+    }
+}
+
+/// The release's manifest, if it has one, when it still has the digest recorded (and
+/// signed) for it. A digest without a manifest, or the reverse, is a mismatch too.
+pub(crate) fn check_manifest(release: &Release) -> Result<Option<String>, CustodyError> {
+    let actual = release
+        .manifest
+        .as_ref()
+        .map(|m| hex::encode(Sha256::digest(m)));
+    if actual != release.manifest_sha256 {
+        return Err(CustodyError::DigestMismatch {
+            name: release.name.clone(),
+            version: format!("{} (its manifest)", release.version),
+            expected: release.manifest_sha256.clone().unwrap_or("none".into()),
+            actual: actual.unwrap_or("none".into()),
+        });
+    }
+    Ok(release.manifest.clone())
 }
 
 /// The artifact's bytes, when they still have the digest recorded for the release.

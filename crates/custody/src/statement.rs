@@ -21,11 +21,14 @@ pub enum Statement {
     PolicyActivation { policy_set: String },
     /// Make the invariant set with this hash the one every policy set must be proven against.
     InvariantActivation { invariant_set: String },
-    /// Release this algorithm artifact: `sha256` is the digest of its bytes.
+    /// Release this algorithm artifact: `sha256` is the digest of its bytes, `manifest` that
+    /// of its manifest (what it reads and outputs, its purpose and limits), when it has one.
+    /// Only a release with a manifest runs.
     AlgorithmRelease {
         name: String,
         version: String,
         sha256: String,
+        manifest: Option<String>,
     },
     /// Suspend or lift all access to one jurisdiction's data. `serial` must exceed the last
     /// serial applied for the jurisdiction, so an old command cannot be replayed.
@@ -96,12 +99,19 @@ impl Statement {
                 name,
                 version,
                 sha256,
-            } => vec![
-                ("kind", "algorithm-release".into()),
-                ("name", name.clone()),
-                ("version", version.clone()),
-                ("sha256", sha256.clone()),
-            ],
+                manifest,
+            } => {
+                let mut fields = vec![
+                    ("kind", "algorithm-release".into()),
+                    ("name", name.clone()),
+                    ("version", version.clone()),
+                    ("sha256", sha256.clone()),
+                ];
+                if let Some(manifest) = manifest {
+                    fields.push(("manifest", manifest.clone()));
+                }
+                fields
+            }
             Statement::KillSwitch {
                 command,
                 jurisdiction,
@@ -155,10 +165,19 @@ impl Statement {
             "algorithm-release" => {
                 let sha256 = value(3, "sha256")?;
                 check_hex64("sha256", &sha256)?;
+                let manifest = match pairs.len() {
+                    4 => None,
+                    _ => {
+                        let manifest = value(4, "manifest")?;
+                        check_hex64("manifest", &manifest)?;
+                        Some(manifest)
+                    }
+                };
                 Statement::AlgorithmRelease {
                     name: value(1, "name")?,
                     version: value(2, "version")?,
                     sha256,
+                    manifest,
                 }
             }
             "kill-switch" => {
@@ -203,7 +222,14 @@ impl fmt::Display for Statement {
                 name,
                 version,
                 sha256,
-            } => write!(f, "release algorithm {name} {version} (sha256 {sha256})"),
+                manifest,
+            } => {
+                write!(f, "release algorithm {name} {version} (sha256 {sha256}")?;
+                match manifest {
+                    Some(manifest) => write!(f, ", manifest {manifest})"),
+                    None => write!(f, ")"),
+                }
+            }
             Statement::KillSwitch {
                 command,
                 jurisdiction,
@@ -332,6 +358,13 @@ mod tests {
                 name: "ranker".into(),
                 version: "1.2.0".into(),
                 sha256: "0f".repeat(32),
+                manifest: None,
+            },
+            Statement::AlgorithmRelease {
+                name: "ranker".into(),
+                version: "1.3.0".into(),
+                sha256: "0f".repeat(32),
+                manifest: Some("1e".repeat(32)),
             },
             Statement::KillSwitch {
                 command: KillCommand::Suspend,

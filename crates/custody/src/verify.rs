@@ -309,11 +309,8 @@ fn releases(state: &State, keys: &Keys) -> Result<(), CustodyError> {
     let mut active: BTreeMap<&str, &str> = BTreeMap::new();
     for release in state.releases.values().filter(|r| r.status() == "active") {
         let what = || format!("release {} {}", release.name, release.version);
-        let expected = Statement::AlgorithmRelease {
-            name: release.name.clone(),
-            version: release.version.clone(),
-            sha256: release.sha256.clone(),
-        };
+        crate::signed::check_manifest(release)?;
+        let expected = release.statement();
         signed_as(
             release.signature.as_deref(),
             &expected,

@@ -44,6 +44,9 @@ pub struct Config {
     /// Peer address ranges and the country they are in.
     #[serde(default)]
     pub network_zones: Vec<NetworkZone>,
+    /// Custodian-released algorithms that run on this gateway.
+    #[serde(default)]
+    pub algorithms: AlgorithmsConfig,
     /// SHA-256 (hex) of the file this configuration was loaded from, as logged at start.
     #[serde(skip)]
     pub source_sha256: String,
@@ -431,6 +434,16 @@ pub struct EntityConfig {
     pub country: String,
 }
 
+/// Where released algorithms run.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlgorithmsConfig {
+    /// The country (ISO 3166-1 alpha-2) of the machines this gateway runs on: a release runs
+    /// here, so its decisions name this as its location. Unset: no algorithm runs (503).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkZone {
@@ -563,10 +576,19 @@ impl Config {
         for (i, zone) in self.network_zones.iter().enumerate() {
             check_country(format!("network_zones[{i}].country"), &zone.country);
         }
+        if let Some(location) = &self.algorithms.location {
+            check_country("algorithms.location".into(), location);
+        }
         if self.jurisdictions.is_empty() {
             problems.push(("jurisdictions".into(), "declare at least one".into()));
         }
         for name in self.entities.keys() {
+            if name == policy::ALGORITHM_ENTITY {
+                problems.push((
+                    format!("entities.{name}"),
+                    "reserved: released algorithms are this entity in policy decisions, and no token may name it".into(),
+                ));
+            }
             if !is_simple_name(name) {
                 problems.push((
                     format!("entities.{name}"),

@@ -115,6 +115,7 @@ impl custody::Ledger for LogLedger {
                         ("name", Value::from(r.name.as_str())),
                         ("version", Value::from(r.version.as_str())),
                         ("sha256", Value::from(r.sha256.as_str())),
+                        ("manifest_sha256", Value::from(r.manifest_sha256.clone())),
                     ],
                 )],
                 self.custody_entry(r.log_index)?,

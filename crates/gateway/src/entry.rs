@@ -247,6 +247,7 @@ pub fn custody_entry(
             "version": r.version,
             "sha256": r.sha256,
             "size": r.size,
+            "manifest_sha256": r.manifest_sha256,
             "signers": r.signers,
         })
     };
@@ -294,8 +295,14 @@ pub fn custody_entry(
             }),
         ),
         E::AlgorithmSubmitted(r) => ("algorithm-submitted", release(r)),
-        E::AlgorithmActivated(r) => ("algorithm-activated", release(r)),
+        E::AlgorithmActivated(r) => {
+            // The manifest itself, so that a monitor knows what the release may read.
+            let mut details = release(r);
+            details["manifest"] = r.manifest.clone().into();
+            ("algorithm-activated", details)
+        }
         E::AlgorithmFetched(r) => ("algorithm-fetched", release(r)),
+        E::AlgorithmDeactivated(r) => ("algorithm-deactivated", release(r)),
         E::KillSwitch(s) => (
             if s.suspended {
                 "jurisdiction-suspended"
@@ -340,6 +347,8 @@ pub enum DataEvent {
     Export,
     /// One subject moved out of a non-compliant site: the evidence of the move.
     Migration,
+    /// A released algorithm ran (or was stopped or refused) for one subject.
+    AlgorithmRun,
 }
 
 impl DataEvent {
@@ -349,6 +358,7 @@ impl DataEvent {
             DataEvent::Erasure => "erasure",
             DataEvent::Export => "export",
             DataEvent::Migration => "migration",
+            DataEvent::AlgorithmRun => "algorithm-run",
         }
     }
 }

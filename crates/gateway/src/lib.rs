@@ -13,6 +13,7 @@
 // boxing it to shrink `Result` would buy nothing measurable.
 #![allow(clippy::result_large_err)]
 
+pub mod algorithms;
 pub mod analytics;
 pub mod auth;
 pub mod config;

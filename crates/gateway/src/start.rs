@@ -104,6 +104,7 @@ impl Gateway {
         let timeout = Duration::from_secs(config.server.request_timeout_seconds);
         let witnessing =
             crate::witnessing::Witnessing::new(&config.log, data_dir, &log)?.map(Arc::new);
+        let algorithms = crate::algorithms::Algorithms::new(&config.algorithms);
         let state = Arc::new(AppState {
             config,
             data_dir: data_dir.to_path_buf(),
@@ -121,6 +122,7 @@ impl Gateway {
             fleet,
             proof_slots: tokio::sync::Semaphore::new(proof::CONCURRENT_PROOFS),
             witnessing,
+            algorithms,
         });
         let router = api_router
             .fallback(http::middleware::no_route)

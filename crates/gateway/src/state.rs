@@ -46,6 +46,8 @@ pub struct AppState {
     pub proof_slots: tokio::sync::Semaphore,
     /// The witnesses that cosign checkpoints, if `log.witness_quorum` is above 0.
     pub witnessing: Option<Arc<crate::witnessing::Witnessing>>,
+    /// The sandbox custodian-released algorithms run in, and where.
+    pub algorithms: crate::algorithms::Algorithms,
 }
 
 impl AppState {

@@ -575,16 +575,11 @@ fn release_of_note(note_file: &Path, release: &Release) -> anyhow::Result<Statem
     let found = note_statement(&read_bytes(note_file)?)
         .map_err(|e| anyhow!("{}: {e}", note_file.display()))?;
     match found {
-        Statement::AlgorithmRelease {
-            name,
-            version,
-            sha256,
-        } if name == release.name && version == release.version => {
-            Ok(Statement::AlgorithmRelease {
-                name,
-                version,
-                sha256,
-            })
+        found @ Statement::AlgorithmRelease { .. }
+            if matches!(&found, Statement::AlgorithmRelease { name, version, .. }
+                if *name == release.name && *version == release.version) =>
+        {
+            Ok(found)
         }
         other => bail!(
             "{} is a statement for {}, not the release of {} {}",
@@ -881,7 +876,13 @@ fn what(s: &Statement) -> String {
             name,
             version,
             sha256,
-        } => format!("the release of {name} {version} (sha256 {sha256})"),
+            manifest,
+        } => match manifest {
+            Some(manifest) => {
+                format!("the release of {name} {version} (sha256 {sha256}, manifest {manifest})")
+            }
+            None => format!("the release of {name} {version} (sha256 {sha256})"),
+        },
         Statement::KillSwitch {
             command,
             jurisdiction,

@@ -102,6 +102,7 @@ fn release_it(
         name: "ranker".into(),
         version: version.into(),
         sha256: sha256.into(),
+        manifest: None,
     });
     custody
         .activate_algorithm("ranker", version, &signed, 12, append)
@@ -488,6 +489,7 @@ fn every_record_written_carries_its_events_log_index() {
         name: "ranker".into(),
         version: "2.0.0".into(),
         sha256: two.sha256.clone(),
+        manifest: None,
     });
     let (two, index) = custody
         .activate_algorithm("ranker", "2.0.0", &signed, 12, &append)

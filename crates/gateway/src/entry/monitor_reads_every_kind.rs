@@ -91,6 +91,8 @@ fn release() -> custody::Release {
         version: "1.0.0".into(),
         sha256: hash('c'),
         size: 10,
+        manifest: Some("{}".into()),
+        manifest_sha256: Some(hash('f')),
         submitted_by: custody::Person {
             id: "ada".into(),
             entity: "parent".into(),
@@ -150,6 +152,7 @@ fn every_custody_event_is_read_by_the_monitor() {
         E::AlgorithmSubmitted(&release),
         E::AlgorithmActivated(&release),
         E::AlgorithmFetched(&release),
+        E::AlgorithmDeactivated(&release),
         E::KillSwitch(&on),
         E::KillSwitch(&off),
     ];
@@ -169,6 +172,7 @@ fn every_custody_event_is_read_by_the_monitor() {
             | E::AlgorithmSubmitted(_)
             | E::AlgorithmActivated(_)
             | E::AlgorithmFetched(_)
+            | E::AlgorithmDeactivated(_)
             | E::KillSwitch(_) => {}
         }
         check(&custody_entry(event, Some(&who()), &pseudonyms), "custody");
@@ -208,10 +212,15 @@ fn every_alert_data_event_access_and_config_entry_is_read_by_the_monitor() {
         DataEvent::Erasure,
         DataEvent::Export,
         DataEvent::Migration,
+        DataEvent::AlgorithmRun,
     ];
     for event in data_events {
         match event {
-            DataEvent::Egress | DataEvent::Erasure | DataEvent::Export | DataEvent::Migration => {}
+            DataEvent::Egress
+            | DataEvent::Erasure
+            | DataEvent::Export
+            | DataEvent::Migration
+            | DataEvent::AlgorithmRun => {}
         }
         let details = json!({"rows": 1, "sha256": hash('e')});
         check(

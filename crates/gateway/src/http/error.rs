@@ -19,6 +19,11 @@ pub enum ErrorCode {
     AlreadyApproved,
     /// The break-glass use has been reviewed already.
     AlreadyReviewed,
+    /// A released algorithm failed: it reached a limit of its manifest (fuel, memory, wall
+    /// time), trapped, or wrote an output its manifest does not allow; nothing of it is served.
+    AlgorithmFailed,
+    /// This gateway runs no algorithms (`algorithms.location` is not set).
+    AlgorithmsNotConfigured,
     /// The policy needs an approved access request for this access.
     ApprovalRequired,
     /// A stored algorithm artifact does not match its digest, so it is not served.
@@ -52,6 +57,8 @@ pub enum ErrorCode {
     InvalidId,
     /// Invariants that do not parse or check against the schema.
     InvalidInvariants,
+    /// An algorithm manifest that does not parse, or is not of its release.
+    InvalidManifest,
     /// The body is not JSON.
     InvalidJson,
     /// A path parameter does not decode.

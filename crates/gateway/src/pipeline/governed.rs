@@ -231,6 +231,49 @@ impl Governed {
         Ok(record.map(|record| filter_record(permit, declared, record)))
     }
 
+    /// A released algorithm's input: for each `compute` permit with the fields its manifest
+    /// names in that collection, those fields of the subject's record `key` that the permit
+    /// allows (the others are never read out of the record), and which of them are protected.
+    pub async fn algorithm_input(
+        &self,
+        permits: &[(Permit, Vec<String>)],
+        key: &str,
+    ) -> AppResult<algorithm::Input> {
+        let mut input = algorithm::Input::default();
+        for (permit, named) in permits {
+            let subject = permit.subject.clone().unwrap_or_default();
+            let collection = permit.collection.clone().unwrap_or_default();
+            permit.require(Action::Compute, Some(&subject), Some(&collection))?;
+            let declared = self.declared(&collection)?;
+            let protected = permit.classes.contains(&FieldClass::Protected);
+            let (vault, coll, k) = (self.vault.clone(), collection.clone(), key.to_string());
+            let index = permit.index;
+            let record = store_read(self.vault.reads_locally(), move || {
+                if protected {
+                    vault.get_record(&subject, &coll, &k, vault::UnwrapReason::Access)
+                } else {
+                    vault.get_record_interoperable(&subject, &coll, &k)
+                }
+            })
+            .await?
+            .map_err(|e| ApiError::from(e).logged(index))?;
+            let Some(record) = record else { continue };
+            let record = filter_record(permit, declared, record);
+            let mut fields = BTreeMap::new();
+            for (name, value) in record.fields {
+                if !named.contains(&name) {
+                    continue;
+                }
+                if declared.get(&name) == Some(&FieldClass::Protected) {
+                    input.protected.push((collection.clone(), name.clone()));
+                }
+                fields.insert(name, value);
+            }
+            input.fields.insert(collection, fields);
+        }
+        Ok(input)
+    }
+
     /// Deletes a record of a collection whose every field class the permit allows.
     pub async fn delete_record(
         &self,

@@ -723,6 +723,25 @@ impl AppState {
         ApiError::denied(message, policies)
     }
 
+    /// Appends the entry `entry` builds from the custody state in force, under the custody
+    /// gate: no custodian change (a deactivation, the kill switch) lands between what the
+    /// entry says of that state and its place in the log.
+    pub async fn append_in_force(
+        &self,
+        entry: impl FnOnce(&custody::Custody) -> Vec<u8>,
+    ) -> AppResult<u64> {
+        let gate = self.custody_gate.read().await;
+        if !self
+            .custody
+            .reached_within(self.config.custody.unreachable_after)
+        {
+            return Err(ApiError::custody_unreachable());
+        }
+        let index = self.append(entry(&self.custody)).await?;
+        drop(gate);
+        Ok(index)
+    }
+
     /// Runs a custodian change (`f`, on a blocking thread, appending its entry through the
     /// custody crate) with the custody gate held exclusively, so that no decision in flight
     /// straddles it: see the module's rule.

@@ -6,6 +6,7 @@
 //!   scan and migration);
 //! - `custody`: the custodian's controls, one module each for access `requests`,
 //!   `policies`, `invariants`, `algorithms` and the `kill_switch`;
+//! - `runs`: runs of custodian-released algorithms, next to the data;
 //! - `analytics`: the dashboard, metrics and the live stream;
 //! - `log`: the transparency log's checkpoints, tiles and proofs;
 //! - `service`: readiness and the OpenAPI document.
@@ -26,6 +27,7 @@ pub mod analytics;
 pub mod custody;
 pub mod data;
 pub mod log;
+pub mod runs;
 pub mod service;
 pub mod subjects;
 
@@ -37,6 +39,7 @@ pub fn router() -> OpenApiRouter<Arc<AppState>> {
         .merge(subjects::routes())
         .merge(data::routes())
         .merge(custody::routes())
+        .merge(runs::routes())
         .merge(analytics::routes())
         .merge(log::routes());
     CommonResponses.modify(router.get_openapi_mut());

@@ -618,6 +618,7 @@ async fn an_algorithm_runs_only_as_the_custodian_released_it() {
         name: "ranker".into(),
         version: "1.4.0".into(),
         sha256: sha256.into(),
+        manifest: None,
     };
     for (note, code) in [
         (

@@ -47,6 +47,7 @@ const CUSTODY_EVENTS: &[&str] = &[
     "algorithm-submitted",
     "algorithm-activated",
     "algorithm-fetched",
+    "algorithm-deactivated",
     "jurisdiction-suspended",
     "jurisdiction-lifted",
 ];
@@ -106,11 +107,14 @@ fn check_top(e: &Members<'_, '_>) -> Result<EntryInfo, String> {
             check_alert(e)?;
             ("alert", None)
         }
-        (data @ ("egress" | "erasure" | "export" | "migration"), 2) => {
+        (data @ ("egress" | "erasure" | "export" | "migration" | "algorithm-run"), 2) => {
             check_data_event(e)?;
             (data_event_kind(data), None)
         }
-        ("custody" | "alert" | "egress" | "erasure" | "export" | "migration", _) => {
+        (
+            "custody" | "alert" | "egress" | "erasure" | "export" | "migration" | "algorithm-run",
+            _,
+        ) => {
             return Err(format!(
                 "kind {} exists from format v2 on; this entry says \"v\": {version}",
                 show_str(kind)
@@ -202,6 +206,7 @@ fn data_event_kind(kind: &str) -> &'static str {
         "egress" => "egress",
         "erasure" => "erasure",
         "export" => "export",
+        "algorithm-run" => "algorithm-run",
         _ => "migration",
     }
 }

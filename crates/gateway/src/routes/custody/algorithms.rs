@@ -10,6 +10,8 @@ pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(list_algorithms))
         .routes(routes!(active_algorithms))
         .routes(routes!(activate_algorithm))
+        .routes(routes!(attach_manifest))
+        .routes(routes!(deactivate_algorithm))
         .routes(routes!(fetch_algorithm))
 }
 
@@ -53,6 +55,12 @@ struct ReleaseBody {
     version: String,
     sha256: String,
     size: u64,
+    /// The SHA-256 of its manifest, which the custodian's statement names (none: it was
+    /// released as an opaque artifact, and cannot run).
+    manifest_sha256: Option<String>,
+    /// Its manifest: what it reads and outputs, its purpose and limits.
+    #[schema(value_type = Option<Object>)]
+    manifest: Option<serde_json::Value>,
     #[schema(value_type = ReleaseStatus)]
     status: &'static str,
     submitted_by: PersonBody,
@@ -80,6 +88,11 @@ impl ReleaseBody {
             version: r.version.clone(),
             sha256: r.sha256.clone(),
             size: r.size,
+            manifest_sha256: r.manifest_sha256.clone(),
+            manifest: r
+                .manifest
+                .as_deref()
+                .and_then(|m| serde_json::from_str(m).ok()),
             status: r.status(),
             submitted_by: PersonBody::new(&r.submitted_by),
             submitted_at: rfc3339(r.submitted_at),
@@ -139,16 +152,97 @@ async fn submit_algorithm(
         )
     })
     .await?;
-    let statement = custody::statement::Statement::AlgorithmRelease {
-        name: release.name.clone(),
-        version: release.version.clone(),
-        sha256: release.sha256.clone(),
-    };
     let body = ReleaseBody {
-        statement: Some(statement.text()),
+        statement: Some(release.statement().text()),
         ..ReleaseBody::new(&release, false)
     };
     Ok(created_or_known(index, body))
+}
+
+/// Attaches the manifest to a submitted release, before the custodian signs it: name,
+/// version and the module's SHA-256 as submitted, the purpose, the fields read, the typed
+/// and size-bounded outputs (all interoperable), the limits. Only a release with a manifest
+/// runs; the statement to sign then names the manifest's digest too.
+#[utoipa::path(put, path = "/v1/algorithms/{name}/{version}/manifest", tag = "custody",
+    params(ReleasePath),
+    request_body(content = Object, content_type = "application/json", description = "the manifest (`examples/algorithms/README.md`)"),
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "attached: the statement to sign", body = ReleaseBody),
+        (status = 200, description = "the same manifest was attached already", body = ReleaseBody),
+        (status = 400, description = "`invalid_manifest`: not a manifest of this release, or it reads a field the configuration does not declare; `invalid_request`: the release has another manifest or was activated", body = ErrorBody),
+        (status = 403, description = "`role_required` (algorithm-author or custodian-operator), `restricted_location`", body = ErrorBody),
+        (status = 404, description = "`unknown_release`", body = ErrorBody),
+    ))]
+async fn attach_manifest(
+    State(app): Shared,
+    Caller(who): Caller,
+    ApiPath((name, version)): ApiPath<(String, String)>,
+    RawBody(body): RawBody,
+) -> AppResult<Response> {
+    app.custodian(&who, &[ROLE_ALGORITHM_AUTHOR, ROLE_OPERATOR])?;
+    let text = String::from_utf8(body.to_vec()).map_err(|_| invalid_manifest("not UTF-8"))?;
+    let manifest = algorithm::Manifest::parse(text.as_bytes())
+        .map_err(|e| invalid_manifest(&e.to_string()))?;
+    let release = app.custody.release(&name, &version)?;
+    if manifest.name != name || manifest.version != version {
+        return Err(invalid_manifest(&format!(
+            "it is the manifest of {} {}, not of {name} {version}",
+            manifest.name, manifest.version
+        )));
+    }
+    if manifest.module_sha256 != release.sha256 {
+        return Err(invalid_manifest(&format!(
+            "it names the module {}, but {name} {version} was submitted as {}",
+            manifest.module_sha256, release.sha256
+        )));
+    }
+    crate::algorithms::check_reads(&app.config, &manifest).map_err(|e| invalid_manifest(&e))?;
+    let (release, index) = change(app, who, move |app, who| {
+        app.custody
+            .attach_manifest(&name, &version, &text, &app.log_custody(Some(who)))
+    })
+    .await?;
+    let body = ReleaseBody {
+        statement: Some(release.statement().text()),
+        ..ReleaseBody::new(&release, false)
+    };
+    Ok(created_or_known(index, body))
+}
+
+fn invalid_manifest(why: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        ErrorCode::InvalidManifest,
+        format!("invalid manifest: {why}"),
+    )
+}
+
+/// Deactivates an active release: from this change on it runs no more. The custodian's
+/// operator stops an algorithm without a signature; running it again needs a new signed
+/// activation.
+#[utoipa::path(post, path = "/v1/algorithms/{name}/{version}/deactivate", tag = "custody",
+    params(ReleasePath),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "deactivated (status `retired`)", body = ReleaseBody),
+        (status = 400, description = "`invalid_request`: the release is not active", body = ErrorBody),
+        (status = 403, description = "`role_required` (custodian-operator), `restricted_location`", body = ErrorBody),
+        (status = 404, description = "`unknown_release`", body = ErrorBody),
+    ))]
+async fn deactivate_algorithm(
+    State(app): Shared,
+    Caller(who): Caller,
+    ApiPath((name, version)): ApiPath<(String, String)>,
+) -> AppResult<Logged<ReleaseBody>> {
+    app.custodian(&who, &[ROLE_OPERATOR])?;
+    let now = now_unix();
+    let (release, index) = change(app, who, move |app, who| {
+        app.custody
+            .deactivate_algorithm(&name, &version, now, &app.log_custody(Some(who)))
+    })
+    .await?;
+    Ok(Logged::ok(index, ReleaseBody::new(&release, false)))
 }
 
 /// Every algorithm version submitted.

@@ -1,0 +1,96 @@
+//! Custodian-released algorithms on this gateway: the sandbox every run shares (the
+//! `algorithm` crate, started on the first run), where releases run (`algorithms.location`),
+//! a release as the principal of its own input decisions, and the check of a manifest's
+//! reads against the configured collections.
+
+use std::sync::{Arc, OnceLock};
+
+use axum::http::StatusCode;
+
+use crate::auth::Authenticated;
+use crate::config::{AlgorithmsConfig, Config};
+use crate::http::error::{ApiError, AppResult, ErrorCode};
+
+/// The sandbox and where it runs.
+pub struct Algorithms {
+    location: Option<String>,
+    runtime: OnceLock<Arc<algorithm::Runtime>>,
+}
+
+impl Algorithms {
+    pub fn new(config: &AlgorithmsConfig) -> Algorithms {
+        Algorithms {
+            location: config.location.clone(),
+            runtime: OnceLock::new(),
+        }
+    }
+
+    /// Where releases run; 503 `algorithms_not_configured` when this gateway runs none.
+    pub fn location(&self) -> AppResult<&str> {
+        self.location.as_deref().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::AlgorithmsNotConfigured,
+                "this gateway runs no algorithms: set `algorithms.location` in its configuration",
+            )
+        })
+    }
+
+    /// The sandbox, started on first use (its epoch thread ticks only once something ran).
+    pub fn runtime(&self) -> AppResult<Arc<algorithm::Runtime>> {
+        if let Some(runtime) = self.runtime.get() {
+            return Ok(runtime.clone());
+        }
+        let runtime = Arc::new(algorithm::Runtime::new().map_err(ApiError::internal)?);
+        // Two first runs at once: one of the two runtimes is kept, the other dropped.
+        Ok(self.runtime.get_or_init(|| runtime).clone())
+    }
+}
+
+/// A released algorithm as a principal: the entity no token may name (`algorithm`, refused
+/// in the configuration's entities), located where this gateway runs algorithms, with the
+/// role `released-algorithm` and no clearance. Only the run path builds one.
+pub fn release_principal(release: &custody::Release, location: &str) -> Authenticated {
+    let id = format!("algorithm:{}@{}", release.name, release.version);
+    Authenticated {
+        principal: policy::Principal {
+            id: id.clone(),
+            entity: policy::ALGORITHM_ENTITY.to_string(),
+            entity_country: location.to_string(),
+            location: location.to_string(),
+            clearance: Vec::new(),
+            roles: vec![policy::RELEASED_ALGORITHM_ROLE.to_string()],
+        },
+        network_zone: String::new(),
+        public_id: id,
+    }
+}
+
+/// Every collection and field a manifest reads is one the configuration declares, and each
+/// is read once.
+pub fn check_reads(config: &Config, manifest: &algorithm::Manifest) -> Result<(), String> {
+    let mut seen = std::collections::BTreeSet::new();
+    for read in &manifest.reads {
+        let Some(collection) = config.collections.get(&read.collection) else {
+            return Err(format!(
+                "it reads the collection `{}`, which the configuration does not declare",
+                read.collection
+            ));
+        };
+        if !seen.insert(read.collection.as_str()) {
+            return Err(format!(
+                "it names the collection `{}` twice",
+                read.collection
+            ));
+        }
+        for field in &read.fields {
+            if !collection.fields.contains_key(field) {
+                return Err(format!(
+                    "it reads `{}.{field}`, which the configuration does not declare",
+                    read.collection
+                ));
+            }
+        }
+    }
+    Ok(())
+}

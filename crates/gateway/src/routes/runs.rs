@@ -1,0 +1,384 @@
+//! Runs of custodian-released algorithms, next to the data: the caller gets the outputs the
+//! signed manifest declares, never the data the algorithm read.
+//!
+//! ```text
+//! the active release of the name, its manifest and module checked against their digests
+//!   → decide `run` on the subject, the caller as principal (logged)
+//!   → decide `compute` on each collection's field classes the manifest reads, the release
+//!     as principal (logged, one entry per collection)
+//!   → read only the fields allowed and named, run the module in the sandbox within the
+//!     manifest's limits, check its output against the manifest
+//!   → under the custody gate: still active and not suspended, or the run is `stopped`;
+//!     the `algorithm-run` entry (release, digests, caller, pseudonym, fields read,
+//!     decisions, fuel, duration, output digest, outcome)
+//!   → the output, only when the outcome is `ok`
+//! ```
+//!
+//! A denied decision is logged as a run too (outcome `denied`), so that a monitor sees which
+//! algorithm was asked for.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::algorithms::release_principal;
+use crate::auth::Authenticated;
+use crate::entry::{self, DataEvent};
+use crate::http::context::access_context;
+use crate::http::error::{ApiError, AppResult, ErrorBody, ErrorCode};
+use crate::http::extract::{ApiJson, ApiPath, Caller};
+use crate::http::openapi::AccessHeaders;
+use crate::http::response::Logged;
+use crate::http::tasks::{blocking, detached};
+use crate::pipeline::{Ask, Permit, Scope};
+use crate::state::AppState;
+use policy::Action;
+use vault::FieldClass;
+
+type Shared = State<Arc<AppState>>;
+
+/// The record each collection is read from when the request names none.
+const DEFAULT_KEY: &str = "main";
+
+/// The routes of this module.
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new().routes(routes!(run_algorithm))
+}
+
+/// A run for one subject.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct RunRequest {
+    /// The subject's id.
+    subject: String,
+    /// The record read in each collection the manifest names (default `main`).
+    #[serde(default)]
+    key: Option<String>,
+}
+
+/// A run that produced its output.
+#[derive(Serialize, ToSchema)]
+struct RunBody {
+    algorithm: String,
+    version: String,
+    /// The module's SHA-256.
+    sha256: String,
+    manifest_sha256: String,
+    /// The outputs the manifest declares (interoperable), as checked against it.
+    #[schema(value_type = Object)]
+    output: Map<String, Value>,
+    output_sha256: String,
+    fuel_used: u64,
+    duration_us: u64,
+    /// The log indexes of the run's decisions: `run`, then `compute` per collection.
+    decisions: Vec<u64>,
+}
+
+/// Runs the active release of an algorithm for one subject. Two decisions, both by Cedar and
+/// both logged: may the caller run an algorithm for this subject (`run`), and may the release
+/// read each field class its signed manifest names (`compute`, the release as principal).
+/// The purpose is the manifest's; a `Sovereign-Purpose` header, if given, must be the same.
+#[utoipa::path(post, path = "/v1/algorithms/{name}/runs", tag = "algorithms",
+    params(("name" = String, Path, description = "the algorithm's name", min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._-]+$"), AccessHeaders),
+    request_body = RunRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the outputs; header Sovereign-Log-Index gives the run's entry", body = RunBody),
+        (status = 400, description = "`invalid_json`, `invalid_body`, `invalid_id`, `invalid_header` (also: a purpose other than the release's)", body = ErrorBody),
+        (status = 403, description = "`denied` by policy (with `policies`; under the default policies the caller needs role algorithm-runner), `suspended`", body = ErrorBody),
+        (status = 404, description = "`unknown_release` (no active release of that name), `subject_not_found`", body = ErrorBody),
+        (status = 409, description = "`not_active`: the release was deactivated, or its jurisdiction suspended, while it ran; `invalid_request`: released without a manifest", body = ErrorBody),
+        (status = 422, description = "`algorithm_failed`: stopped at a limit of its manifest, trapped, or its output was refused (logged)", body = ErrorBody),
+        (status = 503, description = "`algorithms_not_configured`: this gateway runs no algorithms", body = ErrorBody),
+    ))]
+async fn run_algorithm(
+    State(app): Shared,
+    Caller(who): Caller,
+    ApiPath(name): ApiPath<String>,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<RunRequest>,
+) -> AppResult<Logged<RunBody>> {
+    let location = app.algorithms.location()?.to_string();
+    custody::check_release_name("name", &name)?;
+    vault::validate_id("subject id", &request.subject)?;
+    let key = request.key.unwrap_or_else(|| DEFAULT_KEY.to_string());
+    vault::validate_id("record key", &key)?;
+    let runnable = {
+        let (app, name) = (app.clone(), name.clone());
+        blocking(move || app.custody.runnable(&name)).await??
+    }
+    .ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::UnknownRelease,
+            format!("no release of `{name}` is active"),
+        )
+    })?;
+    let manifest = algorithm::Manifest::parse(runnable.manifest.as_bytes())
+        .map_err(|e| ApiError::internal(format!("a released manifest does not parse: {e}")))?;
+    let mut context = access_context(&headers, &who)?;
+    if !context.purpose.is_empty() && context.purpose != manifest.purpose {
+        return Err(ApiError::bad_request(
+            ErrorCode::InvalidHeader,
+            format!(
+                "{name} runs for the purpose `{}` only, as its release says",
+                manifest.purpose
+            ),
+        ));
+    }
+    context.purpose = manifest.purpose.clone();
+    let run = Run {
+        app: &app,
+        who: &who,
+        release: &runnable.release,
+        subject_pseudonym: app.pseudonyms.pseudonym(&request.subject),
+        decisions: Vec::new(),
+    };
+    run.go(context, &request.subject, &key, &location, manifest, runnable.module)
+        .await
+}
+
+/// One run in progress: what its entry names.
+struct Run<'a> {
+    app: &'a Arc<AppState>,
+    who: &'a Authenticated,
+    release: &'a custody::Release,
+    subject_pseudonym: String,
+    /// The log indexes of its decisions so far.
+    decisions: Vec<u64>,
+}
+
+/// How a run ended, as its entry says.
+struct Ended {
+    outcome: &'static str,
+    fields_read: Vec<String>,
+    fuel_used: Option<u64>,
+    duration: Option<Duration>,
+    output_sha256: Option<String>,
+    error: Option<String>,
+}
+
+impl Ended {
+    fn denied() -> Ended {
+        Ended {
+            outcome: "denied",
+            fields_read: Vec::new(),
+            fuel_used: None,
+            duration: None,
+            output_sha256: None,
+            error: None,
+        }
+    }
+}
+
+impl Run<'_> {
+    async fn go(
+        mut self,
+        context: policy::Context,
+        subject_id: &str,
+        key: &str,
+        location: &str,
+        manifest: algorithm::Manifest,
+        module: Vec<u8>,
+    ) -> AppResult<Logged<RunBody>> {
+        let app = self.app;
+        // May the caller run an algorithm for this subject?
+        let ask = Ask {
+            who: self.who,
+            action: Action::Run,
+            context: context.clone(),
+        };
+        let found = app.find_subject(&ask, subject_id, &[]).await;
+        let subject = self.decided(found).await?;
+        let allowed = app.decide(ask, Scope::Subject(&subject)).await;
+        let permit = self.decided(allowed).await?;
+        self.decisions.push(permit.index());
+
+        // May the release read what its manifest names? The release is the principal.
+        let principal = release_principal(self.release, location);
+        let mut permits: Vec<(Permit, Vec<String>)> = Vec::new();
+        for read in &manifest.reads {
+            let declared = app.governed.declared(&read.collection)?;
+            let mut classes: Vec<FieldClass> = Vec::new();
+            for field in &read.fields {
+                let class = *declared.get(field).ok_or_else(|| {
+                    ApiError::internal(format!(
+                        "a released manifest reads `{}.{field}`, which the configuration no longer declares",
+                        read.collection
+                    ))
+                })?;
+                if !classes.contains(&class) {
+                    classes.push(class);
+                }
+            }
+            let ask = Ask {
+                who: &principal,
+                action: Action::Compute,
+                context: policy::Context {
+                    purpose: manifest.purpose.clone(),
+                    grant: policy::GRANT_RELEASE.to_string(),
+                    time: context.time,
+                    ..policy::Context::default()
+                },
+            };
+            let scope = Scope::Collection {
+                subject: &subject,
+                collection: &read.collection,
+                fields: &read.fields,
+                classes,
+            };
+            let allowed = app.decide(ask, scope).await;
+            let permit = self.decided(allowed).await?;
+            self.decisions.push(permit.index());
+            permits.push((permit, read.fields.clone()));
+        }
+
+        // Only the fields allowed and named reach the module.
+        let input = app.governed.algorithm_input(&permits, key).await?;
+        let fields_read: Vec<String> = input
+            .fields
+            .iter()
+            .flat_map(|(c, fields)| fields.keys().map(move |f| format!("{c}.{f}")))
+            .collect();
+        let runtime = app.algorithms.runtime()?;
+        let ran = blocking(move || runtime.run(&manifest, &module, &input)).await?;
+        let ended = match &ran {
+            Ok(outcome) => Ended {
+                outcome: "ok",
+                fields_read,
+                fuel_used: Some(outcome.fuel_used),
+                duration: Some(outcome.duration),
+                output_sha256: Some(outcome.output_sha256.clone()),
+                error: None,
+            },
+            Err(e) => Ended {
+                outcome: "failed",
+                fields_read,
+                fuel_used: None,
+                duration: None,
+                output_sha256: None,
+                error: Some(e.to_string()),
+            },
+        };
+        let (index, outcome) = self.log(ended, &subject.jurisdiction).await?;
+        match (ran, outcome) {
+            (Ok(out), "ok") => Ok(Logged::ok(
+                index,
+                RunBody {
+                    algorithm: self.release.name.clone(),
+                    version: self.release.version.clone(),
+                    sha256: self.release.sha256.clone(),
+                    manifest_sha256: self.release.manifest_sha256.clone().unwrap_or_default(),
+                    output: out.output,
+                    output_sha256: out.output_sha256,
+                    fuel_used: out.fuel_used,
+                    duration_us: u64::try_from(out.duration.as_micros()).unwrap_or(u64::MAX),
+                    decisions: self.decisions,
+                },
+            )),
+            (Err(e), _) => Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::AlgorithmFailed,
+                format!("{} {} failed: {e}; nothing of its output is served", self.release.name, self.release.version),
+            )
+            .logged(index)),
+            (Ok(_), _) => Err(ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorCode::NotActive,
+                format!(
+                    "{} {} was deactivated, or the subject's jurisdiction suspended, while it ran; nothing of its output is served",
+                    self.release.name, self.release.version
+                ),
+            )
+            .logged(index)),
+        }
+    }
+
+    /// A decision's result; a logged denial is logged as a run too (outcome `denied`), and
+    /// answered with that entry's index.
+    async fn decided<T>(&self, result: AppResult<T>) -> AppResult<T> {
+        match result {
+            Ok(t) => Ok(t),
+            Err(e) => match e.log_index {
+                Some(decision) => {
+                    let mut decisions = self.decisions.clone();
+                    decisions.push(decision);
+                    let run = Run {
+                        decisions,
+                        subject_pseudonym: self.subject_pseudonym.clone(),
+                        ..*self
+                    };
+                    let (index, _) = run.log(Ended::denied(), "").await?;
+                    Err(e.logged(index))
+                }
+                None => Err(e),
+            },
+        }
+    }
+
+    /// Appends the run's entry under the custody gate. A run that ended `ok` is `stopped`
+    /// instead when its release is no longer the active one or the subject's jurisdiction
+    /// is suspended: its output is not served. Answers the index and the outcome logged.
+    async fn log(&self, ended: Ended, jurisdiction: &str) -> AppResult<(u64, &'static str)> {
+        let app = self.app.clone();
+        let who = self.who.clone();
+        let release = self.release.clone();
+        let pseudonym = self.subject_pseudonym.clone();
+        let decisions = self.decisions.clone();
+        let jurisdiction = jurisdiction.to_string();
+        // The entry must be written even if the client goes away meanwhile.
+        detached(async move {
+            let mut logged = ended.outcome;
+            let index = app
+                .append_in_force(|custody| {
+                    let in_force = custody
+                        .release(&release.name, &release.version)
+                        .is_ok_and(|r| r.status() == "active")
+                        && !custody.is_suspended(&jurisdiction);
+                    if logged == "ok" && !in_force {
+                        logged = "stopped";
+                    }
+                    entry::data_event_entry(
+                        DataEvent::AlgorithmRun,
+                        Some(&who),
+                        run_details(&release, &pseudonym, &decisions, &ended, logged),
+                    )
+                })
+                .await?;
+            Ok((index, logged))
+        })
+        .await
+    }
+}
+
+/// The `algorithm-run` entry's details: names, digests, counts and a pseudonym; never a
+/// field value or a subject id.
+fn run_details(
+    release: &custody::Release,
+    subject_pseudonym: &str,
+    decisions: &[u64],
+    ended: &Ended,
+    outcome: &str,
+) -> Value {
+    json!({
+        "algorithm": release.name,
+        "version": release.version,
+        "sha256": release.sha256,
+        "manifest_sha256": release.manifest_sha256,
+        "subject": subject_pseudonym,
+        "fields_read": ended.fields_read,
+        "decisions": decisions,
+        "fuel_used": ended.fuel_used,
+        "duration_us": ended.duration.map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+        "output_sha256": ended.output_sha256,
+        "outcome": outcome,
+        "error": ended.error,
+    })
+}
