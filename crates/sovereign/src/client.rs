@@ -52,6 +52,8 @@ pub enum Body<'a> {
     Text(&'a str),
     /// `application/octet-stream`, e.g. an algorithm artifact.
     Bytes(&'a [u8]),
+    /// `application/json` sent byte for byte as given (a file whose digest is signed).
+    JsonText(&'a str),
 }
 
 /// A successful answer whose body is bytes, with the headers the commands need.
@@ -101,6 +103,11 @@ impl Client {
         self.json("POST", path, body)
     }
 
+    /// `PUT path` with `body`, answered with JSON.
+    pub fn put(&self, path: &str, body: Body<'_>) -> anyhow::Result<Value> {
+        self.json("PUT", path, body)
+    }
+
     /// `GET path` answered with bytes.
     pub fn get_bytes(&self, path: &str) -> anyhow::Result<BytesAnswer> {
         let url = self.url(path);
@@ -140,6 +147,9 @@ impl Client {
             Body::Bytes(bytes) => request
                 .set("Content-Type", "application/octet-stream")
                 .send_bytes(bytes),
+            Body::JsonText(text) => request
+                .set("Content-Type", "application/json")
+                .send_string(text),
         };
         match result {
             Ok(response) => Ok(response),

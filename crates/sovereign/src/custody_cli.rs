@@ -129,20 +129,47 @@ pub enum PolicyCommand {
 /// `sovereign algo ...`
 #[derive(clap::Subcommand, Debug, Clone)]
 pub enum AlgoCommand {
-    /// Upload an algorithm artifact; prints its digest and the statement to sign.
+    /// Upload an algorithm artifact (a WebAssembly module) and its manifest; prints its
+    /// digest and the statement to sign.
     Submit {
         /// The artifact.
         file: PathBuf,
         #[command(flatten)]
         release: Release,
+        /// The manifest (JSON): what the module reads and outputs, its purpose and limits.
+        /// Without one, the release is an opaque artifact that never runs.
+        #[arg(long)]
+        manifest: Option<PathBuf>,
     },
-    /// Sign the release of an artifact, offline: the digest is computed from FILE.
+    /// Sign the release of an artifact, offline: the digests are computed from FILE and the
+    /// manifest, which is checked to be this release's.
     Sign {
         file: PathBuf,
         #[command(flatten)]
         release: Release,
+        /// The manifest the release runs under (as submitted).
+        #[arg(long)]
+        manifest: Option<PathBuf>,
         #[command(flatten)]
         signing: Signing,
+    },
+    /// Stop an active release: it runs no more. No signature needed; running it again
+    /// needs a new signed activation.
+    Deactivate {
+        #[command(flatten)]
+        release: Release,
+    },
+    /// Run the active release of an algorithm for a subject; prints its outputs.
+    Run {
+        /// The algorithm's name.
+        #[arg(long)]
+        name: String,
+        /// The subject's id.
+        #[arg(long)]
+        subject: String,
+        /// The record read in each collection the manifest names.
+        #[arg(long, default_value = "main")]
+        key: String,
     },
     /// Activate a submitted release with its signed release statement.
     Activate {
@@ -501,19 +528,41 @@ fn policy_list(answer: &Value) -> String {
 pub fn run_algo(server: &ServerArgs, command: AlgoCommand) -> anyhow::Result<()> {
     let client = server.client()?;
     match command {
-        AlgoCommand::Submit { file, release } => {
+        AlgoCommand::Submit {
+            file,
+            release,
+            manifest,
+        } => {
             let artifact = read_bytes(&file)?;
-            let answer = client.post(&release.path(), Body::Bytes(&artifact))?;
+            let manifest = match &manifest {
+                Some(path) => Some((path, checked_manifest(path, &release, &artifact)?)),
+                None => None,
+            };
+            let mut answer = client.post(&release.path(), Body::Bytes(&artifact))?;
+            if let Some((_, text)) = &manifest {
+                answer = client.put(
+                    &format!("{}/manifest", release.path()),
+                    Body::JsonText(text),
+                )?;
+            }
+            let sign_command = format!(
+                "sovereign algo sign {}{} --name {} --version {} --key KEYFILE",
+                file.display(),
+                manifest
+                    .as_ref()
+                    .map(|(path, _)| format!(" --manifest {}", path.display()))
+                    .unwrap_or_default(),
+                release.name,
+                release.version,
+            );
             server.print(&answer, |a| {
                 format!(
-                    "submitted {} {}: {} bytes, sha256 {}; to activate it, custodians sign this statement with `sovereign algo sign {} --name {} --version {} --key KEYFILE`:\n{}",
+                    "submitted {} {}: {} bytes, sha256 {}, manifest {}; to activate it, custodians sign this statement with `{sign_command}`:\n{}",
                     text(a, "name"),
                     text(a, "version"),
                     a["size"],
                     text(a, "sha256"),
-                    file.display(),
-                    release.name,
-                    release.version,
+                    or_none(text(a, "manifest_sha256")),
                     text(a, "statement")
                 )
             });
@@ -521,27 +570,64 @@ pub fn run_algo(server: &ServerArgs, command: AlgoCommand) -> anyhow::Result<()>
         AlgoCommand::Sign {
             file,
             release,
+            manifest,
             signing,
         } => {
-            let sha256 = hex_sha256(&read_bytes(&file)?);
+            let artifact = read_bytes(&file)?;
+            let sha256 = hex_sha256(&artifact);
+            let manifest = match &manifest {
+                Some(path) => Some(hex_sha256(
+                    checked_manifest(path, &release, &artifact)?.as_bytes(),
+                )),
+                None => None,
+            };
             let signed = sign_statement(
                 &Statement::AlgorithmRelease {
                     name: release.name.clone(),
                     version: release.version.clone(),
                     sha256: sha256.clone(),
+                    manifest: manifest.clone(),
                 },
                 &signing,
             )?;
             report(
                 &signing,
                 &format!(
-                    "signed the release of {} {} (sha256 {sha256}, from {}) as {}",
+                    "signed the release of {} {} (sha256 {sha256}, from {}; manifest {}) as {}",
                     release.name,
                     release.version,
                     file.display(),
+                    manifest.as_deref().unwrap_or("none: it will never run"),
                     signed.signer
                 ),
             );
+        }
+        AlgoCommand::Deactivate { release } => {
+            let answer = client.post(&format!("{}/deactivate", release.path()), Body::Empty)?;
+            server.print(&answer, |a| {
+                format!(
+                    "deactivated {} {}: it runs no more\n",
+                    text(a, "name"),
+                    text(a, "version")
+                )
+            });
+        }
+        AlgoCommand::Run { name, subject, key } => {
+            let answer = client.post(
+                &format!("/v1/algorithms/{}/runs", segment(&name)),
+                Body::Json(&serde_json::json!({"subject": subject, "key": key})),
+            )?;
+            server.print(&answer, |a| {
+                format!(
+                    "{} {} ran for {subject}: {} (fuel {}, {} µs; decisions logged at {})\n",
+                    text(a, "algorithm"),
+                    text(a, "version"),
+                    a["output"],
+                    a["fuel_used"],
+                    a["duration_us"],
+                    a["decisions"]
+                )
+            });
         }
         AlgoCommand::Activate { release, signature } => {
             let note = read_note(&signature, &release_of_note(&signature, &release)?)?;
@@ -567,6 +653,37 @@ pub fn run_algo(server: &ServerArgs, command: AlgoCommand) -> anyhow::Result<()>
         AlgoCommand::Fetch { release, out } => fetch_artifact(&client, &release, &out)?,
     }
     Ok(())
+}
+
+/// The manifest file's text, checked to be a manifest of this release and of this module:
+/// what the custodian reviews and signs.
+fn checked_manifest(path: &Path, release: &Release, module: &[u8]) -> anyhow::Result<String> {
+    let text = read_text(path)?;
+    let manifest = algorithm::Manifest::parse(text.as_bytes())
+        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    if manifest.name != release.name || manifest.version != release.version {
+        bail!(
+            "{} is the manifest of {} {}, not of {} {}",
+            path.display(),
+            manifest.name,
+            manifest.version,
+            release.name,
+            release.version
+        );
+    }
+    let sha256 = hex_sha256(module);
+    if manifest.module_sha256 != sha256 {
+        bail!(
+            "{} names the module {}, but the artifact's SHA-256 is {sha256}",
+            path.display(),
+            manifest.module_sha256
+        );
+    }
+    Ok(text)
+}
+
+fn or_none(value: &str) -> &str {
+    if value.is_empty() { "none" } else { value }
 }
 
 /// The release statement a note for `release` must carry: the note names the digest,

@@ -507,10 +507,19 @@ impl AppState {
                 decision: &d.decision,
             })
             .collect();
-        let used = grant.as_ref().map(|g| entry::GrantUsed {
-            id: &g.id,
-            kind: grant_kind(g),
-        });
+        // A custodian grant, or for a release's own input the custodian's signed release
+        // (its id is the release's), so that a monitor re-decides with the same context.
+        let used = match &grant {
+            Some(g) => Some(entry::GrantUsed {
+                id: &g.id,
+                kind: grant_kind(g),
+            }),
+            None if context.grant == policy::GRANT_RELEASE => Some(entry::GrantUsed {
+                id: &who.principal.id,
+                kind: policy::GRANT_RELEASE,
+            }),
+            None => None,
+        };
         let access = entry::Access {
             who,
             action: ask.action,

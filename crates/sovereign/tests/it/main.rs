@@ -9,6 +9,7 @@
 
 mod support;
 
+mod algorithms;
 mod audit;
 mod audit_e2e;
 mod bench;

@@ -1,0 +1,375 @@
+//! Custodian-released algorithms, through the binary against a real gateway: the example
+//! ranker submitted with its manifest, signed offline, activated, run for a subject by a
+//! platform service that gets only the recommended category; the decisions and the run in
+//! the log; a restricted-country caller, a caller without the role, the kill switch and a
+//! deactivation stop runs; an output repeating a protected value, a module that loops
+//! forever and one that asks for too much memory fail cleanly and are logged; markers in
+//! every protected field never reach an answer, the log or the service's output.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+use testkit::cast::{OPERATOR, PARENT_SG, VETTED_US, Who};
+
+use crate::support::{s, sovereign, token, token_of};
+
+fn example(file: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../examples/algorithms/ranker/{file}"))
+}
+
+/// A gateway with its data folder, and what it printed.
+struct Gateway {
+    _dir: tempfile::TempDir,
+    data: PathBuf,
+    base: String,
+    server: crate::support::Server,
+    printed: Arc<Mutex<Vec<String>>>,
+    collector: Option<std::thread::JoinHandle<()>>,
+    http: reqwest::blocking::Client,
+}
+
+impl Gateway {
+    fn start() -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        // At its most verbose level, to catch any leak.
+        let mut server = crate::support::serve(&data, "trace");
+        let lines = server.lines.take().unwrap();
+        let printed = Arc::new(Mutex::new(Vec::new()));
+        let collector = {
+            let printed = printed.clone();
+            std::thread::spawn(move || {
+                for line in lines.map_while(Result::ok) {
+                    printed.lock().unwrap().push(line);
+                }
+            })
+        };
+        Gateway {
+            _dir: dir,
+            base: server.base.clone(),
+            data,
+            server,
+            printed,
+            collector: Some(collector),
+            http: reqwest::blocking::Client::new(),
+        }
+    }
+
+    /// `sovereign ARGS...` against this gateway as `token` (none when empty).
+    fn cli(&self, token: &str, args: &[&str]) -> Output {
+        let mut command = sovereign();
+        command.args(args).env("SOVEREIGN_URL", &self.base);
+        if !token.is_empty() {
+            command.args(["--token", token]);
+        }
+        command.output().unwrap()
+    }
+
+    fn cli_ok(&self, token: &str, args: &[&str]) -> String {
+        let output = self.cli(token, args);
+        let (out, err) = crate::support::text(&output);
+        assert!(output.status.success(), "sovereign {args:?}: {out}{err}");
+        out
+    }
+
+    /// A request: its status, JSON body and `Sovereign-Log-Index`.
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        purpose: &str,
+        body: Option<Value>,
+    ) -> (u16, Value, Option<u64>) {
+        let mut request = self
+            .http
+            .request(method.parse().unwrap(), format!("{}{path}", self.base))
+            .bearer_auth(token);
+        if !purpose.is_empty() {
+            request = request.header("Sovereign-Purpose", purpose);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().unwrap();
+        let status = response.status().as_u16();
+        let index = response
+            .headers()
+            .get("Sovereign-Log-Index")
+            .map(|i| i.to_str().unwrap().parse().unwrap());
+        let text = response.text().unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null), index)
+    }
+
+    fn run(&self, token: &str, name: &str, subject: &str) -> (u16, Value, Option<u64>) {
+        self.call(
+            "POST",
+            &format!("/v1/algorithms/{name}/runs"),
+            token,
+            "",
+            Some(json!({"subject": subject})),
+        )
+    }
+
+    /// Submits, signs (offline, with the custodian's key) and activates a release.
+    fn release(&self, name: &str, version: &str, module: &Path, manifest: &Path) {
+        let olga = token_of(&self.data, &OPERATOR);
+        let release = ["--name", name, "--version", version];
+        let manifest = ["--manifest", s(manifest)];
+        let submitted = self.cli_ok(
+            &olga,
+            &[&["algo", "submit", s(module)][..], &release, &manifest].concat(),
+        );
+        assert!(submitted.contains("--manifest"), "{submitted}");
+        let note = self.data.join(format!("{name}-{version}.note"));
+        let key = self.data.join("keys/custodian.key");
+        self.cli_ok(
+            "",
+            &[
+                &["algo", "sign", s(module)][..],
+                &release,
+                &manifest,
+                &["--key", s(&key), "--out", s(&note)],
+            ]
+            .concat(),
+        );
+        self.cli_ok(
+            &olga,
+            &[&["algo", "activate"][..], &release, &["--signature", s(&note)]].concat(),
+        );
+    }
+
+    /// Every entry of the verified log, once the checkpoint covers `size` entries.
+    fn entries(&self, size: u64) -> Vec<Value> {
+        testkit::served::wait_for_checkpoint(&self.base, size);
+        let mut entries = Vec::new();
+        tlog::verify_log(
+            &testkit::served::ServedLog::new(&self.base),
+            &testkit::served::log_verifier(&self.base),
+            None,
+            &mut |_, _| {},
+            &mut |_, entry| {
+                entries.push(serde_json::from_slice(entry).unwrap());
+                Ok(())
+            },
+        )
+        .unwrap();
+        entries
+    }
+
+    /// Stops the gateway and answers every line it printed.
+    fn stop(mut self) -> Vec<String> {
+        std::process::Command::new("kill")
+            .args(["-TERM", &self.server.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(self.server.child.wait().unwrap().success());
+        self.collector.take().unwrap().join().unwrap();
+        std::mem::take(&mut *self.printed.lock().unwrap())
+    }
+}
+
+/// The `algorithm-run` entries' outcomes, in log order.
+fn run_outcomes(entries: &[Value]) -> Vec<String> {
+    entries
+        .iter()
+        .filter(|e| e["kind"] == "algorithm-run")
+        .map(|e| e["details"]["outcome"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_released_algorithm_runs_next_to_the_data_and_only_its_outputs_leave() {
+    let gw = Gateway::start();
+    let data = gw.data.clone();
+    let olga = token_of(&data, &OPERATOR);
+    let frank = token_of(
+        &data,
+        &Who {
+            roles: &["break-glass"],
+            ..VETTED_US
+        },
+    );
+    let runner = |location: &str| {
+        token(
+            &data,
+            &[
+                "--sub",
+                "recommender",
+                "--entity",
+                "parent",
+                "--location",
+                location,
+                "--role",
+                "algorithm-runner",
+            ],
+        )
+    };
+    let (runner_sg, runner_cn) = (runner("SG"), runner("CN"));
+    let siew = token_of(&data, &PARENT_SG);
+
+    // A US subject whose protected activity carries markers. Writing it needs a custodian
+    // grant: frank uses break-glass.
+    let (status, _, _) = gw.call(
+        "PUT",
+        "/v1/subjects/u-1",
+        &frank,
+        "setup",
+        Some(json!({"jurisdiction": "US"})),
+    );
+    assert_eq!(status, 201);
+    let (status, _, _) = gw.call(
+        "POST",
+        "/v1/access/break-glass",
+        &frank,
+        "setup",
+        Some(json!({"action": "write", "collections": ["activity"], "purpose": "algorithm test", "reason_code": "security-audit"})),
+    );
+    assert_eq!(status, 201);
+    let markers = [
+        "drama:ZZMARK-title-1",
+        "drama:ZZMARK-title-2",
+        "comedy:ZZMARK-title-3",
+        "ZZMARK-location",
+    ];
+    let history = json!({
+        "watch_history": &markers[..3],
+        "location": markers[3],
+        "public_video_count": 3,
+    });
+    for (subject, body) in [
+        ("u-1", history),
+        // u-2's history holds an item that is exactly a category: the ranker's answer
+        // repeats a protected value, and is refused.
+        ("u-2", json!({"watch_history": ["drama:ZZMARK-title-4", "drama"]})),
+    ] {
+        if subject == "u-2" {
+            let (status, _, _) = gw.call(
+                "PUT",
+                "/v1/subjects/u-2",
+                &frank,
+                "setup",
+                Some(json!({"jurisdiction": "US"})),
+            );
+            assert_eq!(status, 201);
+        }
+        let (status, answer, _) = gw.call(
+            "PUT",
+            &format!("/v1/subjects/{subject}/records/activity/main"),
+            &frank,
+            "setup",
+            Some(body),
+        );
+        assert_eq!(status, 200, "{answer}");
+    }
+
+    // Nothing runs before the custodian's release.
+    let (status, answer, _) = gw.run(&runner_sg, "ranker", "u-1");
+    assert_eq!((status, answer["error"].as_str()), (404, Some("unknown_release")));
+    gw.release(
+        "ranker",
+        "1.0.0",
+        &example("ranker.wasm"),
+        &example("manifest.json"),
+    );
+
+    // The platform's service runs it and gets the category, never the history.
+    let out = gw.cli_ok(
+        &runner_sg,
+        &["algo", "run", "--name", "ranker", "--subject", "u-1", "--json"],
+    );
+    let ran: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(ran["output"], json!({"categories": ["drama"]}), "{ran}");
+    assert_eq!(ran["decisions"].as_array().unwrap().len(), 2, "{ran}");
+    assert!(ran["fuel_used"].as_u64().unwrap() > 0);
+    let mut answers = vec![ran.to_string()];
+
+    // The same input gives the same output.
+    let (status, again, _) = gw.run(&runner_sg, "ranker", "u-1");
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["output_sha256"], ran["output_sha256"]);
+
+    // A purpose other than the release's is refused before anything is decided.
+    let (status, answer, index) = gw.call(
+        "POST",
+        "/v1/algorithms/ranker/runs",
+        &runner_sg,
+        "marketing",
+        Some(json!({"subject": "u-1"})),
+    );
+    assert_eq!((status, index), (400, None), "{answer}");
+
+    // Without the runner's role, and from a restricted country: denied, and logged.
+    for (token, policy) in [
+        (&siew, None),
+        (&runner_cn, Some("forbid-restricted-location")),
+    ] {
+        let (status, answer, index) = gw.run(token, "ranker", "u-1");
+        assert_eq!((status, answer["error"].as_str()), (403, Some("denied")));
+        assert!(index.is_some(), "a denial is logged: {answer}");
+        if let Some(policy) = policy {
+            assert!(answer["policies"].to_string().contains(policy), "{answer}");
+        }
+        answers.push(answer.to_string());
+    }
+
+    // An output that repeats a protected value is refused, and nothing of it is served.
+    let (status, answer, index) = gw.run(&runner_sg, "ranker", "u-2");
+    assert_eq!((status, answer["error"].as_str()), (422, Some("algorithm_failed")));
+    assert!(index.is_some());
+    assert!(
+        answer["message"].as_str().unwrap().contains("protected value"),
+        "{answer}"
+    );
+    answers.push(answer.to_string());
+
+    // The kill switch stops runs at once; lifted, they run again.
+    let key = data.join("keys/custodian.key");
+    gw.cli_ok(&olga, &["kill-switch", "suspend", "US", "--key", s(&key)]);
+    let (status, answer, _) = gw.run(&runner_sg, "ranker", "u-1");
+    assert_eq!((status, answer["error"].as_str()), (403, Some("suspended")));
+    gw.cli_ok(&olga, &["kill-switch", "lift", "US", "--key", s(&key)]);
+    let (status, _, last_run) = gw.run(&runner_sg, "ranker", "u-1");
+    assert_eq!(status, 200);
+
+    // Deactivated, it runs no more.
+    gw.cli_ok(
+        &olga,
+        &["algo", "deactivate", "--name", "ranker", "--version", "1.0.0"],
+    );
+    let (status, answer, _) = gw.run(&runner_sg, "ranker", "u-1");
+    assert_eq!((status, answer["error"].as_str()), (404, Some("unknown_release")));
+
+    // The log has every run, the release's own decisions, and no marker. The deactivation
+    // is the entry after the last run.
+    let entries = gw.entries(last_run.unwrap() + 2);
+    assert_eq!(
+        run_outcomes(&entries),
+        ["ok", "ok", "denied", "denied", "failed", "denied", "ok"],
+    );
+    let compute: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e["kind"] == "access" && e["action"] == "compute")
+        .collect();
+    assert_eq!(compute.len(), 4, "one per run that got past its run decision");
+    for entry in &compute {
+        assert_eq!(entry["principal"]["id"], "algorithm:ranker@1.0.0", "{entry}");
+        assert_eq!(entry["grant"]["kind"], "release", "{entry}");
+    }
+    let ok = entries
+        .iter()
+        .find(|e| e["kind"] == "algorithm-run")
+        .unwrap();
+    assert_eq!(ok["details"]["fields_read"], json!(["activity.watch_history"]));
+    assert_eq!(ok["details"]["output_sha256"], ran["output_sha256"]);
+    assert!(ok["details"]["subject"].as_str().unwrap().len() >= 32);
+    let entries: Vec<String> = entries.iter().map(Value::to_string).collect();
+    let printed = gw.stop();
+    for marker in markers.iter().chain(&["ZZMARK-title-4"]) {
+        for text in entries.iter().chain(&answers).chain(&printed) {
+            assert!(!text.contains(marker), "marker {marker} in: {text}");
+        }
+    }
+}
