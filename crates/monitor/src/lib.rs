@@ -33,10 +33,12 @@
 pub mod entry;
 pub mod fetch;
 pub mod key;
+mod problems;
 pub mod progress;
 pub mod proof;
 pub mod replay;
 pub mod report;
+pub mod runs;
 pub mod state;
 pub mod verify;
 pub mod witness;

@@ -31,43 +31,10 @@ use tlog::note::Verifier;
 
 use crate::entry::{AccessV2, EntryInfo, Event};
 use crate::fetch::{HttpFetcher, local_dir};
+use crate::problems::Problems;
 use crate::progress::Progress;
+use crate::runs::Runs;
 use crate::verify::verify_entries;
-
-/// Problem lines kept for the report; beyond this they are only counted, so memory
-/// stays bounded however much of a log is wrong.
-const MAX_LINES: usize = 1000;
-
-/// Problems of one kind: every one counted, the first [`MAX_LINES`] kept to report.
-#[derive(Default)]
-struct Problems {
-    lines: Vec<String>,
-    count: u64,
-}
-
-impl Problems {
-    fn push(&mut self, line: String) {
-        self.count += 1;
-        if self.lines.len() < MAX_LINES {
-            self.lines.push(line);
-        }
-    }
-
-    /// One line per kept problem, labelled, then how many more were only counted.
-    fn write(&self, out: &mut fmt::Formatter<'_>, label: &str) -> fmt::Result {
-        for line in &self.lines {
-            writeln!(out, "{label} {line}")?;
-        }
-        if self.count > self.lines.len() as u64 {
-            writeln!(
-                out,
-                "{label} ... and {} more",
-                self.count - self.lines.len() as u64
-            )?;
-        }
-        Ok(())
-    }
-}
 
 /// A replayed log: its checkpoint, and what deciding its entries again found.
 pub struct Replay {
@@ -308,6 +275,8 @@ struct Replayer {
     kinds: HashMap<&'static str, u64>,
     /// Policy and invariant activations, in log order.
     activations: Activations,
+    /// Algorithm releases in force, and the runs checked against them.
+    runs: Runs,
 }
 
 /// What the custody entries say about which policies and invariants were in force, and
@@ -436,12 +405,21 @@ impl Replayer {
             v1_access: 0,
             kinds: HashMap::new(),
             activations: Activations::default(),
+            runs: Runs::default(),
         }
     }
 
     /// Replays entry `index` if it is a v2 access entry.
     fn add(&mut self, index: u64, info: EntryInfo, entry: &[u8]) {
         *self.kinds.entry(info.kind).or_default() += 1;
+        if matches!(info.kind, "custody" | "algorithm-run") {
+            if let Ok(event) = serde_json::from_slice::<Event>(entry) {
+                match event.event.as_deref() {
+                    Some(custody) => self.runs.custody(index, custody, &event.details),
+                    None => self.runs.run(index, &event.details),
+                }
+            }
+        }
         if info.kind == "custody" {
             return self.activations.add(index, entry);
         }
@@ -464,6 +442,9 @@ impl Replayer {
                 entries: 0,
             });
         set.entries += 1;
+        if access.action == Action::Compute.as_str() {
+            self.runs.compute(index, &access);
+        }
         let result = match &set.engine {
             Ok(engine) => replay_entry(engine, &access),
             // Reported once, with the set, in the summary.
@@ -542,7 +523,10 @@ impl Replayer {
     }
 
     fn failures(&self) -> u64 {
-        self.mismatches.count + self.unusable().count() as u64 + self.activations.unproven.count
+        self.mismatches.count
+            + self.unusable().count() as u64
+            + self.activations.unproven.count
+            + self.runs.problems.count
     }
 
     fn verdict(&self) -> String {
@@ -570,6 +554,14 @@ impl Replayer {
             problems.push(format!(
                 "{unproven} activation{} without passing proofs",
                 if unproven == 1 { "" } else { "s" }
+            ));
+        }
+        let runs = self.runs.problems.count;
+        if runs > 0 {
+            problems.push(format!(
+                "{runs} algorithm run{} or input decision{} outside the release in force",
+                if runs == 1 { "" } else { "s" },
+                if runs == 1 { "" } else { "s" }
             ));
         }
         problems.join(", and ")
@@ -609,6 +601,7 @@ impl Replayer {
                 a.proven.len()
             )?;
         }
+        self.runs.write(out)?;
         if self.v1_access > 0 {
             writeln!(
                 out,

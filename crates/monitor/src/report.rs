@@ -647,6 +647,9 @@ struct DataFigures {
     migrations: u64,
     egress_pages: u64,
     egress_rows: u64,
+    /// Runs of custodian-released algorithms: `algorithm outcome` → count (outcomes `ok`,
+    /// `failed`, `denied`, `stopped`).
+    algorithm_runs: BTreeMap<String, u64>,
 }
 
 #[derive(Serialize, Default)]
@@ -755,6 +758,12 @@ impl Tally {
             "export" => f.data.exports += 1,
             "erasure" => f.data.erasures += 1,
             "migration" => f.data.migrations += 1,
+            "algorithm-run" => {
+                let e: Event = serde_json::from_slice(entry).map_err(read)?;
+                let text = |key: &str| e.details[key].as_str().unwrap_or("(none)").to_string();
+                let key = format!("{} {}", text("algorithm"), text("outcome"));
+                *f.data.algorithm_runs.entry(key).or_default() += 1;
+            }
             // `config`: counted by kind only.
             _ => {}
         }
@@ -894,6 +903,10 @@ fn write_figures(md: &mut String, r: &Report) -> std::fmt::Result {
     writeln!(md, "| residency migrations | {} |", d.migrations)?;
     writeln!(md, "| egress pages | {} |", d.egress_pages)?;
     writeln!(md, "| egress rows | {} |", d.egress_rows)?;
+    writeln!(md)?;
+    writeln!(md, "Runs of custodian-released algorithms, by outcome:")?;
+    writeln!(md)?;
+    count_table(md, "algorithm and outcome", &d.algorithm_runs)?;
     writeln!(md)?;
 
     writeln!(md, "## Alerts")?;

@@ -67,6 +67,9 @@ pub struct AccessV2 {
     pub site: String,
     pub site_jurisdiction: String,
     pub collection: Option<String>,
+    /// The fields a write named, or a release's input the manifest names.
+    #[serde(default)]
+    pub fields: Vec<String>,
     pub approval_required: bool,
     pub suspended: bool,
     pub outcome: String,

@@ -366,6 +366,19 @@ fn a_released_algorithm_runs_next_to_the_data_and_only_its_outputs_leave() {
     assert_eq!(ok["details"]["output_sha256"], ran["output_sha256"]);
     assert!(ok["details"]["subject"].as_str().unwrap().len() >= 32);
     let entries: Vec<String> = entries.iter().map(Value::to_string).collect();
+
+    // A monitor re-decides every decision, the release's own too, and holds each run to
+    // the release in force at its place in the log.
+    let key = testkit::served::log_key(&gw.base);
+    let replay = gw.cli_ok(
+        "",
+        &["audit", "replay", "--url", &format!("{}/log", gw.base), "--key", key.trim()],
+    );
+    assert!(replay.contains("mismatches: 0\n"), "{replay}");
+    assert!(
+        replay.contains("runs:       ranker (3 denied, 1 failed, 3 ok)"),
+        "{replay}"
+    );
     let printed = gw.stop();
     for marker in markers.iter().chain(&["ZZMARK-title-4"]) {
         for text in entries.iter().chain(&answers).chain(&printed) {
