@@ -386,3 +386,88 @@ fn a_released_algorithm_runs_next_to_the_data_and_only_its_outputs_leave() {
         }
     }
 }
+
+/// A module in the WebAssembly text format, compiled, and its manifest: it reads the
+/// interoperable `activity.public_video_count` and declares one number, within 1 M fuel,
+/// 1 MiB of memory and one second.
+fn module(dir: &Path, name: &str, run_body: &str) -> (PathBuf, PathBuf) {
+    let wasm = wat::parse_str(format!(
+        r#"(module
+  (memory (export "memory") 1)
+  (func (export "alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "run") (param i32 i32) (result i64) {run_body}))"#
+    ))
+    .unwrap();
+    let module = dir.join(format!("{name}.wasm"));
+    std::fs::write(&module, &wasm).unwrap();
+    let manifest = dir.join(format!("{name}.json"));
+    let text = json!({
+        "name": name,
+        "version": "1.0.0",
+        "module_sha256": testkit::sha256_hex(&wasm),
+        "purpose": "testing limits",
+        "reads": [{"collection": "activity", "fields": ["public_video_count"]}],
+        "outputs": [{"name": "score", "type": "number", "max_bytes": 32}],
+        "limits": {"fuel": 1_000_000, "memory_bytes": 1_048_576, "wall_ms": 1000},
+    });
+    std::fs::write(&manifest, text.to_string()).unwrap();
+    (module, manifest)
+}
+
+#[test]
+fn runs_stopped_at_their_limits_fail_cleanly_and_are_logged() {
+    let gw = Gateway::start();
+    let data = gw.data.clone();
+    let vetted = token_of(&data, &VETTED_US);
+    let runner = token(
+        &data,
+        &["--sub", "batch", "--entity", "usds", "--location", "US", "--role", "algorithm-runner"],
+    );
+    let (status, _, _) = gw.call(
+        "PUT",
+        "/v1/subjects/u-1",
+        &vetted,
+        "setup",
+        Some(json!({"jurisdiction": "US"})),
+    );
+    assert_eq!(status, 201);
+    let (status, _, _) = gw.call(
+        "PUT",
+        "/v1/subjects/u-1/records/activity/main",
+        &vetted,
+        "setup",
+        Some(json!({"public_video_count": 7})),
+    );
+    assert_eq!(status, 200);
+
+    let mut last = 0;
+    for (name, body, limit) in [
+        // Loops forever: stopped by its fuel.
+        ("spinner", "(loop $forever (br $forever)) (i64.const 0)", "fuel"),
+        // Asks for 100 pages (6.4 MiB) of memory, above its 1 MiB.
+        ("hog", "(drop (memory.grow (i32.const 100))) (i64.const 0)", "memory"),
+    ] {
+        let (module, manifest) = module(&data, name, body);
+        gw.release(name, "1.0.0", &module, &manifest);
+        let (status, answer, index) = gw.run(&runner, name, "u-1");
+        assert_eq!((status, answer["error"].as_str()), (422, Some("algorithm_failed")), "{answer}");
+        let message = answer["message"].as_str().unwrap();
+        assert!(message.contains(&format!("stopped at its {limit} limit")), "{message}");
+        last = index.unwrap();
+    }
+    let entries = gw.entries(last + 1);
+    let failed: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e["kind"] == "algorithm-run")
+        .collect();
+    assert_eq!(failed.len(), 2);
+    for (entry, limit) in failed.iter().zip(["fuel", "memory"]) {
+        assert_eq!(entry["details"]["outcome"], "failed");
+        assert_eq!(entry["details"]["fields_read"], json!(["activity.public_video_count"]));
+        assert!(entry["details"]["error"].as_str().unwrap().contains(limit), "{entry}");
+    }
+    // The gateway still serves.
+    let (status, _, _) = gw.call("GET", "/healthz", "", "", None);
+    assert_eq!(status, 200);
+    gw.stop();
+}
