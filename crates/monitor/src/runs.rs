@@ -158,14 +158,14 @@ impl Runs {
             .strip_prefix(RELEASE_PREFIX)
             .and_then(|r| r.split_once('@'))
         else {
-            return self
-                .problems
-                .push(format!("{what}: a compute decision for a principal that is not a release"));
+            return self.problems.push(format!(
+                "{what}: a compute decision for a principal that is not a release"
+            ));
         };
         let Some(active) = self.active.get(name).filter(|a| a.version == version) else {
-            return self
-                .problems
-                .push(format!("{what}, which was not the active, signed release then"));
+            return self.problems.push(format!(
+                "{what}, which was not the active, signed release then"
+            ));
         };
         let collection = access.collection.as_deref().unwrap_or_default();
         let Some(fields) = active.reads.get(collection) else {
@@ -206,11 +206,17 @@ fn manifest_reads(manifest: &str) -> Result<BTreeMap<String, BTreeSet<String>>, 
     let manifest: Value = serde_json::from_str(manifest).map_err(|e| e.to_string())?;
     let mut reads = BTreeMap::new();
     for read in manifest["reads"].as_array().ok_or("no `reads`")? {
-        let collection = read["collection"].as_str().ok_or("a read without a collection")?;
+        let collection = read["collection"]
+            .as_str()
+            .ok_or("a read without a collection")?;
         let fields = read["fields"].as_array().ok_or("a read without fields")?;
         let fields: BTreeSet<String> = fields
             .iter()
-            .map(|f| f.as_str().map(str::to_string).ok_or("a field that is not a string"))
+            .map(|f| {
+                f.as_str()
+                    .map(str::to_string)
+                    .ok_or("a field that is not a string")
+            })
             .collect::<Result<_, _>>()?;
         reads.insert(collection.to_string(), fields);
     }
@@ -222,7 +228,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    const MANIFEST: &str = r#"{"name":"ranker","reads":[{"collection":"activity","fields":["watch_history"]}]}"#;
+    const MANIFEST: &str =
+        r#"{"name":"ranker","reads":[{"collection":"activity","fields":["watch_history"]}]}"#;
 
     fn activated(version: &str, manifest: &str) -> Value {
         json!({
@@ -260,7 +267,10 @@ mod tests {
         runs.run(5, &run("1.0.0", &["activity.location"], "ok"));
         assert_eq!(runs.problems.count, 2, "a field the manifest does not read");
         runs.run(6, &run("0.9.0", &[], "failed"));
-        assert_eq!(runs.problems.count, 3, "another version than the active one");
+        assert_eq!(
+            runs.problems.count, 3,
+            "another version than the active one"
+        );
 
         runs.custody(7, "algorithm-deactivated", &activated("1.0.0", MANIFEST));
         runs.run(8, &run("1.0.0", &[], "ok"));

@@ -159,6 +159,9 @@ pub enum AlgoCommand {
         #[command(flatten)]
         release: Release,
     },
+    /// Run the active release of an algorithm for many subjects (ids from a file), resumable
+    /// from a cursor file, at a bounded rate, optionally storing the outputs.
+    Batch(crate::batch::BatchArgs),
     /// Run the active release of an algorithm for a subject; prints its outputs.
     Run {
         /// The algorithm's name.
@@ -612,6 +615,7 @@ pub fn run_algo(server: &ServerArgs, command: AlgoCommand) -> anyhow::Result<()>
                 )
             });
         }
+        AlgoCommand::Batch(args) => crate::batch::run(server, args)?,
         AlgoCommand::Run { name, subject, key } => {
             let answer = client.post(
                 &format!("/v1/algorithms/{}/runs", segment(&name)),

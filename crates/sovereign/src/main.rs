@@ -2,6 +2,7 @@
 
 mod access;
 mod audit;
+mod batch;
 mod bench;
 mod client;
 mod custody_cli;

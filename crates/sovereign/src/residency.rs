@@ -57,7 +57,7 @@ pub fn run(server: &ServerArgs, command: ResidencyCommand) -> anyhow::Result<()>
                 }
                 return Ok(());
             }
-            let progress = progress(subjects.len() as u64);
+            let progress = progress(subjects.len() as u64, "migrating");
             let mut moved = 0u64;
             let mut records = 0u64;
             for (subject, _) in &subjects {
@@ -130,16 +130,16 @@ fn scan_summary(scan: &Value) -> String {
     out
 }
 
-/// A progress bar on a terminal; nothing otherwise.
-fn progress(total: u64) -> indicatif::ProgressBar {
+/// A progress bar over `total` subjects on a terminal (`doing` them); nothing otherwise.
+pub fn progress(total: u64, doing: &str) -> indicatif::ProgressBar {
     if !std::io::stderr().is_terminal() {
         return indicatif::ProgressBar::hidden();
     }
     let bar = indicatif::ProgressBar::new(total);
     bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "migrating [{bar:40}] {human_pos}/{human_len} subjects ({per_sec}, eta {eta})",
-        )
+        indicatif::ProgressStyle::with_template(&format!(
+            "{doing} [{{bar:40}}] {{human_pos}}/{{human_len}} subjects ({{per_sec}}, eta {{eta}})"
+        ))
         .expect("a valid progress template")
         .progress_chars("=> "),
     );

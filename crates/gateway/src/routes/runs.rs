@@ -61,6 +61,30 @@ struct RunRequest {
     /// The record read in each collection the manifest names (default `main`).
     #[serde(default)]
     key: Option<String>,
+    /// Where to write the outputs as well, for the platform to read later (batch
+    /// recomputation): a record of the subject in a collection that declares every output
+    /// as an interoperable field. The write is decided and logged as the caller's.
+    #[serde(default)]
+    store: Option<StoreIn>,
+}
+
+/// Where a run's outputs are written.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct StoreIn {
+    collection: String,
+    /// The record's key (default `main`).
+    #[serde(default)]
+    key: Option<String>,
+}
+
+/// Where a run's outputs were written.
+#[derive(Serialize, ToSchema)]
+struct Stored {
+    collection: String,
+    key: String,
+    /// The log index of the write's decision.
+    log_index: u64,
 }
 
 /// A run that produced its output.
@@ -79,6 +103,9 @@ struct RunBody {
     duration_us: u64,
     /// The log indexes of the run's decisions: `run`, then `compute` per collection.
     decisions: Vec<u64>,
+    /// Where the outputs were written, when the request asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stored: Option<Stored>,
 }
 
 /// Runs the active release of an algorithm for one subject. Two decisions, both by Cedar and
@@ -123,6 +150,10 @@ async fn run_algorithm(
     })?;
     let manifest = algorithm::Manifest::parse(runnable.manifest.as_bytes())
         .map_err(|e| ApiError::internal(format!("a released manifest does not parse: {e}")))?;
+    let store = match request.store {
+        Some(store) => Some(store_target(&app, &manifest, store)?),
+        None => None,
+    };
     let mut context = access_context(&headers, &who)?;
     if !context.purpose.is_empty() && context.purpose != manifest.purpose {
         return Err(ApiError::bad_request(
@@ -141,8 +172,75 @@ async fn run_algorithm(
         subject_pseudonym: app.pseudonyms.pseudonym(&request.subject),
         decisions: Vec::new(),
     };
-    run.go(context, &request.subject, &key, &location, manifest, runnable.module)
-        .await
+    let (answer, subject) = run
+        .go(
+            context.clone(),
+            &request.subject,
+            &key,
+            &location,
+            manifest,
+            runnable.module,
+        )
+        .await?;
+    let Some((collection, record_key)) = store else {
+        return Ok(answer);
+    };
+    // The outputs are written as the caller's own write, decided and logged as any.
+    let Logged {
+        index, mut body, ..
+    } = answer;
+    let fields: Vec<String> = body.output.keys().cloned().collect();
+    let ask = Ask {
+        who: &who,
+        action: Action::Write,
+        context,
+    };
+    let scope = Scope::Collection {
+        subject: &subject,
+        collection: &collection,
+        fields: &fields,
+        classes: vec![FieldClass::Interoperable],
+    };
+    let permit = app.decide(ask, scope).await.map_err(|e| {
+        let message = format!(
+            "{name} ran (log entry {index}), but writing its outputs was refused: {}",
+            e.message
+        );
+        ApiError { message, ..e }
+    })?;
+    app.governed
+        .put_record(&permit, &collection, &record_key, body.output.clone())
+        .await?;
+    body.stored = Some(Stored {
+        collection,
+        key: record_key,
+        log_index: permit.index(),
+    });
+    Ok(Logged::ok(permit.index(), body))
+}
+
+/// Where a run's outputs go: a declared collection whose interoperable fields include every
+/// output (400 `invalid_body` otherwise, before anything is decided).
+fn store_target(
+    app: &AppState,
+    manifest: &algorithm::Manifest,
+    store: StoreIn,
+) -> AppResult<(String, String)> {
+    let key = store.key.unwrap_or_else(|| DEFAULT_KEY.to_string());
+    vault::validate_id("record key", &key)?;
+    let declared = app.governed.declared(&store.collection)?;
+    for output in &manifest.outputs {
+        if declared.get(&output.name) != Some(&FieldClass::Interoperable) {
+            return Err(ApiError::bad_request(
+                ErrorCode::InvalidBody,
+                format!(
+                    "the output `{}` is not an interoperable field of `{}`: its outputs can be stored only where each is one",
+                    output.name, store.collection
+                ),
+            ));
+        }
+    }
+    Ok((store.collection, key))
 }
 
 /// One run in progress: what its entry names.
@@ -187,7 +285,7 @@ impl Run<'_> {
         location: &str,
         manifest: algorithm::Manifest,
         module: Vec<u8>,
-    ) -> AppResult<Logged<RunBody>> {
+    ) -> AppResult<(Logged<RunBody>, vault::SubjectPlacement)> {
         let app = self.app;
         // May the caller run an algorithm for this subject?
         let ask = Ask {
@@ -269,9 +367,10 @@ impl Run<'_> {
         };
         let (index, outcome) = self.log(ended, &subject.jurisdiction).await?;
         match (ran, outcome) {
-            (Ok(out), "ok") => Ok(Logged::ok(
-                index,
-                RunBody {
+            (Ok(out), "ok") => Ok((
+                Logged::ok(
+                    index,
+                    RunBody {
                     algorithm: self.release.name.clone(),
                     version: self.release.version.clone(),
                     sha256: self.release.sha256.clone(),
@@ -279,9 +378,13 @@ impl Run<'_> {
                     output: out.output,
                     output_sha256: out.output_sha256,
                     fuel_used: out.fuel_used,
-                    duration_us: u64::try_from(out.duration.as_micros()).unwrap_or(u64::MAX),
-                    decisions: self.decisions,
-                },
+                        duration_us: u64::try_from(out.duration.as_micros())
+                            .unwrap_or(u64::MAX),
+                        decisions: self.decisions,
+                        stored: None,
+                    },
+                ),
+                subject,
             )),
             (Err(e), _) => Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,

@@ -65,6 +65,7 @@ fn default_policies_validate_against_default_schema() {
             "permit-egress-interoperable",
             "permit-operator-residency",
             "permit-algorithm-runner",
+            "permit-algorithm-runner-results",
             "permit-released-algorithm-input",
             "permit-monitor-scan",
         ]

@@ -100,7 +100,11 @@ impl Gateway {
             .get("Sovereign-Log-Index")
             .map(|i| i.to_str().unwrap().parse().unwrap());
         let text = response.text().unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null), index)
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::Null),
+            index,
+        )
     }
 
     fn run(&self, token: &str, name: &str, subject: &str) -> (u16, Value, Option<u64>) {
@@ -137,7 +141,12 @@ impl Gateway {
         );
         self.cli_ok(
             &olga,
-            &[&["algo", "activate"][..], &release, &["--signature", s(&note)]].concat(),
+            &[
+                &["algo", "activate"][..],
+                &release,
+                &["--signature", s(&note)],
+            ]
+            .concat(),
         );
     }
 
@@ -243,7 +252,10 @@ fn a_released_algorithm_runs_next_to_the_data_and_only_its_outputs_leave() {
         ("u-1", history),
         // u-2's history holds an item that is exactly a category: the ranker's answer
         // repeats a protected value, and is refused.
-        ("u-2", json!({"watch_history": ["drama:ZZMARK-title-4", "drama"]})),
+        (
+            "u-2",
+            json!({"watch_history": ["drama:ZZMARK-title-4", "drama"]}),
+        ),
     ] {
         if subject == "u-2" {
             let (status, _, _) = gw.call(
@@ -267,7 +279,10 @@ fn a_released_algorithm_runs_next_to_the_data_and_only_its_outputs_leave() {
 
     // Nothing runs before the custodian's release.
     let (status, answer, _) = gw.run(&runner_sg, "ranker", "u-1");
-    assert_eq!((status, answer["error"].as_str()), (404, Some("unknown_release")));
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (404, Some("unknown_release"))
+    );
     gw.release(
         "ranker",
         "1.0.0",
@@ -278,7 +293,15 @@ fn a_released_algorithm_runs_next_to_the_data_and_only_its_outputs_leave() {
     // The platform's service runs it and gets the category, never the history.
     let out = gw.cli_ok(
         &runner_sg,
-        &["algo", "run", "--name", "ranker", "--subject", "u-1", "--json"],
+        &[
+            "algo",
+            "run",
+            "--name",
+            "ranker",
+            "--subject",
+            "u-1",
+            "--json",
+        ],
     );
     let ran: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(ran["output"], json!({"categories": ["drama"]}), "{ran}");
@@ -317,10 +340,16 @@ fn a_released_algorithm_runs_next_to_the_data_and_only_its_outputs_leave() {
 
     // An output that repeats a protected value is refused, and nothing of it is served.
     let (status, answer, index) = gw.run(&runner_sg, "ranker", "u-2");
-    assert_eq!((status, answer["error"].as_str()), (422, Some("algorithm_failed")));
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (422, Some("algorithm_failed"))
+    );
     assert!(index.is_some());
     assert!(
-        answer["message"].as_str().unwrap().contains("protected value"),
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("protected value"),
         "{answer}"
     );
     answers.push(answer.to_string());
@@ -337,10 +366,20 @@ fn a_released_algorithm_runs_next_to_the_data_and_only_its_outputs_leave() {
     // Deactivated, it runs no more.
     gw.cli_ok(
         &olga,
-        &["algo", "deactivate", "--name", "ranker", "--version", "1.0.0"],
+        &[
+            "algo",
+            "deactivate",
+            "--name",
+            "ranker",
+            "--version",
+            "1.0.0",
+        ],
     );
     let (status, answer, _) = gw.run(&runner_sg, "ranker", "u-1");
-    assert_eq!((status, answer["error"].as_str()), (404, Some("unknown_release")));
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (404, Some("unknown_release"))
+    );
 
     // The log has every run, the release's own decisions, and no marker. The deactivation
     // is the entry after the last run.
@@ -353,16 +392,26 @@ fn a_released_algorithm_runs_next_to_the_data_and_only_its_outputs_leave() {
         .iter()
         .filter(|e| e["kind"] == "access" && e["action"] == "compute")
         .collect();
-    assert_eq!(compute.len(), 4, "one per run that got past its run decision");
+    assert_eq!(
+        compute.len(),
+        4,
+        "one per run that got past its run decision"
+    );
     for entry in &compute {
-        assert_eq!(entry["principal"]["id"], "algorithm:ranker@1.0.0", "{entry}");
+        assert_eq!(
+            entry["principal"]["id"], "algorithm:ranker@1.0.0",
+            "{entry}"
+        );
         assert_eq!(entry["grant"]["kind"], "release", "{entry}");
     }
     let ok = entries
         .iter()
         .find(|e| e["kind"] == "algorithm-run")
         .unwrap();
-    assert_eq!(ok["details"]["fields_read"], json!(["activity.watch_history"]));
+    assert_eq!(
+        ok["details"]["fields_read"],
+        json!(["activity.watch_history"])
+    );
     assert_eq!(ok["details"]["output_sha256"], ran["output_sha256"]);
     assert!(ok["details"]["subject"].as_str().unwrap().len() >= 32);
     let entries: Vec<String> = entries.iter().map(Value::to_string).collect();
@@ -372,7 +421,14 @@ fn a_released_algorithm_runs_next_to_the_data_and_only_its_outputs_leave() {
     let key = testkit::served::log_key(&gw.base);
     let replay = gw.cli_ok(
         "",
-        &["audit", "replay", "--url", &format!("{}/log", gw.base), "--key", key.trim()],
+        &[
+            "audit",
+            "replay",
+            "--url",
+            &format!("{}/log", gw.base),
+            "--key",
+            key.trim(),
+        ],
     );
     assert!(replay.contains("mismatches: 0\n"), "{replay}");
     assert!(
@@ -421,7 +477,16 @@ fn runs_stopped_at_their_limits_fail_cleanly_and_are_logged() {
     let vetted = token_of(&data, &VETTED_US);
     let runner = token(
         &data,
-        &["--sub", "batch", "--entity", "usds", "--location", "US", "--role", "algorithm-runner"],
+        &[
+            "--sub",
+            "batch",
+            "--entity",
+            "usds",
+            "--location",
+            "US",
+            "--role",
+            "algorithm-runner",
+        ],
     );
     let (status, _, _) = gw.call(
         "PUT",
@@ -443,16 +508,31 @@ fn runs_stopped_at_their_limits_fail_cleanly_and_are_logged() {
     let mut last = 0;
     for (name, body, limit) in [
         // Loops forever: stopped by its fuel.
-        ("spinner", "(loop $forever (br $forever)) (i64.const 0)", "fuel"),
+        (
+            "spinner",
+            "(loop $forever (br $forever)) (i64.const 0)",
+            "fuel",
+        ),
         // Asks for 100 pages (6.4 MiB) of memory, above its 1 MiB.
-        ("hog", "(drop (memory.grow (i32.const 100))) (i64.const 0)", "memory"),
+        (
+            "hog",
+            "(drop (memory.grow (i32.const 100))) (i64.const 0)",
+            "memory",
+        ),
     ] {
         let (module, manifest) = module(&data, name, body);
         gw.release(name, "1.0.0", &module, &manifest);
         let (status, answer, index) = gw.run(&runner, name, "u-1");
-        assert_eq!((status, answer["error"].as_str()), (422, Some("algorithm_failed")), "{answer}");
+        assert_eq!(
+            (status, answer["error"].as_str()),
+            (422, Some("algorithm_failed")),
+            "{answer}"
+        );
         let message = answer["message"].as_str().unwrap();
-        assert!(message.contains(&format!("stopped at its {limit} limit")), "{message}");
+        assert!(
+            message.contains(&format!("stopped at its {limit} limit")),
+            "{message}"
+        );
         last = index.unwrap();
     }
     let entries = gw.entries(last + 1);
@@ -463,11 +543,149 @@ fn runs_stopped_at_their_limits_fail_cleanly_and_are_logged() {
     assert_eq!(failed.len(), 2);
     for (entry, limit) in failed.iter().zip(["fuel", "memory"]) {
         assert_eq!(entry["details"]["outcome"], "failed");
-        assert_eq!(entry["details"]["fields_read"], json!(["activity.public_video_count"]));
-        assert!(entry["details"]["error"].as_str().unwrap().contains(limit), "{entry}");
+        assert_eq!(
+            entry["details"]["fields_read"],
+            json!(["activity.public_video_count"])
+        );
+        assert!(
+            entry["details"]["error"].as_str().unwrap().contains(limit),
+            "{entry}"
+        );
     }
     // The gateway still serves.
     let (status, _, _) = gw.call("GET", "/healthz", "", "", None);
     assert_eq!(status, 200);
+    gw.stop();
+}
+
+#[test]
+fn a_batch_runs_for_many_subjects_resumably_and_stores_the_outputs() {
+    let gw = Gateway::start();
+    let data = gw.data.clone();
+    let frank = token_of(
+        &data,
+        &Who {
+            roles: &["break-glass"],
+            ..VETTED_US
+        },
+    );
+    let runner = token(
+        &data,
+        &[
+            "--sub",
+            "nightly",
+            "--entity",
+            "parent",
+            "--location",
+            "SG",
+            "--role",
+            "algorithm-runner",
+        ],
+    );
+    let (status, _, _) = gw.call(
+        "POST",
+        "/v1/access/break-glass",
+        &frank,
+        "setup",
+        Some(json!({"action": "write", "collections": ["activity"], "purpose": "batch test", "reason_code": "security-audit"})),
+    );
+    assert_eq!(status, 201);
+    for (n, favourite) in ["drama", "comedy", "documentary", "drama"]
+        .iter()
+        .enumerate()
+    {
+        let id = format!("u-{n}");
+        let (status, _, _) = gw.call(
+            "PUT",
+            &format!("/v1/subjects/{id}"),
+            &frank,
+            "setup",
+            Some(json!({"jurisdiction": "US"})),
+        );
+        assert_eq!(status, 201);
+        let history = json!({"watch_history": [format!("{favourite}:title {n}"), format!("{favourite}:another {n}"), "comedy:one more"]});
+        let (status, _, _) = gw.call(
+            "PUT",
+            &format!("/v1/subjects/{id}/records/activity/main"),
+            &frank,
+            "setup",
+            Some(history),
+        );
+        assert_eq!(status, 200);
+    }
+    gw.release(
+        "ranker",
+        "1.0.0",
+        &example("ranker.wasm"),
+        &example("manifest.json"),
+    );
+
+    // Three subjects and one id that names none; then the list grows by one.
+    let subjects = data.join("subjects.txt");
+    let state = data.join("batch.cursor");
+    std::fs::write(&subjects, "# tonight\nu-0\nu-1\nnobody\nu-2\n").unwrap();
+    let batch = |expect: &str| {
+        let out = gw.cli_ok(
+            &runner,
+            &[
+                "algo",
+                "batch",
+                "--name",
+                "ranker",
+                "--subjects",
+                s(&subjects),
+                "--state",
+                s(&state),
+                "--store",
+                "recommendations",
+                "--rate",
+                "100",
+            ],
+        );
+        assert!(out.contains(expect), "{out}");
+    };
+    batch("ranker: 4 subjects, 3 ok, 0 failed, 1 denied or refused");
+    // Run again: nothing left to do.
+    batch("ranker: 4 subjects, 3 ok, 0 failed, 1 denied or refused");
+    std::fs::write(&subjects, "# tonight\nu-0\nu-1\nnobody\nu-2\nu-3\n").unwrap();
+    batch("ranker: 5 subjects, 4 ok, 0 failed, 1 denied or refused");
+
+    // The platform reads the recommendations, interoperable fields only.
+    let siew = token_of(&data, &PARENT_SG);
+    for (id, favourite) in [
+        ("u-0", "drama"),
+        ("u-1", "comedy"),
+        ("u-2", "documentary"),
+        ("u-3", "drama"),
+    ] {
+        let (status, record, _) = gw.call(
+            "GET",
+            &format!("/v1/subjects/{id}/records/recommendations/main"),
+            &siew,
+            "recommendations",
+            None,
+        );
+        assert_eq!(status, 200, "{record}");
+        assert_eq!(
+            record["fields"]["categories"],
+            json!([favourite]),
+            "{record}"
+        );
+    }
+    // A cursor of another batch is refused.
+    let other = gw.cli(
+        &runner,
+        &[
+            "algo",
+            "batch",
+            "--name",
+            "other",
+            "--subjects",
+            s(&subjects),
+            "--state",
+            s(&state),
+        ],
+    );
+    assert!(!other.status.success());
     gw.stop();
 }
