@@ -426,7 +426,11 @@ mod tests {
     #[test]
     fn tampered_text_is_refused() {
         let (a, va) = key("custodian-a");
-        let signed = sign(&examples()[3], &a).unwrap();
+        let kill_switch = examples()
+            .into_iter()
+            .find(|s| matches!(s, Statement::KillSwitch { .. }))
+            .unwrap();
+        let signed = sign(&kill_switch, &a).unwrap();
         let tampered = String::from_utf8(signed)
             .unwrap()
             .replace("suspend", "lift");

@@ -186,6 +186,9 @@ struct Live {
     touched: HashMap<String, HashMap<String, Instant>>,
     /// Egress rows in the last minute.
     egress: VecDeque<(Instant, u64)>,
+    /// Algorithm runs since start: algorithm → outcome → count. Names are those of active
+    /// releases (the custodian's), outcomes a fixed few: bounded.
+    runs: BTreeMap<String, BTreeMap<&'static str, u64>>,
     /// (alert, principal) → when last raised, for `alert_repeat_seconds`.
     raised: HashMap<(AlertKind, String), Instant>,
     /// The oldest entry the latest checkpoint does not cover, as last read: its index and
@@ -237,6 +240,7 @@ impl Analytics {
                 alerts_total: 0,
                 egress_rows_total: 0,
                 recent: VecDeque::with_capacity(RECENT_DECISIONS),
+                runs: BTreeMap::new(),
                 alerts: VecDeque::with_capacity(RECENT_ALERTS),
                 next_alert_id: 1,
                 touched: HashMap::new(),
@@ -357,6 +361,21 @@ impl Analytics {
         }
         drop(live);
         alerts
+    }
+
+    /// Counts an algorithm run by its logged outcome (`ok`, `failed`, `denied`, `stopped`).
+    pub fn observe_run(&self, algorithm: &str, outcome: &'static str) {
+        self.record(|| {
+            metrics::counter!("sovereign_algorithm_runs_total", "algorithm" => algorithm.to_string(), "outcome" => outcome)
+                .increment(1);
+        });
+        *self
+            .live()
+            .runs
+            .entry(algorithm.to_string())
+            .or_default()
+            .entry(outcome)
+            .or_default() += 1;
     }
 
     /// Counts an egress page; returns the egress-spike alert if the last minute's rows
@@ -559,6 +578,7 @@ impl Analytics {
             },
             "recent": live.recent,
             "alerts": live.alerts,
+            "runs": live.runs,
             "pending_approvals": pending.iter().take(PENDING_SHOWN).map(|r| json!({
                 "id": r.id,
                 "requester": r.requester.id,
@@ -699,6 +719,10 @@ fn describe_metrics() {
     describe_counter!(
         "sovereign_http_requests_total",
         "HTTP requests by route template (`(no route)` for any unmatched path), method (`other` for any non-standard one) and status"
+    );
+    describe_counter!(
+        "sovereign_algorithm_runs_total",
+        "Runs of custodian-released algorithms by algorithm and logged outcome (ok, failed, denied, stopped)"
     );
     describe_gauge!(
         "sovereign_http_connections_open",

@@ -313,7 +313,7 @@ impl fmt::Display for Stats {
             writeln!(f, "  (none)")?;
         }
         for (kind, n) in &self.kinds {
-            write!(f, "  {kind:<8} {n:>10}")?;
+            write!(f, "  {kind:<13} {n:>5}")?;
             if *kind == "access" {
                 let by: Vec<String> = self
                     .outcomes

@@ -21,6 +21,7 @@ use rand::Rng as _;
 use rand::rngs::StdRng;
 use rand::{SeedableRng as _, seq::SliceRandom as _};
 use serde_json::{Value, json};
+use sha2::Digest as _;
 
 use crate::audit::{self, AuditCommand};
 
@@ -134,12 +135,13 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     let stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(Stats::default());
+    let custodian_key = data.join("keys/custodian.key");
     let driver = {
         let (stop, stats, base) = (stop.clone(), stats.clone(), base.clone());
         let rate = args.rate;
         let subjects = args.subjects as usize;
         std::thread::spawn(move || {
-            let mut driver = Driver::new(&base, cast, stats, legacy_ids);
+            let mut driver = Driver::new(&base, cast, stats, legacy_ids, custodian_key);
             driver.run(subjects, rate, &stop)
         })
     };
@@ -213,6 +215,9 @@ struct Cast {
     approvers: [String; 2],
     break_glass: String,
     operator: String,
+    /// The platform's algorithm author and the service that runs released algorithms.
+    author: String,
+    runner: String,
 }
 
 impl Cast {
@@ -259,6 +264,8 @@ impl Cast {
                 &["engineer", "break-glass"],
             )?,
             operator: token("olga", "custodian", "US", &[], &["custodian-operator"])?,
+            author: token("pat", "parent", "SG", &[], &["algorithm-author"])?,
+            runner: token("recommender", "parent", "SG", &[], &["algorithm-runner"])?,
         })
     }
 }
@@ -296,7 +303,15 @@ struct Driver {
     us: Vec<String>,
     sg: Vec<String>,
     legacy: Vec<String>,
+    /// The development custodian's signer key, to release the example algorithm.
+    custodian_key: PathBuf,
 }
+
+/// The example algorithm (`examples/algorithms/ranker/`): from a subject's protected watch
+/// history, the category watched most.
+const RANKER_WASM: &[u8] = include_bytes!("../../../examples/algorithms/ranker/ranker.wasm");
+const RANKER_MANIFEST: &str = include_str!("../../../examples/algorithms/ranker/manifest.json");
+const CATEGORIES: [&str; 3] = ["drama", "comedy", "documentary"];
 
 /// The scripted moments of the scenario, in seconds from the start of the traffic: early
 /// enough that a short run shows most of them. An access request is made every minute
@@ -309,7 +324,13 @@ const MIGRATION_EVERY: u64 = 3;
 const BREAK_GLASS_AT: u64 = 6;
 
 impl Driver {
-    fn new(base: &str, cast: Cast, stats: Arc<Stats>, legacy: Vec<String>) -> Driver {
+    fn new(
+        base: &str,
+        cast: Cast,
+        stats: Arc<Stats>,
+        legacy: Vec<String>,
+        custodian_key: PathBuf,
+    ) -> Driver {
         Driver {
             base: base.to_string(),
             agent: ureq::AgentBuilder::new()
@@ -321,6 +342,7 @@ impl Driver {
             us: Vec::new(),
             sg: Vec::new(),
             legacy,
+            custodian_key,
         }
     }
 
@@ -365,6 +387,7 @@ impl Driver {
 
     fn run(&mut self, subjects: usize, rate: f64, stop: &AtomicBool) -> anyhow::Result<()> {
         self.populate(subjects, stop)?;
+        self.release_ranker()?;
         let pause = Duration::from_secs_f64(1.0 / rate);
         let started = Instant::now();
         // The current access request: its id, when it was made, the approvals it has.
@@ -409,6 +432,25 @@ impl Driver {
     /// in SG, each with a profile and (for US ones) an activity record.
     fn populate(&mut self, subjects: usize, stop: &AtomicBool) -> anyhow::Result<()> {
         let started = Instant::now();
+        // Watch histories are protected activity: loading them needs a custodian grant,
+        // asked for and approved by two custodians first.
+        let grant = self.access_request(json!({
+            "action": "write",
+            "subjects": [],
+            "collections": ["activity"],
+            "purpose": "load watch histories from the old platform (ticket 4400)",
+            "reason_code": "customer-initiated-support",
+            "duration": "1h",
+        }))?;
+        for approver in &self.cast.approvers {
+            self.call(
+                "POST",
+                &format!("/v1/access/requests/{grant}/approve"),
+                approver,
+                None,
+                Some(json!({"comment": "migration plan checked"})),
+            );
+        }
         for i in 0..subjects {
             if stop.load(Ordering::Relaxed) {
                 return Ok(());
@@ -437,14 +479,20 @@ impl Driver {
                     "display_name": format!("Viewer {i}"),
                 })),
             );
-            // Activity's protected fields need a custodian grant; its interoperable count
-            // does not.
+            let (favourite, other) = (CATEGORIES[i % 3], CATEGORIES[(i + 1) % 3]);
             self.call(
                 "PUT",
                 &format!("/v1/subjects/{id}/records/activity/main"),
-                &vetted,
-                Some("account setup"),
-                Some(json!({"public_video_count": i % 50})),
+                &self.cast.vetted[1],
+                Some("load watch history"),
+                Some(json!({
+                    "watch_history": [
+                        format!("{favourite}:Title {i}a"),
+                        format!("{favourite}:Title {i}b"),
+                        format!("{other}:Title {i}c"),
+                    ],
+                    "public_video_count": i % 50,
+                })),
             );
             self.us.push(id);
         }
@@ -535,6 +583,14 @@ impl Driver {
                 Some("debugging recommendations"),
                 None,
             ),
+            // The platform's recommender runs the custodian's released ranker next to the data.
+            92..=94 => (
+                "POST",
+                "/v1/algorithms/ranker/runs".to_string(),
+                &cast.runner,
+                None,
+                Some(json!({"subject": us})),
+            ),
             // The global platform takes interoperable fields out.
             _ => (
                 "GET",
@@ -551,19 +607,71 @@ impl Driver {
     /// approve later.
     fn request_access(&self) -> anyhow::Result<String> {
         let subjects: Vec<String> = self.us.iter().take(3).cloned().collect();
+        self.access_request(json!({
+            "action": "write",
+            "subjects": subjects,
+            "collections": ["activity"],
+            "purpose": "repair corrupted watch history (ticket 4471)",
+            "reason_code": "customer-initiated-support",
+            "duration": "1h",
+        }))
+    }
+
+    /// The platform's author submits the example ranker with its manifest; the custodian
+    /// signs its release (offline, here with the development key); the operator activates it.
+    fn release_ranker(&self) -> anyhow::Result<()> {
+        let path = "/v1/algorithms/ranker/1.0.0";
+        let send = |method: &str, path: &str, token: &str, kind: &str, body: &[u8]| {
+            let answer = self
+                .agent
+                .request(method, &format!("{}{path}", self.base))
+                .set("Authorization", &format!("Bearer {token}"))
+                .set("Content-Type", kind)
+                .send_bytes(body);
+            match answer {
+                Ok(_) => Ok(()),
+                Err(e) => Err(anyhow::anyhow!("{method} {path}: {e}")),
+            }
+        };
+        let author = &self.cast.author;
+        send(
+            "POST",
+            path,
+            author,
+            "application/octet-stream",
+            RANKER_WASM,
+        )?;
+        let manifest = RANKER_MANIFEST.as_bytes();
+        let manifest_path = format!("{path}/manifest");
+        send("PUT", &manifest_path, author, "application/json", manifest)?;
+        let statement = custody::statement::Statement::AlgorithmRelease {
+            name: "ranker".into(),
+            version: "1.0.0".into(),
+            sha256: hex::encode(sha2::Sha256::digest(RANKER_WASM)),
+            manifest: Some(hex::encode(sha2::Sha256::digest(manifest))),
+        };
+        let signer = custody::statement::load_signer(&self.custodian_key)?;
+        let signed = custody::statement::sign(&statement, &signer)?;
+        let activate = format!("{path}/activate");
+        send(
+            "POST",
+            &activate,
+            &self.cast.operator,
+            "text/plain",
+            &signed,
+        )?;
+        println!("algorithm: the example ranker released, signed by the custodian and active");
+        Ok(())
+    }
+
+    /// Files an access request; answers its id.
+    fn access_request(&self, request: Value) -> anyhow::Result<String> {
         let (status, answer) = self.call(
             "POST",
             "/v1/access/requests",
             &self.cast.vetted[1],
             None,
-            Some(json!({
-                "action": "write",
-                "subjects": subjects,
-                "collections": ["activity"],
-                "purpose": "repair corrupted watch history (ticket 4471)",
-                "reason_code": "customer-initiated-support",
-                "duration": "1h",
-            })),
+            Some(request),
         );
         if !(200..300).contains(&status) {
             bail!("the access request was refused (HTTP {status}): {answer}");

@@ -284,6 +284,7 @@
     renderApprovals(s.pending_approvals || []);
     renderCheckpoint(s.log);
     renderEntities(s.by_entity || {});
+    renderRuns(s.runs || {});
     $('updated').textContent = `Updated ${clock(s.time)} · gateway up ${duration(s.uptime_seconds)}`;
     view.seen = true;
   }
@@ -577,6 +578,22 @@
         return tr;
       });
     $('entities').tBodies[0].replaceChildren(...rows);
+  }
+
+  const RUN_OUTCOMES = ['ok', 'failed', 'denied', 'stopped'];
+
+  function renderRuns(byAlgorithm) {
+    const rows = Object.entries(byAlgorithm)
+      .sort(([a], [b]) => a.localeCompare(b))
+      .map(([algorithm, c]) => {
+        const tr = el('tr');
+        const name = el('th', '', algorithm);
+        name.scope = 'row';
+        tr.append(name, ...RUN_OUTCOMES.map((o) => cell(number(c[o] || 0), 'num')));
+        return tr;
+      });
+    $('runs').tBodies[0].replaceChildren(...rows);
+    $('runs-empty').hidden = rows.length > 0;
   }
 
   // ---------------------------------------------------------------------------------

@@ -455,6 +455,7 @@ impl Run<'_> {
                     )
                 })
                 .await?;
+            app.analytics.observe_run(&release.name, logged);
             Ok((index, logged))
         })
         .await

@@ -110,7 +110,14 @@ fn the_demo_runs_the_scenario_live_and_verifies_the_log_at_the_end() {
         "{output}"
     );
     assert!(output.contains("audit verify: OK"), "{output}");
-    for kind in ["access", "alert", "custody", "egress", "migration"] {
+    for kind in [
+        "access",
+        "alert",
+        "custody",
+        "egress",
+        "migration",
+        "algorithm-run",
+    ] {
         assert!(
             output.lines().any(|l| l.trim_start().starts_with(kind)),
             "no {kind} entries in the verified log:\n{output}"
