@@ -15,6 +15,9 @@ use crate::http::error::{ApiError, AppResult, ErrorCode};
 pub struct Algorithms {
     location: Option<String>,
     runtime: OnceLock<Arc<algorithm::Runtime>>,
+    /// Runs that may execute at once; others wait. Each may use its manifest's memory
+    /// (at most `algorithm::manifest::MAX_MEMORY_BYTES`), so this bounds the sandbox's.
+    slots: tokio::sync::Semaphore,
 }
 
 impl Algorithms {
@@ -22,7 +25,16 @@ impl Algorithms {
         Algorithms {
             location: config.location.clone(),
             runtime: OnceLock::new(),
+            slots: tokio::sync::Semaphore::new(config.concurrent_runs),
         }
+    }
+
+    /// A slot to run in, waiting for one while `algorithms.concurrent_runs` are running.
+    pub async fn slot(&self) -> AppResult<tokio::sync::SemaphorePermit<'_>> {
+        self.slots
+            .acquire()
+            .await
+            .map_err(|_| ApiError::internal("the algorithm slots were closed"))
     }
 
     /// Where releases run; 503 `algorithms_not_configured` when this gateway runs none.

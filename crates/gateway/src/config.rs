@@ -434,14 +434,26 @@ pub struct EntityConfig {
     pub country: String,
 }
 
-/// Where released algorithms run.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+/// Where released algorithms run, and how many at once.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct AlgorithmsConfig {
     /// The country (ISO 3166-1 alpha-2) of the machines this gateway runs on: a release runs
     /// here, so its decisions name this as its location. Unset: no algorithm runs (503).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
+    /// Runs executing at once (others wait): with each run's memory at most 256 MiB, this
+    /// bounds the sandbox's memory.
+    pub concurrent_runs: usize,
+}
+
+impl Default for AlgorithmsConfig {
+    fn default() -> Self {
+        AlgorithmsConfig {
+            location: None,
+            concurrent_runs: 4,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -578,6 +590,12 @@ impl Config {
         }
         if let Some(location) = &self.algorithms.location {
             check_country("algorithms.location".into(), location);
+        }
+        if !(1..=256).contains(&self.algorithms.concurrent_runs) {
+            problems.push((
+                "algorithms.concurrent_runs".into(),
+                "must be 1 to 256".into(),
+            ));
         }
         if self.jurisdictions.is_empty() {
             problems.push(("jurisdictions".into(), "declare at least one".into()));
@@ -1015,6 +1033,27 @@ mod tests {
                 && problem.1.contains("sovereign policy sign-invariants"),
             "{problem:?}"
         );
+    }
+
+    #[test]
+    fn the_algorithm_entity_is_reserved_and_runs_are_bounded() {
+        let mut config = Config::parse(&crate::setup::default_config_text()).unwrap();
+        assert_eq!(config.algorithms.location.as_deref(), Some("US"));
+        let parent = config.entities["parent"].clone();
+        config.entities.insert("algorithm".into(), parent);
+        config.algorithms.concurrent_runs = 0;
+        config.algorithms.location = Some("us".into());
+        let problems = config.validate(Path::new("/nonexistent"));
+        for (key, says) in [
+            ("entities.algorithm", "reserved"),
+            ("algorithms.concurrent_runs", "1 to 256"),
+            ("algorithms.location", "ISO 3166-1"),
+        ] {
+            assert!(
+                problems.iter().any(|(k, p)| k == key && p.contains(says)),
+                "{key}: {problems:?}"
+            );
+        }
     }
 
     #[test]

@@ -412,12 +412,12 @@ impl Replayer {
     /// Replays entry `index` if it is a v2 access entry.
     fn add(&mut self, index: u64, info: EntryInfo, entry: &[u8]) {
         *self.kinds.entry(info.kind).or_default() += 1;
-        if matches!(info.kind, "custody" | "algorithm-run") {
-            if let Ok(event) = serde_json::from_slice::<Event>(entry) {
-                match event.event.as_deref() {
-                    Some(custody) => self.runs.custody(index, custody, &event.details),
-                    None => self.runs.run(index, &event.details),
-                }
+        if matches!(info.kind, "custody" | "algorithm-run")
+            && let Ok(event) = serde_json::from_slice::<Event>(entry)
+        {
+            match event.event.as_deref() {
+                Some(custody) => self.runs.custody(index, custody, &event.details),
+                None => self.runs.run(index, &event.details),
             }
         }
         if info.kind == "custody" {

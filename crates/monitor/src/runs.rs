@@ -90,14 +90,13 @@ impl Runs {
                     },
                 );
             }
-            "algorithm-deactivated" => {
+            "algorithm-deactivated"
                 if self
                     .active
                     .get(&name)
-                    .is_some_and(|a| a.version == text("version"))
-                {
-                    self.active.remove(&name);
-                }
+                    .is_some_and(|a| a.version == text("version")) =>
+            {
+                self.active.remove(&name);
             }
             _ => {}
         }

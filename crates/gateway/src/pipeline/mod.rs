@@ -470,8 +470,9 @@ impl AppState {
         {
             return Err(ApiError::custody_unreachable());
         }
+        // A release's own input is covered by its signed release, never by a grant.
         let grant = subject_id
-            .filter(|_| mode == Mode::One)
+            .filter(|_| mode == Mode::One && ask.action != Action::Compute)
             .and_then(|id| self.grant_for(ask, id, target));
         if let Some(grant) = &grant {
             context.grant = grant_kind(grant).to_string();

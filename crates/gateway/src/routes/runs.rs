@@ -118,9 +118,9 @@ struct RunBody {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "the outputs; header Sovereign-Log-Index gives the run's entry", body = RunBody),
-        (status = 400, description = "`invalid_json`, `invalid_body`, `invalid_id`, `invalid_header` (also: a purpose other than the release's)", body = ErrorBody),
+        (status = 400, description = "`invalid_json`, `invalid_body` (also: a `store` collection that does not declare every output as interoperable), `invalid_id`, `invalid_header` (also: a purpose other than the release's)", body = ErrorBody),
         (status = 403, description = "`denied` by policy (with `policies`; under the default policies the caller needs role algorithm-runner), `suspended`", body = ErrorBody),
-        (status = 404, description = "`unknown_release` (no active release of that name), `subject_not_found`", body = ErrorBody),
+        (status = 404, description = "`unknown_release` (no active release of that name), `subject_not_found`, `unknown_collection` (a `store` collection the configuration does not declare)", body = ErrorBody),
         (status = 409, description = "`not_active`: the release was deactivated, or its jurisdiction suspended, while it ran; `invalid_request`: released without a manifest", body = ErrorBody),
         (status = 422, description = "`algorithm_failed`: stopped at a limit of its manifest, trapped, or its output was refused (logged)", body = ErrorBody),
         (status = 503, description = "`algorithms_not_configured`: this gateway runs no algorithms", body = ErrorBody),
@@ -346,7 +346,10 @@ impl Run<'_> {
             .flat_map(|(c, fields)| fields.keys().map(move |f| format!("{c}.{f}")))
             .collect();
         let runtime = app.algorithms.runtime()?;
+        // At most `algorithms.concurrent_runs` at once: each may take its manifest's memory.
+        let slot = app.algorithms.slot().await?;
         let ran = blocking(move || runtime.run(&manifest, &module, &input)).await?;
+        drop(slot);
         let ended = match &ran {
             Ok(outcome) => Ended {
                 outcome: "ok",

@@ -160,7 +160,7 @@ async fn every_decision_is_logged_before_its_answer_and_the_log_verifies() {
     assert_eq!(entries[0]["details"]["invariant_set"], invariant_set);
     assert_eq!(entries[1]["details"]["signers"][0], "custodian");
     let names = entries[1]["details"]["invariants"].as_array().unwrap();
-    assert_eq!(names.len(), 6);
+    assert_eq!(names.len(), 7);
     assert_eq!(entries[2]["event"], "policy-proposed", "{}", entries[2]);
     assert_eq!(entries[3]["event"], "policy-activated", "{}", entries[3]);
     let details = &entries[3]["details"];
@@ -176,7 +176,7 @@ async fn every_decision_is_logged_before_its_answer_and_the_log_verifies() {
         "{proofs}"
     );
     let results = proofs["invariants"].as_array().unwrap();
-    assert_eq!(results.len(), 6, "{proofs}");
+    assert_eq!(results.len(), 7, "{proofs}");
     assert!(results.iter().all(|r| r["result"] == "proven"), "{proofs}");
     let never_errors = proofs["never_errors"].as_array().unwrap();
     assert_eq!(

@@ -248,7 +248,12 @@ async fn documented_enums_are_the_gateways_lists() {
         .iter()
         .map(|v| v.as_str().unwrap())
         .collect();
-    let mut known: Vec<&str> = policy::Action::ALL.iter().map(|a| a.as_str()).collect();
+    // Every action but `compute`, which only a released algorithm is decided for.
+    let mut known: Vec<&str> = policy::Action::ALL
+        .iter()
+        .filter(|a| **a != policy::Action::Compute)
+        .map(|a| a.as_str())
+        .collect();
     actions.sort();
     known.sort();
     assert_eq!(actions, known);

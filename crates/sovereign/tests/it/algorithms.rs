@@ -414,6 +414,7 @@ fn a_released_algorithm_runs_next_to_the_data_and_only_its_outputs_leave() {
     );
     assert_eq!(ok["details"]["output_sha256"], ran["output_sha256"]);
     assert!(ok["details"]["subject"].as_str().unwrap().len() >= 32);
+    let day = entries[0]["time"].as_str().unwrap()[..10].to_string();
     let entries: Vec<String> = entries.iter().map(Value::to_string).collect();
 
     // A monitor re-decides every decision, the release's own too, and holds each run to
@@ -434,6 +435,34 @@ fn a_released_algorithm_runs_next_to_the_data_and_only_its_outputs_leave() {
     assert!(
         replay.contains("runs:       ranker (3 denied, 1 failed, 3 ok)"),
         "{replay}"
+    );
+    // A transparency report counts the runs per algorithm and outcome.
+    let prefix = data.join("report");
+    gw.cli_ok(
+        "",
+        &[
+            "report",
+            "--url",
+            &format!("{}/log", gw.base),
+            "--key",
+            key.trim(),
+            "--from",
+            &day,
+            "--to",
+            &day,
+            "--signer",
+            s(&data.join("keys/custodian.key")),
+            "--out",
+            s(&prefix),
+        ],
+    );
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(prefix.with_extension("json")).unwrap()).unwrap();
+    assert!(
+        report
+            .to_string()
+            .contains(r#""algorithm_runs":{"ranker denied":3,"ranker failed":1,"ranker ok":3}"#),
+        "{report}"
     );
     let printed = gw.stop();
     for marker in markers.iter().chain(&["ZZMARK-title-4"]) {

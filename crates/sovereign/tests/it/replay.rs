@@ -506,7 +506,7 @@ fn entry_format_v2_is_checked() {
         (
             &access,
             |v| v["grant"] = json!({"id": "ar-1", "kind": "sudo"}),
-            "member \"grant.kind\" must be one of approved|break-glass, not \"sudo\"",
+            "member \"grant.kind\" must be one of approved|break-glass|release, not \"sudo\"",
         ),
         (
             &access,
@@ -732,10 +732,10 @@ fn the_log_of_a_real_gateway_replays_clean() {
     assert!(out.contains("mismatches: 0\n"), "{out}");
     // register 1, write 2 (both classes written), 4 reads of 2 classes each; egress 3 (one
     // per jurisdiction), the unknown id 4 (2 jurisdictions with a residency rule, 2 classes),
-    // the export 4 (2 entries, one per collection), the scan 3; then a granted write of 1
-    // class and 2 more reads of 2, the last under the second set.
+    // the export 5 (3 entries, one per collection: 2, 2 and 1 classes), the scan 3; then a
+    // granted write of 1 class and 2 more reads of 2, the last under the second set.
     assert!(
-        out.contains("replayed:   30 decisions of 14 access entries, under 2 policy sets\n"),
+        out.contains("replayed:   31 decisions of 15 access entries, under 2 policy sets\n"),
         "{out}"
     );
     assert!(!out.contains("not replayable"), "{out}");

@@ -47,6 +47,7 @@ enum ActionName {
     Egress,
     Scan,
     Migrate,
+    Run,
 }
 
 /// A reason code (`custody::REASON_CODES`, served at GET /v1/access/reason-codes).
@@ -223,14 +224,16 @@ impl AppState {
     /// Checks a request's scope against the configuration and turns it into the custody
     /// crate's form.
     fn new_request(&self, body: NewAccessRequest) -> AppResult<custody::NewRequest> {
+        // `compute` is a released algorithm's own decision: no person is granted it.
         let action = policy::Action::ALL
             .into_iter()
+            .filter(|a| *a != policy::Action::Compute)
             .find(|a| a.as_str() == body.action)
             .ok_or_else(|| {
                 ApiError::bad_request(
                     ErrorCode::InvalidRequest,
                     format!(
-                        "unknown action `{}`; use one of register, list, read, write, delete, export, egress, scan, migrate",
+                        "unknown action `{}`; use one of register, list, read, write, delete, export, egress, scan, migrate, run",
                         body.action
                     ),
                 )
