@@ -374,13 +374,13 @@ impl Run<'_> {
                 Logged::ok(
                     index,
                     RunBody {
-                    algorithm: self.release.name.clone(),
-                    version: self.release.version.clone(),
-                    sha256: self.release.sha256.clone(),
-                    manifest_sha256: self.release.manifest_sha256.clone().unwrap_or_default(),
-                    output: out.output,
-                    output_sha256: out.output_sha256,
-                    fuel_used: out.fuel_used,
+                        algorithm: self.release.name.clone(),
+                        version: self.release.version.clone(),
+                        sha256: self.release.sha256.clone(),
+                        manifest_sha256: self.release.manifest_sha256.clone().unwrap_or_default(),
+                        output: out.output,
+                        output_sha256: out.output_sha256,
+                        fuel_used: out.fuel_used,
                         duration_us: u64::try_from(out.duration.as_micros())
                             .unwrap_or(u64::MAX),
                         decisions: self.decisions,
