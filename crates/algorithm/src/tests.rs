@@ -130,9 +130,23 @@ fn undeclared_mistyped_or_oversized_outputs_are_refused() {
         .run(&manifest(&module, 10_000, 1000), &module, &history(&[]))
         .unwrap_err();
     assert!(
-        err.to_string().contains("more than its declared 128"),
+        err.to_string()
+            .contains("larger than its declared 128 bytes"),
         "{err}"
     );
+    // No message says what the module wrote: no member name it made up, no size.
+    let err = runtime
+        .run(
+            &manifest(
+                &module_answering(r#"{"alice@example.com":1}"#, ""),
+                10_000,
+                1000,
+            ),
+            &module_answering(r#"{"alice@example.com":1}"#, ""),
+            &history(&[]),
+        )
+        .unwrap_err();
+    assert!(!err.to_string().contains("alice"), "{err}");
 }
 
 #[test]

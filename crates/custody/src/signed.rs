@@ -582,6 +582,13 @@ impl Custody {
             statement::verify(signed, &self.keys.verifiers, self.keys.release_threshold)?;
         let mut store = self.lock_current()?;
         let mut release = self.release(name, version)?;
+        // A statement carries no serial: once a release is retired (deactivated, or replaced
+        // by another version), its old signature must not bring it back.
+        if release.status() == "retired" {
+            return Err(CustodyError::Invalid(format!(
+                "{name} {version} was retired; a retired release is never activated again: submit a new version"
+            )));
+        }
         let expected = release.statement();
         if verified.statement != expected {
             return Err(CustodyError::WrongStatement(format!(
@@ -667,7 +674,7 @@ impl Custody {
 
     /// Deactivates an active release: it runs no more, from this change on. No signature is
     /// needed to stop an algorithm (the custodian's operator role, checked by the caller);
-    /// to run again it needs a new activation, signed.
+    /// it is retired for good: to run again the algorithm needs a new version, signed.
     pub fn deactivate_algorithm(
         &self,
         name: &str,

@@ -59,11 +59,14 @@ impl Algorithms {
     }
 }
 
+/// The principal id of a release: `algorithm:<name>@<version>`.
+const RELEASE_ID_PREFIX: &str = "algorithm:";
+
 /// A released algorithm as a principal: the entity no token may name (`algorithm`, refused
 /// in the configuration's entities), located where this gateway runs algorithms, with the
 /// role `released-algorithm` and no clearance. Only the run path builds one.
 pub fn release_principal(release: &custody::Release, location: &str) -> Authenticated {
-    let id = format!("algorithm:{}@{}", release.name, release.version);
+    let id = format!("{RELEASE_ID_PREFIX}{}@{}", release.name, release.version);
     Authenticated {
         principal: policy::Principal {
             id: id.clone(),
@@ -78,10 +81,24 @@ pub fn release_principal(release: &custody::Release, location: &str) -> Authenti
     }
 }
 
-/// Every collection and field a manifest reads is one the configuration declares, and each
-/// is read once.
+/// Whether `principal` is a release that is the active one of its name in `custody` now.
+/// Anything else (a person, a retired or unknown release) is not.
+pub fn release_in_force(custody: &custody::Custody, principal: &policy::Principal) -> bool {
+    principal.entity == policy::ALGORITHM_ENTITY
+        && principal
+            .id
+            .strip_prefix(RELEASE_ID_PREFIX)
+            .and_then(|r| r.split_once('@'))
+            .is_some_and(|(name, version)| {
+                custody
+                    .release(name, version)
+                    .is_ok_and(|r| r.status() == "active")
+            })
+}
+
+/// Every collection and field a manifest reads is one the configuration declares (the
+/// manifest itself refuses a collection named twice).
 pub fn check_reads(config: &Config, manifest: &algorithm::Manifest) -> Result<(), String> {
-    let mut seen = std::collections::BTreeSet::new();
     for read in &manifest.reads {
         let Some(collection) = config.collections.get(&read.collection) else {
             return Err(format!(
@@ -89,12 +106,6 @@ pub fn check_reads(config: &Config, manifest: &algorithm::Manifest) -> Result<()
                 read.collection
             ));
         };
-        if !seen.insert(read.collection.as_str()) {
-            return Err(format!(
-                "it names the collection `{}` twice",
-                read.collection
-            ));
-        }
         for field in &read.fields {
             if !collection.fields.contains_key(field) {
                 return Err(format!(

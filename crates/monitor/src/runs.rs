@@ -112,8 +112,9 @@ impl Runs {
             .or_default()
             .entry(outcome.to_string())
             .or_default() += 1;
-        // A denied run read nothing and ran nothing.
-        if outcome == "denied" {
+        // A denied run read nothing and ran nothing; a stopped one is logged because its
+        // release was no longer in force (its output was withheld): the gateway says so.
+        if matches!(outcome, "denied" | "stopped") {
             return;
         }
         let what = format!("entry {index}: a run of {name} {version}");
@@ -258,6 +259,7 @@ mod tests {
         // Before any activation: a run is a problem, a denied one is not.
         runs.run(1, &run("1.0.0", &["activity.watch_history"], "ok"));
         runs.run(2, &run("1.0.0", &[], "denied"));
+        runs.run(2, &run("1.0.0", &[], "stopped"));
         assert_eq!(runs.problems.count, 1);
 
         runs.custody(3, "algorithm-activated", &activated("1.0.0", MANIFEST));
@@ -282,5 +284,6 @@ mod tests {
         assert_eq!(runs.problems.count, 6);
         assert_eq!(runs.counts["ranker"]["ok"], 5);
         assert_eq!(runs.counts["ranker"]["denied"], 1);
+        assert_eq!(runs.counts["ranker"]["stopped"], 1);
     }
 }

@@ -323,6 +323,7 @@ mod tests {
                 | PRINCIPAL_CLEARANCE
                 | PRINCIPAL_ROLES
                 | RESOURCE_SUBJECT_JURISDICTION
+                | RESOURCE_COLLECTION
                 | RESOURCE_FIELD_CLASS
                 | RESOURCE_APPROVAL_REQUIRED
                 | RESOURCE_SUSPENDED

@@ -33,6 +33,7 @@ use std::sync::Arc;
 
 use axum::http::{HeaderMap, StatusCode};
 
+use crate::algorithms::release_in_force;
 use crate::analytics::Observation;
 use crate::auth::Authenticated;
 use crate::entry::{self, AccessTarget, LoggedDecision};
@@ -469,6 +470,15 @@ impl AppState {
             .reached_within(self.config.custody.unreachable_after)
         {
             return Err(ApiError::custody_unreachable());
+        }
+        // A release gets input only while it is the active one: checked here, under the gate,
+        // so no `compute` decision is logged after the release's deactivation or replacement.
+        if ask.action == Action::Compute && !release_in_force(&self.custody, &who.principal) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorCode::NotActive,
+                format!("{} is no longer the active release", who.public_id),
+            ));
         }
         // A release's own input is covered by its signed release, never by a grant.
         let grant = subject_id

@@ -99,6 +99,7 @@ struct RunBody {
     #[schema(value_type = Object)]
     output: Map<String, Value>,
     output_sha256: String,
+    /// The fuel it used, rounded up to a power of two (as its log entry says).
     fuel_used: u64,
     duration_us: u64,
     /// The log indexes of the run's decisions: `run`, then `compute` per collection.
@@ -117,11 +118,11 @@ struct RunBody {
     request_body = RunRequest,
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "the outputs; header Sovereign-Log-Index gives the run's entry", body = RunBody),
-        (status = 400, description = "`invalid_json`, `invalid_body` (also: a `store` collection that does not declare every output as interoperable), `invalid_id`, `invalid_header` (also: a purpose other than the release's)", body = ErrorBody),
+        (status = 200, description = "the outputs; header Sovereign-Log-Index gives the run's entry (with `store`: the write's decision)", body = RunBody),
+        (status = 400, description = "`invalid_json`, `invalid_body` (also: a `store` collection with protected fields, or without every output as an interoperable field), `invalid_id`, `invalid_header` (also: a purpose other than the release's), `invalid_request` (the release has no manifest, so it never runs)", body = ErrorBody),
         (status = 403, description = "`denied` by policy (with `policies`; under the default policies the caller needs role algorithm-runner), `suspended`", body = ErrorBody),
         (status = 404, description = "`unknown_release` (no active release of that name), `subject_not_found`, `unknown_collection` (a `store` collection the configuration does not declare)", body = ErrorBody),
-        (status = 409, description = "`not_active`: the release was deactivated, or its jurisdiction suspended, while it ran; `invalid_request`: released without a manifest", body = ErrorBody),
+        (status = 409, description = "`not_active`: the release was deactivated or replaced, or the subject's jurisdiction suspended, while it ran (logged `stopped`); `digest_mismatch`: the stored module or manifest no longer has its signed digest", body = ErrorBody),
         (status = 422, description = "`algorithm_failed`: stopped at a limit of its manifest, trapped, or its output was refused (logged)", body = ErrorBody),
         (status = 503, description = "`algorithms_not_configured`: this gateway runs no algorithms", body = ErrorBody),
     ))]
@@ -166,9 +167,9 @@ async fn run_algorithm(
     }
     context.purpose = manifest.purpose.clone();
     let run = Run {
-        app: &app,
-        who: &who,
-        release: &runnable.release,
+        app: app.clone(),
+        who: who.clone(),
+        release: runnable.release,
         subject_pseudonym: app.pseudonyms.pseudonym(&request.subject),
         decisions: Vec::new(),
     };
@@ -219,8 +220,8 @@ async fn run_algorithm(
     Ok(Logged::ok(permit.index(), body))
 }
 
-/// Where a run's outputs go: a declared collection whose interoperable fields include every
-/// output (400 `invalid_body` otherwise, before anything is decided).
+/// Where a run's outputs go: a declared collection of interoperable fields only, among them
+/// every output (400 `invalid_body` otherwise, before anything is decided).
 fn store_target(
     app: &AppState,
     manifest: &algorithm::Manifest,
@@ -229,6 +230,17 @@ fn store_target(
     let key = store.key.unwrap_or_else(|| DEFAULT_KEY.to_string());
     vault::validate_id("record key", &key)?;
     let declared = app.governed.declared(&store.collection)?;
+    // A write replaces the whole record: one decided on the interoperable class must never
+    // reach a collection that holds protected fields.
+    if declared.values().any(|c| *c != FieldClass::Interoperable) {
+        return Err(ApiError::bad_request(
+            ErrorCode::InvalidBody,
+            format!(
+                "`{}` holds protected fields; outputs are stored only in a collection of interoperable fields",
+                store.collection
+            ),
+        ));
+    }
     for output in &manifest.outputs {
         if declared.get(&output.name) != Some(&FieldClass::Interoperable) {
             return Err(ApiError::bad_request(
@@ -244,10 +256,10 @@ fn store_target(
 }
 
 /// One run in progress: what its entry names.
-struct Run<'a> {
-    app: &'a Arc<AppState>,
-    who: &'a Authenticated,
-    release: &'a custody::Release,
+struct Run {
+    app: Arc<AppState>,
+    who: Authenticated,
+    release: custody::Release,
     subject_pseudonym: String,
     /// The log indexes of its decisions so far.
     decisions: Vec<u64>,
@@ -264,19 +276,20 @@ struct Ended {
 }
 
 impl Ended {
-    fn denied() -> Ended {
+    /// A run that ended before its module ran: denied, stopped, or failed reading its input.
+    fn early(outcome: &'static str, error: Option<String>) -> Ended {
         Ended {
-            outcome: "denied",
+            outcome,
             fields_read: Vec::new(),
             fuel_used: None,
             duration: None,
             output_sha256: None,
-            error: None,
+            error,
         }
     }
 }
 
-impl Run<'_> {
+impl Run {
     async fn go(
         mut self,
         context: policy::Context,
@@ -286,21 +299,27 @@ impl Run<'_> {
         manifest: algorithm::Manifest,
         module: Vec<u8>,
     ) -> AppResult<(Logged<RunBody>, vault::SubjectPlacement)> {
-        let app = self.app;
+        let app = self.app.clone();
         // May the caller run an algorithm for this subject?
         let ask = Ask {
-            who: self.who,
+            who: &self.who,
             action: Action::Run,
             context: context.clone(),
         };
         let found = app.find_subject(&ask, subject_id, &[]).await;
         let subject = self.decided(found).await?;
+        let ask = Ask {
+            who: &self.who,
+            action: Action::Run,
+            context: context.clone(),
+        };
         let allowed = app.decide(ask, Scope::Subject(&subject)).await;
         let permit = self.decided(allowed).await?;
         self.decisions.push(permit.index());
 
-        // May the release read what its manifest names? The release is the principal.
-        let principal = release_principal(self.release, location);
+        // May the release read what its manifest names? The release is the principal, and
+        // only while it is the active one (checked under the custody gate as it is decided).
+        let principal = release_principal(&self.release, location);
         let mut permits: Vec<(Permit, Vec<String>)> = Vec::new();
         for read in &manifest.reads {
             let declared = app.governed.declared(&read.collection)?;
@@ -338,100 +357,153 @@ impl Run<'_> {
             permits.push((permit, read.fields.clone()));
         }
 
-        // Only the fields allowed and named reach the module.
-        let input = app.governed.algorithm_input(&permits, key).await?;
-        let fields_read: Vec<String> = input
-            .fields
-            .iter()
-            .flat_map(|(c, fields)| fields.keys().map(move |f| format!("{c}.{f}")))
-            .collect();
-        let runtime = app.algorithms.runtime()?;
-        // At most `algorithms.concurrent_runs` at once: each may take its manifest's memory.
-        let slot = app.algorithms.slot().await?;
-        let ran = blocking(move || runtime.run(&manifest, &module, &input)).await?;
-        drop(slot);
-        let ended = match &ran {
-            Ok(outcome) => Ended {
-                outcome: "ok",
-                fields_read,
-                fuel_used: Some(outcome.fuel_used),
-                duration: Some(outcome.duration),
-                output_sha256: Some(outcome.output_sha256.clone()),
-                error: None,
-            },
-            Err(e) => Ended {
-                outcome: "failed",
-                fields_read,
-                fuel_used: None,
-                duration: None,
-                output_sha256: None,
-                error: Some(e.to_string()),
-            },
-        };
-        let (index, outcome) = self.log(ended, &subject.jurisdiction).await?;
+        // From here the run finishes, and is logged, even if the client goes away or the
+        // request times out: the slot it holds, the module's work and its entry go together.
+        let key = key.to_string();
+        let jurisdiction = subject.jurisdiction.clone();
+        let (run, ran, index, outcome) = detached(async move {
+            let (ended, ran) = self.execute(&permits, &key, manifest, module).await;
+            let (index, outcome) = self.log(ended, &jurisdiction).await?;
+            Ok((self, ran, index, outcome))
+        })
+        .await?;
+        let release = &run.release;
         match (ran, outcome) {
             (Ok(out), "ok") => Ok((
                 Logged::ok(
                     index,
                     RunBody {
-                        algorithm: self.release.name.clone(),
-                        version: self.release.version.clone(),
-                        sha256: self.release.sha256.clone(),
-                        manifest_sha256: self.release.manifest_sha256.clone().unwrap_or_default(),
+                        algorithm: release.name.clone(),
+                        version: release.version.clone(),
+                        sha256: release.sha256.clone(),
+                        manifest_sha256: release.manifest_sha256.clone().unwrap_or_default(),
                         output: out.output,
                         output_sha256: out.output_sha256,
-                        fuel_used: out.fuel_used,
+                        fuel_used: logged_fuel(out.fuel_used),
                         duration_us: u64::try_from(out.duration.as_micros())
                             .unwrap_or(u64::MAX),
-                        decisions: self.decisions,
+                        decisions: run.decisions,
                         stored: None,
                     },
                 ),
                 subject,
             )),
-            (Err(e), _) => Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                ErrorCode::AlgorithmFailed,
-                format!("{} {} failed: {e}; nothing of its output is served", self.release.name, self.release.version),
-            )
-            .logged(index)),
-            (Ok(_), _) => Err(ApiError::new(
+            (_, "stopped") => Err(ApiError::new(
                 StatusCode::CONFLICT,
                 ErrorCode::NotActive,
                 format!(
-                    "{} {} was deactivated, or the subject's jurisdiction suspended, while it ran; nothing of its output is served",
-                    self.release.name, self.release.version
+                    "{} {} was deactivated or replaced, or the subject's jurisdiction suspended, while it ran; nothing of its output is served",
+                    release.name, release.version
                 ),
             )
             .logged(index)),
+            (Err(e), _) => Err(e.logged(index)),
+            (Ok(_), _) => Err(ApiError::internal("a run logged neither ok nor stopped").logged(index)),
         }
     }
 
-    /// A decision's result; a logged denial is logged as a run too (outcome `denied`), and
-    /// answered with that entry's index.
+    /// Reads the input the permits allow and runs the module in a slot: how it ended, for
+    /// the entry, and the outcome or the error to answer.
+    async fn execute(
+        &self,
+        permits: &[(Permit, Vec<String>)],
+        key: &str,
+        manifest: algorithm::Manifest,
+        module: Vec<u8>,
+    ) -> (Ended, AppResult<algorithm::Outcome>) {
+        let app = &self.app;
+        // Only the fields allowed and named reach the module.
+        let input = match app.governed.algorithm_input(permits, key).await {
+            Ok(input) => input,
+            Err(e) => {
+                let code = serde_json::to_value(e.code).unwrap_or_default();
+                let why = format!(
+                    "its input could not be read: {}",
+                    code.as_str().unwrap_or("?")
+                );
+                return (Ended::early("failed", Some(why)), Err(e));
+            }
+        };
+        let fields_read: Vec<String> = input
+            .fields
+            .iter()
+            .flat_map(|(c, fields)| fields.keys().map(move |f| format!("{c}.{f}")))
+            .collect();
+        let ran = async {
+            let runtime = app.algorithms.runtime()?;
+            // At most `algorithms.concurrent_runs` at once: each may take its manifest's
+            // memory.
+            let _slot = app.algorithms.slot().await?;
+            blocking(move || runtime.run(&manifest, &module, &input)).await
+        }
+        .await;
+        let name = format!("{} {}", self.release.name, self.release.version);
+        match ran {
+            Ok(Ok(outcome)) => (
+                Ended {
+                    outcome: "ok",
+                    fields_read,
+                    fuel_used: Some(logged_fuel(outcome.fuel_used)),
+                    duration: Some(outcome.duration),
+                    output_sha256: Some(outcome.output_sha256.clone()),
+                    error: None,
+                },
+                Ok(outcome),
+            ),
+            Ok(Err(e)) => (
+                Ended {
+                    error: Some(e.to_string()),
+                    fields_read,
+                    ..Ended::early("failed", None)
+                },
+                Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    ErrorCode::AlgorithmFailed,
+                    format!("{name} failed: {e}; nothing of its output is served"),
+                )),
+            ),
+            Err(e) => (
+                Ended {
+                    error: Some("the gateway could not run it".into()),
+                    fields_read,
+                    ..Ended::early("failed", None)
+                },
+                Err(e),
+            ),
+        }
+    }
+
+    /// A decision's result; a logged denial is logged as a run too (outcome `denied`), a
+    /// release no longer active as `stopped`, and each answered with that entry's index.
     async fn decided<T>(&self, result: AppResult<T>) -> AppResult<T> {
-        match result {
-            Ok(t) => Ok(t),
-            Err(e) => match e.log_index {
-                Some(decision) => {
-                    let mut decisions = self.decisions.clone();
-                    decisions.push(decision);
-                    let run = Run {
-                        decisions,
-                        subject_pseudonym: self.subject_pseudonym.clone(),
-                        ..*self
-                    };
-                    let (index, _) = run.log(Ended::denied(), "").await?;
-                    Err(e.logged(index))
-                }
-                None => Err(e),
-            },
-        }
+        let e = match result {
+            Ok(t) => return Ok(t),
+            Err(e) => e,
+        };
+        let mut decisions = self.decisions.clone();
+        let outcome = match e.log_index {
+            Some(decision) => {
+                decisions.push(decision);
+                "denied"
+            }
+            None if e.code == ErrorCode::NotActive => "stopped",
+            None => return Err(e),
+        };
+        let run = Run {
+            app: self.app.clone(),
+            who: self.who.clone(),
+            release: self.release.clone(),
+            subject_pseudonym: self.subject_pseudonym.clone(),
+            decisions,
+        };
+        let (index, _) = run.log(Ended::early(outcome, None), "").await?;
+        Err(e.logged(index))
     }
 
-    /// Appends the run's entry under the custody gate. A run that ended `ok` is `stopped`
-    /// instead when its release is no longer the active one or the subject's jurisdiction
-    /// is suspended: its output is not served. Answers the index and the outcome logged.
+    /// Appends the run's entry under the custody gate. A run that ran (`ok` or `failed`) is
+    /// `stopped` instead when its release is no longer the active one or the subject's
+    /// jurisdiction is suspended by then: its output is not served. Answers the index and the
+    /// outcome logged.
     async fn log(&self, ended: Ended, jurisdiction: &str) -> AppResult<(u64, &'static str)> {
         let app = self.app.clone();
         let who = self.who.clone();
@@ -448,7 +520,7 @@ impl Run<'_> {
                         .release(&release.name, &release.version)
                         .is_ok_and(|r| r.status() == "active")
                         && !custody.is_suspended(&jurisdiction);
-                    if logged == "ok" && !in_force {
+                    if matches!(logged, "ok" | "failed") && !in_force {
                         logged = "stopped";
                     }
                     entry::data_event_entry(
@@ -463,6 +535,13 @@ impl Run<'_> {
         })
         .await
     }
+}
+
+/// The fuel a run used, as its public log entry shows it: rounded up to a power of two, so
+/// that a module cannot spell out what it read, bit by bit, in the exact count every
+/// reader of the log sees (a power of two of at most 2^34 says about 5 bits).
+fn logged_fuel(fuel: u64) -> u64 {
+    fuel.checked_next_power_of_two().unwrap_or(u64::MAX)
 }
 
 /// The `algorithm-run` entry's details: names, digests, counts and a pseudonym; never a
@@ -483,7 +562,10 @@ fn run_details(
         "fields_read": ended.fields_read,
         "decisions": decisions,
         "fuel_used": ended.fuel_used,
-        "duration_us": ended.duration.map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+        // Milliseconds, rounded up to a power of two, for the reason `logged_fuel` gives.
+        "duration_ms": ended
+            .duration
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1).next_power_of_two()),
         "output_sha256": ended.output_sha256,
         "outcome": outcome,
         "error": ended.error,

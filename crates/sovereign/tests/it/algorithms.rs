@@ -306,7 +306,8 @@ fn a_released_algorithm_runs_next_to_the_data_and_only_its_outputs_leave() {
     let ran: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(ran["output"], json!({"categories": ["drama"]}), "{ran}");
     assert_eq!(ran["decisions"].as_array().unwrap().len(), 2, "{ran}");
-    assert!(ran["fuel_used"].as_u64().unwrap() > 0);
+    let fuel = ran["fuel_used"].as_u64().unwrap();
+    assert!(fuel > 0 && fuel.is_power_of_two(), "rounded: {ran}");
     let mut answers = vec![ran.to_string()];
 
     // The same input gives the same output.
@@ -379,6 +380,26 @@ fn a_released_algorithm_runs_next_to_the_data_and_only_its_outputs_leave() {
     assert_eq!(
         (status, answer["error"].as_str()),
         (404, Some("unknown_release"))
+    );
+    // Its old signature does not bring it back: a statement has no serial.
+    let note = data.join("ranker-1.0.0.note");
+    let again = gw.cli(
+        &olga,
+        &[
+            "algo",
+            "activate",
+            "--name",
+            "ranker",
+            "--version",
+            "1.0.0",
+            "--signature",
+            s(&note),
+        ],
+    );
+    let (_, err) = crate::support::text(&again);
+    assert!(
+        !again.status.success() && err.contains("never activated again"),
+        "{err}"
     );
 
     // The log has every run, the release's own decisions, and no marker. The deactivation
