@@ -9,7 +9,7 @@ use crate::store::{
     ACTIVE_INVARIANTS, ACTIVE_POLICY, INVARIANT_SET, POLICY_SET, RELEASE, SUSPENSION, Write,
     release_id,
 };
-use crate::{Custody, CustodyError, Event, LogFn, Person};
+use crate::{Custody, CustodyError, Event, LogFn, Person, Store};
 
 /// A proposed (and perhaps once active) policy set. The hash identifies schema and policies.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -551,19 +551,8 @@ impl Custody {
             signers: Vec::new(),
             log_index: None,
         };
-        let index = store.commit(
-            &[Write::record(RELEASE, &release_id(name, version), &release)],
-            Event::AlgorithmSubmitted(&release),
-            log,
-        )?;
-        let release = Release {
-            log_index: Some(index),
-            ..release
-        };
-        self.update(|s| {
-            s.releases
-                .insert((name.to_string(), version.to_string()), release.clone());
-        });
+        let (release, index) =
+            self.commit_release(&mut store, release, |r| Event::AlgorithmSubmitted(r), log)?;
         Ok((release, Some(index)))
     }
 
@@ -659,16 +648,8 @@ impl Custody {
         }
         release.manifest = Some(manifest.to_string());
         release.manifest_sha256 = Some(sha256);
-        let index = store.commit(
-            &[Write::record(RELEASE, &release_id(name, version), &release)],
-            Event::AlgorithmSubmitted(&release),
-            log,
-        )?;
-        release.log_index = Some(index);
-        self.update(|s| {
-            s.releases
-                .insert((name.to_string(), version.to_string()), release.clone());
-        });
+        let (release, index) =
+            self.commit_release(&mut store, release, |r| Event::AlgorithmSubmitted(r), log)?;
         Ok((release, Some(index)))
     }
 
@@ -691,15 +672,30 @@ impl Custody {
             )));
         }
         release.retired_at = Some(now);
+        self.commit_release(&mut store, release, |r| Event::AlgorithmDeactivated(r), log)
+    }
+
+    /// Commits one release record with the event `event` makes of it; the record then
+    /// carries the entry's index, in the store and in memory.
+    fn commit_release(
+        &self,
+        store: &mut Store,
+        mut release: Release,
+        event: impl for<'r> Fn(&'r Release) -> Event<'r>,
+        log: LogFn<'_>,
+    ) -> Result<(Release, u64), CustodyError> {
+        let id = release_id(&release.name, &release.version);
         let index = store.commit(
-            &[Write::record(RELEASE, &release_id(name, version), &release)],
-            Event::AlgorithmDeactivated(&release),
+            &[Write::record(RELEASE, &id, &release)],
+            event(&release),
             log,
         )?;
         release.log_index = Some(index);
         self.update(|s| {
-            s.releases
-                .insert((name.to_string(), version.to_string()), release.clone());
+            s.releases.insert(
+                (release.name.clone(), release.version.clone()),
+                release.clone(),
+            );
         });
         Ok((release, index))
     }

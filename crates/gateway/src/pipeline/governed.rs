@@ -215,6 +215,19 @@ impl Governed {
     ) -> AppResult<Option<vault::StoredRecord>> {
         let subject = permit.subject.clone().unwrap_or_default();
         permit.require(Action::Read, Some(&subject), Some(collection))?;
+        self.read_allowed(permit, subject, collection, key).await
+    }
+
+    /// The subject's record, reduced to the fields `permit` allows (checked by the caller to
+    /// be for this use); the custodian's key is unwrapped only when a protected field may be
+    /// served.
+    async fn read_allowed(
+        &self,
+        permit: &Permit,
+        subject: String,
+        collection: &str,
+        key: &str,
+    ) -> AppResult<Option<vault::StoredRecord>> {
         let declared = self.declared(collection)?;
         let protected = permit.classes.contains(&FieldClass::Protected);
         let (vault, coll, k) = (self.vault.clone(), collection.to_string(), key.to_string());
@@ -245,20 +258,8 @@ impl Governed {
             let collection = permit.collection.clone().unwrap_or_default();
             permit.require(Action::Compute, Some(&subject), Some(&collection))?;
             let declared = self.declared(&collection)?;
-            let protected = permit.classes.contains(&FieldClass::Protected);
-            let (vault, coll, k) = (self.vault.clone(), collection.clone(), key.to_string());
-            let index = permit.index;
-            let record = store_read(self.vault.reads_locally(), move || {
-                if protected {
-                    vault.get_record(&subject, &coll, &k, vault::UnwrapReason::Access)
-                } else {
-                    vault.get_record_interoperable(&subject, &coll, &k)
-                }
-            })
-            .await?
-            .map_err(|e| ApiError::from(e).logged(index))?;
+            let record = self.read_allowed(permit, subject, &collection, key).await?;
             let Some(record) = record else { continue };
-            let record = filter_record(permit, declared, record);
             let mut fields = BTreeMap::new();
             for (name, value) in record.fields {
                 if !named.contains(&name) {
