@@ -101,6 +101,25 @@ pub enum AuditCommand {
         #[command(flatten)]
         witnesses: WitnessArgs,
     },
+    /// Show one entry, decoded, after checking that it is in the log: its inclusion proof is
+    /// checked against the log's checkpoint, whose signature (and witnesses' quorum, if
+    /// asked) is checked with the key. Exits 0 only if all of it holds.
+    Get {
+        /// The log, as for `verify`.
+        #[arg(long)]
+        url: String,
+        /// The log's verifier key (name+keyid+base64), or @FILE.
+        #[arg(long)]
+        key: String,
+        /// The entry's index in the log.
+        #[arg(long)]
+        index: u64,
+        /// Print `{index, origin, tree_size, root_hash, proof, entry}` as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        witnesses: WitnessArgs,
+    },
     /// Verify an inclusion proof written by `prove`. Exits 0 only if it is valid.
     CheckProof {
         /// The proof file.
@@ -172,6 +191,14 @@ pub fn run_to(command: AuditCommand, out: &mut dyn Write) -> anyhow::Result<()> 
             prove(&url, index, &file, key.as_deref(), &witnesses, out)
                 .map_err(|e| anyhow!("audit prove: FAILED: {e:#}"))
         }
+        AuditCommand::Get {
+            url,
+            key,
+            index,
+            json,
+            witnesses,
+        } => get(&url, &key, index, json, &witnesses, out)
+            .map_err(|e| anyhow!("audit get: FAILED: {e:#}")),
         AuditCommand::CheckProof {
             file,
             key,
@@ -334,6 +361,61 @@ pub fn progress_style() -> indicatif::ProgressStyle {
 }
 // ---------------------------------------------------------------------------
 // audit prove / check-proof
+
+/// `audit get`: one entry, proven in the log under a checkpoint checked with the key.
+fn get(
+    url: &str,
+    key: &str,
+    index: u64,
+    json: bool,
+    witnesses: &WitnessArgs,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let verifier = load_verifier(key)?;
+    let log = monitor::open_witnessed_log(url, &verifier, &witnesses.policy()?)?;
+    let monitor::proof::Proven {
+        proof,
+        entry,
+        checkpoint,
+    } = monitor::proof::prove(&*log, index, Some(&verifier))?;
+    let info = monitor::entry::check_entry(&entry)
+        .map_err(|e| anyhow!("entry {index} is in the log but is not a valid entry: {e}"))?;
+    let decoded: serde_json::Value = serde_json::from_slice(&entry)?;
+    let root = hash_to_base64(&checkpoint.hash);
+    if json {
+        let answer = serde_json::json!({
+            "index": index,
+            "origin": checkpoint.origin,
+            "tree_size": checkpoint.size,
+            "root_hash": root,
+            "proof": proof.hashes.iter().map(hash_to_base64).collect::<Vec<_>>(),
+            "entry": decoded,
+        });
+        writeln!(out, "{answer}")?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "entry {index} of {}: in the tree of size {} (root {root}), checkpoint signed by the log's key{}",
+        checkpoint.origin,
+        checkpoint.size,
+        if witnesses.policy()?.quorum > 0 {
+            " and the witnesses' quorum"
+        } else {
+            ""
+        }
+    )?;
+    writeln!(
+        out,
+        "kind: {}{}",
+        info.kind,
+        info.outcome
+            .map(|o| format!(", outcome {o}"))
+            .unwrap_or_default()
+    )?;
+    writeln!(out, "{}", serde_json::to_string_pretty(&decoded)?)?;
+    Ok(())
+}
 
 fn prove(
     url: &str,

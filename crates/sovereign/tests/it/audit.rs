@@ -1056,3 +1056,57 @@ fn every_alert_the_gateway_raises_is_a_valid_entry() {
         }
     }
 }
+
+#[test]
+fn get_shows_one_entry_proven_under_a_checkpoint_checked_with_the_key() {
+    let (dir, key, cp) = standard_log();
+    let all = entries(SIZE);
+    let url = url_of(dir.path());
+    let out = audit(&["get", "--url", &url, "--key", &key.vkey, "--index", "300"]).unwrap();
+    assert!(
+        out.starts_with(&format!(
+            "entry 300 of {ORIGIN}: in the tree of size 600 (root {}), checkpoint signed by the log's key\nkind: ",
+            tlog::hash_to_base64(&cp.hash)
+        )),
+        "{out}"
+    );
+    let shown: serde_json::Value = serde_json::from_str(&out[out.find('{').unwrap()..]).unwrap();
+    let logged: serde_json::Value = serde_json::from_slice(&all[300]).unwrap();
+    assert_eq!(shown, logged);
+
+    let json = audit(&[
+        "get", "--url", &url, "--key", &key.vkey, "--index", "599", "--json",
+    ])
+    .unwrap();
+    let answer: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(answer["index"], 599);
+    assert_eq!(answer["tree_size"], 600);
+    assert_eq!(
+        answer["entry"],
+        serde_json::from_slice::<serde_json::Value>(&all[599]).unwrap()
+    );
+    assert!(!answer["proof"].as_array().unwrap().is_empty());
+
+    // Past the checkpoint, under another key, or with a tampered entry: refused.
+    let e = audit(&["get", "--url", &url, "--key", &key.vkey, "--index", "600"]).unwrap_err();
+    assert!(
+        e.starts_with("audit get: FAILED: ") && e.contains("not in the log"),
+        "{e}"
+    );
+    let e = audit(&[
+        "get",
+        "--url",
+        &url,
+        "--key",
+        &new_key().vkey,
+        "--index",
+        "1",
+    ])
+    .unwrap_err();
+    assert!(e.starts_with("audit get: FAILED: "), "{e}");
+    let bundle = dir.path().join("tile/entries/001");
+    let offset = entry_offset(&std::fs::read(&bundle).unwrap(), 300 - 256);
+    flip_byte(&bundle, offset);
+    let e = audit(&["get", "--url", &url, "--key", &key.vkey, "--index", "300"]).unwrap_err();
+    assert!(e.starts_with("audit get: FAILED: "), "{e}");
+}
