@@ -39,6 +39,7 @@ pub mod proof;
 pub mod replay;
 pub mod report;
 pub mod runs;
+pub mod search;
 pub mod state;
 pub mod verify;
 pub mod witness;

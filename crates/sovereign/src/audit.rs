@@ -120,6 +120,49 @@ pub enum AuditCommand {
         #[command(flatten)]
         witnesses: WitnessArgs,
     },
+    /// Verify the whole log as `verify` does, and list the entries that match every filter
+    /// given (none: every entry), in log order. Exits 0 only if the log verifies.
+    Search {
+        /// The log, as for `verify`.
+        #[arg(long)]
+        url: String,
+        /// The log's verifier key (name+keyid+base64), or @FILE.
+        #[arg(long)]
+        key: String,
+        /// The principal's (or a custody or data event's actor's) id.
+        #[arg(long)]
+        principal: Option<String>,
+        /// A subject's log pseudonym.
+        #[arg(long)]
+        subject: Option<String>,
+        /// The entry kind: access, config, custody, alert, egress, erasure, export, migration,
+        /// algorithm-run.
+        #[arg(long)]
+        kind: Option<String>,
+        /// An access entry's action (read, write, run, compute, ...).
+        #[arg(long)]
+        action: Option<String>,
+        /// allow, deny or partial (access entries); ok, failed, denied or stopped (runs).
+        #[arg(long)]
+        outcome: Option<String>,
+        /// A policy id among an access entry's determining policies.
+        #[arg(long)]
+        policy: Option<String>,
+        /// Entries at or after this time (RFC 3339, or a date: 2026-12-07), UTC.
+        #[arg(long)]
+        from: Option<String>,
+        /// Entries before this time.
+        #[arg(long)]
+        to: Option<String>,
+        /// Show at most this many (all are counted).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// One JSON object per line: `{"index", "entry"}`.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        witnesses: WitnessArgs,
+    },
     /// Verify an inclusion proof written by `prove`. Exits 0 only if it is valid.
     CheckProof {
         /// The proof file.
@@ -199,6 +242,34 @@ pub fn run_to(command: AuditCommand, out: &mut dyn Write) -> anyhow::Result<()> 
             witnesses,
         } => get(&url, &key, index, json, &witnesses, out)
             .map_err(|e| anyhow!("audit get: FAILED: {e:#}")),
+        AuditCommand::Search {
+            url,
+            key,
+            principal,
+            subject,
+            kind,
+            action,
+            outcome,
+            policy,
+            from,
+            to,
+            limit,
+            json,
+            witnesses,
+        } => {
+            let query = monitor::search::Query {
+                principal,
+                subject,
+                kind,
+                action,
+                outcome,
+                policy,
+                from,
+                to,
+            };
+            search(&url, &key, &query, limit, json, &witnesses, out)
+                .map_err(|e| anyhow!("audit search: FAILED: {e:#}"))
+        }
         AuditCommand::CheckProof {
             file,
             key,
@@ -361,6 +432,73 @@ pub fn progress_style() -> indicatif::ProgressStyle {
 }
 // ---------------------------------------------------------------------------
 // audit prove / check-proof
+
+/// `audit search`: the matching entries of a verified log.
+fn search(
+    url: &str,
+    key: &str,
+    query: &monitor::search::Query,
+    limit: usize,
+    json: bool,
+    witnesses: &WitnessArgs,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let verifier = load_verifier(key)?;
+    let log = monitor::open_witnessed_log(url, &verifier, &witnesses.policy()?)?;
+    let found = monitor::search::search(
+        &*log,
+        &verifier,
+        query,
+        limit,
+        &mut Progress::new("audit search"),
+    )?;
+    for (index, entry) in &found.entries {
+        if json {
+            writeln!(
+                out,
+                "{}",
+                serde_json::json!({"index": index, "entry": entry})
+            )?;
+            continue;
+        }
+        let text = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_string();
+        let who = match entry["principal"]["id"].as_str() {
+            Some(id) => id.to_string(),
+            None => text(&entry["actor"]["id"]),
+        };
+        let what = match entry["kind"].as_str() {
+            Some("access") => format!("{} {}", text(&entry["action"]), text(&entry["outcome"])),
+            Some("custody") => text(&entry["event"]),
+            Some("alert") => text(&entry["alert"]),
+            Some("algorithm-run") => format!(
+                "{} {}",
+                text(&entry["details"]["algorithm"]),
+                text(&entry["details"]["outcome"])
+            ),
+            _ => String::new(),
+        };
+        writeln!(
+            out,
+            "{index:>8}  {}  {:<13}  {who}  {what}",
+            text(&entry["time"]),
+            text(&entry["kind"])
+        )?;
+    }
+    if !json {
+        writeln!(
+            out,
+            "{} of {} entries match; the log verified{}",
+            found.matched,
+            found.checkpoint.size,
+            if found.matched > found.entries.len() as u64 {
+                format!("; the first {} shown (--limit)", found.entries.len())
+            } else {
+                String::new()
+            }
+        )?;
+    }
+    Ok(())
+}
 
 /// `audit get`: one entry, proven in the log under a checkpoint checked with the key.
 fn get(

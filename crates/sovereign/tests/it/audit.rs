@@ -1110,3 +1110,60 @@ fn get_shows_one_entry_proven_under_a_checkpoint_checked_with_the_key() {
     let e = audit(&["get", "--url", &url, "--key", &key.vkey, "--index", "300"]).unwrap_err();
     assert!(e.starts_with("audit get: FAILED: "), "{e}");
 }
+
+#[test]
+fn search_lists_the_matching_entries_of_a_verified_log() {
+    let (dir, key, _) = standard_log();
+    let url = url_of(dir.path());
+    let all: Vec<serde_json::Value> = entries(SIZE)
+        .iter()
+        .map(|e| serde_json::from_slice(e).unwrap())
+        .collect();
+    let denied: Vec<usize> = (0..all.len())
+        .filter(|i| all[*i]["kind"] == "access" && all[*i]["outcome"] == "deny")
+        .collect();
+    assert!(!denied.is_empty());
+    let base = ["search", "--url", &url, "--key", &key.vkey];
+    let out = audit(
+        &[
+            &base[..],
+            &["--kind", "access", "--outcome", "deny", "--limit", "1000"],
+        ]
+        .concat(),
+    )
+    .unwrap();
+    assert!(
+        out.ends_with(&format!(
+            "{} of 600 entries match; the log verified\n",
+            denied.len()
+        )),
+        "{out}"
+    );
+    assert_eq!(out.lines().count(), denied.len() + 1, "{out}");
+    let json = audit(
+        &[
+            &base[..],
+            &["--outcome", "deny", "--kind", "access", "--json"],
+        ]
+        .concat(),
+    )
+    .unwrap();
+    let shown: Vec<u64> = json
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["index"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    let want: Vec<u64> = denied.iter().take(100).map(|i| *i as u64).collect();
+    assert_eq!(shown, want);
+    let out = audit(&[&base[..], &["--limit", "3"]].concat()).unwrap();
+    assert!(
+        out.ends_with("600 of 600 entries match; the log verified; the first 3 shown (--limit)\n"),
+        "{out}"
+    );
+    // A log that does not verify answers nothing.
+    let e = audit(&["search", "--url", &url, "--key", &new_key().vkey]).unwrap_err();
+    assert!(e.starts_with("audit search: FAILED: "), "{e}");
+}
