@@ -258,6 +258,8 @@
   // the alerts, which are a live region and only ever gain new items.
 
   const view = { history: [], uptime: -1, feedKey: '', alerts: new Map(), seen: false };
+  // The size of the checkpoint the summary last named: entries below it are in served bundles.
+  let checkpointSize = 0;
 
   function onSummary(s) {
     if (!conn.live) {
@@ -462,12 +464,67 @@
         cell(d.subject, 'mono'),
         cell(d.collection === null || d.collection === undefined ? '— (subject)' : d.collection,
           d.collection ? '' : 'muted'),
-        outcome, cell(d.log_index, 'num mono'),
+        outcome, logCell(d.log_index),
       );
       return tr;
     });
     $('feed').tBodies[0].replaceChildren(...rows);
     $('feed-empty').hidden = rows.length > 0;
+  }
+
+  // A log index that opens its entry.
+  function logCell(index) {
+    const td = el('td', 'num mono');
+    if (typeof index !== 'number') {
+      td.textContent = '–';
+      return td;
+    }
+    const button = el('button', 'log-link', String(index));
+    button.type = 'button';
+    button.dataset.index = String(index);
+    button.title = `Show log entry ${index}`;
+    td.append(button);
+    return td;
+  }
+
+  // The C2SP tlog-tiles path of the entry bundle holding `index`, in a tree of `size`.
+  function bundlePath(index, size) {
+    const n = Math.floor(index / 256);
+    const digits = String(n).padStart(3 * Math.max(1, Math.ceil(String(n).length / 3)), '0');
+    const groups = digits.match(/.{3}/g);
+    const path = groups.map((g, i) => (i < groups.length - 1 ? `x${g}` : g)).join('/');
+    const width = Math.min(256, size - n * 256);
+    return `/log/tile/entries/${path}${width < 256 ? `.p/${width}` : ''}`;
+  }
+
+  // Shows entry `index` as the log serves it: from its entry bundle (length-prefixed
+  // entries), within the checkpoint the summary last named.
+  async function openEntry(index) {
+    const view = $('entry-view');
+    const out = $('entry-json');
+    $('entry-h').textContent = `Log entry ${index}`;
+    view.hidden = false;
+    const size = checkpointSize;
+    if (!(index < size)) {
+      out.textContent = `Entry ${index} is not yet in a signed checkpoint (size ${size}); it will be in a moment.`;
+      return;
+    }
+    out.textContent = 'Loading…';
+    try {
+      const response = await fetch(bundlePath(index, size), { cache: 'no-store' });
+      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      const bytes = new Uint8Array(await response.arrayBuffer());
+      let at = 0;
+      for (let k = 0; k < index % 256; k += 1) {
+        at += 2 + ((bytes[at] << 8) | bytes[at + 1]);
+      }
+      const length = (bytes[at] << 8) | bytes[at + 1];
+      if (at + 2 + length > bytes.length) throw new Error('the bundle is shorter than its entries say');
+      const text = new TextDecoder().decode(bytes.subarray(at + 2, at + 2 + length));
+      out.textContent = JSON.stringify(JSON.parse(text), null, 2);
+    } catch (e) {
+      out.textContent = `Could not read entry ${index}: ${e.message}`;
+    }
   }
 
   // Alerts come twice (as an `alert` event and in later summaries) and are kept in id
@@ -523,6 +580,7 @@
 
   function renderCheckpoint(log) {
     if (!log) return;
+    if (typeof log.checkpoint_size === 'number') checkpointSize = log.checkpoint_size;
     $('cp-size').textContent = number(log.size);
     const uncovered = (log.size || 0) - (log.checkpoint_size || 0);
     $('cp-checkpoint').textContent = number(log.checkpoint_size)
@@ -601,6 +659,11 @@
 
   function start() {
     takeTokenFromAddress();
+    $('feed').addEventListener('click', (event) => {
+      const button = event.target.closest('button[data-index]');
+      if (button) openEntry(Number(button.dataset.index));
+    });
+    $('entry-close').addEventListener('click', () => { $('entry-view').hidden = true; });
     $('token-form').addEventListener('submit', (event) => {
       event.preventDefault();
       const token = $('token-input').value.trim();

@@ -176,6 +176,30 @@ async fn dashboard_shows_live_traffic() {
             "a raw subject id is shown"
         );
 
+        // A log index in the feed opens its entry, read from the log's entry bundle.
+        // The oldest shown, clicked again while it waits for a checkpoint to cover it.
+        let click = r#"(() => {
+              const buttons = document.querySelectorAll('#feed button[data-index]');
+              if (!buttons.length) return null;
+              const button = buttons[buttons.length - 1];
+              button.click();
+              return Number(button.dataset.index);
+            })()"#;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let (index, shown) = loop {
+            let index = page.eval(click).as_u64().expect("a log index in the feed");
+            std::thread::sleep(Duration::from_millis(300));
+            let shown = page.eval("document.getElementById('entry-json').textContent");
+            let text = shown.as_str().unwrap_or("").to_string();
+            if text.contains("\"kind\"") || Instant::now() > deadline {
+                break (index, text);
+            }
+        };
+        let entry: Value = serde_json::from_str(&shown)
+            .unwrap_or_else(|e| panic!("entry {index} shown is not JSON ({e}): {shown}"));
+        assert_eq!(entry["kind"], "access", "{entry}");
+        assert!(!shown.contains("u-2001"), "a raw subject id is shown");
+
         let png = page.screenshot();
 
         // The keyboard reaches the page's controls, and focus is visible.
