@@ -153,19 +153,7 @@ impl Gateway {
     /// Every entry of the verified log, once the checkpoint covers `size` entries.
     fn entries(&self, size: u64) -> Vec<Value> {
         testkit::served::wait_for_checkpoint(&self.base, size);
-        let mut entries = Vec::new();
-        tlog::verify_log(
-            &testkit::served::ServedLog::new(&self.base),
-            &testkit::served::log_verifier(&self.base),
-            None,
-            &mut |_, _| {},
-            &mut |_, entry| {
-                entries.push(serde_json::from_slice(entry).unwrap());
-                Ok(())
-            },
-        )
-        .unwrap();
-        entries
+        crate::support::log_entries(&self.base)
     }
 
     /// Stops the gateway and answers every line it printed.

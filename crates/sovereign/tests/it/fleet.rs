@@ -16,7 +16,7 @@ use testkit::cast::{APPROVER_1, APPROVER_2, BREAK_GLASS, OPERATOR, VETTED_US};
 use testkit::served::log_key;
 
 use crate::support::load::{Load, check_nothing_lost, register_subject, writer_token};
-use crate::support::{INCIDENT, SUPPORT_TICKET, Server};
+use crate::support::{INCIDENT, SUPPORT_TICKET, Server, log_entries};
 
 /// How long a change made through one gateway may take to hold on the others.
 const FLEET_DEADLINE: Duration = Duration::from_secs(2);
@@ -411,21 +411,4 @@ fn copy_folder(from: &Path, to: &Path) {
         .status()
         .unwrap();
     assert!(status.success());
-}
-
-/// Every entry of the log served at `base`, decoded, after verifying the log.
-fn log_entries(base: &str) -> Vec<Value> {
-    let mut entries = Vec::new();
-    tlog::verify_log(
-        &crate::support::ServedLog::new(base),
-        &testkit::served::log_verifier(base),
-        None,
-        &mut |_, _| {},
-        &mut |_, entry| {
-            entries.push(serde_json::from_slice(entry).unwrap());
-            Ok(())
-        },
-    )
-    .unwrap();
-    entries
 }

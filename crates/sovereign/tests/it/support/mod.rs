@@ -251,3 +251,20 @@ pub fn cvc5_present() -> bool {
     }
     found
 }
+
+/// Every entry of the log served at `base`, decoded, after verifying the log.
+pub fn log_entries(base: &str) -> Vec<serde_json::Value> {
+    let mut entries = Vec::new();
+    tlog::verify_log(
+        &crate::support::ServedLog::new(base),
+        &testkit::served::log_verifier(base),
+        None,
+        &mut |_, _| {},
+        &mut |_, entry| {
+            entries.push(serde_json::from_slice(entry).unwrap());
+            Ok(())
+        },
+    )
+    .unwrap();
+    entries
+}
