@@ -14,6 +14,7 @@ use tlog::{
     DirFetcher, FULL_TILE_WIDTH, FetchError, TILE_HEIGHT, Tile, TileFetcher, decode_bundle,
 };
 
+use crate::failure::{Failed, Failure};
 use crate::plain;
 
 /// Timeout of each HTTP request (connect, and the whole exchange).
@@ -23,14 +24,54 @@ const MAX_FETCH: u64 = 256 * (2 + 65_535);
 
 /// Opens the log named by `url`: http(s) prefix, file:// URL or directory.
 pub fn open_log(url: &str) -> anyhow::Result<Box<dyn TileFetcher>> {
-    match local_dir(url)? {
+    match local_dir(url).map_err(|e| crate::failure::usage(format!("{e:#}")))? {
         None => Ok(Box::new(HttpFetcher::new(url))),
         Some(dir) if dir.is_dir() => Ok(Box::new(DirFetcher::new(dir))),
-        Some(dir) => bail!(
+        Some(dir) => Err(crate::failure::usage(format!(
             "{} is not a directory holding a log (checkpoint and tile/)",
             dir.display()
-        ),
+        ))),
     }
+}
+
+/// Where the gateway serves its log, below its base URL.
+pub const LOG_PATH: &str = "/log";
+
+/// The log prefix `url` names: a gateway's base URL (its log is at [`LOG_PATH`]) or a log
+/// prefix itself (a gateway's `/log`, a static mirror's folder, a directory). An http(s) URL
+/// that does not end in `/log` is asked for its `checkpoint`; if it serves none but
+/// `URL/log` does, `URL/log` is the log. One extra request, and no guessing: a URL that
+/// serves neither is an error naming both, before any check starts.
+pub fn resolve_log_url(url: &str) -> anyhow::Result<String> {
+    let base = url.trim_end_matches('/');
+    if local_dir(url)
+        .map_err(|e| crate::failure::usage(format!("{e:#}")))?
+        .is_some()
+        || base.ends_with(LOG_PATH)
+    {
+        return Ok(url.to_string());
+    }
+    let client = HttpClient {
+        agent: ureq::AgentBuilder::new()
+            .timeout_connect(HTTP_TIMEOUT)
+            .timeout(HTTP_TIMEOUT)
+            .build(),
+        base: base.to_string(),
+    };
+    if client.get("checkpoint")?.is_some() {
+        return Ok(base.to_string());
+    }
+    let below = format!("{base}{LOG_PATH}");
+    let client = HttpClient {
+        base: below.clone(),
+        ..client
+    };
+    if client.get("checkpoint")?.is_some() {
+        return Ok(below);
+    }
+    Err(crate::failure::usage(format!(
+        "{base} is neither a log nor a gateway serving one: neither {base}/checkpoint nor {below}/checkpoint exists (give the gateway's base URL, a log prefix, a directory or a file:// URL)"
+    )))
 }
 
 /// The directory a file:// URL or a plain path names; `None` for an http(s) URL.
@@ -135,13 +176,20 @@ impl HttpClient {
             Ok(r) => r,
             Err(ureq::Error::Status(404, _)) => return Ok(None),
             Err(ureq::Error::Status(code, r)) => {
-                return Err(FetchError::new(format!(
-                    "GET {url}: HTTP {code} {}",
-                    r.status_text()
-                )));
+                let message = format!("GET {url}: HTTP {code} {}", r.status_text());
+                // 5xx: the server is there but cannot serve now (unavailable); any other
+                // status is an answer about the log.
+                let kind = if code >= 500 {
+                    Failure::Unreachable
+                } else {
+                    Failure::CheckFailed
+                };
+                return Err(FetchError::new(Failed::new(kind, message)));
             }
             // The transport error names the URL itself.
-            Err(ureq::Error::Transport(t)) => return Err(FetchError::new(t.to_string())),
+            Err(ureq::Error::Transport(t)) => {
+                return Err(FetchError::new(Failed::new(Failure::Unreachable, t)));
+            }
         };
         let hint = response
             .header("Content-Length")

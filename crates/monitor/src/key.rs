@@ -12,7 +12,12 @@ pub fn load_verifier(arg: &str) -> anyhow::Result<Verifier> {
 }
 
 /// Parses the verifier key given with `flag`: a key string, or `@FILE` holding one.
+/// A key that cannot be read is a usage error ([`crate::Failure::Usage`]).
 pub fn load_verifier_of(flag: &str, arg: &str) -> anyhow::Result<Verifier> {
+    read_verifier(flag, arg).map_err(|e| crate::failure::usage(format!("{e:#}")))
+}
+
+fn read_verifier(flag: &str, arg: &str) -> anyhow::Result<Verifier> {
     let (text, source) = match arg.strip_prefix('@') {
         Some(file) => (
             fs::read_to_string(file).with_context(|| format!("reading the key file {file}"))?,

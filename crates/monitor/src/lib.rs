@@ -31,6 +31,7 @@
 //! ```
 
 pub mod entry;
+pub mod failure;
 pub mod fetch;
 pub mod key;
 mod problems;
@@ -45,6 +46,7 @@ pub mod verify;
 pub mod witness;
 
 pub use entry::{EntryInfo, check_entry};
+pub use failure::{Failure, classify};
 pub use fetch::open_log;
 pub use key::{load_verifier, load_verifier_of};
 pub use progress::{Progress, Silent};

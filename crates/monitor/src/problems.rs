@@ -21,6 +21,11 @@ impl Problems {
         }
     }
 
+    /// `{"count", "first": [line...]}` for a tool's `--json`.
+    pub(crate) fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({"count": self.count, "first": self.lines})
+    }
+
     /// One line per kept problem, labelled, then how many more were only counted.
     pub(crate) fn write(&self, out: &mut fmt::Formatter<'_>, label: &str) -> fmt::Result {
         for line in &self.lines {

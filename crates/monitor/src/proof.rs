@@ -1,7 +1,7 @@
 //! Inclusion proofs of one entry (C2SP tlog-proof), checkable offline by anyone with the
 //! log's verifier key.
 
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::{Context as _, anyhow};
 use tlog::checkpoint::{Checkpoint, open_checkpoint};
 use tlog::note::Verifier;
 use tlog::proof::TlogProof;
@@ -9,8 +9,8 @@ use tlog::{
     FetcherTileReader, TileFetcher, check_record, leaf_hash, prove_record, tile_hash_reader,
 };
 
+use crate::failure::{check_failed, usage};
 use crate::fetch::{fetch_entry, unverified_checkpoint};
-use crate::plain;
 
 /// An entry and the proof that it is in the log.
 pub struct Proven {
@@ -31,16 +31,16 @@ pub fn prove(
     let note = log
         .fetch("checkpoint")
         .context("fetching checkpoint")?
-        .ok_or_else(|| anyhow!("the log serves no checkpoint"))?;
+        .ok_or_else(|| check_failed("the log serves no checkpoint"))?;
     let checkpoint = match verifier {
-        Some(v) => open_checkpoint(&note, v).map_err(plain)?,
+        Some(v) => open_checkpoint(&note, v).map_err(check_failed)?,
         None => unverified_checkpoint(&note)?,
     };
     if index >= checkpoint.size {
-        bail!(
+        return Err(usage(format!(
             "entry {index} is not in the log: its checkpoint has {} entries",
             checkpoint.size
-        );
+        )));
     }
     // Every tile read here is authenticated against the checkpoint's root.
     let reader = tile_hash_reader(checkpoint.size, checkpoint.hash, FetcherTileReader(log));
@@ -55,7 +55,9 @@ pub fn prove(
         &leaf_hash(&entry),
     )
     .map_err(|e| {
-        anyhow!("entry {index} as served in its entry bundle is not the one in the tree: {e}")
+        check_failed(format!(
+            "entry {index} as served in its entry bundle is not the one in the tree: {e}"
+        ))
     })?;
     Ok(Proven {
         proof: TlogProof {

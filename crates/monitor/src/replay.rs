@@ -53,6 +53,38 @@ impl Replay {
     pub fn verdict(&self) -> String {
         self.replayer.verdict()
     }
+
+    /// `audit replay --json`: what the text report says, as one object.
+    pub fn to_json(&self) -> Value {
+        let r = &self.replayer;
+        let a = &r.activations;
+        let unusable: Vec<Value> = r
+            .unusable()
+            .map(|(hash, set, why)| {
+                serde_json::json!({"policy_set": hash, "entries": set.entries, "why": why})
+            })
+            .collect();
+        let kinds: BTreeMap<&str, u64> = r.kinds.iter().map(|(k, n)| (*k, *n)).collect();
+        serde_json::json!({
+            "ok": self.failures() == 0,
+            "verdict": self.verdict(),
+            "checkpoint": crate::verify::checkpoint_json(&self.checkpoint),
+            "replayed_entries": r.replayed_entries,
+            "replayed_decisions": r.replayed_decisions,
+            "mismatches": r.mismatches.to_json(),
+            "unusable_policy_sets": unusable,
+            "activations": {
+                "policy_set": a.policy_activations,
+                "invariant_set": a.invariant_activations,
+                "unproven": a.unproven.to_json(),
+                "reproved": a.reproved,
+                "proven_pairs": a.proven.len(),
+            },
+            "runs": r.runs.to_json(),
+            "v1_access_entries": r.v1_access,
+            "kinds": kinds,
+        })
+    }
 }
 
 /// The replay's findings, one line each (after the checkpoint's lines).

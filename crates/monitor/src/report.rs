@@ -216,7 +216,9 @@ pub fn check(
         Some(p) => Some(p.to_path_buf()),
         None => Some(with_suffix(&prefix, ".md")).filter(|p| p.exists()),
     };
-    let read = |p: &Path| fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let read = |p: &Path| {
+        fs::read(p).map_err(|e| crate::failure::usage(format!("reading {}: {e}", p.display())))
+    };
     let json = read(json_path)?;
     let sig = read(&sig_path)?;
     let markdown = markdown_path.as_deref().map(read).transpose()?;

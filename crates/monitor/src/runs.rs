@@ -183,6 +183,11 @@ impl Runs {
     }
 
     /// Runs counted, and the runs and release decisions that broke their release.
+    /// `{"counts": {algorithm: {outcome: n}}, "problems": {...}}` for `--json`.
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({"counts": self.counts, "problems": self.problems.to_json()})
+    }
+
     pub fn write(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.problems.write(out, "run:       ")?;
         if self.counts.is_empty() {

@@ -16,8 +16,8 @@ use tlog::note::Verifier;
 use tlog::{TileFetcher, hash_to_base64, verify_log};
 
 use crate::entry::{EntryInfo, check_entry};
+use crate::failure::verify_failed;
 use crate::fetch::Recording;
-use crate::plain;
 use crate::progress::Progress;
 use crate::state::{read_state, write_atomically};
 
@@ -60,8 +60,8 @@ pub fn verify(
     // A bad entry is reported as the sequential check would have: verification stops at the
     // first one, whatever the tree checks found after it was handed over.
     let (stats, checkpoint) = match (checker.finish(), result) {
-        (Err(bad_entry), _) => return Err(plain(bad_entry)),
-        (Ok(_), Err(e)) => return Err(plain(e)),
+        (Err(bad_entry), _) => return Err(verify_failed(bad_entry)),
+        (Ok(_), Err(e)) => return Err(verify_failed(e)),
         (Ok(stats), Ok(checkpoint)) => (stats, checkpoint),
     };
 
@@ -111,7 +111,7 @@ pub fn verify_entries(
         },
     );
     progress.finish();
-    result.map_err(plain)
+    result.map_err(verify_failed)
 }
 
 /// The checkpoint's origin, size and root hash, one line each, as every command reports them.
@@ -123,6 +123,36 @@ impl fmt::Display for CheckpointLines<'_> {
         writeln!(f, "origin:     {}", checkpoint.origin)?;
         writeln!(f, "size:       {} entries", checkpoint.size)?;
         writeln!(f, "root hash:  {}", hash_to_base64(&checkpoint.hash))
+    }
+}
+
+/// A checkpoint as the tools' `--json` shows it: `{"origin", "size", "root_hash"}`.
+pub fn checkpoint_json(checkpoint: &Checkpoint) -> serde_json::Value {
+    serde_json::json!({
+        "origin": checkpoint.origin,
+        "size": checkpoint.size,
+        "root_hash": hash_to_base64(&checkpoint.hash),
+    })
+}
+
+impl Verified {
+    /// `audit verify --json`: the checkpoint, the history checked (`consistent`,
+    /// `trusted-on-first-use` or `not-checked`), the entries by kind and access outcome.
+    pub fn to_json(&self) -> serde_json::Value {
+        let history = match (&self.previous, &self.state) {
+            (Some(_), Some(_)) => "consistent",
+            (None, Some(_)) => "trusted-on-first-use",
+            _ => "not-checked",
+        };
+        serde_json::json!({
+            "ok": true,
+            "checkpoint": checkpoint_json(&self.checkpoint),
+            "history": history,
+            "previous_size": self.previous.as_ref().map(|p| p.size),
+            "state": self.state.as_ref().map(|p| p.display().to_string()),
+            "kinds": self.stats.kinds,
+            "outcomes": self.stats.outcomes,
+        })
     }
 }
 

@@ -16,6 +16,13 @@ pub fn load_witness_policy(
     witnesses: &[String],
     quorum: Option<usize>,
 ) -> anyhow::Result<WitnessPolicy> {
+    read_witness_policy(witnesses, quorum).map_err(|e| crate::failure::usage(format!("{e:#}")))
+}
+
+fn read_witness_policy(
+    witnesses: &[String],
+    quorum: Option<usize>,
+) -> anyhow::Result<WitnessPolicy> {
     let keys = witnesses
         .iter()
         .map(|arg| load_witness_key(arg))
@@ -93,8 +100,9 @@ impl<F: TileFetcher> TileFetcher for Witnessed<F> {
             && let Some(note) = &data
             && let Err(e) = self.policy.open(note, &self.log)
         {
-            return Err(FetchError::new(format!(
-                "the checkpoint is not witnessed: {e}"
+            return Err(FetchError::new(crate::failure::Failed::new(
+                crate::failure::Failure::CheckFailed,
+                format!("the checkpoint is not witnessed: {e}"),
             )));
         }
         Ok(data)

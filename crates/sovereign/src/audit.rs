@@ -26,6 +26,8 @@ use monitor::replay::Reprove;
 use monitor::state::{with_suffix, write_atomically};
 use monitor::{CheckpointLines, EntryInfo, check_entry, load_verifier, open_log};
 use tlog::hash_to_base64;
+
+use crate::client::{DEFAULT_URL, URL_ENV};
 use tlog::note::Signer;
 use tlog::proof::{ProofError, TlogProof};
 
@@ -56,6 +58,23 @@ impl WitnessArgs {
     }
 }
 
+/// `--url`: where the log is, as every command that reads it takes it.
+#[derive(clap::Args, Debug, Clone)]
+pub struct LogUrl {
+    /// The log: the gateway's base URL (its log is at /log), a log prefix serving
+    /// `checkpoint` and `tile/...` (a gateway's /log, a static mirror), a local directory
+    /// or a file:// URL.
+    #[arg(long, env = URL_ENV, default_value = DEFAULT_URL)]
+    pub url: String,
+}
+
+impl LogUrl {
+    /// The log prefix (see [`monitor::fetch::resolve_log_url`]).
+    pub fn resolve(&self) -> anyhow::Result<String> {
+        monitor::fetch::resolve_log_url(&self.url)
+    }
+}
+
 /// `sovereign audit ...`: verify the transparency log as an outside monitor.
 #[derive(clap::Subcommand, Debug, Clone)]
 pub enum AuditCommand {
@@ -68,10 +87,8 @@ pub enum AuditCommand {
     /// Verify the whole log: checkpoint signature, consistency with the checkpoint
     /// kept in --state, every tile and every entry. Exits 0 only if all hold.
     Verify {
-        /// The log: an http(s) prefix serving `checkpoint` and `tile/...`
-        /// (e.g. http://127.0.0.1:8080/log), a local directory or a file:// URL.
-        #[arg(long)]
-        url: String,
+        #[command(flatten)]
+        log: LogUrl,
         /// The log's verifier key (name+keyid+base64), or @FILE to read it from FILE.
         #[arg(long)]
         key: String,
@@ -79,15 +96,17 @@ pub enum AuditCommand {
         /// (over)written on success.
         #[arg(long)]
         state: Option<PathBuf>,
+        /// Print the result as one JSON object (`ok`, `checkpoint`, `history`, `kinds`, ...).
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         witnesses: WitnessArgs,
     },
     /// Write an offline-verifiable inclusion proof (C2SP tlog-proof) of one entry,
     /// and the entry itself next to it (FILE.entry).
     Prove {
-        /// The log, as for `verify`.
-        #[arg(long)]
-        url: String,
+        #[command(flatten)]
+        log: LogUrl,
         /// The entry's index in the log.
         #[arg(long)]
         index: u64,
@@ -105,9 +124,8 @@ pub enum AuditCommand {
     /// checked against the log's checkpoint, whose signature (and witnesses' quorum, if
     /// asked) is checked with the key. Exits 0 only if all of it holds.
     Get {
-        /// The log, as for `verify`.
-        #[arg(long)]
-        url: String,
+        #[command(flatten)]
+        log: LogUrl,
         /// The log's verifier key (name+keyid+base64), or @FILE.
         #[arg(long)]
         key: String,
@@ -123,9 +141,8 @@ pub enum AuditCommand {
     /// Verify the whole log as `verify` does, and list the entries that match every filter
     /// given (none: every entry), in log order. Exits 0 only if the log verifies.
     Search {
-        /// The log, as for `verify`.
-        #[arg(long)]
-        url: String,
+        #[command(flatten)]
+        log: LogUrl,
         /// The log's verifier key (name+keyid+base64), or @FILE.
         #[arg(long)]
         key: String,
@@ -173,15 +190,17 @@ pub enum AuditCommand {
         /// The entry the proof is about [default: FILE.entry].
         #[arg(long)]
         entry: Option<PathBuf>,
+        /// Print the result as one JSON object.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         witnesses: WitnessArgs,
     },
     /// Verify the whole log as `verify` does, then decide every v2 access entry again
     /// with the policy set it names and compare. Exits 0 only if every decision matches.
     Replay {
-        /// The log, as for `verify`.
-        #[arg(long)]
-        url: String,
+        #[command(flatten)]
+        log: LogUrl,
         /// The log's verifier key (name+keyid+base64), or @FILE.
         #[arg(long)]
         key: String,
@@ -199,6 +218,9 @@ pub enum AuditCommand {
         /// /v1/invariants [default: --url with its trailing /log replaced by /v1/invariants].
         #[arg(long)]
         invariants: Option<String>,
+        /// Print the result as one JSON object (also when decisions do not match).
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         witnesses: WitnessArgs,
     },
@@ -214,36 +236,61 @@ pub fn run(command: AuditCommand) -> anyhow::Result<()> {
 /// Runs an audit subcommand, writing its report to `out` (progress and warnings
 /// go to standard error).
 pub fn run_to(command: AuditCommand, out: &mut dyn Write) -> anyhow::Result<()> {
+    let name = match &command {
+        AuditCommand::Key { .. } => return dispatch(command, out),
+        AuditCommand::Verify { .. } => "verify",
+        AuditCommand::Prove { .. } => "prove",
+        AuditCommand::Get { .. } => "get",
+        AuditCommand::Search { .. } => "search",
+        AuditCommand::CheckProof { .. } => "check-proof",
+        AuditCommand::Replay { .. } => "replay",
+    };
+    dispatch(command, out).map_err(|e| e.context(format!("audit {name}: FAILED")))
+}
+
+fn dispatch(command: AuditCommand, out: &mut dyn Write) -> anyhow::Result<()> {
     match command {
         AuditCommand::Key { data } => key(&data, out),
         AuditCommand::Verify {
-            url,
+            log,
             key,
             state,
+            json,
             witnesses,
-        } => verify(&url, &key, state.as_deref(), &witnesses, out)
-            .map_err(|e| anyhow!("audit verify: FAILED: {e:#}")),
+        } => verify(
+            &log.resolve()?,
+            &key,
+            state.as_deref(),
+            json,
+            &witnesses,
+            out,
+        ),
         AuditCommand::Prove {
-            url,
+            log,
             index,
             out: file,
             key,
             witnesses,
         } => {
             let file = file.unwrap_or_else(|| PathBuf::from(format!("proof-{index}.tlog-proof")));
-            prove(&url, index, &file, key.as_deref(), &witnesses, out)
-                .map_err(|e| anyhow!("audit prove: FAILED: {e:#}"))
+            prove(
+                &log.resolve()?,
+                index,
+                &file,
+                key.as_deref(),
+                &witnesses,
+                out,
+            )
         }
         AuditCommand::Get {
-            url,
+            log,
             key,
             index,
             json,
             witnesses,
-        } => get(&url, &key, index, json, &witnesses, out)
-            .map_err(|e| anyhow!("audit get: FAILED: {e:#}")),
+        } => get(&log.resolve()?, &key, index, json, &witnesses, out),
         AuditCommand::Search {
-            url,
+            log,
             key,
             principal,
             subject,
@@ -267,25 +314,25 @@ pub fn run_to(command: AuditCommand, out: &mut dyn Write) -> anyhow::Result<()> 
                 from,
                 to,
             };
-            search(&url, &key, &query, limit, json, &witnesses, out)
-                .map_err(|e| anyhow!("audit search: FAILED: {e:#}"))
+            search(&log.resolve()?, &key, &query, limit, json, &witnesses, out)
         }
         AuditCommand::CheckProof {
             file,
             key,
             entry,
+            json,
             witnesses,
         } => {
             let entry = entry.unwrap_or_else(|| with_suffix(&file, ".entry"));
-            check_proof(&file, &key, &entry, &witnesses, out)
-                .map_err(|e| anyhow!("audit check-proof: FAILED: {e:#}"))
+            check_proof(&file, &key, &entry, json, &witnesses, out)
         }
         AuditCommand::Replay {
-            url,
+            log,
             key,
             policies,
             prove,
             invariants,
+            json,
             witnesses,
         } => {
             let reprove = if prove {
@@ -295,8 +342,16 @@ pub fn run_to(command: AuditCommand, out: &mut dyn Write) -> anyhow::Result<()> 
             } else {
                 Reprove::No
             };
-            replay(&url, &key, &witnesses, policies.as_deref(), reprove, out)
-                .map_err(|e| anyhow!("audit replay: FAILED: {e:#}"))
+            let url = log.resolve()?;
+            replay(
+                &url,
+                &key,
+                &witnesses,
+                policies.as_deref(),
+                reprove,
+                json,
+                out,
+            )
         }
     }
 }
@@ -332,6 +387,7 @@ fn verify(
     url: &str,
     key: &str,
     state: Option<&Path>,
+    json: bool,
     witnesses: &WitnessArgs,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
@@ -339,6 +395,12 @@ fn verify(
     let policy = witnesses.policy()?;
     let log = monitor::open_witnessed_log(url, &verifier, &policy)?;
     let verified = monitor::verify(&*log, &verifier, state, &mut Progress::new("audit verify"))?;
+    if json {
+        let mut answer = verified.to_json();
+        answer["witnessed"] = witnessed_json(&policy);
+        writeln!(out, "{answer}")?;
+        return Ok(());
+    }
     write!(out, "audit verify: OK\n{verified}")?;
     if policy.quorum > 0 {
         writeln!(
@@ -357,6 +419,7 @@ fn replay(
     witnesses: &WitnessArgs,
     policies: Option<&str>,
     reprove: Reprove<'_>,
+    json: bool,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let verifier = load_verifier(key)?;
@@ -364,6 +427,15 @@ fn replay(
     let mut progress = Progress::new("audit replay");
     let replay = monitor::replay(url, &verifier, &policy, policies, reprove, &mut progress)?;
     let failures = replay.failures();
+    if json {
+        let mut answer = replay.to_json();
+        answer["witnessed"] = witnessed_json(&policy);
+        writeln!(out, "{answer}")?;
+        if failures > 0 {
+            return Err(monitor::failure::check_failed(replay.verdict()));
+        }
+        return Ok(());
+    }
     writeln!(
         out,
         "audit replay: {}",
@@ -371,9 +443,17 @@ fn replay(
     )?;
     write!(out, "{}{replay}", CheckpointLines(&replay.checkpoint))?;
     if failures > 0 {
-        bail!("{}", replay.verdict());
+        return Err(monitor::failure::check_failed(replay.verdict()));
     }
     Ok(())
+}
+
+/// `{"quorum", "of"}`: the witnesses' quorum every checkpoint read needed (`null`: none).
+fn witnessed_json(policy: &tlog::cosignature::WitnessPolicy) -> serde_json::Value {
+    if policy.quorum == 0 {
+        return serde_json::Value::Null;
+    }
+    serde_json::json!({"quorum": policy.quorum, "of": policy.witnesses.len()})
 }
 
 /// Progress of a whole-log check (`audit verify`, `audit replay`, `report`) on standard
@@ -516,8 +596,11 @@ fn get(
         entry,
         checkpoint,
     } = monitor::proof::prove(&*log, index, Some(&verifier))?;
-    let info = monitor::entry::check_entry(&entry)
-        .map_err(|e| anyhow!("entry {index} is in the log but is not a valid entry: {e}"))?;
+    let info = monitor::entry::check_entry(&entry).map_err(|e| {
+        monitor::failure::check_failed(format!(
+            "entry {index} is in the log but is not a valid entry: {e}"
+        ))
+    })?;
     let decoded: serde_json::Value = serde_json::from_slice(&entry)?;
     let root = hash_to_base64(&checkpoint.hash);
     if json {
@@ -607,36 +690,63 @@ fn check_proof(
     file: &Path,
     key: &str,
     entry: &Path,
+    json: bool,
     witnesses: &WitnessArgs,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
+    use monitor::failure::{check_failed, usage};
     let verifier = load_verifier(key)?;
     let policy = witnesses.policy()?;
-    let data = fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let proof = TlogProof::parse(&data).map_err(|e| anyhow!("{}: {e}", file.display()))?;
-    let entry_data = fs::read(entry).with_context(|| format!("reading {}", entry.display()))?;
+    let read = |p: &Path| fs::read(p).map_err(|e| usage(format!("reading {}: {e}", p.display())));
+    let data = read(file)?;
+    let entry_data = read(entry)?;
+    let proof =
+        TlogProof::parse(&data).map_err(|e| check_failed(format!("{}: {e}", file.display())))?;
     let checkpoint = tlog::proof::verify(&proof, &verifier, &entry_data).map_err(|e| match e {
-        ProofError::Checkpoint(e) => anyhow!(
+        ProofError::Checkpoint(e) => check_failed(format!(
             "the checkpoint in {} does not open with this key: {e}",
             file.display()
-        ),
-        e => anyhow!(
+        )),
+        e => check_failed(format!(
             "{} does not prove that {} is entry {} of the log: {e}",
             file.display(),
             entry.display(),
             proof.index
-        ),
+        )),
     })?;
     // The proof's checkpoint must carry the quorum, so that it is the tree everyone sees.
-    let cosigned = monitor::check_quorum(&proof.checkpoint, &verifier, &policy)
-        .map_err(|e| anyhow!("the checkpoint in {} is not witnessed: {e}", file.display()))?;
+    let cosigned = monitor::check_quorum(&proof.checkpoint, &verifier, &policy).map_err(|e| {
+        check_failed(format!(
+            "the checkpoint in {} is not witnessed: {e}",
+            file.display()
+        ))
+    })?;
+    let names: Vec<&str> = cosigned.iter().map(|c| c.witness.as_str()).collect();
+    let info = check_entry(&entry_data);
+    if json {
+        let answer = serde_json::json!({
+            "ok": true,
+            "index": proof.index,
+            "checkpoint": monitor::verify::checkpoint_json(&checkpoint),
+            "witnessed": if policy.quorum > 0 {
+                serde_json::json!({"quorum": policy.quorum, "cosigned_by": names})
+            } else {
+                serde_json::Value::Null
+            },
+            "entry": match &info {
+                Ok(i) => serde_json::json!({"valid": true, "version": i.version, "kind": i.kind, "outcome": i.outcome}),
+                Err(e) => serde_json::json!({"valid": false, "error": e}),
+            },
+        });
+        writeln!(out, "{answer}")?;
+        return Ok(());
+    }
     writeln!(out, "audit check-proof: OK")?;
     writeln!(out, "index:      {}", proof.index)?;
     writeln!(out, "checkpoint: {} entries", checkpoint.size)?;
     writeln!(out, "origin:     {}", checkpoint.origin)?;
     writeln!(out, "root hash:  {}", hash_to_base64(&checkpoint.hash))?;
     if policy.quorum > 0 {
-        let names: Vec<&str> = cosigned.iter().map(|c| c.witness.as_str()).collect();
         writeln!(
             out,
             "witnessed:  {} of quorum {} ({})",
@@ -645,7 +755,7 @@ fn check_proof(
             names.join(", ")
         )?;
     }
-    match check_entry(&entry_data) {
+    match info {
         Ok(EntryInfo {
             version,
             kind,

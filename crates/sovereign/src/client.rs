@@ -32,6 +32,8 @@ const MAX_QUOTED: usize = 200;
 /// JSON error body.
 #[derive(Debug)]
 pub struct ApiError {
+    /// The HTTP status.
+    pub status: u16,
     pub code: String,
     pub message: String,
 }
@@ -74,9 +76,9 @@ impl Client {
     pub fn new(base: &str, token: Option<&str>) -> anyhow::Result<Client> {
         let lower = base.to_ascii_lowercase();
         if !(lower.starts_with("http://") || lower.starts_with("https://")) {
-            anyhow::bail!(
+            return Err(monitor::failure::usage(format!(
                 "--url {base:?} is not an http:// or https:// URL (like {DEFAULT_URL}; also settable with {URL_ENV})"
-            );
+            )));
         }
         let agent = ureq::AgentBuilder::new()
             .timeout_connect(TIMEOUT)
@@ -156,10 +158,10 @@ impl Client {
             Err(ureq::Error::Status(status, response)) => {
                 Err(self.api_error(status, response).into())
             }
-            Err(ureq::Error::Transport(t)) => Err(anyhow!(
+            Err(ureq::Error::Transport(t)) => Err(monitor::failure::unreachable(format!(
                 "cannot reach the gateway at {}: {t} (is it running? set --url or {URL_ENV})",
                 self.base
-            )),
+            ))),
         }
     }
 
@@ -193,7 +195,11 @@ impl Client {
                 " (this command needs a token: set --token or {TOKEN_ENV})"
             ));
         }
-        ApiError { code, message }
+        ApiError {
+            status,
+            code,
+            message,
+        }
     }
 }
 

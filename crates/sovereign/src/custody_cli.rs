@@ -1102,7 +1102,9 @@ fn prove_offline(
         print!("{report}");
     }
     if !report.all_proven() {
-        anyhow::bail!("the policy set does not satisfy every invariant: it must not be activated");
+        return Err(monitor::failure::check_failed(
+            "the policy set does not satisfy every invariant: it must not be activated",
+        ));
     }
     Ok(())
 }

@@ -177,12 +177,13 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     // The monitor's check, against the running gateway, trusting only the published key.
     println!();
-    println!("monitor: sovereign audit verify --url {base}/log --key <the log key above>");
+    println!("monitor: sovereign audit verify --url {base} --key <the log key above>");
     let verified = audit::run_to(
         AuditCommand::Verify {
-            url: format!("{base}/log"),
+            log: audit::LogUrl { url: base.clone() },
             key: log_key,
             state: None,
+            json: false,
             witnesses: audit::WitnessArgs::default(),
         },
         &mut std::io::stdout(),

@@ -7,6 +7,7 @@ mod bench;
 mod client;
 mod custody_cli;
 mod demo;
+mod exit;
 mod report;
 mod residency;
 mod witness;
@@ -29,7 +30,8 @@ const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 #[command(
     name = "sovereign",
     version,
-    about = "Data-sovereignty gateway: keeps protected data in its jurisdiction and decides every access by policy"
+    about = "Data-sovereignty gateway: keeps protected data in its jurisdiction and decides every access by policy",
+    after_help = exit::HELP
 )]
 struct Cli {
     #[command(subcommand)]
@@ -168,12 +170,29 @@ fn main() -> ExitCode {
     ) {
         stop_quietly_on_closed_pipe();
     }
+    let default_failure = default_failure(&cli.command);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            exit::Exit::of(&e, default_failure).code()
         }
+    }
+}
+
+/// What a failure of `command` means when its error carries no more precise mark: for the
+/// commands whose job is to check something, that the check failed.
+fn default_failure(command: &Command) -> exit::Exit {
+    let checks = match command {
+        Command::Audit { command } => !matches!(command, audit::AuditCommand::Key { .. }),
+        Command::Report(args) => args.is_check(),
+        Command::Check { .. } => true,
+        _ => false,
+    };
+    if checks {
+        exit::Exit::CheckFailed
+    } else {
+        exit::Exit::Failed
     }
 }
 

@@ -28,10 +28,8 @@ use crate::audit::Progress;
 pub struct ReportArgs {
     #[command(subcommand)]
     command: Option<ReportCommand>,
-    /// The log: an http(s) prefix serving `checkpoint` and `tile/...`
-    /// (e.g. http://127.0.0.1:8080/log), a local directory or a file:// URL.
-    #[arg(long, required = true)]
-    url: Option<String>,
+    #[command(flatten)]
+    log: crate::audit::LogUrl,
     /// The log's verifier key (name+keyid+base64), or @FILE to read it from FILE
     /// [default: the key the log serves at URL/key, trusted on first use].
     #[arg(long, value_name = "VKEY|@FILE")]
@@ -72,17 +70,26 @@ struct CheckArgs {
     /// e.g. @sovereign-data/keys/custodian.vkey.
     #[arg(long, value_name = "VKEY|@FILE")]
     signer_key: String,
-    /// The log, as for the report.
-    #[arg(long)]
-    url: String,
+    #[command(flatten)]
+    log: crate::audit::LogUrl,
     /// The log's verifier key (name+keyid+base64), or @FILE.
     #[arg(long, value_name = "VKEY|@FILE")]
     key: String,
     /// The report's Markdown [default: PREFIX.md, if it exists].
     #[arg(long, value_name = "FILE")]
     markdown: Option<PathBuf>,
+    /// Print the result as one JSON object: `{"ok", "checked": [line...]}`.
+    #[arg(long = "json")]
+    print_json: bool,
     #[command(flatten)]
     witnesses: crate::audit::WitnessArgs,
+}
+
+impl ReportArgs {
+    /// Whether this is `report check`.
+    pub fn is_check(&self) -> bool {
+        matches!(self.command, Some(ReportCommand::Check(_)))
+    }
 }
 
 /// Runs `sovereign report`, printing on standard output (warnings and progress go to
@@ -92,21 +99,22 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
     let mut out = stdout.lock();
     match args.command {
         Some(ReportCommand::Check(args)) => {
-            check(&args, &mut out).map_err(|e| anyhow!("report check: FAILED: {e:#}"))
+            check(&args, &mut out).map_err(|e| e.context("report check: FAILED"))
         }
         None => {
             // Clap requires these when no subcommand is given.
             let required = "required by clap without a subcommand";
             let period = Period::new(args.from.expect(required), args.to.expect(required))?;
+            let url = args.log.resolve().map_err(|e| e.context("report"))?;
             make(
-                &args.url.expect(required),
+                &url,
                 args.key.as_deref(),
                 period,
                 &args.signer.expect(required),
                 args.out,
                 &mut out,
             )
-            .map_err(|e| anyhow!("report: {e:#}"))
+            .map_err(|e| e.context("report"))
         }
     }
 }
@@ -186,13 +194,19 @@ fn check(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         args.sig.as_deref(),
         &signer,
         &monitor::report::LogToCheck {
-            url: &args.url,
+            url: &args.log.resolve()?,
             key: &log_key,
             witnesses: &witnesses,
         },
         args.markdown.as_deref(),
         &mut Progress::new("report check"),
     )?;
+    if args.print_json {
+        let text = checked.to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        writeln!(out, "{}", serde_json::json!({"ok": true, "checked": lines}))?;
+        return Ok(());
+    }
     write!(out, "report check: OK\n{checked}")?;
     Ok(())
 }

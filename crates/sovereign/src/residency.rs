@@ -38,9 +38,9 @@ pub fn run(server: &ServerArgs, command: ResidencyCommand) -> anyhow::Result<()>
             server.print(&scan, scan_summary);
             let misplaced = scan["misplaced"].as_u64().unwrap_or(0);
             if misplaced > 0 {
-                bail!(
+                return Err(monitor::failure::check_failed(format!(
                     "{misplaced} subject(s) are held at sites their residency rule does not allow"
-                );
+                )));
             }
             Ok(())
         }

@@ -88,6 +88,11 @@ impl FetchError {
     pub fn new(e: impl Into<BoxError>) -> FetchError {
         FetchError(e.into())
     }
+
+    /// The wrapped error, for a caller that tells kinds of fetch failure apart.
+    pub fn get_ref(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.0
+    }
 }
 
 /// Why a log failed verification. Each names the first mismatch found: which

@@ -965,12 +965,17 @@ fn verify_and_prove_over_http() {
     let out = check_proof(&file, &key.vkey, None).unwrap();
     assert!(out.contains("index:      257\n"), "{out}");
 
-    // 404 is "missing"; other statuses and network errors are fetch errors.
+    // A URL serving no log, at it or below it at /log, is named as such; other statuses
+    // and network errors are fetch errors.
     let e = verify_err(&server.url("nothing"), &key.vkey, None);
-    assert!(e.contains("checkpoint is not served by the log"), "{e}");
+    assert!(
+        e.contains("is neither a log nor a gateway serving one")
+            && e.contains("/nothing/log/checkpoint"),
+        "{e}"
+    );
     let e = verify_err(&server.url("broken"), &key.vkey, None);
     assert!(
-        e.contains("fetching checkpoint: GET http://") && e.contains("HTTP 500"),
+        e.contains("GET http://") && e.contains("/broken/checkpoint: HTTP 500"),
         "{e}"
     );
     let closed = {
@@ -1166,4 +1171,165 @@ fn search_lists_the_matching_entries_of_a_verified_log() {
     // A log that does not verify answers nothing.
     let e = audit(&["search", "--url", &url, "--key", &new_key().vkey]).unwrap_err();
     assert!(e.starts_with("audit search: FAILED: "), "{e}");
+}
+
+/// Runs `sovereign audit ARGS...` with the environment `env`: its exit code, standard
+/// output and standard error.
+fn audit_status(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut command = sovereign();
+    command.arg("audit").args(args).env_remove("SOVEREIGN_URL");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let output = command.output().unwrap();
+    (
+        output.status.code().expect("an exit code"),
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
+/// A server answering every request with 503, as a gateway that cannot serve does.
+fn unavailable_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 2 {
+                line.clear();
+            }
+            let mut stream = stream;
+            let _ = stream.write_all(
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbusy",
+            );
+        }
+    });
+    addr
+}
+
+/// The documented exit codes: a script tells a log that failed its check (1) from wrong
+/// arguments (2) and a log it could not reach (3), and `--json` gives it the result.
+#[test]
+fn exit_codes_tell_a_failed_check_from_usage_and_an_unreachable_log() {
+    let (dir, key, cp) = standard_log();
+    let url = url_of(dir.path());
+    let work = tempfile::tempdir().unwrap();
+
+    // 0, and the JSON result.
+    let (code, out, _) = audit_status(
+        &["verify", "--url", &url, "--key", &key.vkey, "--json"],
+        &[],
+    );
+    assert_eq!(code, 0, "{out}");
+    let answer: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(answer["ok"], true);
+    assert_eq!(answer["checkpoint"]["size"], SIZE);
+    assert_eq!(answer["checkpoint"]["origin"], ORIGIN);
+    assert_eq!(
+        answer["checkpoint"]["root_hash"],
+        tlog::hash_to_base64(&cp.hash)
+    );
+    assert_eq!(answer["history"], "not-checked");
+    let kinds: u64 = answer["kinds"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    assert_eq!(kinds, SIZE);
+
+    // 2: a key that is not a key, a key file that is not there, a bad URL scheme.
+    for args in [
+        vec!["verify", "--url", &url, "--key", "not-a-key"],
+        vec!["verify", "--url", &url, "--key", "@/nonexistent/log.vkey"],
+        vec!["verify", "--url", "ftp://example/log", "--key", &key.vkey],
+    ] {
+        let (code, _, err) = audit_status(&args, &[]);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.starts_with("error: audit verify: FAILED: "), "{err}");
+    }
+    // 3: nothing listening, and a server answering 503.
+    let closed = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let busy = unavailable_server();
+    for url in [format!("http://{closed}"), format!("http://{busy}/log")] {
+        let (code, _, err) = audit_status(&["verify", "--url", &url, "--key", &key.vkey], &[]);
+        assert_eq!(code, 3, "{url}: {err}");
+    }
+    // The URL can come from SOVEREIGN_URL, as for every other command.
+    let (code, _, err) = audit_status(
+        &["verify", "--key", &key.vkey],
+        &[("SOVEREIGN_URL", &format!("http://{closed}"))],
+    );
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains(&closed.to_string()), "{err}");
+
+    // A proof, checked with --json; then the same proof of an altered entry: 1.
+    let file = work.path().join("p.tlog-proof");
+    prove(&url, 7, &file, Some(&key.vkey)).unwrap();
+    let (code, out, err) = audit_status(
+        &[
+            "check-proof",
+            file.to_str().unwrap(),
+            "--key",
+            &key.vkey,
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let answer: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(answer["index"], 7);
+    assert_eq!(answer["checkpoint"]["size"], SIZE);
+    assert_eq!(answer["entry"]["valid"], true);
+    let entry = work.path().join("p.tlog-proof.entry");
+    flip_byte(&entry, 3);
+    let (code, out, err) = audit_status(
+        &[
+            "check-proof",
+            file.to_str().unwrap(),
+            "--key",
+            &key.vkey,
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(out.is_empty(), "{out}");
+    assert!(
+        err.starts_with("error: audit check-proof: FAILED: "),
+        "{err}"
+    );
+
+    // 1: a tampered log, with the same message as without --json.
+    flip_byte(&dir.path().join("tile/entries/000"), 100);
+    let (code, out, err) = audit_status(
+        &["verify", "--url", &url, "--key", &key.vkey, "--json"],
+        &[],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(out.is_empty(), "{out}");
+    assert!(err.contains("(in tile/entries/000) hashes to"), "{err}");
+}
+
+/// `--url` takes the gateway's base URL (the log below it at /log) as well as the log's own
+/// prefix, as every other command takes the gateway's base URL.
+#[test]
+fn the_log_is_found_below_a_gateways_base_url() {
+    let (dir, key, _) = standard_log();
+    // Served at /log/ (the test server's layout, like the gateway's).
+    let server = Server::start(dir.path().to_path_buf());
+    let base = format!("http://{}", server.addr);
+    for url in [base.clone(), format!("{base}/"), server.url("log")] {
+        let out = verify(&url, &key.vkey, None).unwrap();
+        assert!(out.contains("size:       600 entries\n"), "{url}: {out}");
+    }
+    let (code, out, err) =
+        audit_status(&["verify", "--key", &key.vkey], &[("SOVEREIGN_URL", &base)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("audit verify: OK\n"), "{out}");
 }

@@ -98,9 +98,15 @@ impl Setup {
         serde_json::from_str(&self.ok(token, &args)).unwrap()
     }
 
-    /// Runs, expecting failure (exit status 1); returns standard error.
+    /// Runs, expecting failure of any kind; returns standard error.
     fn fails(&self, token: &str, args: &[&str]) -> String {
-        self.fails_with(1, token, args)
+        let output = self.run(token, args);
+        assert!(
+            !output.status.success(),
+            "sovereign {args:?} succeeded: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        String::from_utf8_lossy(&output.stderr).into_owned()
     }
 
     /// Runs, expecting exit status `code`; returns standard error.
@@ -148,7 +154,8 @@ fn access_requests_need_two_independent_approvals() {
     assert_eq!(created["duration_seconds"], 7200);
 
     // Only approvers approve, each once.
-    let err = t.fails(&bob, &["access", "approve", &id]);
+    // Refused by the gateway (403): exit status 4.
+    let err = t.fails_with(4, &bob, &["access", "approve", &id]);
     assert!(err.starts_with("error: "), "{err}");
     let out = t.ok(
         &carol,
@@ -160,7 +167,8 @@ fn access_requests_need_two_independent_approvals() {
         )),
         "{out}"
     );
-    let err = t.fails(&carol, &["access", "approve", &id]);
+    // Any other refusal (409): exit status 5.
+    let err = t.fails_with(5, &carol, &["access", "approve", &id]);
     assert!(err.starts_with("error: already_approved: "), "{err}");
     let out = t.ok(&dave, &["access", "approve", &id]);
     assert!(
@@ -204,7 +212,7 @@ fn access_requests_need_two_independent_approvals() {
     assert!(out.contains("status:     revoked"), "{out}");
 
     // Without a token the gateway's refusal says how to give one.
-    let err = t.fails("", &["access", "list"]);
+    let err = t.fails_with(4, "", &["access", "list"]);
     assert!(err.starts_with("error: unauthenticated: "), "{err}");
     assert!(err.contains("--token or SOVEREIGN_TOKEN"), "{err}");
     // A bad flag value is caught before anything is sent (a usage error: status 2).

@@ -130,6 +130,24 @@ fn an_honest_log_replays_clean() {
     let (out, err) = text(&output);
     assert!(output.status.success(), "{out}\n{err}");
     assert!(out.contains("mismatches: 0\n"), "{out}");
+
+    let output = replay(&[
+        "--url",
+        s(&dir.path().join("log")),
+        "--key",
+        &key.vkey,
+        "--json",
+    ]);
+    let (out, err) = text(&output);
+    assert!(output.status.success(), "{out}\n{err}");
+    let answer: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(answer["ok"], true);
+    assert_eq!(answer["replayed_decisions"], DECISIONS);
+    assert_eq!(answer["replayed_entries"], ACCESS_ENTRIES);
+    assert_eq!(answer["mismatches"]["count"], 0);
+    assert_eq!(answer["activations"]["policy_set"], 1);
+    assert_eq!(answer["v1_access_entries"], 1);
+    assert_eq!(answer["kinds"]["access"], 8);
 }
 
 #[test]
@@ -325,6 +343,29 @@ fn a_forged_decision_is_reported_at_its_entry() {
             "audit replay: FAILED: 1 access entry does not match the policy set that decided them"
         ),
         "{err}"
+    );
+    // A failed check: exit status 1, and with --json the same findings as one object.
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    let output = replay(&[
+        "--url",
+        s(&dir.path().join("log")),
+        "--key",
+        &key.vkey,
+        "--policies",
+        s(&dir.path().join("v1/policies")),
+        "--json",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let answer: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(answer["ok"], false);
+    assert_eq!(answer["mismatches"]["count"], 1);
+    assert_eq!(
+        answer["mismatches"]["first"][0],
+        line.trim_start_matches("mismatch:").trim()
+    );
+    assert_eq!(
+        answer["verdict"],
+        "1 access entry does not match the policy set that decided them"
     );
 }
 

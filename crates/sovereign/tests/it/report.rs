@@ -177,6 +177,8 @@ impl StaticLog {
         let (out, err) = text(&output);
         assert!(!output.status.success(), "report check passed:\n{out}");
         assert!(err.starts_with("error: report check: FAILED: "), "{err}");
+        // A report that does not check is a failed check: exit status 1.
+        assert_eq!(output.status.code(), Some(1), "{err}");
         err
     }
 }
@@ -289,6 +291,20 @@ fn a_period_counts_exactly_its_entries() {
     assert!(
         out.contains("figures:    computed again from the first 600 entries: identical"),
         "{out}"
+    );
+    let mut args = log.check_args("minute.json");
+    args.push("--json".into());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let output = sovereign(log.dir.path(), &args);
+    assert!(output.status.success());
+    let answer: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(answer["ok"], true);
+    assert!(
+        answer["checked"].as_array().unwrap().iter().any(|l| l
+            .as_str()
+            .unwrap()
+            .starts_with("figures:    computed again")),
+        "{answer}"
     );
 }
 
@@ -506,9 +522,10 @@ fn dates_are_checked_before_the_log_is_read() {
     let err = with("2026-11-01", "2026-02-30");
     assert!(err.contains("\"2026-02-30\" is not a date"), "{err}");
 
-    // Without a subcommand, the report's flags are required; with one, they are refused.
+    // Without a subcommand, the report's flags are required (all but --url, which defaults
+    // to SOVEREIGN_URL or the local gateway); with one, they are refused.
     let err = fails(dir.path(), &["report"]);
-    assert!(err.contains("--url <URL>"), "{err}");
+    assert!(err.contains("--from <DATE>"), "{err}");
     assert!(err.contains("--signer <KEYFILE>"), "{err}");
     let err = fails(dir.path(), &["report", "--url", "x", "check", "r.json"]);
     assert!(err.contains("error:"), "{err}");

@@ -59,7 +59,8 @@ fn a_killed_migration_finishes_when_run_again_with_nothing_lost_or_duplicated() 
 
     // The scan fails, naming the site and the counts.
     let scan = cli(&["residency", "scan"]);
-    assert!(!scan.status.success());
+    // Misplaced subjects are a failed check: exit status 1.
+    assert_eq!(scan.status.code(), Some(1));
     let out = String::from_utf8_lossy(&scan.stdout);
     assert!(
         out.contains(&format!(
