@@ -74,6 +74,85 @@ pub fn resolve_log_url(url: &str) -> anyhow::Result<String> {
     )))
 }
 
+/// The header of a gateway's `/log/checkpoint` telling how many entries its log holds now.
+pub const LOG_SIZE_HEADER: &str = "Sovereign-Log-Size";
+
+/// How far the checkpoint a gateway serves is behind its log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lag {
+    /// The size of the checkpoint served now (unverified: the caller verifies what it uses).
+    pub checkpoint_size: u64,
+    /// The entries the gateway holds now.
+    pub log_size: u64,
+}
+
+impl Lag {
+    /// Entries the gateway holds that the served checkpoint does not cover yet.
+    pub fn pending(&self) -> u64 {
+        self.log_size.saturating_sub(self.checkpoint_size)
+    }
+}
+
+/// What the gateway serving the log at `url` (a resolved log prefix) says about its log's
+/// size; `None` for a directory, a static mirror or a server that does not say.
+pub fn lag(url: &str) -> anyhow::Result<Option<Lag>> {
+    if local_dir(url)?.is_some() {
+        return Ok(None);
+    }
+    let target = format!("{}/checkpoint", url.trim_end_matches('/'));
+    let response = match ureq::AgentBuilder::new()
+        .timeout(HTTP_TIMEOUT)
+        .build()
+        .get(&target)
+        .call()
+    {
+        Ok(r) => r,
+        Err(ureq::Error::Status(..)) => return Ok(None),
+        Err(ureq::Error::Transport(t)) => return Err(crate::failure::unreachable(t)),
+    };
+    let Some(log_size) = response
+        .header(LOG_SIZE_HEADER)
+        .and_then(|v| v.parse::<u64>().ok())
+    else {
+        return Ok(None);
+    };
+    let mut note = Vec::new();
+    response
+        .into_reader()
+        .take(64 << 10)
+        .read_to_end(&mut note)
+        .map_err(|e| crate::failure::unreachable(format!("GET {target}: {e}")))?;
+    let checkpoint_size = unverified_checkpoint(&note)?.size;
+    Ok(Some(Lag {
+        checkpoint_size,
+        log_size,
+    }))
+}
+
+/// Waits until the checkpoint served at `url` covers every entry the gateway held when the
+/// wait began, polling every quarter second for at most `timeout`. Returns the lag seen
+/// first; `None` if the source does not say its log's size (nothing to wait for).
+pub fn wait_for_checkpoint(url: &str, timeout: Duration) -> anyhow::Result<Option<Lag>> {
+    let Some(first) = lag(url)? else {
+        return Ok(None);
+    };
+    let started = std::time::Instant::now();
+    let mut now = first;
+    while now.checkpoint_size < first.log_size {
+        if started.elapsed() >= timeout {
+            return Err(crate::failure::unreachable(format!(
+                "after {}, the checkpoint served covers {} entries, not yet the {} the log held when the wait began (are the witnesses down?)",
+                humantime::format_duration(timeout),
+                now.checkpoint_size,
+                first.log_size
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+        now = lag(url)?.unwrap_or(now);
+    }
+    Ok(Some(first))
+}
+
 /// The directory a file:// URL or a plain path names; `None` for an http(s) URL.
 pub fn local_dir(url: &str) -> anyhow::Result<Option<PathBuf>> {
     let lower = url.to_ascii_lowercase();

@@ -66,13 +66,43 @@ pub struct LogUrl {
     /// or a file:// URL.
     #[arg(long, env = URL_ENV, default_value = DEFAULT_URL)]
     pub url: String,
+    /// First wait (at most DURATION, 60s if not given) until the gateway's checkpoint covers
+    /// every entry its log holds now, so that everything it has answered is in the check.
+    #[arg(long, value_name = "DURATION", num_args = 0..=1, default_missing_value = "60s",
+        value_parser = humantime::parse_duration)]
+    pub wait: Option<Duration>,
 }
 
 impl LogUrl {
-    /// The log prefix (see [`monitor::fetch::resolve_log_url`]).
+    /// The log prefix (see [`monitor::fetch::resolve_log_url`]), once its checkpoint covers
+    /// the log with `--wait`.
     pub fn resolve(&self) -> anyhow::Result<String> {
-        monitor::fetch::resolve_log_url(&self.url)
+        let url = monitor::fetch::resolve_log_url(&self.url)?;
+        if let Some(timeout) = self.wait
+            && let Some(lag) = monitor::fetch::wait_for_checkpoint(&url, timeout)?
+            && lag.pending() > 0
+        {
+            eprintln!(
+                "waited for a checkpoint covering the {} entries the log held (the one served covered {})",
+                lag.log_size, lag.checkpoint_size
+            );
+        }
+        Ok(url)
     }
+}
+
+/// Entries the gateway serving `url` holds beyond the `checked` ones, said on standard error:
+/// a check straight after an action otherwise shows counts that look stale. `None` when the
+/// source does not tell (a directory, a static mirror) or there are none.
+pub(crate) fn not_yet_covered(url: &str, checked: u64) -> Option<u64> {
+    let lag = monitor::fetch::lag(url).ok().flatten()?;
+    let pending = lag.log_size.checked_sub(checked).filter(|n| *n > 0)?;
+    eprintln!(
+        "note: the gateway's log holds {pending} more entr{} than the checkpoint checked: {} not in this check yet (checkpoints follow within a second, later with witnesses); --wait waits for them",
+        if pending == 1 { "y" } else { "ies" },
+        if pending == 1 { "it is" } else { "they are" }
+    );
+    Some(pending)
 }
 
 /// `sovereign audit ...`: verify the transparency log as an outside monitor.
@@ -99,6 +129,12 @@ pub enum AuditCommand {
         /// Print the result as one JSON object (`ok`, `checkpoint`, `history`, `kinds`, ...).
         #[arg(long)]
         json: bool,
+        /// Keep following the live log: verify again every INTERVAL (10s if not given), each
+        /// new checkpoint consistent with the last (kept in --state, or in a temporary file),
+        /// one line per new checkpoint; stop at the first failure.
+        #[arg(long, value_name = "INTERVAL", num_args = 0..=1, default_missing_value = "10s",
+            value_parser = humantime::parse_duration)]
+        watch: Option<Duration>,
         #[command(flatten)]
         witnesses: WitnessArgs,
     },
@@ -256,6 +292,23 @@ fn dispatch(command: AuditCommand, out: &mut dyn Write) -> anyhow::Result<()> {
             key,
             state,
             json,
+            watch: Some(interval),
+            witnesses,
+        } => watch(
+            &log.resolve()?,
+            &key,
+            state,
+            json,
+            interval,
+            &witnesses,
+            out,
+        ),
+        AuditCommand::Verify {
+            log,
+            key,
+            state,
+            json,
+            watch: None,
             witnesses,
         } => verify(
             &log.resolve()?,
@@ -395,9 +448,11 @@ fn verify(
     let policy = witnesses.policy()?;
     let log = monitor::open_witnessed_log(url, &verifier, &policy)?;
     let verified = monitor::verify(&*log, &verifier, state, &mut Progress::new("audit verify"))?;
+    let pending = not_yet_covered(url, verified.checkpoint.size);
     if json {
         let mut answer = verified.to_json();
         answer["witnessed"] = witnessed_json(&policy);
+        answer["not_yet_covered"] = pending.unwrap_or(0).into();
         writeln!(out, "{answer}")?;
         return Ok(());
     }
@@ -411,6 +466,57 @@ fn verify(
         )?;
     }
     Ok(())
+}
+
+/// `audit verify --watch`: verifies the log every `interval`, each checkpoint consistent with
+/// the one before, printing a line (or a JSON object) per new checkpoint, until a check fails.
+fn watch(
+    url: &str,
+    key: &str,
+    state: Option<PathBuf>,
+    json: bool,
+    interval: Duration,
+    witnesses: &WitnessArgs,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let verifier = load_verifier(key)?;
+    let policy = witnesses.policy()?;
+    let log = monitor::open_witnessed_log(url, &verifier, &policy)?;
+    // Without --state, the checkpoints are chained through a file of this run's own.
+    let scratch = tempfile::tempdir()?;
+    let state = state.unwrap_or_else(|| scratch.path().join("watch.state"));
+    let mut last: Option<u64> = None;
+    loop {
+        let verified = monitor::verify(&*log, &verifier, Some(&state), &mut monitor::Silent)?;
+        let size = verified.checkpoint.size;
+        if last != Some(size) {
+            if json {
+                writeln!(out, "{}", verified.to_json())?;
+            } else {
+                let kinds: Vec<String> = verified
+                    .stats
+                    .kinds
+                    .iter()
+                    .map(|(k, n)| format!("{k} {n}"))
+                    .collect();
+                writeln!(
+                    out,
+                    "{}  checkpoint of {size} entries{}: OK, {}; {}",
+                    humantime::format_rfc3339_seconds(std::time::SystemTime::now()),
+                    last.map(|l| format!(" (+{})", size - l))
+                        .unwrap_or_default(),
+                    match (last, &verified.previous) {
+                        (None, None) => "trusted on first use",
+                        _ => "consistent with the last",
+                    },
+                    kinds.join(", ")
+                )?;
+            }
+            out.flush()?;
+            last = Some(size);
+        }
+        std::thread::sleep(interval);
+    }
 }
 
 fn replay(
@@ -427,9 +533,11 @@ fn replay(
     let mut progress = Progress::new("audit replay");
     let replay = monitor::replay(url, &verifier, &policy, policies, reprove, &mut progress)?;
     let failures = replay.failures();
+    let pending = not_yet_covered(url, replay.checkpoint.size);
     if json {
         let mut answer = replay.to_json();
         answer["witnessed"] = witnessed_json(&policy);
+        answer["not_yet_covered"] = pending.unwrap_or(0).into();
         writeln!(out, "{answer}")?;
         if failures > 0 {
             return Err(monitor::failure::check_failed(replay.verdict()));

@@ -177,13 +177,20 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     // The monitor's check, against the running gateway, trusting only the published key.
     println!();
-    println!("monitor: sovereign audit verify --url {base} --key <the log key above>");
+    println!(
+        "monitor: the log verified against the published key, as `sovereign audit verify --url {base} --key KEY --wait` does:"
+    );
     let verified = audit::run_to(
         AuditCommand::Verify {
-            log: audit::LogUrl { url: base.clone() },
+            log: audit::LogUrl {
+                url: base.clone(),
+                // Every answer of the run is in the check.
+                wait: Some(Duration::from_secs(30)),
+            },
             key: log_key,
             state: None,
             json: false,
+            watch: None,
             witnesses: audit::WitnessArgs::default(),
         },
         &mut std::io::stdout(),
@@ -194,8 +201,19 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         server.await.context("the server task failed")?
     })?;
     drop(runtime);
-    if let DataFolder::Kept(path) = &folder {
-        println!("data kept in {}", path.display());
+    // The gateway has stopped: what to run to look again is said for after it.
+    match &folder {
+        DataFolder::Kept(path) => {
+            let data = path.display();
+            println!("data kept in {data}; to check its log again later:");
+            println!("  sovereign serve --data {data} --listen {addr} &");
+            println!(
+                "  sovereign audit verify --url {base} --key \"$(sovereign audit key --data {data})\""
+            );
+        }
+        DataFolder::Temporary(_) => println!(
+            "the gateway has stopped and its temporary data folder is gone; `sovereign demo --data DIR` keeps one to check again"
+        ),
     }
     driven?;
     verified.context("the monitor's verification failed")?;

@@ -43,7 +43,8 @@ const REVALIDATE: &str = "no-cache";
 /// cosigned (C2SP tlog-cosignature), their cosignatures following the log's signature.
 #[utoipa::path(get, path = "/log/checkpoint", tag = "log",
     responses(
-        (status = 200, description = "the signed checkpoint note", content_type = "text/plain", body = String),
+        (status = 200, description = "the signed checkpoint note", content_type = "text/plain", body = String,
+            headers(("Sovereign-Log-Size" = u64, description = "entries durably in the log now: a checkpoint of a smaller size does not cover them yet (checkpoints follow every `log.checkpoint_interval_ms`, later with witnesses); `sovereign audit verify --wait` waits for one that does"))),
         (status = 503, description = "`checkpoint_unwitnessed`: no checkpoint has the witnesses' quorum yet", body = ErrorBody),
     ))]
 pub async fn checkpoint(State(app): Shared) -> Result<Response, ApiError> {
@@ -55,8 +56,16 @@ pub async fn checkpoint(State(app): Shared) -> Result<Response, ApiError> {
             "no checkpoint has the quorum of witness cosignatures yet; the dashboard shows which witnesses fail",
         ));
     }
-    Ok(text(published.note.clone(), REVALIDATE))
+    let mut response = text(published.note.clone(), REVALIDATE);
+    response
+        .headers_mut()
+        .insert(LOG_SIZE_HEADER, HeaderValue::from(app.log.size()));
+    Ok(response)
 }
+
+/// The header of `/log/checkpoint` telling how many entries the log holds now, whether or
+/// not a checkpoint covers them yet.
+pub const LOG_SIZE_HEADER: &str = "sovereign-log-size";
 
 /// The log's verifier key in signed-note form (`origin+keyhash+base64`).
 #[utoipa::path(get, path = "/log/key", tag = "log",

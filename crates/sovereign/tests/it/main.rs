@@ -18,6 +18,7 @@ mod crash;
 mod custody_cli;
 mod demo;
 mod fleet;
+mod freshness;
 mod no_values;
 mod policy_prove;
 mod postgres_failover;
