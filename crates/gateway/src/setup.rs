@@ -274,6 +274,20 @@ pub fn init(data_dir: &Path, force: bool) -> anyhow::Result<InitReport> {
 /// residency scan fail and a migration fix it. Their ids are `legacy-us-0001`, ... Run it on
 /// a stopped setup (it writes the stores directly). Returns the ids.
 pub fn seed_legacy(data_dir: &Path, count: usize) -> anyhow::Result<Vec<String>> {
+    seed_legacy_with_progress(data_dir, count, &mut |_, _| {})
+}
+
+/// Legacy subjects placed at a time by [`seed_legacy_with_progress`]: small enough that its
+/// progress moves, large enough that each store commit carries many.
+const SEED_CHUNK: usize = 100;
+
+/// [`seed_legacy`], calling `progress(done, total)` after each chunk of subjects placed.
+/// A failure leaves the chunks placed before it in place, and says how many.
+pub fn seed_legacy_with_progress(
+    data_dir: &Path,
+    count: usize,
+    progress: &mut dyn FnMut(u64, u64),
+) -> anyhow::Result<Vec<String>> {
     let config = Config::load(data_dir).map_err(|e| anyhow::anyhow!("{e}"))?;
     if !config.sites.contains_key(LEGACY_SITE) {
         bail!("--seed-legacy needs a site named `{LEGACY_SITE}` in the configuration");
@@ -282,9 +296,16 @@ pub fn seed_legacy(data_dir: &Path, count: usize) -> anyhow::Result<Vec<String>>
         .context("cannot open the site stores")?
         .with_envelope(crate::open_envelope(&config, data_dir)?);
     let ids: Vec<String> = (1..=count).map(|i| format!("legacy-us-{i:04}")).collect();
-    vault
-        .seed_legacy(&ids, LEGACY_JURISDICTION, LEGACY_SITE, legacy_records)
-        .context("cannot seed the legacy subjects")?;
+    let mut done = 0;
+    for chunk in ids.chunks(SEED_CHUNK) {
+        vault
+            .seed_legacy(chunk, LEGACY_JURISDICTION, LEGACY_SITE, legacy_records)
+            .with_context(|| {
+                format!("cannot seed the legacy subjects ({done} of {count} were placed)")
+            })?;
+        done += chunk.len();
+        progress(done as u64, count as u64);
+    }
     Ok(ids)
 }
 

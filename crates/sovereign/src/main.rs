@@ -235,7 +235,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("  {}", file.display());
             }
             if let Some(count) = seed_legacy {
-                let ids = gateway::setup::seed_legacy(&data, count)?;
+                let bar = residency::progress(count as u64, "placing legacy");
+                let ids =
+                    gateway::setup::seed_legacy_with_progress(&data, count, &mut |done, _| {
+                        bar.set_position(done)
+                    })?;
+                bar.finish_and_clear();
                 println!(
                     "placed {} legacy US subject(s) at {} (residency not enforced yet): `sovereign residency scan` will list them",
                     ids.len(),

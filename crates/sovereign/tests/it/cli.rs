@@ -187,3 +187,47 @@ fn the_first_policy_set_starts_only_when_signed() {
     assert_eq!(health.status(), 200);
     server.drain();
 }
+
+/// Long work shows progress on a terminal (here a pseudo-terminal from util-linux's
+/// `script`), and prints nothing of it into a pipe.
+#[test]
+fn seeding_legacy_subjects_shows_progress_on_a_terminal_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let on_terminal = dir.path().join("terminal");
+    let command = format!(
+        "{} init --data {} --seed-legacy 500",
+        env!("CARGO_BIN_EXE_sovereign"),
+        on_terminal.display()
+    );
+    let output = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .output()
+        .expect("`script` (util-linux) runs a command on a pseudo-terminal");
+    let shown = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{shown}");
+    assert!(shown.contains("placing legacy ["), "{shown}");
+    assert!(shown.contains("/500 subjects"), "{shown}");
+    assert!(shown.contains("placed 500 legacy US subject(s)"), "{shown}");
+
+    let in_pipe = dir.path().join("pipe");
+    let output = sovereign()
+        .args([
+            "init",
+            "--data",
+            in_pipe.to_str().unwrap(),
+            "--seed-legacy",
+            "500",
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let (out, err) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert!(out.contains("placed 500 legacy US subject(s)"), "{out}");
+    assert!(
+        !out.contains("placing legacy") && !err.contains("placing legacy"),
+        "{err}"
+    );
+}
