@@ -80,7 +80,9 @@ enum Command {
         /// The principal's id (`sub`).
         #[arg(long)]
         sub: String,
-        /// The principal's employer entity, as declared in the configuration.
+        /// The principal's employer entity, as declared in the configuration (`[entities.NAME]`;
+        /// a data subject acting on their own data: `public`, with `--sub` their subject id
+        /// and `--role data-subject`).
         #[arg(long)]
         entity: String,
         /// Where the principal works from: ISO 3166-1 alpha-2, e.g. US.
@@ -150,6 +152,19 @@ enum Command {
     Witness {
         #[command(subcommand)]
         command: witness::WitnessCommand,
+    },
+    /// Print a shell completion script, e.g. `source <(sovereign completion bash)`, or into
+    /// ~/.local/share/bash-completion/completions/sovereign.
+    Completion {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (roff) of sovereign and every subcommand into a folder:
+    /// `man -l man/sovereign-audit-verify.1`, or install them under a MANPATH folder's man1.
+    Man {
+        /// The folder to write into (created if missing).
+        #[arg(long, default_value = "man")]
+        out: PathBuf,
     },
 }
 
@@ -271,9 +286,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 roles: role,
             };
             if !gateway::config::is_country_code(&claims.location) {
-                anyhow::bail!(
-                    "--location must be an ISO 3166-1 alpha-2 code in upper case, like US"
-                );
+                return Err(monitor::failure::usage(
+                    "--location must be an ISO 3166-1 alpha-2 code in upper case, like US",
+                ));
+            }
+            // A token naming an entity the gateway does not know is refused by every
+            // request: say so now, with the ones it knows.
+            let config = Config::load(&data).map_err(|e| anyhow::anyhow!("{e}"))?;
+            if !config.entities.contains_key(&claims.entity) {
+                let known: Vec<String> = config
+                    .entities
+                    .iter()
+                    .map(|(name, e)| format!("{name} ({}, {})", e.name, e.country))
+                    .collect();
+                return Err(monitor::failure::usage(format!(
+                    "--entity {:?} is not an entity of {}; it declares: {}",
+                    claims.entity,
+                    data.join(CONFIG_FILE).display(),
+                    known.join("; ")
+                )));
             }
             println!("{}", mint_dev_token(&data, &claims)?);
             Ok(())
@@ -296,6 +327,33 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::KillSwitch { server, command } => custody_cli::run_kill_switch(&server, command),
         Command::Residency { server, command } => residency::run(&server, command),
         Command::Witness { command } => witness::run(command),
+        Command::Completion { shell } => {
+            use clap::CommandFactory as _;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "sovereign",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+        Command::Man { out } => {
+            use clap::CommandFactory as _;
+            std::fs::create_dir_all(&out)
+                .with_context(|| format!("cannot create {}", out.display()))?;
+            clap_mangen::generate_to(Cli::command(), &out)
+                .with_context(|| format!("cannot write the man pages into {}", out.display()))?;
+            let pages = std::fs::read_dir(&out)?
+                .filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with("sovereign"))
+                .count();
+            println!(
+                "wrote {pages} man pages into {} (read one with `man -l {}/sovereign.1`)",
+                out.display(),
+                out.display()
+            );
+            Ok(())
+        }
         Command::Check { data } => {
             let config = Config::load(&data).map_err(|e| anyhow::anyhow!("{e}"))?;
             let files = gateway::read_policy_files(&config, &data)?;

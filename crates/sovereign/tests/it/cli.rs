@@ -108,7 +108,35 @@ fn token_prints_a_signed_jwt_with_the_claims_given() {
         ])
         .output()
         .unwrap();
-    assert!(!output.status.success(), "a bad location must be refused");
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "a bad location must be refused"
+    );
+
+    // An entity the configuration does not declare: refused, naming the ones it does.
+    let output = sovereign()
+        .args([
+            "token",
+            "--data",
+            data,
+            "--sub",
+            "a",
+            "--entity",
+            "usdss",
+            "--location",
+            "US",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        err.contains("--entity \"usdss\" is not an entity of")
+            && err.contains("usds (US Data Security")
+            && err.contains("public (Platform users"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -230,4 +258,46 @@ fn seeding_legacy_subjects_shows_progress_on_a_terminal_only() {
         !out.contains("placing legacy") && !err.contains("placing legacy"),
         "{err}"
     );
+}
+
+/// Shell completions and man pages, generated from the same definition as the parser.
+#[test]
+fn completions_and_man_pages_cover_every_command() {
+    let output = sovereign().args(["completion", "bash"]).output().unwrap();
+    assert!(output.status.success());
+    let script = String::from_utf8(output.stdout).unwrap();
+    // bash itself loads it and registers the completion.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sovereign.bash");
+    std::fs::write(&file, &script).unwrap();
+    let output = std::process::Command::new("bash")
+        .args([
+            "-c",
+            &format!("source {} && complete -p sovereign", file.display()),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("sovereign"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for word in ["audit", "verify", "--wait", "kill-switch", "residency"] {
+        assert!(script.contains(word), "no {word} in the bash completion");
+    }
+    for shell in ["zsh", "fish"] {
+        let output = sovereign().args(["completion", shell]).output().unwrap();
+        assert!(output.status.success() && !output.stdout.is_empty());
+    }
+    let output = sovereign().args(["completion", "tcsh"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+
+    let man = dir.path().join("man");
+    let out = run_ok(&["man", "--out", man.to_str().unwrap()]);
+    assert!(out.starts_with("wrote "), "{out}");
+    let page = std::fs::read_to_string(man.join("sovereign-audit-verify.1")).unwrap();
+    assert!(page.contains(".TH sovereign-audit-verify 1"), "{page}");
+    assert!(page.contains("watch"), "{page}");
+    let top = std::fs::read_to_string(man.join("sovereign.1")).unwrap();
+    assert!(top.contains("Exit codes"), "{top}");
 }
