@@ -128,6 +128,12 @@ pub struct Proofs {
     /// One result per policy of the set: [`Proofs::NEVER_ERRORS`] or why not.
     pub never_errors: Vec<ProofResult>,
     pub duration_ms: f64,
+    /// Set when these proofs were not run by this gateway but shipped with its binary: the
+    /// default policy set proven against the default invariants when the project was built
+    /// and tested (named here, e.g. `sovereign 0.1.0`), used on a first start without a
+    /// solver. Monitors prove them again with `audit replay --prove`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shipped_with: Option<String>,
 }
 
 /// One invariant's or one policy's result.

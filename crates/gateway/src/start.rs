@@ -410,13 +410,27 @@ fn active_policy(
     let signature_path = data_dir.join(&config.policy.signature);
     let signed = std::fs::read(&signature_path)
         .with_context(|| format!("cannot read {}", signature_path.display()))?;
-    let proofs = proof::prove_policy(&files.schema, &files.policies, &invariants, &settings)
-        .map_err(|refusal| {
-            anyhow::anyhow!(
+    let proofs = match proof::prove_policy(&files.schema, &files.policies, &invariants, &settings) {
+        Ok(proofs) => proofs,
+        // Without a solver, the unchanged defaults start with the proofs made when this
+        // binary was built; any other first set must be proven here.
+        Err(proof::Refusal::SolverUnavailable(why))
+            if let Some(shipped) = proof::shipped_proofs(&file_hash, invariants.hash()) =>
+        {
+            tracing::warn!(
+                policy_set = file_hash,
+                invariant_set = invariants.hash(),
+                "no solver here ({why}); the default policy set is activated with the proofs shipped with this binary (logged as such; `sovereign audit replay --prove` proves them again). Any other policy set needs cvc5."
+            );
+            shipped
+        }
+        Err(refusal) => {
+            return Err(anyhow::anyhow!(
                 "the first policy set ({}): {refusal}",
                 files.policies_path.display()
-            )
-        })?;
+            ));
+        }
+    };
     let record = custody::PolicySetRecord::proposed(
         file_hash.clone(),
         (files.schema, files.policies),

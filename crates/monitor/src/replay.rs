@@ -78,6 +78,7 @@ impl Replay {
                 "invariant_set": a.invariant_activations,
                 "unproven": a.unproven.to_json(),
                 "reproved": a.reproved,
+                "shipped_proofs": a.shipped,
                 "proven_pairs": a.proven.len(),
             },
             "runs": r.runs.to_json(),
@@ -326,6 +327,9 @@ struct Activations {
     reproved: Option<usize>,
     /// Activations without passing proofs.
     unproven: Problems,
+    /// Activations whose proofs were shipped with the gateway's binary, not run by it (a
+    /// first start without a solver): what `--prove` is for.
+    shipped: u64,
 }
 
 impl Activations {
@@ -336,6 +340,9 @@ impl Activations {
             ));
         };
         let d = &custody.details;
+        if d["proofs"]["shipped_with"].is_string() {
+            self.shipped += 1;
+        }
         let named = |key: &str| d[key].as_str().unwrap_or("(none)").to_string();
         match custody.event.as_deref().unwrap_or_default() {
             "policy-activated" => {
@@ -626,6 +633,19 @@ impl Replayer {
             "activations: {} policy set, {} invariant set; {} without passing proofs",
             a.policy_activations, a.invariant_activations, a.unproven.count
         )?;
+        if a.shipped > 0 {
+            writeln!(
+                out,
+                "shipped:    {} activation{} with the proofs shipped with the gateway's binary, not run by it{}",
+                a.shipped,
+                if a.shipped == 1 { "" } else { "s" },
+                if a.reproved.is_some() {
+                    " (proven again here, below)"
+                } else {
+                    "; --prove proves them again here"
+                }
+            )?;
+        }
         if let Some(reproved) = a.reproved {
             writeln!(
                 out,

@@ -366,3 +366,63 @@ async fn without_a_solver_nothing_new_is_activated_and_the_answer_says_how_to_in
     );
     server.stop().await;
 }
+
+/// The proof record shipped inside the binary (`defaults/proofs.json`, used by a first start
+/// without a solver) is what cvc5 proves of the defaults now: the same policy set and
+/// invariant set, every invariant and policy with the same result. After a change to the
+/// default policies, schema or invariants, write it again with
+/// `SOVEREIGN_WRITE_SHIPPED_PROOFS=1 cargo test -p gateway --test it shipped_proofs`.
+#[test]
+fn shipped_proofs_are_a_fresh_proof_of_the_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    gateway::setup::init(dir.path(), false).unwrap();
+    let config = gateway::config::Config::load(dir.path()).unwrap();
+    let files = gateway::read_policy_files(&config, dir.path()).unwrap();
+    let text = std::fs::read_to_string(dir.path().join(&config.policy.invariants)).unwrap();
+    let invariants = gateway::proof::parse_invariants(&files.schema, &text).unwrap();
+    let settings = gateway::proof::Settings::from_config(&config.policy);
+    let fresh =
+        gateway::proof::prove_policy(&files.schema, &files.policies, &invariants, &settings)
+            .unwrap_or_else(|refusal| panic!("the defaults are not proven: {refusal}"));
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("defaults/proofs.json");
+    if std::env::var("SOVEREIGN_WRITE_SHIPPED_PROOFS").as_deref() == Ok("1") {
+        let text = serde_json::to_string_pretty(&fresh).unwrap();
+        std::fs::write(&path, format!("{text}\n")).unwrap();
+        eprintln!("wrote {}", path.display());
+    }
+    let regenerate = "write it again: SOVEREIGN_WRITE_SHIPPED_PROOFS=1 cargo test -p gateway --test it shipped_proofs";
+    let shipped: custody::Proofs = serde_json::from_str(gateway::proof::SHIPPED_PROOFS)
+        .unwrap_or_else(|e| panic!("defaults/proofs.json does not parse ({e}); {regenerate}"));
+    let results = |r: &[custody::ProofResult]| -> Vec<(String, String)> {
+        r.iter()
+            .map(|r| (r.name.clone(), r.result.clone()))
+            .collect()
+    };
+    assert_eq!(
+        (&shipped.policy_set, &shipped.invariant_set),
+        (&fresh.policy_set, &fresh.invariant_set),
+        "the shipped proofs are of other defaults; {regenerate}"
+    );
+    assert_eq!(shipped.environments, fresh.environments, "{regenerate}");
+    assert_eq!(
+        results(&shipped.invariants),
+        results(&fresh.invariants),
+        "{regenerate}"
+    );
+    assert_eq!(
+        results(&shipped.never_errors),
+        results(&fresh.never_errors),
+        "{regenerate}"
+    );
+    assert_eq!(shipped.shipped_with, None);
+    // What a first start without a solver activates: these, marked as shipped.
+    let used = gateway::proof::shipped_proofs(&fresh.policy_set, &fresh.invariant_set)
+        .expect("the shipped proofs apply to the defaults");
+    assert_eq!(
+        used.shipped_with.as_deref(),
+        Some(concat!("sovereign ", env!("CARGO_PKG_VERSION")))
+    );
+    // ...and to nothing else.
+    assert!(gateway::proof::shipped_proofs(&fresh.policy_set, "other").is_none());
+    assert!(gateway::proof::shipped_proofs("other", &fresh.invariant_set).is_none());
+}

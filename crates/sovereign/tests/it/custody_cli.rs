@@ -520,17 +520,100 @@ fn invariants_are_proposed_signed_and_activated_through_the_cli() {
 /// Without a solver the first start cannot prove the first policy set, so it refuses and
 /// says how to install one; it never skips the proof.
 #[test]
-fn without_a_solver_the_first_start_refuses_and_says_how_to_install_one() {
+fn without_a_solver_the_defaults_start_with_shipped_proofs_and_nothing_else_does() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let init = crate::support::sovereign()
-        .args(["init", "--data", s(&data)])
-        .output()
+    let no_solver = dir.path().join("no-such-cvc5");
+    let init = |data: &Path| {
+        let init = crate::support::sovereign()
+            .args(["init", "--data", s(data)])
+            .output()
+            .unwrap();
+        assert!(init.status.success());
+    };
+
+    // The unchanged defaults: activated with the proofs shipped with the binary, logged as
+    // such, and proven again by a monitor that has cvc5.
+    let data = dir.path().join("defaults");
+    init(&data);
+    let mut child = crate::support::sovereign()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data", s(&data)])
+        .env("CVC5", &no_solver)
+        .env("SOVEREIGN_LOG", "warn,sovereign=info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
-    assert!(init.status.success());
+    let mut said = String::new();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
+    let base = loop {
+        let Some(Ok(line)) = lines.next() else {
+            let _ = child.kill();
+            panic!("serve stopped:\n{said}");
+        };
+        said.push_str(&line);
+        said.push('\n');
+        if let Some(at) = line.find("listening on http://") {
+            break line[at + "listening on ".len()..]
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let server = crate::support::Server {
+        child,
+        base,
+        lines: None,
+    };
+    assert!(
+        said.contains("activated with the proofs shipped with this binary"),
+        "{said}"
+    );
+    crate::support::wait_for_checkpoint(&server.base, 3);
+    let entries = crate::support::log_entries(&server.base);
+    let activation = entries
+        .iter()
+        .find(|e| e["event"] == "policy-activated")
+        .expect("the first activation is logged");
+    assert_eq!(
+        activation["details"]["proofs"]["shipped_with"],
+        concat!("sovereign ", env!("CARGO_PKG_VERSION")),
+        "{activation}"
+    );
+    assert_eq!(activation["details"]["proofs"]["solver"], "cvc5");
+    if crate::support::cvc5_present() {
+        let key = testkit::served::log_key(&server.base);
+        let output = crate::support::sovereign()
+            .args([
+                "audit",
+                "replay",
+                "--url",
+                &server.base,
+                "--key",
+                &key,
+                "--prove",
+            ])
+            .output()
+            .unwrap();
+        let (out, err) = crate::support::text(&output);
+        assert!(output.status.success(), "{out}\n{err}");
+        assert!(out.contains("reproved:   1 of 1"), "{out}");
+        assert!(
+            out.contains("shipped:    1 activation with the proofs shipped with the gateway's binary, not run by it (proven again here, below)"),
+            "{out}"
+        );
+    }
+    drop(server);
+
+    // Any other first policy set needs the solver.
+    let data = dir.path().join("edited");
+    init(&data);
+    let policies = data.join("policy/policies.cedar");
+    let text = std::fs::read_to_string(&policies).unwrap();
+    std::fs::write(&policies, format!("{text}\n// edited\n")).unwrap();
     let output = crate::support::sovereign()
         .args(["serve", "--listen", "127.0.0.1:0", "--data", s(&data)])
-        .env("CVC5", dir.path().join("no-such-cvc5"))
+        .env("CVC5", &no_solver)
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&output.stderr);

@@ -314,5 +314,6 @@ pub fn proofs(policy_set: &str, invariant_set: &str) -> custody::Proofs {
         invariants: vec![result("no-restricted-access", custody::Proofs::PROVEN)],
         never_errors: vec![result("permit-read", custody::Proofs::NEVER_ERRORS)],
         duration_ms: 2.0,
+        shipped_with: None,
     }
 }
