@@ -216,6 +216,8 @@ pub struct HttpFetcher {
     client: Arc<HttpClient>,
     /// What the fetches so far tell about reading ahead.
     ahead: Mutex<Ahead>,
+    /// The [`LOG_SIZE_HEADER`] of the last `checkpoint` served.
+    log_size: Mutex<Option<u64>>,
 }
 
 /// One keep-alive HTTP client and the log's URL prefix.
@@ -244,16 +246,22 @@ impl HttpFetcher {
                 full_tiles: None,
                 read_tile_0: false,
             }),
+            log_size: Mutex::new(None),
         }
     }
 }
 
 impl HttpClient {
     fn get(&self, path: &str) -> Fetched {
+        self.get_with_log_size(path).map(|(body, _)| body)
+    }
+
+    /// `path`, and the [`LOG_SIZE_HEADER`] it was served with.
+    fn get_with_log_size(&self, path: &str) -> Result<(Option<Vec<u8>>, Option<u64>), FetchError> {
         let url = format!("{}/{path}", self.base);
         let response = match self.agent.get(&url).call() {
             Ok(r) => r,
-            Err(ureq::Error::Status(404, _)) => return Ok(None),
+            Err(ureq::Error::Status(404, _)) => return Ok((None, None)),
             Err(ureq::Error::Status(code, r)) => {
                 let message = format!("GET {url}: HTTP {code} {}", r.status_text());
                 // 5xx: the server is there but cannot serve now (unavailable); any other
@@ -270,6 +278,9 @@ impl HttpClient {
                 return Err(FetchError::new(Failed::new(Failure::Unreachable, t)));
             }
         };
+        let log_size = response
+            .header(LOG_SIZE_HEADER)
+            .and_then(|v| v.parse::<u64>().ok());
         let hint = response
             .header("Content-Length")
             .and_then(|l| l.parse::<u64>().ok())
@@ -286,14 +297,19 @@ impl HttpClient {
                 "GET {url}: response larger than {MAX_FETCH} bytes"
             )));
         }
-        Ok(Some(body))
+        Ok((Some(body), log_size))
     }
 }
 
 impl TileFetcher for HttpFetcher {
+    fn log_size_hint(&self) -> Option<u64> {
+        *self.log_size.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn fetch(&self, path: &str) -> Result<Option<Vec<u8>>, FetchError> {
         if path == "checkpoint" {
-            let data = self.client.get(path)?;
+            let (data, log_size) = self.client.get_with_log_size(path)?;
+            *self.log_size.lock().unwrap_or_else(|p| p.into_inner()) = log_size;
             // A new checkpoint starts a new run: what was read ahead for another is dropped.
             // Unverified: the size only says which files to read ahead; the caller checks the
             // note.
@@ -485,6 +501,10 @@ impl TileFetcher for Recording<'_> {
             *self.checkpoint.borrow_mut() = data.clone();
         }
         Ok(data)
+    }
+
+    fn log_size_hint(&self) -> Option<u64> {
+        self.inner.log_size_hint()
     }
 }
 

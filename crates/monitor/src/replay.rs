@@ -39,6 +39,8 @@ use crate::verify::verify_entries;
 /// A replayed log: its checkpoint, and what deciding its entries again found.
 pub struct Replay {
     pub checkpoint: Checkpoint,
+    /// Entries the log's server said it held beyond the checkpoint: not replayed yet.
+    pub not_yet_covered: u64,
     replayer: Replayer,
 }
 
@@ -84,6 +86,7 @@ impl Replay {
             "runs": r.runs.to_json(),
             "v1_access_entries": r.v1_access,
             "kinds": kinds,
+            "not_yet_covered": self.not_yet_covered,
         })
     }
 }
@@ -146,6 +149,7 @@ pub fn replay(
         replayer.reprove(prover);
     }
     Ok(Replay {
+        not_yet_covered: crate::verify::not_yet_covered(&*log, checkpoint.size),
         checkpoint,
         replayer,
     })

@@ -29,6 +29,14 @@ pub struct Verified {
     /// The state file the checkpoint was saved to.
     pub state: Option<PathBuf>,
     pub stats: Stats,
+    /// Entries the log's server said it held beyond this checkpoint when it served it (see
+    /// [`TileFetcher::log_size_hint`]): not in this check yet. 0 when it did not say.
+    pub not_yet_covered: u64,
+}
+
+/// Entries `log`'s server said it held beyond a checkpoint of `size` entries.
+pub fn not_yet_covered(log: &dyn TileFetcher, size: u64) -> u64 {
+    log.log_size_hint().map_or(0, |n| n.saturating_sub(size))
 }
 
 /// Verifies the log `log` signed by `verifier`. With `state`, the log must be consistent with
@@ -78,6 +86,7 @@ pub fn verify(
             .with_context(|| format!("saving the checkpoint to {}", path.display()))?;
     }
     Ok(Verified {
+        not_yet_covered: not_yet_covered(log, checkpoint.size),
         checkpoint,
         previous,
         state: state.map(Path::to_path_buf),
@@ -152,6 +161,7 @@ impl Verified {
             "state": self.state.as_ref().map(|p| p.display().to_string()),
             "kinds": self.stats.kinds,
             "outcomes": self.stats.outcomes,
+            "not_yet_covered": self.not_yet_covered,
         })
     }
 }

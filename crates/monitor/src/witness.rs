@@ -93,6 +93,10 @@ impl<F: TileFetcher> Witnessed<F> {
 }
 
 impl<F: TileFetcher> TileFetcher for Witnessed<F> {
+    fn log_size_hint(&self) -> Option<u64> {
+        self.inner.log_size_hint()
+    }
+
     fn fetch(&self, path: &str) -> Result<Option<Vec<u8>>, FetchError> {
         let data = self.inner.fetch(path)?;
         if path == "checkpoint"

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::bail;
 use serde_json::{Map, Value, json};
 
-use crate::client::{Body, ServerArgs, joined, segment, text};
+use crate::client::{Body, ServerArgs, is_full_id, joined, segment, text};
 
 /// The actions an access request can be for (the policy actions).
 const ACTIONS: [&str; 5] = ["register", "list", "read", "write", "delete"];
@@ -32,6 +32,11 @@ pub enum AccessCommand {
         /// How long the access lasts once approved, like 30m or 2h.
         #[arg(long, value_parser = parse_duration)]
         duration: Option<String>,
+        /// Then wait (at most DURATION, 1h if not given) until the approvers decide: exit 0
+        /// once approved, 5 if denied, revoked or expired or still pending at the end.
+        #[arg(long, value_name = "DURATION", num_args = 0..=1, default_missing_value = "1h",
+            value_parser = humantime::parse_duration)]
+        wait: Option<Duration>,
     },
     /// Approve a pending request (as a custodian approver).
     Approve {
@@ -125,6 +130,7 @@ pub fn run(server: &ServerArgs, command: AccessCommand) -> anyhow::Result<()> {
             scope,
             fields,
             duration,
+            wait,
         } => {
             let mut body = scope.body();
             body.insert("fields".into(), json!(fields));
@@ -140,13 +146,25 @@ pub fn run(server: &ServerArgs, command: AccessCommand) -> anyhow::Result<()> {
                     describe(r)
                 )
             });
+            if let Some(limit) = wait {
+                let decided = wait_for_decision(&client, text(&answer, "id"), limit)?;
+                server.print(&decided, describe);
+                let status = text(&decided, "status");
+                if status != "approved" {
+                    bail!(
+                        "access request {} is {status}, not approved",
+                        text(&decided, "id")
+                    );
+                }
+            }
         }
         AccessCommand::Approve { id, comment } => {
             let answer = decide(&client, &id, "approve", &comment)?;
             server.print(&answer, |r| {
                 let got = r["approvals"].as_array().map_or(0, Vec::len);
                 format!(
-                    "approved {id} ({got} of {} approvals): it is now {}\n{}",
+                    "approved {} ({got} of {} approvals): it is now {}\n{}",
+                    text(r, "id"),
                     r["approvals_required"],
                     text(r, "status"),
                     describe(r)
@@ -155,11 +173,15 @@ pub fn run(server: &ServerArgs, command: AccessCommand) -> anyhow::Result<()> {
         }
         AccessCommand::Deny { id, comment } => {
             let answer = decide(&client, &id, "deny", &comment)?;
-            server.print(&answer, |r| format!("denied {id}\n{}", describe(r)));
+            server.print(&answer, |r| {
+                format!("denied {}\n{}", text(r, "id"), describe(r))
+            });
         }
         AccessCommand::Revoke { id, comment } => {
             let answer = decide(&client, &id, "revoke", &comment)?;
-            server.print(&answer, |r| format!("revoked {id}\n{}", describe(r)));
+            server.print(&answer, |r| {
+                format!("revoked {}\n{}", text(r, "id"), describe(r))
+            });
         }
         AccessCommand::List { status } => {
             let path = match status {
@@ -170,6 +192,7 @@ pub fn run(server: &ServerArgs, command: AccessCommand) -> anyhow::Result<()> {
             server.print(&answer, |a| list(a, "requests", "no access requests"));
         }
         AccessCommand::Show { id } => {
+            let id = request_id(&client, &id)?;
             let answer = client.get_json(&format!("/v1/access/requests/{}", segment(&id)))?;
             server.print(&answer, describe);
         }
@@ -190,6 +213,7 @@ pub fn run(server: &ServerArgs, command: AccessCommand) -> anyhow::Result<()> {
             });
         }
         AccessCommand::Review { id, comment } => {
+            let id = client.resolve(&id, is_full_id, "/v1/access/break-glass", "uses", "id")?;
             let path = format!("/v1/access/break-glass/{}/review", segment(&id));
             let answer = client.post(&path, Body::Json(&json!({ "comment": comment })))?;
             server.print(&answer, |r| format!("reviewed {id}\n{}", describe(r)));
@@ -214,8 +238,15 @@ fn decide(
     if id.trim().is_empty() {
         bail!("the request id is empty (`sovereign access list` shows the ids)");
     }
-    let path = format!("/v1/access/requests/{}/{verb}", segment(id));
+    let id = request_id(client, id)?;
+    let path = format!("/v1/access/requests/{}/{verb}", segment(&id));
     client.post(&path, Body::Json(&json!({ "comment": comment })))
+}
+
+/// The whole id of the access request `given` names: itself, or a unique prefix of at least
+/// 4 characters (with or without its `ar-`) of a request the caller may list.
+fn request_id(client: &crate::client::Client, given: &str) -> anyhow::Result<String> {
+    client.resolve(given, is_full_id, "/v1/access/requests", "requests", "id")
 }
 
 /// One request per line.
@@ -355,4 +386,39 @@ fn reason_codes(answer: &Value) -> String {
         .iter()
         .map(|c| format!("{:<width$}  {}\n", text(c, "code"), text(c, "description")))
         .collect()
+}
+
+/// How often `access request --wait` asks whether the approvers have decided.
+const DECISION_POLL: Duration = Duration::from_secs(2);
+
+/// Polls request `id` until it is no longer pending, or `limit` has passed; says on standard
+/// error how many approvals it has while it waits.
+fn wait_for_decision(
+    client: &crate::client::Client,
+    id: &str,
+    limit: Duration,
+) -> anyhow::Result<Value> {
+    let started = std::time::Instant::now();
+    let mut said = None;
+    loop {
+        let request = client.get_json(&format!("/v1/access/requests/{}", segment(id)))?;
+        if text(&request, "status") != "pending" {
+            return Ok(request);
+        }
+        let got = request["approvals"].as_array().map_or(0, Vec::len);
+        if said != Some(got) {
+            eprintln!(
+                "waiting for the approvers of {id}: {got} of {} approval(s)",
+                request["approvals_required"]
+            );
+            said = Some(got);
+        }
+        if started.elapsed() >= limit {
+            bail!(
+                "access request {id} is still pending after {}",
+                humantime::format_duration(limit)
+            );
+        }
+        std::thread::sleep(DECISION_POLL.min(limit.saturating_sub(started.elapsed())));
+    }
 }

@@ -91,18 +91,17 @@ impl LogUrl {
     }
 }
 
-/// Entries the gateway serving `url` holds beyond the `checked` ones, said on standard error:
-/// a check straight after an action otherwise shows counts that look stale. `None` when the
-/// source does not tell (a directory, a static mirror) or there are none.
-pub(crate) fn not_yet_covered(url: &str, checked: u64) -> Option<u64> {
-    let lag = monitor::fetch::lag(url).ok().flatten()?;
-    let pending = lag.log_size.checked_sub(checked).filter(|n| *n > 0)?;
+/// Says on standard error how many entries the gateway held beyond the checkpoint checked:
+/// a check straight after an action otherwise shows counts that look stale.
+pub(crate) fn say_not_yet_covered(pending: u64) {
+    if pending == 0 {
+        return;
+    }
     eprintln!(
         "note: the gateway's log holds {pending} more entr{} than the checkpoint checked: {} not in this check yet (checkpoints follow within a second, later with witnesses); --wait waits for them",
         if pending == 1 { "y" } else { "ies" },
         if pending == 1 { "it is" } else { "they are" }
     );
-    Some(pending)
 }
 
 /// `sovereign audit ...`: verify the transparency log as an outside monitor.
@@ -448,11 +447,10 @@ fn verify(
     let policy = witnesses.policy()?;
     let log = monitor::open_witnessed_log(url, &verifier, &policy)?;
     let verified = monitor::verify(&*log, &verifier, state, &mut Progress::new("audit verify"))?;
-    let pending = not_yet_covered(url, verified.checkpoint.size);
+    say_not_yet_covered(verified.not_yet_covered);
     if json {
         let mut answer = verified.to_json();
         answer["witnessed"] = witnessed_json(&policy);
-        answer["not_yet_covered"] = pending.unwrap_or(0).into();
         writeln!(out, "{answer}")?;
         return Ok(());
     }
@@ -533,11 +531,10 @@ fn replay(
     let mut progress = Progress::new("audit replay");
     let replay = monitor::replay(url, &verifier, &policy, policies, reprove, &mut progress)?;
     let failures = replay.failures();
-    let pending = not_yet_covered(url, replay.checkpoint.size);
+    say_not_yet_covered(replay.not_yet_covered);
     if json {
         let mut answer = replay.to_json();
         answer["witnessed"] = witnessed_json(&policy);
-        answer["not_yet_covered"] = pending.unwrap_or(0).into();
         writeln!(out, "{answer}")?;
         if failures > 0 {
             return Err(monitor::failure::check_failed(replay.verdict()));

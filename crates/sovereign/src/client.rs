@@ -217,6 +217,71 @@ fn read_limited(response: ureq::Response, max: u64, url: &str) -> anyhow::Result
     Ok(body)
 }
 
+/// Shortest prefix accepted for a hash or id, as git accepts short hashes.
+const MIN_PREFIX: usize = 4;
+
+impl Client {
+    /// The full hash or id that `given` names among the `member` array of `GET list_path`
+    /// (each item's `key`): `given` itself when `is_full` says it is whole, else the one item
+    /// it is a prefix of (at least 4 characters; an id's `ar-`/`bg-` may be left out). None
+    /// or several is a usage error naming them.
+    pub fn resolve(
+        &self,
+        given: &str,
+        is_full: impl Fn(&str) -> bool,
+        list_path: &str,
+        member: &str,
+        key: &str,
+    ) -> anyhow::Result<String> {
+        let given = given.trim();
+        if is_full(given) {
+            return Ok(given.to_string());
+        }
+        if given.len() < MIN_PREFIX {
+            return Err(monitor::failure::usage(format!(
+                "{given:?} is too short to name one: give at least {MIN_PREFIX} characters"
+            )));
+        }
+        let list = self.get_json(list_path)?;
+        let lower = given.to_ascii_lowercase();
+        let matches: Vec<String> = list[member]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|item| item[key].as_str())
+            .filter(|full| {
+                let bare = full.split_once('-').map_or(*full, |(_, rest)| rest);
+                full.starts_with(&lower) || bare.starts_with(&lower)
+            })
+            .map(str::to_string)
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => Err(monitor::failure::usage(format!(
+                "nothing listed at {list_path} starts with {given:?}"
+            ))),
+            several => Err(monitor::failure::usage(format!(
+                "{given:?} is ambiguous: it starts {}",
+                several.join(", ")
+            ))),
+        }
+    }
+}
+
+/// Whether `s` is a whole set hash: 64 lower-case hex digits.
+pub fn is_full_hash(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Whether `s` is a whole request or break-glass id: `ar-` or `bg-` and 16 hex digits.
+pub fn is_full_id(s: &str) -> bool {
+    s.split_once('-').is_some_and(|(kind, hex)| {
+        matches!(kind, "ar" | "bg") && hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit())
+    })
+}
+
 /// Escapes one path segment (a name, a version, an id) for a URL.
 pub fn segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());

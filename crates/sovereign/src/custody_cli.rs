@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 use tlog::note::{NoteError, Signer, Verifier};
 
-use crate::client::{Body, Client, ServerArgs, joined, segment, text};
+use crate::client::{Body, Client, ServerArgs, is_full_hash, joined, segment, text};
 
 // ---------------------------------------------------------------------------
 // Commands
@@ -26,6 +26,10 @@ use crate::client::{Body, Client, ServerArgs, joined, segment, text};
 /// `sovereign policy ...`
 #[derive(clap::Subcommand, Debug, Clone)]
 pub enum PolicyCommand {
+    /// A what-if decision, not logged: decide one request described by the flags with the
+    /// gateway's active policy set (or --set HASH, or --file), and show the policies that
+    /// determined it (like `opa eval --explain`).
+    Eval(Box<crate::policy_eval::EvalArgs>),
     /// Propose a Cedar policy set; prints its hash and the statement custodians sign.
     Propose {
         /// The Cedar policies.
@@ -265,6 +269,7 @@ pub fn run_policy(server: &ServerArgs, command: PolicyCommand) -> anyhow::Result
         return prove_offline(&files, schema, invariants, &restricted, timeout, json);
     }
     match command {
+        PolicyCommand::Eval(args) => return crate::policy_eval::run(server, &args),
         PolicyCommand::SignInvariants {
             file,
             schema,
@@ -296,6 +301,7 @@ pub fn run_policy(server: &ServerArgs, command: PolicyCommand) -> anyhow::Result
             });
         }
         PolicyCommand::Prove { .. }
+        | PolicyCommand::Eval(_)
         | PolicyCommand::SignInvariants { .. }
         | PolicyCommand::Invariants { .. } => unreachable!("handled offline above"),
         PolicyCommand::ProposeInvariants { file } => {
@@ -345,7 +351,7 @@ pub fn run_policy(server: &ServerArgs, command: PolicyCommand) -> anyhow::Result
             server.print(&answer, policy_list);
         }
         PolicyCommand::Show { hash } => {
-            let hash = check_hash(&hash)?;
+            let hash = resolve_hash(&client, &hash, "/v1/policies")?;
             let answer = client.get_json(&format!("/v1/policies/{hash}"))?;
             server.print(&answer, |a| {
                 format!(
@@ -369,7 +375,7 @@ pub fn run_policy(server: &ServerArgs, command: PolicyCommand) -> anyhow::Result
 /// Fetches the policy set, checks its text against `hash`, loads it as the gateway
 /// would, and signs its activation.
 fn sign_policy(client: &Client, hash: &str, signing: &Signing) -> anyhow::Result<()> {
-    let hash = check_hash(hash)?;
+    let hash = resolve_hash(client, hash, "/v1/policies")?;
     let set = client.get_json(&format!("/v1/policies/{hash}"))?;
     let (schema, policies) = match (set["schema"].as_str(), set["policies"].as_str()) {
         (Some(s), Some(p)) => (s, p),
@@ -426,7 +432,7 @@ fn activate_set(
     signature: &Path,
     statement: impl FnOnce(String) -> Statement,
 ) -> anyhow::Result<()> {
-    let hash = check_hash(hash)?;
+    let hash = resolve_hash(client, hash, route)?;
     let note = read_note(signature, &statement(hash.clone()))?;
     let answer = client.post(&format!("{route}/{hash}/activate"), Body::Text(&note))?;
     server.print(&answer, |a| {
@@ -1019,14 +1025,16 @@ fn what(s: &Statement) -> String {
 // Small helpers
 
 /// A policy or invariant set hash as given on the command line: 64 hex digits, lower-cased.
-fn check_hash(hash: &str) -> anyhow::Result<String> {
-    let hash = hash.trim().to_ascii_lowercase();
-    if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-        bail!(
-            "{hash:?} is not a set hash (64 hex digits; `sovereign policy list` shows policy sets, GET /v1/invariants the invariant sets)"
-        );
+/// The whole hash of the set `given` names at `route` (`/v1/policies`, `/v1/invariants`):
+/// 64 hex digits, or a unique prefix of at least 4 of a set the gateway lists.
+fn resolve_hash(client: &Client, given: &str, route: &str) -> anyhow::Result<String> {
+    let given = given.trim().to_ascii_lowercase();
+    if !given.bytes().all(|b| b.is_ascii_hexdigit()) || given.len() > 64 {
+        return Err(monitor::failure::usage(format!(
+            "{given:?} is not a set hash (64 hex digits, or a unique prefix; `sovereign policy list` shows policy sets, GET /v1/invariants the invariant sets)"
+        )));
     }
-    Ok(hash)
+    client.resolve(&given, is_full_hash, route, "sets", "hash")
 }
 
 fn hex_sha256(data: &[u8]) -> String {

@@ -8,6 +8,7 @@ mod client;
 mod custody_cli;
 mod demo;
 mod exit;
+mod policy_eval;
 mod report;
 mod residency;
 mod witness;

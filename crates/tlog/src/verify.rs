@@ -26,17 +26,32 @@ pub trait TileFetcher {
     /// Returns the file's bytes, `Ok(None)` if the log does not serve it (HTTP 404,
     /// no such file), or an error for anything else.
     fn fetch(&self, path: &str) -> Result<Option<Vec<u8>>, FetchError>;
+
+    /// How many entries the server said its log held when it last served `checkpoint`, if
+    /// it said (a log's server may publish checkpoints behind its log). Unverified and only
+    /// informative: it tells a reader how much a check of that checkpoint leaves out.
+    fn log_size_hint(&self) -> Option<u64> {
+        None
+    }
 }
 
 impl<T: TileFetcher + ?Sized> TileFetcher for &T {
     fn fetch(&self, path: &str) -> Result<Option<Vec<u8>>, FetchError> {
         (**self).fetch(path)
     }
+
+    fn log_size_hint(&self) -> Option<u64> {
+        (**self).log_size_hint()
+    }
 }
 
 impl<T: TileFetcher + ?Sized> TileFetcher for Box<T> {
     fn fetch(&self, path: &str) -> Result<Option<Vec<u8>>, FetchError> {
         (**self).fetch(path)
+    }
+
+    fn log_size_hint(&self) -> Option<u64> {
+        (**self).log_size_hint()
     }
 }
 

@@ -170,7 +170,8 @@ fn access_requests_need_two_independent_approvals() {
     // Any other refusal (409): exit status 5.
     let err = t.fails_with(5, &carol, &["access", "approve", &id]);
     assert!(err.starts_with("error: already_approved: "), "{err}");
-    let out = t.ok(&dave, &["access", "approve", &id]);
+    // By a prefix of its id, without the `ar-`.
+    let out = t.ok(&dave, &["access", "approve", &id[3..10]]);
     assert!(
         out.contains(&format!(
             "approved {id} (2 of 2 approvals): it is now approved"
@@ -374,6 +375,13 @@ fn a_policy_set_is_activated_only_with_a_custodian_signature() {
     let shown = t.ok("", &["policy", "show", &hash]);
     assert!(shown.contains("// Reviewed by the custodian."), "{shown}");
     assert!(shown.contains("proven against invariant set"), "{shown}");
+    // A unique prefix names it too, as git accepts short hashes; too short is refused.
+    let by_prefix = t.ok(&olga, &["policy", "show", &hash[..8]]);
+    assert_eq!(by_prefix, shown);
+    let err = t.fails_with(2, &olga, &["policy", "show", &hash[..3]]);
+    assert!(err.contains("too short"), "{err}");
+    let err = t.fails_with(2, &olga, &["policy", "show", "ffffffffff"]);
+    assert!(err.contains("starts with \"ffffffffff\""), "{err}");
 
     // A note for another policy set is refused before it is sent.
     let other = "0".repeat(64);
@@ -764,4 +772,166 @@ fn the_kill_switch_suspends_and_lifts_a_jurisdiction() {
 
     let err = t.fails(&olga, &["kill-switch", "suspend", "USA", "--key", s(&key)]);
     assert!(err.contains("not a jurisdiction"), "{err}");
+}
+
+// ---------------------------------------------------------------------------
+// What-if decisions
+
+/// Entries the gateway at `base` holds now (`Sovereign-Log-Size` of its checkpoint).
+fn log_size(base: &str) -> u64 {
+    reqwest::blocking::get(format!("{base}/log/checkpoint"))
+        .unwrap()
+        .headers()["Sovereign-Log-Size"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn policy_eval_explains_a_what_if_decision_and_logs_nothing() {
+    let t = Setup::new();
+    let olga = t.cast(&OPERATOR);
+    let before = log_size(&t.server.base);
+    let vetted = [
+        "policy",
+        "eval",
+        "--action",
+        "read",
+        "--entity",
+        "usds",
+        "--location",
+        "US",
+        "--clearance",
+        "us-data",
+        "--purpose",
+        "ticket 42",
+    ];
+    let out = t.ok(&olga, &vetted);
+    assert!(
+        out.starts_with("allow: permitted by permit-usds-vetted-data\n"),
+        "{out}"
+    );
+    assert!(out.contains("nothing was logged or granted"), "{out}");
+    // The same principal travelling in CN: the forbid that decides it is named.
+    let mut travelling = vetted.to_vec();
+    travelling[7] = "CN";
+    let answer = t.json(&olga, &travelling);
+    assert_eq!(answer["decision"], "deny", "{answer}");
+    assert!(
+        answer["determining_policies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == "forbid-restricted-location"),
+        "{answer}"
+    );
+    assert_eq!(answer["logged"], false);
+    // Without a purpose nothing permits it.
+    let out = t.ok(&olga, &vetted[..10]);
+    assert!(out.starts_with("deny: no policy permits it\n"), "{out}");
+    // A policy file of one's own, offline: a what-if before proposing it.
+    let file = t.file("permissive.cedar");
+    std::fs::write(
+        &file,
+        "@id(\"permit-everything\")\npermit (principal, action, resource);\n",
+    )
+    .unwrap();
+    let out = t.ok("", &[&travelling[..], &["--file", s(&file)]].concat());
+    assert!(
+        out.starts_with("allow: permitted by permit-everything\n"),
+        "{out}"
+    );
+    // A made-up action is a usage error.
+    let err = t.fails_with(
+        2,
+        &olga,
+        &[
+            "policy",
+            "eval",
+            "--action",
+            "peek",
+            "--entity",
+            "usds",
+            "--location",
+            "US",
+        ],
+    );
+    assert!(err.contains("is not an action"), "{err}");
+    // Nothing of it reached the log.
+    assert_eq!(log_size(&t.server.base), before);
+}
+
+/// `access request --wait` returns once the approvers have decided: 0 when approved, 5 when
+/// denied.
+#[test]
+fn access_request_wait_returns_once_the_approvers_decide() {
+    let t = Setup::new();
+    let bob = t.token("bob", "usds", "US", &[]);
+    let carol = t.cast(&APPROVER_1);
+    let dave = t.cast(&APPROVER_2);
+    let waiting = |subject: &str| {
+        let mut args = vec![
+            "access",
+            "request",
+            "--action",
+            "read",
+            "--subject",
+            subject,
+            "--wait=60s",
+            "--json",
+        ];
+        args.extend(SUPPORT_TICKET);
+        crate::support::sovereign()
+            .args(&args)
+            .args(["--token", &bob])
+            .env("SOVEREIGN_URL", &t.server.base)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // The request's id, once the waiting command has created it.
+    let pending_id = |subject: &str| loop {
+        let list = t.json(&carol, &["access", "list", "--status", "pending"]);
+        let found = list["requests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["subjects"][0] == subject)
+            .and_then(|r| r["id"].as_str().map(str::to_string));
+        if let Some(id) = found {
+            break id;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+
+    let child = waiting("u-7");
+    let id = pending_id("u-7");
+    t.ok(&carol, &["access", "approve", &id]);
+    t.ok(&dave, &["access", "approve", &id]);
+    let output = child.wait_with_output().unwrap();
+    let (out, err) = crate::support::text(&output);
+    assert_eq!(output.status.code(), Some(0), "{out}{err}");
+    assert!(
+        err.contains(&format!("waiting for the approvers of {id}: 0 of 2")),
+        "{err}"
+    );
+    let last: Value = serde_json::Deserializer::from_str(&out)
+        .into_iter::<Value>()
+        .last()
+        .unwrap()
+        .unwrap();
+    assert_eq!(last["status"], "approved", "{out}");
+
+    let child = waiting("u-8");
+    let id = pending_id("u-8");
+    t.ok(&carol, &["access", "deny", &id, "--comment", "no ticket"]);
+    let output = child.wait_with_output().unwrap();
+    let (out, err) = crate::support::text(&output);
+    assert_eq!(output.status.code(), Some(5), "{out}{err}");
+    assert!(
+        err.contains(&format!("access request {id} is denied, not approved")),
+        "{err}"
+    );
 }
