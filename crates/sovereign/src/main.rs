@@ -4,6 +4,7 @@ mod access;
 mod audit;
 mod batch;
 mod bench;
+mod check;
 mod client;
 mod custody_cli;
 mod demo;
@@ -103,6 +104,10 @@ enum Command {
     Check {
         #[arg(long, default_value = DEFAULT_DATA)]
         data: PathBuf,
+        /// Also reach every configured store (PostgreSQL: connect and query; SQLite: the file
+        /// or its folder), find the solver, and check that key files are private (0600).
+        #[arg(long)]
+        connect: bool,
     },
     /// The monitor's tools: the log's key, verifying a log, offline inclusion proofs,
     /// replaying its decisions.
@@ -355,25 +360,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Check { data } => {
-            let config = Config::load(&data).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let files = gateway::read_policy_files(&config, &data)?;
-            let engine = files.engine()?;
-            let invariants_path = data.join(&config.policy.invariants);
-            let invariants_text = std::fs::read_to_string(&invariants_path)
-                .with_context(|| format!("cannot read {}", invariants_path.display()))?;
-            let invariants = gateway::proof::parse_invariants(&files.schema, &invariants_text)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", invariants_path.display()))?;
-            println!(
-                "{}: configuration, {} policies (policy set {}) and {} invariants (invariant set {}) are valid; whether the policies keep the invariants is proven at activation, or now with `sovereign policy prove`",
-                data.join(CONFIG_FILE).display(),
-                engine.policy_ids().len(),
-                engine.policy_set_hash(),
-                invariants.len(),
-                invariants.hash()
-            );
-            Ok(())
-        }
+        Command::Check { data, connect } => check::run(&data, connect),
     }
 }
 

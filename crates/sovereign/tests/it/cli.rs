@@ -301,3 +301,50 @@ fn completions_and_man_pages_cover_every_command() {
     let top = std::fs::read_to_string(man.join("sovereign.1")).unwrap();
     assert!(top.contains("Exit codes"), "{top}");
 }
+
+/// `check --connect` reaches what a start would: the stores, the solver, private key files.
+#[test]
+fn check_connect_reaches_the_stores_and_the_solver_and_checks_key_modes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().unwrap();
+    run_ok(&["init", "--data", data_arg]);
+    let check = || {
+        let output = sovereign()
+            .args(["check", "--data", data_arg, "--connect"])
+            .output()
+            .unwrap();
+        let out = String::from_utf8(output.stdout).unwrap();
+        (output.status.code(), out)
+    };
+    if crate::support::cvc5_present() {
+        let (code, out) = check();
+        assert_eq!(code, Some(0), "{out}");
+        assert!(out.contains("  ok    site us-east: SQLite "), "{out}");
+        assert!(out.contains("  ok    solver: cvc5 "), "{out}");
+        assert!(out.contains("readable by their owner only"), "{out}");
+    }
+    // A key file others may read, and a PostgreSQL store nobody serves: each named, exit 1.
+    let key = data.join("keys/custodian.key");
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let config = data.join("sovereign.toml");
+    let toml = std::fs::read_to_string(&config).unwrap();
+    let edited = toml.replace(
+        r#"store = "sqlite:log/log.sqlite""#,
+        &format!(r#"store = "postgres://sovereign@127.0.0.1:{closed}/log?sslmode=disable""#),
+    );
+    assert_ne!(edited, toml);
+    std::fs::write(&config, edited).unwrap();
+    let (code, out) = check();
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("  FAIL  log: "), "{out}");
+    assert!(
+        out.contains("  FAIL  key file ") && out.contains("mode 0644") && out.contains("chmod 600"),
+        "{out}"
+    );
+}
