@@ -38,11 +38,17 @@ pub enum PolicyCommand {
         #[arg(long)]
         schema: Option<PathBuf>,
     },
-    /// Sign the activation of a proposed policy set with a custodian key, after
-    /// checking the set's text against its hash.
+    /// Sign the activation of a policy set with a custodian key: a proposed set by its hash
+    /// (fetched, its text checked against the hash), or a local policies file (as
+    /// `sign-file`, with --schema or Sovereign's schema).
     Sign {
-        /// The policy set's hash (64 hex digits).
-        hash: String,
+        /// The policy set's hash (or a unique prefix of one the gateway lists), or a
+        /// policies file.
+        #[arg(value_name = "HASH|FILE")]
+        target: String,
+        /// The schema of a policies file [default: Sovereign's].
+        #[arg(long)]
+        schema: Option<PathBuf>,
         #[command(flatten)]
         signing: Signing,
     },
@@ -62,8 +68,10 @@ pub enum PolicyCommand {
     /// (`policy.invariants_signature` in sovereign.toml) and whenever the file changes. The
     /// file is checked against the schema first; the statement names its canonical hash.
     SignInvariants {
-        /// The invariants (Cedar policies annotated `@invariant("name")`).
-        file: PathBuf,
+        /// The invariants file (Cedar policies annotated `@invariant("name")`), or the hash
+        /// (or a unique prefix) of an invariant set proposed to the gateway.
+        #[arg(value_name = "FILE|HASH")]
+        target: String,
         /// The Cedar schema the invariants are checked against [default: Sovereign's].
         #[arg(long)]
         schema: Option<PathBuf>,
@@ -271,10 +279,20 @@ pub fn run_policy(server: &ServerArgs, command: PolicyCommand) -> anyhow::Result
     match command {
         PolicyCommand::Eval(args) => return crate::policy_eval::run(server, &args),
         PolicyCommand::SignInvariants {
-            file,
+            target,
             schema,
             signing,
-        } => return sign_invariants(&file, schema.as_deref(), &signing),
+        } => {
+            let (text, expected) = if Path::new(&target).is_file() {
+                (read_text(Path::new(&target))?, None)
+            } else {
+                let client = server.client()?;
+                let hash = resolve_hash(&client, &target, "/v1/invariants")?;
+                let set = client.get_json(&format!("/v1/invariants/{hash}"))?;
+                (text(&set, "text").to_string(), Some(hash))
+            };
+            return sign_invariants(&text, expected.as_deref(), schema.as_deref(), &signing);
+        }
         PolicyCommand::Invariants { restricted } => {
             print!("{}", prove::default_invariants(&restricted));
             return Ok(());
@@ -327,7 +345,22 @@ pub fn run_policy(server: &ServerArgs, command: PolicyCommand) -> anyhow::Result
             &signature,
             |invariant_set| Statement::InvariantActivation { invariant_set },
         )?,
-        PolicyCommand::Sign { hash, signing } => sign_policy(&client, &hash, &signing)?,
+        PolicyCommand::Sign {
+            target,
+            schema,
+            signing,
+        } if Path::new(&target).is_file() => {
+            let schema = match schema {
+                Some(path) => read_text(&path)?,
+                None => policy::DEFAULT_SCHEMA.to_string(),
+            };
+            let policies = read_text(Path::new(&target))?;
+            let hash = policy::policy_set_hash(&schema, &policies);
+            sign_policy_text(&hash, &schema, &policies, &signing)?;
+        }
+        PolicyCommand::Sign {
+            target, signing, ..
+        } => sign_policy(&client, &target, &signing)?,
         PolicyCommand::SignFile {
             file,
             schema,
@@ -487,13 +520,29 @@ fn proofs_summary(proofs: &Value) -> String {
 
 /// `sovereign policy sign-invariants`: checks the invariants file as the gateway would and
 /// signs the activation of its canonical hash.
-fn sign_invariants(file: &Path, schema: Option<&Path>, signing: &Signing) -> anyhow::Result<()> {
+/// Signs the activation of the invariants `text` (from a file, or the gateway's set
+/// `expected`, whose hash the text must have), checked against the schema first; the
+/// statement names their canonical hash.
+fn sign_invariants(
+    text: &str,
+    expected: Option<&str>,
+    schema: Option<&Path>,
+    signing: &Signing,
+) -> anyhow::Result<()> {
     let schema = match schema {
         Some(path) => read_text(path)?,
         None => policy::DEFAULT_SCHEMA.to_string(),
     };
-    let invariants = prove::Invariants::parse_with_schema(&schema, &read_text(file)?)
-        .map_err(|e| anyhow!("refusing to sign {}: {e}", file.display()))?;
+    let invariants = prove::Invariants::parse_with_schema(&schema, text)
+        .map_err(|e| anyhow!("refusing to sign the invariants: {e}"))?;
+    if let Some(expected) = expected
+        && invariants.hash() != expected
+    {
+        bail!(
+            "the gateway's invariant set {expected} hashes to {}: it is not the set it claims to be",
+            invariants.hash()
+        );
+    }
     let signed = sign_statement(
         &Statement::InvariantActivation {
             invariant_set: invariants.hash().to_string(),

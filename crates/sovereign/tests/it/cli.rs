@@ -199,9 +199,11 @@ fn the_first_policy_set_starts_only_when_signed() {
     let key = data.join("keys/custodian.key");
     let schema = data.join("policy/sovereign.cedarschema");
     let signature = data.join("policy/policies.sig");
+    // `policy sign` takes a policies file as well as a proposed set's hash (as
+    // `sign-invariants` takes a file or a hash).
     run_ok(&[
         "policy",
-        "sign-file",
+        "sign",
         policies.to_str().unwrap(),
         "--schema",
         schema.to_str().unwrap(),

@@ -503,6 +503,27 @@ fn invariants_are_proposed_signed_and_activated_through_the_cli() {
         ],
     );
     assert!(signed.contains(&hash), "the same canonical hash: {signed}");
+    // Signed by (a prefix of) the proposed set's hash, as `policy sign` takes one: the
+    // same statement.
+    let by_hash = t.file("invariants-by-hash.sig");
+    let signed = t.ok(
+        &olga,
+        &[
+            "policy",
+            "sign-invariants",
+            &hash[..10],
+            "--key",
+            s(&t.custodian_key()),
+            "--out",
+            s(&by_hash),
+        ],
+    );
+    assert!(signed.contains(&hash), "{signed}");
+    let statement = |note: &Path| {
+        let text = std::fs::read_to_string(note).unwrap();
+        text[..text.find("\n\n").unwrap()].to_string()
+    };
+    assert_eq!(statement(&by_hash), statement(&note));
     let out = t.ok(
         &olga,
         &[
@@ -525,8 +546,8 @@ fn invariants_are_proposed_signed_and_activated_through_the_cli() {
     assert!(err.contains("activation of invariant set"), "{err}");
 }
 
-/// Without a solver the first start cannot prove the first policy set, so it refuses and
-/// says how to install one; it never skips the proof.
+/// Without a solver, only the unchanged defaults start (with the proofs shipped in the
+/// binary, logged as such); any other first policy set is refused, saying how to install one.
 #[test]
 fn without_a_solver_the_defaults_start_with_shipped_proofs_and_nothing_else_does() {
     let dir = tempfile::tempdir().unwrap();
