@@ -42,6 +42,10 @@ fn observe(c: &mut Criterion) {
                 collection: Some("profile"),
                 outcome: "allow",
                 policies: vec!["permit-usds-vetted-data".into()],
+                purpose: "ticket 42",
+                reason_code: "customer-initiated-support",
+                grant: None,
+                classes: vec!["protected: allow".into(), "interoperable: allow".into()],
                 log_index: n as u64,
             };
             black_box(analytics.observe_access(&observation, false))

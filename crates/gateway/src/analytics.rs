@@ -108,6 +108,9 @@ pub struct Alert {
     pub location: Option<String>,
     pub message: String,
     pub log_index: Option<u64>,
+    /// The same alert about the same principal again within `alert_repeat_seconds` after
+    /// this one: counted here, not raised (nor logged) again.
+    pub repeats: u64,
 }
 
 /// One logged decision, as the request path saw it.
@@ -120,6 +123,13 @@ pub struct Observation<'a> {
     pub collection: Option<&'a str>,
     pub outcome: &'static str,
     pub policies: Vec<String>,
+    /// The stated purpose and reason code, as logged.
+    pub purpose: &'a str,
+    pub reason_code: &'a str,
+    /// The kind of custodian grant Cedar saw (`approved`, `break-glass`), if any.
+    pub grant: Option<&'a str>,
+    /// Each decision's field class and whether it was allowed, like `protected: deny`.
+    pub classes: Vec<String>,
     pub log_index: u64,
 }
 
@@ -168,6 +178,10 @@ struct FeedItem {
     collection: Option<String>,
     outcome: &'static str,
     policies: Vec<String>,
+    purpose: String,
+    reason_code: String,
+    grant: Option<String>,
+    classes: Vec<String>,
 }
 
 /// The mutable part, behind one lock held only for counter updates.
@@ -313,6 +327,10 @@ impl Analytics {
             collection: o.collection.map(str::to_string),
             outcome: o.outcome,
             policies: o.policies.clone(),
+            purpose: o.purpose.to_string(),
+            reason_code: o.reason_code.to_string(),
+            grant: o.grant.map(str::to_string),
+            classes: o.classes.clone(),
         });
 
         if restricted {
@@ -422,6 +440,13 @@ impl Analytics {
                 .is_none_or(|at| now.duration_since(*at) >= repeat);
         if fresh {
             live.raised.insert(key, now);
+        } else if let Some(shown) = live
+            .alerts
+            .iter_mut()
+            .find(|a| a.alert == kind.as_str() && a.principal.as_deref() == principal)
+        {
+            // The page shows the alert it repeats with its count.
+            shown.repeats += 1;
         }
         drop(live);
         self.record(|| {
@@ -453,6 +478,7 @@ impl Analytics {
             location: who.map(|w| w.principal.location.clone()),
             message: request.message.clone(),
             log_index,
+            repeats: 0,
         };
         live.next_alert_id += 1;
         live.alerts_total += 1;

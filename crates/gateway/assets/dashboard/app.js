@@ -257,7 +257,13 @@
   // Rendering. Each summary is whole, so every panel is simply redrawn from it, except
   // the alerts, which are a live region and only ever gain new items.
 
-  const view = { history: [], uptime: -1, feedKey: '', alerts: new Map(), seen: false };
+  const view = {
+    history: [], uptime: -1, feedKey: '', seen: false,
+    // Alert ids shown, and the shown alerts by what repeats (kind, who, where).
+    alertIds: new Set(), alerts: new Map(),
+    // Log indexes whose "why" the reader opened.
+    openWhy: new Set(),
+  };
   // The size of the checkpoint the summary last named: entries below it are in served bundles.
   let checkpointSize = 0;
 
@@ -269,6 +275,7 @@
     // A restarted gateway numbers its alerts from 1 again.
     if (typeof s.uptime_seconds === 'number' && s.uptime_seconds < view.uptime) {
       view.alerts.clear();
+      view.alertIds.clear();
       $('alerts').replaceChildren();
       $('alerts-empty').hidden = false;
     }
@@ -361,9 +368,15 @@
     const pad = { left: 40, right: 10, top: 10, bottom: 22 };
     const plotW = width - pad.left - pad.right;
     const plotH = height - pad.top - pad.bottom;
-    const step = niceStep(Math.max(...history.map(count), 4) / 4);
+    // Scaled to the traffic most seconds carry, so that a burst (the start, a batch) does not
+    // flatten a steady rate: a second far above the rest is drawn to the top, its count on it.
+    const counts = history.map(count);
+    const typical = [...counts].sort((a, b) => a - b)[Math.floor(counts.length * 0.9)] || 0;
+    const peak = Math.max(0, ...counts);
+    const scaleTo = peak > 3 * Math.max(typical, 2) ? 2 * Math.max(typical, 2) : peak;
+    const step = niceStep(Math.max(scaleTo, 4) / 4);
     const top = step * 4;
-    const y = (v) => pad.top + plotH - (v / top) * plotH;
+    const y = (v) => pad.top + plotH - (Math.min(v, top) / top) * plotH;
 
     ctx.font = p.font;
     ctx.lineWidth = 1;
@@ -394,6 +407,12 @@
         ctx.fillRect(x, y(base + n), barW, y(base) - y(base + n));
         base += n;
       });
+      if (base > top) {
+        ctx.fillStyle = p.text;
+        ctx.textAlign = 'center';
+        ctx.textBaseline = 'top';
+        ctx.fillText(`▲${base}`, x + barW / 2, pad.top + 1);
+      }
     });
 
     ctx.fillStyle = p.text;
@@ -464,12 +483,43 @@
         cell(d.subject, 'mono'),
         cell(d.collection === null || d.collection === undefined ? '— (subject)' : d.collection,
           d.collection ? '' : 'muted'),
-        outcome, logCell(d.log_index),
+        outcome, logCell(d.log_index), whyCell(d),
       );
       return tr;
     });
+    const shown = new Set(recent.map((d) => d.log_index));
+    view.openWhy.forEach((index) => { if (!shown.has(index)) view.openWhy.delete(index); });
     $('feed').tBodies[0].replaceChildren(...rows);
     $('feed-empty').hidden = rows.length > 0;
+  }
+
+  // Why the decision came out as it did: the site, the deciding policies, the purpose and
+  // reason, the grant and each field class's verdict, behind a disclosure that stays open
+  // across redraws.
+  function whyCell(d) {
+    const td = el('td', 'why');
+    const details = el('details');
+    details.dataset.index = String(d.log_index);
+    details.open = view.openWhy.has(d.log_index);
+    const policies = Array.isArray(d.policies) && d.policies.length
+      ? d.policies.join(', ')
+      : (d.outcome === 'allow' ? '–' : 'no policy permitted it');
+    details.append(el('summary', '', d.outcome === 'allow' ? 'why' : 'why not'));
+    const facts = el('dl', 'why-facts');
+    [
+      ['decided by', policies],
+      ['fields', Array.isArray(d.classes) && d.classes.length ? d.classes.join('; ') : '— (subject)'],
+      ['purpose', d.purpose ? `${d.purpose}${d.reason_code ? ` (${d.reason_code})` : ''}` : 'none stated'],
+      ['grant', d.grant || 'none'],
+      ['site', `${d.site || '?'} · subject in ${d.subject_jurisdiction || '?'}`],
+    ].forEach(([term, value]) => {
+      const row = el('div');
+      row.append(el('dt', '', term), el('dd', '', value));
+      facts.append(row);
+    });
+    details.append(facts);
+    td.append(details);
+    return td;
   }
 
   // A log index that opens its entry.
@@ -527,10 +577,33 @@
     }
   }
 
-  // Alerts come twice (as an `alert` event and in later summaries) and are kept in id
-  // order, newest first. `fresh` ones are highlighted for a moment.
+  // Alerts come twice (as an `alert` event and in later summaries). The gateway raises an
+  // alert about a principal once per `alert_repeat_seconds` and counts the repeats on it
+  // (`repeats`); the page also folds alerts of the same kind, principal and location into
+  // one line, moved to the top by the newest, with "×N": nothing repeated pushes the others
+  // out. Lines are kept newest first.
   function addAlert(a, fresh) {
-    if (!a || typeof a.id !== 'number' || view.alerts.has(a.id)) return;
+    if (!a || typeof a.id !== 'number') return;
+    const key = [a.alert, a.principal, a.entity, a.location].join('|');
+    const times = 1 + (Number(a.repeats) || 0);
+    let group = view.alerts.get(key);
+    if (view.alertIds.has(a.id)) {
+      // Seen before: only its repeats may have grown.
+      if (group && group.ids.has(a.id)) {
+        group.ids.set(a.id, times);
+        showCount(group);
+      }
+      return;
+    }
+    view.alertIds.add(a.id);
+    // Ids are remembered only to count each once; the oldest are long off the page.
+    if (view.alertIds.size > 5000) view.alertIds.delete(view.alertIds.values().next().value);
+    if (group && group.lastId > a.id) {
+      // An older one, seen late: counted; the line stays where its newest put it.
+      group.ids.set(a.id, times);
+      showCount(group);
+      return;
+    }
     const list = $('alerts');
     const severity = a.severity === 'high' ? 'high' : 'warning';
     const li = el('li', `alert sev-${severity}`);
@@ -538,6 +611,8 @@
     li.dataset.id = String(a.id);
     const head = el('div', 'alert-head');
     head.append(el('span', `sev sev-${severity}`, severity), el('strong', 'alert-name', a.alert));
+    const count = el('span', 'alert-count', '');
+    head.append(count);
     const when = el('time', 'alert-time', clock(a.time));
     when.dateTime = a.time || '';
     head.append(when);
@@ -546,12 +621,17 @@
     const meta = [who, a.log_index === null || a.log_index === undefined
       ? 'not in the log' : `log #${a.log_index}`].filter(Boolean).join(' · ');
     li.append(el('p', 'alert-meta', meta));
+    if (group) group.li.remove();
+    const ids = group ? group.ids : new Map();
+    ids.set(a.id, times);
+    group = { li, count, ids, lastId: a.id };
+    view.alerts.set(key, group);
+    showCount(group);
     const before = [...list.children].find((child) => Number(child.dataset.id) < a.id) || null;
     list.insertBefore(li, before);
-    view.alerts.set(a.id, li);
     while (list.children.length > ALERTS_KEPT) {
       const last = list.lastElementChild;
-      view.alerts.delete(Number(last.dataset.id));
+      for (const [k, g] of view.alerts) if (g.li === last) view.alerts.delete(k);
       last.remove();
     }
     $('alerts-empty').hidden = true;
@@ -559,6 +639,14 @@
       li.classList.add('fresh');
       setTimeout(() => li.classList.remove('fresh'), 6000);
     }
+  }
+
+  // "×N" on a folded alert line: every alert and repeat it stands for.
+  function showCount(group) {
+    let n = 0;
+    group.ids.forEach((times) => { n += times; });
+    group.count.textContent = n > 1 ? `×${n}` : '';
+    group.count.title = n > 1 ? `${n} times (repeats within the alert interval are counted, not logged again)` : '';
   }
 
   function renderApprovals(pending) {
@@ -664,6 +752,12 @@
       if (button) openEntry(Number(button.dataset.index));
     });
     $('entry-close').addEventListener('click', () => { $('entry-view').hidden = true; });
+    // `toggle` does not bubble: listened to on the way down.
+    $('feed').addEventListener('toggle', (event) => {
+      const index = Number(event.target.dataset && event.target.dataset.index);
+      if (!Number.isFinite(index)) return;
+      if (event.target.open) view.openWhy.add(index); else view.openWhy.delete(index);
+    }, true);
     $('token-form').addEventListener('submit', (event) => {
       event.preventDefault();
       const token = $('token-input').value.trim();

@@ -592,9 +592,26 @@ impl AppState {
             action,
             target,
             decisions,
+            context,
+            grant,
             ..
         } = *access;
         let outcome = entry::outcome(decisions);
+        let classes = decisions
+            .iter()
+            .filter_map(|d| {
+                let class = d.class?.as_str();
+                let verdict = if d.decision.allowed && !d.suspended {
+                    "allow"
+                } else {
+                    "deny"
+                };
+                Some(match d.jurisdiction {
+                    Some(j) => format!("{class} ({j}): {verdict}"),
+                    None => format!("{class}: {verdict}"),
+                })
+            })
+            .collect();
         let decisions: Vec<Decision> = decisions.iter().map(|d| d.decision.clone()).collect();
         let observation = Observation {
             who,
@@ -605,6 +622,10 @@ impl AppState {
             collection: target.collection,
             outcome,
             policies: entry::deciding_policies(&decisions),
+            purpose: &context.purpose,
+            reason_code: &context.reason_code,
+            grant: grant.map(|g| g.kind),
+            classes,
             log_index,
         };
         let restricted = self

@@ -365,6 +365,34 @@ async fn a_restricted_country_attempt_is_alerted_and_logged_once_per_window() {
         StatusCode::FORBIDDEN
     );
     assert_eq!(alert_entries(&server).len(), 1);
+    // The dashboard's summary shows the alert with its repeat counted, and the feed says
+    // why chen was denied: the forbid, the purpose stated, the field classes.
+    let summary = server.state.summary();
+    let shown = &summary["alerts"][0];
+    assert_eq!(shown["alert"], "restricted-country-access", "{summary}");
+    assert_eq!(shown["repeats"], 1, "{shown}");
+    let denied = &summary["recent"][0];
+    assert_eq!(denied["principal"], "chen", "{denied}");
+    assert!(
+        denied["policies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == "forbid-restricted-location"),
+        "{denied}"
+    );
+    assert!(
+        denied["purpose"].as_str().is_some_and(|p| !p.is_empty()),
+        "{denied}"
+    );
+    assert!(
+        denied["classes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c == "protected: deny"),
+        "{denied}"
+    );
     let m = metrics(&server).await;
     assert_eq!(
         sum(

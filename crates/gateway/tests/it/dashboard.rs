@@ -133,7 +133,8 @@ async fn dashboard_shows_live_traffic() {
             .await;
     }
     let record = "/v1/subjects/u-2001/records/profile/main";
-    for who in [&PARENT_CN, &USDS_TRAVELLING_CN] {
+    // Chen twice: one alert line, counted ×2.
+    for who in [&PARENT_CN, &USDS_TRAVELLING_CN, &PARENT_CN] {
         let token = server.token(who);
         let Reply { status, body, .. } =
             server.get(record).bearer(&token).purpose("debugging").await;
@@ -174,6 +175,39 @@ async fn dashboard_shows_live_traffic() {
         assert!(
             !text.as_str().unwrap().contains("u-2001"),
             "a raw subject id is shown"
+        );
+
+        // The same alert again is one line with its count, not a second line.
+        let chen_alerts = r#"(() => [...document.querySelectorAll('#alerts li[data-alert]')]
+              .filter((li) => li.textContent.includes('chen'))
+              .map((li) => li.querySelector('.alert-count').textContent))()"#;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let counts = loop {
+            let counts = page.eval(chen_alerts);
+            if counts == serde_json::json!(["×2"]) || Instant::now() > deadline {
+                break counts;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        assert_eq!(counts, serde_json::json!(["×2"]), "chen's repeated alert");
+
+        // Why a decision came out as it did: a denial in CN names the forbid that decided
+        // it, and the purpose stated.
+        let why = page.eval(
+            r#"(() => {
+              const row = [...document.querySelectorAll('#feed tbody tr')]
+                .find((tr) => tr.textContent.includes('chen'));
+              if (!row) return null;
+              const details = row.querySelector('td.why details');
+              details.querySelector('summary').click();
+              return { open: details.open, text: details.innerText };
+            })()"#,
+        );
+        assert_eq!(why["open"], true, "{why}");
+        let text = why["text"].as_str().unwrap();
+        assert!(
+            text.contains("forbid-restricted-location") && text.contains("debugging"),
+            "{text}"
         );
 
         // A log index in the feed opens its entry, read from the log's entry bundle.
