@@ -111,6 +111,9 @@ pub struct Alert {
     /// The same alert about the same principal again within `alert_repeat_seconds` after
     /// this one: counted here, not raised (nor logged) again.
     pub repeats: u64,
+    /// For a `break-glass` alert, the use's id (the page shows whether it was reviewed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub break_glass: Option<String>,
 }
 
 /// One logged decision, as the request path saw it.
@@ -479,6 +482,9 @@ impl Analytics {
             message: request.message.clone(),
             log_index,
             repeats: 0,
+            break_glass: (request.kind == AlertKind::BreakGlass)
+                .then(|| request.details["id"].as_str().map(str::to_string))
+                .flatten(),
         };
         live.next_alert_id += 1;
         live.alerts_total += 1;

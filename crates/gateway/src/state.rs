@@ -87,6 +87,16 @@ impl AppState {
             &self.config.restricted_countries,
         );
         summary["fleet"] = self.fleet.summary();
+        // Whether the break-glass uses of the alerts shown were reviewed: the page marks them.
+        let reviewed: serde_json::Map<String, serde_json::Value> = summary["alerts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a["break_glass"].as_str())
+            .filter_map(|id| self.custody.request(id).ok())
+            .map(|r| (r.id, serde_json::Value::Bool(r.review.is_some())))
+            .collect();
+        summary["break_glass_reviewed"] = serde_json::Value::Object(reviewed);
         if let Some(w) = &self.witnessing {
             summary["log"]["witnessing"] = w.status();
         }

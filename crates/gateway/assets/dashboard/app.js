@@ -290,6 +290,7 @@
     renderLocations(s.by_location || {});
     renderFeed(Array.isArray(s.recent) ? s.recent : []);
     (Array.isArray(s.alerts) ? s.alerts : []).forEach((a) => addAlert(a, view.seen));
+    markReviews(s.break_glass_reviewed || {});
     renderApprovals(s.pending_approvals || []);
     renderCheckpoint(s.log);
     renderEntities(s.by_entity || {});
@@ -621,6 +622,12 @@
     const meta = [who, a.log_index === null || a.log_index === undefined
       ? 'not in the log' : `log #${a.log_index}`].filter(Boolean).join(' · ');
     li.append(el('p', 'alert-meta', meta));
+    if (a.break_glass) {
+      // Filled in by markReviews from each summary.
+      const review = el('p', 'alert-review', '');
+      review.dataset.breakGlass = a.break_glass;
+      li.append(review);
+    }
     if (group) group.li.remove();
     const ids = group ? group.ids : new Map();
     ids.set(a.id, times);
@@ -639,6 +646,16 @@
       li.classList.add('fresh');
       setTimeout(() => li.classList.remove('fresh'), 6000);
     }
+  }
+
+  // A break-glass alert says whether a custodian has reviewed the use yet.
+  function markReviews(reviewed) {
+    document.querySelectorAll('#alerts .alert-review').forEach((p) => {
+      const state = reviewed[p.dataset.breakGlass];
+      if (state === undefined) return;
+      p.textContent = state ? `${p.dataset.breakGlass}: reviewed` : `${p.dataset.breakGlass}: not reviewed yet`;
+      p.classList.toggle('warn', !state);
+    });
   }
 
   // "×N" on a folded alert line: every alert and repeat it stands for.

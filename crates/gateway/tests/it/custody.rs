@@ -355,6 +355,10 @@ async fn break_glass_acts_at_once_alerts_and_waits_for_review() {
         }
     };
     assert_eq!(unreviewed(&server, approver.clone()).await[0]["id"], id);
+    // The dashboard's alert names the use, shown as not reviewed yet.
+    let summary = server.state.summary();
+    assert_eq!(summary["alerts"][0]["break_glass"], id, "{summary}");
+    assert_eq!(summary["break_glass_reviewed"][id], false, "{summary}");
     server
         .post(&format!("/v1/access/break-glass/{id}/review"))
         .bearer(&frank)
@@ -368,6 +372,7 @@ async fn break_glass_acts_at_once_alerts_and_waits_for_review() {
         .expect(StatusCode::OK)
         .await;
     assert_eq!(unreviewed(&server, approver).await, json!([]));
+    assert_eq!(server.state.summary()["break_glass_reviewed"][id], true);
     server.stop().await;
 }
 
