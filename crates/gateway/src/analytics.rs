@@ -428,6 +428,107 @@ impl Analytics {
         })
     }
 
+    /// Fills the feed of recent decisions and the recent alerts from the log's last entries
+    /// (`(index, entry)`, in log order), so that a restarted gateway's page does not start
+    /// empty. Only the feed and the alerts: the counts and the rate are this gateway's since
+    /// it started. Entries that are not v2 access or alert entries are skipped.
+    pub fn seed_from_log(&self, entries: impl IntoIterator<Item = (u64, Vec<u8>)>) {
+        let mut live = self.live();
+        for (index, bytes) in entries {
+            let Ok(e) = serde_json::from_slice::<Value>(&bytes) else {
+                continue;
+            };
+            let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+            match e["kind"].as_str() {
+                Some("access") if e["v"] == 2 => {
+                    if live.recent.len() == RECENT_DECISIONS {
+                        live.recent.pop_back();
+                    }
+                    let decisions = e["decisions"].as_array().cloned().unwrap_or_default();
+                    let classes = decisions
+                        .iter()
+                        .filter_map(|d| {
+                            let class = d["field_class"].as_str()?;
+                            let verdict = if d["allowed"] == true && d["suspended"] != true {
+                                "allow"
+                            } else {
+                                "deny"
+                            };
+                            Some(match d["subject_jurisdiction"].as_str() {
+                                Some(j) => format!("{class} ({j}): {verdict}"),
+                                None => format!("{class}: {verdict}"),
+                            })
+                        })
+                        .collect();
+                    let outcome = match e["outcome"].as_str() {
+                        Some("allow") => "allow",
+                        Some("partial") => "partial",
+                        _ => "deny",
+                    };
+                    live.recent.push_front(FeedItem {
+                        time: text(&e["time"]),
+                        log_index: index,
+                        principal: text(&e["principal"]["id"]),
+                        entity: text(&e["principal"]["entity"]),
+                        location: text(&e["principal"]["location"]),
+                        action: policy::Action::parse(e["action"].as_str().unwrap_or_default())
+                            .map_or("?", |a| a.as_str()),
+                        subject: text(&e["subject"])
+                            .chars()
+                            .take(FEED_PSEUDONYM_CHARS)
+                            .collect(),
+                        subject_jurisdiction: text(&e["subject_jurisdiction"]),
+                        site: text(&e["site"]),
+                        collection: e["collection"].as_str().map(str::to_string),
+                        outcome,
+                        policies: e["policies"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(text)
+                            .collect(),
+                        purpose: text(&e["purpose"]),
+                        reason_code: text(&e["reason_code"]),
+                        grant: e["grant"]["kind"].as_str().map(str::to_string),
+                        classes,
+                    });
+                }
+                Some("alert") => {
+                    let Some(kind) = AlertKind::ALL
+                        .into_iter()
+                        .find(|k| e["alert"].as_str() == Some(k.as_str()))
+                    else {
+                        continue;
+                    };
+                    if live.alerts.len() == RECENT_ALERTS {
+                        live.alerts.pop_back();
+                    }
+                    let id = live.next_alert_id;
+                    live.next_alert_id += 1;
+                    let actor = &e["actor"];
+                    live.alerts.push_front(Alert {
+                        id,
+                        time: text(&e["time"]),
+                        alert: kind.as_str(),
+                        severity: kind.severity(),
+                        principal: actor["id"].as_str().map(str::to_string),
+                        entity: actor["entity"].as_str().map(str::to_string),
+                        location: actor["location"].as_str().map(str::to_string),
+                        message: format!(
+                            "raised before this gateway started (its details are in log entry {index})"
+                        ),
+                        log_index: Some(index),
+                        repeats: 0,
+                        break_glass: (kind == AlertKind::BreakGlass)
+                            .then(|| e["details"]["id"].as_str().map(str::to_string))
+                            .flatten(),
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// Whether this alert about this principal may be raised now, or repeats one raised
     /// within `alert_repeat_seconds` (then it is only counted).
     pub fn should_raise(&self, kind: AlertKind, principal: Option<&str>) -> bool {

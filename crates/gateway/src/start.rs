@@ -124,6 +124,15 @@ impl Gateway {
             witnessing,
             algorithms,
         });
+        // The page's feed and alerts start from the log's last entries, not empty.
+        let size = state.log.size();
+        let from = size.saturating_sub(logstore::MAX_ENTRIES_READ);
+        match state.log.entries(from, size) {
+            Ok(entries) => state.analytics.seed_from_log((from..).zip(entries)),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the log's last entries for the dashboard")
+            }
+        }
         let router = api_router
             .fallback(http::middleware::no_route)
             .method_not_allowed_fallback(http::middleware::method_not_allowed)

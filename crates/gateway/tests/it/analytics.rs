@@ -640,3 +640,55 @@ async fn the_stream_sends_summaries_and_alerts_to_monitors_only() {
     .await;
     assert!(rest.is_ok(), "the stream ended");
 }
+
+/// A restarted gateway's page starts from the log's last entries: the same recent decisions
+/// (with why) and alerts as before the restart; only the counts start again from zero.
+#[tokio::test]
+async fn a_restarted_gateway_shows_the_recent_decisions_and_alerts_from_its_log() {
+    let server = Server::start().await;
+    let alice = server.token(&VETTED_US);
+    let chen = server.token(&PARENT_CN);
+    server.register_us(&alice, "u-1").await;
+    assert_eq!(write_profile(&server, &alice, "u-1").await, StatusCode::OK);
+    assert_eq!(
+        read_profile(&server, &chen, "u-1").await,
+        StatusCode::FORBIDDEN
+    );
+    let before = server.state.summary();
+    let dir = server.stop_keep().await;
+    let gateway = gateway::Gateway::open(dir.path()).unwrap();
+    let after = gateway.state().summary();
+
+    let feed = |s: &Value| -> Vec<Value> {
+        s["recent"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                json!([
+                    d["log_index"],
+                    d["principal"],
+                    d["entity"],
+                    d["location"],
+                    d["action"],
+                    d["subject"],
+                    d["collection"],
+                    d["outcome"],
+                    d["policies"],
+                    d["purpose"],
+                    d["classes"],
+                    d["grant"],
+                    d["site"]
+                ])
+            })
+            .collect()
+    };
+    assert!(!feed(&before).is_empty());
+    assert_eq!(feed(&after), feed(&before));
+    let (was, is) = (&before["alerts"][0], &after["alerts"][0]);
+    assert_eq!(is["alert"], "restricted-country-access", "{after}");
+    assert_eq!(is["principal"], was["principal"]);
+    assert_eq!(is["location"], "CN");
+    assert_eq!(is["log_index"], was["log_index"]);
+    assert_eq!(after["totals"]["deny"], 0, "counts are this start's");
+}
