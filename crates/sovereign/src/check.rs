@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use gateway::config::{CONFIG_FILE, Config};
 
 /// Checks the data folder `data`; with `connect`, also reaches what it names.
-pub fn run(data: &Path, connect: bool) -> anyhow::Result<()> {
+pub fn run(data: &Path, connect: bool, json: bool) -> anyhow::Result<()> {
     let config = Config::load(data).map_err(|e| anyhow::anyhow!("{e}"))?;
     let files = gateway::read_policy_files(&config, data)?;
     let engine = files.engine()?;
@@ -17,15 +17,28 @@ pub fn run(data: &Path, connect: bool) -> anyhow::Result<()> {
         .with_context(|| format!("cannot read {}", invariants_path.display()))?;
     let invariants = gateway::proof::parse_invariants(&files.schema, &invariants_text)
         .map_err(|e| anyhow::anyhow!("{}: {e}", invariants_path.display()))?;
-    println!(
-        "{}: configuration, {} policies (policy set {}) and {} invariants (invariant set {}) are valid; whether the policies keep the invariants is proven at activation, or now with `sovereign policy prove`",
-        data.join(CONFIG_FILE).display(),
-        engine.policy_ids().len(),
-        engine.policy_set_hash(),
-        invariants.len(),
-        invariants.hash()
-    );
+    let valid = serde_json::json!({
+        "ok": true,
+        "config": data.join(CONFIG_FILE).display().to_string(),
+        "policies": engine.policy_ids().len(),
+        "policy_set": engine.policy_set_hash(),
+        "invariants": invariants.len(),
+        "invariant_set": invariants.hash(),
+    });
+    if !json {
+        println!(
+            "{}: configuration, {} policies (policy set {}) and {} invariants (invariant set {}) are valid; whether the policies keep the invariants is proven at activation, or now with `sovereign policy prove`",
+            data.join(CONFIG_FILE).display(),
+            engine.policy_ids().len(),
+            engine.policy_set_hash(),
+            invariants.len(),
+            invariants.hash()
+        );
+    }
     if !connect {
+        if json {
+            println!("{valid}");
+        }
         return Ok(());
     }
 
@@ -43,10 +56,23 @@ pub fn run(data: &Path, connect: bool) -> anyhow::Result<()> {
     checks.extend(key_modes(data));
 
     let failed = checks.iter().filter(|(_, r)| r.is_err()).count();
-    for (what, result) in &checks {
-        match result {
-            Ok(detail) => println!("  ok    {what}: {detail}"),
-            Err(problem) => println!("  FAIL  {what}: {problem}"),
+    if json {
+        let mut answer = valid;
+        answer["ok"] = (failed == 0).into();
+        answer["checks"] = checks
+            .iter()
+            .map(|(what, result)| match result {
+                Ok(detail) => serde_json::json!({"what": what, "ok": true, "detail": detail}),
+                Err(problem) => serde_json::json!({"what": what, "ok": false, "detail": problem}),
+            })
+            .collect();
+        println!("{answer}");
+    } else {
+        for (what, result) in &checks {
+            match result {
+                Ok(detail) => println!("  ok    {what}: {detail}"),
+                Err(problem) => println!("  FAIL  {what}: {problem}"),
+            }
         }
     }
     if failed > 0 {
@@ -55,7 +81,9 @@ pub fn run(data: &Path, connect: bool) -> anyhow::Result<()> {
             checks.len()
         )));
     }
-    println!("every store, the solver and the key files are as a start needs them");
+    if !json {
+        println!("every store, the solver and the key files are as a start needs them");
+    }
     Ok(())
 }
 

@@ -108,6 +108,9 @@ enum Command {
         /// or its folder), find the solver, and check that key files are private (0600).
         #[arg(long)]
         connect: bool,
+        /// Print the result as one JSON object (`ok`, the sets' hashes, each check).
+        #[arg(long)]
+        json: bool,
     },
     /// The monitor's tools: the log's key, verifying a log, offline inclusion proofs,
     /// replaying its decisions.
@@ -360,7 +363,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Check { data, connect } => check::run(&data, connect),
+        Command::Check {
+            data,
+            connect,
+            json,
+        } => check::run(&data, connect, json),
     }
 }
 

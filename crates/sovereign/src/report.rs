@@ -49,6 +49,9 @@ pub struct ReportArgs {
     /// [default: sovereign-report-FROM-TO in the current directory].
     #[arg(long, value_name = "PREFIX")]
     out: Option<PathBuf>,
+    /// Print what was written as one JSON object: the files, the checkpoint, the signer.
+    #[arg(long = "json")]
+    print_json: bool,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -112,6 +115,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
                 period,
                 &args.signer.expect(required),
                 args.out,
+                args.print_json,
                 &mut out,
             )
             .map_err(|e| e.context("report"))
@@ -128,6 +132,7 @@ fn make(
     period: Period,
     signer_file: &Path,
     prefix: Option<PathBuf>,
+    json: bool,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     // Everything that can be wrong with the arguments is found before the log is read.
@@ -156,6 +161,23 @@ fn make(
         &mut Progress::new("report"),
     )?;
 
+    if let Some(to) = &written.ends_in_future {
+        eprintln!(
+            "note: the period ends in the future ({to}): entries logged after this checkpoint are not in this report"
+        );
+    }
+    if json {
+        let answer = serde_json::json!({
+            "ok": true,
+            "json": written.json.display().to_string(),
+            "markdown": written.markdown.display().to_string(),
+            "sig": written.sig.display().to_string(),
+            "signer": key_name(&signer.verifier()),
+            "checkpoint": monitor::verify::checkpoint_json(&written.checkpoint),
+        });
+        writeln!(out, "{answer}")?;
+        return Ok(());
+    }
     writeln!(out, "report: wrote {}", written.json.display())?;
     writeln!(out, "report: wrote {}", written.markdown.display())?;
     writeln!(
@@ -174,11 +196,6 @@ fn make(
     )?;
     writeln!(out)?;
     writeln!(out, "{}", written.summary)?;
-    if let Some(to) = written.ends_in_future {
-        eprintln!(
-            "note: the period ends in the future ({to}): entries logged after this checkpoint are not in this report"
-        );
-    }
     Ok(())
 }
 

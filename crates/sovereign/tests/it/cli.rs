@@ -345,6 +345,20 @@ fn check_connect_reaches_the_stores_and_the_solver_and_checks_key_modes() {
     let (code, out) = check();
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("  FAIL  log: "), "{out}");
+    let output = sovereign()
+        .args(["check", "--data", data_arg, "--connect", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let answer: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(answer["ok"], false, "{answer}");
+    let log = answer["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["what"] == "log")
+        .unwrap();
+    assert_eq!(log["ok"], false, "{answer}");
     assert!(
         out.contains("  FAIL  key file ") && out.contains("mode 0644") && out.contains("chmod 600"),
         "{out}"

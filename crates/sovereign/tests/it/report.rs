@@ -292,6 +292,29 @@ fn a_period_counts_exactly_its_entries() {
         out.contains("figures:    computed again from the first 600 entries: identical"),
         "{out}"
     );
+    // --json: what was written, as one object.
+    let (out, _) = ok(
+        log.dir.path(),
+        &[
+            "report",
+            "--url",
+            &log.url(),
+            "--key",
+            &format!("@{}", s(&log.vkey_file)),
+            "--from",
+            MINUTE_FROM,
+            "--to",
+            MINUTE_TO,
+            "--signer",
+            s(&log.signer_key),
+            "--out",
+            "again",
+            "--json",
+        ],
+    );
+    let written: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(written["json"], "again.json", "{written}");
+    assert_eq!(written["checkpoint"]["size"], 600, "{written}");
     let mut args = log.check_args("minute.json");
     args.push("--json".into());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
