@@ -107,6 +107,12 @@ pub fn lag(url: &str) -> anyhow::Result<Option<Lag>> {
         .call()
     {
         Ok(r) => r,
+        // Unavailable now (a witnessed log before its first quorum): not yet, not never.
+        Err(ureq::Error::Status(code, _)) if code >= 500 => {
+            return Err(crate::failure::unreachable(format!(
+                "GET {target}: HTTP {code}"
+            )));
+        }
         Err(ureq::Error::Status(..)) => return Ok(None),
         Err(ureq::Error::Transport(t)) => return Err(crate::failure::unreachable(t)),
     };
@@ -133,10 +139,16 @@ pub fn lag(url: &str) -> anyhow::Result<Option<Lag>> {
 /// wait began, polling every quarter second for at most `timeout`. Returns the lag seen
 /// first; `None` if the source does not say its log's size (nothing to wait for).
 pub fn wait_for_checkpoint(url: &str, timeout: Duration) -> anyhow::Result<Option<Lag>> {
-    let Some(first) = lag(url)? else {
-        return Ok(None);
-    };
     let started = std::time::Instant::now();
+    // A log that cannot serve a checkpoint yet is waited for too, within the same limit.
+    let first = loop {
+        match lag(url) {
+            Ok(Some(first)) => break first,
+            Ok(None) => return Ok(None),
+            Err(e) if started.elapsed() >= timeout => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(250)),
+        }
+    };
     let mut now = first;
     while now.checkpoint_size < first.log_size {
         if started.elapsed() >= timeout {
@@ -263,15 +275,13 @@ impl HttpClient {
             Ok(r) => r,
             Err(ureq::Error::Status(404, _)) => return Ok((None, None)),
             Err(ureq::Error::Status(code, r)) => {
-                let message = format!("GET {url}: HTTP {code} {}", r.status_text());
-                // 5xx: the server is there but cannot serve now (unavailable); any other
-                // status is an answer about the log.
-                let kind = if code >= 500 {
-                    Failure::Unreachable
-                } else {
-                    Failure::CheckFailed
-                };
-                return Err(FetchError::new(Failed::new(kind, message)));
+                // Any status but 404 (the file is not in the log) says the file could not be
+                // had: unavailable, refused (a mirror behind a login), throttled. What the
+                // log serves is checked once it is fetched; a status is not a finding.
+                return Err(FetchError::new(Failed::new(
+                    Failure::Unreachable,
+                    format!("GET {url}: HTTP {code} {}", r.status_text()),
+                )));
             }
             // The transport error names the URL itself.
             Err(ureq::Error::Transport(t)) => {
@@ -291,7 +301,12 @@ impl HttpClient {
             .into_reader()
             .take(MAX_FETCH + 1)
             .read_to_end(&mut body)
-            .map_err(|e| FetchError::new(format!("GET {url}: reading the body: {e}")))?;
+            .map_err(|e| {
+                FetchError::new(Failed::new(
+                    Failure::Unreachable,
+                    format!("GET {url}: reading the body: {e}"),
+                ))
+            })?;
         if body.len() as u64 > MAX_FETCH {
             return Err(FetchError::new(format!(
                 "GET {url}: response larger than {MAX_FETCH} bytes"

@@ -1,7 +1,7 @@
 //! Inclusion proofs of one entry (C2SP tlog-proof), checkable offline by anyone with the
 //! log's verifier key.
 
-use anyhow::{Context as _, anyhow};
+use anyhow::Context as _;
 use tlog::checkpoint::{Checkpoint, open_checkpoint};
 use tlog::note::Verifier;
 use tlog::proof::TlogProof;
@@ -44,8 +44,14 @@ pub fn prove(
     }
     // Every tile read here is authenticated against the checkpoint's root.
     let reader = tile_hash_reader(checkpoint.size, checkpoint.hash, FetcherTileReader(log));
-    let hashes = prove_record(checkpoint.size, index, &reader)
-        .map_err(|e| anyhow!("computing the inclusion proof of entry {index}: {e}"))?;
+    let hashes = prove_record(checkpoint.size, index, &reader).map_err(|e| {
+        // A tile that could not be fetched is not a proof that failed.
+        let kind = crate::failure::classify_std(&e).unwrap_or(crate::Failure::CheckFailed);
+        anyhow::Error::new(crate::failure::Failed::new(
+            kind,
+            format!("computing the inclusion proof of entry {index}: {e}"),
+        ))
+    })?;
     let entry = fetch_entry(log, checkpoint.size, index)?;
     check_record(
         &hashes,

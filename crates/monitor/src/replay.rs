@@ -56,6 +56,20 @@ impl Replay {
         self.replayer.verdict()
     }
 
+    /// What kind of failure the replay's failures are: only policy sets that could not be
+    /// fetched from a source that could not be reached is [`crate::Failure::Unreachable`]
+    /// (nothing was found wrong); anything else is a check that failed.
+    pub fn failure_kind(&self) -> crate::Failure {
+        let r = &self.replayer;
+        let found_wrong = r.mismatches.count + r.activations.unproven.count + r.runs.problems.count;
+        let unreachable = matches!(&r.source, Source::Http(_, _, unreachable) if unreachable.get());
+        if found_wrong == 0 && unreachable {
+            crate::Failure::Unreachable
+        } else {
+            crate::Failure::CheckFailed
+        }
+    }
+
     /// `audit replay --json`: what the text report says, as one object.
     pub fn to_json(&self) -> Value {
         let r = &self.replayer;
@@ -128,8 +142,9 @@ pub fn replay(
     let prover = match reprove {
         Reprove::Yes { invariants } => Some(Prover {
             invariants: Source::open(INVARIANT_SETS, invariants, url)?,
-            solver: prove::Solver::from_env()
-                .map_err(|e| anyhow::anyhow!("--prove needs the cvc5 solver: {e}"))?,
+            solver: prove::Solver::from_env().map_err(|e| {
+                crate::failure::usage(format!("--prove needs the cvc5 solver: {e}"))
+            })?,
         }),
         Reprove::No => None,
     };
@@ -180,7 +195,8 @@ const INVARIANT_SETS: Kind = Kind {
 /// Policy or invariant sets, by hash: `GET <prefix>/<hash>` or the file `<dir>/<hash>`, each
 /// holding the JSON the gateway serves at `<route>/<hash>`.
 enum Source {
-    Http(HttpFetcher, String),
+    /// The fetcher, its base URL, and whether a fetch could not reach it.
+    Http(HttpFetcher, String, std::cell::Cell<bool>),
     Dir(PathBuf),
 }
 
@@ -201,6 +217,7 @@ impl Source {
             None => Ok(Source::Http(
                 HttpFetcher::new(&location),
                 location.trim_end_matches('/').to_string(),
+                std::cell::Cell::new(false),
             )),
             Some(dir) if dir.is_dir() => Ok(Source::Dir(dir)),
             Some(dir) => bail!(
@@ -213,17 +230,22 @@ impl Source {
     /// Where set `hash` is read from, for messages.
     fn locate(&self, hash: &str) -> String {
         match self {
-            Source::Http(_, base) => format!("{base}/{hash}"),
+            Source::Http(_, base, _) => format!("{base}/{hash}"),
             Source::Dir(dir) => dir.join(hash).display().to_string(),
         }
     }
 
     fn fetch(&self, hash: &str) -> Result<Vec<u8>, String> {
         match self {
-            Source::Http(fetcher, _) => match fetcher.fetch(hash) {
+            Source::Http(fetcher, _, unreachable) => match fetcher.fetch(hash) {
                 Ok(Some(data)) => Ok(data),
                 Ok(None) => Err("not found (HTTP 404)".into()),
-                Err(e) => Err(e.to_string()),
+                Err(e) => {
+                    if crate::failure::classify_std(&e) == Some(crate::Failure::Unreachable) {
+                        unreachable.set(true);
+                    }
+                    Err(e.to_string())
+                }
             },
             Source::Dir(dir) => fs::read(dir.join(hash)).map_err(|e| e.to_string()),
         }

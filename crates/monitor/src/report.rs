@@ -329,7 +329,7 @@ pub fn check(
     })?;
     let log = crate::witness::open_witnessed_log(log.url, log_key, log.witnesses)?;
     let (current, figures) = tally_log(&*log, log_key, Some(&embedded), period, progress)
-        .map_err(|e| anyhow!("verifying the log against the report's checkpoint: {e:#}"))?;
+        .map_err(|e| e.context("verifying the log against the report's checkpoint"))?;
 
     // 4. The figures are those of the log's first tree_size entries.
     let recomputed = Report::new(period, &embedded, note_text, figures);

@@ -34,8 +34,8 @@ pub enum AccessCommand {
         duration: Option<String>,
         /// Then wait (at most DURATION, 1h if not given) until the approvers decide: exit 0
         /// once approved, 5 if denied, revoked or expired or still pending at the end.
-        #[arg(long, value_name = "DURATION", num_args = 0..=1, default_missing_value = "1h",
-            value_parser = humantime::parse_duration)]
+        #[arg(long, value_name = "DURATION", num_args = 0..=1, require_equals = true,
+            default_missing_value = "1h", value_parser = humantime::parse_duration)]
         wait: Option<Duration>,
     },
     /// Approve a pending request (as a custodian approver).
@@ -138,14 +138,20 @@ pub fn run(server: &ServerArgs, command: AccessCommand) -> anyhow::Result<()> {
                 body.insert("duration".into(), json!(d));
             }
             let answer = client.post("/v1/access/requests", Body::Json(&Value::Object(body)))?;
-            server.print(&answer, |r| {
-                format!(
-                    "created access request {}: it needs {} approval(s) before it starts\n{}",
-                    text(r, "id"),
-                    r["approvals_required"],
-                    describe(r)
-                )
-            });
+            // With --wait --json, standard output holds one document: the request as decided.
+            let quiet = wait.is_some() && server.json;
+            if quiet {
+                eprintln!("created access request {}", text(&answer, "id"));
+            } else {
+                server.print(&answer, |r| {
+                    format!(
+                        "created access request {}: it needs {} approval(s) before it starts\n{}",
+                        text(r, "id"),
+                        r["approvals_required"],
+                        describe(r)
+                    )
+                });
+            }
             if let Some(limit) = wait {
                 let decided = wait_for_decision(&client, text(&answer, "id"), limit)?;
                 server.print(&decided, describe);
@@ -246,6 +252,10 @@ fn decide(
 /// The whole id of the access request `given` names: itself, or a unique prefix of at least
 /// 4 characters (with or without its `ar-`) of a request the caller may list.
 fn request_id(client: &crate::client::Client, given: &str) -> anyhow::Result<String> {
+    // Break-glass uses are listed apart from requests.
+    if given.trim().starts_with("bg-") {
+        return client.resolve(given, is_full_id, "/v1/access/break-glass", "uses", "id");
+    }
     client.resolve(given, is_full_id, "/v1/access/requests", "requests", "id")
 }
 

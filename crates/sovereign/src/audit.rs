@@ -68,12 +68,26 @@ pub struct LogUrl {
     pub url: String,
     /// First wait (at most DURATION, 60s if not given) until the gateway's checkpoint covers
     /// every entry its log holds now, so that everything it has answered is in the check.
-    #[arg(long, value_name = "DURATION", num_args = 0..=1, default_missing_value = "60s",
-        value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", num_args = 0..=1, require_equals = true,
+        default_missing_value = "60s", value_parser = humantime::parse_duration)]
     pub wait: Option<Duration>,
 }
 
 impl LogUrl {
+    /// [`LogUrl::resolve`], once the log's key (if any) and the witnesses' keys have been
+    /// read: what can be wrong with the arguments is found before the log is contacted.
+    pub fn resolve_for(
+        &self,
+        key: Option<&str>,
+        witnesses: &WitnessArgs,
+    ) -> anyhow::Result<String> {
+        if let Some(key) = key {
+            load_verifier(key)?;
+        }
+        witnesses.policy()?;
+        self.resolve()
+    }
+
     /// The log prefix (see [`monitor::fetch::resolve_log_url`]), once its checkpoint covers
     /// the log with `--wait`.
     pub fn resolve(&self) -> anyhow::Result<String> {
@@ -131,8 +145,8 @@ pub enum AuditCommand {
         /// Keep following the live log: verify again every INTERVAL (10s if not given), each
         /// new checkpoint consistent with the last (kept in --state, or in a temporary file),
         /// one line per new checkpoint; stop at the first failure.
-        #[arg(long, value_name = "INTERVAL", num_args = 0..=1, default_missing_value = "10s",
-            value_parser = humantime::parse_duration)]
+        #[arg(long, value_name = "INTERVAL", num_args = 0..=1, require_equals = true,
+            default_missing_value = "10s", value_parser = humantime::parse_duration)]
         watch: Option<Duration>,
         #[command(flatten)]
         witnesses: WitnessArgs,
@@ -294,7 +308,7 @@ fn dispatch(command: AuditCommand, out: &mut dyn Write) -> anyhow::Result<()> {
             watch: Some(interval),
             witnesses,
         } => watch(
-            &log.resolve()?,
+            &log.resolve_for(Some(&key), &witnesses)?,
             &key,
             state,
             json,
@@ -310,7 +324,7 @@ fn dispatch(command: AuditCommand, out: &mut dyn Write) -> anyhow::Result<()> {
             watch: None,
             witnesses,
         } => verify(
-            &log.resolve()?,
+            &log.resolve_for(Some(&key), &witnesses)?,
             &key,
             state.as_deref(),
             json,
@@ -326,7 +340,7 @@ fn dispatch(command: AuditCommand, out: &mut dyn Write) -> anyhow::Result<()> {
         } => {
             let file = file.unwrap_or_else(|| PathBuf::from(format!("proof-{index}.tlog-proof")));
             prove(
-                &log.resolve()?,
+                &log.resolve_for(key.as_deref(), &witnesses)?,
                 index,
                 &file,
                 key.as_deref(),
@@ -340,7 +354,14 @@ fn dispatch(command: AuditCommand, out: &mut dyn Write) -> anyhow::Result<()> {
             index,
             json,
             witnesses,
-        } => get(&log.resolve()?, &key, index, json, &witnesses, out),
+        } => get(
+            &log.resolve_for(Some(&key), &witnesses)?,
+            &key,
+            index,
+            json,
+            &witnesses,
+            out,
+        ),
         AuditCommand::Search {
             log,
             key,
@@ -366,7 +387,15 @@ fn dispatch(command: AuditCommand, out: &mut dyn Write) -> anyhow::Result<()> {
                 from,
                 to,
             };
-            search(&log.resolve()?, &key, &query, limit, json, &witnesses, out)
+            search(
+                &log.resolve_for(Some(&key), &witnesses)?,
+                &key,
+                &query,
+                limit,
+                json,
+                &witnesses,
+                out,
+            )
         }
         AuditCommand::CheckProof {
             file,
@@ -394,7 +423,7 @@ fn dispatch(command: AuditCommand, out: &mut dyn Write) -> anyhow::Result<()> {
             } else {
                 Reprove::No
             };
-            let url = log.resolve()?;
+            let url = log.resolve_for(Some(&key), &witnesses)?;
             replay(
                 &url,
                 &key,
@@ -485,7 +514,19 @@ fn watch(
     let state = state.unwrap_or_else(|| scratch.path().join("watch.state"));
     let mut last: Option<u64> = None;
     loop {
-        let verified = monitor::verify(&*log, &verifier, Some(&state), &mut monitor::Silent)?;
+        let verified = match monitor::verify(&*log, &verifier, Some(&state), &mut monitor::Silent) {
+            Ok(verified) => verified,
+            // A log out of reach for a while is waited for; a failed check stops the watch.
+            Err(e) if monitor::classify(&e) == Some(monitor::Failure::Unreachable) => {
+                eprintln!(
+                    "{}  cannot reach the log ({e:#}); trying again",
+                    humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+                );
+                std::thread::sleep(interval);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let size = verified.checkpoint.size;
         if last != Some(size) {
             if json {
@@ -537,7 +578,7 @@ fn replay(
         answer["witnessed"] = witnessed_json(&policy);
         writeln!(out, "{answer}")?;
         if failures > 0 {
-            return Err(monitor::failure::check_failed(replay.verdict()));
+            return Err(replay_failed(&replay));
         }
         return Ok(());
     }
@@ -548,9 +589,15 @@ fn replay(
     )?;
     write!(out, "{}{replay}", CheckpointLines(&replay.checkpoint))?;
     if failures > 0 {
-        return Err(monitor::failure::check_failed(replay.verdict()));
+        return Err(replay_failed(&replay));
     }
     Ok(())
+}
+
+/// The error of a replay with failures: a failed check, unless all it could not do was fetch
+/// policy sets from a source it could not reach.
+fn replay_failed(replay: &monitor::replay::Replay) -> anyhow::Error {
+    monitor::failure::Failed::new(replay.failure_kind(), replay.verdict()).into()
 }
 
 /// `{"quorum", "of"}`: the witnesses' quorum every checkpoint read needed (`null`: none).

@@ -283,7 +283,7 @@ pub fn run_policy(server: &ServerArgs, command: PolicyCommand) -> anyhow::Result
             schema,
             signing,
         } => {
-            let (text, expected) = if Path::new(&target).is_file() {
+            let (text, expected) = if is_file_target(&target)? {
                 (read_text(Path::new(&target))?, None)
             } else {
                 let client = server.client()?;
@@ -349,7 +349,7 @@ pub fn run_policy(server: &ServerArgs, command: PolicyCommand) -> anyhow::Result
             target,
             schema,
             signing,
-        } if Path::new(&target).is_file() => {
+        } if is_file_target(&target)? => {
             let schema = match schema {
                 Some(path) => read_text(&path)?,
                 None => policy::DEFAULT_SCHEMA.to_string(),
@@ -1074,9 +1074,21 @@ fn what(s: &Statement) -> String {
 // Small helpers
 
 /// A policy or invariant set hash as given on the command line: 64 hex digits, lower-cased.
+/// Whether a `HASH|FILE` argument names a file: it does if such a file exists, unless it
+/// could also be a hash or its prefix (hex digits only), which is refused as ambiguous.
+fn is_file_target(target: &str) -> anyhow::Result<bool> {
+    let is_file = Path::new(target).is_file();
+    if is_file && !target.is_empty() && target.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(monitor::failure::usage(format!(
+            "{target:?} is both a file here and a possible hash prefix: write ./{target} for the file"
+        )));
+    }
+    Ok(is_file)
+}
+
 /// The whole hash of the set `given` names at `route` (`/v1/policies`, `/v1/invariants`):
 /// 64 hex digits, or a unique prefix of at least 4 of a set the gateway lists.
-fn resolve_hash(client: &Client, given: &str, route: &str) -> anyhow::Result<String> {
+pub(crate) fn resolve_hash(client: &Client, given: &str, route: &str) -> anyhow::Result<String> {
     let given = given.trim().to_ascii_lowercase();
     if !given.bytes().all(|b| b.is_ascii_hexdigit()) || given.len() > 64 {
         return Err(monitor::failure::usage(format!(

@@ -9,6 +9,8 @@
 //! | 3 | unreachable: the gateway, log or mirror could not be reached, or answered that it is unavailable (HTTP 5xx) |
 //! | 4 | refused: the gateway refused the caller (HTTP 401 no or bad token, 403 not allowed) |
 //! | 5 | any other failure: the gateway refused the request for another reason (its error code is printed), or a local error (a file that cannot be written) |
+//!
+//! A file named on the command line that does not exist is a usage error (2).
 
 use std::process::ExitCode;
 
@@ -49,9 +51,14 @@ impl Exit {
                     _ => Exit::Failed,
                 };
             }
-            // A local file or folder that could not be read or written.
-            if cause.is::<std::io::Error>() {
-                return Exit::Failed;
+            // A file named that is not there is a wrong argument; any other trouble with a
+            // local file or folder (permissions, a full disk) is a local failure.
+            if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+                return if io.kind() == std::io::ErrorKind::NotFound {
+                    Exit::Usage
+                } else {
+                    Exit::Failed
+                };
             }
         }
         default
@@ -93,6 +100,9 @@ mod tests {
         );
         let io = anyhow::Error::new(std::io::Error::other("disk full")).context("saving state");
         assert_eq!(Exit::of(&io, Exit::CheckFailed), Exit::Failed);
+        let missing = anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::NotFound))
+            .context("reading note.sig");
+        assert_eq!(Exit::of(&missing, Exit::Failed), Exit::Usage);
         assert_eq!(
             Exit::of(&anyhow::anyhow!("mismatch"), Exit::CheckFailed),
             Exit::CheckFailed

@@ -26,9 +26,13 @@ pub struct EvalArgs {
     /// monitor, public, ...).
     #[arg(long)]
     entity: String,
-    /// The country the entity is controlled from [default: --location].
+    /// The country the entity is controlled from [default: the entity's `country` in the
+    /// configuration of --data, as the gateway takes it].
     #[arg(long, value_name = "CC")]
     entity_country: Option<String>,
+    /// The data folder whose configuration declares the entities.
+    #[arg(long, default_value = "sovereign-data")]
+    data: PathBuf,
     /// Where the principal is: ISO 3166-1 alpha-2, e.g. US.
     #[arg(long, value_name = "CC")]
     location: String,
@@ -96,6 +100,27 @@ pub fn run(server: &ServerArgs, args: &EvalArgs) -> anyhow::Result<()> {
             Action::ALL.map(|a| a.as_str()).join(", ")
         ))
     })?;
+    // The entity's country as the gateway takes it: from the configuration, never guessed.
+    let entity_country = match &args.entity_country {
+        Some(cc) => cc.clone(),
+        None => {
+            let config = gateway::config::Config::load(&args.data).map_err(|e| {
+                usage(format!(
+                    "--entity-country not given, and the configuration that declares the entities cannot be read ({e}); give --entity-country CC or --data DIR"
+                ))
+            })?;
+            match config.entities.get(&args.entity) {
+                Some(entity) => entity.country.clone(),
+                None => {
+                    return Err(usage(format!(
+                        "--entity {:?} is not declared in {}; give --entity-country CC for a what-if entity",
+                        args.entity,
+                        args.data.join(gateway::config::CONFIG_FILE).display()
+                    )));
+                }
+            }
+        }
+    };
     let (hash, schema, policies) = policy_set(server, args)?;
     let engine = policy::PolicyEngine::new(&schema, &policies)
         .with_context(|| format!("policy set {hash} does not load"))?;
@@ -125,10 +150,7 @@ pub fn run(server: &ServerArgs, args: &EvalArgs) -> anyhow::Result<()> {
         principal: Principal {
             id: args.id.clone(),
             entity: args.entity.clone(),
-            entity_country: args
-                .entity_country
-                .clone()
-                .unwrap_or_else(|| args.location.clone()),
+            entity_country,
             location: args.location.clone(),
             clearance: args.clearance.clone(),
             roles: args.role.clone(),
@@ -195,7 +217,7 @@ fn policy_set(server: &ServerArgs, args: &EvalArgs) -> anyhow::Result<(String, S
     }
     let client = server.client()?;
     let hash = match &args.set {
-        Some(hash) => hash.clone(),
+        Some(given) => crate::custody_cli::resolve_hash(&client, given, "/v1/policies")?,
         None => {
             let list = client.get_json("/v1/policies")?;
             let active = text(&list, "active");
@@ -210,9 +232,9 @@ fn policy_set(server: &ServerArgs, args: &EvalArgs) -> anyhow::Result<(String, S
     // The text must be the set the hash names, whatever the gateway says.
     let computed = policy::policy_set_hash(schema, policies);
     if computed != hash {
-        anyhow::bail!(
+        return Err(monitor::failure::check_failed(format!(
             "the gateway's policy set {hash} hashes to {computed}: it is not the set it claims to be"
-        );
+        )));
     }
     Ok((hash, schema.to_string(), policies.to_string()))
 }

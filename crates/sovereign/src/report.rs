@@ -12,7 +12,6 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::anyhow;
 use monitor::report::{Period, key_name, key_served_by, parse_from, parse_to};
 use monitor::{load_verifier, load_verifier_of, open_log};
 use tlog::hash_to_base64;
@@ -108,9 +107,8 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
             // Clap requires these when no subcommand is given.
             let required = "required by clap without a subcommand";
             let period = Period::new(args.from.expect(required), args.to.expect(required))?;
-            let url = args.log.resolve().map_err(|e| e.context("report"))?;
             make(
-                &url,
+                &args.log,
                 args.key.as_deref(),
                 period,
                 &args.signer.expect(required),
@@ -127,7 +125,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
 // sovereign report
 
 fn make(
-    url: &str,
+    log_url: &crate::audit::LogUrl,
     key: Option<&str>,
     period: Period,
     signer_file: &Path,
@@ -136,8 +134,12 @@ fn make(
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     // Everything that can be wrong with the arguments is found before the log is read.
-    let signer =
-        custody::statement::load_signer(signer_file).map_err(|e| anyhow!("--signer: {e}"))?;
+    let signer = custody::statement::load_signer(signer_file)
+        .map_err(|e| monitor::failure::usage(format!("--signer: {e}")))?;
+    if let Some(key) = key {
+        load_verifier(key)?;
+    }
+    let url = &log_url.resolve()?;
     let log = open_log(url)?;
     let verifier = match key {
         Some(key) => load_verifier(key)?,
@@ -211,7 +213,7 @@ fn check(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         args.sig.as_deref(),
         &signer,
         &monitor::report::LogToCheck {
-            url: &args.log.resolve()?,
+            url: &args.log.resolve_for(Some(&args.key), &args.witnesses)?,
             key: &log_key,
             witnesses: &witnesses,
         },

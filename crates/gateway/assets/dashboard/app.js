@@ -585,7 +585,10 @@
   // out. Lines are kept newest first.
   function addAlert(a, fresh) {
     if (!a || typeof a.id !== 'number') return;
-    const key = [a.alert, a.principal, a.entity, a.location].join('|');
+    // Every break-glass use is a grant to review on its own: never folded.
+    const key = a.break_glass
+      ? `break-glass|${a.break_glass}`
+      : [a.alert, a.principal, a.entity, a.location].join('|');
     const times = 1 + (Number(a.repeats) || 0);
     let group = view.alerts.get(key);
     if (view.alertIds.has(a.id)) {

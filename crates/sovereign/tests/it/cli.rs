@@ -326,6 +326,19 @@ fn check_connect_reaches_the_stores_and_the_solver_and_checks_key_modes() {
         assert!(out.contains("  ok    solver: cvc5 "), "{out}");
         assert!(out.contains("readable by their owner only"), "{out}");
     }
+    // Without a solver, the unchanged defaults still start (with the shipped proofs): said,
+    // not failed.
+    let output = sovereign()
+        .args(["check", "--data", data_arg, "--connect"])
+        .env("CVC5", dir.path().join("no-such-cvc5"))
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{out}");
+    assert!(
+        out.contains("  ok    solver: none (") && out.contains("proofs shipped in this binary"),
+        "{out}"
+    );
     // A key file others may read, and a PostgreSQL store nobody serves: each named, exit 1.
     let key = data.join("keys/custodian.key");
     use std::os::unix::fs::PermissionsExt as _;

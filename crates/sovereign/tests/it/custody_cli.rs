@@ -814,9 +814,12 @@ fn policy_eval_explains_a_what_if_decision_and_logs_nothing() {
     let t = Setup::new();
     let olga = t.cast(&OPERATOR);
     let before = log_size(&t.server.base);
+    let data = s(&t.data);
     let vetted = [
         "policy",
         "eval",
+        "--data",
+        data,
         "--action",
         "read",
         "--entity",
@@ -836,20 +839,18 @@ fn policy_eval_explains_a_what_if_decision_and_logs_nothing() {
     assert!(out.contains("nothing was logged or granted"), "{out}");
     // The same principal travelling in CN: the forbid that decides it is named.
     let mut travelling = vetted.to_vec();
-    travelling[7] = "CN";
+    travelling[9] = "CN";
+    // Denied, and by `forbid` among the policies that decided it.
+    let denied_by = |answer: &Value, forbid: &str| {
+        assert_eq!(answer["decision"], "deny", "{answer}");
+        let policies = answer["determining_policies"].as_array().unwrap();
+        assert!(policies.iter().any(|p| p == forbid), "{answer}");
+    };
     let answer = t.json(&olga, &travelling);
-    assert_eq!(answer["decision"], "deny", "{answer}");
-    assert!(
-        answer["determining_policies"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|p| p == "forbid-restricted-location"),
-        "{answer}"
-    );
+    denied_by(&answer, "forbid-restricted-location");
     assert_eq!(answer["logged"], false);
     // Without a purpose nothing permits it.
-    let out = t.ok(&olga, &vetted[..10]);
+    let out = t.ok(&olga, &vetted[..12]);
     assert!(out.starts_with("deny: no policy permits it\n"), "{out}");
     // A policy file of one's own, offline: a what-if before proposing it.
     let file = t.file("permissive.cedar");
@@ -863,21 +864,19 @@ fn policy_eval_explains_a_what_if_decision_and_logs_nothing() {
         out.starts_with("allow: permitted by permit-everything\n"),
         "{out}"
     );
-    // A made-up action is a usage error.
-    let err = t.fails_with(
-        2,
-        &olga,
-        &[
-            "policy",
-            "eval",
-            "--action",
-            "peek",
-            "--entity",
-            "usds",
-            "--location",
-            "US",
-        ],
+    // The entity's country is the configuration's, as the gateway takes it: parent staff
+    // located in the US are still of an entity controlled from CN.
+    let mut parent = vetted[..10].to_vec();
+    parent[7] = "parent";
+    parent.extend(["--purpose", "debugging"]);
+    denied_by(
+        &t.json(&olga, &parent),
+        "forbid-restricted-entity-protected",
     );
+    // A made-up action is a usage error.
+    let mut peek = parent.clone();
+    peek[5] = "peek";
+    let err = t.fails_with(2, &olga, &peek);
     assert!(err.contains("is not an action"), "{err}");
     // Nothing of it reached the log.
     assert_eq!(log_size(&t.server.base), before);
