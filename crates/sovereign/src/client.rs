@@ -268,6 +268,21 @@ impl Client {
     }
 }
 
+impl Client {
+    /// The whole hash of the set `given` names at `route` (`/v1/policies`,
+    /// `/v1/invariants`): 64 hex digits, or a unique prefix of at least 4 of a set the gateway
+    /// lists.
+    pub fn resolve_hash(&self, given: &str, route: &str) -> anyhow::Result<String> {
+        let given = given.trim().to_ascii_lowercase();
+        if !given.bytes().all(|b| b.is_ascii_hexdigit()) || given.len() > 64 {
+            return Err(monitor::failure::usage(format!(
+                "{given:?} is not a set hash (64 hex digits, or a unique prefix; `sovereign policy list` shows policy sets, GET /v1/invariants the invariant sets)"
+            )));
+        }
+        self.resolve(&given, is_full_hash, route, "sets", "hash")
+    }
+}
+
 /// Whether `s` is a whole set hash: 64 lower-case hex digits.
 pub fn is_full_hash(s: &str) -> bool {
     s.len() == 64

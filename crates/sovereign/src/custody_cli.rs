@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 use tlog::note::{NoteError, Signer, Verifier};
 
-use crate::client::{Body, Client, ServerArgs, is_full_hash, joined, segment, text};
+use crate::client::{Body, Client, ServerArgs, joined, segment, text};
 
 // ---------------------------------------------------------------------------
 // Commands
@@ -287,7 +287,7 @@ pub fn run_policy(server: &ServerArgs, command: PolicyCommand) -> anyhow::Result
                 (read_text(Path::new(&target))?, None)
             } else {
                 let client = server.client()?;
-                let hash = resolve_hash(&client, &target, "/v1/invariants")?;
+                let hash = client.resolve_hash(&target, "/v1/invariants")?;
                 let set = client.get_json(&format!("/v1/invariants/{hash}"))?;
                 (text(&set, "text").to_string(), Some(hash))
             };
@@ -384,7 +384,7 @@ pub fn run_policy(server: &ServerArgs, command: PolicyCommand) -> anyhow::Result
             server.print(&answer, policy_list);
         }
         PolicyCommand::Show { hash } => {
-            let hash = resolve_hash(&client, &hash, "/v1/policies")?;
+            let hash = client.resolve_hash(&hash, "/v1/policies")?;
             let answer = client.get_json(&format!("/v1/policies/{hash}"))?;
             server.print(&answer, |a| {
                 format!(
@@ -408,7 +408,7 @@ pub fn run_policy(server: &ServerArgs, command: PolicyCommand) -> anyhow::Result
 /// Fetches the policy set, checks its text against `hash`, loads it as the gateway
 /// would, and signs its activation.
 fn sign_policy(client: &Client, hash: &str, signing: &Signing) -> anyhow::Result<()> {
-    let hash = resolve_hash(client, hash, "/v1/policies")?;
+    let hash = client.resolve_hash(hash, "/v1/policies")?;
     let set = client.get_json(&format!("/v1/policies/{hash}"))?;
     let (schema, policies) = match (set["schema"].as_str(), set["policies"].as_str()) {
         (Some(s), Some(p)) => (s, p),
@@ -465,7 +465,7 @@ fn activate_set(
     signature: &Path,
     statement: impl FnOnce(String) -> Statement,
 ) -> anyhow::Result<()> {
-    let hash = resolve_hash(client, hash, route)?;
+    let hash = client.resolve_hash(hash, route)?;
     let note = read_note(signature, &statement(hash.clone()))?;
     let answer = client.post(&format!("{route}/{hash}/activate"), Body::Text(&note))?;
     server.print(&answer, |a| {
@@ -1084,18 +1084,6 @@ fn is_file_target(target: &str) -> anyhow::Result<bool> {
         )));
     }
     Ok(is_file)
-}
-
-/// The whole hash of the set `given` names at `route` (`/v1/policies`, `/v1/invariants`):
-/// 64 hex digits, or a unique prefix of at least 4 of a set the gateway lists.
-pub(crate) fn resolve_hash(client: &Client, given: &str, route: &str) -> anyhow::Result<String> {
-    let given = given.trim().to_ascii_lowercase();
-    if !given.bytes().all(|b| b.is_ascii_hexdigit()) || given.len() > 64 {
-        return Err(monitor::failure::usage(format!(
-            "{given:?} is not a set hash (64 hex digits, or a unique prefix; `sovereign policy list` shows policy sets, GET /v1/invariants the invariant sets)"
-        )));
-    }
-    client.resolve(&given, is_full_hash, route, "sets", "hash")
 }
 
 fn hex_sha256(data: &[u8]) -> String {

@@ -217,7 +217,7 @@ fn policy_set(server: &ServerArgs, args: &EvalArgs) -> anyhow::Result<(String, S
     }
     let client = server.client()?;
     let hash = match &args.set {
-        Some(given) => crate::custody_cli::resolve_hash(&client, given, "/v1/policies")?,
+        Some(given) => client.resolve_hash(given, "/v1/policies")?,
         None => {
             let list = client.get_json("/v1/policies")?;
             let active = text(&list, "active");
