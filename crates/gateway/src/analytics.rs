@@ -116,6 +116,24 @@ pub struct Alert {
     pub break_glass: Option<String>,
 }
 
+/// One field class's verdict as the feed shows it: `protected: deny`, or with the
+/// jurisdiction for decisions about every jurisdiction, `protected (US): allow`. The live
+/// feed and the one seeded from the log both write it here, so they read the same.
+pub fn class_verdict(class: &str, jurisdiction: Option<&str>, allowed: bool) -> String {
+    let verdict = if allowed { "allow" } else { "deny" };
+    match jurisdiction {
+        Some(j) => format!("{class} ({j}): {verdict}"),
+        None => format!("{class}: {verdict}"),
+    }
+}
+
+/// The break-glass use a `break-glass` alert is about (its details' `id`).
+fn break_glass_id(kind: AlertKind, details: &Value) -> Option<String> {
+    (kind == AlertKind::BreakGlass)
+        .then(|| details["id"].as_str().map(str::to_string))
+        .flatten()
+}
+
 /// One logged decision, as the request path saw it.
 pub struct Observation<'a> {
     pub who: &'a Authenticated,
@@ -444,20 +462,16 @@ impl Analytics {
                     if live.recent.len() == RECENT_DECISIONS {
                         live.recent.pop_back();
                     }
-                    let decisions = e["decisions"].as_array().cloned().unwrap_or_default();
-                    let classes = decisions
-                        .iter()
+                    let classes = e["decisions"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
                         .filter_map(|d| {
-                            let class = d["field_class"].as_str()?;
-                            let verdict = if d["allowed"] == true && d["suspended"] != true {
-                                "allow"
-                            } else {
-                                "deny"
-                            };
-                            Some(match d["subject_jurisdiction"].as_str() {
-                                Some(j) => format!("{class} ({j}): {verdict}"),
-                                None => format!("{class}: {verdict}"),
-                            })
+                            Some(class_verdict(
+                                d["field_class"].as_str()?,
+                                d["subject_jurisdiction"].as_str(),
+                                d["allowed"] == true && d["suspended"] != true,
+                            ))
                         })
                         .collect();
                     let outcome = match e["outcome"].as_str() {
@@ -519,9 +533,7 @@ impl Analytics {
                         ),
                         log_index: Some(index),
                         repeats: 0,
-                        break_glass: (kind == AlertKind::BreakGlass)
-                            .then(|| e["details"]["id"].as_str().map(str::to_string))
-                            .flatten(),
+                        break_glass: break_glass_id(kind, &e["details"]),
                     });
                 }
                 _ => {}
@@ -583,9 +595,7 @@ impl Analytics {
             message: request.message.clone(),
             log_index,
             repeats: 0,
-            break_glass: (request.kind == AlertKind::BreakGlass)
-                .then(|| request.details["id"].as_str().map(str::to_string))
-                .flatten(),
+            break_glass: break_glass_id(request.kind, &request.details),
         };
         live.next_alert_id += 1;
         live.alerts_total += 1;

@@ -600,16 +600,11 @@ impl AppState {
         let classes = decisions
             .iter()
             .filter_map(|d| {
-                let class = d.class?.as_str();
-                let verdict = if d.decision.allowed && !d.suspended {
-                    "allow"
-                } else {
-                    "deny"
-                };
-                Some(match d.jurisdiction {
-                    Some(j) => format!("{class} ({j}): {verdict}"),
-                    None => format!("{class}: {verdict}"),
-                })
+                Some(crate::analytics::class_verdict(
+                    d.class?.as_str(),
+                    d.jurisdiction,
+                    d.decision.allowed && !d.suspended,
+                ))
             })
             .collect();
         let decisions: Vec<Decision> = decisions.iter().map(|d| d.decision.clone()).collect();

@@ -1271,16 +1271,19 @@ fn exit_codes_tell_a_failed_check_from_usage_and_an_unreachable_log() {
     // A proof, checked with --json; then the same proof of an altered entry: 1.
     let file = work.path().join("p.tlog-proof");
     prove(&url, 7, &file, Some(&key.vkey)).unwrap();
-    let (code, out, err) = audit_status(
-        &[
-            "check-proof",
-            file.to_str().unwrap(),
-            "--key",
-            &key.vkey,
-            "--json",
-        ],
-        &[],
-    );
+    let check_proof_json = || {
+        audit_status(
+            &[
+                "check-proof",
+                file.to_str().unwrap(),
+                "--key",
+                &key.vkey,
+                "--json",
+            ],
+            &[],
+        )
+    };
+    let (code, out, err) = check_proof_json();
     assert_eq!(code, 0, "{err}");
     let answer: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(answer["index"], 7);
@@ -1288,16 +1291,7 @@ fn exit_codes_tell_a_failed_check_from_usage_and_an_unreachable_log() {
     assert_eq!(answer["entry"]["valid"], true);
     let entry = work.path().join("p.tlog-proof.entry");
     flip_byte(&entry, 3);
-    let (code, out, err) = audit_status(
-        &[
-            "check-proof",
-            file.to_str().unwrap(),
-            "--key",
-            &key.vkey,
-            "--json",
-        ],
-        &[],
-    );
+    let (code, out, err) = check_proof_json();
     assert_eq!(code, 1, "{err}");
     assert!(out.is_empty(), "{out}");
     assert!(
