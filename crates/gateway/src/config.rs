@@ -47,6 +47,9 @@ pub struct Config {
     /// Custodian-released algorithms that run on this gateway.
     #[serde(default)]
     pub algorithms: AlgorithmsConfig,
+    /// A data subject's own history in the log (`GET /v1/subjects/{id}/accesses`).
+    #[serde(default)]
+    pub history: HistoryConfig,
     /// SHA-256 (hex) of the file this configuration was loaded from, as logged at start.
     #[serde(skip)]
     pub source_sha256: String,
@@ -435,6 +438,37 @@ pub struct EntityConfig {
 }
 
 /// Where released algorithms run, and how many at once.
+/// Most entries one page of a subject's history carries (each with its proof).
+pub const MAX_HISTORY_PAGE: usize = 1000;
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistoryConfig {
+    /// The index of log entries by the subject pseudonyms they name, derived from the log
+    /// (rebuilt from it when deleted or when the log is not the one it was built from).
+    /// Relative to the data folder; each gateway of a fleet keeps its own.
+    pub index: PathBuf,
+    /// Entries a page shows when the request does not say (`?limit=`, at most 1000).
+    pub page_size: usize,
+    /// Entries about the subject an export carries (newest first); an export of a subject
+    /// with more says so, and the history's pages have them all.
+    pub export_limit: usize,
+    /// Whether the history shows who acted by id (the token's `sub`) besides entity,
+    /// location and roles. The entries it carries are the log's, which hold the id anyway.
+    pub show_accessor_ids: bool,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        HistoryConfig {
+            index: PathBuf::from("log/subject-index.sqlite"),
+            page_size: 100,
+            export_limit: 1000,
+            show_accessor_ids: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AlgorithmsConfig {
@@ -940,6 +974,17 @@ impl Config {
                 "egress.page_size".into(),
                 format!("must be between 1 and {}", vault::MAX_PAGE_SIZE),
             ));
+        }
+        for (key, value) in [
+            ("history.page_size", self.history.page_size),
+            ("history.export_limit", self.history.export_limit),
+        ] {
+            if !(1..=MAX_HISTORY_PAGE).contains(&value) {
+                problems.push((
+                    key.into(),
+                    format!("must be between 1 and {MAX_HISTORY_PAGE}"),
+                ));
+            }
         }
         let a = &self.analytics;
         for (key, value) in [

@@ -105,6 +105,14 @@ impl Gateway {
         let witnessing =
             crate::witnessing::Witnessing::new(&config.log, data_dir, &log)?.map(Arc::new);
         let algorithms = crate::algorithms::Algorithms::new(&config.algorithms);
+        let history_index = Arc::new(
+            logstore::SubjectIndex::open(
+                &data_dir.join(&config.history.index),
+                &log,
+                Box::new(crate::pipeline::history::index_keys),
+            )
+            .context("cannot open the subject index (history.index)")?,
+        );
         let state = Arc::new(AppState {
             config,
             data_dir: data_dir.to_path_buf(),
@@ -123,6 +131,7 @@ impl Gateway {
             proof_slots: tokio::sync::Semaphore::new(proof::CONCURRENT_PROOFS),
             witnessing,
             algorithms,
+            history_index,
         });
         // The page's feed and alerts start from the log's last entries, not empty.
         let size = state.log.size();
@@ -170,6 +179,7 @@ impl Gateway {
     ) -> anyhow::Result<()> {
         let ticker = tokio::spawn(analytics_ticker(self.state.clone()));
         let follower = tokio::spawn(follow_custody(self.state.clone()));
+        let indexer = tokio::spawn(index_subjects(self.state.clone()));
         let witnessing = self
             .state
             .witnessing
@@ -177,7 +187,7 @@ impl Gateway {
             .map(|w| tokio::spawn(w.run(self.state.log.clone())));
         let limits = serve::Limits::from_config(&self.state.config.server);
         serve::serve(listener, self.router, self.state.clone(), limits, shutdown).await;
-        for task in [ticker, follower].into_iter().chain(witnessing) {
+        for task in [ticker, follower, indexer].into_iter().chain(witnessing) {
             task.abort();
             let _ = task.await;
         }
@@ -689,6 +699,32 @@ async fn follow_custody(state: Arc<AppState>) {
                 details: serde_json::json!({"problem": problem}),
             };
             let _ = state.raise_alert(alert, None).await;
+        }
+    }
+}
+
+/// Keeps the subject index up with the log, a batch of entries at a time, so that a
+/// subject's history finds it current (a request still catches it up to its checkpoint).
+/// At start it builds the index of a log it has not read, in the background.
+async fn index_subjects(state: Arc<AppState>) {
+    let mut interval = tokio::time::interval(Duration::from_millis(500));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let indexing = state.clone();
+        let result = blocking(move || {
+            let index = &indexing.history_index;
+            let size = indexing.log.size();
+            // A batch at a time, so that a request's own catching up takes turns with this.
+            while index.size()? < size {
+                let at = index.size()?;
+                index.catch_up(&indexing.log, (at + logstore::MAX_ENTRIES_READ).min(size))?;
+            }
+            Ok::<_, logstore::LogError>(())
+        })
+        .await;
+        if let Ok(Err(e)) = result {
+            tracing::warn!(error = %e, "cannot bring the subject index up to the log");
         }
     }
 }

@@ -48,6 +48,8 @@ pub struct AppState {
     pub witnessing: Option<Arc<crate::witnessing::Witnessing>>,
     /// The sandbox custodian-released algorithms run in, and where.
     pub algorithms: crate::algorithms::Algorithms,
+    /// The log's entries by the subject pseudonyms they name, for subjects' histories.
+    pub history_index: Arc<logstore::SubjectIndex>,
 }
 
 impl AppState {

@@ -33,7 +33,10 @@ use tree::{Store, StoredHashes};
 
 mod postgres;
 mod sqlite;
+mod subject_index;
 mod tree;
+
+pub use subject_index::{KeysOf, SubjectIndex};
 
 /// The most entries [`Log::entries`] reads at once.
 pub const MAX_ENTRIES_READ: u64 = 1024;

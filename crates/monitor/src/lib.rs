@@ -42,6 +42,7 @@ pub mod report;
 pub mod runs;
 pub mod search;
 pub mod state;
+pub mod subject;
 pub mod verify;
 pub mod witness;
 

@@ -14,8 +14,9 @@ use crate::verify::verify_entries;
 pub struct Query {
     /// The principal's or actor's id.
     pub principal: Option<String>,
-    /// A subject's log pseudonym (an access entry's `subject`, a data event's or run's
-    /// `details.subject`).
+    /// A subject's log pseudonym: entries about that subject (`subject::pseudonyms_named`:
+    /// an access entry's `subject`, a data event's, run's or alert's `details.subject`, an
+    /// access request's `details.subjects`).
     pub subject: Option<String>,
     /// The entry's kind (`access`, `custody`, `algorithm-run`, ...).
     pub kind: Option<String>,
@@ -49,7 +50,6 @@ impl Query {
         };
         let details = &entry["details"];
         let principal = text(&entry["principal"]["id"]).or_else(|| text(&entry["actor"]["id"]));
-        let subject = text(&entry["subject"]).or_else(|| text(&details["subject"]));
         let outcome = text(&entry["outcome"]).or_else(|| text(&details["outcome"]));
         let time = text(&entry["time"]).unwrap_or_default();
         let policy = self.policy.as_ref().is_none_or(|p| {
@@ -58,7 +58,10 @@ impl Query {
                 .is_some_and(|ps| ps.iter().any(|x| x.as_str() == Some(p)))
         });
         is(&self.principal, principal)
-            && is(&self.subject, subject)
+            && self
+                .subject
+                .as_ref()
+                .is_none_or(|s| crate::subject::names(entry, s))
             && is(&self.kind, text(&entry["kind"]))
             && is(&self.action, text(&entry["action"]))
             && is(&self.outcome, outcome)

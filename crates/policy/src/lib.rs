@@ -116,10 +116,13 @@ pub enum Action {
     /// Give a field class of a subject's collection to a released algorithm as its input:
     /// asked with the release as the principal, only by the gateway's run path.
     Compute,
+    /// See the log entries about a subject (their access history, with proofs): the list
+    /// names the subject's log pseudonym, which links them to their entries in the public log.
+    History,
 }
 
 impl Action {
-    pub const ALL: [Action; 11] = [
+    pub const ALL: [Action; 12] = [
         Action::Register,
         Action::List,
         Action::Read,
@@ -131,6 +134,7 @@ impl Action {
         Action::Migrate,
         Action::Run,
         Action::Compute,
+        Action::History,
     ];
 
     /// Parses a Cedar action id.
@@ -143,7 +147,12 @@ impl Action {
     pub fn on_subject(self) -> bool {
         matches!(
             self,
-            Action::Register | Action::List | Action::Scan | Action::Migrate | Action::Run
+            Action::Register
+                | Action::List
+                | Action::Scan
+                | Action::Migrate
+                | Action::Run
+                | Action::History
         )
     }
 
@@ -161,6 +170,7 @@ impl Action {
             Action::Migrate => "migrate",
             Action::Run => "run",
             Action::Compute => "compute",
+            Action::History => "history",
         }
     }
 

@@ -45,6 +45,9 @@ pub enum ErrorCode {
     DigestMismatch,
     /// A record must hold at least one field.
     EmptyRecord,
+    /// A subject's history cannot be answered yet: the log has no checkpoint, or the index
+    /// of its entries by subject is still being built (the message says how far; retry).
+    HistoryUnavailable,
     /// The gateway failed; nothing was changed.
     Internal,
     /// The body is JSON but not of the expected shape.

@@ -70,7 +70,7 @@ impl Permit {
     }
 
     /// Refuses (500: a bug, not a client error) a permit that is not for this use.
-    fn require(
+    pub(super) fn require(
         &self,
         action: Action,
         subject: Option<&str>,

@@ -45,6 +45,7 @@ use policy::{AccessRequest, Action, Decision, Resource};
 use vault::{FieldClass, SubjectPlacement};
 
 pub mod governed;
+pub mod history;
 
 pub use governed::{Governed, Permit};
 

@@ -106,6 +106,11 @@ struct Export {
     /// The records as `ExportedRecord`s (built by the pipeline's `Governed::export`).
     #[schema(value_type = Vec<ExportedRecord>)]
     records: Vec<Value>,
+    /// The subject's history in the log, as `GET /v1/subjects/{id}/accesses` answers its
+    /// first page (`history.export_limit` entries, newest first; `next_before` says where the
+    /// rest continue), if the policy lets the caller see it (`history` on the subject,
+    /// decided and logged); null otherwise.
+    accesses: Option<monitor::subject::HistoryPage>,
 }
 
 /// A misplaced subject, by its log pseudonym.
@@ -436,11 +441,27 @@ async fn export_subject(
     let subject = app.find_subject_any_collection(&ask, &id).await?;
     let permits = app.decide_every_collection(&ask, &subject).await?;
     let records = app.governed.export(&permits).await?;
+    // The history, decided on its own: an export the policy allows carries it only if the
+    // policy also lets the caller see it.
+    let history_ask = app.ask(&who, Action::History, &headers)?;
+    let (accesses, history_decision) = match app.decide(history_ask, Scope::Subject(&subject)).await
+    {
+        Ok(permit) => {
+            let limit = app.config.history.export_limit;
+            (
+                Some(app.history_page(&permit, None, limit).await?),
+                Some(permit.index()),
+            )
+        }
+        Err(e) if e.status == StatusCode::FORBIDDEN => (None, e.log_index),
+        Err(e) => return Err(e),
+    };
     let body = Export {
         subject: subject.id.clone(),
         jurisdiction: subject.jurisdiction.clone(),
         site: subject.site.clone(),
         records,
+        accesses,
     };
     let bytes = serde_json::to_vec(&body).expect("JSON to a Vec cannot fail");
     let own = who.principal.id == subject.id;
@@ -449,7 +470,7 @@ async fn export_subject(
         "basis": if own { "data-subject" } else { "policy" },
         "records": body.records.len(),
         "sha256": sha256_hex(&bytes),
-        "decisions": permits.iter().map(|p| p.index()).collect::<Vec<_>>(),
+        "decisions": permits.iter().map(|p| p.index()).chain(history_decision).collect::<Vec<_>>(),
     });
     let index = log_event(&app, DataEvent::Export, Some(&who), details).await?;
     Ok(Logged::ok(index, body))

@@ -8,15 +8,16 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use monitor::subject::HistoryPage;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::Authenticated;
 use crate::http::error::{ApiError, AppResult, ErrorBody, ErrorCode};
-use crate::http::extract::{ApiJson, ApiPath, Caller};
+use crate::http::extract::{ApiJson, ApiPath, ApiQuery, Caller};
 use crate::http::openapi::{AccessHeaders, CollectionPath, KeyPath, RecordFields, SubjectPath};
 use crate::http::response::Logged;
 use crate::pipeline::{Permit, Scope};
@@ -33,6 +34,7 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         // Erasure shares the subject's path; it lives with the other data movements.
         .routes(routes!(put_subject, get_subject, data::erase_subject))
         .routes(routes!(list_records))
+        .routes(routes!(subject_history))
         .routes(routes!(put_record, get_record, delete_record))
 }
 
@@ -383,4 +385,61 @@ async fn decide_on_record(
     };
     let permit = app.decide(ask, scope).await?;
     Ok((subject, permit))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+struct HistoryQuery {
+    /// Entries below this log index (the `next_before` of the previous page).
+    #[param(minimum = 0)]
+    before: Option<u64>,
+    /// Entries in this page: 1 to 1000 (`history.page_size`, 100, by default; 400
+    /// `invalid_query` outside).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<usize>,
+}
+
+/// Every log entry about the subject (their accesses, decided or denied; exports, erasure,
+/// migration, algorithm runs; access requests and alerts naming them), newest first, paged,
+/// each with what it shows (time, action, collections, field classes, outcome, who by
+/// entity, location and roles, purpose, reason code, grant), its exact bytes and its
+/// inclusion proof against the signed checkpoint the page carries; and the subject's log
+/// pseudonym, with which a copy of the public log lists every entry about them
+/// (`sovereign subject verify --mirror`). Decided (`history` on the subject) and logged
+/// like any access; under the default policies and invariants only the subject's own
+/// token (`sub` the subject id, entity `public`, role `data-subject`) may.
+#[utoipa::path(get, path = "/v1/subjects/{id}/accesses", tag = "subjects",
+    params(SubjectPath, HistoryQuery, AccessHeaders),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "one page of the subject's history", body = HistoryPage),
+        (status = 400, description = "`invalid_id`, `invalid_query`, `invalid_header`", body = ErrorBody),
+        (status = 403, description = "`denied` by policy (with `policies`), `suspended`; also for an id that names no subject, when a subject of some jurisdiction would be denied", body = ErrorBody),
+        (status = 404, description = "`subject_not_found`", body = ErrorBody),
+        (status = 503, description = "`history_unavailable`: no signed checkpoint yet, or the index is being built (retry)", body = ErrorBody),
+    ))]
+async fn subject_history(
+    State(app): Shared,
+    Caller(who): Caller,
+    headers: HeaderMap,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<HistoryQuery>,
+) -> AppResult<Logged<HistoryPage>> {
+    let limit = query.limit.unwrap_or(app.config.history.page_size);
+    if !(1..=crate::config::MAX_HISTORY_PAGE).contains(&limit) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidQuery,
+            format!(
+                "`limit` must be between 1 and {}",
+                crate::config::MAX_HISTORY_PAGE
+            ),
+        ));
+    }
+    let ask = app.ask(&who, Action::History, &headers)?;
+    let subject = app.find_subject(&ask, &id, &[]).await?;
+    let permit = app.decide(ask, Scope::Subject(&subject)).await?;
+    let page = app.history_page(&permit, query.before, limit).await?;
+    Ok(Logged::ok(permit.index(), page))
 }

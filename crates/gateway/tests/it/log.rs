@@ -160,7 +160,7 @@ async fn every_decision_is_logged_before_its_answer_and_the_log_verifies() {
     assert_eq!(entries[0]["details"]["invariant_set"], invariant_set);
     assert_eq!(entries[1]["details"]["signers"][0], "custodian");
     let names = entries[1]["details"]["invariants"].as_array().unwrap();
-    assert_eq!(names.len(), 7);
+    assert_eq!(names.len(), 8);
     assert_eq!(entries[2]["event"], "policy-proposed", "{}", entries[2]);
     assert_eq!(entries[3]["event"], "policy-activated", "{}", entries[3]);
     let details = &entries[3]["details"];

@@ -85,7 +85,7 @@ async fn a_set_without_the_restricted_country_forbid_is_refused_with_a_confirmed
         .expect(StatusCode::OK)
         .await;
     assert_eq!(body["proofs"]["policy_set"], active.hash.as_str());
-    assert_eq!(body["proofs"]["invariants"].as_array().unwrap().len(), 7);
+    assert_eq!(body["proofs"]["invariants"].as_array().unwrap().len(), 8);
     server.stop().await;
 }
 
@@ -210,7 +210,7 @@ async fn invariants_change_only_signed_and_only_if_the_active_set_keeps_them() {
     } = propose(kept.clone()).await;
     assert_eq!(status, StatusCode::CREATED, "{proposed}");
     let hash = proposed["hash"].as_str().unwrap().to_string();
-    assert_eq!(proposed["invariants"].as_array().unwrap().len(), 8);
+    assert_eq!(proposed["invariants"].as_array().unwrap().len(), 9);
     assert_eq!(proposed["proofs"]["policy_set"], active.as_str());
     assert_eq!(proposed["proofs"]["invariant_set"], hash.as_str());
     assert_eq!(
@@ -278,7 +278,7 @@ async fn invariants_change_only_signed_and_only_if_the_active_set_keeps_them() {
     // From now on a policy set is proven against all eight.
     let body = server.post("/v1/policies").bearer(&olga).body(&json!({ "policies": format!("{}\n// again\n", server.state.custody.active_policy().unwrap().policies) })
                     .to_string(),).expect(StatusCode::CREATED).await;
-    assert_eq!(body["proofs"]["invariants"].as_array().unwrap().len(), 8);
+    assert_eq!(body["proofs"]["invariants"].as_array().unwrap().len(), 9);
 
     // The activation survives a restart; the invariants file (still the first set) is
     // ignored, as the policy file is.
@@ -299,7 +299,7 @@ async fn monitors_fetch_the_invariants_in_force_by_hash_without_a_token() {
     assert_eq!(status, StatusCode::OK, "{list}");
     let hash = list["active"].as_str().unwrap().to_string();
     assert_eq!(list["sets"][0]["status"], "active");
-    assert_eq!(list["sets"][0]["invariants"].as_array().unwrap().len(), 7);
+    assert_eq!(list["sets"][0]["invariants"].as_array().unwrap().len(), 8);
 
     let set = server
         .get(&format!("/v1/invariants/{hash}"))

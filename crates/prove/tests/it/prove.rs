@@ -112,7 +112,7 @@ fn default_policies_satisfy_every_default_invariant_and_never_error() {
     };
     println!("{report}");
     assert!(report.all_proven(), "{report}");
-    assert_eq!(report.invariants.len(), 7);
+    assert_eq!(report.invariants.len(), 8);
     assert_eq!(report.never_errors.len(), 18);
     // One request environment per action.
     assert_eq!(report.environments.len(), 11, "{:?}", report.environments);

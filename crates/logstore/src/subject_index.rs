@@ -1,0 +1,163 @@
+//! An index of log entries by the keys each names (for the gateway: the subject pseudonyms
+//! an entry is about), so that one subject's entries are found without reading the log.
+//!
+//! It is derived from the log and nothing else: the caller says which keys an entry names
+//! (this crate knows no entry format), the index reads the entries it has not seen yet from
+//! the log and records `(key, index)` rows in its own SQLite file, with the log's root hash
+//! at the size it has reached. A file that does not match the log it is opened with (a
+//! restored or replaced log: that root hash differs) is rebuilt from the log's first entry,
+//! and a deleted file is simply rebuilt. Nothing depends on the index being right: what it
+//! answers is proven entry by entry against the log's checkpoints, and a monitor with a copy
+//! of the log finds any entry it left out.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::{Log, LogError, MAX_ENTRIES_READ, storage};
+
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE keyed (key TEXT NOT NULL, idx INTEGER NOT NULL,
+        PRIMARY KEY (key, idx)) WITHOUT ROWID;
+     CREATE TABLE progress (one INTEGER PRIMARY KEY CHECK (one = 1),
+        size INTEGER NOT NULL, root BLOB NOT NULL);",
+];
+
+const OPTIONS: sqlitedb::Options = sqlitedb::Options {
+    private_file: true,
+    ..sqlitedb::Options::DEFAULT
+};
+
+/// Which keys an entry names; entries that are not what the caller expects name none.
+pub type KeysOf = dyn Fn(&[u8]) -> Vec<String> + Send + Sync;
+
+/// See the module documentation.
+pub struct SubjectIndex {
+    path: PathBuf,
+    /// One connection: catching up and reading take turns (both are short).
+    conn: Mutex<Connection>,
+    keys_of: Box<KeysOf>,
+}
+
+impl SubjectIndex {
+    /// Opens (creating) the index file at `path` for `log`, starting again from the log's
+    /// first entry if the file was built from another log.
+    pub fn open(path: &Path, log: &Log, keys_of: Box<KeysOf>) -> Result<SubjectIndex, LogError> {
+        let fail = |e: &dyn std::fmt::Display| storage(path, e.to_string());
+        let mut conn = sqlitedb::open_durable(path, &OPTIONS).map_err(|e| fail(&e))?;
+        sqlitedb::migrate(&mut conn, SCHEMA).map_err(|e| fail(&e))?;
+        let index = SubjectIndex {
+            path: path.to_path_buf(),
+            conn: Mutex::new(conn),
+            keys_of,
+        };
+        let (size, root) = index.progress()?;
+        let matches = size <= log.size() && log.tree_hash(size)?.as_slice() == root.as_slice();
+        if !matches {
+            if size > 0 {
+                tracing::warn!(index = %path.display(), size,
+                    "the subject index was built from another log (or the log was restored): rebuilding it from the log's first entry");
+            }
+            let conn = index.conn.lock().unwrap_or_else(|p| p.into_inner());
+            conn.execute_batch("DELETE FROM keyed; DELETE FROM progress;")
+                .map_err(|e| fail(&e))?;
+        }
+        Ok(index)
+    }
+
+    /// How far the index has read the log, and the log's root hash at that size.
+    fn progress(&self) -> Result<(u64, Vec<u8>), LogError> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let found: Option<(i64, Vec<u8>)> = conn
+            .query_row("SELECT size, root FROM progress", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+            .map_err(|e| storage(&self.path, e))?;
+        Ok(found.map_or_else(
+            || (0, tlog::EMPTY_TREE_HASH.to_vec()),
+            |(size, root)| (size as u64, root),
+        ))
+    }
+
+    /// Entries of the log the index has read.
+    pub fn size(&self) -> Result<u64, LogError> {
+        Ok(self.progress()?.0)
+    }
+
+    /// Reads the log's entries up to `to` (at most the log's size) that the index has not
+    /// read yet, [`MAX_ENTRIES_READ`] at a time, each batch committed with its progress.
+    /// Returns the size reached.
+    pub fn catch_up(&self, log: &Log, to: u64) -> Result<u64, LogError> {
+        let to = to.min(log.size());
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let fail = |e: rusqlite::Error| storage(&self.path, e);
+        let mut size: u64 = conn
+            .query_row("SELECT size FROM progress", [], |r| r.get::<_, i64>(0))
+            .optional()
+            .map_err(fail)?
+            .map_or(0, |s| s as u64);
+        while size < to {
+            let end = to.min(size + MAX_ENTRIES_READ);
+            let entries = log.entries(size, end)?;
+            if entries.len() as u64 != end - size {
+                return Err(storage(
+                    &self.path,
+                    "the log answered fewer entries than it holds",
+                ));
+            }
+            let root = log.tree_hash(end)?;
+            let tx = conn.transaction().map_err(fail)?;
+            {
+                let mut insert = tx
+                    .prepare_cached("INSERT OR IGNORE INTO keyed (key, idx) VALUES (?1, ?2)")
+                    .map_err(fail)?;
+                for (offset, entry) in entries.iter().enumerate() {
+                    for key in (self.keys_of)(entry) {
+                        insert
+                            .execute(params![key, (size + offset as u64) as i64])
+                            .map_err(fail)?;
+                    }
+                }
+            }
+            tx.execute(
+                "INSERT INTO progress (one, size, root) VALUES (1, ?1, ?2)
+                 ON CONFLICT (one) DO UPDATE SET size = excluded.size, root = excluded.root",
+                params![end as i64, root.as_slice()],
+            )
+            .map_err(fail)?;
+            tx.commit().map_err(fail)?;
+            size = end;
+        }
+        Ok(size)
+    }
+
+    /// The indexes of entries naming `key` below `below`, newest first, at most `limit`.
+    pub fn newest(&self, key: &str, below: u64, limit: usize) -> Result<Vec<u64>, LogError> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let mut statement = conn
+            .prepare_cached(
+                "SELECT idx FROM keyed WHERE key = ?1 AND idx < ?2 ORDER BY idx DESC LIMIT ?3",
+            )
+            .map_err(|e| storage(&self.path, e))?;
+        statement
+            .query_map(params![key, below as i64, limit as i64], |r| {
+                r.get::<_, i64>(0)
+            })
+            .and_then(|rows| rows.map(|r| r.map(|i| i as u64)).collect())
+            .map_err(|e| storage(&self.path, e))
+    }
+
+    /// How many entries below `below` name `key`.
+    pub fn count(&self, key: &str, below: u64) -> Result<u64, LogError> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        conn.query_row(
+            "SELECT count(*) FROM keyed WHERE key = ?1 AND idx < ?2",
+            params![key, below as i64],
+            |r| r.get::<_, i64>(0),
+        )
+        .map(|n| n as u64)
+        .map_err(|e| storage(&self.path, e))
+    }
+}

@@ -1,0 +1,545 @@
+//! A data subject's own history in the log (`GET /v1/subjects/{id}/accesses`,
+//! `sovereign subject accesses` and `sovereign subject verify`): which entries are about a
+//! subject, what the history shows of each, and the check of a history against the log.
+//!
+//! The gateway answers with pages. Each page holds a signed checkpoint, the subject's log
+//! pseudonym and the entries about that pseudonym below the checkpoint's size, newest
+//! first, each with its exact bytes and its inclusion proof. [`check_history`] checks:
+//!
+//! - every checkpoint is signed by the log (and cosigned by a quorum, when one is asked);
+//! - every entry is in the tree at its index (RFC 6962 inclusion proof), is about the
+//!   pseudonym, and is shown as it is (what the page shows equals [`shown`] of its bytes);
+//! - the pages run newest first without overlap, and a finished history lists as many
+//!   entries as its first page says there are;
+//! - with a mirror of the log (a directory or a URL), after verifying the mirror whole:
+//!   that its tree has the pages' checkpoints as prefixes, and that the entries about the
+//!   pseudonym it holds in the range the pages cover are exactly those listed. An entry left
+//!   out is then named, with its index: proof that the gateway withheld it.
+//!
+//! Which entries are about a subject is [`pseudonyms_named`], used alike by the gateway's
+//! index, by `audit search --subject` and by the mirror's side of the check.
+
+use std::collections::BTreeMap;
+
+use anyhow::anyhow;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tlog::checkpoint::{Checkpoint, open_checkpoint};
+use tlog::cosignature::WitnessPolicy;
+use tlog::note::Verifier;
+use tlog::{
+    FetcherTileReader, Hash, TileFetcher, check_record, hash_from_base64, leaf_hash,
+    tile_hash_reader, tree_hash,
+};
+
+use crate::failure::{check_failed, usage};
+use crate::progress::Progress;
+use crate::verify::verify_entries;
+
+/// The subject pseudonyms an entry names: an access entry's `subject`, a data event's, run's
+/// or alert's `details.subject`, and an access request's `details.subjects` (custody entries).
+pub fn pseudonyms_named(entry: &Value) -> Vec<&str> {
+    let details = &entry["details"];
+    let mut named: Vec<&str> = [&entry["subject"], &details["subject"]]
+        .into_iter()
+        .filter_map(Value::as_str)
+        .collect();
+    if let Some(list) = details["subjects"].as_array() {
+        named.extend(list.iter().filter_map(Value::as_str));
+    }
+    named.sort_unstable();
+    named.dedup();
+    named
+}
+
+/// Whether `entry` is about the subject of log pseudonym `pseudonym`.
+pub fn names(entry: &Value, pseudonym: &str) -> bool {
+    pseudonyms_named(entry).contains(&pseudonym)
+}
+
+/// Who did what, as a subject's history shows it: the accessor by entity, location and
+/// roles, and by id only where the gateway is configured to show ids.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Accessor {
+    pub entity: String,
+    pub location: String,
+    pub roles: Vec<String>,
+    /// The accessor's id (the token's `sub`), only where the gateway's `history.show_accessor_ids`
+    /// is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
+/// The custodian grant an access used.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct GrantShown {
+    pub id: String,
+    pub kind: String,
+}
+
+/// What a subject's history shows of one log entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Shown {
+    pub time: String,
+    /// The entry's kind: `access`, `custody`, `alert`, `erasure`, `export`, `migration`,
+    /// `algorithm-run`.
+    pub kind: String,
+    /// An access's action (`read`, `write`, ...), a custody entry's event
+    /// (`access-request-approved`, ...), an alert's name, or the kind of a data event.
+    pub action: String,
+    pub collections: Vec<String>,
+    /// The field classes decided (access entries).
+    pub field_classes: Vec<String>,
+    /// The fields by name (access entries, access requests).
+    pub fields: Vec<String>,
+    /// `allow`, `deny` or `partial` for an access; a data event's or run's outcome if it
+    /// records one.
+    pub outcome: Option<String>,
+    /// Who acted: an access's principal, another entry's actor.
+    pub accessor: Option<Accessor>,
+    pub purpose: String,
+    pub reason_code: String,
+    pub grant: Option<GrantShown>,
+}
+
+/// What the history shows of `entry` (a parsed log entry), with the accessor's id only if
+/// `with_ids`.
+pub fn shown(entry: &Value, with_ids: bool) -> Shown {
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    let texts = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let details = &entry["details"];
+    let kind = text(&entry["kind"]);
+    let who = if entry["principal"].is_object() {
+        &entry["principal"]
+    } else {
+        &entry["actor"]
+    };
+    let accessor = who.is_object().then(|| Accessor {
+        entity: text(&who["entity"]),
+        location: text(&who["location"]),
+        roles: texts(&who["roles"]),
+        id: with_ids.then(|| text(&who["id"])),
+    });
+    let action = [&entry["action"], &entry["event"], &entry["alert"]]
+        .into_iter()
+        .find_map(Value::as_str)
+        .map_or_else(|| kind.clone(), str::to_string);
+    let mut collections: Vec<String> = entry["collection"]
+        .as_str()
+        .map(|c| vec![c.to_string()])
+        .unwrap_or_else(|| texts(&details["collections"]));
+    collections.dedup();
+    let mut field_classes: Vec<String> = entry["decisions"]
+        .as_array()
+        .map(|decisions| {
+            decisions
+                .iter()
+                .filter_map(|d| d["field_class"].as_str())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    field_classes.sort();
+    field_classes.dedup();
+    let grant_of = |g: &Value| {
+        g.is_object().then(|| GrantShown {
+            id: text(&g["id"]),
+            kind: text(&g["kind"]),
+        })
+    };
+    let either = |name: &str| {
+        entry[name]
+            .as_str()
+            .or_else(|| details[name].as_str())
+            .map(str::to_string)
+    };
+    Shown {
+        time: text(&entry["time"]),
+        kind,
+        action,
+        collections,
+        field_classes,
+        fields: if entry["fields"].is_array() {
+            texts(&entry["fields"])
+        } else {
+            texts(&details["fields"])
+        },
+        outcome: either("outcome"),
+        accessor,
+        purpose: either("purpose").unwrap_or_default(),
+        reason_code: either("reason_code").unwrap_or_default(),
+        grant: grant_of(&entry["grant"]).or_else(|| grant_of(&details["grant"])),
+    }
+}
+
+/// One entry of a history page: what it shows, the entry's exact bytes (UTF-8 JSON, as in
+/// the log) and its inclusion proof against the page's checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HistoryEntry {
+    /// The entry's index in the log.
+    pub index: u64,
+    #[serde(flatten)]
+    pub shown: Shown,
+    /// The entry exactly as the log holds it (its SHA-256 leaf hash is in the tree).
+    pub entry: String,
+    /// The RFC 6962 inclusion proof of the entry in the page's checkpoint: base64 hashes,
+    /// from the leaf up.
+    pub proof: Vec<String>,
+}
+
+/// One page of a subject's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HistoryPage {
+    /// The subject's log pseudonym: every entry about the subject names it, so anyone with
+    /// a copy of the public log can list them all.
+    pub pseudonym: String,
+    /// The signed checkpoint (C2SP signed note) every proof of the page is against.
+    pub checkpoint: String,
+    /// Its tree size: the page covers entries below it.
+    pub size: u64,
+    /// How many entries about the subject are below `size`.
+    pub total: u64,
+    /// Newest first.
+    pub entries: Vec<HistoryEntry>,
+    /// Where the next page starts (`?before=`), or none when this page reaches the oldest.
+    pub next_before: Option<u64>,
+}
+
+/// Several pages of one history, in the order they were fetched (`subject accesses --all`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct History {
+    pub pages: Vec<HistoryPage>,
+}
+
+impl History {
+    /// Reads a history as `subject accesses --json` writes it: one page, or `{"pages": [...]}`.
+    pub fn from_json(bytes: &[u8]) -> anyhow::Result<History> {
+        let value: Value =
+            serde_json::from_slice(bytes).map_err(|e| usage(format!("not JSON: {e}")))?;
+        if value.get("pages").is_some() {
+            serde_json::from_value(value).map_err(|e| check_failed(format!("not a history: {e}")))
+        } else {
+            let page = serde_json::from_value(value)
+                .map_err(|e| check_failed(format!("not a history page: {e}")))?;
+            Ok(History { pages: vec![page] })
+        }
+    }
+}
+
+/// What a history's check found.
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryCheck {
+    pub pseudonym: String,
+    /// The first page's checkpoint size: the history is about entries below it.
+    pub size: u64,
+    pub entries: u64,
+    /// The history covers every entry from this index up to `size` (0: the whole log below
+    /// `size`); a history of unfinished pages covers only down to its last page's oldest entry.
+    pub covers_from: u64,
+    /// With a mirror: its verified size, and that it lists exactly these entries.
+    pub mirror_size: Option<u64>,
+}
+
+impl std::fmt::Display for HistoryCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "history of pseudonym {}: {} entries, each proven in the log's signed checkpoint and shown as logged",
+            self.pseudonym, self.entries
+        )?;
+        let range = if self.covers_from == 0 {
+            format!("every entry below {}", self.size)
+        } else {
+            format!(
+                "entries {}..{} (fetch every page for the rest)",
+                self.covers_from, self.size
+            )
+        };
+        match self.mirror_size {
+            Some(m) => write!(
+                f,
+                "complete: the mirror (verified, {m} entries) has no other entry about this pseudonym among {range}"
+            ),
+            None => write!(
+                f,
+                "completeness not checked: give --mirror DIR|URL, a copy of the public log, to compare {range}"
+            ),
+        }
+    }
+}
+
+/// How a history's checkpoints are trusted: the log's key, and a witness quorum if asked.
+pub struct Trust<'a> {
+    pub log: &'a Verifier,
+    pub witnesses: Option<&'a WitnessPolicy>,
+}
+
+impl Trust<'_> {
+    fn open(&self, note: &str) -> anyhow::Result<Checkpoint> {
+        if let Some(policy) = self.witnesses {
+            crate::witness::check_quorum(note.as_bytes(), self.log, policy)
+                .map_err(|e| check_failed(format!("a page's checkpoint: {e}")))?;
+        }
+        open_checkpoint(note.as_bytes(), self.log)
+            .map_err(|e| check_failed(format!("a page's checkpoint is not the log's: {e}")))
+    }
+}
+
+/// Checks a history (see the module documentation); with `mirror`, also its completeness.
+pub fn check_history(
+    history: &History,
+    trust: &Trust<'_>,
+    mirror: Option<&dyn TileFetcher>,
+    progress: &mut dyn Progress,
+) -> anyhow::Result<HistoryCheck> {
+    let first = history
+        .pages
+        .first()
+        .ok_or_else(|| check_failed("the history has no page"))?;
+    let pseudonym = first.pseudonym.clone();
+    let mut roots: BTreeMap<u64, Hash> = BTreeMap::new();
+    let mut listed: BTreeMap<u64, Hash> = BTreeMap::new();
+    let mut below = first.size;
+    for (number, page) in history.pages.iter().enumerate() {
+        let at = |what: String| check_failed(format!("page {}: {what}", number + 1));
+        if page.pseudonym != pseudonym {
+            return Err(at(format!(
+                "it is the history of pseudonym {}, not {pseudonym}",
+                page.pseudonym
+            )));
+        }
+        let checkpoint = trust
+            .open(&page.checkpoint)
+            .map_err(|e| at(format!("{e:#}")))?;
+        if checkpoint.size != page.size {
+            return Err(at(format!(
+                "it says its checkpoint has {} entries; the checkpoint says {}",
+                page.size, checkpoint.size
+            )));
+        }
+        if roots
+            .insert(checkpoint.size, checkpoint.hash)
+            .is_some_and(|h| h != checkpoint.hash)
+        {
+            return Err(at(format!(
+                "two checkpoints of size {} with different roots: the log forked",
+                checkpoint.size
+            )));
+        }
+        for item in &page.entries {
+            let index = item.index;
+            if index >= below {
+                return Err(at(format!(
+                    "entry {index} is out of order (pages list entries newest first, each below {below})"
+                )));
+            }
+            below = index;
+            check_item(item, &checkpoint, &pseudonym).map_err(|e| at(format!("{e:#}")))?;
+            listed.insert(index, leaf_hash(item.entry.as_bytes()));
+        }
+        if let Some(next) = page.next_before
+            && page.entries.last().map(|e| e.index) != Some(next)
+        {
+            return Err(at(format!(
+                "its next page starts before {next}, which is not its oldest entry"
+            )));
+        }
+    }
+    let last = history.pages.last().expect("a first page exists");
+    let finished = last.next_before.is_none();
+    let covers_from = if finished { 0 } else { below };
+    if finished && listed.len() as u64 != first.total {
+        return Err(check_failed(format!(
+            "the history lists {} entries but its first page says there are {} below {}",
+            listed.len(),
+            first.total,
+            first.size
+        )));
+    }
+    let mirror_size = match mirror {
+        None => None,
+        Some(log) => Some(compare_with_mirror(
+            log,
+            trust.log,
+            &pseudonym,
+            &roots,
+            &listed,
+            (covers_from, first.size),
+            progress,
+        )?),
+    };
+    Ok(HistoryCheck {
+        pseudonym,
+        size: first.size,
+        entries: listed.len() as u64,
+        covers_from,
+        mirror_size,
+    })
+}
+
+/// One listed entry: in the tree at its index, about the pseudonym, shown as logged.
+fn check_item(item: &HistoryEntry, checkpoint: &Checkpoint, pseudonym: &str) -> anyhow::Result<()> {
+    let index = item.index;
+    let proof = item
+        .proof
+        .iter()
+        .map(|h| hash_from_base64(h))
+        .collect::<Option<Vec<Hash>>>()
+        .ok_or_else(|| anyhow!("entry {index}: its proof is not base64 hashes"))?;
+    check_record(
+        &proof,
+        checkpoint.size,
+        &checkpoint.hash,
+        index,
+        &leaf_hash(item.entry.as_bytes()),
+    )
+    .map_err(|e| anyhow!("entry {index} is not in the log at that index as given: {e}"))?;
+    let entry: Value =
+        serde_json::from_str(&item.entry).map_err(|e| anyhow!("entry {index} is not JSON: {e}"))?;
+    if !names(&entry, pseudonym) {
+        return Err(anyhow!("entry {index} is not about pseudonym {pseudonym}"));
+    }
+    let with_ids = item.shown.accessor.as_ref().is_some_and(|a| a.id.is_some());
+    let logged = shown(&entry, with_ids);
+    if logged != item.shown {
+        return Err(anyhow!(
+            "entry {index} is not shown as logged: {}",
+            difference(&item.shown, &logged)
+        ));
+    }
+    Ok(())
+}
+
+/// The first member where what was shown differs from what is logged.
+fn difference(given: &Shown, logged: &Shown) -> String {
+    let (given, logged) = (
+        serde_json::to_value(given).unwrap_or_default(),
+        serde_json::to_value(logged).unwrap_or_default(),
+    );
+    let empty = serde_json::Map::new();
+    let logged = logged.as_object().unwrap_or(&empty);
+    for (name, value) in given.as_object().unwrap_or(&empty) {
+        let other = logged.get(name).unwrap_or(&Value::Null);
+        if value != other {
+            return format!("`{name}` shows {value} but the entry says {other}");
+        }
+    }
+    "a member differs".into()
+}
+
+/// Verifies the mirror whole, then compares: the pages' checkpoints are prefixes of its
+/// tree, and the entries about `pseudonym` in `range` are exactly `listed`.
+fn compare_with_mirror(
+    log: &dyn TileFetcher,
+    verifier: &Verifier,
+    pseudonym: &str,
+    roots: &BTreeMap<u64, Hash>,
+    listed: &BTreeMap<u64, Hash>,
+    (from, to): (u64, u64),
+    progress: &mut dyn Progress,
+) -> anyhow::Result<u64> {
+    let mut found: BTreeMap<u64, Hash> = BTreeMap::new();
+    let checkpoint = verify_entries(log, verifier, None, progress, &mut |index, _, bytes| {
+        if (from..to).contains(&index) {
+            let entry: Value = serde_json::from_slice(bytes)
+                .map_err(|e| format!("entry {index} is not JSON: {e}"))?;
+            if names(&entry, pseudonym) {
+                found.insert(index, leaf_hash(bytes));
+            }
+        }
+        Ok(())
+    })?;
+    let biggest = roots.keys().next_back().copied().unwrap_or(0);
+    if checkpoint.size < biggest {
+        return Err(usage(format!(
+            "the mirror has {} entries, fewer than the history's checkpoint of {biggest}: bring it up to date",
+            checkpoint.size
+        )));
+    }
+    let reader = tile_hash_reader(checkpoint.size, checkpoint.hash, FetcherTileReader(log));
+    for (&size, root) in roots {
+        let mirrored = tree_hash(size, &reader)
+            .map_err(|e| check_failed(format!("the mirror's tree at size {size}: {e}")))?;
+        if &mirrored != root {
+            return Err(check_failed(format!(
+                "the history's checkpoint of size {size} is not a prefix of the mirror's log: the log forked"
+            )));
+        }
+    }
+    if let Some((index, _)) = found.iter().rev().find(|(i, _)| !listed.contains_key(i)) {
+        let missing = found.keys().filter(|i| !listed.contains_key(i)).count();
+        return Err(check_failed(format!(
+            "the history left out {missing} entr{} about pseudonym {pseudonym} that the log holds, the newest at index {index}",
+            if missing == 1 { "y" } else { "ies" }
+        )));
+    }
+    if let Some((index, _)) = listed.iter().find(|(i, h)| found.get(i) != Some(h)) {
+        return Err(check_failed(format!(
+            "entry {index} of the history is not the mirror's entry {index}"
+        )));
+    }
+    Ok(checkpoint.size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn entries_name_subjects_in_three_places() {
+        let access = json!({"kind": "access", "subject": "p1"});
+        let run = json!({"kind": "algorithm-run", "details": {"subject": "p2"}});
+        let request = json!({"kind": "custody", "details": {"subjects": ["p3", "p1"]}});
+        let egress = json!({"kind": "egress", "subject": null, "details": {"rows": 3}});
+        assert_eq!(pseudonyms_named(&access), ["p1"]);
+        assert_eq!(pseudonyms_named(&run), ["p2"]);
+        assert_eq!(pseudonyms_named(&request), ["p1", "p3"]);
+        assert!(pseudonyms_named(&egress).is_empty());
+        assert!(names(&request, "p3") && !names(&run, "p1"));
+    }
+
+    #[test]
+    fn an_access_shows_who_by_entity_location_and_roles() {
+        let access = json!({"kind": "access", "time": "2026-12-07T10:00:00.000Z",
+            "principal": {"id": "ana", "entity": "usds", "location": "US", "roles": ["support"]},
+            "action": "read", "subject": "p1", "collection": "profile", "outcome": "partial",
+            "decisions": [{"field_class": "protected"}, {"field_class": "interoperable"}],
+            "purpose": "support", "reason_code": "ticket", "grant": {"id": "r-1", "kind": "approved"}});
+        let seen = shown(&access, false);
+        assert_eq!(seen.action, "read");
+        assert_eq!(seen.collections, ["profile"]);
+        assert_eq!(seen.field_classes, ["interoperable", "protected"]);
+        assert_eq!(seen.outcome.as_deref(), Some("partial"));
+        let accessor = seen.accessor.unwrap();
+        assert_eq!((accessor.entity.as_str(), accessor.id), ("usds", None));
+        assert_eq!(seen.grant.unwrap().kind, "approved");
+        assert_eq!(
+            shown(&access, true).accessor.unwrap().id.as_deref(),
+            Some("ana")
+        );
+        let approved = json!({"kind": "custody", "event": "access-request-approved",
+            "actor": {"id": "cu", "entity": "custodian", "location": "US", "roles": []},
+            "details": {"subjects": ["p1"], "collections": ["profile"], "fields": ["ssn"],
+                "purpose": "fraud"}});
+        let seen = shown(&approved, false);
+        assert_eq!(seen.action, "access-request-approved");
+        assert!(seen.field_classes.is_empty());
+        assert_eq!(seen.fields, ["ssn"]);
+        assert_eq!(seen.purpose, "fraud");
+    }
+}
