@@ -138,6 +138,7 @@ pub fn shown(entry: &Value, with_ids: bool) -> Shown {
         .map_or_else(|| kind.clone(), str::to_string);
     let mut collections: Vec<String> = entry["collection"]
         .as_str()
+        .or_else(|| details["collection"].as_str())
         .map(|c| vec![c.to_string()])
         .unwrap_or_else(|| texts(&details["collections"]));
     collections.dedup();

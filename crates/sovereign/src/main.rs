@@ -12,6 +12,7 @@ mod exit;
 mod policy_eval;
 mod report;
 mod residency;
+mod subject;
 mod witness;
 
 use std::io::IsTerminal;
@@ -156,6 +157,14 @@ enum Command {
         #[command(subcommand)]
         command: residency::ResidencyCommand,
     },
+    /// A data subject's own history in the log (`accesses`), and its check offline against
+    /// the log's key and a copy of the public log (`verify`).
+    Subject {
+        #[command(flatten)]
+        server: client::ServerArgs,
+        #[command(subcommand)]
+        command: subject::SubjectCommand,
+    },
     /// Run a transparency-log witness (c2sp.org/tlog-witness): cosign a log's checkpoints
     /// only if consistent with the latest it cosigned.
     Witness {
@@ -211,6 +220,10 @@ fn default_failure(command: &Command) -> exit::Exit {
         Command::Audit { command } => !matches!(command, audit::AuditCommand::Key { .. }),
         Command::Report(args) => args.is_check(),
         Command::Check { .. } => true,
+        Command::Subject {
+            command: subject::SubjectCommand::Verify { .. },
+            ..
+        } => true,
         _ => false,
     };
     if checks {
@@ -335,6 +348,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Algo { server, command } => custody_cli::run_algo(&server, command),
         Command::KillSwitch { server, command } => custody_cli::run_kill_switch(&server, command),
         Command::Residency { server, command } => residency::run(&server, command),
+        Command::Subject { server, command } => subject::run(&server, command),
         Command::Witness { command } => witness::run(command),
         Command::Completion { shell } => {
             use clap::CommandFactory as _;

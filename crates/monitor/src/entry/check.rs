@@ -27,7 +27,7 @@ pub struct EntryInfo {
 
 const ACTIONS: &[&str] = &[
     "register", "list", "read", "write", "delete", "export", "egress", "scan", "migrate", "run",
-    "compute",
+    "compute", "history",
 ];
 const OUTCOMES: &[&str] = &["allow", "deny", "partial"];
 const GRANT_KINDS: &[&str] = &["approved", "break-glass", "release"];

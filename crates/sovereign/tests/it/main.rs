@@ -19,6 +19,7 @@ mod custody_cli;
 mod demo;
 mod fleet;
 mod freshness;
+mod history;
 mod no_values;
 mod policy_prove;
 mod postgres_failover;
