@@ -320,7 +320,7 @@ mod tests {
         let src = default_invariants(&restricted);
         assert!(src.contains(r#"["CN", "RU"]"#));
         let parsed = Invariants::parse(&src).unwrap();
-        assert_eq!(parsed.len(), 7);
+        assert_eq!(parsed.len(), 8);
         assert_eq!(parsed.hash().len(), 64);
         // Comments and blank lines do not change the hash; content does.
         let reformatted = src

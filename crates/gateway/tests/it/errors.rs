@@ -378,6 +378,7 @@ async fn openapi_covers_every_route() {
         ("put", "/v1/subjects/{id}"),
         ("get", "/v1/subjects/{id}"),
         ("get", "/v1/subjects/{id}/records"),
+        ("get", "/v1/subjects/{id}/accesses"),
         ("put", "/v1/subjects/{id}/records/{collection}/{key}"),
         ("get", "/v1/subjects/{id}/records/{collection}/{key}"),
         ("delete", "/v1/subjects/{id}/records/{collection}/{key}"),

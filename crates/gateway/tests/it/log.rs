@@ -176,7 +176,7 @@ async fn every_decision_is_logged_before_its_answer_and_the_log_verifies() {
         "{proofs}"
     );
     let results = proofs["invariants"].as_array().unwrap();
-    assert_eq!(results.len(), 7, "{proofs}");
+    assert_eq!(results.len(), 8, "{proofs}");
     assert!(results.iter().all(|r| r["result"] == "proven"), "{proofs}");
     let never_errors = proofs["never_errors"].as_array().unwrap();
     assert_eq!(

@@ -9,3 +9,4 @@ mod common;
 
 mod log;
 mod postgres;
+mod subject_index;

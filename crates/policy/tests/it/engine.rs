@@ -62,6 +62,7 @@ fn default_policies_validate_against_default_schema() {
             "permit-parent-non-us-data",
             "permit-data-subject-own-data",
             "permit-data-subject-own-listing",
+            "permit-data-subject-own-history",
             "permit-egress-interoperable",
             "permit-operator-residency",
             "permit-algorithm-runner",

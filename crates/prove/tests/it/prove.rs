@@ -113,9 +113,9 @@ fn default_policies_satisfy_every_default_invariant_and_never_error() {
     println!("{report}");
     assert!(report.all_proven(), "{report}");
     assert_eq!(report.invariants.len(), 8);
-    assert_eq!(report.never_errors.len(), 18);
+    assert_eq!(report.never_errors.len(), 19);
     // One request environment per action.
-    assert_eq!(report.environments.len(), 11, "{:?}", report.environments);
+    assert_eq!(report.environments.len(), 12, "{:?}", report.environments);
     let engine = policy::PolicyEngine::new(policy::DEFAULT_SCHEMA, &policies).unwrap();
     assert_eq!(report.policy_set_hash, engine.policy_set_hash());
     assert_eq!(report.invariant_set_hash, default_invariant_set().hash());
@@ -444,6 +444,7 @@ fn default_invariants_group_by_name() {
             "protected-read-needs-purpose",
             "egress-only-interoperable",
             "algorithm-input-only-to-releases-in-jurisdiction",
+            "access-history-only-to-its-subject",
         ]
     );
     for invariant in invariants.iter() {

@@ -512,7 +512,7 @@ fn entry_format_v1_is_checked_strictly() {
         (
             &access,
             |v| v["action"] = json!("exfiltrate"),
-            "member \"action\" must be one of register|list|read|write|delete|export|egress|scan|migrate|run|compute, not \"exfiltrate\"",
+            "member \"action\" must be one of register|list|read|write|delete|export|egress|scan|migrate|run|compute|history, not \"exfiltrate\"",
         ),
         (
             &access,

@@ -437,7 +437,7 @@ fn a_policy_without_the_restricted_country_forbid_is_refused_with_a_counterexamp
     std::fs::write(&reviewed, format!("{text}\n// Reviewed.\n")).unwrap();
     let out = t.ok(&olga, &["policy", "propose", s(&reviewed)]);
     assert!(out.contains("proven against invariant set"), "{out}");
-    assert_eq!(out.matches(" proven\n").count(), 7, "{out}");
+    assert_eq!(out.matches(" proven\n").count(), 8, "{out}");
     let hash = out.split_whitespace().nth(3).unwrap().to_string();
     let note = t.file("reviewed.note");
     t.sign_policy(&hash, &t.custodian_key(), &note);
@@ -486,7 +486,7 @@ fn invariants_are_proposed_signed_and_activated_through_the_cli() {
     let out = t.ok(&olga, &["policy", "propose-invariants", s(&file)]);
     assert!(out.starts_with("proposed invariant set "), "{out}");
     assert!(out.contains("no-restricted-delete"), "{out}");
-    assert_eq!(out.matches(" proven\n").count(), 8, "{out}");
+    assert_eq!(out.matches(" proven\n").count(), 9, "{out}");
     let hash = out.split_whitespace().nth(3).unwrap().to_string();
 
     let note = t.file("invariants.sig");

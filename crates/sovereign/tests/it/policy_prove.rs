@@ -36,7 +36,7 @@ fn default_policies_are_proven_and_a_mutant_is_refused() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("all proven"), "{stdout}");
-    assert_eq!(stdout.matches(": proven").count(), 7, "{stdout}");
+    assert_eq!(stdout.matches(": proven").count(), 8, "{stdout}");
 
     let text = std::fs::read_to_string(&policies).unwrap();
     let start = text.find("@id(\"forbid-restricted-location\")").unwrap();

@@ -773,10 +773,11 @@ fn the_log_of_a_real_gateway_replays_clean() {
     assert!(out.contains("mismatches: 0\n"), "{out}");
     // register 1, write 2 (both classes written), 4 reads of 2 classes each; egress 3 (one
     // per jurisdiction), the unknown id 4 (2 jurisdictions with a residency rule, 2 classes),
-    // the export 5 (3 entries, one per collection: 2, 2 and 1 classes), the scan 3; then a
-    // granted write of 1 class and 2 more reads of 2, the last under the second set.
+    // the export 6 (3 entries, one per collection: 2, 2 and 1 classes, and its history
+    // decision), the scan 3; then a granted write of 1 class and 2 more reads of 2, the last
+    // under the second set.
     assert!(
-        out.contains("replayed:   31 decisions of 15 access entries, under 2 policy sets\n"),
+        out.contains("replayed:   32 decisions of 16 access entries, under 2 policy sets\n"),
         "{out}"
     );
     assert!(!out.contains("not replayable"), "{out}");

@@ -708,32 +708,33 @@ fn a_report_of_real_traffic_counts_what_happened() {
     );
     assert!(
         out.contains(
-            "the log records 12 access decisions: 9 allowed, 2 denied and 1 partially allowed"
+            "the log records 13 access decisions: 10 allowed, 2 denied and 1 partially allowed"
         ),
         "{out}"
     );
     let report = read_json(&work.join(format!("{prefix}.json")));
     let accesses = &report["accesses"];
     let outcomes = |allow: u64, deny: u64, partial: u64| serde_json::json!({"allow": allow, "deny": deny, "partial": partial});
-    // Besides the reads and writes: the subject's export (one decision per collection) and
-    // the egress page (one decision over every jurisdiction, logged under "*").
-    assert_eq!(accesses["total"], 12, "{accesses:#}");
-    assert_eq!(accesses["by_outcome"], outcomes(9, 2, 1), "{accesses:#}");
+    // Besides the reads and writes: the subject's export (one decision per collection, and
+    // one for the history it carries) and the egress page (one decision over every
+    // jurisdiction, logged under "*").
+    assert_eq!(accesses["total"], 13, "{accesses:#}");
+    assert_eq!(accesses["by_outcome"], outcomes(10, 2, 1), "{accesses:#}");
     assert_eq!(
         accesses["by_location"],
-        serde_json::json!({"CN": outcomes(0, 2, 0), "SG": outcomes(1, 0, 1), "US": outcomes(8, 0, 0)})
+        serde_json::json!({"CN": outcomes(0, 2, 0), "SG": outcomes(1, 0, 1), "US": outcomes(9, 0, 0)})
     );
     assert_eq!(
         accesses["by_entity"],
-        serde_json::json!({"parent": outcomes(1, 1, 1), "public": outcomes(3, 0, 0), "usds": outcomes(5, 1, 0)})
+        serde_json::json!({"parent": outcomes(1, 1, 1), "public": outcomes(4, 0, 0), "usds": outcomes(5, 1, 0)})
     );
     assert_eq!(
         accesses["by_action"],
-        serde_json::json!({"egress": outcomes(1, 0, 0), "export": outcomes(3, 0, 0), "read": outcomes(1, 2, 1), "register": outcomes(1, 0, 0), "write": outcomes(3, 0, 0)})
+        serde_json::json!({"egress": outcomes(1, 0, 0), "export": outcomes(3, 0, 0), "history": outcomes(1, 0, 0), "read": outcomes(1, 2, 1), "register": outcomes(1, 0, 0), "write": outcomes(3, 0, 0)})
     );
     assert_eq!(
         accesses["by_subject_jurisdiction"],
-        serde_json::json!({"*": outcomes(1, 0, 0), "US": outcomes(8, 2, 1)})
+        serde_json::json!({"*": outcomes(1, 0, 0), "US": outcomes(9, 2, 1)})
     );
     assert_eq!(
         accesses["by_grant"],

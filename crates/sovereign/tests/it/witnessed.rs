@@ -330,6 +330,47 @@ fn a_quorum_of_witnesses_cosigns_what_the_gateway_serves() {
         text(&checked).0
     );
 
+    // A subject's history is proven against the witnessed checkpoint, and checked against
+    // the quorum offline.
+    let subject_token = crate::support::token(
+        &data,
+        &[
+            "--sub",
+            "witnessed-subject",
+            "--entity",
+            "public",
+            "--location",
+            "US",
+            "--role",
+            "data-subject",
+        ],
+    );
+    let history = dir.path().join("history.json");
+    assert_success(
+        &sovereign()
+            .args(["subject", "accesses", "witnessed-subject", "--all"])
+            .args([
+                "--url",
+                &base,
+                "--token",
+                &subject_token,
+                "--out",
+                s(&history),
+            ])
+            .output()
+            .unwrap(),
+    );
+    let check = |extra: &[String]| {
+        sovereign()
+            .args(["subject", "verify", s(&history), "--key", &log_vkey])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    assert_success(&check(&quorum2));
+    let refused = check(&stranger_args);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused).1);
+
     // Two witnesses down: requests are answered and logged, the published checkpoint holds.
     witnesses[0].kill();
     witnesses[1].kill();

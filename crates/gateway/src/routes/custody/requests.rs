@@ -224,10 +224,11 @@ impl AppState {
     /// Checks a request's scope against the configuration and turns it into the custody
     /// crate's form.
     fn new_request(&self, body: NewAccessRequest) -> AppResult<custody::NewRequest> {
-        // `compute` is a released algorithm's own decision: no person is granted it.
+        // `compute` is a released algorithm's own decision, `history` a data subject's: no
+        // one else is granted either.
         let action = policy::Action::ALL
             .into_iter()
-            .filter(|a| *a != policy::Action::Compute)
+            .filter(|a| !matches!(a, policy::Action::Compute | policy::Action::History))
             .find(|a| a.as_str() == body.action)
             .ok_or_else(|| {
                 ApiError::bad_request(
