@@ -285,6 +285,65 @@ fn three_gateways_on_separate_data_folders_act_as_one() {
             assert!(out.contains("mismatches: 0\n"), "{out}");
         }
     }
+
+    // A subject's history, from one gateway's own index of the shared log, lists the
+    // writes every gateway took, and checks against the log as a mirror.
+    let subject = crate::support::token(
+        data,
+        &[
+            "--sub",
+            "fleet-load",
+            "--entity",
+            "public",
+            "--location",
+            "US",
+            "--role",
+            "data-subject",
+        ],
+    );
+    let history = dir.path().join("history.json");
+    let output = crate::support::sovereign()
+        .args([
+            "subject",
+            "accesses",
+            "fleet-load",
+            "--all",
+            "--limit",
+            "1000",
+        ])
+        .args(["--url", &bases[2], "--token", &subject, "--out"])
+        .arg(&history)
+        .output()
+        .unwrap();
+    let (out, err) = crate::support::text(&output);
+    assert!(output.status.success(), "{out}{err}");
+    let output = crate::support::sovereign()
+        .args(["subject", "verify"])
+        .arg(&history)
+        .args(["--key", key.trim(), "--mirror", &bases[1]])
+        .output()
+        .unwrap();
+    let (out, err) = crate::support::text(&output);
+    assert!(output.status.success(), "{out}{err}");
+    let listed: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&history).unwrap()).unwrap();
+    // Every answer the load was given names its decision's entry: each is in the history.
+    let indexes: std::collections::BTreeSet<u64> = listed["pages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["entries"].as_array().unwrap())
+        .map(|e| e["index"].as_u64().unwrap())
+        .collect();
+    let missing: Vec<u64> = acknowledged
+        .iter()
+        .map(|a| a.index)
+        .filter(|i| !indexes.contains(i))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "answered but not in the history: {missing:?}"
+    );
 }
 
 /// Polls `check` every 20 ms until it holds; how long after `since` it did. Fails the test
