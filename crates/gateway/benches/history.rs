@@ -12,7 +12,7 @@
 
 use std::time::{Duration, Instant};
 
-use gateway::pipeline::history::index_keys;
+use gateway::pipeline::history::{INDEX_RULE, index_keys};
 use logstore::{Log, LogOptions, SubjectIndex};
 use monitor::subject::{History, HistoryEntry, HistoryPage, Trust, check_history, shown};
 use tlog::note::Signer;
@@ -72,8 +72,13 @@ fn main() {
     }
 
     let started = Instant::now();
-    let index =
-        SubjectIndex::open(&dir.path().join("index.sqlite"), &log, Box::new(index_keys)).unwrap();
+    let index = SubjectIndex::open(
+        &dir.path().join("index.sqlite"),
+        &log,
+        INDEX_RULE,
+        Box::new(index_keys),
+    )
+    .unwrap();
     assert_eq!(index.catch_up(&log, entries).unwrap(), entries);
     let build = started.elapsed();
 
@@ -84,8 +89,8 @@ fn main() {
     let started = Instant::now();
     let mut page = None;
     for _ in 0..rounds {
-        let found = index.newest(&pseudonym, published.size, 100).unwrap();
-        let total = index.count(&pseudonym, published.size).unwrap();
+        let found = index.newest(&pseudonym, 0, published.size, 100).unwrap();
+        let total = index.count(&pseudonym, 0, published.size).unwrap();
         let entries: Vec<HistoryEntry> = found
             .iter()
             .map(|&at| {
@@ -108,6 +113,8 @@ fn main() {
             pseudonym: pseudonym.clone(),
             checkpoint: String::from_utf8(published.note.clone()).unwrap(),
             size: published.size,
+            below: published.size,
+            since: 0,
             total,
             next_before: (total > 100).then(|| entries.last().unwrap().index),
             entries,
@@ -122,6 +129,7 @@ fn main() {
     let trust = Trust {
         log: &verifier,
         witnesses: None,
+        pseudonym: None,
     };
     let started = Instant::now();
     for _ in 0..rounds {

@@ -437,7 +437,6 @@ pub struct EntityConfig {
     pub country: String,
 }
 
-/// Where released algorithms run, and how many at once.
 /// Most entries one page of a subject's history carries (each with its proof).
 pub const MAX_HISTORY_PAGE: usize = 1000;
 
@@ -453,8 +452,9 @@ pub struct HistoryConfig {
     /// Entries about the subject an export carries (newest first); an export of a subject
     /// with more says so, and the history's pages have them all.
     pub export_limit: usize,
-    /// Whether the history shows who acted by id (the token's `sub`) besides entity,
-    /// location and roles. The entries it carries are the log's, which hold the id anyway.
+    /// Whether what the history shows of each entry names who acted by id (the token's
+    /// `sub`) besides entity, location and roles. Presentation only: the entries it carries
+    /// for their proofs are the log's, which hold the id, as the public log does.
     pub show_accessor_ids: bool,
 }
 
@@ -469,6 +469,7 @@ impl Default for HistoryConfig {
     }
 }
 
+/// Where released algorithms run, and how many at once.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AlgorithmsConfig {

@@ -109,6 +109,7 @@ impl Gateway {
             logstore::SubjectIndex::open(
                 &data_dir.join(&config.history.index),
                 &log,
+                crate::pipeline::history::INDEX_RULE,
                 Box::new(crate::pipeline::history::index_keys),
             )
             .context("cannot open the subject index (history.index)")?,
@@ -723,8 +724,12 @@ async fn index_subjects(state: Arc<AppState>) {
             Ok::<_, logstore::LogError>(())
         })
         .await;
-        if let Ok(Err(e)) = result {
-            tracing::warn!(error = %e, "cannot bring the subject index up to the log");
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot bring the subject index up to the log")
+            }
+            Err(e) => tracing::error!(error = %e.message, "the subject index's task failed"),
         }
     }
 }

@@ -2,13 +2,14 @@
 //! an entry is about), so that one subject's entries are found without reading the log.
 //!
 //! It is derived from the log and nothing else: the caller says which keys an entry names
-//! (this crate knows no entry format), the index reads the entries it has not seen yet from
-//! the log and records `(key, index)` rows in its own SQLite file, with the log's root hash
-//! at the size it has reached. A file that does not match the log it is opened with (a
-//! restored or replaced log: that root hash differs) is rebuilt from the log's first entry,
-//! and a deleted file is simply rebuilt. Nothing depends on the index being right: what it
-//! answers is proven entry by entry against the log's checkpoints, and a monitor with a copy
-//! of the log finds any entry it left out.
+//! (this crate knows no entry format) and names that rule, the index reads the entries it has
+//! not seen yet from the log and records `(key, index)` rows in its own SQLite file, with the
+//! log's root hash at the size it has reached and the rule's name. A file that does not match
+//! the log it is opened with (a restored or replaced log: that root hash differs), or was
+//! built by another rule, is rebuilt from the log's first entry; a file that cannot be opened
+//! is replaced, and a deleted file is simply rebuilt. Nothing depends on the index being
+//! right: what the gateway answers from it is checked against the log entry by entry, and a
+//! monitor with a copy of the log finds any entry it left out.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -21,7 +22,7 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE keyed (key TEXT NOT NULL, idx INTEGER NOT NULL,
         PRIMARY KEY (key, idx)) WITHOUT ROWID;
      CREATE TABLE progress (one INTEGER PRIMARY KEY CHECK (one = 1),
-        size INTEGER NOT NULL, root BLOB NOT NULL);",
+        size INTEGER NOT NULL, root BLOB NOT NULL, rule TEXT NOT NULL);",
 ];
 
 const OPTIONS: sqlitedb::Options = sqlitedb::Options {
@@ -37,47 +38,77 @@ pub struct SubjectIndex {
     path: PathBuf,
     /// One connection: catching up and reading take turns (both are short).
     conn: Mutex<Connection>,
+    /// The name of the rule `keys_of` follows; an index built by another is rebuilt.
+    rule: String,
     keys_of: Box<KeysOf>,
 }
 
+fn open_file(path: &Path) -> Result<Connection, sqlitedb::Error> {
+    let mut conn = sqlitedb::open_durable(path, &OPTIONS)?;
+    sqlitedb::migrate(&mut conn, SCHEMA)?;
+    Ok(conn)
+}
+
 impl SubjectIndex {
-    /// Opens (creating) the index file at `path` for `log`, starting again from the log's
-    /// first entry if the file was built from another log.
-    pub fn open(path: &Path, log: &Log, keys_of: Box<KeysOf>) -> Result<SubjectIndex, LogError> {
-        let fail = |e: &dyn std::fmt::Display| storage(path, e.to_string());
-        let mut conn = sqlitedb::open_durable(path, &OPTIONS).map_err(|e| fail(&e))?;
-        sqlitedb::migrate(&mut conn, SCHEMA).map_err(|e| fail(&e))?;
+    /// Opens (creating) the index file at `path` for `log`, with the keys `keys_of` names
+    /// under the rule called `rule`. It starts again from the log's first entry if the file
+    /// was built from another log or by another rule, and replaces a file it cannot open.
+    pub fn open(
+        path: &Path,
+        log: &Log,
+        rule: &str,
+        keys_of: Box<KeysOf>,
+    ) -> Result<SubjectIndex, LogError> {
+        let conn = match open_file(path) {
+            Ok(conn) => conn,
+            Err(e) => {
+                // Derived data: a file that cannot be opened is built again.
+                tracing::warn!(index = %path.display(), error = %e,
+                    "cannot open the subject index: replacing it, to be built again from the log");
+                for suffix in ["", "-wal", "-shm"] {
+                    let mut file = path.as_os_str().to_owned();
+                    file.push(suffix);
+                    let _ = std::fs::remove_file(file);
+                }
+                open_file(path).map_err(|e| storage(path, e))?
+            }
+        };
         let index = SubjectIndex {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
+            rule: rule.to_string(),
             keys_of,
         };
-        let (size, root) = index.progress()?;
-        let matches = size <= log.size() && log.tree_hash(size)?.as_slice() == root.as_slice();
-        if !matches {
-            if size > 0 {
-                tracing::warn!(index = %path.display(), size,
-                    "the subject index was built from another log (or the log was restored): rebuilding it from the log's first entry");
-            }
-            let conn = index.conn.lock().unwrap_or_else(|p| p.into_inner());
-            conn.execute_batch("DELETE FROM keyed; DELETE FROM progress;")
-                .map_err(|e| fail(&e))?;
+        let (size, root, built_by) = index.progress()?;
+        let same_log = size <= log.size() && log.tree_hash(size)?.as_slice() == root.as_slice();
+        if size > 0 && (!same_log || built_by != rule) {
+            tracing::warn!(index = %path.display(), size,
+                "the subject index was built from another log (or the log was restored), or by another rule: rebuilding it from the log's first entry");
+            index.reset()?;
         }
         Ok(index)
     }
 
-    /// How far the index has read the log, and the log's root hash at that size.
-    fn progress(&self) -> Result<(u64, Vec<u8>), LogError> {
+    /// Forgets everything: the index is built again from the log's first entry.
+    pub fn reset(&self) -> Result<(), LogError> {
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        let found: Option<(i64, Vec<u8>)> = conn
-            .query_row("SELECT size, root FROM progress", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
+        conn.execute_batch("DELETE FROM keyed; DELETE FROM progress;")
+            .map_err(|e| storage(&self.path, e))
+    }
+
+    /// How far the index has read the log, the log's root hash at that size, and the rule
+    /// it was built by.
+    fn progress(&self) -> Result<(u64, Vec<u8>, String), LogError> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let found: Option<(i64, Vec<u8>, String)> = conn
+            .query_row("SELECT size, root, rule FROM progress", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })
             .optional()
             .map_err(|e| storage(&self.path, e))?;
         Ok(found.map_or_else(
-            || (0, tlog::EMPTY_TREE_HASH.to_vec()),
-            |(size, root)| (size as u64, root),
+            || (0, tlog::EMPTY_TREE_HASH.to_vec(), self.rule.clone()),
+            |(size, root, rule)| (size as u64, root, rule),
         ))
     }
 
@@ -122,9 +153,10 @@ impl SubjectIndex {
                 }
             }
             tx.execute(
-                "INSERT INTO progress (one, size, root) VALUES (1, ?1, ?2)
-                 ON CONFLICT (one) DO UPDATE SET size = excluded.size, root = excluded.root",
-                params![end as i64, root.as_slice()],
+                "INSERT INTO progress (one, size, root, rule) VALUES (1, ?1, ?2, ?3)
+                 ON CONFLICT (one) DO UPDATE
+                 SET size = excluded.size, root = excluded.root, rule = excluded.rule",
+                params![end as i64, root.as_slice(), self.rule],
             )
             .map_err(fail)?;
             tx.commit().map_err(fail)?;
@@ -133,28 +165,35 @@ impl SubjectIndex {
         Ok(size)
     }
 
-    /// The indexes of entries naming `key` below `below`, newest first, at most `limit`.
-    pub fn newest(&self, key: &str, below: u64, limit: usize) -> Result<Vec<u64>, LogError> {
+    /// The indexes of entries naming `key` in `from..below`, newest first, at most `limit`.
+    pub fn newest(
+        &self,
+        key: &str,
+        from: u64,
+        below: u64,
+        limit: usize,
+    ) -> Result<Vec<u64>, LogError> {
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let mut statement = conn
             .prepare_cached(
-                "SELECT idx FROM keyed WHERE key = ?1 AND idx < ?2 ORDER BY idx DESC LIMIT ?3",
+                "SELECT idx FROM keyed WHERE key = ?1 AND idx >= ?2 AND idx < ?3
+                 ORDER BY idx DESC LIMIT ?4",
             )
             .map_err(|e| storage(&self.path, e))?;
         statement
-            .query_map(params![key, below as i64, limit as i64], |r| {
+            .query_map(params![key, from as i64, below as i64, limit as i64], |r| {
                 r.get::<_, i64>(0)
             })
             .and_then(|rows| rows.map(|r| r.map(|i| i as u64)).collect())
             .map_err(|e| storage(&self.path, e))
     }
 
-    /// How many entries below `below` name `key`.
-    pub fn count(&self, key: &str, below: u64) -> Result<u64, LogError> {
+    /// How many entries in `from..below` name `key`.
+    pub fn count(&self, key: &str, from: u64, below: u64) -> Result<u64, LogError> {
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         conn.query_row(
-            "SELECT count(*) FROM keyed WHERE key = ?1 AND idx < ?2",
-            params![key, below as i64],
+            "SELECT count(*) FROM keyed WHERE key = ?1 AND idx >= ?2 AND idx < ?3",
+            params![key, from as i64, below as i64],
             |r| r.get::<_, i64>(0),
         )
         .map(|n| n as u64)

@@ -47,6 +47,8 @@ pub fn pseudonyms_named(entry: &Value) -> Vec<&str> {
     if let Some(list) = details["subjects"].as_array() {
         named.extend(list.iter().filter_map(Value::as_str));
     }
+    // An alert about a bulk action names no subject (`""`).
+    named.retain(|p| !p.is_empty());
     named.sort_unstable();
     named.dedup();
     named
@@ -55,6 +57,16 @@ pub fn pseudonyms_named(entry: &Value) -> Vec<&str> {
 /// Whether `entry` is about the subject of log pseudonym `pseudonym`.
 pub fn names(entry: &Value, pseudonym: &str) -> bool {
     pseudonyms_named(entry).contains(&pseudonym)
+}
+
+/// The pseudonym a subject's erasure entry erased, if `entry` is one. An id registered again
+/// after its erasure has the same pseudonym: its history starts after the last erasure, so
+/// that nobody is shown the history of the subject the id named before.
+pub fn erased(entry: &Value) -> Option<&str> {
+    (entry["kind"] == "erasure")
+        .then(|| entry["details"]["subject"].as_str())
+        .flatten()
+        .filter(|p| !p.is_empty())
 }
 
 /// Who did what, as a subject's history shows it: the accessor by entity, location and
@@ -141,6 +153,7 @@ pub fn shown(entry: &Value, with_ids: bool) -> Shown {
         .or_else(|| details["collection"].as_str())
         .map(|c| vec![c.to_string()])
         .unwrap_or_else(|| texts(&details["collections"]));
+    collections.sort();
     collections.dedup();
     let mut field_classes: Vec<String> = entry["decisions"]
         .as_array()
@@ -210,9 +223,14 @@ pub struct HistoryPage {
     pub pseudonym: String,
     /// The signed checkpoint (C2SP signed note) every proof of the page is against.
     pub checkpoint: String,
-    /// Its tree size: the page covers entries below it.
+    /// Its tree size.
     pub size: u64,
-    /// How many entries about the subject are below `size`.
+    /// The page lists entries below this index: the request's `before`, or `size`.
+    pub below: u64,
+    /// The history starts at this index: 0, or the entry after the subject's last erasure
+    /// below `size` (an id registered again names another subject).
+    pub since: u64,
+    /// How many entries about the subject are in `since..size`.
     pub total: u64,
     /// Newest first.
     pub entries: Vec<HistoryEntry>,
@@ -245,13 +263,19 @@ impl History {
 #[derive(Debug, Clone, Serialize)]
 pub struct HistoryCheck {
     pub pseudonym: String,
-    /// The first page's checkpoint size: the history is about entries below it.
+    /// The first page's checkpoint size.
     pub size: u64,
+    /// Where the history starts: 0, or after the subject's last erasure.
+    pub since: u64,
     pub entries: u64,
-    /// The history covers every entry from this index up to `size` (0: the whole log below
-    /// `size`); a history of unfinished pages covers only down to its last page's oldest entry.
+    /// Entries the subject made themself (principal `subject:` and the pseudonym): every
+    /// request of theirs is logged under this pseudonym, so finding them here ties it to them.
+    pub own_requests: u64,
+    /// The range the history covers whole: `covers_from..covers_below`. A history of
+    /// unfinished pages covers only down to its last page's oldest entry.
     pub covers_from: u64,
-    /// With a mirror: its verified size, and that it lists exactly these entries.
+    pub covers_below: u64,
+    /// With a mirror: its verified size, and that it lists exactly these entries there.
     pub mirror_size: Option<u64>,
 }
 
@@ -259,44 +283,47 @@ impl std::fmt::Display for HistoryCheck {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "history of pseudonym {}: {} entries, each proven in the log's signed checkpoint and shown as logged",
-            self.pseudonym, self.entries
+            "history of pseudonym {}: {} entries, each proven in the log's signed checkpoint and shown as logged; {} of them the subject's own requests",
+            self.pseudonym, self.entries, self.own_requests
         )?;
-        let range = if self.covers_from == 0 {
-            format!("every entry below {}", self.size)
-        } else {
+        let range = format!("entries {}..{}", self.covers_from, self.covers_below);
+        let since = if self.since > 0 {
             format!(
-                "entries {}..{} (fetch every page for the rest)",
-                self.covers_from, self.size
+                " (the history starts after the subject's erasure at {})",
+                self.since - 1
             )
+        } else {
+            String::new()
         };
         match self.mirror_size {
             Some(m) => write!(
                 f,
-                "complete: the mirror (verified, {m} entries) has no other entry about this pseudonym among {range}"
+                "complete: the mirror (verified, {m} entries) has no other entry about this pseudonym among {range}{since}"
             ),
             None => write!(
                 f,
-                "completeness not checked: give --mirror DIR|URL, a copy of the public log, to compare {range}"
+                "completeness not checked: give --mirror DIR|URL, a copy of the public log, to compare {range}{since}"
             ),
         }
     }
 }
 
-/// How a history's checkpoints are trusted: the log's key, and a witness quorum if asked.
+/// How a history is trusted: the log's key, a witness quorum if asked, and the subject's
+/// pseudonym if they know it already (the gateway's word otherwise).
 pub struct Trust<'a> {
     pub log: &'a Verifier,
     pub witnesses: Option<&'a WitnessPolicy>,
+    pub pseudonym: Option<&'a str>,
 }
 
 impl Trust<'_> {
     fn open(&self, note: &str) -> anyhow::Result<Checkpoint> {
         if let Some(policy) = self.witnesses {
             crate::witness::check_quorum(note.as_bytes(), self.log, policy)
-                .map_err(|e| check_failed(format!("a page's checkpoint: {e}")))?;
+                .map_err(|e| anyhow!("its checkpoint is not witnessed: {e}"))?;
         }
         open_checkpoint(note.as_bytes(), self.log)
-            .map_err(|e| check_failed(format!("a page's checkpoint is not the log's: {e}")))
+            .map_err(|e| anyhow!("its checkpoint is not the log's: {e}"))
     }
 }
 
@@ -312,15 +339,45 @@ pub fn check_history(
         .first()
         .ok_or_else(|| check_failed("the history has no page"))?;
     let pseudonym = first.pseudonym.clone();
+    if let Some(pinned) = trust.pseudonym
+        && pinned != pseudonym
+    {
+        return Err(check_failed(format!(
+            "the history is of pseudonym {pseudonym}, not of yours ({pinned})"
+        )));
+    }
+    let since = first.since;
     let mut roots: BTreeMap<u64, Hash> = BTreeMap::new();
     let mut listed: BTreeMap<u64, Hash> = BTreeMap::new();
-    let mut below = first.size;
+    let mut own_requests = 0;
+    let mut below = first.below;
+    let mut previous: Option<&HistoryPage> = None;
     for (number, page) in history.pages.iter().enumerate() {
         let at = |what: String| check_failed(format!("page {}: {what}", number + 1));
         if page.pseudonym != pseudonym {
             return Err(at(format!(
                 "it is the history of pseudonym {}, not {pseudonym}",
                 page.pseudonym
+            )));
+        }
+        if page.since != since {
+            return Err(at(format!(
+                "it starts the history at {}, the first page at {since}",
+                page.since
+            )));
+        }
+        if let Some(previous) = previous
+            && previous.next_before != Some(page.below)
+        {
+            return Err(at(format!(
+                "it lists entries below {}, which does not continue the page before it (next: {:?})",
+                page.below, previous.next_before
+            )));
+        }
+        if page.below > page.size || page.size < first.size {
+            return Err(at(format!(
+                "it lists entries below {} under a checkpoint of {} (the first page's: {})",
+                page.below, page.size, first.size
             )));
         }
         let checkpoint = trust
@@ -343,13 +400,15 @@ pub fn check_history(
         }
         for item in &page.entries {
             let index = item.index;
-            if index >= below {
+            if index >= below || index < since {
                 return Err(at(format!(
-                    "entry {index} is out of order (pages list entries newest first, each below {below})"
+                    "entry {index} is out of place (entries come newest first, each below {below}, none before {since})"
                 )));
             }
             below = index;
-            check_item(item, &checkpoint, &pseudonym).map_err(|e| at(format!("{e:#}")))?;
+            if check_item(item, &checkpoint, &pseudonym).map_err(|e| at(format!("{e:#}")))? {
+                own_requests += 1;
+            }
             listed.insert(index, leaf_hash(item.entry.as_bytes()));
         }
         if let Some(next) = page.next_before
@@ -359,13 +418,13 @@ pub fn check_history(
                 "its next page starts before {next}, which is not its oldest entry"
             )));
         }
+        previous = Some(page);
     }
-    let last = history.pages.last().expect("a first page exists");
-    let finished = last.next_before.is_none();
-    let covers_from = if finished { 0 } else { below };
-    if finished && listed.len() as u64 != first.total {
+    let finished = previous.is_some_and(|last| last.next_before.is_none());
+    let covers_from = if finished { since } else { below };
+    if finished && first.below == first.size && listed.len() as u64 != first.total {
         return Err(check_failed(format!(
-            "the history lists {} entries but its first page says there are {} below {}",
+            "the history lists {} entries but its first page says there are {} in {since}..{}",
             listed.len(),
             first.total,
             first.size
@@ -373,27 +432,37 @@ pub fn check_history(
     }
     let mirror_size = match mirror {
         None => None,
-        Some(log) => Some(compare_with_mirror(
-            log,
-            trust.log,
-            &pseudonym,
-            &roots,
-            &listed,
-            (covers_from, first.size),
-            progress,
-        )?),
+        Some(log) => {
+            let expected = Expected {
+                pseudonym: &pseudonym,
+                roots: &roots,
+                listed: &listed,
+                range: (covers_from, first.below),
+                since,
+                size: first.size,
+            };
+            Some(compare_with_mirror(log, trust.log, &expected, progress)?)
+        }
     };
     Ok(HistoryCheck {
         pseudonym,
         size: first.size,
+        since,
         entries: listed.len() as u64,
+        own_requests,
         covers_from,
+        covers_below: first.below,
         mirror_size,
     })
 }
 
-/// One listed entry: in the tree at its index, about the pseudonym, shown as logged.
-fn check_item(item: &HistoryEntry, checkpoint: &Checkpoint, pseudonym: &str) -> anyhow::Result<()> {
+/// One listed entry: in the tree at its index, about the pseudonym, shown as logged. Answers
+/// whether the subject made it themself.
+fn check_item(
+    item: &HistoryEntry,
+    checkpoint: &Checkpoint,
+    pseudonym: &str,
+) -> anyhow::Result<bool> {
     let index = item.index;
     let proof = item
         .proof
@@ -422,7 +491,7 @@ fn check_item(item: &HistoryEntry, checkpoint: &Checkpoint, pseudonym: &str) -> 
             difference(&item.shown, &logged)
         ));
     }
-    Ok(())
+    Ok(entry["principal"]["id"].as_str() == Some(&format!("subject:{pseudonym}")))
 }
 
 /// The first member where what was shown differs from what is logged.
@@ -442,29 +511,48 @@ fn difference(given: &Shown, logged: &Shown) -> String {
     "a member differs".into()
 }
 
-/// Verifies the mirror whole, then compares: the pages' checkpoints are prefixes of its
-/// tree, and the entries about `pseudonym` in `range` are exactly `listed`.
+/// What a history says the log holds, for the mirror's side of the check.
+struct Expected<'a> {
+    pseudonym: &'a str,
+    /// The pages' checkpoints: size → root.
+    roots: &'a BTreeMap<u64, Hash>,
+    /// The entries listed: index → leaf hash.
+    listed: &'a BTreeMap<u64, Hash>,
+    /// The range the history covers whole.
+    range: (u64, u64),
+    /// Where it says the history starts, and the checkpoint that start is relative to.
+    since: u64,
+    size: u64,
+}
+
+/// Verifies the mirror whole, then compares: the pages' checkpoints are prefixes of its tree,
+/// the subject's last erasure below the first checkpoint is just before `since`, and the
+/// entries about the pseudonym in the range covered are exactly those listed.
 fn compare_with_mirror(
     log: &dyn TileFetcher,
     verifier: &Verifier,
-    pseudonym: &str,
-    roots: &BTreeMap<u64, Hash>,
-    listed: &BTreeMap<u64, Hash>,
-    (from, to): (u64, u64),
+    expected: &Expected<'_>,
     progress: &mut dyn Progress,
 ) -> anyhow::Result<u64> {
+    let (from, to) = expected.range;
+    let pseudonym = expected.pseudonym;
     let mut found: BTreeMap<u64, Hash> = BTreeMap::new();
+    let mut last_erasure: Option<u64> = None;
     let checkpoint = verify_entries(log, verifier, None, progress, &mut |index, _, bytes| {
-        if (from..to).contains(&index) {
-            let entry: Value = serde_json::from_slice(bytes)
-                .map_err(|e| format!("entry {index} is not JSON: {e}"))?;
-            if names(&entry, pseudonym) {
-                found.insert(index, leaf_hash(bytes));
-            }
+        if index >= expected.size.max(to) {
+            return Ok(());
+        }
+        let entry: Value =
+            serde_json::from_slice(bytes).map_err(|e| format!("entry {index} is not JSON: {e}"))?;
+        if index < expected.size && erased(&entry) == Some(pseudonym) {
+            last_erasure = Some(index);
+        }
+        if (from..to).contains(&index) && names(&entry, pseudonym) {
+            found.insert(index, leaf_hash(bytes));
         }
         Ok(())
     })?;
-    let biggest = roots.keys().next_back().copied().unwrap_or(0);
+    let biggest = expected.roots.keys().next_back().copied().unwrap_or(0);
     if checkpoint.size < biggest {
         return Err(usage(format!(
             "the mirror has {} entries, fewer than the history's checkpoint of {biggest}: bring it up to date",
@@ -472,7 +560,7 @@ fn compare_with_mirror(
         )));
     }
     let reader = tile_hash_reader(checkpoint.size, checkpoint.hash, FetcherTileReader(log));
-    for (&size, root) in roots {
+    for (&size, root) in expected.roots {
         let mirrored = tree_hash(size, &reader)
             .map_err(|e| check_failed(format!("the mirror's tree at size {size}: {e}")))?;
         if &mirrored != root {
@@ -481,6 +569,19 @@ fn compare_with_mirror(
             )));
         }
     }
+    let since = last_erasure.map_or(0, |i| i + 1);
+    if since != expected.since {
+        return Err(check_failed(format!(
+            "the history starts at {} but the subject's last erasure below {} {}",
+            expected.since,
+            expected.size,
+            match last_erasure {
+                Some(i) => format!("is entry {i}"),
+                None => "does not exist: it starts at 0".into(),
+            }
+        )));
+    }
+    let listed = expected.listed;
     if let Some((index, _)) = found.iter().rev().find(|(i, _)| !listed.contains_key(i)) {
         let missing = found.keys().filter(|i| !listed.contains_key(i)).count();
         return Err(check_failed(format!(

@@ -15,12 +15,13 @@ use crate::client::{Client, ServerArgs, segment};
 
 #[derive(clap::Subcommand, Debug, Clone)]
 pub enum SubjectCommand {
-    /// Every log entry about a subject, newest first: who (entity, location, roles) did what,
-    /// to which collections and field classes, with what outcome, for which purpose, under
-    /// which grant. Under the default policies only the subject's own token may
-    /// (`sovereign token --sub ID --entity public --role data-subject`). With --json the
-    /// answer, with its checkpoint, proofs and the subject's log pseudonym, is what
-    /// `subject verify` checks.
+    /// Every log entry about a subject since its last erasure, newest first: who (entity,
+    /// location, roles; by id only where the gateway is configured to show ids, though the
+    /// log's entries the answer carries hold them) did what, to which collections and field
+    /// classes, with what outcome, for which purpose, under which grant. Under the default
+    /// policies only the subject's own token may (`sovereign token --sub ID --entity public
+    /// --role data-subject`). With --json the answer, with its checkpoint, proofs and the
+    /// subject's log pseudonym, is what `subject verify` checks.
     Accesses {
         /// The subject's id.
         id: String,
@@ -48,9 +49,14 @@ pub enum SubjectCommand {
         #[arg(long)]
         key: String,
         /// A copy of the public log to check completeness against: a directory, a file://
-        /// URL, a static mirror's URL, or a gateway's base URL.
+        /// URL, a static mirror's URL, or a gateway's base URL. A copy the gateway does not
+        /// serve (or witnesses) is what shows a log forked for you alone.
         #[arg(long, value_name = "DIR|URL")]
         mirror: Option<String>,
+        /// Your log pseudonym, if you know it already (from an earlier history): the history
+        /// must be of it. Otherwise the pseudonym is the gateway's word.
+        #[arg(long)]
+        pseudonym: Option<String>,
         #[command(flatten)]
         witnesses: WitnessArgs,
     },
@@ -69,8 +75,15 @@ pub fn run(server: &ServerArgs, command: SubjectCommand) -> anyhow::Result<()> {
             file,
             key,
             mirror,
+            pseudonym,
             witnesses,
-        } => verify(server.json, &file, &key, mirror.as_deref(), &witnesses),
+        } => verify(
+            server.json,
+            &file,
+            &key,
+            (mirror.as_deref(), pseudonym.as_deref()),
+            &witnesses,
+        ),
     }
 }
 
@@ -85,14 +98,20 @@ fn accesses(
     let client = server.client()?;
     let mut pages = vec![page(&client, id, before, limit)?];
     while all && let Some(next) = pages.last().and_then(|p| p.next_before) {
+        // Each page must go further back, or a gateway could keep this loop going.
+        let last = pages.last().map_or(0, |p| p.below);
+        if next >= last {
+            return Err(monitor::failure::check_failed(format!(
+                "the gateway's page below {last} says the next starts below {next}, which goes no further back"
+            )));
+        }
         pages.push(page(&client, id, Some(next), limit)?);
     }
-    let document = if pages.len() == 1 && !all {
-        serde_json::to_value(&pages[0])?
+    let history = History { pages };
+    let document = if history.pages.len() == 1 && !all {
+        serde_json::to_value(&history.pages[0])?
     } else {
-        serde_json::to_value(History {
-            pages: pages.clone(),
-        })?
+        serde_json::to_value(&history)?
     };
     if let Some(path) = &out {
         std::fs::write(path, serde_json::to_vec_pretty(&document)?)
@@ -101,7 +120,7 @@ fn accesses(
     if server.json {
         println!("{}", serde_json::to_string_pretty(&document)?);
     } else {
-        print!("{}", table(&pages));
+        print!("{}", table(id, &history.pages));
         if let Some(path) = &out {
             println!(
                 "written to {}: `sovereign subject verify {} --key ... --mirror ...` checks it",
@@ -136,16 +155,21 @@ fn page(
 }
 
 /// The pages as a table, newest first.
-fn table(pages: &[HistoryPage]) -> String {
+fn table(id: &str, pages: &[HistoryPage]) -> String {
     let Some(first) = pages.first() else {
         return String::new();
     };
     let shown: usize = pages.iter().map(|p| p.entries.len()).sum();
     let mut out = format!(
-        "{} entr{} about you in the log below its checkpoint of {} entries (log pseudonym {}); {shown} shown, newest first\n",
+        "{} entr{} about {id} in the log below its checkpoint of {} entries{} (log pseudonym {}); {shown} shown, newest first\n",
         first.total,
         if first.total == 1 { "y" } else { "ies" },
         first.size,
+        if first.since > 0 {
+            format!(", since its erasure at {}", first.since - 1)
+        } else {
+            String::new()
+        },
         first.pseudonym
     );
     if shown > 0 {
@@ -197,13 +221,15 @@ fn table(pages: &[HistoryPage]) -> String {
     out
 }
 
+/// `subject verify`: `against` is the mirror and the pinned pseudonym, if given.
 fn verify(
     json: bool,
     file: &PathBuf,
     key: &str,
-    mirror: Option<&str>,
+    against: (Option<&str>, Option<&str>),
     witnesses: &WitnessArgs,
 ) -> anyhow::Result<()> {
+    let (mirror, pseudonym) = against;
     let verifier = load_verifier(key)?;
     let policy = witnesses.policy()?;
     let bytes = if file.as_os_str() == "-" {
@@ -223,6 +249,7 @@ fn verify(
     let trust = monitor::subject::Trust {
         log: &verifier,
         witnesses: (policy.quorum > 0).then_some(&policy),
+        pseudonym,
     };
     let mut progress: Box<dyn monitor::Progress> = if json {
         Box::new(Silent)

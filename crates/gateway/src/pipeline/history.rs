@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use monitor::subject::{HistoryEntry, HistoryPage, pseudonyms_named, shown};
+use monitor::subject::{HistoryEntry, HistoryPage, erased, pseudonyms_named, shown};
 
 use super::Permit;
 use crate::http::error::{ApiError, AppResult, ErrorCode};
@@ -26,16 +26,27 @@ const MOST_TO_CATCH_UP: u64 = 64 * logstore::MAX_ENTRIES_READ;
 /// another gateway signed.
 const SIZE_WAIT: Duration = Duration::from_secs(2);
 
-/// The keys the subject index records for an entry: the pseudonyms it is about.
+/// The name of the rule [`index_keys`] follows, kept with the index: change it whenever the
+/// keys an entry gives change, and every gateway builds its index again from the log.
+pub const INDEX_RULE: &str = "pseudonyms-named+erased/1";
+
+/// The key under which the index records a subject's erasures (by pseudonym).
+fn erasure_key(pseudonym: &str) -> String {
+    format!("erased:{pseudonym}")
+}
+
+/// The keys the subject index records for an entry: the pseudonyms it is about, and for an
+/// erasure, the erased pseudonym's erasure key.
 pub fn index_keys(entry: &[u8]) -> Vec<String> {
-    serde_json::from_slice::<serde_json::Value>(entry)
-        .map(|v| {
-            pseudonyms_named(&v)
-                .into_iter()
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
+    let Ok(entry) = serde_json::from_slice::<serde_json::Value>(entry) else {
+        return Vec::new();
+    };
+    let mut keys: Vec<String> = pseudonyms_named(&entry)
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    keys.extend(erased(&entry).map(erasure_key));
+    keys
 }
 
 fn unavailable(message: String) -> ApiError {
@@ -47,20 +58,19 @@ fn unavailable(message: String) -> ApiError {
 }
 
 impl AppState {
-    /// One page of the entries about the permit's subject below the served checkpoint,
-    /// newest first: those below `before` if given, at most `limit`. Each is read from the
-    /// log and proven; what is shown is read from the entry itself.
+    /// One page of the history of `subject` (the permit's) below the served checkpoint,
+    /// newest first: the entries about it since its last erasure, below `before` if given,
+    /// at most `limit`. Each is read from the log and proven; what is shown is read from the
+    /// entry itself.
     pub async fn history_page(
         self: &std::sync::Arc<Self>,
         permit: &Permit,
+        subject: &str,
         before: Option<u64>,
         limit: usize,
     ) -> AppResult<HistoryPage> {
-        permit.require(Action::History, permit.subject.as_deref(), None)?;
-        let subject = permit.subject.clone().ok_or_else(|| {
-            ApiError::internal("a history permit names no subject").logged(permit.index)
-        })?;
-        let pseudonym = self.pseudonyms.pseudonym(&subject);
+        permit.require(Action::History, Some(subject), None)?;
+        let pseudonym = self.pseudonyms.pseudonym(subject);
         let state = self.clone();
         let logged = permit.index;
         blocking(move || state.read_history(pseudonym, before, limit))
@@ -76,11 +86,25 @@ impl AppState {
     ) -> AppResult<HistoryPage> {
         let served = self.served_checkpoint();
         if served.size == u64::MAX {
-            return Err(unavailable(
-                "the log has no signed checkpoint yet to prove the history against: retry".into(),
-            ));
+            return Err(unavailable(format!(
+                "the log has no {} checkpoint yet to prove the history against: retry",
+                if self.witnessing.is_some() {
+                    "witnessed"
+                } else {
+                    "signed"
+                }
+            )));
         }
         let size = served.size;
+        if let Some(before) = before
+            && before > size
+        {
+            // A page asked of a gateway whose checkpoint is older than the one of the page
+            // before (a fleet): answering below its own would skip entries.
+            return Err(unavailable(format!(
+                "`before` {before} is beyond the served checkpoint of {size} entries: retry once it is"
+            )));
+        }
         let deadline = Instant::now() + SIZE_WAIT;
         while self.log.size() < size {
             if Instant::now() > deadline {
@@ -100,13 +124,20 @@ impl AppState {
         index
             .catch_up(&self.log, size)
             .map_err(ApiError::internal)?;
-        let below = before.map_or(size, |b| b.min(size));
+        let since = index
+            .newest(&erasure_key(&pseudonym), 0, size, 1)
+            .map_err(ApiError::internal)?
+            .first()
+            .map_or(0, |erasure| erasure + 1);
+        let below = before.unwrap_or(size);
         let mut found = index
-            .newest(&pseudonym, below, limit + 1)
+            .newest(&pseudonym, since, below, limit + 1)
             .map_err(ApiError::internal)?;
         let more = found.len() > limit;
         found.truncate(limit);
-        let total = index.count(&pseudonym, size).map_err(ApiError::internal)?;
+        let total = index
+            .count(&pseudonym, since, size)
+            .map_err(ApiError::internal)?;
         let with_ids = self.config.history.show_accessor_ids;
         let mut entries = Vec::with_capacity(found.len());
         for at in found {
@@ -118,12 +149,16 @@ impl AppState {
             let entry: serde_json::Value = serde_json::from_slice(&bytes)
                 .map_err(|e| ApiError::internal(format!("entry {at} is not JSON: {e}")))?;
             if !pseudonyms_named(&entry).contains(&pseudonym.as_str()) {
-                // The index is derived from the log; one that disagrees with it is broken,
-                // and a history built from it would not be this subject's.
-                return Err(ApiError::internal(format!(
-                    "the subject index names entry {at}, which is not about this subject: delete {} to rebuild it",
-                    self.config.history.index.display()
-                )));
+                // The index is derived from the log; one that disagrees with it is broken:
+                // build it again, and answer nothing from it meanwhile.
+                tracing::error!(
+                    entry = at,
+                    "the subject index disagrees with the log: rebuilding it"
+                );
+                index.reset().map_err(ApiError::internal)?;
+                return Err(unavailable(
+                    "the index of log entries by subject disagreed with the log and is being built again: retry".into(),
+                ));
             }
             let proof = self
                 .log
@@ -146,6 +181,8 @@ impl AppState {
             pseudonym,
             checkpoint: String::from_utf8_lossy(&served.note).into_owned(),
             size,
+            below,
+            since,
             total,
             entries,
             next_before,

@@ -108,9 +108,13 @@ struct Export {
     records: Vec<Value>,
     /// The subject's history in the log, as `GET /v1/subjects/{id}/accesses` answers its
     /// first page (`history.export_limit` entries, newest first; `next_before` says where the
-    /// rest continue), if the policy lets the caller see it (`history` on the subject,
-    /// decided and logged); null otherwise.
+    /// rest continue), when the caller is the subject and the policy lets them see it
+    /// (`history` on the subject, decided and logged); null otherwise.
     accesses: Option<monitor::subject::HistoryPage>,
+    /// Why `accesses` is null: not the subject's own export, denied by policy, or not
+    /// available now (no checkpoint yet, the index being built); the export is served anyway.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    accesses_withheld: Option<String>,
 }
 
 /// A misplaced subject, by its log pseudonym.
@@ -441,20 +445,34 @@ async fn export_subject(
     let subject = app.find_subject_any_collection(&ask, &id).await?;
     let permits = app.decide_every_collection(&ask, &subject).await?;
     let records = app.governed.export(&permits).await?;
-    // The history, decided on its own: an export the policy allows carries it only if the
-    // policy also lets the caller see it.
-    let history_ask = app.ask(&who, Action::History, &headers)?;
-    let (accesses, history_decision) = match app.decide(history_ask, Scope::Subject(&subject)).await
-    {
-        Ok(permit) => {
-            let limit = app.config.history.export_limit;
-            (
-                Some(app.history_page(&permit, None, limit).await?),
-                Some(permit.index()),
-            )
+    // The subject's own export carries their history, decided on its own (the default
+    // invariants let no one else see it, so nobody else is asked, and nothing is logged for
+    // them). A history that cannot be had now leaves the export as it is.
+    let own = who.principal.id == subject.id;
+    let mut history_decision = None;
+    let (accesses, accesses_withheld) = if own {
+        let history_ask = app.ask(&who, Action::History, &headers)?;
+        match app.decide(history_ask, Scope::Subject(&subject)).await {
+            Ok(permit) => {
+                history_decision = Some(permit.index());
+                let limit = app.config.history.export_limit;
+                match app.history_page(&permit, &subject.id, None, limit).await {
+                    Ok(page) => (Some(page), None),
+                    Err(e) if e.code == ErrorCode::HistoryUnavailable => (None, Some(e.message)),
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(e) if e.status == StatusCode::FORBIDDEN => {
+                history_decision = e.log_index;
+                (None, Some(format!("the history: {}", e.message)))
+            }
+            Err(e) => return Err(e),
         }
-        Err(e) if e.status == StatusCode::FORBIDDEN => (None, e.log_index),
-        Err(e) => return Err(e),
+    } else {
+        (
+            None,
+            Some("the history goes only to the subject's own export".into()),
+        )
     };
     let body = Export {
         subject: subject.id.clone(),
@@ -462,9 +480,9 @@ async fn export_subject(
         site: subject.site.clone(),
         records,
         accesses,
+        accesses_withheld,
     };
     let bytes = serde_json::to_vec(&body).expect("JSON to a Vec cannot fail");
-    let own = who.principal.id == subject.id;
     let details = json!({
         "subject": app.pseudonyms.pseudonym(&subject.id),
         "basis": if own { "data-subject" } else { "policy" },

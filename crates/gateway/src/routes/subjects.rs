@@ -400,15 +400,17 @@ struct HistoryQuery {
     limit: Option<usize>,
 }
 
-/// Every log entry about the subject (their accesses, decided or denied; exports, erasure,
-/// migration, algorithm runs; access requests and alerts naming them), newest first, paged,
-/// each with what it shows (time, action, collections, field classes, outcome, who by
-/// entity, location and roles, purpose, reason code, grant), its exact bytes and its
-/// inclusion proof against the signed checkpoint the page carries; and the subject's log
-/// pseudonym, with which a copy of the public log lists every entry about them
-/// (`sovereign subject verify --mirror`). Decided (`history` on the subject) and logged
-/// like any access; under the default policies and invariants only the subject's own
-/// token (`sub` the subject id, entity `public`, role `data-subject`) may.
+/// Every log entry about the subject since its last erasure (their accesses, decided or
+/// denied; exports, erasure, migration, algorithm runs; access requests and alerts naming
+/// them), newest first, paged, each with what it shows (time, action, collections, field
+/// classes, outcome, who by entity, location and roles, by id only with
+/// `history.show_accessor_ids`, purpose, reason code, grant), its exact bytes (the log's,
+/// which name who acted by id, as the public log does) and its inclusion proof against the
+/// signed checkpoint the page carries; and the subject's log pseudonym, with which a copy of
+/// the public log lists every entry about them (`sovereign subject verify --mirror`). Decided
+/// (`history` on the subject) and logged like any access; under the default policies and
+/// invariants only the subject's own token (`sub` the subject id, entity `public`, role
+/// `data-subject`) may.
 #[utoipa::path(get, path = "/v1/subjects/{id}/accesses", tag = "subjects",
     params(SubjectPath, HistoryQuery, AccessHeaders),
     security(("bearer" = [])),
@@ -417,7 +419,7 @@ struct HistoryQuery {
         (status = 400, description = "`invalid_id`, `invalid_query`, `invalid_header`", body = ErrorBody),
         (status = 403, description = "`denied` by policy (with `policies`), `suspended`; also for an id that names no subject, when a subject of some jurisdiction would be denied", body = ErrorBody),
         (status = 404, description = "`subject_not_found`", body = ErrorBody),
-        (status = 503, description = "`history_unavailable`: no signed checkpoint yet, or the index is being built (retry)", body = ErrorBody),
+        (status = 503, description = "`history_unavailable`: no signed checkpoint yet, the index is being built, or `before` is beyond the served checkpoint (retry)", body = ErrorBody),
     ))]
 async fn subject_history(
     State(app): Shared,
@@ -440,6 +442,8 @@ async fn subject_history(
     let ask = app.ask(&who, Action::History, &headers)?;
     let subject = app.find_subject(&ask, &id, &[]).await?;
     let permit = app.decide(ask, Scope::Subject(&subject)).await?;
-    let page = app.history_page(&permit, query.before, limit).await?;
+    let page = app
+        .history_page(&permit, &subject.id, query.before, limit)
+        .await?;
     Ok(Logged::ok(permit.index(), page))
 }

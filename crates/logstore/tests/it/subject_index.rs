@@ -1,5 +1,6 @@
 //! The index of log entries by the keys they name: built from the log in batches, answering
-//! newest first, and started again when the log it is opened with is not the one it read.
+//! newest first, and started again when the log it is opened with is not the one it read, when the rule
+//! naming the keys changed, and when the file is not an index.
 
 use crate::common::{options, signer};
 use logstore::{Log, SubjectIndex};
@@ -27,22 +28,36 @@ fn the_index_finds_each_keys_entries_and_follows_its_log() {
         };
         log.append_blocking(entry.into_bytes()).unwrap();
     }
-    let index = SubjectIndex::open(&index_path, &log, Box::new(keys)).unwrap();
+    let index = SubjectIndex::open(&index_path, &log, "words", Box::new(keys)).unwrap();
     assert_eq!(index.size().unwrap(), 0);
     assert_eq!(index.catch_up(&log, 1200).unwrap(), 1200);
-    assert_eq!(index.newest("x", 1200, 10).unwrap(), [1000, 500, 0]);
-    assert_eq!(index.newest("odd", 1200, 2).unwrap(), [1199, 1197]);
-    assert_eq!(index.newest("odd", 8, 100).unwrap(), [7, 5, 3, 1]);
-    assert_eq!(index.count("even", 1200).unwrap(), 600);
-    assert_eq!(index.count("nobody", 1200).unwrap(), 0);
+    assert_eq!(index.newest("x", 0, 1200, 10).unwrap(), [1000, 500, 0]);
+    assert_eq!(index.newest("odd", 0, 1200, 2).unwrap(), [1199, 1197]);
+    assert_eq!(index.newest("odd", 2, 8, 100).unwrap(), [7, 5, 3]);
+    assert_eq!(index.count("even", 0, 1200).unwrap(), 600);
+    assert_eq!(index.count("nobody", 0, 1200).unwrap(), 0);
     // Asked past the log's end, it stops at the end.
     assert_eq!(index.catch_up(&log, 10_000).unwrap(), 1500);
-    assert_eq!(index.count("x", 1500).unwrap(), 3);
+    assert_eq!(index.count("x", 1, 1500).unwrap(), 2);
     drop(index);
 
-    // Reopened with the same log: it goes on from where it was.
-    let index = SubjectIndex::open(&index_path, &log, Box::new(keys)).unwrap();
+    // Reopened with the same log: it goes on from where it was; by another rule, it starts
+    // again.
+    let index = SubjectIndex::open(&index_path, &log, "words", Box::new(keys)).unwrap();
     assert_eq!(index.size().unwrap(), 1500);
+    drop(index);
+    let index = SubjectIndex::open(&index_path, &log, "letters", Box::new(keys)).unwrap();
+    assert_eq!(index.size().unwrap(), 0);
+    index.catch_up(&log, 1500).unwrap();
+    drop(index);
+    // A file that is not an index is replaced.
+    std::fs::write(&index_path, b"not a database").unwrap();
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(dir.path().join(format!("index.sqlite{suffix}")));
+    }
+    let index = SubjectIndex::open(&index_path, &log, "words", Box::new(keys)).unwrap();
+    assert_eq!(index.size().unwrap(), 0);
+    assert_eq!(index.catch_up(&log, 1500).unwrap(), 1500);
     drop(index);
     log.close();
     drop(log);
@@ -52,9 +67,9 @@ fn the_index_finds_each_keys_entries_and_follows_its_log() {
     for _ in 0..1600 {
         other.append_blocking(b"odd".to_vec()).unwrap();
     }
-    let index = SubjectIndex::open(&index_path, &other, Box::new(keys)).unwrap();
+    let index = SubjectIndex::open(&index_path, &other, "words", Box::new(keys)).unwrap();
     assert_eq!(index.size().unwrap(), 0);
     assert_eq!(index.catch_up(&other, 1600).unwrap(), 1600);
-    assert_eq!(index.count("even", 1600).unwrap(), 0);
-    assert_eq!(index.count("odd", 1600).unwrap(), 1600);
+    assert_eq!(index.count("even", 0, 1600).unwrap(), 0);
+    assert_eq!(index.count("odd", 0, 1600).unwrap(), 1600);
 }

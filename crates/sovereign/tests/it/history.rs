@@ -34,38 +34,48 @@ fn other_subject_token(data: &Path) -> String {
 }
 
 /// The traffic the history must show: registration, a write, reads allowed and denied
-/// (with the restricted-country alert), and the other subject's own traffic beside it.
-fn traffic(base: &str, data: &Path) {
+/// (with the restricted-country alert), and the other subject's own traffic beside it. The
+/// log indexes the answers about the data subject named.
+fn traffic(base: &str, data: &Path) -> Vec<u64> {
     let http = reqwest::blocking::Client::new();
     let staff = token_of(data, &VETTED_US);
     let travelling = token_of(data, &USDS_TRAVELLING_CN);
+    let mut answered = Vec::new();
     for (subject, secret) in [
         (DATA_SUBJECT.sub, SECRET_OWN),
         (OTHER_SUBJECT, SECRET_OTHER),
     ] {
         let url = format!("{base}/v1/subjects/{subject}");
         let body = r#"{"jurisdiction":"US"}"#;
-        assert_eq!(
-            governed(&http, Method::PUT, &url, &staff, "", Some(body)).0,
-            201
-        );
         let record = format!(r#"{{"email":"{secret}","display_name":"Someone"}}"#);
-        let url = format!("{url}/records/profile/main");
-        let (status, _) = governed(&http, Method::PUT, &url, &staff, "support", Some(&record));
-        assert_eq!(status, 200);
-        assert_eq!(
-            governed(&http, Method::GET, &url, &staff, "support", None).0,
-            200
-        );
+        let record_url = format!("{url}/records/profile/main");
+        let requests = [
+            (Method::PUT, &url, "", Some(body), 201),
+            (
+                Method::PUT,
+                &record_url,
+                "support",
+                Some(record.as_str()),
+                200,
+            ),
+            (Method::GET, &record_url, "support", None, 200),
+        ];
+        for (method, url, purpose, body, expected) in requests {
+            let (status, index) = governed(&http, method, url, &staff, purpose, body);
+            assert_eq!(status, expected, "{url}");
+            if subject == DATA_SUBJECT.sub {
+                answered.push(index.unwrap());
+            }
+        }
     }
     let url = format!(
         "{base}/v1/subjects/{}/records/profile/main",
         DATA_SUBJECT.sub
     );
-    assert_eq!(
-        governed(&http, Method::GET, &url, &travelling, "support", None).0,
-        403
-    );
+    let (status, index) = governed(&http, Method::GET, &url, &travelling, "support", None);
+    assert_eq!(status, 403);
+    answered.push(index.unwrap());
+    answered
 }
 
 fn log_key(data: &Path) -> String {
@@ -147,7 +157,7 @@ fn write_json(path: &Path, value: &Value) {
 fn a_subjects_history_is_complete_proven_and_theirs_alone() {
     let fresh = Fresh::start();
     let (base, data, work) = (&fresh.server.base, &fresh.data, &fresh.work);
-    traffic(base, data);
+    let answered = traffic(base, data);
     let key = log_key(data);
     let own = token_of(data, &DATA_SUBJECT);
 
@@ -179,6 +189,10 @@ fn a_subjects_history_is_complete_proven_and_theirs_alone() {
         .filter(|i| *i < size)
         .collect();
     assert_eq!(indexes.iter().copied().collect::<BTreeSet<_>>(), found);
+    // And every answer about the subject named an entry the history lists.
+    for index in &answered {
+        assert!(indexes.contains(index), "answered as {index}: {indexes:?}");
+    }
 
     // What it shows: the write and the reads, by entity, location and role, not by name;
     // the denied read from a restricted country and its alert.
@@ -247,6 +261,35 @@ fn a_subjects_history_is_complete_proven_and_theirs_alone() {
     let (code, out, _) = verify(&file, &key, None);
     assert_eq!(code, Some(0));
     assert!(out.contains("completeness not checked"), "{out}");
+    // With the pseudonym the subject knew already, and with another.
+    let mut command = sovereign();
+    command.args(["subject", "verify", s(&file), "--key", &key, "--pseudonym"]);
+    assert!(command.arg(&pseudonym).output().unwrap().status.success());
+    let output = sovereign()
+        .args(["subject", "verify", s(&file), "--key", &key])
+        .args(["--pseudonym", &"0".repeat(32)])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output).1.contains("not of yours"),
+        "{}",
+        text(&output).1
+    );
+
+    // A history started further back (`--before`) covers what it lists, and no more.
+    let older = work.join("older.json");
+    let middle = indexes[indexes.len() / 2];
+    let output = sovereign()
+        .args(["subject", "accesses", DATA_SUBJECT.sub, "--before"])
+        .arg(middle.to_string())
+        .args(["--url", base, "--token", &own, "--out", s(&older)])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output).1);
+    let (code, out, err) = verify(&older, &key, Some(base));
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains(&format!("..{middle}")), "{out}");
 
     // An entry left out, the count adjusted to match: only the mirror can tell, and does.
     let mut removed = history.clone();
@@ -374,4 +417,67 @@ fn the_subject_index_is_rebuilt_from_the_log() {
     assert_eq!(again[again.len() - first.len()..], first[..]);
     let (code, out, err) = verify(&after, &key, Some(&server.base));
     assert_eq!(code, Some(0), "{out}{err}");
+}
+
+/// An id erased and registered again names another person: their history starts after the
+/// erasure, and the check holds the gateway to that start.
+#[test]
+fn an_id_registered_again_after_erasure_has_a_history_of_its_own() {
+    let fresh = Fresh::start();
+    let (base, data, work) = (&fresh.server.base, &fresh.data, &fresh.work);
+    let before_erasure = traffic(base, data);
+    let http = reqwest::blocking::Client::new();
+    let frank = token_of(data, &testkit::cast::BREAK_GLASS);
+    let grant = serde_json::json!({"action": "delete", "subjects": [DATA_SUBJECT.sub],
+        "purpose": "erasure request 12", "reason_code": "data-subject-request"});
+    let response = http
+        .post(format!("{base}/v1/access/break-glass"))
+        .bearer_auth(&frank)
+        .json(&grant)
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let url = format!("{base}/v1/subjects/{}", DATA_SUBJECT.sub);
+    let (status, _) = governed(
+        &http,
+        Method::DELETE,
+        &url,
+        &frank,
+        "erasure request 12",
+        None,
+    );
+    assert_eq!(status, 200);
+    let staff = token_of(data, &VETTED_US);
+    let body = r#"{"jurisdiction":"US"}"#;
+    let (status, registered) = governed(&http, Method::PUT, &url, &staff, "", Some(body));
+    assert_eq!(status, 201);
+    let key = log_key(data);
+    let output = sovereign()
+        .args(["audit", "verify", "--url", base, "--key", &key, "--wait"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output).1);
+
+    let file = work.join("history.json");
+    let history = fetch_history(base, &token_of(data, &DATA_SUBJECT), &file);
+    let since = history["pages"][0]["since"].as_u64().unwrap();
+    assert!(since > *before_erasure.iter().max().unwrap(), "{history}");
+    let indexes = listed(&history);
+    assert!(indexes.contains(&registered.unwrap()), "{indexes:?}");
+    assert!(indexes.iter().all(|i| *i >= since), "{indexes:?}");
+    let (code, out, err) = verify(&file, &key, Some(base));
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("after the subject's erasure"), "{out}");
+
+    // A gateway that moved the start back would show the erased subject's history: the
+    // mirror finds the erasure it hid.
+    let mut moved = history.clone();
+    for page in moved["pages"].as_array_mut().unwrap() {
+        page["since"] = 0.into();
+    }
+    let moved_file = work.join("moved.json");
+    write_json(&moved_file, &moved);
+    let (code, _, err) = verify(&moved_file, &key, Some(base));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("last erasure"), "{err}");
 }
