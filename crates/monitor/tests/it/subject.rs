@@ -19,6 +19,23 @@ fn entry_of(i: u64) -> Vec<u8> {
     serde_json::to_vec(&e).unwrap()
 }
 
+/// Entry `index` of `log` as a history lists it, proven against the log's checkpoint.
+fn proven_entry(log: &dyn tlog::TileFetcher, index: u64) -> HistoryEntry {
+    let proven = monitor::proof::prove(log, index, None).unwrap();
+    let value: Value = serde_json::from_slice(&proven.entry).unwrap();
+    HistoryEntry {
+        index,
+        shown: shown(&value, false),
+        entry: String::from_utf8(proven.entry).unwrap(),
+        proof: proven
+            .proof
+            .hashes
+            .iter()
+            .map(tlog::hash_to_base64)
+            .collect(),
+    }
+}
+
 struct Log {
     dir: tempfile::TempDir,
     key: Key,
@@ -66,21 +83,7 @@ impl Log {
         let entries: Vec<HistoryEntry> = found
             .into_iter()
             .take(limit)
-            .map(|i| {
-                let proven = monitor::proof::prove(&*log, i, None).unwrap();
-                let value: Value = serde_json::from_slice(&proven.entry).unwrap();
-                HistoryEntry {
-                    index: i,
-                    shown: shown(&value, false),
-                    entry: String::from_utf8(proven.entry).unwrap(),
-                    proof: proven
-                        .proof
-                        .hashes
-                        .iter()
-                        .map(tlog::hash_to_base64)
-                        .collect(),
-                }
-            })
+            .map(|i| proven_entry(&*log, i))
             .collect();
         HistoryPage {
             pseudonym: PSEUDONYM.into(),

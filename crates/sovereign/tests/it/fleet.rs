@@ -288,19 +288,7 @@ fn three_gateways_on_separate_data_folders_act_as_one() {
 
     // A subject's history, from one gateway's own index of the shared log, lists the
     // writes every gateway took, and checks against the log as a mirror.
-    let subject = crate::support::token(
-        data,
-        &[
-            "--sub",
-            "fleet-load",
-            "--entity",
-            "public",
-            "--location",
-            "US",
-            "--role",
-            "data-subject",
-        ],
-    );
+    let subject = crate::support::data_subject_token(data, "fleet-load");
     let history = dir.path().join("history.json");
     let output = crate::support::sovereign()
         .args([

@@ -11,27 +11,11 @@ use reqwest::Method;
 use serde_json::Value;
 use testkit::cast::{DATA_SUBJECT, USDS_TRAVELLING_CN, VETTED_US};
 
-use crate::support::{Fresh, governed, s, serve, sovereign, text, token, token_of};
+use crate::support::{Fresh, data_subject_token, governed, s, serve, sovereign, text, token_of};
 
 const OTHER_SUBJECT: &str = "u-2002";
 const SECRET_OWN: &str = "secret-1001@example.com";
 const SECRET_OTHER: &str = "secret-2002@example.com";
-
-fn other_subject_token(data: &Path) -> String {
-    token(
-        data,
-        &[
-            "--sub",
-            OTHER_SUBJECT,
-            "--entity",
-            "public",
-            "--location",
-            "US",
-            "--role",
-            "data-subject",
-        ],
-    )
-}
 
 /// The traffic the history must show: registration, a write, reads allowed and denied
 /// (with the restricted-country alert), and the other subject's own traffic beside it. The
@@ -222,7 +206,7 @@ fn a_subjects_history_is_complete_proven_and_theirs_alone() {
     );
 
     // No value, no raw id, nothing of the other subject.
-    let other = other_subject_token(data);
+    let other = data_subject_token(data, OTHER_SUBJECT);
     let other_history = work.join("other.json");
     let output = sovereign()
         .args([

@@ -332,19 +332,7 @@ fn a_quorum_of_witnesses_cosigns_what_the_gateway_serves() {
 
     // A subject's history is proven against the witnessed checkpoint, and checked against
     // the quorum offline.
-    let subject_token = crate::support::token(
-        &data,
-        &[
-            "--sub",
-            "witnessed-subject",
-            "--entity",
-            "public",
-            "--location",
-            "US",
-            "--role",
-            "data-subject",
-        ],
-    );
+    let subject_token = crate::support::data_subject_token(&data, "witnessed-subject");
     let history = dir.path().join("history.json");
     assert_success(
         &sovereign()

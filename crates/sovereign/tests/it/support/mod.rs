@@ -235,6 +235,24 @@ pub fn token(data: &Path, args: &[&str]) -> String {
     String::from_utf8(output.stdout).unwrap().trim().to_string()
 }
 
+/// The token of a data subject acting on their own data: `sub` their subject id, entity
+/// `public`, role `data-subject`, located in the US.
+pub fn data_subject_token(data: &Path, subject: &str) -> String {
+    token(
+        data,
+        &[
+            "--sub",
+            subject,
+            "--entity",
+            "public",
+            "--location",
+            "US",
+            "--role",
+            "data-subject",
+        ],
+    )
+}
+
 /// Whether the cvc5 solver is installed; without it, a test that needs it skips with a
 /// message, unless `SOVEREIGN_REQUIRE_CVC5=1` (as in CI), which makes it fail instead.
 pub fn cvc5_present() -> bool {
