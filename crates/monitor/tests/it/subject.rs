@@ -188,25 +188,12 @@ fn a_page_of_another_pseudonym_or_log_fails() {
     fails(log.check(&theirs, None), "not the log's");
     // An entry of another subject, proven: not about the pseudonym.
     let mut foreign = history.clone();
-    let i = 1u64;
-    let proven = monitor::proof::prove(&*log.fetcher(), i, None).unwrap();
-    let value: Value = serde_json::from_slice(&proven.entry).unwrap();
     foreign
         .pages
         .last_mut()
         .unwrap()
         .entries
-        .push(HistoryEntry {
-            index: i,
-            shown: shown(&value, false),
-            entry: String::from_utf8(proven.entry).unwrap(),
-            proof: proven
-                .proof
-                .hashes
-                .iter()
-                .map(tlog::hash_to_base64)
-                .collect(),
-        });
+        .push(proven_entry(&*log.fetcher(), 1));
     fails(log.check(&foreign, None), "is not about pseudonym");
 }
 

@@ -71,6 +71,16 @@ fn log_key(data: &Path) -> String {
     String::from_utf8(output.stdout).unwrap().trim().to_string()
 }
 
+/// Waits (`audit verify --wait`) until a checkpoint covers every entry the log holds, so a
+/// history shows all the traffic so far.
+fn wait_for_checkpoint(base: &str, key: &str) {
+    let output = sovereign()
+        .args(["audit", "verify", "--url", base, "--key", key, "--wait"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output).1);
+}
+
 /// `subject accesses ID --all --limit 2 --json --out FILE` as `token`: the history written.
 fn fetch_history(base: &str, token: &str, out: &Path) -> Value {
     let output = sovereign()
@@ -146,11 +156,7 @@ fn a_subjects_history_is_complete_proven_and_theirs_alone() {
     let own = token_of(data, &DATA_SUBJECT);
 
     // Wait until a checkpoint covers the traffic, so the history shows all of it.
-    let output = sovereign()
-        .args(["audit", "verify", "--url", base, "--key", &key, "--wait"])
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", text(&output).1);
+    wait_for_checkpoint(base, &key);
 
     let file = work.join("history.json");
     let history = fetch_history(base, &own, &file);
@@ -373,19 +379,7 @@ fn the_subject_index_is_rebuilt_from_the_log() {
     let key = log_key(&data);
     let own = token_of(&data, &DATA_SUBJECT);
     let before = dir.path().join("before.json");
-    let output = sovereign()
-        .args([
-            "audit",
-            "verify",
-            "--url",
-            &server.base,
-            "--key",
-            &key,
-            "--wait",
-        ])
-        .output()
-        .unwrap();
-    assert!(output.status.success());
+    wait_for_checkpoint(&server.base, &key);
     let first = listed(&fetch_history(&server.base, &own, &before));
     server.signal("KILL");
     let _ = server.child.wait();
@@ -436,11 +430,7 @@ fn an_id_registered_again_after_erasure_has_a_history_of_its_own() {
     let (status, registered) = governed(&http, Method::PUT, &url, &staff, "", Some(body));
     assert_eq!(status, 201);
     let key = log_key(data);
-    let output = sovereign()
-        .args(["audit", "verify", "--url", base, "--key", &key, "--wait"])
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", text(&output).1);
+    wait_for_checkpoint(base, &key);
 
     let file = work.join("history.json");
     let history = fetch_history(base, &token_of(data, &DATA_SUBJECT), &file);
