@@ -124,7 +124,10 @@ fn main() {
     let page = page.unwrap();
     let listed = page.entries.len();
 
-    let history = History { pages: vec![page] };
+    let history = History {
+        pages: vec![page],
+        consistency: Vec::new(),
+    };
     let verifier = tlog::note::Verifier::new(&vkey).unwrap();
     let trust = Trust {
         log: &verifier,

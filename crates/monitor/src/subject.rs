@@ -238,10 +238,33 @@ pub struct HistoryPage {
     pub next_before: Option<u64>,
 }
 
-/// Several pages of one history, in the order they were fetched (`subject accesses --all`).
+/// Several pages of one history, in the order they were fetched (`subject accesses --all`),
+/// with the consistency proofs between their checkpoints (the log grows while they are
+/// fetched), so that offline too they are shown to be views of one log.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct History {
     pub pages: Vec<HistoryPage>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub consistency: Vec<Consistency>,
+}
+
+/// An RFC 6962 consistency proof between two tree sizes, as `/log/proof/consistency`
+/// answers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Consistency {
+    pub from: u64,
+    pub to: u64,
+    /// Base64 hashes.
+    pub hashes: Vec<String>,
+}
+
+/// The pairs of checkpoint sizes, smaller then larger, that consecutive distinct sizes of
+/// `pages` form: the consistency proofs a history of those pages needs.
+pub fn sizes_to_link(pages: &[HistoryPage]) -> Vec<(u64, u64)> {
+    let mut sizes: Vec<u64> = pages.iter().map(|p| p.size).filter(|s| *s > 0).collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    sizes.windows(2).map(|w| (w[0], w[1])).collect()
 }
 
 impl History {
@@ -254,7 +277,10 @@ impl History {
         } else {
             let page = serde_json::from_value(value)
                 .map_err(|e| check_failed(format!("not a history page: {e}")))?;
-            Ok(History { pages: vec![page] })
+            Ok(History {
+                pages: vec![page],
+                consistency: Vec::new(),
+            })
         }
     }
 }
@@ -420,6 +446,7 @@ pub fn check_history(
         }
         previous = Some(page);
     }
+    check_consistency(&roots, &history.consistency, mirror.is_some())?;
     let finished = previous.is_some_and(|last| last.next_before.is_none());
     let covers_from = if finished { since } else { below };
     if finished && first.below == first.size && listed.len() as u64 != first.total {
@@ -454,6 +481,40 @@ pub fn check_history(
         covers_below: first.below,
         mirror_size,
     })
+}
+
+/// The pages' checkpoints are views of one log: each consecutive pair of sizes is linked by
+/// a consistency proof. A pair without one passes only if a mirror is to check them (the
+/// mirror's tree must have every checkpoint as a prefix).
+fn check_consistency(
+    roots: &BTreeMap<u64, Hash>,
+    proofs: &[Consistency],
+    mirror: bool,
+) -> anyhow::Result<()> {
+    let sizes: Vec<(&u64, &Hash)> = roots.iter().filter(|(s, _)| **s > 0).collect();
+    for pair in sizes.windows(2) {
+        let ((&from, from_root), (&to, to_root)) = (pair[0], pair[1]);
+        let Some(proof) = proofs.iter().find(|p| p.from == from && p.to == to) else {
+            if mirror {
+                continue;
+            }
+            return Err(check_failed(format!(
+                "the pages' checkpoints of {from} and {to} entries are not shown to be of one log: fetch the history with `subject accesses --all` (which adds the proofs), or give --mirror"
+            )));
+        };
+        let hashes = proof
+            .hashes
+            .iter()
+            .map(|h| hash_from_base64(h))
+            .collect::<Option<Vec<Hash>>>()
+            .ok_or_else(|| check_failed("a consistency proof is not base64 hashes"))?;
+        tlog::check_tree(&hashes, to, to_root, from, from_root).map_err(|e| {
+            check_failed(format!(
+                "the pages' checkpoints of {from} and {to} entries are not of one log (it forked): {e}"
+            ))
+        })?;
+    }
+    Ok(())
 }
 
 /// One listed entry: in the tree at its index, about the pseudonym, shown as logged. Answers

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use monitor::failure::usage;
 use monitor::subject::{History, HistoryPage};
+
 use monitor::{Silent, load_verifier};
 
 use crate::audit::WitnessArgs;
@@ -107,7 +108,17 @@ fn accesses(
         }
         pages.push(page(&client, id, Some(next), limit)?);
     }
-    let history = History { pages };
+    // The log grew while the pages were fetched: the proofs that their checkpoints are of one
+    // log go with them, for an offline check.
+    let consistency = monitor::subject::sizes_to_link(&pages)
+        .into_iter()
+        .map(|(from, to)| {
+            let answer = client.get_json(&format!("/log/proof/consistency?from={from}&to={to}"))?;
+            serde_json::from_value(answer)
+                .map_err(|e| anyhow::anyhow!("the gateway's consistency proof does not parse: {e}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let history = History { pages, consistency };
     let document = if history.pages.len() == 1 && !all {
         serde_json::to_value(&history.pages[0])?
     } else {

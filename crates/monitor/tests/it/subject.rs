@@ -2,7 +2,7 @@
 //! tampered: every way of passing off an incomplete or altered history should fail.
 
 use monitor::subject::{
-    History, HistoryEntry, HistoryPage, Trust, check_history, pseudonyms_named, shown,
+    Consistency, History, HistoryEntry, HistoryPage, Trust, check_history, pseudonyms_named, shown,
 };
 use serde_json::Value;
 use testkit::static_log::{Key, entry, new_key, publish};
@@ -41,19 +41,24 @@ struct Log {
     key: Key,
     entries: Vec<Vec<u8>>,
     note: String,
+    checkpoint: tlog::checkpoint::Checkpoint,
 }
 
 fn static_log(size: u64) -> Log {
+    published(new_key(), (0..size).map(entry_of).collect())
+}
+
+/// The log of `entries` signed by `key`, published in a folder of its own.
+fn published(key: Key, entries: Vec<Vec<u8>>) -> Log {
     let dir = tempfile::tempdir().unwrap();
-    let key = new_key();
-    let entries: Vec<Vec<u8>> = (0..size).map(entry_of).collect();
-    publish(dir.path(), &key, &entries);
+    let checkpoint = publish(dir.path(), &key, &entries);
     let note = std::fs::read_to_string(dir.path().join("checkpoint")).unwrap();
     Log {
         dir,
         key,
         entries,
         note,
+        checkpoint,
     }
 }
 
@@ -77,7 +82,7 @@ impl Log {
     /// `limit`, each proven against the log's checkpoint.
     fn page(&self, below: u64, limit: usize) -> HistoryPage {
         let log = self.fetcher();
-        let all = self.about(SIZE);
+        let all = self.about(self.size());
         let found: Vec<u64> = self.about(below).into_iter().take(limit + 1).collect();
         let more = found.len() > limit;
         let entries: Vec<HistoryEntry> = found
@@ -88,7 +93,7 @@ impl Log {
         HistoryPage {
             pseudonym: PSEUDONYM.into(),
             checkpoint: self.note.clone(),
-            size: SIZE,
+            size: self.size(),
             below,
             since: 0,
             total: all.len() as u64,
@@ -101,13 +106,36 @@ impl Log {
         }
     }
 
+    fn size(&self) -> u64 {
+        self.entries.len() as u64
+    }
+
     /// Every page, `limit` entries each.
     fn history(&self, limit: usize) -> History {
-        let mut pages = vec![self.page(SIZE, limit)];
+        let mut pages = vec![self.page(self.size(), limit)];
         while let Some(next) = pages.last().unwrap().next_before {
             pages.push(self.page(next, limit));
         }
-        History { pages }
+        History {
+            pages,
+            consistency: Vec::new(),
+        }
+    }
+
+    /// The consistency proof from the tree of `from` entries to this log's.
+    fn consistency(&self, from: u64) -> Consistency {
+        let fetcher = self.fetcher();
+        let reader = tlog::tile_hash_reader(
+            self.size(),
+            self.checkpoint.hash,
+            tlog::FetcherTileReader(&*fetcher),
+        );
+        let hashes = tlog::prove_tree(self.size(), from, &reader).unwrap();
+        Consistency {
+            from,
+            to: self.size(),
+            hashes: hashes.iter().map(tlog::hash_to_base64).collect(),
+        }
     }
 
     fn check(
@@ -145,6 +173,7 @@ fn an_honest_history_passes_and_is_complete() {
     // The first two pages alone: complete only down to what they list.
     let partial = History {
         pages: history.pages[..2].to_vec(),
+        consistency: Vec::new(),
     };
     let check = log.check(&partial, Some(&*mirror)).unwrap();
     assert_eq!(
@@ -233,4 +262,56 @@ fn a_mirror_behind_or_forked_is_named() {
     publish(forked.path(), &log.key, &entries);
     let fork = monitor::open_log(forked.path().to_str().unwrap()).unwrap();
     fails(log.check(&history, Some(&*fork)), "forked");
+}
+
+/// Pages fetched while the log grew are under checkpoints of different sizes: offline, they
+/// pass only with the proof that the smaller tree is a prefix of the larger, and a fork fails.
+#[test]
+fn pages_under_growing_checkpoints_need_their_consistency_proof() {
+    let log = static_log(SIZE);
+    let mut more = log.entries.clone();
+    more.extend((SIZE..SIZE + 40).map(entry_of));
+    let grown = published(
+        Key {
+            signer: log.key.signer.clone(),
+            vkey: log.key.vkey.clone(),
+        },
+        more,
+    );
+    // The first page under the first checkpoint, the rest under the grown one.
+    let first = log.page(SIZE, 10);
+    let mut pages = vec![first];
+    while let Some(next) = pages.last().unwrap().next_before {
+        pages.push(grown.page(next, 10));
+    }
+    assert!(pages.len() > 2 && pages[1..].iter().all(|p| p.size == SIZE + 40));
+    let mut history = History {
+        pages,
+        consistency: Vec::new(),
+    };
+    fails(log.check(&history, None), "not shown to be of one log");
+    let mirror = grown.fetcher();
+    log.check(&history, Some(&*mirror)).unwrap();
+    history.consistency = vec![grown.consistency(SIZE)];
+    log.check(&history, None).unwrap();
+
+    // A log that grew from another first entry: no proof links them.
+    let mut forked_entries = grown.entries.clone();
+    forked_entries[0] = serde_json::to_vec(&entry(SIZE + 100)).unwrap();
+    let forked = published(
+        Key {
+            signer: log.key.signer.clone(),
+            vkey: log.key.vkey.clone(),
+        },
+        forked_entries,
+    );
+    let mut pages = vec![log.page(SIZE, 10)];
+    while let Some(next) = pages.last().unwrap().next_before {
+        pages.push(forked.page(next, 10));
+    }
+    let history = History {
+        pages,
+        consistency: vec![forked.consistency(SIZE)],
+    };
+    fails(log.check(&history, None), "forked");
 }
