@@ -3,18 +3,21 @@
 //! subject, what the history shows of each, and the check of a history against the log.
 //!
 //! The gateway answers with pages. Each page holds a signed checkpoint, the subject's log
-//! pseudonym and the entries about that pseudonym below the checkpoint's size, newest
-//! first, each with its exact bytes and its inclusion proof. [`check_history`] checks:
+//! pseudonym and the entries about that pseudonym since the subject's last erasure and below
+//! an index (`before`, or the checkpoint's size), newest first, each with its exact bytes and
+//! its inclusion proof. [`check_history`] checks:
 //!
-//! - every checkpoint is signed by the log (and cosigned by a quorum, when one is asked);
+//! - every checkpoint is signed by the log (and cosigned by a quorum, when one is asked), and
+//!   the checkpoints of the pages are linked by consistency proofs (or left to the mirror);
 //! - every entry is in the tree at its index (RFC 6962 inclusion proof), is about the
 //!   pseudonym, and is shown as it is (what the page shows equals [`shown`] of its bytes);
-//! - the pages run newest first without overlap, and a finished history lists as many
-//!   entries as its first page says there are;
+//! - each page continues the one before, entries run newest first without overlap, and a
+//!   finished history lists as many entries as its first page says there are;
 //! - with a mirror of the log (a directory or a URL), after verifying the mirror whole:
-//!   that its tree has the pages' checkpoints as prefixes, and that the entries about the
-//!   pseudonym it holds in the range the pages cover are exactly those listed. An entry left
-//!   out is then named, with its index: proof that the gateway withheld it.
+//!   that its tree has the pages' checkpoints as prefixes, that the subject's last erasure
+//!   is just before where the history starts, and that the entries about the pseudonym it
+//!   holds in the range the pages cover are exactly those listed. An entry left out is then
+//!   named, with its index: proof that the gateway withheld it.
 //!
 //! Which entries are about a subject is [`pseudonyms_named`], used alike by the gateway's
 //! index, by `audit search --subject` and by the mirror's side of the check.
