@@ -105,15 +105,13 @@ impl Gateway {
         let witnessing =
             crate::witnessing::Witnessing::new(&config.log, data_dir, &log)?.map(Arc::new);
         let algorithms = crate::algorithms::Algorithms::new(&config.algorithms);
-        let history_index = Arc::new(
-            logstore::SubjectIndex::open(
-                &data_dir.join(&config.history.index),
-                &log,
-                crate::pipeline::history::INDEX_RULE,
-                Box::new(crate::pipeline::history::index_keys),
-            )
-            .context("cannot open the subject index (history.index)")?,
-        );
+        let history_index = logstore::SubjectIndex::open(
+            &data_dir.join(&config.history.index),
+            &log,
+            crate::pipeline::history::INDEX_RULE,
+            Box::new(crate::pipeline::history::index_keys),
+        )
+        .context("cannot open the subject index (history.index)")?;
         let state = Arc::new(AppState {
             config,
             data_dir: data_dir.to_path_buf(),
@@ -714,18 +712,12 @@ async fn index_subjects(state: Arc<AppState>) {
         interval.tick().await;
         let indexing = state.clone();
         let result = blocking(move || {
-            let index = &indexing.history_index;
-            let size = indexing.log.size();
-            // A batch at a time, so that a request's own catching up takes turns with this.
-            while index.size()? < size {
-                let at = index.size()?;
-                index.catch_up(&indexing.log, (at + logstore::MAX_ENTRIES_READ).min(size))?;
-            }
-            Ok::<_, logstore::LogError>(())
+            let log = &indexing.log;
+            indexing.history_index.catch_up(log, log.size())
         })
         .await;
         match result {
-            Ok(Ok(())) => {}
+            Ok(Ok(_)) => {}
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "cannot bring the subject index up to the log")
             }

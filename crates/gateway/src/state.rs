@@ -49,7 +49,7 @@ pub struct AppState {
     /// The sandbox custodian-released algorithms run in, and where.
     pub algorithms: crate::algorithms::Algorithms,
     /// The log's entries by the subject pseudonyms they name, for subjects' histories.
-    pub history_index: Arc<logstore::SubjectIndex>,
+    pub history_index: logstore::SubjectIndex,
 }
 
 impl AppState {

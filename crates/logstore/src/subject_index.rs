@@ -119,17 +119,21 @@ impl SubjectIndex {
 
     /// Reads the log's entries up to `to` (at most the log's size) that the index has not
     /// read yet, [`MAX_ENTRIES_READ`] at a time, each batch committed with its progress.
-    /// Returns the size reached.
+    /// The connection is taken per batch, so that a long build (a log the index has not
+    /// read) and a request catching up to its checkpoint take turns. Returns the size reached.
     pub fn catch_up(&self, log: &Log, to: u64) -> Result<u64, LogError> {
         let to = to.min(log.size());
-        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let fail = |e: rusqlite::Error| storage(&self.path, e);
-        let mut size: u64 = conn
-            .query_row("SELECT size FROM progress", [], |r| r.get::<_, i64>(0))
-            .optional()
-            .map_err(fail)?
-            .map_or(0, |s| s as u64);
-        while size < to {
+        loop {
+            let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+            let size: u64 = conn
+                .query_row("SELECT size FROM progress", [], |r| r.get::<_, i64>(0))
+                .optional()
+                .map_err(fail)?
+                .map_or(0, |s| s as u64);
+            if size >= to {
+                return Ok(size);
+            }
             let end = to.min(size + MAX_ENTRIES_READ);
             let entries = log.entries(size, end)?;
             if entries.len() as u64 != end - size {
@@ -160,9 +164,7 @@ impl SubjectIndex {
             )
             .map_err(fail)?;
             tx.commit().map_err(fail)?;
-            size = end;
         }
-        Ok(size)
     }
 
     /// The indexes of entries naming `key` in `from..below`, newest first, at most `limit`.
