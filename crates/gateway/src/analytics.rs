@@ -242,6 +242,29 @@ pub struct Analytics {
     started: Instant,
 }
 
+impl Live {
+    /// Puts a decision at the head of the feed, the oldest dropped beyond
+    /// [`RECENT_DECISIONS`].
+    fn show_decision(&mut self, item: FeedItem) {
+        if self.recent.len() == RECENT_DECISIONS {
+            self.recent.pop_back();
+        }
+        self.recent.push_front(item);
+    }
+
+    /// Keeps `alert`, numbered with the next id, at the head of the recent alerts (the oldest
+    /// dropped beyond [`RECENT_ALERTS`]); answers it as kept.
+    fn keep_alert(&mut self, mut alert: Alert) -> Alert {
+        alert.id = self.next_alert_id;
+        self.next_alert_id += 1;
+        if self.alerts.len() == RECENT_ALERTS {
+            self.alerts.pop_back();
+        }
+        self.alerts.push_front(alert.clone());
+        alert
+    }
+}
+
 impl Analytics {
     pub fn new(settings: AnalyticsConfig) -> Analytics {
         // A recorder of its own (not the process-wide one), so that several gateways in one
@@ -328,10 +351,7 @@ impl Analytics {
             .entry(p.entity.clone())
             .or_default()
             .add(o.outcome);
-        if live.recent.len() == RECENT_DECISIONS {
-            live.recent.pop_back();
-        }
-        live.recent.push_front(FeedItem {
+        live.show_decision(FeedItem {
             time: rfc3339_millis(SystemTime::now()),
             log_index: o.log_index,
             principal: o.who.public_id.clone(),
@@ -459,9 +479,6 @@ impl Analytics {
             let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
             match e["kind"].as_str() {
                 Some("access") if e["v"] == 2 => {
-                    if live.recent.len() == RECENT_DECISIONS {
-                        live.recent.pop_back();
-                    }
                     let classes = e["decisions"]
                         .as_array()
                         .into_iter()
@@ -479,7 +496,7 @@ impl Analytics {
                         Some("partial") => "partial",
                         _ => "deny",
                     };
-                    live.recent.push_front(FeedItem {
+                    live.show_decision(FeedItem {
                         time: text(&e["time"]),
                         log_index: index,
                         principal: text(&e["principal"]["id"]),
@@ -514,14 +531,9 @@ impl Analytics {
                     else {
                         continue;
                     };
-                    if live.alerts.len() == RECENT_ALERTS {
-                        live.alerts.pop_back();
-                    }
-                    let id = live.next_alert_id;
-                    live.next_alert_id += 1;
                     let actor = &e["actor"];
-                    live.alerts.push_front(Alert {
-                        id,
+                    live.keep_alert(Alert {
+                        id: 0,
                         time: text(&e["time"]),
                         alert: kind.as_str(),
                         severity: kind.severity(),
@@ -584,8 +596,8 @@ impl Analytics {
         log_index: Option<u64>,
     ) -> Alert {
         let mut live = self.live();
-        let alert = Alert {
-            id: live.next_alert_id,
+        let alert = live.keep_alert(Alert {
+            id: 0,
             time: rfc3339_millis(SystemTime::now()),
             alert: request.kind.as_str(),
             severity: request.kind.severity(),
@@ -596,13 +608,8 @@ impl Analytics {
             log_index,
             repeats: 0,
             break_glass: break_glass_id(request.kind, &request.details),
-        };
-        live.next_alert_id += 1;
+        });
         live.alerts_total += 1;
-        if live.alerts.len() == RECENT_ALERTS {
-            live.alerts.pop_back();
-        }
-        live.alerts.push_front(alert.clone());
         drop(live);
         self.send(
             "alert",
