@@ -266,9 +266,7 @@ impl Client {
             ))),
         }
     }
-}
 
-impl Client {
     /// The whole hash of the set `given` names at `route` (`/v1/policies`,
     /// `/v1/invariants`): 64 hex digits, or a unique prefix of at least 4 of a set the gateway
     /// lists.
