@@ -30,6 +30,12 @@ const OPTIONS: sqlitedb::Options = sqlitedb::Options {
     ..sqlitedb::Options::DEFAULT
 };
 
+/// How many entries [`SubjectIndex::catch_up`] commits at once, at most. Keys spread over
+/// many subjects dirty a page per subject, so a commit writes about as many pages for a
+/// thousand entries as for sixty thousand: small commits wrote as much to disk as the log
+/// itself (issue 16). A request catching up waits for at most one such commit.
+const ENTRIES_PER_COMMIT: u64 = 64 * MAX_ENTRIES_READ;
+
 /// Which keys an entry names; entries that are not what the caller expects name none.
 pub type KeysOf = dyn Fn(&[u8]) -> Vec<String> + Send + Sync;
 
@@ -45,6 +51,11 @@ pub struct SubjectIndex {
 
 fn open_file(path: &Path) -> Result<Connection, sqlitedb::Error> {
     let mut conn = sqlitedb::open_durable(path, &OPTIONS)?;
+    // Derived data: a commit need not wait for the disk. In WAL mode `NORMAL` still keeps
+    // every commit whole (rows and progress together) through a crash of the process or the
+    // machine; a power loss may only take the last commits back, and the index then reads
+    // those entries again.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
     sqlitedb::migrate(&mut conn, SCHEMA)?;
     Ok(conn)
 }
@@ -118,15 +129,16 @@ impl SubjectIndex {
     }
 
     /// Reads the log's entries up to `to` (at most the log's size) that the index has not
-    /// read yet, [`MAX_ENTRIES_READ`] at a time, each batch committed with its progress.
-    /// The connection is taken per batch, so that a long build (a log the index has not
-    /// read) and a request catching up to its checkpoint take turns. Returns the size reached.
+    /// read yet, [`MAX_ENTRIES_READ`] at a time, and commits them with its progress every
+    /// [`ENTRIES_PER_COMMIT`]. The connection is taken per commit, so that a long build (a log
+    /// the index has not read) and a request catching up to its checkpoint take turns.
+    /// Returns the size reached.
     pub fn catch_up(&self, log: &Log, to: u64) -> Result<u64, LogError> {
         let to = to.min(log.size());
         let fail = |e: rusqlite::Error| storage(&self.path, e);
         loop {
             let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-            let size: u64 = conn
+            let mut size: u64 = conn
                 .query_row("SELECT size FROM progress", [], |r| r.get::<_, i64>(0))
                 .optional()
                 .map_err(fail)?
@@ -134,33 +146,37 @@ impl SubjectIndex {
             if size >= to {
                 return Ok(size);
             }
-            let end = to.min(size + MAX_ENTRIES_READ);
-            let entries = log.entries(size, end)?;
-            if entries.len() as u64 != end - size {
-                return Err(storage(
-                    &self.path,
-                    "the log answered fewer entries than it holds",
-                ));
-            }
-            let root = log.tree_hash(end)?;
+            let until = to.min(size + ENTRIES_PER_COMMIT);
             let tx = conn.transaction().map_err(fail)?;
             {
                 let mut insert = tx
                     .prepare_cached("INSERT OR IGNORE INTO keyed (key, idx) VALUES (?1, ?2)")
                     .map_err(fail)?;
-                for (offset, entry) in entries.iter().enumerate() {
-                    for key in (self.keys_of)(entry) {
-                        insert
-                            .execute(params![key, (size + offset as u64) as i64])
-                            .map_err(fail)?;
+                while size < until {
+                    let end = until.min(size + MAX_ENTRIES_READ);
+                    let entries = log.entries(size, end)?;
+                    if entries.len() as u64 != end - size {
+                        return Err(storage(
+                            &self.path,
+                            "the log answered fewer entries than it holds",
+                        ));
                     }
+                    for (offset, entry) in entries.iter().enumerate() {
+                        for key in (self.keys_of)(entry) {
+                            insert
+                                .execute(params![key, (size + offset as u64) as i64])
+                                .map_err(fail)?;
+                        }
+                    }
+                    size = end;
                 }
             }
+            let root = log.tree_hash(size)?;
             tx.execute(
                 "INSERT INTO progress (one, size, root, rule) VALUES (1, ?1, ?2, ?3)
                  ON CONFLICT (one) DO UPDATE
                  SET size = excluded.size, root = excluded.root, rule = excluded.rule",
-                params![end as i64, root.as_slice(), self.rule],
+                params![size as i64, root.as_slice(), self.rule],
             )
             .map_err(fail)?;
             tx.commit().map_err(fail)?;

@@ -10,7 +10,9 @@
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use monitor::subject::{HistoryEntry, HistoryPage, erased, pseudonyms_named, shown};
+use monitor::subject::{
+    HistoryEntry, HistoryPage, about_subjects, erased, pseudonyms_named, shown,
+};
 
 use super::Permit;
 use crate::http::error::{ApiError, AppResult, ErrorCode};
@@ -38,7 +40,7 @@ fn erasure_key(pseudonym: &str) -> String {
 /// The keys the subject index records for an entry: the pseudonyms it is about, and for an
 /// erasure, the erased pseudonym's erasure key.
 pub fn index_keys(entry: &[u8]) -> Vec<String> {
-    let Ok(entry) = serde_json::from_slice::<serde_json::Value>(entry) else {
+    let Some(entry) = about_subjects(entry) else {
         return Vec::new();
     };
     let mut keys: Vec<String> = pseudonyms_named(&entry)
