@@ -26,9 +26,9 @@ use clap::{Parser, Subcommand};
 use gateway::auth::{Claims, mint_dev_token, now_unix};
 use gateway::config::{CONFIG_FILE, Config};
 
-/// mimalloc instead of glibc's malloc: a governed read allocates and frees a few hundred
-/// small objects across the runtime's threads, and glibc spent about a tenth of its CPU on
-/// them (BENCHMARKS.md, "The governed request path").
+/// mimalloc instead of glibc's malloc: a governed read allocates and frees many small
+/// objects across the runtime's threads, and glibc's allocator and its arena locks took about
+/// a tenth of the loaded server's CPU (BENCHMARKS.md, "The governed request path").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
