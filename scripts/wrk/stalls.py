@@ -3,10 +3,11 @@
 
 Reads the request lines a `sovereign serve` logs at INFO (`request method=... route=...
 micros=N`) and prints the server's own p50, p99 and p99.9 for the requests whose route
-contains ROUTE_PART (default "records"), and how many stalls there were: moments when at
-least 48 requests that started within 5 ms of each other each took over 10 ms, that is,
-when nearly all of wrk's 64 connections waited on the same thing (BENCHMARKS.md: a slow
-fsync of the log).
+contains ROUTE_PART (default "records"), and how many stalls there were: runs of at least
+48 requests over 10 ms, each started within 5 ms of the one before, that is, moments when
+nearly all of wrk's 64 connections waited on the same thing (BENCHMARKS.md: a slow fsync of
+the log). A long slow spell counts as one stall. Times are read as times of day: a log that
+crosses midnight is not handled.
 """
 import re
 import sys

@@ -33,7 +33,8 @@ const OPTIONS: sqlitedb::Options = sqlitedb::Options {
 /// How many entries [`SubjectIndex::catch_up`] commits at once, at most. Keys spread over
 /// many subjects dirty a page per subject, so a commit writes about as many pages for a
 /// thousand entries as for sixty thousand: small commits wrote as much to disk as the log
-/// itself (issue 16). A request catching up waits for at most one such commit.
+/// itself (issue 16). A request catching up may wait for a commit of that size before making
+/// its own.
 const ENTRIES_PER_COMMIT: u64 = 64 * MAX_ENTRIES_READ;
 
 /// Which keys an entry names; entries that are not what the caller expects name none.
@@ -51,10 +52,11 @@ pub struct SubjectIndex {
 
 fn open_file(path: &Path) -> Result<Connection, sqlitedb::Error> {
     let mut conn = sqlitedb::open_durable(path, &OPTIONS)?;
-    // Derived data: a commit need not wait for the disk. In WAL mode `NORMAL` still keeps
-    // every commit whole (rows and progress together) through a crash of the process or the
-    // machine; a power loss may only take the last commits back, and the index then reads
-    // those entries again.
+    // Derived data: a commit is not synced to disk (only the WAL checkpoints SQLite runs now
+    // and then are). In WAL mode `NORMAL` still keeps every commit whole (rows and progress
+    // together). A crash of the process loses nothing; a crash of the machine or a power loss
+    // may take the last commits back, and the index then reads those entries again. It never
+    // gets ahead of the log, whose entries are durable before they can be read.
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     sqlitedb::migrate(&mut conn, SCHEMA)?;
     Ok(conn)
